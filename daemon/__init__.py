@@ -1,0 +1,3 @@
+"""actiond: edge video-analytics daemon."""
+
+__version__ = "0.1.0"
