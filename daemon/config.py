@@ -1,13 +1,50 @@
 """Configuration: config.toml read with tomllib into frozen dataclasses.
 
-THE LOADER IS TO BE WRITTEN (helper task): load_config(path) -> Config, raising
-ConfigError(file, key, reason) for unknown keys, wrong types, out-of-range values and
-missing files. The dataclasses below are the contract other modules code against.
+load_config(path) parses, type-checks, range-checks and resolves a config file, raising
+ConfigError(file, key, reason) for the first problem found. Paths come back resolved, so
+the rest of the daemon never sees a relative path or a `sample:` source:
+
+- camera sources: `sample:<name>` becomes the absolute path of the clip bundled in
+  daemon/assets; a plain file path is made absolute against the config file's directory
+  and must exist; rtsp://... (any URL), /dev/videoN and test:<pattern> pass unchanged
+  (a USB camera may be plugged in later, a stream may come up later: the source stage
+  retries those). `source_kind()` tells the kinds apart.
+- inference.model (when set; "" stays "" and means the bundled demo model) must exist;
+  mqtt.ca_file and mqtt.password_file must exist when mqtt is enabled; display.record's
+  directory must exist. These and daemon.state_dir are made absolute against the config
+  file's directory; an empty daemon.state_dir becomes default_state_dir().
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.configload import (
+    Check, ConfigError, absolute_path, at_least, between, build, existing_file,
+    greater_than, one_of, read_toml,
+)
+
+__all__ = [
+    "ASSETS_DIR", "CameraConfig", "Config", "ConfigError", "DaemonConfig", "DisplayConfig",
+    "InferenceConfig", "MetricsConfig", "MotionConfig", "MqttConfig", "default_state_dir",
+    "load_config", "parse_listen", "resolve_source", "source_kind",
+]
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+SAMPLE_PREFIX = "sample:"
+TEST_PREFIX = "test:"
+RING_POLICIES = ("block", "drop_oldest", "drop_newest")
+MOTION_METHODS = ("dis", "farneback")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MIN_RING_CAPACITY = 2
+# Camera names and device_id become MQTT topic levels and Prometheus label values.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+_SAMPLE_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
 
 
 @dataclass(frozen=True)
@@ -32,7 +69,8 @@ class CameraConfig:
     """One [[cameras]] entry."""
 
     name: str
-    source: str                    # file path, rtsp://..., /dev/videoN, test:<pattern>
+    source: str                    # file path, rtsp://..., /dev/videoN, test:<pattern>,
+                                   # sample:<clip in daemon/assets> (resolved by load_config)
     enabled: bool = True
     fps: float = 0.0               # 0: the source's own rate
     realtime: bool = True          # files: pace to fps (True) or as fast as the pipeline takes
@@ -118,3 +156,245 @@ class Config:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+def default_state_dir() -> Path:
+    """Where the outbox and other durable state live when daemon.state_dir is "".
+
+    systemd's StateDirectory= sets $STATE_DIRECTORY (several paths joined by ':' when the
+    unit names several; the first is ours); otherwise the XDG state home.
+    """
+    from_systemd = os.environ.get("STATE_DIRECTORY", "")
+    if from_systemd:
+        return Path(from_systemd.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "actiond"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or "[v6addr]:port"; ValueError says what is wrong.
+
+    Port 0 is allowed: the OS picks a free port (tests use it).
+    """
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    bare_ipv6 = ":" in host and not text.startswith("[")   # ambiguous: "::1:80"
+    if not sep or not host or not port_text.isdigit() or bare_ipv6:
+        raise ValueError(f'must be "host:port", e.g. "127.0.0.1:9108" or "[::1]:9108" '
+                         f"(got {text!r})")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port must be 0-65535 (got {port})")
+    return host, port
+
+
+def source_kind(source: str) -> str:
+    """One of "sample", "test", "url", "device", "file" for a camera source string."""
+    if source.startswith(SAMPLE_PREFIX):
+        return "sample"
+    if source.startswith(TEST_PREFIX):
+        return "test"
+    if "://" in source:
+        return "url"
+    if source.startswith("/dev/"):
+        return "device"
+    return "file"
+
+
+def resolve_source(source: str, config_dir: str | Path) -> str:
+    """The source as the source stage opens it: samples and files as absolute paths.
+
+    load_config already applies this to every camera; ValueError names the problem.
+    """
+    kind = source_kind(source)
+    if kind == "sample":
+        return str(_sample_path(source[len(SAMPLE_PREFIX):]))
+    if kind != "file":
+        return source
+    path = absolute_path(source, Path(config_dir))
+    if not path.is_file():
+        raise ValueError(f"video file not found: {path} (relative paths are resolved "
+                         f"against the config file's directory; for a USB camera use "
+                         f"/dev/videoN, for a stream rtsp://...)")
+    return str(path)
+
+
+def _sample_path(name: str) -> Path:
+    available = sorted(p.name for p in ASSETS_DIR.iterdir()
+                       if p.suffix.lower() in _SAMPLE_SUFFIXES)
+    if name not in available:
+        raise ValueError(f"no bundled sample named {name!r}; available: "
+                         f"{', '.join(available) or 'none'}")
+    return ASSETS_DIR / name
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, check and resolve the config file at `path`; ConfigError on any problem."""
+    path = Path(path)
+    file = str(path)
+    config = build(Config, read_toml(path), "", file)
+    _check_fields(config, file)
+    _check_relations(config, file)
+    return _resolve_paths(config, path.resolve().parent, file)
+
+
+# --- value checks --------------------------------------------------------------------
+
+def _name(value: str) -> str | None:
+    if NAME_PATTERN.fullmatch(value):
+        return None
+    return (f"must be letters, digits, '_' or '-' (got {value!r}): it becomes an MQTT "
+            f"topic level and a metric label")
+
+
+def _topic_prefix(value: str) -> str | None:
+    if value and not set(value) & set("+#\0") and "//" not in value \
+            and not value.startswith("/") and not value.endswith("/"):
+        return None
+    return f"must be a non-empty MQTT topic without '+', '#' or empty levels (got {value!r})"
+
+
+def _listen(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _field_rules() -> dict[type, dict[str, Check]]:
+    positive, non_negative = greater_than(0), at_least(0)
+    return {
+        DaemonConfig: {
+            "device_id": _name, "log_level": one_of(*LOG_LEVELS),
+            "status_interval_s": positive, "heartbeat_timeout_s": positive,
+            "restart_backoff_min_s": positive, "restart_backoff_max_s": positive,
+            "stable_after_s": positive, "crash_budget": at_least(1),
+            "crash_window_s": positive,
+        },
+        CameraConfig: {
+            "name": _name, "fps": at_least(0), "width": positive, "height": positive,
+            "ring_capacity": at_least(MIN_RING_CAPACITY),
+            "ring_policy": one_of(*RING_POLICIES), "open_timeout_s": positive,
+            "read_timeout_s": positive, "reconnect_backoff_min_s": positive,
+            "reconnect_backoff_max_s": positive,
+        },
+        MotionConfig: {"method": one_of(*MOTION_METHODS), "width": positive,
+                       "height": positive},
+        InferenceConfig: {"threads": non_negative, "clip_length": non_negative,
+                          "stride": at_least(1), "replicas": at_least(1)},
+        DisplayConfig: {"mjpeg_listen": _listen, "jpeg_quality": between(1, 100)},
+        MqttConfig: {"port": between(1, 65535), "keepalive_s": between(1, 65535),
+                     "prefix": _topic_prefix, "discovery_prefix": _topic_prefix,
+                     "outbox_max_events": at_least(1)},
+        MetricsConfig: {"listen": _listen},
+    }
+
+
+def _check_fields(config: Config, file: str) -> None:
+    rules = _field_rules()
+    for section in dataclasses.fields(config):
+        value = getattr(config, section.name)
+        tables = (enumerate(value) if isinstance(value, tuple) else [(None, value)])
+        for index, table in tables:
+            key = section.name if index is None else f"{section.name}[{index}]"
+            for name, check in rules[type(table)].items():
+                reason = check(getattr(table, name))
+                if reason:
+                    raise ConfigError(file, f"{key}.{name}", reason)
+
+
+def _check_relations(config: Config, file: str) -> None:
+    d = config.daemon
+    _check_backoff(d.restart_backoff_min_s, d.restart_backoff_max_s, "daemon.restart",
+                   file)
+    _check_cameras(config.cameras, file)
+    for i, provider in enumerate(config.inference.providers):
+        if not provider.endswith("ExecutionProvider"):
+            raise ConfigError(file, f"inference.providers[{i}]", "must be an onnxruntime "
+                              f"provider name such as CPUExecutionProvider (got {provider!r})")
+    if not config.inference.providers:
+        raise ConfigError(file, "inference.providers",
+                          'must list at least one provider, e.g. ["CPUExecutionProvider"]')
+    _check_mqtt(config.mqtt, file)
+
+
+def _check_backoff(low: float, high: float, key: str, file: str) -> None:
+    if low > high:
+        raise ConfigError(file, f"{key}_backoff_min_s", f"must be <= {key.rsplit('.')[-1]}"
+                          f"_backoff_max_s ({low:g} > {high:g})")
+
+
+def _check_cameras(cameras: tuple[CameraConfig, ...], file: str) -> None:
+    seen: dict[str, int] = {}
+    for i, cam in enumerate(cameras):
+        key = f"cameras[{i}]"
+        if cam.name in seen:
+            raise ConfigError(file, f"{key}.name", f"duplicate camera name {cam.name!r} "
+                              f"(also cameras[{seen[cam.name]}].name)")
+        seen[cam.name] = i
+        if not cam.source:
+            raise ConfigError(file, f"{key}.source", "must not be empty")
+        _check_backoff(cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s,
+                       f"{key}.reconnect", file)
+        if cam.crop is not None:
+            x, y, w, h = cam.crop
+            if x < 0 or y < 0 or w <= 0 or h <= 0:
+                raise ConfigError(file, f"{key}.crop", "must be [x, y, w, h] with x, y >= 0 "
+                                  f"and w, h > 0 (got {list(cam.crop)})")
+    if not any(cam.enabled for cam in cameras):
+        raise ConfigError(file, "cameras", "no enabled camera: add a [[cameras]] entry "
+                          "with a name and a source (and enabled = true)")
+
+
+def _check_mqtt(mqtt: MqttConfig, file: str) -> None:
+    secrets = [k for k in ("password", "password_file", "password_env") if getattr(mqtt, k)]
+    if len(secrets) > 1:
+        raise ConfigError(file, f"mqtt.{secrets[1]}", "set only one of password, "
+                          f"password_file, password_env (both {' and '.join(secrets)} are set)")
+    if mqtt.ca_file and not mqtt.tls:
+        raise ConfigError(file, "mqtt.ca_file", "is set but tls = false; set tls = true "
+                          "or remove ca_file")
+
+
+# --- path resolution -----------------------------------------------------------------
+
+def _resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
+    cameras = []
+    for i, cam in enumerate(config.cameras):
+        try:
+            cameras.append(dataclasses.replace(
+                cam, source=resolve_source(cam.source, config_dir)))
+        except ValueError as exc:
+            raise ConfigError(file, f"cameras[{i}].source", str(exc))
+    mqtt, inference = config.mqtt, config.inference
+    state_dir = config.daemon.state_dir
+    if mqtt.enabled:   # a disabled broker's files may be absent (e.g. not yet deployed)
+        mqtt = dataclasses.replace(
+            mqtt, ca_file=existing_file(mqtt.ca_file, config_dir, "mqtt.ca_file", file),
+            password_file=existing_file(mqtt.password_file, config_dir,
+                                        "mqtt.password_file", file))
+    return dataclasses.replace(
+        config, cameras=tuple(cameras),
+        daemon=dataclasses.replace(config.daemon, state_dir=str(
+            absolute_path(state_dir, config_dir) if state_dir else default_state_dir())),
+        inference=dataclasses.replace(inference, model=existing_file(
+            inference.model, config_dir, "inference.model", file)),
+        display=dataclasses.replace(config.display, record=_record_path(
+            config.display.record, config_dir, file)),
+        mqtt=mqtt,
+    )
+
+
+def _record_path(value: str, config_dir: Path, file: str) -> str:
+    if not value:
+        return value
+    path = absolute_path(value, config_dir)
+    if not path.parent.is_dir():
+        raise ConfigError(file, "display.record", f"directory not found: {path.parent} "
+                          f"(create it, or record elsewhere)")
+    return str(path)

@@ -50,8 +50,16 @@ class SlotLoan:
     """A slot lent to a producer: fill `array` in place, then publish() or abort()."""
 
     def __init__(self, producer: "Producer", slot: int, array: np.ndarray) -> None:
-        self._producer, self.slot, self.array = producer, slot, array
+        self._producer, self.slot = producer, slot
+        self._array: np.ndarray | None = array
         self.done = False
+
+    @property
+    def array(self) -> np.ndarray:
+        """The slot's pixels, writable until publish() or abort()."""
+        if self._array is None:
+            raise RingError("slot loan already published or aborted: the slot is not ours")
+        return self._array
 
     def publish(self, frame_id: int, timestamp_ns: int | None = None,
                 camera: str = "", extra: bytes = b"") -> None:
@@ -73,6 +81,13 @@ class Producer(_Endpoint):
 
     def __init__(self, path: Path, index: int = 0) -> None:
         super().__init__(path)
+        try:
+            self._open(index)
+        except BaseException:
+            self.close()   # a bad index must not leak the mapping and its fds
+            raise
+
+    def _open(self, index: int) -> None:
         if not 0 <= index < self.spec.producers:
             raise RingError(f"producer index {index}: ring has {self.spec.producers}")
         self._fd = wakeup.open_fifo(wakeup.producer_fifo(self.path, index))
@@ -101,8 +116,8 @@ class Producer(_Endpoint):
             if self.spec.policy is not L.Policy.BLOCK:
                 return None
             if not wakeup.wait_readable(self._fd, deadline):
-                with self._map.locked() as w:
-                    w[L.C_DROP["timeout"]] += 1
+                # Not counted as a drop here: the caller still holds its frame and may
+                # retry; put() counts the timeout because it gives the frame up.
                 raise RingTimeout(
                     f"ring {self.path.name}: full for {timeout} s with policy 'block'; "
                     "its consumers are not keeping up or are gone")
@@ -113,7 +128,12 @@ class Producer(_Endpoint):
         """Copy `array` into the ring. False if the policy dropped it."""
         self.check_frame(array)
         self._check_meta(camera, extra)
-        loan = self.loan(timeout)
+        try:
+            loan = self.loan(timeout)
+        except RingTimeout:
+            with self._map.locked() as w:
+                w[L.C_DROP["timeout"]] += 1
+            raise
         if loan is None:
             return False
         with loan:
@@ -189,7 +209,7 @@ class Producer(_Endpoint):
             w[sw + L.S_STATE] = L.READY   # the commit: one aligned store
         finally:
             self._map.unlock()
-        loan.done = True
+        loan.done, loan._array = True, None
         for fd in self._consumer_fds:
             wakeup.wake(fd)
 
@@ -199,7 +219,7 @@ class Producer(_Endpoint):
         sw = L.H_SLOTS + loan.slot * L.SLOT_WORDS
         with self._map.locked() as w:
             w[sw + L.S_STATE] = L.FREE
-        loan.done = True
+        loan.done, loan._array = True, None
 
 
 class Lease:
@@ -208,12 +228,23 @@ class Lease:
     def __init__(self, consumer: "Consumer", slot: int, seq: int,
                  array: np.ndarray, meta: L.FrameMeta) -> None:
         self._consumer, self.slot, self.seq = consumer, slot, seq
-        self.array, self.meta = array, meta
+        self._array: np.ndarray | None = array
+        self.meta = meta
         self.released = False
+
+    @property
+    def array(self) -> np.ndarray:
+        """The frame, valid until release() (then the slot may hold another frame)."""
+        if self._array is None:
+            raise RingError("lease already released: its slot may hold another frame now; "
+                            "copy what you need before release()")
+        return self._array
 
     def release(self) -> None:
         if not self.released:
             self.released = True
+            # Drop our view so that a lingering Lease does not keep the mapping exported.
+            self._array = None
             self._consumer._release(self)
 
     def __enter__(self) -> "Lease":
@@ -229,6 +260,13 @@ class Consumer(_Endpoint):
     def __init__(self, path: Path, group: str, member: int = 0) -> None:
         super().__init__(path)
         self.group = group
+        try:
+            self._open(group, member)
+        except BaseException:
+            self.close()   # an unknown group must not leak the mapping and its fds
+            raise
+
+    def _open(self, group: str, member: int) -> None:
         self._g = self.spec.group_index(group)
         members = self.spec.groups[self._g][1]
         if not 0 <= member < members:

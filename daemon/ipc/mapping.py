@@ -59,6 +59,10 @@ class RingMap:
         self.n = capacity
         self.ngroups = len(self.spec.groups)
         self._frame_off = L._align(self.spec.meta_bytes)
+        # Computed once: the spec's layout properties cost microseconds (np.prod) per call,
+        # and meta_offset sits on the publish and get hot paths.
+        self._meta_offs = [self.spec.data_offset + s * self.spec.slot_stride
+                           for s in range(capacity)]
         self._views: list[np.ndarray] = []
 
     @property
@@ -97,18 +101,24 @@ class RingMap:
         fcntl.flock(self.seg.fd, fcntl.LOCK_UN)
 
     def frame_views(self, writable: bool) -> list[np.ndarray]:
-        """One cached numpy view per slot (made once: a view costs a microsecond)."""
+        """One cached numpy view per slot (made once: a view costs a microsecond).
+
+        np.frombuffer, not np.ndarray(buffer=...): it holds a buffer export on the mmap,
+        so close() fails with RingError while a view is alive instead of unmapping under
+        it (a later access would segfault).
+        """
         if not self._views:
-            spec, base = self.spec, self.spec.data_offset + self._frame_off
-            for s in range(self.n):
-                view = np.ndarray(spec.frame.shape, np.dtype(spec.frame.dtype),
-                                  buffer=self.seg.mm, offset=base + s * spec.slot_stride)
+            frame = self.spec.frame
+            count = int(np.prod(frame.shape))
+            for off in self._meta_offs:
+                view = np.frombuffer(self.seg.mm, np.dtype(frame.dtype), count,
+                                     off + self._frame_off).reshape(frame.shape)
                 view.flags.writeable = writable
                 self._views.append(view)
         return self._views
 
     def meta_offset(self, slot: int) -> int:
-        return self.spec.data_offset + slot * self.spec.slot_stride
+        return self._meta_offs[slot]
 
     def read_meta(self, slot: int) -> L.FrameMeta:
         w, sw = self.words, L.H_SLOTS + slot * L.SLOT_WORDS

@@ -23,6 +23,14 @@ _NAMES_OFF_BYTES = 16
 _VALUES_OFF_BYTES = 8192
 HEARTBEAT = "heartbeat_monotonic_s"
 PID = "pid"
+# Upper bounds of latency histogram buckets (Prometheus-style cumulative "le" buckets).
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def histogram_fields(prefix: str) -> list[str]:
+    """Stats fields of a histogram: one per bucket, then sum and count."""
+    return [f"{prefix}_bucket_{i}" for i in range(len(LATENCY_BUCKETS_S))] + [
+        f"{prefix}_sum", f"{prefix}_count"]
 
 
 class StatsBlock:
@@ -69,6 +77,14 @@ class StatsBlock:
 
     def add(self, name: str, delta: float = 1.0) -> None:
         self._values[self._index[name]] += delta
+
+    def observe(self, prefix: str, seconds: float) -> None:
+        """Record one latency into the histogram fields made by histogram_fields()."""
+        for i, bound in enumerate(LATENCY_BUCKETS_S):
+            if seconds <= bound:
+                self._values[self._index[f"{prefix}_bucket_{i}"]] += 1
+        self._values[self._index[f"{prefix}_sum"]] += seconds
+        self._values[self._index[f"{prefix}_count"]] += 1
 
     def get(self, name: str) -> float:
         return float(self._values[self._index[name]])

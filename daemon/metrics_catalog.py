@@ -1,0 +1,112 @@
+"""The Prometheus metric catalog: every metric actiond exports, in one place.
+
+The collector builds its metric families from this table, and the shipped Grafana
+dashboard and alert rules are tested against it, so a renamed metric breaks a test
+instead of silently emptying a panel or muting an alert.
+
+Names are the exposed names: counters carry their `_total` suffix; a histogram is listed
+by its base name and is exposed as `<name>_bucket`, `<name>_sum` and `<name>_count`.
+Labels are bounded by configuration (camera, stage, ring, reason, action, provider).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping, NamedTuple
+
+COUNTER = "counter"
+GAUGE = "gauge"
+HISTOGRAM = "histogram"
+METRIC_TYPES = (COUNTER, GAUGE, HISTOGRAM)
+
+STAGES = ("source", "motion", "infer", "overlay")
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+# Per-frame work: optical flow is a few ms, a model run on a small box up to ~1 s.
+STAGE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Capture -> event spans a whole clip (T frames at the camera's fps) plus inference.
+EVENT_LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+class MetricSpec(NamedTuple):
+    """One exported metric: exposed name, Prometheus type, label names, help text."""
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
+
+
+CATALOG: tuple[MetricSpec, ...] = (
+    MetricSpec("actiond_build_info", GAUGE, ("version",),
+               "Always 1; the version label names the running actiond."),
+    MetricSpec("actiond_stage_frames_in_total", COUNTER, ("camera", "stage"),
+               "Frames a stage took from its input ring (source: frames decoded)."),
+    MetricSpec("actiond_stage_frames_out_total", COUNTER, ("camera", "stage"),
+               "Frames a stage handed on to its output ring or outputs."),
+    MetricSpec("actiond_stage_processing_seconds", HISTOGRAM, ("camera", "stage"),
+               "Time a stage spent on one frame, excluding waits for input."),
+    MetricSpec("actiond_event_latency_seconds", HISTOGRAM, ("camera",),
+               "Time from the capture of a window's last frame to its action event."),
+    MetricSpec("actiond_ring_occupancy_slots", GAUGE, ("ring",),
+               "Slots of a frame ring that hold a frame not yet consumed."),
+    MetricSpec("actiond_ring_capacity_slots", GAUGE, ("ring",),
+               "Slots in a frame ring."),
+    MetricSpec("actiond_ring_drops_total", COUNTER, ("ring", "reason"),
+               "Frames dropped by a ring, by reason (drop_oldest, drop_newest, timeout, "
+               "reclaimed, busy)."),
+    MetricSpec("actiond_worker_restarts_total", COUNTER, ("camera", "stage"),
+               "Times the supervisor restarted a worker process."),
+    MetricSpec("actiond_worker_up", GAUGE, ("camera", "stage"),
+               "1 while a worker process runs with a fresh heartbeat, else 0."),
+    MetricSpec("actiond_camera_failed", GAUGE, ("camera",),
+               "1 when a camera exhausted its crash budget and was stopped, else 0."),
+    MetricSpec("actiond_camera_expected_fps", GAUGE, ("camera",),
+               "Frame rate the camera is configured or negotiated to deliver."),
+    MetricSpec("actiond_source_reconnects_total", COUNTER, ("camera",),
+               "Times a source released and reopened its stream."),
+    MetricSpec("actiond_source_stalls_total", COUNTER, ("camera",),
+               "Reads that timed out or returned no frame on an open stream."),
+    MetricSpec("actiond_inference_seconds", HISTOGRAM, ("camera",),
+               "Time of one model run (one clip) in onnxruntime."),
+    MetricSpec("actiond_inference_providers_info", GAUGE, ("provider",),
+               "1 for each onnxruntime execution provider actually in use."),
+    MetricSpec("actiond_events_total", COUNTER, ("camera", "action"),
+               "Action events started."),
+    MetricSpec("actiond_mqtt_connected", GAUGE, (),
+               "1 while connected to the MQTT broker, else 0."),
+    MetricSpec("actiond_mqtt_published_total", COUNTER, (),
+               "MQTT messages acknowledged by the broker."),
+    MetricSpec("actiond_mqtt_outbox_depth", GAUGE, (),
+               "Events in the durable outbox waiting for a broker acknowledgement."),
+    MetricSpec("actiond_mqtt_outbox_dropped_total", COUNTER, (),
+               "Events dropped from a full outbox (oldest first)."),
+)
+
+HISTOGRAM_BUCKETS_S: Mapping[str, tuple[float, ...]] = MappingProxyType({
+    "actiond_stage_processing_seconds": STAGE_BUCKETS_S,
+    "actiond_event_latency_seconds": EVENT_LATENCY_BUCKETS_S,
+    "actiond_inference_seconds": STAGE_BUCKETS_S,
+})
+
+BY_NAME: Mapping[str, MetricSpec] = MappingProxyType({spec.name: spec for spec in CATALOG})
+
+
+def series_names(spec: MetricSpec) -> tuple[str, ...]:
+    """The sample names a metric shows up under in the exposition and in PromQL."""
+    if spec.type == HISTOGRAM:
+        return tuple(spec.name + suffix for suffix in HISTOGRAM_SUFFIXES)
+    return (spec.name,)
+
+
+def spec_for_series(series: str) -> MetricSpec | None:
+    """The catalog entry a PromQL/exposition sample name belongs to, None if unknown."""
+    spec = BY_NAME.get(series)
+    if spec is not None:
+        # A histogram's base name has no samples of its own: PromQL must use a suffix.
+        return spec if spec.type != HISTOGRAM else None
+    for suffix in HISTOGRAM_SUFFIXES:
+        base = series.removesuffix(suffix)
+        if base != series and base in BY_NAME and BY_NAME[base].type == HISTOGRAM:
+            return BY_NAME[base]
+    return None

@@ -1,0 +1,393 @@
+"""MQTT alerts: events through a durable outbox to a broker, plus availability and state.
+
+Delivery is at-least-once, never lost: `publish_event` stores the record in the Outbox
+first; a record leaves the outbox only in on_publish, i.e. when the broker's PUBACK for
+that message id arrives. Consumers drop duplicates by the `id` + `phase` in the payload.
+
+Connection model: a manager thread owns the broker connection. Every connection uses a
+FRESH paho client (reconnect_on_failure=False) driven by paho's loop_start() thread; when
+it drops, the client and whatever paho still held in memory are thrown away, and the next
+connection publishes every pending outbox row again, in outbox order. Doing the reconnect
+ourselves (capped exponential backoff with jitter) also gives the OSError of a failed
+connect, so the log can say *why* (refused, DNS, TLS, timeout), which paho's own
+reconnect loop swallows.
+
+Locks: `_send_lock` serialises every client.publish() of this module (so outbox order is
+kept when a flush after CONNACK races with new events). It must never be taken inside
+on_publish: paho calls on_publish holding its out-message mutex, which publish() needs.
+on_publish therefore only touches the session's small mid table (mqtt_session.Session), whose lock
+is never held across a paho call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from daemon import __version__
+from daemon.config import MqttConfig
+from daemon.events import PHASE_END, PHASE_START
+from daemon.outputs.discovery import (PAYLOAD_OFFLINE, PAYLOAD_ONLINE, STATE_IDLE,
+                                      TopicLayout, check_topic_level, discovery_messages)
+from daemon.outputs.mqtt_session import (MqttSetupError, Session, describe_connect_error,
+                                         describe_refusal, resolve_password, tls_context)
+from daemon.outputs.outbox import Outbox, OutboxError
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 0.5
+RECONNECT_MAX_S = 30.0
+RECONNECT_JITTER_FRACTION = 0.2   # spreads the reconnects of many boxes after a broker restart
+CONNECT_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+THREAD_JOIN_GRACE_S = 2.0         # paho's loop thread notices termination within ~1 s
+FAILURE_LOG_REPEAT_S = 300.0      # the same failure is logged at WARNING again this often
+FLUSH_BATCH_EVENTS = 500
+REQUIRED_EVENT_KEYS = ("id", "camera", "action", "phase", "started_at", "ended_at")
+
+
+class MqttPublisher:
+    """Publishes events (via the outbox), availability, state, snapshots and stats."""
+
+    def __init__(self, cfg: MqttConfig, device_id: str, cameras: Sequence[str],
+                 actions: Sequence[str], outbox: Outbox,
+                 reconnect_min_s: float = RECONNECT_MIN_S,
+                 reconnect_max_s: float = RECONNECT_MAX_S) -> None:
+        try:
+            self._topics = TopicLayout(cfg.prefix, device_id, cfg.discovery_prefix)
+            for camera in cameras:
+                check_topic_level("camera name", camera)
+        except ValueError as exc:
+            raise MqttSetupError(str(exc)) from exc
+        self._cfg = cfg
+        self._password = resolve_password(cfg)
+        self._tls = tls_context(cfg)
+        self._cameras = tuple(cameras)
+        self._actions = tuple(actions)
+        self._outbox = outbox
+        self._reconnect_min_s = reconnect_min_s
+        self._reconnect_max_s = reconnect_max_s
+        self._send_lock = threading.Lock()
+        self._connected_cond = threading.Condition(self._send_lock)
+        self._stopping = threading.Event()
+        self._session: Session | None = None
+        self._active: dict[str, list[str]] = {camera: [] for camera in self._cameras}
+        self._thread: threading.Thread | None = None
+        self._published_total = 0
+        self._connect_failures_total = 0
+        self._last_failure = ("", 0.0)
+
+    def __repr__(self) -> str:
+        return (f"MqttPublisher(broker={self.broker}, device_id={self._topics.device_id!r}, "
+                f"connected={self.connected}, outbox_depth={self.outbox_depth})")
+
+    @property
+    def broker(self) -> str:
+        """host:port of the broker, as used in log lines."""
+        return f"{self._cfg.host}:{self._cfg.port}"
+
+    @property
+    def topics(self) -> TopicLayout:
+        """The topics this publisher uses."""
+        return self._topics
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up (CONNACK accepted, not yet lost)."""
+        session = self._session
+        return session is not None and session.connected
+
+    @property
+    def published_total(self) -> int:
+        """Event messages acknowledged by the broker (PUBACK) since start."""
+        return self._published_total
+
+    @property
+    def connect_failures_total(self) -> int:
+        """Failed connection attempts (network errors and CONNACK refusals) since start."""
+        return self._connect_failures_total
+
+    @property
+    def outbox_depth(self) -> int:
+        """Events waiting in the outbox for their PUBACK."""
+        return self._outbox.depth()
+
+    @property
+    def outbox_dropped_total(self) -> int:
+        """Events dropped unsent because the outbox was full."""
+        return self._outbox.dropped_total
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until connected or timeout; for start-up checks and tests."""
+        with self._connected_cond:
+            return self._connected_cond.wait_for(lambda: self.connected, timeout_s)
+
+    def start(self) -> None:
+        """Start the connection thread; returns at once (the broker may be down)."""
+        if self._thread is not None:
+            raise RuntimeError("MqttPublisher.start() called twice")
+        self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Publish retained offline, wait (bounded) for in-flight PUBACKs, disconnect."""
+        deadline = time.monotonic() + timeout_s
+        self._stopping.set()
+        with self._send_lock:
+            session = self._session
+            if session is not None and session.connected:
+                self._send(session, self._topics.status, PAYLOAD_OFFLINE, 1, retain=True)
+        if session is not None:
+            if not session.wait_settled(deadline):
+                log.warning("MQTT: stopping with messages still unacknowledged by %s after "
+                            "%.1f s; %d events stay in the outbox for the next start",
+                            self.broker, timeout_s, self.outbox_depth)
+            session.client.disconnect()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()) + THREAD_JOIN_GRACE_S)
+            if self._thread.is_alive():
+                log.warning("MQTT: the connection thread did not stop within %.1f s",
+                            timeout_s + THREAD_JOIN_GRACE_S)
+
+    # ---- public publishing API (any thread; never waits for the broker) ----
+
+    def publish_event(self, event: Mapping[str, Any], snapshot: bytes | None = None) -> None:
+        """Store the event durably in the outbox, then publish it if connected."""
+        record = self._event_record(event)
+        camera, action, phase = record["camera"], record["action"], record["phase"]
+        payload = json.dumps(record, sort_keys=True).encode()
+        key = f"{record['id']}:{phase}"
+        if not self._outbox.add(key, self._topics.event(camera), payload, qos=1):
+            log.debug("MQTT: event %s already in the outbox; not stored twice", key)
+        with self._send_lock:
+            state = self._update_state_locked(camera, action, phase)
+            session = self._live_session_locked()
+            if session is not None:
+                self._flush_locked(session)
+                self._send(session, self._topics.state(camera), state, 1, retain=True)
+        if snapshot is not None:
+            self.publish_snapshot(camera, snapshot)
+
+    def publish_snapshot(self, camera: str, jpeg: bytes) -> None:
+        """Best effort (QoS 0, not stored): a JPEG of the camera, if snapshots are enabled."""
+        self._check_camera(camera)
+        if self._cfg.snapshots:
+            self._send_if_connected(self._topics.snapshot(camera), bytes(jpeg), 0, False)
+
+    def publish_stats(self, stats: Mapping[str, Any]) -> None:
+        """Best effort (QoS 0): the supervisor's stats plus this publisher's counters."""
+        body = dict(stats)
+        body["mqtt"] = {"connected": self.connected, "published_total": self.published_total,
+                        "outbox_depth": self.outbox_depth,
+                        "outbox_dropped_total": self.outbox_dropped_total,
+                        "connect_failures_total": self.connect_failures_total}
+        self._send_if_connected(self._topics.stats, json.dumps(body, sort_keys=True), 0, False)
+
+    def _check_camera(self, camera: str) -> None:
+        if camera not in self._active:
+            raise ValueError(f"MQTT: unknown camera {camera!r}; configured cameras: "
+                             f"{', '.join(self._cameras) or 'none'}")
+
+    def _event_record(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        missing = [key for key in REQUIRED_EVENT_KEYS if key not in event]
+        if "score" not in event and "score_max" not in event:
+            missing.append("score")
+        if missing:
+            raise ValueError(f"MQTT: event lacks {', '.join(missing)}: {dict(event)!r}")
+        self._check_camera(event["camera"])
+        if event["phase"] not in (PHASE_START, PHASE_END):
+            raise ValueError(f"MQTT: event phase must be {PHASE_START!r} or {PHASE_END!r}, "
+                             f"got {event['phase']!r}")
+        record = {key: value for key, value in event.items() if key != "snapshot"}
+        record.setdefault("event_type", event["action"])   # Home Assistant's event entity
+        record["device_id"] = self._topics.device_id
+        try:
+            json.dumps(record)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"MQTT: event {event['id']!r} is not JSON-serialisable: "
+                             f"{exc}") from exc
+        return record
+
+    def _update_state_locked(self, camera: str, action: str, phase: str) -> str:
+        active = self._active[camera]
+        if action in active:
+            active.remove(action)
+        if phase == PHASE_START:
+            active.append(action)
+        return active[-1] if active else STATE_IDLE
+
+    # ---- sending (callers hold _send_lock) ----
+
+    def _live_session_locked(self) -> Session | None:
+        session = self._session
+        if session is None or not session.connected or self._stopping.is_set():
+            return None
+        return session
+
+    def _send_if_connected(self, topic: str, payload: str | bytes, qos: int,
+                           retain: bool) -> None:
+        with self._send_lock:
+            session = self._live_session_locked()
+            if session is not None:
+                self._send(session, topic, payload, qos, retain)
+
+    def _send(self, session: Session, topic: str, payload: str | bytes, qos: int,
+              retain: bool, key: str | None = None) -> None:
+        info = session.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            # The connection is going down; pending events are sent again after reconnect.
+            log.debug("MQTT: publish to %s returned %s", topic, info.rc)
+        if session.track(info.mid, key, qos):
+            self._acked(key)
+
+    def _flush_locked(self, session: Session) -> None:
+        while True:
+            items = self._outbox.pending(FLUSH_BATCH_EVENTS, after_seq=session.flushed_seq)
+            if not items:
+                return
+            for item in items:
+                self._send(session, item.topic, item.payload, item.qos, False, item.event_id)
+                session.flushed_seq = item.seq
+
+    def _send_birth_locked(self, session: Session) -> None:
+        self._send(session, self._topics.status, PAYLOAD_ONLINE, 1, retain=True)
+        if self._cfg.discovery:
+            session.client.subscribe(self._topics.ha_status, qos=1)
+            self._send_discovery_locked(session)
+        for camera, active in self._active.items():
+            state = active[-1] if active else STATE_IDLE
+            self._send(session, self._topics.state(camera), state, 1, retain=True)
+
+    def _send_discovery_locked(self, session: Session) -> None:
+        for topic, payload in discovery_messages(self._topics, self._cameras, self._actions,
+                                                 self._cfg.snapshots, __version__):
+            self._send(session, topic, payload, 1, retain=True)
+
+    def _acked(self, key: str | None) -> None:
+        if key is None:
+            return
+        self._published_total += 1
+        try:
+            self._outbox.ack(key)
+        except OutboxError as exc:
+            # The row stays and is sent again later: a duplicate, never a loss.
+            log.error("MQTT: %s", exc)
+
+    # ---- connection management (manager thread) ----
+
+    def _run(self) -> None:
+        delay_s = self._reconnect_min_s
+        while not self._stopping.is_set():
+            session = self._open_session()
+            if session is not None:
+                was_connected = self._run_session(session)
+                if was_connected:
+                    delay_s = self._reconnect_min_s
+            if self._stopping.is_set():
+                return
+            jitter = 1.0 + random.uniform(-RECONNECT_JITTER_FRACTION, RECONNECT_JITTER_FRACTION)
+            self._stopping.wait(delay_s * jitter)
+            delay_s = min(delay_s * 2.0, self._reconnect_max_s)
+
+    def _new_client(self) -> paho.Client:
+        # reconnect_on_failure=False: the loop thread ends with the connection; _run()
+        # reconnects with a fresh client.
+        client = paho.Client(CallbackAPIVersion.VERSION2,
+                             client_id=f"actiond-{self._topics.device_id}",
+                             clean_session=True, protocol=paho.MQTTv311,
+                             reconnect_on_failure=False)
+        client.connect_timeout = CONNECT_TIMEOUT_S
+        client.suppress_exceptions = True      # a callback bug must not kill the loop thread
+        client.enable_logger(log.getChild("paho"))
+        if self._cfg.username:
+            client.username_pw_set(self._cfg.username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        client.will_set(self._topics.status, PAYLOAD_OFFLINE, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _open_session(self) -> Session | None:
+        client = self._new_client()
+        session = Session(client)
+        client.user_data_set(session)
+        try:
+            client.connect(self._cfg.host, self._cfg.port, self._cfg.keepalive_s)
+        except OSError as exc:
+            self._report_failure(describe_connect_error(exc, CONNECT_TIMEOUT_S))
+            return None
+        with self._send_lock:
+            self._session = session
+        client.loop_start()
+        if self._stopping.is_set():       # stop() may have looked before _session was set
+            client.disconnect()
+        return session
+
+    def _run_session(self, session: Session) -> bool:
+        session.closed.wait()
+        session.client.loop_stop()
+        with self._send_lock:
+            self._session = None
+        return session.ever_connected
+
+    def _report_failure(self, reason: str) -> None:
+        self._connect_failures_total += 1
+        now = time.monotonic()
+        last_reason, last_time = self._last_failure
+        if reason != last_reason or now - last_time >= FAILURE_LOG_REPEAT_S:
+            log.warning("MQTT broker %s: %s. Retrying with backoff up to %.0f s; %d events "
+                        "kept in the outbox", self.broker, reason, self._reconnect_max_s,
+                        self.outbox_depth)
+            self._last_failure = (reason, now)
+        else:
+            log.debug("MQTT broker %s: %s (attempt %d)", self.broker, reason,
+                      self._connect_failures_total)
+
+    # ---- paho callbacks (paho's loop thread; userdata is the Session) ----
+
+    def _on_connect(self, client: paho.Client, session: Session, flags: Any,
+                    reason: ReasonCode, properties: Any) -> None:
+        if reason.is_failure:
+            self._report_failure(describe_refusal(reason))
+            return
+        log.info("MQTT: connected to %s; %d pending events to send", self.broker,
+                 self.outbox_depth)
+        self._last_failure = ("", 0.0)
+        with self._send_lock:
+            session.connected = session.ever_connected = True
+            self._send_birth_locked(session)
+            self._flush_locked(session)
+            self._connected_cond.notify_all()
+
+    def _on_disconnect(self, client: paho.Client, session: Session, flags: Any,
+                       reason: ReasonCode, properties: Any) -> None:
+        if session.connected and not self._stopping.is_set():
+            log.warning("MQTT: lost the connection to %s (%s); reconnecting, events are kept "
+                        "in the outbox", self.broker, reason.getName())
+        session.close()
+
+    def _on_publish(self, client: paho.Client, session: Session, mid: int,
+                    reason: ReasonCode, properties: Any) -> None:
+        known, key = session.settle(mid)
+        if known:
+            self._acked(key)
+
+    def _on_message(self, client: paho.Client, session: Session,
+                    message: paho.MQTTMessage) -> None:
+        if message.topic == self._topics.ha_status and message.payload == b"online":
+            log.info("MQTT: Home Assistant came online; sending discovery again")
+            with self._send_lock:
+                if self._live_session_locked() is session:
+                    self._send_discovery_locked(session)

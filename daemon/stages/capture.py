@@ -1,0 +1,440 @@
+"""Frame sources: video files, RTSP/network streams, V4L2 devices and test patterns.
+
+FrameSource wraps cv2.VideoCapture and hands out BGR frames already cropped and resized
+to the camera's configured size, each with its capture time (time.monotonic_ns()).
+
+- Files and `test:<pattern>` sources replay: paced to their frame rate when
+  cam.realtime, else as fast as read() is called; cam.loop starts them again at the end.
+- Live sources (rtsp://..., other URLs, /dev/videoN) never end: a failed or stalled read
+  releases the capture and reopens it with capped exponential backoff, counted in
+  reconnects_total and stalls_total. Backoff waits on the caller's stop event, so a
+  shutdown is not held up by it (a blocking open or read is still bounded by the
+  camera's open_timeout_s / read_timeout_s, which FFmpeg enforces).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from types import TracebackType
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from daemon.config import CameraConfig
+
+log = logging.getLogger(__name__)
+
+KIND_FILE = "file"
+KIND_NETWORK = "network"
+KIND_DEVICE = "device"
+KIND_TEST = "test"
+TEST_PREFIX = "test:"
+DEVICE_PREFIX = "/dev/video"
+RTSP_SCHEMES = ("rtsp://", "rtsps://")
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+RTSP_TCP_OPTION = "rtsp_transport;tcp"
+TEST_PATTERNS = ("bars", "moving-box", "still")
+TEST_DEFAULT_FPS = 10.0
+TEST_FRAME_SIZE = (640, 480)       # width, height of synthetic frames before crop/resize
+TEST_BOX_STEP_PX = 8               # moving-box: rightward motion per frame
+TEST_TEXTURE_SEED = 20240601
+BARS_BGR = ((255, 255, 255), (0, 255, 255), (255, 255, 0), (0, 255, 0),
+            (255, 0, 255), (0, 0, 255), (255, 0, 0), (0, 0, 0))
+# RTSP streams often report their 90 kHz clock or nonsense as fps; such values mean "unknown".
+MAX_PLAUSIBLE_FPS = 240.0
+# Replay pacing that falls further behind than this resynchronises instead of bursting.
+PACING_MAX_LAG_PERIODS = 2
+# A live frame may arrive this share of a period early and still count as due (jitter).
+LIVE_RATE_TOLERANCE = 0.25
+# A failed read that took this share of read_timeout_s ended by the timeout: a stall.
+STALL_TIMEOUT_SHARE = 0.9
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be used: missing, unreadable or undecodable file, bad pattern
+    or crop. The message names the source and what to fix."""
+
+
+class Capture(Protocol):
+    """The part of cv2.VideoCapture that replayed sources use."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def get(self, prop_id: int) -> float: ...
+    def release(self) -> None: ...
+
+
+def source_kind(source: str) -> str:
+    """KIND_TEST, KIND_NETWORK (any URL), KIND_DEVICE (/dev/videoN) or KIND_FILE."""
+    if source.startswith(TEST_PREFIX):
+        return KIND_TEST
+    if "://" in source:
+        return KIND_NETWORK
+    if source.startswith(DEVICE_PREFIX):
+        return KIND_DEVICE
+    return KIND_FILE
+
+
+def ffmpeg_capture_options(current: str | None) -> str:
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS with RTSP over TCP unless a transport is chosen.
+
+    FFmpeg defaults to UDP, which loses packets (smeared frames) on busy links and is
+    blocked by most NATs; options set for other reasons must not silently drop TCP.
+    """
+    if not current:
+        return RTSP_TCP_OPTION
+    keys = {item.split(";", 1)[0].strip() for item in current.split("|") if item.strip()}
+    if "rtsp_transport" in keys:
+        if RTSP_TCP_OPTION not in current:
+            log.warning("%s=%r chooses a non-TCP RTSP transport; expect packet loss",
+                        FFMPEG_OPTIONS_ENV, current)
+        return current
+    return f"{current}|{RTSP_TCP_OPTION}"
+
+
+def plausible_fps(value: float) -> float:
+    """`value` if it is a believable frame rate, else 0.0 (unknown)."""
+    return value if math.isfinite(value) and 0.0 < value <= MAX_PLAUSIBLE_FPS else 0.0
+
+
+def period_ns(fps: float) -> int:
+    """Frame period in nanoseconds; 0 for an unknown rate (no pacing)."""
+    return int(1e9 / fps) if fps > 0 else 0
+
+
+def apply_crop(frame: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
+    """The (x, y, w, h) region of `frame`, clipped to the frame (a view, not a copy)."""
+    x, y, w, h = crop
+    frame_h, frame_w = frame.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, frame_w), min(y + h, frame_h)
+    if x1 <= x0 or y1 <= y0:
+        raise SourceError(f"crop {crop} (x, y, w, h) lies outside the {frame_w}x{frame_h} "
+                          "source frame; fix the camera's crop")
+    return frame[y0:y1, x0:x1]
+
+
+def crop_and_resize(frame: np.ndarray, crop: tuple[int, int, int, int] | None,
+                    width: int, height: int) -> np.ndarray:
+    """A new contiguous BGR uint8 (height, width, 3) image from any decoded frame."""
+    if frame.ndim == 2:
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    elif frame.shape[2] == 4:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if crop is not None:
+        frame = apply_crop(frame, crop)
+    if frame.shape[:2] == (height, width):
+        return frame.copy()   # never hand out the decoder's (or a pattern's) own buffer
+    shrinking = frame.shape[1] > width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(frame, (width, height), interpolation=interpolation)
+
+
+def smooth_texture(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth random grey texture: optical flow needs structure to track."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(max(height // 16, 2), max(width // 16, 2)),
+                          dtype=np.uint8)
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def colour_bars(height: int, width: int) -> np.ndarray:
+    """Eight vertical colour bars (BGR)."""
+    frame = np.empty((height, width, 3), np.uint8)
+    for index, colour in enumerate(BARS_BGR):
+        frame[:, index * width // len(BARS_BGR):(index + 1) * width // len(BARS_BGR)] = colour
+    return frame
+
+
+class PatternCapture:
+    """A synthetic `test:<pattern>` source with the VideoCapture read/get/release API.
+
+    bars: static colour bars; still: a static texture; moving-box: a textured box
+    moving left to right by TEST_BOX_STEP_PX per frame (wrapping) over a texture.
+    """
+
+    def __init__(self, pattern: str, fps: float) -> None:
+        if pattern not in TEST_PATTERNS:
+            raise SourceError(f"unknown test pattern {pattern!r}; use test:" +
+                              " or test:".join(TEST_PATTERNS))
+        self.pattern = pattern
+        self.fps = fps
+        self.index = 0
+        width, height = TEST_FRAME_SIZE
+        if pattern == "bars":
+            self._background = colour_bars(height, width)
+        else:
+            texture = smooth_texture(height, width, TEST_TEXTURE_SEED)
+            self._background = cv2.cvtColor(texture // 2, cv2.COLOR_GRAY2BGR)
+        box = smooth_texture(height // 3, width // 4, TEST_TEXTURE_SEED + 1) // 2 + 128
+        self._box = cv2.cvtColor(box, cv2.COLOR_GRAY2BGR)
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        """The next frame (always succeeds)."""
+        frame = self._background.copy()
+        if self.pattern == "moving-box":
+            box_h, box_w = self._box.shape[:2]
+            width, height = TEST_FRAME_SIZE
+            x = (self.index * TEST_BOX_STEP_PX) % (width - box_w)
+            y = (height - box_h) // 2
+            frame[y:y + box_h, x:x + box_w] = self._box
+        self.index += 1
+        return True, frame
+
+    def get(self, prop_id: int) -> float:
+        """CAP_PROP_FPS is the pattern's rate; other properties are unknown (0)."""
+        return self.fps if prop_id == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self) -> None:
+        """Nothing to release; present for the VideoCapture API."""
+
+
+def open_video_file(path: str) -> cv2.VideoCapture:
+    """Open a video file with FFmpeg, or raise SourceError saying why it cannot be."""
+    if not os.path.exists(path):
+        raise SourceError(f"video file {path!r} does not exist; fix the camera's source")
+    if not os.path.isfile(path):
+        raise SourceError(f"{path!r} is not a regular file; the source must be a video file")
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"video file {path!r} is not readable by this user; fix permissions")
+    try:
+        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    except cv2.error as exc:
+        raise SourceError(f"cannot open video file {path!r}: {exc}") from exc
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(f"cannot decode video file {path!r}: not a video FFmpeg can read "
+                          "(corrupt, truncated or unsupported format); check it with ffprobe")
+    return cap
+
+
+class Backoff:
+    """Capped exponential delays: min_s, 2*min_s, ... up to max_s; reset() after success."""
+
+    def __init__(self, min_s: float, max_s: float) -> None:
+        self.min_s = min_s
+        self.max_s = max(max_s, min_s)
+        self._next_s = min_s
+
+    def next_delay(self) -> float:
+        """The delay to wait now; the one after it doubles (up to max_s)."""
+        delay = self._next_s
+        self._next_s = min(self._next_s * 2, self.max_s)
+        return delay
+
+    def reset(self) -> None:
+        """Start again from min_s."""
+        self._next_s = self.min_s
+
+
+class FrameSource:
+    """One camera's frames, cropped and resized to (cam.height, cam.width, 3) BGR uint8.
+
+    Counters (plain ints, read by the worker for its stats block): frames_total (frames
+    returned), reconnects_total (reopen attempts of a live source), stalls_total (reads
+    that ran into read_timeout_s), frames_skipped_total (live frames dropped to honour
+    cam.fps). native_fps is the rate the source reports (0.0 when unknown).
+    """
+
+    def __init__(self, cam: CameraConfig, source: str) -> None:
+        self.cam = cam
+        self.source = source
+        self.kind = source_kind(source)
+        self.frames_total = 0
+        self.reconnects_total = 0
+        self.stalls_total = 0
+        self.frames_skipped_total = 0
+        self.native_fps = 0.0
+        self._cap: Capture | cv2.VideoCapture | None = None
+        self._pending: np.ndarray | None = None   # frame decoded by open() to prove the file
+        self._backoff = Backoff(cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s)
+        self._period_ns = 0
+        self._next_due_ns: int | None = None
+        self._opened = False
+        self._closed = False
+        self._never_set = threading.Event()
+
+    @property
+    def is_live(self) -> bool:
+        """Network streams and devices: they never end and are reconnected when lost."""
+        return self.kind in (KIND_NETWORK, KIND_DEVICE)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a capture is open right now (False while a live source is reconnecting)."""
+        return self._cap is not None
+
+    def open(self) -> None:
+        """Open the source. Files and patterns raise SourceError when unusable; a live
+        source that cannot be reached now is only logged: read() keeps reconnecting."""
+        self._opened = True
+        if self.is_live:
+            self._open_live()
+        else:
+            self._open_replayable()
+
+    def read(self, stop: threading.Event | None = None) -> tuple[np.ndarray, int] | None:
+        """(frame, capture time in monotonic ns), or None at the end of a non-looping
+        replay, after close(), or once `stop` is set."""
+        stop = stop if stop is not None else self._never_set
+        if not self._opened:
+            self.open()
+        if self._closed or stop.is_set():
+            return None
+        got = self._read_live(stop) if self.is_live else self._read_replayable(stop)
+        if got is None:
+            return None
+        raw, captured_ns = got
+        self.frames_total += 1
+        frame = crop_and_resize(raw, self.cam.crop, self.cam.width, self.cam.height)
+        return frame, captured_ns
+
+    def close(self) -> None:
+        """Release the capture; later reads return None."""
+        self._closed = True
+        self._release()
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def _release(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    # Replayed sources: files and test patterns.
+
+    def _open_replayable(self) -> None:
+        if self.kind == KIND_TEST:
+            rate = self.cam.fps if self.cam.fps > 0 else TEST_DEFAULT_FPS
+            cap: Capture = PatternCapture(self.source[len(TEST_PREFIX):], rate)
+        else:
+            cap = open_video_file(self.source)
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            cap.release()
+            raise SourceError(f"video file {self.source!r} holds no decodable video frames "
+                              "(corrupt or truncated); check it with ffprobe")
+        self._cap, self._pending = cap, frame
+        self.native_fps = plausible_fps(cap.get(cv2.CAP_PROP_FPS))
+        rate = self.cam.fps if self.cam.fps > 0 else self.native_fps
+        self._period_ns = period_ns(rate) if self.cam.realtime else 0
+        if self.cam.realtime and rate == 0:
+            log.warning("camera %s: %s reports no frame rate and fps is not set; "
+                        "reading unpaced", self.cam.name, self.source)
+
+    def _read_replayable(self, stop: threading.Event) -> tuple[np.ndarray, int] | None:
+        frame = self._next_replay_frame()
+        if frame is None or not self._pace(stop):
+            return None
+        return frame, time.monotonic_ns()
+
+    def _next_replay_frame(self) -> np.ndarray | None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        assert self._cap is not None
+        ok, frame = self._cap.read()
+        if ok and frame is not None:
+            return frame
+        self._release()
+        if not self.cam.loop:
+            return None
+        # Reopening is the portable rewind: seeking to frame 0 fails on some containers.
+        self._open_replayable()
+        frame, self._pending = self._pending, None
+        return frame
+
+    def _pace(self, stop: threading.Event) -> bool:
+        """Wait until the next frame is due; False if `stop` was set meanwhile."""
+        if self._period_ns == 0:
+            return True
+        now_ns = time.monotonic_ns()
+        lag_ns = now_ns - (self._next_due_ns or now_ns)
+        if self._next_due_ns is None or lag_ns > self._period_ns * PACING_MAX_LAG_PERIODS:
+            self._next_due_ns = now_ns
+        delay_ns = self._next_due_ns - now_ns
+        if delay_ns > 0 and stop.wait(delay_ns / 1e9):
+            return False
+        self._next_due_ns += self._period_ns
+        return True
+
+    # Live sources: network streams and V4L2 devices.
+
+    def _open_live(self) -> bool:
+        cap = self._new_live_capture()
+        if not cap.isOpened():
+            cap.release()
+            log.warning("camera %s: cannot open %s; retrying with backoff",
+                        self.cam.name, self.source)
+            return False
+        self._cap = cap
+        self.native_fps = plausible_fps(cap.get(cv2.CAP_PROP_FPS))
+        self._period_ns = period_ns(self.cam.fps)
+        log.info("camera %s: opened %s (%.1f fps reported)",
+                 self.cam.name, self.source, self.native_fps)
+        return True
+
+    def _new_live_capture(self) -> cv2.VideoCapture:
+        if self.kind == KIND_DEVICE:
+            return cv2.VideoCapture(self.source, cv2.CAP_V4L2)
+        if self.source.startswith(RTSP_SCHEMES):
+            # OpenCV reads this variable on every open, so setting it here is enough.
+            os.environ[FFMPEG_OPTIONS_ENV] = ffmpeg_capture_options(
+                os.environ.get(FFMPEG_OPTIONS_ENV))
+        # Timeouts only take effect when passed at open time (cap.set afterwards is ignored).
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.cam.open_timeout_s * 1000),
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.cam.read_timeout_s * 1000)]
+        return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, params)
+
+    def _read_live(self, stop: threading.Event) -> tuple[np.ndarray, int] | None:
+        while not stop.is_set():
+            if self._cap is None:
+                self._reconnect(stop)
+                continue
+            started_s = time.monotonic()
+            ok, frame = self._cap.read()
+            elapsed_s = time.monotonic() - started_s
+            if not ok or frame is None:
+                self._lose_stream(elapsed_s)
+                continue
+            if elapsed_s > self.cam.read_timeout_s:
+                self.stalls_total += 1   # a device read that blocked past the timeout
+            self._backoff.reset()
+            now_ns = time.monotonic_ns()
+            if self._live_frame_due(now_ns):
+                return frame, now_ns
+            self.frames_skipped_total += 1
+        return None
+
+    def _lose_stream(self, elapsed_s: float) -> None:
+        stalled = elapsed_s >= self.cam.read_timeout_s * STALL_TIMEOUT_SHARE
+        if stalled:
+            self.stalls_total += 1
+        log.warning("camera %s: %s after %.1f s; reconnecting", self.cam.name,
+                    "no frame within read_timeout_s" if stalled else "stream lost", elapsed_s)
+        self._release()
+
+    def _reconnect(self, stop: threading.Event) -> None:
+        if stop.wait(self._backoff.next_delay()):
+            return
+        self.reconnects_total += 1
+        self._open_live()
+
+    def _live_frame_due(self, now_ns: int) -> bool:
+        """Rate limit to cam.fps (when set) by dropping frames that come too early."""
+        if self._period_ns == 0:
+            return True
+        due_ns = self._next_due_ns
+        if due_ns is not None and now_ns < due_ns - int(self._period_ns * LIVE_RATE_TOLERANCE):
+            return False
+        on_schedule = due_ns is not None and now_ns - due_ns < self._period_ns
+        self._next_due_ns = (due_ns if on_schedule else now_ns) + self._period_ns
+        return True

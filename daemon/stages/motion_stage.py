@@ -1,0 +1,95 @@
+"""Motion stage: preprocessing + optical flow; fans out to overlay (every frame) and to
+infer (a clip of the last T frames every `stride` frames)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import cv2
+import numpy as np
+
+from daemon.ipc import Consumer, Producer, attach_consumer, attach_producer
+from daemon.ipc.layout import FrameMeta
+from daemon.ipc.stats import StatsBlock
+from daemon.stages import records
+from daemon.stages.flow import FlowEstimator
+from daemon.stages.upstream import Upstream
+from daemon.stages.worker import STEP_WAIT_S, Heartbeat, WorkerSpec, loan_slot, timed
+
+MOTION_FIELDS = ("clips_total",)
+
+
+class MotionStage:
+    """Consumes the frames ring, produces the view ring and the shared clips ring."""
+
+    def __init__(self, spec: WorkerSpec, stats: StatsBlock, heartbeat: Heartbeat) -> None:
+        self._spec, self._stats, self._heartbeat = spec, stats, heartbeat
+        cfg = spec.config
+        self._cam = next(c for c in cfg.cameras if c.name == spec.camera)
+        self._size = (cfg.motion.width, cfg.motion.height)
+        self._flow = FlowEstimator(cfg.motion.method, *self._size)
+        self._view = records.view_record(self._cam, cfg)
+        self._clip = records.clip_record(cfg)
+        self._t, self._stride = records.clip_length(cfg), cfg.inference.stride
+        self._history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=self._t)
+        self._since_clip = 0
+        self._in: Consumer | None = None
+        self._out_view: Producer | None = None
+        self._out_clip: Producer | None = None
+        self._upstream = Upstream(list(spec.extra.get("upstream_stats", [])))
+
+    def open(self) -> None:
+        self._in = attach_consumer(self._spec.rings["in"], "motion")
+        self._out_view = attach_producer(self._spec.rings["view"])
+        self._out_clip = attach_producer(self._spec.rings["clips"],
+                                         int(self._spec.extra["camera_index"]))
+
+    def step(self, stop: threading.Event) -> bool:
+        lease = self._in.get(STEP_WAIT_S)
+        if lease is None:
+            return not self._upstream.finished()
+        with lease:
+            started = time.perf_counter()
+            self._stats.add("frames_in_total")
+            meta = lease.meta
+            small = cv2.resize(lease.array, self._size, interpolation=cv2.INTER_AREA)
+            flow = self._flow(lease.array)
+            self._publish_view(lease.array, flow, meta, stop)
+        self._history.append((small, flow))
+        self._since_clip += 1
+        if len(self._history) == self._t and self._since_clip >= self._stride:
+            self._publish_clip(meta, stop)
+            self._since_clip = 0
+        timed(self._stats, started)
+        return True
+
+    def _publish_view(self, frame: np.ndarray, flow: np.ndarray, meta: FrameMeta,
+                      stop: threading.Event) -> None:
+        loan = loan_slot(self._out_view, stop, self._heartbeat)
+        if loan is None:
+            return  # dropped by the view ring's policy (counted there)
+        with loan:
+            fields = self._view.views(loan.array)
+            fields["frame"][...] = frame
+            fields["flow"][...] = flow
+            loan.publish(meta.frame_id, meta.timestamp_ns, meta.camera)
+
+    def _publish_clip(self, meta: FrameMeta, stop: threading.Event) -> None:
+        loan = loan_slot(self._out_clip, stop, self._heartbeat)
+        if loan is None:
+            return
+        with loan:
+            fields = self._clip.views(loan.array)
+            for i, (small, flow) in enumerate(self._history):
+                fields["frames"][i] = small
+                fields["flow"][i] = flow
+            loan.publish(meta.frame_id, meta.timestamp_ns, meta.camera)
+        self._stats.add("clips_total")
+
+    def close(self) -> None:
+        for endpoint in (self._in, self._out_view, self._out_clip):
+            if endpoint is not None:
+                endpoint.close()
+        self._upstream.close()

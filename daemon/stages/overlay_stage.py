@@ -1,0 +1,131 @@
+"""Overlay stage: joins each frame with the action result for it **by frame id**, draws
+flow, label and fps, and feeds the display outputs.
+
+Results come every `stride` frames from replicas that may finish out of order. A frame
+is drawn with the newest result whose frame id is not after it; a result that arrives
+later is applied from its own frame on, never to an earlier one (lockstep joins pair a
+frame with another frame's result after any drop).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from typing import IO
+
+import numpy as np
+
+from daemon.ipc import Consumer, attach_consumer
+from daemon.ipc.stats import StatsBlock
+from daemon.outputs.display import DisplayOutputs, open_outputs
+from daemon.stages import records
+from daemon.stages.draw import draw_overlay
+from daemon.stages.upstream import Upstream
+from daemon.stages.worker import STEP_WAIT_S, Heartbeat, WorkerSpec, timed
+
+OVERLAY_FIELDS = ("last_frame_id", "last_result_frame_id", "frame_order_errors_total",
+                  "frame_gaps_total", "results_total", "display_fps")
+RESULTS_KEPT = 64
+FPS_WINDOW_S = 2.0
+
+
+class OverlayStage:
+    """Consumes the view ring and the camera's results ring; draws and displays."""
+
+    def __init__(self, spec: WorkerSpec, stats: StatsBlock, heartbeat: Heartbeat) -> None:
+        self._spec, self._stats = spec, stats
+        cfg = spec.config
+        self._cam = next(c for c in cfg.cameras if c.name == spec.camera)
+        self._view = records.view_record(self._cam, cfg)
+        self._labels: tuple[str, ...] = tuple(spec.extra.get("labels", ()))
+        self._results: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._last_id = int(stats.get("last_frame_id")) if stats.get("frames_in_total") else -1
+        self._fps_marks: list[float] = []
+        self._frames_in: Consumer | None = None
+        self._results_in: Consumer | None = None
+        self._outputs: DisplayOutputs | None = None
+        self._frame_log: IO[str] | None = None
+        self._upstream = Upstream(list(spec.extra.get("upstream_stats", [])))
+
+    def open(self) -> None:
+        self._frames_in = attach_consumer(self._spec.rings["view"], "overlay")
+        self._results_in = attach_consumer(self._spec.rings["results"], "overlay")
+        fps = self._cam.fps or 10.0
+        self._outputs = open_outputs(self._spec.config.display, fps,
+                                     (self._cam.width, self._cam.height))
+        log_path = str(self._spec.extra.get("frame_log", ""))
+        if log_path:
+            self._frame_log = open(log_path, "a", encoding="utf-8")
+
+    def step(self, stop: threading.Event) -> bool:
+        self._collect_results()
+        lease = self._frames_in.get(STEP_WAIT_S)
+        if lease is None:
+            return not self._upstream.finished()
+        started = time.perf_counter()
+        self._stats.add("frames_in_total")
+        with lease:
+            frame_id = lease.meta.frame_id
+            fields = self._view.views(lease.array)
+            result_id, scores = self._result_for(frame_id)
+            label, score = self._label(scores)
+            image = draw_overlay(fields["frame"], fields["flow"], label, score, self._fps())
+        self._check_order(frame_id)
+        self._outputs.show(image)
+        self._log_frame(frame_id, result_id, label, score)
+        timed(self._stats, started)
+        return True
+
+    def _collect_results(self) -> None:
+        while (lease := self._results_in.try_get()) is not None:
+            with lease:
+                n = len(self._labels)
+                self._results[lease.meta.frame_id] = lease.array.view("float32")[:n].copy()
+            self._stats.add("results_total")
+        while len(self._results) > RESULTS_KEPT:
+            self._results.popitem(last=False)
+
+    def _result_for(self, frame_id: int) -> tuple[int, np.ndarray | None]:
+        best = max((rid for rid in self._results if rid <= frame_id), default=-1)
+        return best, self._results.get(best)
+
+    def _label(self, scores: np.ndarray | None) -> tuple[str, float]:
+        if scores is None or not len(scores):
+            return "", 0.0
+        i = int(np.argmax(scores))
+        return self._labels[i], float(scores[i])
+
+    def _check_order(self, frame_id: int) -> None:
+        if frame_id <= self._last_id:
+            self._stats.add("frame_order_errors_total")
+        elif frame_id > self._last_id + 1 and self._last_id >= 0:
+            self._stats.add("frame_gaps_total", frame_id - self._last_id - 1)
+        self._last_id = frame_id
+        self._stats.set("last_frame_id", frame_id)
+
+    def _fps(self) -> float:
+        now = time.monotonic()
+        self._fps_marks = [t for t in self._fps_marks if now - t < FPS_WINDOW_S] + [now]
+        fps = (len(self._fps_marks) - 1) / max(now - self._fps_marks[0], 1e-6)
+        self._stats.set("display_fps", fps)
+        return fps
+
+    def _log_frame(self, frame_id: int, result_id: int, label: str, score: float) -> None:
+        self._stats.set("last_result_frame_id", result_id)
+        if self._frame_log is not None:
+            record = {"frame_id": frame_id, "result_frame_id": result_id,
+                      "label": label, "score": round(score, 4)}
+            self._frame_log.write(json.dumps(record) + "\n")
+            self._frame_log.flush()
+
+    def close(self) -> None:
+        if self._outputs is not None:
+            self._outputs.close()
+        if self._frame_log is not None:
+            self._frame_log.close()
+        for endpoint in (self._frames_in, self._results_in):
+            if endpoint is not None:
+                endpoint.close()
+        self._upstream.close()

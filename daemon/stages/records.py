@@ -1,0 +1,32 @@
+"""The packed record layouts that travel between stages (one place, so the supervisor
+sizes each ring from the same definition the stages read it with)."""
+
+from __future__ import annotations
+
+from daemon.config import CameraConfig, Config
+from daemon.ipc.packed import PackedSpec
+
+DEFAULT_CLIP_LENGTH = 8
+
+
+def clip_length(config: Config) -> int:
+    return config.inference.clip_length or DEFAULT_CLIP_LENGTH
+
+
+def view_record(cam: CameraConfig, config: Config) -> PackedSpec:
+    """motion -> overlay: the camera frame and its flow."""
+    m = config.motion
+    return PackedSpec((("frame", (cam.height, cam.width, 3), "uint8"),
+                       ("flow", (m.height, m.width, 2), "float32")))
+
+
+def clip_record(config: Config) -> PackedSpec:
+    """motion -> infer: the last T frames and flows at motion size."""
+    m, t = config.motion, clip_length(config)
+    return PackedSpec((("frames", (t, m.height, m.width, 3), "uint8"),
+                       ("flow", (t, m.height, m.width, 2), "float16")))
+
+
+def result_record(num_labels: int) -> PackedSpec:
+    """infer -> overlay: one score per label for the clip ending at the frame id."""
+    return PackedSpec((("scores", (num_labels,), "float32"),))

@@ -1,0 +1,29 @@
+"""Stage kinds, their stats fields, and the spawn-context entry point of every worker."""
+
+from __future__ import annotations
+
+import sys
+
+from daemon.stages.infer_stage import INFER_FIELDS, InferStage
+from daemon.stages.motion_stage import MOTION_FIELDS, MotionStage
+from daemon.stages.overlay_stage import OVERLAY_FIELDS, OverlayStage
+from daemon.stages.source_stage import SOURCE_FIELDS, SourceStage
+from daemon.stages.worker import COMMON_FIELDS, StageFactory, WorkerSpec, run_stage
+
+STAGE_KINDS: dict[str, tuple[StageFactory, tuple[str, ...]]] = {
+    "source": (SourceStage, SOURCE_FIELDS),
+    "motion": (MotionStage, MOTION_FIELDS),
+    "infer": (InferStage, INFER_FIELDS),
+    "overlay": (OverlayStage, OVERLAY_FIELDS),
+}
+
+
+def stats_fields(kind: str) -> tuple[str, ...]:
+    """All stats fields of a worker of this kind."""
+    return (*COMMON_FIELDS, *STAGE_KINDS[kind][1])
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """Target of every worker process (spawn context: importable, picklable args)."""
+    factory, _ = STAGE_KINDS[spec.kind]
+    sys.exit(int(run_stage(spec, factory)))

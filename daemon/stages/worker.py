@@ -1,0 +1,152 @@
+"""The worker process: one stage of one camera (or a shared infer replica).
+
+The supervisor spawns `worker_main(spec)` in a spawn-context process. The worker attaches
+its rings and its stats block by path, runs its stage's step() until SIGTERM, and beats
+its heartbeat in the stats block. A step is short (ring waits are bounded); the only long
+waits (a camera reconnecting, a model loading) run inside `Heartbeat.blocking()`, during
+which a helper thread keeps beating — SIGSTOP or a real hang stops both, so the
+supervisor still sees a stale heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+from daemon.config import Config
+from daemon.exitcodes import ExitCode
+from daemon.ipc import Producer, RingTimeout, SlotLoan
+from daemon.ipc.stats import StatsBlock, histogram_fields
+
+log = logging.getLogger(__name__)
+
+STEP_WAIT_S = 0.25        # longest ring wait inside one step: bounds the heartbeat period
+BEAT_PERIOD_S = 0.5       # helper thread's beat period during blocking sections
+LOG_FORMAT = "%(levelname)s %(processName)s %(name)s: %(message)s"
+
+COMMON_FIELDS = ("frames_in_total", "frames_out_total", "busy_seconds_total",
+                 "finished", *histogram_fields("processing_seconds"))
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs; picklable for the spawn context."""
+
+    kind: str                     # source | motion | infer | overlay
+    name: str                     # unique, e.g. "demo.source" or "infer.1"
+    camera: str                   # "" for workers shared by all cameras
+    replica: int
+    stats_path: str
+    rings: dict[str, str] = field(default_factory=dict)  # role -> ring path
+    config: Config = field(default_factory=Config)
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class StageFatal(Exception):
+    """An error a restart cannot fix (a missing file, a model that does not fit)."""
+
+
+class Stage(Protocol):
+    """What a stage implements; the worker loop drives it."""
+
+    def open(self) -> None: ...
+
+    def step(self, stop: threading.Event) -> bool:
+        """Do one unit of work (bounded time). False: the stage has finished."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Heartbeat:
+    """Beats the stats block from the main loop, or from a thread during blocking calls."""
+
+    def __init__(self, stats: StatsBlock) -> None:
+        self._stats = stats
+        self._blocking = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._stats.beat()
+        self._thread.start()
+
+    def beat(self) -> None:
+        self._stats.beat()
+
+    @contextmanager
+    def blocking(self) -> Iterator[None]:
+        self._blocking.set()
+        try:
+            yield
+        finally:
+            self._blocking.clear()
+
+    def _run(self) -> None:
+        while not self._stop.wait(BEAT_PERIOD_S):
+            if self._blocking.is_set():
+                self._stats.beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2 * BEAT_PERIOD_S)
+
+
+StageFactory = Callable[["WorkerSpec", StatsBlock, Heartbeat], Stage]
+
+
+def run_stage(spec: WorkerSpec, factory: StageFactory) -> int:
+    """Worker body: attach, open, step until SIGTERM or the stage finishes, close."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C reaches the whole process group; the supervisor decides how to stop us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=spec.config.daemon.log_level.upper(), format=LOG_FORMAT)
+    stats = StatsBlock.attach(spec.stats_path)
+    heartbeat = Heartbeat(stats)
+    heartbeat.start()
+    stage = factory(spec, stats, heartbeat)
+    try:
+        with heartbeat.blocking():
+            stage.open()
+        while not stop.is_set():
+            heartbeat.beat()
+            if not stage.step(stop):
+                log.info("%s: finished", spec.name)
+                stats.set("finished", 1)
+                break
+    except StageFatal as exc:
+        log.error("%s: %s", spec.name, exc)
+        return ExitCode.BOOT
+    finally:
+        stage.close()
+        heartbeat.stop()
+        stats.close()
+    return ExitCode.OK
+
+
+def timed(stats: StatsBlock, started_s: float) -> None:
+    """Account one processed item that started at `started_s` (perf_counter)."""
+    elapsed = time.perf_counter() - started_s
+    stats.observe("processing_seconds", elapsed)
+    stats.add("busy_seconds_total", elapsed)
+    stats.add("frames_out_total")
+
+
+def loan_slot(producer: Producer, stop: threading.Event, heartbeat: Heartbeat) -> SlotLoan | None:
+    """A slot to fill: retries a full `block` ring (beating) until it frees up or we stop.
+
+    None if a drop policy discarded the frame (counted by the ring) or we are stopping.
+    """
+    while True:
+        try:
+            return producer.loan(timeout=STEP_WAIT_S)
+        except RingTimeout:
+            if stop.is_set():
+                return None
+            heartbeat.beat()

@@ -1,0 +1,189 @@
+"""The supervisor's lifecycle: boot, the tick loop, signals, reload, staged shutdown.
+
+Signal handlers only set events (loop.add_signal_handler); the work happens in the main
+coroutine. Shutdown is a sequence of bounded stages whose budgets sum to less than the
+systemd unit's TimeoutStopSec, so systemd never has to SIGKILL us mid-cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Callable
+
+from daemon.config import Config, ConfigError
+from daemon.exitcodes import ExitCode
+from daemon.ipc import clean_stale, new_run_id
+from daemon.stages.model import ModelError
+from daemon.systemd import SystemdNotifier
+from daemon.supervisor.arbiter import Arbiter
+from daemon.supervisor.boot import Boot
+from daemon.supervisor.reload import plan_reload
+from daemon.supervisor.restart import RestartPolicy
+from daemon.supervisor.status import RateMeter, status_line
+from daemon.supervisor.topology import Topology
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+# Shutdown stages (seconds). Their sum must stay below the unit's TimeoutStopSec (30 s).
+SOURCE_STOP_S = 3.0      # sources stop reading
+DRAIN_S = 3.0            # frames already in the rings reach the end
+OUTPUTS_STOP_S = 5.0     # MQTT offline + outbox flush, metrics endpoint
+WORKER_STOP_S = 4.0      # SIGTERM to the rest, then SIGKILL
+KILL_WAIT_S = 2.0        # reaping after SIGKILL
+SHUTDOWN_BUDGET_S = SOURCE_STOP_S + DRAIN_S + OUTPUTS_STOP_S + WORKER_STOP_S + KILL_WAIT_S
+
+
+class Supervisor:
+    """Owns the topology and the arbiter for one run of the daemon."""
+
+    def __init__(self, boot: Boot, reloader: Callable[[Path], Boot] | None = None) -> None:
+        self.boot = boot
+        self._reloader = reloader
+        self.run_id = new_run_id()
+        self.topology = Topology(boot.config, self.run_id, boot.model_path, boot.labels)
+        self.arbiter = Arbiter(self.topology, RestartPolicy.from_config(boot.config.daemon),
+                               boot.config.daemon.heartbeat_timeout_s, self._camera_failed)
+        self.notifier = SystemdNotifier()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._ready = False
+        self._last_status_s = 0.0
+        self._meter = RateMeter()
+        self.outputs = AsyncExitStack()   # MQTT, metrics: closed LIFO in shutdown stage 3
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT or until every camera finished or failed."""
+        loop = asyncio.get_running_loop()
+        removed = clean_stale(self.boot.config.daemon.shm_dir)
+        if removed:
+            log.info("removed %d shared-memory segment(s) left by a dead run", len(removed))
+        self.topology.build()
+        try:
+            for sig, handler in ((signal.SIGTERM, self.handle_term), (signal.SIGINT, self.handle_int),
+                                 (signal.SIGHUP, self.handle_hup)):
+                loop.add_signal_handler(sig, handler)
+            self.arbiter.spawn_workers()
+            await self._main_loop()
+            return await self.shutdown()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self.topology.close()
+            self.notifier.close()
+
+    # -- signals: handlers only set events ------------------------------------------
+
+    def handle_term(self) -> None:
+        log.info("SIGTERM: shutting down")
+        self._stop.set()
+
+    def handle_int(self) -> None:
+        log.info("SIGINT: shutting down")
+        self._stop.set()
+
+    def handle_hup(self) -> None:
+        log.info("SIGHUP: reloading %s", self.boot.config_path)
+        self._reload.set()
+
+    # -- the tick loop ----------------------------------------------------------------
+
+    async def _main_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), TICK_S)
+            except asyncio.TimeoutError:
+                pass  # a tick passed without a stop request: do the periodic duties
+            if self._reload.is_set():
+                self._reload.clear()
+                await self.reload()
+            self.tick()
+            if self.arbiter.idle():
+                log.info("every camera has finished or failed")
+                break
+
+    def tick(self) -> None:
+        self.arbiter.murder_stale_workers()
+        if not self._ready and self.arbiter.all_started():
+            self._ready = True
+            log.info("pipeline running: %d workers", len(self.arbiter.workers))
+            self.notifier.ready("running")
+        if self._ready and self.arbiter.all_fresh():
+            self.notifier.watchdog()   # only when every heartbeat is fresh
+        now = time.monotonic()
+        if now - self._last_status_s >= self.boot.config.daemon.status_interval_s:
+            self._last_status_s = now
+            line = status_line(self.topology, self.arbiter, self._meter)
+            log.info("%s", line)
+            self.notifier.status(line)
+
+    def _camera_failed(self, camera: str) -> None:
+        log.error("camera %s is marked failed; the other cameras keep running", camera)
+
+    # -- reload -------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """SIGHUP: restart only the cameras whose config changed (all, if the graph did)."""
+        if self._reloader is None:
+            return
+        try:
+            new = self._reloader(self.boot.config_path)
+        except (ConfigError, ModelError) as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+            return
+        plan = plan_reload(self.boot, new)
+        self.notifier.reloading()
+        if plan.rebuild:
+            log.warning("reload: %s changed: restarting the whole pipeline", plan.reason)
+            await self.arbiter.stop_workers(list(self.arbiter.workers), WORKER_STOP_S)
+            self.topology.close()
+            self.boot = new
+            self.topology = Topology(new.config, self.run_id, new.model_path, new.labels)
+            self.topology.build()
+            self.arbiter.topology = self.topology
+            self.arbiter.workers.clear()
+            self.arbiter.failed_cameras.clear()
+            self.arbiter.spawn_workers()
+        else:
+            self.boot = new
+            for camera in plan.cameras:
+                names = self.topology.respec_camera(camera, new.config)
+                log.info("reload: restarting camera %s", camera)
+                await self.arbiter.stop_workers(names, WORKER_STOP_S)
+                self.arbiter.spawn_workers(names)
+        self.notifier.ready("reloaded")
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    async def shutdown(self) -> int:
+        """Bounded stages: sources, drain, outputs, workers. Returns the exit code."""
+        self.notifier.stopping()
+        arbiter = self.arbiter
+        arbiter.stopping = True
+        kinds = {n: w.kind for n, w in self.topology.workers.items()}
+        sources = [n for n, k in kinds.items() if k == "source"]
+        await arbiter.stop_workers(sources, SOURCE_STOP_S)
+        await self._drain(DRAIN_S)
+        try:
+            await asyncio.wait_for(self.outputs.aclose(), OUTPUTS_STOP_S)
+        except asyncio.TimeoutError:
+            log.warning("outputs did not close within %.0f s", OUTPUTS_STOP_S)
+        rest = [n for n in kinds if n not in sources]
+        if not await arbiter.stop_workers(rest, WORKER_STOP_S):
+            await arbiter.wait_gone(rest, KILL_WAIT_S)
+        cameras = set(arbiter.cameras())
+        if cameras and cameras <= arbiter.failed_cameras:
+            return ExitCode.ALL_CAMERAS_FAILED
+        return ExitCode.OK
+
+    async def _drain(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(r.stats().occupancy == 0 for r in self.topology.rings.values()):
+                return
+            await asyncio.sleep(0.05)

@@ -1,0 +1,323 @@
+"""Frame ring: round trips, full-ring policies, fan-out and bad input, across real
+spawn-context processes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+import ring_workers as rw
+from daemon.ipc import (
+    FrameMismatch, FrameRing, FrameSpec, Policy, RingNotFound, RingSpec, RingTimeout,
+    ShmSpaceError, attach_consumer, attach_producer, clean_stale, list_segments,
+)
+from daemon.ipc import segment as segment_mod
+from ring_workers import ShmArea, Starter, shm, spawn  # noqa: F401  (pytest fixtures)
+
+SMALL = FrameSpec((24, 32, 3), "uint8")
+TIMEOUT_S = 0.5
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("shape", "dtype", "use_loan"), [
+    ((48, 64, 3), "uint8", False),
+    ((48, 64, 3), "uint8", True),
+    ((30, 40, 2), "float32", False),
+    ((1000,), "int16", True),
+])
+def test_round_trip_pixels_and_metadata(shm: ShmArea, spawn: Starter, shape: tuple[int, ...],
+                                        dtype: str, use_loan: bool) -> None:
+    ring = shm.ring("rt", RingSpec(FrameSpec(shape, dtype), capacity=4, policy=Policy.BLOCK))
+    ids = list(range(30))
+    ready = rw.CTX.Event()
+    parent, child = rw.CTX.Pipe(duplex=False)
+    proc = spawn(rw.produce, str(ring.path), ids, use_loan, ready, child)
+    child.close()
+    seen = []
+    with attach_consumer(ring.path, "main") as consumer:
+        for _ in ids:
+            with consumer.get(timeout=rw.GET_TIMEOUT_S) as lease:
+                arr = lease.array
+                assert arr.shape == shape and arr.dtype == np.dtype(dtype)
+                assert not arr.flags.writeable, "consumers get read-only views"
+                np.testing.assert_array_equal(arr, rw.frame_for(lease.meta.frame_id, shape, dtype))
+                seen.append(lease.meta)
+            del arr
+    assert rw.receive(parent, proc) == [True] * len(ids)
+    assert [m.frame_id for m in seen] == ids
+    assert [m.timestamp_ns for m in seen] == [1000 + i for i in ids]
+    assert [m.camera for m in seen] == [f"cam{i % 3}" for i in ids]
+    assert [m.extra for m in seen] == [rw.meta_extra(i) for i in ids]
+    stats = ring.stats()
+    assert (stats.puts, stats.gets["main"], stats.free) == (30, 30, 4)
+
+
+@pytest.mark.timeout(60)
+def test_block_slow_consumer_is_lossless_and_in_order(shm: ShmArea, spawn: Starter) -> None:
+    ring = shm.ring("blk", RingSpec(SMALL, capacity=3, policy=Policy.BLOCK))
+    n = 30
+    proc, conn, ready, _, _ = _start_consumer(
+        spawn, rw.ConsumeJob(str(ring.path), stop_id=n - 1, hold_s=0.01))
+    rw.wait_ready(ready, proc)
+    with attach_producer(ring.path) as producer:
+        for i in range(n):
+            assert producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i,
+                                timeout=rw.GET_TIMEOUT_S)
+    got = rw.receive(conn, proc)
+    assert [r.frame_id for r in got] == list(range(n))
+    assert all(r.pixels_ok for r in got)
+    assert sum(ring.stats().drops.values()) == 0
+
+
+@pytest.mark.timeout(30)
+def test_block_full_ring_waits_then_raises_ring_timeout(shm: ShmArea) -> None:
+    ring = shm.ring("blkto", RingSpec(SMALL, capacity=3, policy=Policy.BLOCK))
+    frame = np.zeros(SMALL.shape, np.uint8)
+    with attach_producer(ring.path) as producer, attach_consumer(ring.path, "main"):
+        for i in range(3):
+            assert producer.put(frame, i, timeout=TIMEOUT_S)
+        start = time.monotonic()
+        with pytest.raises(RingTimeout, match="'block'"):
+            producer.put(frame, 3, timeout=TIMEOUT_S)
+        waited = time.monotonic() - start
+    assert TIMEOUT_S * 0.9 <= waited <= TIMEOUT_S + 4.5, f"waited {waited:.3f} s"
+    stats = ring.stats()
+    assert stats.drops["timeout"] == 1 and stats.puts == 3
+
+
+@pytest.mark.timeout(60)
+def test_drop_oldest_slow_consumer_reads_the_newest(shm: ShmArea, spawn: Starter) -> None:
+    ring = shm.ring("old", RingSpec(SMALL, capacity=4, policy=Policy.DROP_OLDEST))
+    n = 200
+    proc, conn, ready, _, _ = _start_consumer(
+        spawn, rw.ConsumeJob(str(ring.path), stop_id=n - 1, hold_s=0.01))
+    rw.wait_ready(ready, proc)
+    with attach_producer(ring.path) as producer:
+        accepted = [producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i)
+                    for i in range(n)]
+    got = rw.receive(conn, proc)
+    ids = [r.frame_id for r in got]
+    assert all(accepted), "drop_oldest never rejects the incoming frame"
+    assert ids[-1] == n - 1, "the newest frame must be delivered"
+    assert ids == sorted(set(ids)), "frames arrive once each, in order"
+    assert all(r.pixels_ok for r in got)
+    drops = ring.stats().drops
+    assert drops["drop_oldest"] > 0
+    assert drops["drop_oldest"] + len(ids) == n, "every frame is delivered or counted"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("policy", "expect_ids", "accepted"), [
+    (Policy.DROP_NEWEST, [0, 1, 2, 3], [True] * 4 + [False] * 6),
+    (Policy.DROP_OLDEST, [6, 7, 8, 9], [True] * 10),
+])
+def test_drop_policy_with_stalled_consumer(shm: ShmArea, spawn: Starter, policy: Policy,
+                                           expect_ids: list[int], accepted: list[bool]) -> None:
+    ring = shm.ring("stall", RingSpec(SMALL, capacity=4, policy=policy))
+    proc, conn, ready, gate, done = _start_consumer(
+        spawn, rw.ConsumeJob(str(ring.path), wait_gate=True))
+    rw.wait_ready(ready, proc)
+    with attach_producer(ring.path) as producer:
+        results = [producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i)
+                   for i in range(10)]
+    done.set()
+    gate.set()
+    got = rw.receive(conn, proc)
+    assert results == accepted
+    assert [r.frame_id for r in got] == expect_ids
+    assert all(r.pixels_ok for r in got)
+    drops = ring.stats().drops
+    assert drops[policy.value] == 6
+    assert sum(drops.values()) == 6
+
+
+@pytest.mark.timeout(60)
+def test_broadcast_each_group_sees_every_frame_in_order(shm: ShmArea, spawn: Starter) -> None:
+    spec = RingSpec(SMALL, capacity=4, policy=Policy.BLOCK, groups=(("a", 1), ("b", 1)))
+    ring = shm.ring("bc", spec)
+    n = 60
+    workers = [_start_consumer(spawn, rw.ConsumeJob(str(ring.path), group=g, stop_id=n - 1))
+               for g in ("a", "b")]
+    for proc, _, ready, _, _ in workers:
+        rw.wait_ready(ready, proc)
+    with attach_producer(ring.path) as producer:
+        for i in range(n):
+            assert producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i,
+                                timeout=rw.GET_TIMEOUT_S)
+    for proc, conn, _, _, _ in workers:
+        got = rw.receive(conn, proc)
+        assert [r.frame_id for r in got] == list(range(n))
+        assert all(r.pixels_ok for r in got)
+    stats = ring.stats()
+    assert stats.gets == {"a": n, "b": n} and stats.free == 4
+
+
+@pytest.mark.timeout(90)
+def test_work_sharing_members_split_the_frames(shm: ShmArea, spawn: Starter) -> None:
+    ring = shm.ring("ws", RingSpec(SMALL, capacity=4, policy=Policy.BLOCK, groups=(("w", 3),)))
+    n = 60
+    workers = [_start_consumer(spawn, rw.ConsumeJob(str(ring.path), "w", m, hold_s=0.005))
+               for m in range(3)]
+    for proc, _, ready, _, _ in workers:
+        rw.wait_ready(ready, proc)
+    with attach_producer(ring.path) as producer:
+        for i in range(n):
+            assert producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i,
+                                timeout=rw.GET_TIMEOUT_S)
+    for _, _, _, _, done in workers:
+        done.set()
+    per_member = [[r.frame_id for r in rw.receive(conn, proc)]
+                  for proc, conn, _, _, _ in workers]
+    everything = sorted(i for ids in per_member for i in ids)
+    assert everything == list(range(n)), "each frame goes to exactly one member"
+    assert all(ids for ids in per_member), f"a member got nothing: {list(map(len, per_member))}"
+    assert all(ids == sorted(ids) for ids in per_member)
+
+
+@pytest.mark.timeout(30)
+def test_wrong_frame_or_metadata_is_rejected_and_the_ring_still_works(shm: ShmArea) -> None:
+    ring = shm.ring("bad", RingSpec(SMALL, capacity=2, policy=Policy.BLOCK, meta_bytes=64))
+    with attach_producer(ring.path) as producer, attach_consumer(ring.path, "main") as consumer:
+        with pytest.raises(FrameMismatch, match=r"\(24, 32, 4\) uint8 does not fit .*\(24, 32, 3\)"):
+            producer.put(np.zeros((24, 32, 4), np.uint8), 1)
+        with pytest.raises(FrameMismatch, match="float32 does not fit"):
+            producer.put(np.zeros(SMALL.shape, np.float32), 1)
+        with pytest.raises(FrameMismatch, match="more than the ring's meta_bytes=64"):
+            producer.put(np.zeros(SMALL.shape, np.uint8), 1, extra=b"x" * 60, camera="cam-long")
+        with producer.loan(timeout=TIMEOUT_S) as loan:
+            with pytest.raises(FrameMismatch, match="meta_bytes"):
+                loan.publish(1, extra=b"y" * 65)
+        assert ring.stats().writing == 0, "a failed publish must give its slot back"
+        assert consumer.try_get() is None
+        frame = rw.frame_for(7, SMALL.shape, SMALL.dtype)
+        assert producer.put(frame, 7, camera="c", extra=b"e" * 63)
+        with consumer.get(timeout=rw.GET_TIMEOUT_S) as lease:
+            assert lease.meta.frame_id == 7 and lease.meta.extra == b"e" * 63
+            assert rw.frame_ok(lease)
+    assert ring.stats().puts == 1
+
+
+def test_attaching_a_missing_ring_raises_ring_not_found(shm: ShmArea) -> None:
+    missing = Path(shm.dir) / "actiond-1-abc-nothing"
+    with pytest.raises(RingNotFound, match="no shared-memory segment"):
+        attach_producer(missing)
+    with pytest.raises(RingNotFound):
+        attach_consumer(missing, "main")
+
+
+def test_unknown_group_names_the_groups(shm: ShmArea) -> None:
+    ring = shm.ring("grp", RingSpec(SMALL, groups=(("infer", 2), ("overlay", 1))))
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(KeyError, match="'display'.*infer, overlay"):
+        attach_consumer(ring.path, "display")
+    assert len(os.listdir("/proc/self/fd")) == fds_before, "a failed attach leaked fds"
+    with attach_consumer(ring.path, "overlay", 0) as consumer:
+        assert consumer.group == "overlay"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RingSpec(SMALL, capacity=1),
+    lambda: RingSpec(FrameSpec((0, 3))),
+    lambda: RingSpec(FrameSpec(())),
+    lambda: RingSpec(SMALL, groups=(("a", 0),)),
+    lambda: RingSpec(SMALL, groups=(("a", 1), ("a", 2))),
+    lambda: RingSpec(SMALL, producers=0),
+])
+def test_bad_specs_raise_value_error(make) -> None:
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_ring_larger_than_free_space_says_how_much_and_how_to_fix(shm: ShmArea) -> None:
+    spec = RingSpec(FrameSpec((1 << 20, 1 << 20)), capacity=4)
+    with pytest.raises(ShmSpaceError) as info:
+        shm.ring("huge", spec)
+    message = str(info.value)
+    assert f"need {spec.total_bytes} bytes" in message
+    assert "--shm-size" in message and "size=" in message
+    assert info.value.errno == errno.ENOSPC
+    assert shm.leftovers() == []
+
+
+@pytest.fixture
+def small_tmpfs() -> Iterator[str]:
+    """A 1 MiB tmpfs (needs root and mount permission; skipped otherwise)."""
+    mount_dir = tempfile.mkdtemp(prefix="ring-tmpfs-")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", mount_dir],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        os.rmdir(mount_dir)
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield mount_dir
+    finally:
+        subprocess.run(["umount", mount_dir], check=True)
+        os.rmdir(mount_dir)
+
+
+def test_small_tmpfs_preflight_refuses_a_ring_that_does_not_fit(small_tmpfs: str) -> None:
+    spec = RingSpec(FrameSpec((512, 1024)), capacity=4)     # 2 MiB of frames
+    with pytest.raises(ShmSpaceError, match=f"need {spec.total_bytes} bytes"):
+        FrameRing.create("big", spec, shm_dir=small_tmpfs)
+    assert os.listdir(small_tmpfs) == []
+
+
+def test_small_tmpfs_reservation_fails_cleanly_instead_of_sigbus(
+        small_tmpfs: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process may fill the tmpfs between the free-space check and the
+    # reservation; posix_fallocate must then refuse, not leave a sparse file to SIGBUS on.
+    monkeypatch.setattr(segment_mod, "check_free_space", lambda shm_dir, nbytes: None)
+    spec = RingSpec(FrameSpec((512, 1024)), capacity=4)
+    with pytest.raises(ShmSpaceError, match=f"could not reserve {spec.total_bytes} bytes"):
+        FrameRing.create("big", spec, shm_dir=small_tmpfs)
+    assert os.listdir(small_tmpfs) == []
+
+
+@pytest.mark.timeout(60)
+def test_reserved_ring_survives_a_full_tmpfs(small_tmpfs: str, spawn: Starter) -> None:
+    spec = RingSpec(FrameSpec((256, 512), "uint8"), capacity=4, policy=Policy.BLOCK)
+    ring = FrameRing.create("fits", spec, shm_dir=small_tmpfs)
+    try:
+        filler = Path(small_tmpfs) / "filler"
+        with pytest.raises(OSError) as info, open(filler, "wb") as f:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        assert info.value.errno == errno.ENOSPC
+        ready = rw.CTX.Event()
+        parent, child = rw.CTX.Pipe(duplex=False)
+        proc = spawn(rw.produce, str(ring.path), list(range(4)), True, ready, child)
+        child.close()
+        # Every slot's pages are touched; without the reservation this is a SIGBUS.
+        assert rw.receive(parent, proc) == [True] * 4
+        filler.unlink()
+    finally:
+        ring.close()
+    assert os.listdir(small_tmpfs) == []
+
+
+@pytest.mark.timeout(60)
+def test_clean_stale_removes_dead_runs_and_keeps_live_ones(shm: ShmArea, spawn: Starter) -> None:
+    child = spawn(os.getpid)   # a process that exits at once: its pid is then dead
+    child.join(rw.JOIN_TIMEOUT_S)
+    dead_run = f"{child.pid}-abc123"
+    assert not segment_mod.pid_alive(child.pid)
+    dead = FrameRing.create("old", RingSpec(SMALL), run_id=dead_run, shm_dir=shm.dir)
+    live = shm.ring("new", RingSpec(SMALL))
+    dead_files = list_segments(shm.dir, run_id=dead_run)
+    assert len(dead_files) == 3, dead_files            # segment + producer and consumer FIFOs
+    removed = clean_stale(shm.dir)
+    assert sorted(removed) == dead_files
+    assert list_segments(shm.dir, run_id=dead_run) == []
+    assert len(shm.leftovers()) == 3
+    with attach_consumer(live.path, "main"):
+        pass
+    dead.close()
