@@ -4,4 +4,6 @@ import sys
 
 from daemon.cli import main
 
-sys.exit(main())
+# Spawned workers import this module as __mp_main__: only the real main runs the CLI.
+if __name__ == "__main__":
+    sys.exit(main())

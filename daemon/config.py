@@ -4,15 +4,17 @@ load_config(path) parses, type-checks, range-checks and resolves a config file, 
 ConfigError(file, key, reason) for the first problem found. Paths come back resolved, so
 the rest of the daemon never sees a relative path or a `sample:` source:
 
-- camera sources: `sample:<name>` becomes the absolute path of the clip bundled in
-  daemon/assets; a plain file path is made absolute against the config file's directory
-  and must exist; rtsp://... (any URL), /dev/videoN and test:<pattern> pass unchanged
-  (a USB camera may be plugged in later, a stream may come up later: the source stage
-  retries those). `source_kind()` tells the kinds apart.
+- camera sources of enabled cameras: `sample:<name>` becomes the absolute path of the
+  clip bundled in daemon/assets; a plain file path is made absolute against the config
+  file's directory and must exist; rtsp://... (any URL), /dev/videoN and test:<pattern>
+  pass unchanged (a USB camera may be plugged in later, a stream may come up later: the
+  source stage retries those). `source_kind()` tells the kinds apart. A disabled
+  camera's source is left as written (its file may not exist yet).
 - inference.model (when set; "" stays "" and means the bundled demo model) must exist;
-  mqtt.ca_file and mqtt.password_file must exist when mqtt is enabled; display.record's
-  directory must exist. These and daemon.state_dir are made absolute against the config
-  file's directory; an empty daemon.state_dir becomes default_state_dir().
+  mqtt.ca_file and mqtt.password_file must exist when mqtt is enabled; daemon.shm_dir
+  and the directories of display.record and display.frame_log must exist. These and
+  daemon.state_dir are made absolute against the config file's directory; an empty
+  daemon.state_dir becomes default_state_dir().
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from daemon.configload import (
     Check, ConfigError, absolute_path, at_least, between, build, existing_file,
-    greater_than, one_of, read_toml,
+    greater_than, listen_address, one_of, parse_listen, read_toml,
 )
 
 __all__ = [
@@ -115,6 +116,8 @@ class DisplayConfig:
     window: bool = False           # needs a GUI-capable OpenCV
     record: str = ""               # path of a video file to record the overlay to
     jpeg_quality: int = 80
+    frame_log: str = ""            # JSON lines, one per displayed frame (frame id, the
+                                   # result joined to it, label): for debugging and tests
 
 
 @dataclass(frozen=True)
@@ -170,24 +173,6 @@ def default_state_dir() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME", "")
     base = Path(xdg) if xdg else Path.home() / ".local" / "state"
     return base / "actiond"
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """("host", port) from "host:port" or "[v6addr]:port"; ValueError says what is wrong.
-
-    Port 0 is allowed: the OS picks a free port (tests use it).
-    """
-    host, sep, port_text = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    bare_ipv6 = ":" in host and not text.startswith("[")   # ambiguous: "::1:80"
-    if not sep or not host or not port_text.isdigit() or bare_ipv6:
-        raise ValueError(f'must be "host:port", e.g. "127.0.0.1:9108" or "[::1]:9108" '
-                         f"(got {text!r})")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"port must be 0-65535 (got {port})")
-    return host, port
 
 
 def source_kind(source: str) -> str:
@@ -256,16 +241,6 @@ def _topic_prefix(value: str) -> str | None:
     return f"must be a non-empty MQTT topic without '+', '#' or empty levels (got {value!r})"
 
 
-def _listen(value: str) -> str | None:
-    if not value:
-        return None
-    try:
-        parse_listen(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
 def _field_rules() -> dict[type, dict[str, Check]]:
     positive, non_negative = greater_than(0), at_least(0)
     return {
@@ -287,11 +262,11 @@ def _field_rules() -> dict[type, dict[str, Check]]:
                        "height": positive},
         InferenceConfig: {"threads": non_negative, "clip_length": non_negative,
                           "stride": at_least(1), "replicas": at_least(1)},
-        DisplayConfig: {"mjpeg_listen": _listen, "jpeg_quality": between(1, 100)},
+        DisplayConfig: {"mjpeg_listen": listen_address, "jpeg_quality": between(1, 100)},
         MqttConfig: {"port": between(1, 65535), "keepalive_s": between(1, 65535),
                      "prefix": _topic_prefix, "discovery_prefix": _topic_prefix,
                      "outbox_max_events": at_least(1)},
-        MetricsConfig: {"listen": _listen},
+        MetricsConfig: {"listen": listen_address},
     }
 
 
@@ -313,14 +288,18 @@ def _check_relations(config: Config, file: str) -> None:
     _check_backoff(d.restart_backoff_min_s, d.restart_backoff_max_s, "daemon.restart",
                    file)
     _check_cameras(config.cameras, file)
+    if not config.inference.providers:
+        raise ConfigError(file, "inference.providers",
+                          'must list at least one provider, e.g. ["CPUExecutionProvider"]')
     for i, provider in enumerate(config.inference.providers):
         if not provider.endswith("ExecutionProvider"):
             raise ConfigError(file, f"inference.providers[{i}]", "must be an onnxruntime "
                               f"provider name such as CPUExecutionProvider (got {provider!r})")
-    if not config.inference.providers:
-        raise ConfigError(file, "inference.providers",
-                          'must list at least one provider, e.g. ["CPUExecutionProvider"]')
     _check_mqtt(config.mqtt, file)
+    listen = config.display.mjpeg_listen
+    if listen and listen == config.metrics.listen and not listen.endswith(":0"):
+        raise ConfigError(file, "display.mjpeg_listen", f"{listen} is also metrics.listen; "
+                          "give each server its own port")
 
 
 def _check_backoff(low: float, high: float, key: str, file: str) -> None:
@@ -352,10 +331,10 @@ def _check_cameras(cameras: tuple[CameraConfig, ...], file: str) -> None:
 
 
 def _check_mqtt(mqtt: MqttConfig, file: str) -> None:
-    secrets = [k for k in ("password", "password_file", "password_env") if getattr(mqtt, k)]
-    if len(secrets) > 1:
-        raise ConfigError(file, f"mqtt.{secrets[1]}", "set only one of password, "
-                          f"password_file, password_env (both {' and '.join(secrets)} are set)")
+    given = [k for k in ("password", "password_file", "password_env") if getattr(mqtt, k)]
+    if len(given) > 1:
+        raise ConfigError(file, f"mqtt.{given[1]}", "set only one of password, "
+                          f"password_file, password_env (both {' and '.join(given)} are set)")
     if mqtt.ca_file and not mqtt.tls:
         raise ConfigError(file, "mqtt.ca_file", "is set but tls = false; set tls = true "
                           "or remove ca_file")
@@ -366,13 +345,20 @@ def _check_mqtt(mqtt: MqttConfig, file: str) -> None:
 def _resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
     cameras = []
     for i, cam in enumerate(config.cameras):
+        if not cam.enabled:     # kept as written: its file may be absent until enabled
+            cameras.append(cam)
+            continue
         try:
             cameras.append(dataclasses.replace(
                 cam, source=resolve_source(cam.source, config_dir)))
         except ValueError as exc:
-            raise ConfigError(file, f"cameras[{i}].source", str(exc))
+            raise ConfigError(file, f"cameras[{i}].source", str(exc)) from exc
     mqtt, inference = config.mqtt, config.inference
     state_dir = config.daemon.state_dir
+    shm_dir = absolute_path(config.daemon.shm_dir, config_dir)
+    if not shm_dir.is_dir():
+        raise ConfigError(file, "daemon.shm_dir", f"directory not found: {shm_dir} (use a "
+                          "tmpfs such as /dev/shm)")
     if mqtt.enabled:   # a disabled broker's files may be absent (e.g. not yet deployed)
         mqtt = dataclasses.replace(
             mqtt, ca_file=existing_file(mqtt.ca_file, config_dir, "mqtt.ca_file", file),
@@ -380,21 +366,24 @@ def _resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
                                         "mqtt.password_file", file))
     return dataclasses.replace(
         config, cameras=tuple(cameras),
-        daemon=dataclasses.replace(config.daemon, state_dir=str(
+        daemon=dataclasses.replace(config.daemon, shm_dir=str(shm_dir), state_dir=str(
             absolute_path(state_dir, config_dir) if state_dir else default_state_dir())),
         inference=dataclasses.replace(inference, model=existing_file(
             inference.model, config_dir, "inference.model", file)),
-        display=dataclasses.replace(config.display, record=_record_path(
-            config.display.record, config_dir, file)),
+        display=dataclasses.replace(
+            config.display,
+            record=_output_path(config.display.record, config_dir, "display.record", file),
+            frame_log=_output_path(config.display.frame_log, config_dir, "display.frame_log",
+                                   file)),
         mqtt=mqtt,
     )
 
 
-def _record_path(value: str, config_dir: Path, file: str) -> str:
+def _output_path(value: str, config_dir: Path, key: str, file: str) -> str:
     if not value:
         return value
     path = absolute_path(value, config_dir)
     if not path.parent.is_dir():
-        raise ConfigError(file, "display.record", f"directory not found: {path.parent} "
-                          f"(create it, or record elsewhere)")
+        raise ConfigError(file, key, f"directory not found: {path.parent} "
+                          f"(create it, or write elsewhere)")
     return str(path)

@@ -51,16 +51,17 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise ConfigError(str(path), "", "config file not found; create it (see the "
-                          "config.toml shipped with actiond) or pass its path with -c")
+                          "config.toml shipped with actiond) or pass its path with -c") from exc
     except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read config file: {exc.strerror}")
+        raise ConfigError(str(path), "", f"cannot read config file: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), "", f"not valid TOML: the file is not UTF-8 ({exc})")
+        raise ConfigError(str(path), "",
+                          f"not valid TOML: the file is not UTF-8 ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message carries "(at line L, column C)".
-        raise ConfigError(str(path), "", f"not valid TOML: {exc}")
+        raise ConfigError(str(path), "", f"not valid TOML: {exc}") from exc
 
 
 def join_key(parent: str, child: str) -> str:
@@ -161,7 +162,7 @@ def _convert_tuple(value: Any, tp: Any, args: tuple[Any, ...], key: str,
     else:
         item_types = list(args)
     return tuple(convert(v, t, f"{key}[{i}]", file)
-                 for i, (v, t) in enumerate(zip(value, item_types)))
+                 for i, (v, t) in enumerate(zip(value, item_types, strict=True)))
 
 
 def _convert_scalar(value: Any, tp: Any, key: str, file: str) -> Any:
@@ -226,3 +227,34 @@ def existing_file(value: str, base_dir: Path, key: str, file: str) -> str:
         raise ConfigError(file, key, f"file not found: {path} (relative paths are "
                           f"resolved against the config file's directory)")
     return str(path)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """("host", port) from "host:port", "[v6addr]:port" or ":port"; ValueError says what
+    is wrong.
+
+    ":port" gives host "" (every interface, as socket.bind and prometheus_client read it).
+    Port 0 is allowed: the OS picks a free port (tests use it).
+    """
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    bare_ipv6 = ":" in host and not text.startswith("[")   # ambiguous: "::1:80"
+    if not sep or not port_text.isdigit() or bare_ipv6:
+        raise ValueError(f'must be "host:port", e.g. "127.0.0.1:9108", "[::1]:9108" or '
+                         f'":9108" for every interface (got {text!r})')
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port must be 0-65535 (got {port})")
+    return host, port
+
+
+def listen_address(value: str) -> str | None:
+    """Check: "" (disabled) or a "host:port" that parse_listen accepts."""
+    if not value:
+        return None
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None

@@ -92,7 +92,7 @@ class SystemdNotifier:
 
     def notify(self, message: str) -> bool:
         """Send raw KEY=VALUE lines; True when the datagram was sent."""
-        if self._sock is None or os.getpid() != self._pid:
+        if self._sock is None or self._address is None or os.getpid() != self._pid:
             return False
         try:
             self._sock.sendto(message.encode("utf-8"), self._address)
@@ -108,7 +108,7 @@ class SystemdNotifier:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self) -> "SystemdNotifier":
+    def __enter__(self) -> SystemdNotifier:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,9 +4,12 @@ Every target is a module-level function so that a spawn-context child can import
 name. Workers report through a Pipe connection, or through lock-free shared counters
 where the parent SIGKILLs them (a killed sender can leave a half-written message).
 
-Fixtures (register in conftest.py with `pytest_plugins = ["ring_workers"]`, or import
-the names): `shm` (a private tmpfs directory and run id per test, checked empty after
-the test) and `spawn` (starts spawn-context processes and kills any left at teardown).
+Fixtures (the test modules load them with `pytest_plugins = ["ring_workers"]`): `shm`
+(a private tmpfs directory and run id per test, checked empty after the test) and
+`spawn` (starts spawn-context processes and kills any left at teardown).
+
+PYTEST_DONT_REWRITE: the test modules import this module before pytest loads it as a
+plugin, too late for assertion rewriting; its asserts carry their own messages.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import numpy as np
 import pytest
 
 from daemon.ipc import (
-    Consumer, FrameRing, Lease, RingSpec, attach_consumer, attach_producer, list_segments,
-    new_run_id,
+    Consumer, FrameRing, Lease, Producer, RingSpec, SlotLoan, attach_consumer, attach_producer,
+    list_segments, new_run_id,
 )
 from daemon.ipc.stats import StatsBlock
 
@@ -51,6 +54,20 @@ def frame_ok(lease: Lease) -> bool:
     """True if the leased pixels are exactly those produced for its frame id."""
     arr = lease.array
     return bool(np.array_equal(arr, frame_for(lease.meta.frame_id, arr.shape, arr.dtype.str)))
+
+
+def must_get(consumer: Consumer, timeout: float = GET_TIMEOUT_S) -> Lease:
+    """The next frame; fails the test if none comes within `timeout`."""
+    lease = consumer.get(timeout)
+    assert lease is not None, f"no frame within {timeout} s"
+    return lease
+
+
+def must_loan(producer: Producer, timeout: float = GET_TIMEOUT_S) -> SlotLoan:
+    """A slot of a block ring; fails if the ring had none within `timeout`."""
+    loan = producer.loan(timeout)
+    assert loan is not None, "a block ring lent no slot"
+    return loan
 
 
 def meta_extra(frame_id: int) -> bytes:
@@ -127,8 +144,7 @@ def produce(path: str, ids: list[int], use_loan: bool, ready: Event, conn: Conne
             frame = frame_for(frame_id, spec.shape, spec.dtype)
             camera, extra = f"cam{frame_id % 3}", meta_extra(frame_id)
             if use_loan:
-                loan = producer.loan(timeout=GET_TIMEOUT_S)
-                assert loan is not None
+                loan = must_loan(producer)
                 loan.array[...] = frame
                 loan.publish(frame_id, 1000 + frame_id, camera, extra)
                 accepted.append(True)
@@ -147,8 +163,7 @@ def _pause_forever() -> None:
 def hold_loan(path: str, ready: Event) -> None:
     """Loan a slot, say so, and wait to be killed with it still WRITING."""
     producer = attach_producer(path)
-    loan = producer.loan(timeout=GET_TIMEOUT_S)
-    assert loan is not None
+    loan = must_loan(producer)
     loan.array[...] = 0
     ready.set()
     _pause_forever()
@@ -157,8 +172,7 @@ def hold_loan(path: str, ready: Event) -> None:
 def hold_lease(path: str, group: str, ready: Event, leased_id: ctypes.c_longlong) -> None:
     """Take one frame, publish its id, and wait to be killed still holding the lease."""
     consumer = attach_consumer(path, group)
-    lease = consumer.get(timeout=READY_TIMEOUT_S)
-    assert lease is not None
+    lease = must_get(consumer, READY_TIMEOUT_S)
     leased_id.value = lease.meta.frame_id
     ready.set()
     _pause_forever()
@@ -289,9 +303,14 @@ def start_consumer(start: Starter, job: ConsumeJob) -> ConsumerWorker:
     return ConsumerWorker(proc, parent, ready, gate, done)
 
 
+def pid_of(proc: SpawnProcess) -> int:
+    assert proc.pid is not None, "process not started"
+    return proc.pid
+
+
 def kill(proc: SpawnProcess) -> None:
     """SIGKILL and reap, so that its pid is really gone before a reclaim."""
-    os.kill(proc.pid, signal.SIGKILL)
+    os.kill(pid_of(proc), signal.SIGKILL)
     proc.join(JOIN_TIMEOUT_S)
     assert proc.exitcode == -signal.SIGKILL, f"worker ended with {proc.exitcode}, not SIGKILL"
 
@@ -311,3 +330,13 @@ def receive(conn: Connection, proc: SpawnProcess) -> Any:
     proc.join(JOIN_TIMEOUT_S)
     assert proc.exitcode == 0, f"worker exited with {proc.exitcode}"
     return result
+
+
+def put_on_signal(path: str, frame_id: int, ready: Event, go: Event) -> None:
+    """Attach, say so, and put one frame (stamped at publish) once `go` is set."""
+    with attach_producer(path) as producer:
+        spec = producer.spec.frame
+        frame = frame_for(frame_id, spec.shape, spec.dtype)
+        ready.set()
+        go.wait(READY_TIMEOUT_S)
+        producer.put(frame, frame_id)

@@ -141,7 +141,7 @@ class RtspServer:
 
 @pytest.fixture
 def rtsp_server(tmp_path: Path) -> Iterator[RtspServer]:
-    """A started RTSP server serving a 320x240 10 fps test pattern at server.url."""
+    """A started RTSP server serving a 320x240 25 fps H.264 test pattern at server.url."""
     if MISSING_RTSP_REQUIREMENTS:
         pytest.skip(f"RTSP test server unavailable: missing {MISSING_RTSP_REQUIREMENTS}; "
                     f"apt-get install {APT_PACKAGES}")

@@ -3,7 +3,7 @@
 Runs under Debian's /usr/bin/python3, not the project venv: PyGObject and the
 GstRtspServer typelib come from apt (python3-gi, gir1.2-gst-rtsp-server-1.0).
 
-    /usr/bin/python3 tests/rtsp_server.py --port 0 [--file clip.mp4] [--fps 10]
+    /usr/bin/python3 tests/rtsp_server.py --port 0 [--file clip.mp4] [--fps 25]
 
 Serves rtsp://127.0.0.1:<port>/test and prints one line `READY <port> <url>` on stdout
 once the port is bound (port 0 binds a free one, so the caller learns it from that
@@ -58,7 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pattern", default="ball", help="videotestsrc pattern name")
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--fps", type=int, default=10)
+    # At 25 fps FFmpeg's stream probe (it counts frames to estimate the rate) takes ~1 s.
+    parser.add_argument("--fps", type=int, default=25)
     return parser.parse_args(argv)
 
 

@@ -9,18 +9,20 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
 
 import ring_workers as rw
 from daemon.ipc import (
-    FrameMismatch, FrameRing, FrameSpec, Policy, RingNotFound, RingSpec, RingTimeout,
+    FrameMismatch, FrameRing, FrameSpec, Policy, RingError, RingNotFound, RingSpec, RingTimeout,
     ShmSpaceError, attach_consumer, attach_producer, clean_stale, list_segments,
 )
 from daemon.ipc import segment as segment_mod
-from ring_workers import ShmArea, Starter, shm, spawn  # noqa: F401  (pytest fixtures)
+from ring_workers import ShmArea, Starter
+
+pytest_plugins = ["ring_workers"]   # the shm and spawn fixtures
 
 SMALL = FrameSpec((24, 32, 3), "uint8")
 TIMEOUT_S = 0.5
@@ -44,7 +46,7 @@ def test_round_trip_pixels_and_metadata(shm: ShmArea, spawn: Starter, shape: tup
     seen = []
     with attach_consumer(ring.path, "main") as consumer:
         for _ in ids:
-            with consumer.get(timeout=rw.GET_TIMEOUT_S) as lease:
+            with rw.must_get(consumer) as lease:
                 arr = lease.array
                 assert arr.shape == shape and arr.dtype == np.dtype(dtype)
                 assert not arr.flags.writeable, "consumers get read-only views"
@@ -64,14 +66,13 @@ def test_round_trip_pixels_and_metadata(shm: ShmArea, spawn: Starter, shape: tup
 def test_block_slow_consumer_is_lossless_and_in_order(shm: ShmArea, spawn: Starter) -> None:
     ring = shm.ring("blk", RingSpec(SMALL, capacity=3, policy=Policy.BLOCK))
     n = 30
-    proc, conn, ready, _, _ = _start_consumer(
-        spawn, rw.ConsumeJob(str(ring.path), stop_id=n - 1, hold_s=0.01))
-    rw.wait_ready(ready, proc)
+    worker = rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), stop_id=n - 1, hold_s=0.01))
+    rw.wait_ready(worker.ready, worker.proc)
     with attach_producer(ring.path) as producer:
         for i in range(n):
             assert producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i,
                                 timeout=rw.GET_TIMEOUT_S)
-    got = rw.receive(conn, proc)
+    got = worker.result()
     assert [r.frame_id for r in got] == list(range(n))
     assert all(r.pixels_ok for r in got)
     assert sum(ring.stats().drops.values()) == 0
@@ -97,13 +98,12 @@ def test_block_full_ring_waits_then_raises_ring_timeout(shm: ShmArea) -> None:
 def test_drop_oldest_slow_consumer_reads_the_newest(shm: ShmArea, spawn: Starter) -> None:
     ring = shm.ring("old", RingSpec(SMALL, capacity=4, policy=Policy.DROP_OLDEST))
     n = 200
-    proc, conn, ready, _, _ = _start_consumer(
-        spawn, rw.ConsumeJob(str(ring.path), stop_id=n - 1, hold_s=0.01))
-    rw.wait_ready(ready, proc)
+    worker = rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), stop_id=n - 1, hold_s=0.01))
+    rw.wait_ready(worker.ready, worker.proc)
     with attach_producer(ring.path) as producer:
         accepted = [producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i)
                     for i in range(n)]
-    got = rw.receive(conn, proc)
+    got = worker.result()
     ids = [r.frame_id for r in got]
     assert all(accepted), "drop_oldest never rejects the incoming frame"
     assert ids[-1] == n - 1, "the newest frame must be delivered"
@@ -122,15 +122,14 @@ def test_drop_oldest_slow_consumer_reads_the_newest(shm: ShmArea, spawn: Starter
 def test_drop_policy_with_stalled_consumer(shm: ShmArea, spawn: Starter, policy: Policy,
                                            expect_ids: list[int], accepted: list[bool]) -> None:
     ring = shm.ring("stall", RingSpec(SMALL, capacity=4, policy=policy))
-    proc, conn, ready, gate, done = _start_consumer(
-        spawn, rw.ConsumeJob(str(ring.path), wait_gate=True))
-    rw.wait_ready(ready, proc)
+    worker = rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), wait_gate=True))
+    rw.wait_ready(worker.ready, worker.proc)
     with attach_producer(ring.path) as producer:
         results = [producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i)
                    for i in range(10)]
-    done.set()
-    gate.set()
-    got = rw.receive(conn, proc)
+    worker.done.set()
+    worker.gate.set()
+    got = worker.result()
     assert results == accepted
     assert [r.frame_id for r in got] == expect_ids
     assert all(r.pixels_ok for r in got)
@@ -144,16 +143,16 @@ def test_broadcast_each_group_sees_every_frame_in_order(shm: ShmArea, spawn: Sta
     spec = RingSpec(SMALL, capacity=4, policy=Policy.BLOCK, groups=(("a", 1), ("b", 1)))
     ring = shm.ring("bc", spec)
     n = 60
-    workers = [_start_consumer(spawn, rw.ConsumeJob(str(ring.path), group=g, stop_id=n - 1))
+    workers = [rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), group=g, stop_id=n - 1))
                for g in ("a", "b")]
-    for proc, _, ready, _, _ in workers:
-        rw.wait_ready(ready, proc)
+    for worker in workers:
+        rw.wait_ready(worker.ready, worker.proc)
     with attach_producer(ring.path) as producer:
         for i in range(n):
             assert producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i,
                                 timeout=rw.GET_TIMEOUT_S)
-    for proc, conn, _, _, _ in workers:
-        got = rw.receive(conn, proc)
+    for worker in workers:
+        got = worker.result()
         assert [r.frame_id for r in got] == list(range(n))
         assert all(r.pixels_ok for r in got)
     stats = ring.stats()
@@ -164,18 +163,17 @@ def test_broadcast_each_group_sees_every_frame_in_order(shm: ShmArea, spawn: Sta
 def test_work_sharing_members_split_the_frames(shm: ShmArea, spawn: Starter) -> None:
     ring = shm.ring("ws", RingSpec(SMALL, capacity=4, policy=Policy.BLOCK, groups=(("w", 3),)))
     n = 60
-    workers = [_start_consumer(spawn, rw.ConsumeJob(str(ring.path), "w", m, hold_s=0.005))
+    workers = [rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), "w", m, hold_s=0.005))
                for m in range(3)]
-    for proc, _, ready, _, _ in workers:
-        rw.wait_ready(ready, proc)
+    for worker in workers:
+        rw.wait_ready(worker.ready, worker.proc)
     with attach_producer(ring.path) as producer:
         for i in range(n):
             assert producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i,
                                 timeout=rw.GET_TIMEOUT_S)
-    for _, _, _, _, done in workers:
-        done.set()
-    per_member = [[r.frame_id for r in rw.receive(conn, proc)]
-                  for proc, conn, _, _, _ in workers]
+    for worker in workers:
+        worker.done.set()
+    per_member = [[r.frame_id for r in worker.result()] for worker in workers]
     everything = sorted(i for ids in per_member for i in ids)
     assert everything == list(range(n)), "each frame goes to exactly one member"
     assert all(ids for ids in per_member), f"a member got nothing: {list(map(len, per_member))}"
@@ -186,23 +184,46 @@ def test_work_sharing_members_split_the_frames(shm: ShmArea, spawn: Starter) -> 
 def test_wrong_frame_or_metadata_is_rejected_and_the_ring_still_works(shm: ShmArea) -> None:
     ring = shm.ring("bad", RingSpec(SMALL, capacity=2, policy=Policy.BLOCK, meta_bytes=64))
     with attach_producer(ring.path) as producer, attach_consumer(ring.path, "main") as consumer:
-        with pytest.raises(FrameMismatch, match=r"\(24, 32, 4\) uint8 does not fit .*\(24, 32, 3\)"):
+        wrong_shape = r"\(24, 32, 4\) uint8 does not fit .*\(24, 32, 3\)"
+        with pytest.raises(FrameMismatch, match=wrong_shape):
             producer.put(np.zeros((24, 32, 4), np.uint8), 1)
         with pytest.raises(FrameMismatch, match="float32 does not fit"):
             producer.put(np.zeros(SMALL.shape, np.float32), 1)
         with pytest.raises(FrameMismatch, match="more than the ring's meta_bytes=64"):
             producer.put(np.zeros(SMALL.shape, np.uint8), 1, extra=b"x" * 60, camera="cam-long")
-        with producer.loan(timeout=TIMEOUT_S) as loan:
+        with rw.must_loan(producer, TIMEOUT_S) as loan:
             with pytest.raises(FrameMismatch, match="meta_bytes"):
                 loan.publish(1, extra=b"y" * 65)
         assert ring.stats().writing == 0, "a failed publish must give its slot back"
         assert consumer.try_get() is None
         frame = rw.frame_for(7, SMALL.shape, SMALL.dtype)
         assert producer.put(frame, 7, camera="c", extra=b"e" * 63)
-        with consumer.get(timeout=rw.GET_TIMEOUT_S) as lease:
+        with rw.must_get(consumer) as lease:
             assert lease.meta.frame_id == 7 and lease.meta.extra == b"e" * 63
             assert rw.frame_ok(lease)
     assert ring.stats().puts == 1
+
+
+@pytest.mark.timeout(30)
+def test_views_are_invalid_after_release_and_block_close_while_held(shm: ShmArea) -> None:
+    ring = shm.ring("views", RingSpec(SMALL, capacity=2, policy=Policy.BLOCK))
+    producer, consumer = attach_producer(ring.path), attach_consumer(ring.path, "main")
+    with rw.must_loan(producer, TIMEOUT_S) as loan:
+        loan.array[...] = 5
+        loan.publish(1)
+    with pytest.raises(RingError, match="already published"):
+        loan.array.fill(0)
+    with rw.must_get(consumer) as lease:
+        held = lease.array
+        assert int(held.sum()) == 5 * SMALL.nbytes
+    with pytest.raises(RingError, match="lease already released"):
+        lease.array.sum()
+    # A view kept past its lease must stop close() rather than be unmapped under it.
+    with pytest.raises(RingError, match="frame views are still referenced"):
+        consumer.close()
+    del held
+    consumer.close()
+    producer.close()
 
 
 def test_attaching_a_missing_ring_raises_ring_not_found(shm: ShmArea) -> None:
@@ -231,7 +252,7 @@ def test_unknown_group_names_the_groups(shm: ShmArea) -> None:
     lambda: RingSpec(SMALL, groups=(("a", 1), ("a", 2))),
     lambda: RingSpec(SMALL, producers=0),
 ])
-def test_bad_specs_raise_value_error(make) -> None:
+def test_bad_specs_raise_value_error(make: Callable[[], RingSpec]) -> None:
     with pytest.raises(ValueError):
         make()
 
@@ -241,6 +262,7 @@ def test_ring_larger_than_free_space_says_how_much_and_how_to_fix(shm: ShmArea) 
     with pytest.raises(ShmSpaceError) as info:
         shm.ring("huge", spec)
     message = str(info.value)
+    assert message.startswith("[Errno 28] shared memory: need"), message
     assert f"need {spec.total_bytes} bytes" in message
     assert "--shm-size" in message and "size=" in message
     assert info.value.errno == errno.ENOSPC
@@ -308,8 +330,8 @@ def test_reserved_ring_survives_a_full_tmpfs(small_tmpfs: str, spawn: Starter) -
 def test_clean_stale_removes_dead_runs_and_keeps_live_ones(shm: ShmArea, spawn: Starter) -> None:
     child = spawn(os.getpid)   # a process that exits at once: its pid is then dead
     child.join(rw.JOIN_TIMEOUT_S)
-    dead_run = f"{child.pid}-abc123"
-    assert not segment_mod.pid_alive(child.pid)
+    dead_run = f"{rw.pid_of(child)}-abc123"
+    assert not segment_mod.pid_alive(rw.pid_of(child))
     dead = FrameRing.create("old", RingSpec(SMALL), run_id=dead_run, shm_dir=shm.dir)
     live = shm.ring("new", RingSpec(SMALL))
     dead_files = list_segments(shm.dir, run_id=dead_run)

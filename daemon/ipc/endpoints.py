@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from daemon.ipc import wakeup
 from daemon.ipc.errors import FrameMismatch, RingError, RingTimeout
 from daemon.ipc.mapping import RingMap, RingStats
 from daemon.ipc.segment import Segment
+
+
+_E = TypeVar("_E", bound="_Endpoint")
 
 
 class _Endpoint:
@@ -39,7 +43,7 @@ class _Endpoint:
         self._fds.clear()
         self._map.close()
 
-    def __enter__(self) -> "_Endpoint":
+    def __enter__(self: _E) -> _E:   # `with attach_producer(...) as p` types p as Producer
         return self
 
     def __exit__(self, *exc: object) -> None:

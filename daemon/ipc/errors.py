@@ -5,7 +5,9 @@ class RingError(RuntimeError):
     """Base class for frame-ring errors."""
 
 
-class RingNotFound(RingError, FileNotFoundError):
+# The OSError subclasses list OSError first: its constructor must see (errno, message),
+# or errno stays None and str() shows the raw args tuple.
+class RingNotFound(FileNotFoundError, RingError):
     """Attaching to a ring whose segment does not exist."""
 
 
@@ -17,5 +19,5 @@ class FrameMismatch(RingError, ValueError):
     """A frame or metadata that does not fit the ring's frame spec."""
 
 
-class ShmSpaceError(RingError, OSError):
+class ShmSpaceError(OSError, RingError):
     """The shared-memory filesystem has not enough free space for a segment."""

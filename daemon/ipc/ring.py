@@ -105,3 +105,12 @@ def attach_producer(path: str | Path, index: int = 0) -> Producer:
 def attach_consumer(path: str | Path, group: str, member: int = 0) -> Consumer:
     """Attach a member of consumer group `group` to an existing ring by its path."""
     return Consumer(Path(path), group, member)
+
+
+def ring_stats(path: str | Path) -> RingStats:
+    """Counters and occupancy of a ring, read by anyone (metrics, tests, tools)."""
+    mapping = RingMap(Segment.attach(Path(path)))
+    try:
+        return mapping.stats()
+    finally:
+        mapping.close()

@@ -1,4 +1,4 @@
-"""MQTT topic layout of actiond and its Home Assistant discovery messages.
+"""What actiond puts on MQTT: topic layout, event records, Home Assistant discovery.
 
 Topics live under `<prefix>/<device_id>/`:
 - `status`: retained `online` / `offline` (Last Will), the availability of every entity;
@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from daemon.events import PHASE_END, PHASE_START
 
 STATE_IDLE = "idle"
 PAYLOAD_ONLINE = "online"
 PAYLOAD_OFFLINE = "offline"
 DEVICE_MODEL = "actiond edge action recognition"
+REQUIRED_EVENT_KEYS = ("id", "camera", "action", "phase", "started_at", "ended_at")
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 # Characters with a meaning in MQTT topic filters, or that would split a topic level.
 _TOPIC_FORBIDDEN = ("+", "#", "/", "\x00")
@@ -35,6 +39,14 @@ def check_topic_level(kind: str, value: str) -> None:
     if not value or any(ch in value for ch in _TOPIC_FORBIDDEN):
         raise ValueError(f"{kind} {value!r} cannot be used in an MQTT topic: it must be "
                          f"non-empty and contain none of '+', '#', '/', NUL")
+
+
+def check_topic_prefix(kind: str, value: str) -> None:
+    """Raise ValueError unless `value` is one or more non-empty levels without wildcards."""
+    levels = value.split("/")
+    if not all(levels) or any(ch in value for ch in ("+", "#", "\x00")):
+        raise ValueError(f"{kind} {value!r} cannot be used as an MQTT topic prefix: it must "
+                         f"be non-empty levels separated by '/', without '+', '#', NUL")
 
 
 def ha_id(value: str) -> str:
@@ -51,9 +63,9 @@ class TopicLayout:
     discovery_prefix: str
 
     def __post_init__(self) -> None:
-        check_topic_level("mqtt.prefix", self.prefix)
+        check_topic_prefix("mqtt.prefix", self.prefix)
         check_topic_level("daemon.device_id", self.device_id)
-        check_topic_level("mqtt.discovery_prefix", self.discovery_prefix)
+        check_topic_prefix("mqtt.discovery_prefix", self.discovery_prefix)
 
     @property
     def base(self) -> str:
@@ -91,6 +103,31 @@ class TopicLayout:
         """Config topic of one Home Assistant entity."""
         return (f"{self.discovery_prefix}/{component}/{ha_id(self.device_id)}/"
                 f"{ha_id(object_id)}/config")
+
+
+def event_payload(event: Mapping[str, Any], device_id: str) -> dict[str, Any]:
+    """The JSON record of an event (ActionEvent.to_json_dict() or alike), validated.
+
+    Adds `event_type` (Home Assistant's event entity reads it) and `device_id`; leaves
+    out `snapshot` bytes, which travel on the snapshot topic.
+    """
+    missing = [key for key in REQUIRED_EVENT_KEYS if key not in event]
+    if "score" not in event and "score_max" not in event:
+        missing.append("score")
+    if missing:
+        raise ValueError(f"MQTT: event lacks {', '.join(missing)}: {dict(event)!r}")
+    if event["phase"] not in (PHASE_START, PHASE_END):
+        raise ValueError(f"MQTT: event phase must be {PHASE_START!r} or {PHASE_END!r}, "
+                         f"got {event['phase']!r}")
+    record = {key: value for key, value in event.items() if key != "snapshot"}
+    record.setdefault("event_type", event["action"])
+    record["device_id"] = device_id
+    try:
+        json.dumps(record)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"MQTT: event {event['id']!r} is not JSON-serialisable: "
+                         f"{exc}") from exc
+    return record
 
 
 def _device_block(device_id: str, sw_version: str) -> dict[str, object]:

@@ -12,11 +12,9 @@ ourselves (capped exponential backoff with jitter) also gives the OSError of a f
 connect, so the log can say *why* (refused, DNS, TLS, timeout), which paho's own
 reconnect loop swallows.
 
-Locks: `_send_lock` serialises every client.publish() of this module (so outbox order is
-kept when a flush after CONNACK races with new events). It must never be taken inside
-on_publish: paho calls on_publish holding its out-message mutex, which publish() needs.
-on_publish therefore only touches the session's small mid table (mqtt_session.Session), whose lock
-is never held across a paho call.
+Locks: `_send_lock` serialises every client.publish() here, so outbox order holds when a
+flush after CONNACK races new events. on_publish must not take it (paho holds its
+out-message mutex there, which publish() needs): it only touches the mqtt_session.Session.
 """
 
 from __future__ import annotations
@@ -35,14 +33,17 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon import __version__
 from daemon.config import MqttConfig
-from daemon.events import PHASE_END, PHASE_START
+from daemon.events import PHASE_START
 from daemon.outputs.discovery import (PAYLOAD_OFFLINE, PAYLOAD_ONLINE, STATE_IDLE,
-                                      TopicLayout, check_topic_level, discovery_messages)
+                                      TopicLayout, check_topic_level, discovery_messages,
+                                      event_payload)
 from daemon.outputs.mqtt_session import (MqttSetupError, Session, describe_connect_error,
-                                         describe_refusal, resolve_password, tls_context)
+                                         describe_refusal, guarded, resolve_password,
+                                         tls_context)
 from daemon.outputs.outbox import Outbox, OutboxError
 
 log = logging.getLogger(__name__)
+paho_log = log.getChild("paho")
 
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
@@ -52,7 +53,12 @@ STOP_TIMEOUT_S = 5.0
 THREAD_JOIN_GRACE_S = 2.0         # paho's loop thread notices termination within ~1 s
 FAILURE_LOG_REPEAT_S = 300.0      # the same failure is logged at WARNING again this often
 FLUSH_BATCH_EVENTS = 500
-REQUIRED_EVENT_KEYS = ("id", "camera", "action", "phase", "started_at", "ended_at")
+
+
+def _disconnect_reason(reason: ReasonCode) -> str:
+    # MQTT 3.1.1 has no reason codes for a dropped connection: paho says "Unspecified error".
+    name = reason.getName()
+    return "connection closed" if name == "Unspecified error" else name
 
 
 class MqttPublisher:
@@ -82,6 +88,7 @@ class MqttPublisher:
         self._session: Session | None = None
         self._active: dict[str, list[str]] = {camera: [] for camera in self._cameras}
         self._thread: threading.Thread | None = None
+        self._count_lock = threading.Lock()   # acks come from two threads (see _send)
         self._published_total = 0
         self._connect_failures_total = 0
         self._last_failure = ("", 0.0)
@@ -162,7 +169,8 @@ class MqttPublisher:
 
     def publish_event(self, event: Mapping[str, Any], snapshot: bytes | None = None) -> None:
         """Store the event durably in the outbox, then publish it if connected."""
-        record = self._event_record(event)
+        record = event_payload(event, self._topics.device_id)
+        self._check_camera(record["camera"])
         camera, action, phase = record["camera"], record["action"], record["phase"]
         payload = json.dumps(record, sort_keys=True).encode()
         key = f"{record['id']}:{phase}"
@@ -196,26 +204,6 @@ class MqttPublisher:
         if camera not in self._active:
             raise ValueError(f"MQTT: unknown camera {camera!r}; configured cameras: "
                              f"{', '.join(self._cameras) or 'none'}")
-
-    def _event_record(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        missing = [key for key in REQUIRED_EVENT_KEYS if key not in event]
-        if "score" not in event and "score_max" not in event:
-            missing.append("score")
-        if missing:
-            raise ValueError(f"MQTT: event lacks {', '.join(missing)}: {dict(event)!r}")
-        self._check_camera(event["camera"])
-        if event["phase"] not in (PHASE_START, PHASE_END):
-            raise ValueError(f"MQTT: event phase must be {PHASE_START!r} or {PHASE_END!r}, "
-                             f"got {event['phase']!r}")
-        record = {key: value for key, value in event.items() if key != "snapshot"}
-        record.setdefault("event_type", event["action"])   # Home Assistant's event entity
-        record["device_id"] = self._topics.device_id
-        try:
-            json.dumps(record)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"MQTT: event {event['id']!r} is not JSON-serialisable: "
-                             f"{exc}") from exc
-        return record
 
     def _update_state_locked(self, camera: str, action: str, phase: str) -> str:
         active = self._active[camera]
@@ -275,7 +263,8 @@ class MqttPublisher:
     def _acked(self, key: str | None) -> None:
         if key is None:
             return
-        self._published_total += 1
+        with self._count_lock:
+            self._published_total += 1
         try:
             self._outbox.ack(key)
         except OutboxError as exc:
@@ -307,7 +296,7 @@ class MqttPublisher:
                              reconnect_on_failure=False)
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.suppress_exceptions = True      # a callback bug must not kill the loop thread
-        client.enable_logger(log.getChild("paho"))
+        client.on_log = self._on_log
         if self._cfg.username:
             client.username_pw_set(self._cfg.username, self._password)
         if self._tls is not None:
@@ -347,8 +336,8 @@ class MqttPublisher:
         now = time.monotonic()
         last_reason, last_time = self._last_failure
         if reason != last_reason or now - last_time >= FAILURE_LOG_REPEAT_S:
-            log.warning("MQTT broker %s: %s. Retrying with backoff up to %.0f s; %d events "
-                        "kept in the outbox", self.broker, reason, self._reconnect_max_s,
+            log.warning("MQTT broker %s: %s [retrying with backoff up to %g s; %d events "
+                        "kept in the outbox]", self.broker, reason, self._reconnect_max_s,
                         self.outbox_depth)
             self._last_failure = (reason, now)
         else:
@@ -357,9 +346,11 @@ class MqttPublisher:
 
     # ---- paho callbacks (paho's loop thread; userdata is the Session) ----
 
+    @guarded
     def _on_connect(self, client: paho.Client, session: Session, flags: Any,
                     reason: ReasonCode, properties: Any) -> None:
         if reason.is_failure:
+            session.refused = True
             self._report_failure(describe_refusal(reason))
             return
         log.info("MQTT: connected to %s; %d pending events to send", self.broker,
@@ -371,19 +362,28 @@ class MqttPublisher:
             self._flush_locked(session)
             self._connected_cond.notify_all()
 
+    @guarded
     def _on_disconnect(self, client: paho.Client, session: Session, flags: Any,
                        reason: ReasonCode, properties: Any) -> None:
-        if session.connected and not self._stopping.is_set():
-            log.warning("MQTT: lost the connection to %s (%s); reconnecting, events are kept "
-                        "in the outbox", self.broker, reason.getName())
-        session.close()
+        try:
+            if session.connected and not self._stopping.is_set():
+                log.warning("MQTT: lost the connection to %s (%s); reconnecting, events are "
+                            "kept in the outbox", self.broker, _disconnect_reason(reason))
+            elif not (session.refused or self._stopping.is_set()):
+                self._report_failure(f"the connection closed before the broker accepted it "
+                                     f"({_disconnect_reason(reason)}): is this an MQTT port, "
+                                     f"and does it expect TLS (mqtt.tls)?")
+        finally:
+            session.close()     # the manager thread waits for this, whatever happened above
 
+    @guarded
     def _on_publish(self, client: paho.Client, session: Session, mid: int,
                     reason: ReasonCode, properties: Any) -> None:
         known, key = session.settle(mid)
         if known:
             self._acked(key)
 
+    @guarded
     def _on_message(self, client: paho.Client, session: Session,
                     message: paho.MQTTMessage) -> None:
         if message.topic == self._topics.ha_status and message.payload == b"online":
@@ -391,3 +391,9 @@ class MqttPublisher:
             with self._send_lock:
                 if self._live_session_locked() is session:
                     self._send_discovery_locked(session)
+
+    def _on_log(self, client: paho.Client, session: Session, level: int, text: str) -> None:
+        # All of paho's own log goes to DEBUG: the failures that matter are reported above
+        # with their reason and advice, and paho 2.2 logs a spurious ERROR ("Client is not
+        # connected") at every clean disconnect.
+        paho_log.debug("%s", text)

@@ -9,23 +9,29 @@ call: paho calls on_publish holding its own out-message mutex, which publish() a
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon.config import MqttConfig
 
+log = logging.getLogger(__name__)
+
 _REFUSAL_ADVICE = {
     "Bad user name or password": "check mqtt.username and mqtt.password/password_file/"
                                  "password_env",
-    "Not authorized": "not authorised: check mqtt.username and mqtt.password/password_file/"
-                      "password_env, and the broker's ACL",
+    "Not authorized": "check mqtt.username and mqtt.password/password_file/password_env, "
+                      "and the broker's ACL",
     "Client identifier not valid": "the broker rejected the client id: check daemon.device_id",
     "Unsupported protocol version": "the broker does not speak MQTT 3.1.1",
     "Server unavailable": "the broker is not ready yet",
@@ -63,6 +69,7 @@ def resolve_password(cfg: MqttConfig) -> str | None:
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS context for mqtt.tls (ca_file, else the system CAs); None without TLS."""
     if not cfg.tls:
         return None
     try:
@@ -95,6 +102,22 @@ def describe_refusal(reason: ReasonCode) -> str:
     return f"the broker refused the connection ({name}): {advice}"
 
 
+def guarded(callback: Callable[..., None]) -> Callable[..., None]:
+    """Log, with traceback, an exception escaping a paho callback before paho sees it.
+
+    paho (suppress_exceptions=True) then carries on; its own note of it goes to DEBUG.
+    """
+    @functools.wraps(callback)
+    def wrapper(*args: Any) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("MQTT: unexpected error in %s; the connection carries on",
+                          callback.__name__)
+            raise
+    return wrapper
+
+
 class Session:
     """One broker connection: its paho client and the message ids it has in flight."""
 
@@ -102,6 +125,7 @@ class Session:
         self.client = client
         self.connected = False
         self.ever_connected = False
+        self.refused = False          # CONNACK refused: already reported
         self.flushed_seq = 0          # outbox rows up to this seq went to this client
         self.closed = threading.Event()
         self._cond = threading.Condition()
@@ -116,7 +140,8 @@ class Session:
                 self._early_acks.discard(mid)
                 return True
             self._inflight[mid] = (key, qos)
-            self._acks_due += qos > 0
+            if qos > 0:
+                self._acks_due += 1
             return False
 
     def settle(self, mid: int) -> tuple[bool, str | None]:

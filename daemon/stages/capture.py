@@ -5,11 +5,10 @@ to the camera's configured size, each with its capture time (time.monotonic_ns()
 
 - Files and `test:<pattern>` sources replay: paced to their frame rate when
   cam.realtime, else as fast as read() is called; cam.loop starts them again at the end.
-- Live sources (rtsp://..., other URLs, /dev/videoN) never end: a failed or stalled read
-  releases the capture and reopens it with capped exponential backoff, counted in
-  reconnects_total and stalls_total. Backoff waits on the caller's stop event, so a
-  shutdown is not held up by it (a blocking open or read is still bounded by the
-  camera's open_timeout_s / read_timeout_s, which FFmpeg enforces).
+- Live sources (rtsp://..., other URLs, /dev/video*) never end: a failed or stalled read
+  releases the capture and reopens it with capped exponential backoff. Backoff waits on
+  the caller's stop event; a blocking open or read is bounded by FFmpeg's enforcement of
+  the camera's open_timeout_s / read_timeout_s.
 """
 
 from __future__ import annotations
@@ -19,22 +18,16 @@ import math
 import os
 import threading
 import time
-from types import TracebackType
-from typing import Protocol
 
 import cv2
 import numpy as np
 
-from daemon.config import CameraConfig
+from daemon.config import TEST_PREFIX, CameraConfig, source_kind
 
 log = logging.getLogger(__name__)
 
-KIND_FILE = "file"
-KIND_NETWORK = "network"
-KIND_DEVICE = "device"
-KIND_TEST = "test"
-TEST_PREFIX = "test:"
-DEVICE_PREFIX = "/dev/video"
+# The kinds daemon.config.source_kind() returns ("sample" is resolved to a file by then).
+KIND_FILE, KIND_URL, KIND_DEVICE, KIND_TEST = "file", "url", "device", "test"
 RTSP_SCHEMES = ("rtsp://", "rtsps://")
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 RTSP_TCP_OPTION = "rtsp_transport;tcp"
@@ -58,25 +51,6 @@ STALL_TIMEOUT_SHARE = 0.9
 class SourceError(RuntimeError):
     """A source that cannot be used: missing, unreadable or undecodable file, bad pattern
     or crop. The message names the source and what to fix."""
-
-
-class Capture(Protocol):
-    """The part of cv2.VideoCapture that replayed sources use."""
-
-    def read(self) -> tuple[bool, np.ndarray | None]: ...
-    def get(self, prop_id: int) -> float: ...
-    def release(self) -> None: ...
-
-
-def source_kind(source: str) -> str:
-    """KIND_TEST, KIND_NETWORK (any URL), KIND_DEVICE (/dev/videoN) or KIND_FILE."""
-    if source.startswith(TEST_PREFIX):
-        return KIND_TEST
-    if "://" in source:
-        return KIND_NETWORK
-    if source.startswith(DEVICE_PREFIX):
-        return KIND_DEVICE
-    return KIND_FILE
 
 
 def ffmpeg_capture_options(current: str | None) -> str:
@@ -143,10 +117,8 @@ def smooth_texture(height: int, width: int, seed: int) -> np.ndarray:
 
 def colour_bars(height: int, width: int) -> np.ndarray:
     """Eight vertical colour bars (BGR)."""
-    frame = np.empty((height, width, 3), np.uint8)
-    for index, colour in enumerate(BARS_BGR):
-        frame[:, index * width // len(BARS_BGR):(index + 1) * width // len(BARS_BGR)] = colour
-    return frame
+    return cv2.resize(np.array([BARS_BGR], np.uint8), (width, height),
+                      interpolation=cv2.INTER_NEAREST)
 
 
 class PatternCapture:
@@ -243,12 +215,15 @@ class FrameSource:
         self.cam = cam
         self.source = source
         self.kind = source_kind(source)
+        if self.kind not in (KIND_FILE, KIND_URL, KIND_DEVICE, KIND_TEST):
+            raise SourceError(f"camera {cam.name}: source {source!r} was not resolved; "
+                              "load the config with daemon.config.load_config")
         self.frames_total = 0
         self.reconnects_total = 0
         self.stalls_total = 0
         self.frames_skipped_total = 0
         self.native_fps = 0.0
-        self._cap: Capture | cv2.VideoCapture | None = None
+        self._cap: PatternCapture | cv2.VideoCapture | None = None
         self._pending: np.ndarray | None = None   # frame decoded by open() to prove the file
         self._backoff = Backoff(cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s)
         self._period_ns = 0
@@ -260,7 +235,7 @@ class FrameSource:
     @property
     def is_live(self) -> bool:
         """Network streams and devices: they never end and are reconnected when lost."""
-        return self.kind in (KIND_NETWORK, KIND_DEVICE)
+        return self.kind in (KIND_URL, KIND_DEVICE)
 
     @property
     def connected(self) -> bool:
@@ -297,13 +272,6 @@ class FrameSource:
         self._closed = True
         self._release()
 
-    def __enter__(self) -> FrameSource:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
-
     def _release(self) -> None:
         if self._cap is not None:
             self._cap.release()
@@ -312,9 +280,10 @@ class FrameSource:
     # Replayed sources: files and test patterns.
 
     def _open_replayable(self) -> None:
+        cap: PatternCapture | cv2.VideoCapture
         if self.kind == KIND_TEST:
             rate = self.cam.fps if self.cam.fps > 0 else TEST_DEFAULT_FPS
-            cap: Capture = PatternCapture(self.source[len(TEST_PREFIX):], rate)
+            cap = PatternCapture(self.source[len(TEST_PREFIX):], rate)
         else:
             cap = open_video_file(self.source)
         ok, frame = cap.read()
@@ -340,7 +309,8 @@ class FrameSource:
         if self._pending is not None:
             frame, self._pending = self._pending, None
             return frame
-        assert self._cap is not None
+        if self._cap is None:   # released at the end of a non-looping replay
+            return None
         ok, frame = self._cap.read()
         if ok and frame is not None:
             return frame
@@ -368,19 +338,18 @@ class FrameSource:
 
     # Live sources: network streams and V4L2 devices.
 
-    def _open_live(self) -> bool:
+    def _open_live(self) -> None:
         cap = self._new_live_capture()
         if not cap.isOpened():
             cap.release()
             log.warning("camera %s: cannot open %s; retrying with backoff",
                         self.cam.name, self.source)
-            return False
+            return
         self._cap = cap
         self.native_fps = plausible_fps(cap.get(cv2.CAP_PROP_FPS))
         self._period_ns = period_ns(self.cam.fps)
         log.info("camera %s: opened %s (%.1f fps reported)",
                  self.cam.name, self.source, self.native_fps)
-        return True
 
     def _new_live_capture(self) -> cv2.VideoCapture:
         if self.kind == KIND_DEVICE:

@@ -13,21 +13,25 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from daemon.ipc import Consumer, attach_consumer
 from daemon.ipc.stats import StatsBlock
-from daemon.outputs.display import DisplayOutputs, open_outputs
+from daemon.config import DisplayConfig
+from daemon.outputs.display import DisplayOutputs, DisplayUnavailable, open_outputs
 from daemon.stages import records
 from daemon.stages.draw import draw_overlay
 from daemon.stages.upstream import Upstream
-from daemon.stages.worker import STEP_WAIT_S, Heartbeat, WorkerSpec, timed
+from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, timed
 
 OVERLAY_FIELDS = ("last_frame_id", "last_result_frame_id", "frame_order_errors_total",
                   "frame_gaps_total", "results_total", "display_fps")
 RESULTS_KEPT = 64
+DEFAULT_FPS = 10.0        # recorder frame rate when the camera's fps is left to the source
 FPS_WINDOW_S = 2.0
 
 
@@ -52,9 +56,14 @@ class OverlayStage:
     def open(self) -> None:
         self._frames_in = attach_consumer(self._spec.rings["view"], "overlay")
         self._results_in = attach_consumer(self._spec.rings["results"], "overlay")
-        fps = self._cam.fps or 10.0
-        self._outputs = open_outputs(self._spec.config.display, fps,
-                                     (self._cam.width, self._cam.height))
+        display = camera_display(self._spec.config.display, self._cam.name,
+                                 int(self._spec.extra.get("camera_index", 0)))
+        fps = self._cam.fps or DEFAULT_FPS
+        try:
+            self._outputs = open_outputs(display, fps, (self._cam.width, self._cam.height),
+                                         title=self._cam.name)
+        except (DisplayUnavailable, ValueError) as exc:
+            raise StageFatal(f"camera {self._cam.name}: display: {exc}") from exc
         log_path = str(self._spec.extra.get("frame_log", ""))
         if log_path:
             self._frame_log = open(log_path, "a", encoding="utf-8")
@@ -129,3 +138,16 @@ class OverlayStage:
             if endpoint is not None:
                 endpoint.close()
         self._upstream.close()
+
+
+def camera_display(display: DisplayConfig, camera: str, index: int) -> DisplayConfig:
+    """Camera `index` serves MJPEG on the configured port + index and records to
+    <stem>-<camera><suffix>, so several cameras never fight over one port or file."""
+    listen, record = display.mjpeg_listen, display.record
+    if listen and index:
+        host, port = listen.rsplit(":", 1)
+        listen = f"{host}:{int(port) + index}" if int(port) else listen
+    if record:
+        path = Path(record)
+        record = str(path.with_name(f"{path.stem}-{camera}{path.suffix}"))
+    return replace(display, mjpeg_listen=listen, record=record)

@@ -37,7 +37,7 @@ class SourceStage:
             raise StageFatal(f"camera {self._cam.name}: {exc}") from exc
 
     def step(self, stop: threading.Event) -> bool:
-        with self._heartbeat.blocking():
+        with self._heartbeat.blocking(on_beat=self._update_counters):
             item = self._source.read(stop)
         self._update_counters()
         if item is None:

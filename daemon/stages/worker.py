@@ -70,6 +70,7 @@ class Heartbeat:
         self._stats = stats
         self._blocking = threading.Event()
         self._stop = threading.Event()
+        self._on_beat: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -80,17 +81,24 @@ class Heartbeat:
         self._stats.beat()
 
     @contextmanager
-    def blocking(self) -> Iterator[None]:
+    def blocking(self, on_beat: Callable[[], None] | None = None) -> Iterator[None]:
+        """Beat from the helper thread while the body blocks; `on_beat` runs with each
+        beat (e.g. to publish a reconnecting source's counters)."""
+        self._on_beat = on_beat
         self._blocking.set()
         try:
             yield
         finally:
             self._blocking.clear()
+            self._on_beat = None
 
     def _run(self) -> None:
         while not self._stop.wait(BEAT_PERIOD_S):
             if self._blocking.is_set():
                 self._stats.beat()
+                on_beat = self._on_beat
+                if on_beat is not None:
+                    on_beat()
 
     def stop(self) -> None:
         self._stop.set()

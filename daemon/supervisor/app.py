@@ -49,7 +49,8 @@ class Supervisor:
         self.topology = Topology(boot.config, self.run_id, boot.model_path, boot.labels)
         self.arbiter = Arbiter(self.topology, RestartPolicy.from_config(boot.config.daemon),
                                boot.config.daemon.heartbeat_timeout_s, self._camera_failed)
-        self.notifier = SystemdNotifier()
+        # Unset NOTIFY_SOCKET so workers cannot inherit it: only the main PID notifies.
+        self.notifier = SystemdNotifier(unset_environment=True)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._ready = False
@@ -103,7 +104,7 @@ class Supervisor:
                 self._reload.clear()
                 await self.reload()
             self.tick()
-            if self.arbiter.idle():
+            if self.arbiter.settled():
                 log.info("every camera has finished or failed")
                 break
 

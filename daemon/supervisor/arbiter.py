@@ -104,8 +104,8 @@ class Arbiter:
         self._reclaim(pid)
         stats = self.topology.stats.get(name)
         finished = code == 0 and stats is not None and stats.get("finished") == 1
-        if self.stopping:
-            return
+        if self.stopping or state.failed:
+            return  # we stopped it on purpose
         if finished:
             state.finished = True
             log.info("%s finished", name)
@@ -229,6 +229,8 @@ class Arbiter:
         return all(s.alive and self.topology.stats[n].get("heartbeat_monotonic_s") >= s.started_at
                    for n, s in self.workers.items() if not (s.finished or s.failed))
 
-    def idle(self) -> bool:
-        """Nothing runs or waits to restart: every worker finished or failed."""
-        return all(not s.alive and s.restart is None for s in self.workers.values())
+    def settled(self) -> bool:
+        """Every camera's own workers have finished or failed, and none is running: the
+        shared workers (infer) have nothing left to do."""
+        own = [s for n, s in self.workers.items() if self.topology.workers[n].camera]
+        return all((s.finished or s.failed) and not s.alive and s.restart is None for s in own)

@@ -69,7 +69,8 @@ class Topology:
         self._worker("overlay", f"{name}.overlay", name, 0,
                      {"view": self._path(f"{name}.view"),
                       "results": self._path(f"{name}.results")},
-                     {"labels": list(self.labels), "frame_log": self.config.display.frame_log,
+                     {"labels": list(self.labels), "camera_index": index,
+                      "frame_log": self.config.display.frame_log,
                       "upstream_stats": [self._stats_path(f"{name}.motion")]})
 
     def respec_camera(self, camera: str, config: Config) -> list[str]:

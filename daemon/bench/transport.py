@@ -1,0 +1,305 @@
+"""Transport benchmark: frames from one process to another through our ring and others.
+
+In one run, a producer process (this one) hands `frames` frames of `shape` (uint8) to a
+consumer process through:
+  (a) our ring, one copy in: Producer.put(), the consumer reads the zero-copy lease;
+  (b) our ring, zero-copy both ways: loan() + publish() without filling, the consumer
+      reads only the metadata; this measures hand-offs per second (at least
+      MIN_ZERO_COPY_HOPS of them, so that a short run still times something);
+  (c) multiprocessing.Queue (spawn context) of the ndarray (pickled both ways);
+  (d) the `arrayqueues` package (null when it is not installed);
+  (e) a single-core np.copyto of the same frame into a preallocated array: the
+      physical reference for (a).
+Rings use policy block (lossless: the consumer checks that every frame arrived, in
+order). Each leg first sends WARMUP_FRAMES frames (first touches of shared pages, queue
+start-up); throughput is then `frames` over the consumer's receipt time from the last
+warm-up frame to the last frame. The hop latency is measured in (a) on those frames,
+from just before put() (so it includes the copy in) to the consumer's receipt, on
+time.monotonic_ns(), which is system-wide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import sys
+import time
+from importlib import import_module
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
+from types import ModuleType
+from typing import Any, Callable
+
+import numpy as np
+
+from daemon.exitcodes import ExitCode
+from daemon.ipc import (
+    DEFAULT_SHM_DIR, FrameRing, FrameSpec, Policy, RingSpec, ShmSpaceError, attach_consumer,
+    attach_producer, new_run_id,
+)
+from daemon.ipc.segment import check_free_space
+
+RING_CAPACITY = 6
+MIN_ZERO_COPY_HOPS = 5000
+MIN_FRAMES = 10
+DEFAULT_FRAMES = 1000
+DEFAULT_SHAPE = (1080, 1920, 3)
+GET_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 60.0
+WARMUP_FRAMES = 2 * RING_CAPACITY
+SPAWN = multiprocessing.get_context("spawn")
+# arrayqueues builds its shared array and queues from the default context, whose locks
+# refuse to travel to a spawn child; it is meant to be used with fork, so its consumer
+# is forked (this process runs no asyncio loop and, at that point, no threads).
+FORK = multiprocessing.get_context("fork")
+
+Progress = Callable[[str], None]
+# (every frame arrived in order, receipt ns of the last warm-up frame and of the last
+# frame, hop latencies ns of the measured frames)
+Result = tuple[bool, int, int, np.ndarray]
+
+
+def _ring_consumer(path: str, total: int, ready: Event, conn: Connection) -> None:
+    """Take `total` frames, touching only the metadata; report order, times, latency."""
+    received = np.zeros(total, np.int64)
+    latencies = np.zeros(total, np.int64)
+    in_order = True
+    with attach_consumer(path, "main") as consumer:
+        ready.set()
+        for i in range(total):
+            lease = consumer.get(GET_TIMEOUT_S)
+            if lease is None:
+                in_order = False
+                break
+            with lease:
+                meta = lease.meta
+            received[i] = time.monotonic_ns()
+            latencies[i] = received[i] - meta.timestamp_ns
+            in_order &= meta.frame_id == i
+    result: Result = (in_order, int(received[WARMUP_FRAMES - 1]), int(received[-1]),
+                      latencies[WARMUP_FRAMES:])
+    conn.send(result)
+    conn.close()
+
+
+def _queue_consumer(q: Any, total: int, ready: Event, conn: Connection) -> None:
+    """Take `total` arrays from a queue-like object (get(timeout=...))."""
+    ready.set()
+    complete, warm_ns = True, 0
+    for i in range(total):
+        try:
+            q.get(timeout=GET_TIMEOUT_S)
+        except queue.Empty:
+            complete = False
+            break
+        if i == WARMUP_FRAMES - 1:
+            warm_ns = time.monotonic_ns()
+    result: Result = (complete, warm_ns, time.monotonic_ns(), np.zeros(0, np.int64))
+    conn.send(result)
+    conn.close()
+
+
+def _wait_started(ready: Event, proc: BaseProcess) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not ready.wait(0.05):
+        if not proc.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"benchmark consumer did not start (exit {proc.exitcode})")
+
+
+def _run_pair(ctx: Any, target: Callable[..., None], handle: Any, frames: int,
+              send: Callable[[int], None]) -> tuple[float, np.ndarray]:
+    """Start the consumer, send warm-up + `frames` frames; (frames/s, latencies ns)."""
+    total = WARMUP_FRAMES + frames
+    ready = ctx.Event()
+    parent, child = ctx.Pipe(duplex=False)
+    proc: BaseProcess = ctx.Process(target=target, args=(handle, total, ready, child),
+                                    daemon=True)
+    proc.start()
+    child.close()
+    try:
+        _wait_started(ready, proc)
+        for i in range(total):
+            send(i)
+        if not parent.poll(GET_TIMEOUT_S):
+            raise RuntimeError("benchmark consumer did not report; it stalled or died")
+        complete, warm_ns, end_ns, latencies = parent.recv()
+        proc.join(GET_TIMEOUT_S)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if not complete:
+        raise RuntimeError(f"{target.__name__}: frames were lost or reordered")
+    return frames / ((end_ns - warm_ns) / 1e9), latencies
+
+
+def _ring_leg(frame: np.ndarray, frames: int, zero_copy: bool) -> tuple[float, np.ndarray]:
+    spec = RingSpec(FrameSpec(frame.shape, frame.dtype.str), RING_CAPACITY, Policy.BLOCK)
+    ring = FrameRing.create("bench-zc" if zero_copy else "bench-copy", spec, new_run_id())
+    try:
+        with attach_producer(ring.path) as producer:
+            def put(i: int) -> None:
+                producer.put(frame, i, time.monotonic_ns(), timeout=GET_TIMEOUT_S)
+
+            def hand_off(i: int) -> None:
+                loan = producer.loan(GET_TIMEOUT_S)
+                if loan is None:
+                    raise RuntimeError("a block ring returned no slot")
+                loan.publish(i)
+
+            return _run_pair(SPAWN, _ring_consumer, str(ring.path), frames,
+                             hand_off if zero_copy else put)
+    finally:
+        ring.close()
+
+
+def _mp_queue_fps(frame: np.ndarray, frames: int) -> float:
+    q = SPAWN.Queue(maxsize=RING_CAPACITY)
+    try:
+        fps, _ = _run_pair(SPAWN, _queue_consumer, q, frames,
+                           lambda i: q.put(frame, timeout=GET_TIMEOUT_S))
+    finally:
+        q.close()
+        q.join_thread()
+    return fps
+
+
+def _import_arrayqueues() -> ModuleType | None:
+    try:
+        module = import_module("arrayqueues")
+    except ImportError:
+        return None
+    if not hasattr(np, "product"):
+        # arrayqueues 1.4 calls np.product, removed in numpy 2.0; np.prod is the same.
+        np.product = np.prod  # type: ignore[attr-defined]
+    return module
+
+
+def _arrayqueues_fps(frame: np.ndarray, frames: int) -> float | None:
+    module = _import_arrayqueues()
+    if module is None:
+        return None
+    slots_mb = frame.nbytes * (RING_CAPACITY + 1) / 1e6
+    q = module.ArrayQueue(max_mbytes=slots_mb)
+
+    def put(_: int) -> None:
+        deadline = time.monotonic() + GET_TIMEOUT_S
+        while True:
+            try:
+                q.put(frame)
+                return
+            except queue.Full:   # its only back-pressure: retry until a slot is read
+                if time.monotonic() > deadline:
+                    raise RuntimeError("arrayqueues stayed full; its consumer stalled") from None
+
+    fps, _ = _run_pair(FORK, _queue_consumer, q, frames, put)
+    return fps
+
+
+def _memcpy_fps(frame: np.ndarray, frames: int) -> float:
+    dst = np.empty_like(frame)
+    np.copyto(dst, frame)   # fault the destination pages in before timing
+    start = time.perf_counter()
+    for _ in range(frames):
+        np.copyto(dst, frame)
+    return frames / (time.perf_counter() - start)
+
+
+def _ratio(a: float, b: float | None) -> float | None:
+    return None if not b else round(a / b, 3)
+
+
+def run_transport_bench(frames: int, shape: tuple[int, ...],
+                        progress: Progress | None = None) -> dict[str, Any]:
+    """Run every leg once and return the JSON-ready result (see the module docstring)."""
+    say = progress or (lambda _msg: None)
+    spec = RingSpec(FrameSpec(shape), RING_CAPACITY, Policy.BLOCK)
+    check_free_space(DEFAULT_SHM_DIR, spec.total_bytes)   # before allocating anything big
+    frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    hops = max(frames, MIN_ZERO_COPY_HOPS)
+    say(f"memcpy: {frames} copies of {shape} ...")
+    memcpy = _memcpy_fps(frame, frames)
+    say(f"ring, one copy: {frames} frames ...")
+    ring_copy, latencies_ns = _ring_leg(frame, frames, zero_copy=False)
+    say(f"ring, zero copy: {hops} hand-offs ...")
+    zero_copy, _ = _ring_leg(frame, hops, zero_copy=True)
+    say(f"arrayqueues: {frames} frames ...")
+    arrayqueues = _arrayqueues_fps(frame, frames)   # forks: before any queue thread runs
+    say(f"multiprocessing.Queue: {frames} frames ...")
+    mp_queue = _mp_queue_fps(frame, frames)
+    latencies_ms = latencies_ns / 1e6
+    return {
+        "ring_copy_fps": round(ring_copy, 1),
+        "ring_zero_copy_hops_per_s": round(zero_copy, 1),
+        "mp_queue_fps": round(mp_queue, 1),
+        "arrayqueues_fps": None if arrayqueues is None else round(arrayqueues, 1),
+        "memcpy_fps": round(memcpy, 1),
+        "ring_hop_latency_ms": {"p50": round(float(np.percentile(latencies_ms, 50)), 3),
+                                "p99": round(float(np.percentile(latencies_ms, 99)), 3)},
+        "ring_copy_vs_memcpy": _ratio(ring_copy, memcpy),
+        "ring_copy_vs_mp_queue": _ratio(ring_copy, mp_queue),
+        "ring_copy_vs_arrayqueues": _ratio(ring_copy, arrayqueues),
+        "shape": list(shape), "frames": frames,
+        "python": platform.python_version(), "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"shape {text!r}: use integers like 1080,1920,3") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"shape {text!r}: every dimension must be > 0")
+    return shape
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
+                        help=f"frames per leg (default {DEFAULT_FRAMES}, at least {MIN_FRAMES})")
+    parser.add_argument("--shape", type=_shape, default=DEFAULT_SHAPE,
+                        help="uint8 frame shape, comma-separated (default 1080,1920,3)")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.frames < MIN_FRAMES:
+        print(f"actiond bench transport: --frames must be at least {MIN_FRAMES}",
+              file=sys.stderr)
+        return ExitCode.CONFIG
+    try:
+        result = run_transport_bench(
+            args.frames, args.shape, lambda msg: print(f"bench transport: {msg}",
+                                                       file=sys.stderr, flush=True))
+    except ShmSpaceError as exc:
+        print(f"actiond bench transport: {exc}", file=sys.stderr)
+        return ExitCode.SHM
+    except MemoryError:
+        print(f"actiond bench transport: not enough memory for frames of shape {args.shape}; "
+              "choose a smaller --shape", file=sys.stderr)
+        return ExitCode.CONFIG
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return ExitCode.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`actiond bench transport` as a stand-alone entry point."""
+    parser = argparse.ArgumentParser(prog="actiond bench transport",
+                                     description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Overlay drawing: optical-flow arrows, the action label with its score, and the fps."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+FLOW_GRID_STEP_PX = 16        # arrow spacing, in output pixels
+FLOW_ARROW_GAIN = 3.0         # arrows are this many times the per-frame motion
+FLOW_MIN_ARROW_PX = 1.5       # shorter arrows (still areas, noise) are not drawn
+ARROW_HEAD_SHARE = 0.3        # head length as a share of the arrow
+ARROW_HEAD_ANGLE_RAD = np.pi / 6
+FLOW_BGR = (0, 255, 0)
+TEXT_BGR = (255, 255, 255)
+TEXT_BACKGROUND_BGR = (0, 0, 0)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+FONT_SCALE_PER_PX = 1 / 600   # text scales with frame height
+MIN_FONT_SCALE = 0.4
+TEXT_MARGIN_PX = 6
+
+
+def flow_arrows(flow: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Arrows for a (h, w, 2) flow drawn on a width x height image, as int32 polylines
+    of shape (N, 5, 2): tail, tip, head side, tip, other head side."""
+    flow_h, flow_w = flow.shape[:2]
+    scale = np.array([width / flow_w, height / flow_h], np.float32)
+    xs = np.arange(FLOW_GRID_STEP_PX // 2, width, FLOW_GRID_STEP_PX)
+    ys = np.arange(FLOW_GRID_STEP_PX // 2, height, FLOW_GRID_STEP_PX)
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    rows = np.minimum((grid_y * flow_h) // height, flow_h - 1)
+    cols = np.minimum((grid_x * flow_w) // width, flow_w - 1)
+    vectors = flow[rows, cols].reshape(-1, 2) * scale * FLOW_ARROW_GAIN
+    tails = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1).astype(np.float32)
+    keep = np.hypot(vectors[:, 0], vectors[:, 1]) >= FLOW_MIN_ARROW_PX
+    tails, vectors = tails[keep], vectors[keep]
+    tips = tails + vectors
+    heads = [tips - ARROW_HEAD_SHARE * rotate(vectors, sign * ARROW_HEAD_ANGLE_RAD)
+             for sign in (1, -1)]
+    arrows = np.stack([tails, tips, heads[0], tips, heads[1]], axis=1)
+    return np.rint(arrows).astype(np.int32)
+
+
+def rotate(vectors: np.ndarray, angle_rad: float) -> np.ndarray:
+    """(N, 2) vectors rotated by `angle_rad`."""
+    cos, sin = np.cos(angle_rad), np.sin(angle_rad)
+    return np.stack([vectors[:, 0] * cos - vectors[:, 1] * sin,
+                     vectors[:, 0] * sin + vectors[:, 1] * cos], axis=1)
+
+
+def put_text_box(image: np.ndarray, text: str, origin_x: int, scale: float) -> None:
+    """Draw `text` on a filled box at the top of `image` (in place); negative origin_x
+    aligns the box's right edge that many pixels from the right border."""
+    thickness = max(1, int(round(scale * 2)))
+    (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+    x = origin_x if origin_x >= 0 else image.shape[1] + origin_x - text_w
+    box_bottom = text_h + baseline + 2 * TEXT_MARGIN_PX
+    cv2.rectangle(image, (x - TEXT_MARGIN_PX, 0), (x + text_w + TEXT_MARGIN_PX, box_bottom),
+                  TEXT_BACKGROUND_BGR, cv2.FILLED)
+    cv2.putText(image, text, (x, TEXT_MARGIN_PX + text_h), FONT, scale, TEXT_BGR,
+                thickness, cv2.LINE_AA)
+
+
+def draw_overlay(frame_bgr: np.ndarray, flow: np.ndarray | None, label: str, score: float,
+                 fps: float) -> np.ndarray:
+    """A new BGR image: `frame_bgr` with flow arrows (flow of any size is scaled to the
+    frame), `label` and `score` at the top left and `fps` at the top right. An empty
+    label or fps <= 0 is left out."""
+    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+        raise ValueError(f"draw_overlay needs a BGR uint8 (H, W, 3) frame, got "
+                         f"{frame_bgr.dtype} {frame_bgr.shape}")
+    if flow is not None and (flow.ndim != 3 or flow.shape[2] != 2):
+        raise ValueError(f"draw_overlay needs flow of shape (h, w, 2), got {flow.shape}")
+    image = frame_bgr.copy()
+    height, width = image.shape[:2]
+    if flow is not None:
+        arrows = flow_arrows(flow, width, height)
+        if len(arrows):
+            cv2.polylines(image, list(arrows), False, FLOW_BGR, 1, cv2.LINE_AA)
+    scale = max(height * FONT_SCALE_PER_PX, MIN_FONT_SCALE)
+    if label:
+        put_text_box(image, f"{label} {score:.2f}", TEXT_MARGIN_PX, scale)
+    if fps > 0:
+        put_text_box(image, f"{fps:.1f} fps", -TEXT_MARGIN_PX, scale)
+    return image

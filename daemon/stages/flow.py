@@ -1,0 +1,67 @@
+"""Optical flow between consecutive frames, at a fixed working size.
+
+DIS (cv2.DISOpticalFlow) is about 20x faster than Farneback at the same size on small
+CPUs, so it is the default; Farneback stays available for comparison.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+METHODS = ("dis", "farneback")
+# Farneback parameters: pyramid scale, levels, window (px), iterations, poly_n, poly_sigma.
+FARNEBACK_PYR_SCALE = 0.5
+FARNEBACK_LEVELS = 3
+FARNEBACK_WINDOW_PX = 15
+FARNEBACK_ITERATIONS = 3
+FARNEBACK_POLY_N = 5
+FARNEBACK_POLY_SIGMA = 1.2
+
+
+def preprocess(frame_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`frame_bgr` (or an already grey frame) resized to (height, width) grey uint8."""
+    gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
+    if gray.shape != (height, width):
+        shrinking = gray.shape[1] > width
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        gray = cv2.resize(gray, (width, height), interpolation=interpolation)
+    return gray
+
+
+class FlowEstimator:
+    """Dense optical flow from the previous frame to the current one.
+
+    Each call returns float32 (height, width, 2) flow in working-size pixels per frame:
+    [..., 0] is x (positive = rightward), [..., 1] is y (positive = downward). The first
+    call (and the first after reset()) returns zeros.
+    """
+
+    def __init__(self, method: str, width: int, height: int) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown optical flow method {method!r}; use one of {METHODS}")
+        if width < 8 or height < 8:
+            raise ValueError(f"optical flow size {width}x{height} is too small (min 8x8)")
+        self.method = method
+        self.width = width
+        self.height = height
+        self._previous: np.ndarray | None = None
+        self._dis = (cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+                     if method == "dis" else None)
+
+    def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Flow from the previous frame to `frame_bgr` (any size; resized internally)."""
+        current = preprocess(frame_bgr, self.width, self.height)
+        previous, self._previous = self._previous, current
+        if previous is None:
+            return np.zeros((self.height, self.width, 2), np.float32)
+        if self._dis is not None:
+            return self._dis.calc(previous, current, None)
+        return cv2.calcOpticalFlowFarneback(
+            previous, current, None, FARNEBACK_PYR_SCALE, FARNEBACK_LEVELS,
+            FARNEBACK_WINDOW_PX, FARNEBACK_ITERATIONS, FARNEBACK_POLY_N,
+            FARNEBACK_POLY_SIGMA, 0)
+
+    def reset(self) -> None:
+        """Forget the previous frame (after a gap or a source reconnect)."""
+        self._previous = None

@@ -1,0 +1,107 @@
+"""The daemon against real peers: an RTSP server, a fake systemd notify socket, a browser's
+HTTP requests to the MJPEG view."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon.exitcodes import ExitCode
+from daemon_proc import Daemon, free_port, wait_for
+from rtsp_fixture import RtspServer
+
+START_S = 60.0
+SMALL = {"motion": {"width": 64, "height": 64}}
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    made: list[Daemon] = []
+    yield made
+    for d in made:
+        d.cleanup()
+
+
+@pytest.mark.timeout(240)
+def test_rtsp_camera_reconnects_after_the_server_restarts(tmp_path: Path, daemons,
+                                                         rtsp_server: RtspServer) -> None:
+    cam = {"name": "door", "source": rtsp_server.url, "width": 160, "height": 120,
+           "open_timeout_s": 3.0, "read_timeout_s": 2.0,
+           "reconnect_backoff_min_s": 0.2, "reconnect_backoff_max_s": 1.0}
+    d = Daemon(tmp_path, [cam], SMALL)
+    daemons.append(d.start())
+    wait_for(lambda: len(d.frames()) > 10, START_S, "frames from the RTSP camera")
+    rtsp_server.stop()
+    wait_for(lambda: d.stats("door.source").get("reconnects_total", 0) >= 1, START_S,
+             "the source to notice the lost stream")
+    rtsp_server.start()
+    shown = len(d.frames())
+    wait_for(lambda: len(d.frames()) > shown + 10, START_S, "frames after the server restart")
+    assert d.stats("door.source")["reconnects_total"] >= 1
+    assert d.stop() == ExitCode.OK
+    assert d.leftovers() == []
+
+
+@pytest.mark.timeout(180)
+def test_sd_notify_ready_watchdog_status_stopping(tmp_path: Path, daemons) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    messages: list[str] = []
+
+    def received(prefix: str) -> bool:
+        try:
+            messages.extend(sock.recv(4096).decode().splitlines())
+        except socket.timeout:
+            pass  # nothing this round; the deadline in wait_for bounds the wait
+        return any(m.startswith(prefix) for m in messages)
+
+    cam = {"name": "cam", "source": "test:moving-box", "fps": 10, "width": 160, "height": 120}
+    d = Daemon(tmp_path, [cam], SMALL, env={"NOTIFY_SOCKET": str(sock_path)})
+    daemons.append(d.start())
+    try:
+        wait_for(lambda: received("READY=1"), START_S, "READY=1")
+        wait_for(lambda: received("WATCHDOG=1"), START_S, "WATCHDOG=1")
+        wait_for(lambda: received("STATUS=cam:"), START_S, "a STATUS= line")
+        d.signal(signal.SIGTERM)
+        wait_for(lambda: received("STOPPING=1"), START_S, "STOPPING=1")
+        assert d.wait(30) == ExitCode.OK
+    finally:
+        sock.close()
+
+
+@pytest.mark.timeout(180)
+def test_mjpeg_view_serves_the_overlay(tmp_path: Path, daemons) -> None:
+    port = free_port()
+    cam = {"name": "cam", "source": "test:moving-box", "fps": 10, "width": 160, "height": 120}
+    d = Daemon(tmp_path, [cam], {**SMALL, "display": {"mjpeg_listen": f"127.0.0.1:{port}"}})
+    daemons.append(d.start())
+    wait_for(lambda: len(d.frames()) > 3, START_S, "frames at the overlay")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/")
+    page = conn.getresponse().read().decode()
+    assert "stream.mjpg" in page
+    conn.request("GET", "/stream.mjpg")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert "multipart/x-mixed-replace" in resp.getheader("Content-Type", "")
+    jpegs = []
+    while len(jpegs) < 3:
+        line = resp.fp.readline()
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+            resp.fp.readline()
+            jpegs.append(resp.fp.read(length))
+    for data in jpegs:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None and image.shape == (120, 160, 3)
+    conn.close()
+    assert d.stop() == ExitCode.OK
