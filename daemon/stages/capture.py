@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from daemon.config import TEST_PREFIX, CameraConfig, source_kind
+from daemon.stages.patterns import TEST_DEFAULT_FPS, TEST_PATTERNS, PatternCapture
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,6 @@ KIND_FILE, KIND_URL, KIND_DEVICE, KIND_TEST = "file", "url", "device", "test"
 RTSP_SCHEMES = ("rtsp://", "rtsps://")
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 RTSP_TCP_OPTION = "rtsp_transport;tcp"
-TEST_PATTERNS = ("bars", "moving-box", "still")
-TEST_DEFAULT_FPS = 10.0
-TEST_FRAME_SIZE = (640, 480)       # width, height of synthetic frames before crop/resize
-TEST_BOX_STEP_PX = 8               # moving-box: rightward motion per frame
-TEST_TEXTURE_SEED = 20240601
-BARS_BGR = ((255, 255, 255), (0, 255, 255), (255, 255, 0), (0, 255, 0),
-            (255, 0, 255), (0, 0, 255), (255, 0, 0), (0, 0, 0))
 # RTSP streams often report their 90 kHz clock or nonsense as fps; such values mean "unknown".
 MAX_PLAUSIBLE_FPS = 240.0
 # Replay pacing that falls further behind than this resynchronises instead of bursting.
@@ -105,63 +99,6 @@ def crop_and_resize(frame: np.ndarray, crop: tuple[int, int, int, int] | None,
     shrinking = frame.shape[1] > width
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(frame, (width, height), interpolation=interpolation)
-
-
-def smooth_texture(height: int, width: int, seed: int) -> np.ndarray:
-    """A smooth random grey texture: optical flow needs structure to track."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, size=(max(height // 16, 2), max(width // 16, 2)),
-                          dtype=np.uint8)
-    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-
-
-def colour_bars(height: int, width: int) -> np.ndarray:
-    """Eight vertical colour bars (BGR)."""
-    return cv2.resize(np.array([BARS_BGR], np.uint8), (width, height),
-                      interpolation=cv2.INTER_NEAREST)
-
-
-class PatternCapture:
-    """A synthetic `test:<pattern>` source with the VideoCapture read/get/release API.
-
-    bars: static colour bars; still: a static texture; moving-box: a textured box
-    moving left to right by TEST_BOX_STEP_PX per frame (wrapping) over a texture.
-    """
-
-    def __init__(self, pattern: str, fps: float) -> None:
-        if pattern not in TEST_PATTERNS:
-            raise SourceError(f"unknown test pattern {pattern!r}; use test:" +
-                              " or test:".join(TEST_PATTERNS))
-        self.pattern = pattern
-        self.fps = fps
-        self.index = 0
-        width, height = TEST_FRAME_SIZE
-        if pattern == "bars":
-            self._background = colour_bars(height, width)
-        else:
-            texture = smooth_texture(height, width, TEST_TEXTURE_SEED)
-            self._background = cv2.cvtColor(texture // 2, cv2.COLOR_GRAY2BGR)
-        box = smooth_texture(height // 3, width // 4, TEST_TEXTURE_SEED + 1) // 2 + 128
-        self._box = cv2.cvtColor(box, cv2.COLOR_GRAY2BGR)
-
-    def read(self) -> tuple[bool, np.ndarray]:
-        """The next frame (always succeeds)."""
-        frame = self._background.copy()
-        if self.pattern == "moving-box":
-            box_h, box_w = self._box.shape[:2]
-            width, height = TEST_FRAME_SIZE
-            x = (self.index * TEST_BOX_STEP_PX) % (width - box_w)
-            y = (height - box_h) // 2
-            frame[y:y + box_h, x:x + box_w] = self._box
-        self.index += 1
-        return True, frame
-
-    def get(self, prop_id: int) -> float:
-        """CAP_PROP_FPS is the pattern's rate; other properties are unknown (0)."""
-        return self.fps if prop_id == cv2.CAP_PROP_FPS else 0.0
-
-    def release(self) -> None:
-        """Nothing to release; present for the VideoCapture API."""
 
 
 def open_video_file(path: str) -> cv2.VideoCapture:
@@ -283,7 +220,10 @@ class FrameSource:
         cap: PatternCapture | cv2.VideoCapture
         if self.kind == KIND_TEST:
             rate = self.cam.fps if self.cam.fps > 0 else TEST_DEFAULT_FPS
-            cap = PatternCapture(self.source[len(TEST_PREFIX):], rate)
+            try:
+                cap = PatternCapture(self.source[len(TEST_PREFIX):], rate)
+            except ValueError as exc:
+                raise SourceError(str(exc)) from exc
         else:
             cap = open_video_file(self.source)
         ok, frame = cap.read()
