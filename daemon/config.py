@@ -25,6 +25,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daemon.configpaths import (
+    ASSETS_DIR, SAMPLE_PREFIX, TEST_PREFIX, default_state_dir, resolve_source, source_kind,
+)
 from daemon.configload import (
     Check, ConfigError, absolute_path, at_least, between, build, existing_file,
     greater_than, listen_address, one_of, parse_listen, read_toml,
@@ -32,20 +35,16 @@ from daemon.configload import (
 
 __all__ = [
     "ASSETS_DIR", "CameraConfig", "Config", "ConfigError", "DaemonConfig", "DisplayConfig",
-    "InferenceConfig", "MetricsConfig", "MotionConfig", "MqttConfig", "default_state_dir",
+    "ActionThreshold", "EventsConfig", "InferenceConfig", "MetricsConfig", "MotionConfig", "MqttConfig", "default_state_dir",
     "load_config", "parse_listen", "resolve_source", "source_kind",
 ]
 
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-SAMPLE_PREFIX = "sample:"
-TEST_PREFIX = "test:"
 RING_POLICIES = ("block", "drop_oldest", "drop_newest")
 MOTION_METHODS = ("dis", "farneback")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MIN_RING_CAPACITY = 2
 # Camera names and device_id become MQTT topic levels and Prometheus label values.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
-_SAMPLE_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
 
 
 @dataclass(frozen=True)
@@ -121,6 +120,27 @@ class DisplayConfig:
 
 
 @dataclass(frozen=True)
+class ActionThreshold:
+    """One [[events.actions]] entry: a per-action score threshold."""
+
+    name: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """[events]: turning per-window scores into start/end events (hysteresis)."""
+
+    start_windows: int = 2         # consecutive windows >= threshold to start an event
+    end_windows: int = 2           # consecutive windows below it to end the event
+    cooldown_s: float = 5.0        # after an end, the same action waits this long
+    threshold: float = 0.6         # default score threshold for every action
+    ignore: tuple[str, ...] = ()   # labels that never make events; () -> the model's
+                                   # background labels (still, idle, nobody, background)
+    actions: tuple[ActionThreshold, ...] = ()
+
+
+@dataclass(frozen=True)
 class MqttConfig:
     """[mqtt]: alerts to a broker."""
 
@@ -157,62 +177,9 @@ class Config:
     motion: MotionConfig = field(default_factory=MotionConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
-
-
-def default_state_dir() -> Path:
-    """Where the outbox and other durable state live when daemon.state_dir is "".
-
-    systemd's StateDirectory= sets $STATE_DIRECTORY (several paths joined by ':' when the
-    unit names several; the first is ours); otherwise the XDG state home.
-    """
-    from_systemd = os.environ.get("STATE_DIRECTORY", "")
-    if from_systemd:
-        return Path(from_systemd.split(":")[0])
-    xdg = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
-    return base / "actiond"
-
-
-def source_kind(source: str) -> str:
-    """One of "sample", "test", "url", "device", "file" for a camera source string."""
-    if source.startswith(SAMPLE_PREFIX):
-        return "sample"
-    if source.startswith(TEST_PREFIX):
-        return "test"
-    if "://" in source:
-        return "url"
-    if source.startswith("/dev/"):
-        return "device"
-    return "file"
-
-
-def resolve_source(source: str, config_dir: str | Path) -> str:
-    """The source as the source stage opens it: samples and files as absolute paths.
-
-    load_config already applies this to every camera; ValueError names the problem.
-    """
-    kind = source_kind(source)
-    if kind == "sample":
-        return str(_sample_path(source[len(SAMPLE_PREFIX):]))
-    if kind != "file":
-        return source
-    path = absolute_path(source, Path(config_dir))
-    if not path.is_file():
-        raise ValueError(f"video file not found: {path} (relative paths are resolved "
-                         f"against the config file's directory; for a USB camera use "
-                         f"/dev/videoN, for a stream rtsp://...)")
-    return str(path)
-
-
-def _sample_path(name: str) -> Path:
-    available = sorted(p.name for p in ASSETS_DIR.iterdir()
-                       if p.suffix.lower() in _SAMPLE_SUFFIXES)
-    if name not in available:
-        raise ValueError(f"no bundled sample named {name!r}; available: "
-                         f"{', '.join(available) or 'none'}")
-    return ASSETS_DIR / name
 
 
 def load_config(path: str | Path) -> Config:
@@ -267,7 +234,13 @@ def _field_rules() -> dict[type, dict[str, Check]]:
                      "prefix": _topic_prefix, "discovery_prefix": _topic_prefix,
                      "outbox_max_events": at_least(1)},
         MetricsConfig: {"listen": listen_address},
+        EventsConfig: {"start_windows": at_least(1), "end_windows": at_least(1),
+                       "cooldown_s": at_least(0), "threshold": _score},
     }
+
+
+def _score(value: float) -> str | None:
+    return None if 0.0 <= value <= 1.0 else f"must be a score between 0 and 1 (got {value!r})"
 
 
 def _check_fields(config: Config, file: str) -> None:

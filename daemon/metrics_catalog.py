@@ -14,6 +14,8 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
+from daemon.ipc.stats import LATENCY_BUCKETS_S
+
 COUNTER = "counter"
 GAUGE = "gauge"
 HISTOGRAM = "histogram"
@@ -22,8 +24,9 @@ METRIC_TYPES = (COUNTER, GAUGE, HISTOGRAM)
 STAGES = ("source", "motion", "infer", "overlay")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
-# Per-frame work: optical flow is a few ms, a model run on a small box up to ~1 s.
-STAGE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Per-frame work (optical flow a few ms, a model run on a small box up to ~1 s) is counted
+# by the workers in their stats blocks: these are the buckets the blocks really have.
+STAGE_BUCKETS_S = LATENCY_BUCKETS_S
 # Capture -> event spans a whole clip (T frames at the camera's fps) plus inference.
 EVENT_LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 

@@ -25,11 +25,12 @@ from daemon.config import DisplayConfig
 from daemon.outputs.display import DisplayOutputs, DisplayUnavailable, open_outputs
 from daemon.stages import records
 from daemon.stages.draw import draw_overlay
+from daemon.stages.eventing import EventEmitter, event_settings
 from daemon.stages.upstream import Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, timed
 
 OVERLAY_FIELDS = ("last_frame_id", "last_result_frame_id", "frame_order_errors_total",
-                  "frame_gaps_total", "results_total", "display_fps")
+                  "frame_gaps_total", "results_total", "display_fps", "events_total")
 RESULTS_KEPT = 64
 DEFAULT_FPS = 10.0        # recorder frame rate when the camera's fps is left to the source
 FPS_WINDOW_S = 2.0
@@ -44,7 +45,9 @@ class OverlayStage:
         self._cam = next(c for c in cfg.cameras if c.name == spec.camera)
         self._view = records.view_record(self._cam, cfg)
         self._labels: tuple[str, ...] = tuple(spec.extra.get("labels", ()))
-        self._results: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._results: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
+        self._fed_result_id = -1
+        self._events: EventEmitter | None = None
         self._last_id = int(stats.get("last_frame_id")) if stats.get("frames_in_total") else -1
         self._fps_marks: list[float] = []
         self._frames_in: Consumer | None = None
@@ -64,6 +67,11 @@ class OverlayStage:
                                          title=self._cam.name)
         except (DisplayUnavailable, ValueError) as exc:
             raise StageFatal(f"camera {self._cam.name}: display: {exc}") from exc
+        socket_path = str(self._spec.extra.get("events_socket", ""))
+        if socket_path and self._labels:
+            settings = event_settings(self._spec.config.events, self._labels)
+            self._events = EventEmitter(self._cam.name, self._labels, settings, socket_path,
+                                        self._spec.config.display.jpeg_quality)
         log_path = str(self._spec.extra.get("frame_log", ""))
         if log_path:
             self._frame_log = open(log_path, "a", encoding="utf-8")
@@ -78,9 +86,14 @@ class OverlayStage:
         with lease:
             frame_id = lease.meta.frame_id
             fields = self._view.views(lease.array)
-            result_id, scores = self._result_for(frame_id)
+            result_id, scores, capture_ns = self._result_for(frame_id)
             label, score = self._label(scores)
             image = draw_overlay(fields["frame"], fields["flow"], label, score, self._fps())
+        if scores is not None and result_id > self._fed_result_id and self._events is not None:
+            # Each result is fed once, in frame order: the tracker's windows stay ordered.
+            self._fed_result_id = result_id
+            self._stats.add("events_total", len(self._events.update(scores, result_id,
+                                                                     capture_ns, image)))
         self._check_order(frame_id)
         self._outputs.show(image)
         self._log_frame(frame_id, result_id, label, score)
@@ -91,14 +104,16 @@ class OverlayStage:
         while (lease := self._results_in.try_get()) is not None:
             with lease:
                 n = len(self._labels)
-                self._results[lease.meta.frame_id] = lease.array.view("float32")[:n].copy()
+                scores = lease.array.view("float32")[:n].copy()
+                self._results[lease.meta.frame_id] = (scores, lease.meta.timestamp_ns)
             self._stats.add("results_total")
         while len(self._results) > RESULTS_KEPT:
             self._results.popitem(last=False)
 
-    def _result_for(self, frame_id: int) -> tuple[int, np.ndarray | None]:
+    def _result_for(self, frame_id: int) -> tuple[int, np.ndarray | None, int]:
         best = max((rid for rid in self._results if rid <= frame_id), default=-1)
-        return best, self._results.get(best)
+        scores, capture_ns = self._results.get(best, (None, 0))
+        return best, scores, capture_ns
 
     def _label(self, scores: np.ndarray | None) -> tuple[str, float]:
         if scores is None or not len(scores):
@@ -130,6 +145,8 @@ class OverlayStage:
             self._frame_log.flush()
 
     def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
         if self._outputs is not None:
             self._outputs.close()
         if self._frame_log is not None:

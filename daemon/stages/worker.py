@@ -11,6 +11,7 @@ supervisor still sees a stale heartbeat.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -122,8 +123,13 @@ def run_stage(spec: WorkerSpec, factory: StageFactory) -> int:
     try:
         with heartbeat.blocking():
             stage.open()
+        parent = os.getppid()
         while not stop.is_set():
             heartbeat.beat()
+            if os.getppid() != parent:
+                # The supervisor was SIGKILLed: nobody will reap or restart us. Stop.
+                log.error("%s: supervisor (pid %d) is gone; exiting", spec.name, parent)
+                break
             if not stage.step(stop):
                 log.info("%s: finished", spec.name)
                 stats.set("finished", 1)

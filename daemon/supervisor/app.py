@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -18,10 +19,14 @@ from typing import Callable
 from daemon.config import Config, ConfigError
 from daemon.exitcodes import ExitCode
 from daemon.ipc import clean_stale, new_run_id
+from daemon.ipc.segment import segment_name
+from daemon.outputs.metrics import MetricsSnapshot
 from daemon.stages.model import ModelError
 from daemon.systemd import SystemdNotifier
 from daemon.supervisor.arbiter import Arbiter
 from daemon.supervisor.boot import Boot
+from daemon.supervisor.metrics_view import metrics_snapshot
+from daemon.supervisor.outputs import OpenOutputs, open_outputs
 from daemon.supervisor.reload import plan_reload
 from daemon.supervisor.restart import RestartPolicy
 from daemon.supervisor.status import RateMeter, status_line
@@ -33,9 +38,9 @@ TICK_S = 1.0
 # Shutdown stages (seconds). Their sum must stay below the unit's TimeoutStopSec (30 s).
 SOURCE_STOP_S = 3.0      # sources stop reading
 DRAIN_S = 3.0            # frames already in the rings reach the end
-OUTPUTS_STOP_S = 5.0     # MQTT offline + outbox flush, metrics endpoint
 WORKER_STOP_S = 4.0      # SIGTERM to the rest, then SIGKILL
 KILL_WAIT_S = 2.0        # reaping after SIGKILL
+OUTPUTS_STOP_S = 6.0     # events drained, metrics endpoint, MQTT offline + flush
 SHUTDOWN_BUDGET_S = SOURCE_STOP_S + DRAIN_S + OUTPUTS_STOP_S + WORKER_STOP_S + KILL_WAIT_S
 
 
@@ -46,7 +51,11 @@ class Supervisor:
         self.boot = boot
         self._reloader = reloader
         self.run_id = new_run_id()
-        self.topology = Topology(boot.config, self.run_id, boot.model_path, boot.labels)
+        shm_dir = Path(boot.config.daemon.shm_dir)
+        self.events_socket = shm_dir / segment_name(self.run_id, "events.sock")
+        self.topology = self._new_topology(boot)
+        # Held while the topology is rebuilt, and by the metrics thread while it reads it.
+        self.topology_lock = threading.Lock()
         self.arbiter = Arbiter(self.topology, RestartPolicy.from_config(boot.config.daemon),
                                boot.config.daemon.heartbeat_timeout_s, self._camera_failed)
         # Unset NOTIFY_SOCKET so workers cannot inherit it: only the main PID notifies.
@@ -56,7 +65,8 @@ class Supervisor:
         self._ready = False
         self._last_status_s = 0.0
         self._meter = RateMeter()
-        self.outputs = AsyncExitStack()   # MQTT, metrics: closed LIFO in shutdown stage 3
+        self.outputs = AsyncExitStack()   # events, MQTT, metrics: closed LIFO at shutdown
+        self._open: OpenOutputs | None = None
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT or until every camera finished or failed."""
@@ -66,6 +76,8 @@ class Supervisor:
             log.info("removed %d shared-memory segment(s) left by a dead run", len(removed))
         self.topology.build()
         try:
+            self._open = await open_outputs(self.outputs, self.boot, self.events_socket,
+                                            self._metrics_snapshot)
             for sig, handler in ((signal.SIGTERM, self.handle_term), (signal.SIGINT, self.handle_int),
                                  (signal.SIGHUP, self.handle_hup)):
                 loop.add_signal_handler(sig, handler)
@@ -75,7 +87,9 @@ class Supervisor:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            self.topology.close()
+            await self.outputs.aclose()   # idempotent: already closed after a clean stop
+            with self.topology_lock:
+                self.topology.close()
             self.notifier.close()
 
     # -- signals: handlers only set events ------------------------------------------
@@ -122,6 +136,19 @@ class Supervisor:
             line = status_line(self.topology, self.arbiter, self._meter)
             log.info("%s", line)
             self.notifier.status(line)
+            if self._open is not None:
+                self._open.publish_stats({"status": line,
+                                          "failed_cameras": sorted(self.arbiter.failed_cameras)})
+
+    def _new_topology(self, boot: Boot) -> Topology:
+        return Topology(boot.config, self.run_id, boot.model_path, boot.labels,
+                        str(self.events_socket))
+
+    def _metrics_snapshot(self) -> MetricsSnapshot:
+        """Called from the metrics server's thread at scrape time."""
+        with self.topology_lock:
+            publisher = self._open.publisher if self._open is not None else None
+            return metrics_snapshot(self.arbiter, self.boot.providers, publisher)
 
     def _camera_failed(self, camera: str) -> None:
         log.error("camera %s is marked failed; the other cameras keep running", camera)
@@ -142,11 +169,12 @@ class Supervisor:
         if plan.rebuild:
             log.warning("reload: %s changed: restarting the whole pipeline", plan.reason)
             await self.arbiter.stop_workers(list(self.arbiter.workers), WORKER_STOP_S)
-            self.topology.close()
-            self.boot = new
-            self.topology = Topology(new.config, self.run_id, new.model_path, new.labels)
-            self.topology.build()
-            self.arbiter.topology = self.topology
+            with self.topology_lock:
+                self.topology.close()
+                self.boot = new
+                self.topology = self._new_topology(new)
+                self.topology.build()
+                self.arbiter.topology = self.topology
             self.arbiter.workers.clear()
             self.arbiter.failed_cameras.clear()
             self.arbiter.spawn_workers()
@@ -162,7 +190,7 @@ class Supervisor:
     # -- shutdown -----------------------------------------------------------------------
 
     async def shutdown(self) -> int:
-        """Bounded stages: sources, drain, outputs, workers. Returns the exit code."""
+        """Bounded stages: sources, drain, workers, outputs. Returns the exit code."""
         self.notifier.stopping()
         arbiter = self.arbiter
         arbiter.stopping = True
@@ -170,13 +198,14 @@ class Supervisor:
         sources = [n for n, k in kinds.items() if k == "source"]
         await arbiter.stop_workers(sources, SOURCE_STOP_S)
         await self._drain(DRAIN_S)
+        # Workers before outputs: a stopping overlay sends the end of open events.
+        rest = [n for n in kinds if n not in sources]
+        if not await arbiter.stop_workers(rest, WORKER_STOP_S):
+            await arbiter.wait_gone(rest, KILL_WAIT_S)
         try:
             await asyncio.wait_for(self.outputs.aclose(), OUTPUTS_STOP_S)
         except asyncio.TimeoutError:
             log.warning("outputs did not close within %.0f s", OUTPUTS_STOP_S)
-        rest = [n for n in kinds if n not in sources]
-        if not await arbiter.stop_workers(rest, WORKER_STOP_S):
-            await arbiter.wait_gone(rest, KILL_WAIT_S)
         cameras = set(arbiter.cameras())
         if cameras and cameras <= arbiter.failed_cameras:
             return ExitCode.ALL_CAMERAS_FAILED

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import ASSETS_DIR, Config, load_config
+from daemon.config import ASSETS_DIR, Config, ConfigError, load_config
+from daemon.stages.eventing import event_settings
 from daemon.stages.model import ActionModel
 
 DEFAULT_MODEL = ASSETS_DIR / "motion-direction.onnx"
@@ -28,4 +29,9 @@ def load_boot(config_path: Path) -> Boot:
     config = load_config(config_path)
     model_path = config.inference.model or str(DEFAULT_MODEL)
     model = ActionModel(config.inference, model_path)   # validates the model contract
+    try:
+        event_settings(config.events, model.contract.labels)
+    except ValueError as exc:
+        raise ConfigError(str(config_path), "events", f"{exc} (the model {Path(model_path).name} "
+                          f"has labels: {', '.join(model.contract.labels)})") from exc
     return Boot(config, Path(config_path), model_path, model.contract.labels, model.providers)

@@ -30,6 +30,7 @@ class Topology:
     run_id: str
     model_path: str
     labels: tuple[str, ...]
+    events_socket: str = ""
     rings: dict[str, FrameRing] = field(default_factory=dict)
     stats: dict[str, StatsBlock] = field(default_factory=dict)
     workers: dict[str, WorkerSpec] = field(default_factory=dict)
@@ -70,6 +71,7 @@ class Topology:
                      {"view": self._path(f"{name}.view"),
                       "results": self._path(f"{name}.results")},
                      {"labels": list(self.labels), "camera_index": index,
+                      "events_socket": self.events_socket,
                       "frame_log": self.config.display.frame_log,
                       "upstream_stats": [self._stats_path(f"{name}.motion")]})
 

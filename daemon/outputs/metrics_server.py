@@ -1,0 +1,121 @@
+"""The Prometheus /metrics endpoint: one registry served over HTTP from a thread.
+
+Scrapes are answered in the server's threads, while the supervisor's state lives on its
+asyncio loop; `snapshot_on_loop` builds each scrape's snapshot on the loop so the
+collector never reads dicts the loop is changing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Callable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import start_http_server
+from prometheus_client.registry import CollectorRegistry
+
+from daemon.configload import parse_listen
+from daemon.outputs.metrics import MetricsSnapshot
+
+# A scrape waits this long for the loop; Prometheus' default scrape_timeout is 10 s.
+SNAPSHOT_TIMEOUT_S = 5.0
+SERVER_JOIN_S = 5.0
+# ":port" means every interface; prometheus_client cannot resolve an empty host.
+ANY_HOST = "0.0.0.0"
+
+
+class MetricsServerError(Exception):
+    """The metrics endpoint could not be started."""
+
+
+class MetricsServer:
+    """Serves `registry` at http://<listen>/metrics; "host:0" binds a free port."""
+
+    def __init__(self, listen: str, registry: CollectorRegistry) -> None:
+        try:
+            host, self._requested_port = parse_listen(listen)
+        except ValueError as exc:
+            raise MetricsServerError(f"metrics.listen {exc}") from exc
+        self._listen = listen
+        self._host = host or ANY_HOST
+        self._registry = registry
+        self._httpd: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._httpd is not None:
+            raise RuntimeError("MetricsServer.start() called twice")
+        try:
+            self._httpd, self._thread = start_http_server(
+                self._requested_port, self._host, self._registry)
+        except OSError as exc:
+            raise MetricsServerError(
+                f"cannot serve metrics on {self._listen}: {exc.strerror or exc}; set "
+                f"metrics.listen to a free address, or to \"\" to disable metrics") from exc
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one the OS picked for port 0)."""
+        if self._httpd is None:
+            raise RuntimeError("MetricsServer is not started")
+        return int(self._httpd.server_port)
+
+    @property
+    def url(self) -> str:
+        host = self._host if ":" not in self._host else f"[{self._host}]"
+        return f"http://{host}:{self.port}/metrics"
+
+    def stop(self) -> None:
+        """Stop serving, close the socket (the port is free afterwards) and join the
+        thread. Idempotent."""
+        httpd, thread = self._httpd, self._thread
+        self._httpd = self._thread = None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if thread is not None:
+            thread.join(SERVER_JOIN_S)
+            if thread.is_alive():
+                raise RuntimeError(f"metrics server thread did not stop in {SERVER_JOIN_S} s")
+
+    def __enter__(self) -> "MetricsServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def snapshot_on_loop(loop: asyncio.AbstractEventLoop, build: Callable[[], MetricsSnapshot],
+                     timeout_s: float = SNAPSHOT_TIMEOUT_S) -> Callable[[], MetricsSnapshot]:
+    """A snapshot callable for ActiondCollector that runs `build` on `loop`'s thread.
+
+    A loop that does not answer within `timeout_s` fails the scrape (TimeoutError), which
+    Prometheus records as up == 0: a wedged supervisor is not reported as healthy.
+    """
+    async def on_loop() -> MetricsSnapshot:
+        return build()
+
+    def snapshot() -> MetricsSnapshot:
+        if _running_loop() is loop:
+            raise RuntimeError("snapshot_on_loop's callable would wait on its own loop; "
+                               "call `build` directly on the loop thread")
+        future = asyncio.run_coroutine_threadsafe(on_loop(), loop)
+        try:
+            return future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the supervisor loop did not build a metrics snapshot "
+                               f"within {timeout_s} s") from None
+
+    return snapshot
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:   # no loop runs in this thread: the usual case, a server thread
+        return None

@@ -1,0 +1,35 @@
+"""The supervisor's state as the metrics collector sees it, built at scrape time."""
+
+from __future__ import annotations
+
+from daemon.outputs.metrics import CameraView, MetricsSnapshot, MqttView, WorkerView
+from daemon.outputs.mqtt import MqttPublisher
+from daemon.supervisor.arbiter import Arbiter
+
+
+def metrics_snapshot(arbiter: Arbiter, providers: tuple[str, ...],
+                     publisher: MqttPublisher | None) -> MetricsSnapshot:
+    """Read every stats block and ring now (called from the metrics server's thread)."""
+    topology = arbiter.topology
+    workers = []
+    for name, spec in list(topology.workers.items()):
+        state, block = arbiter.workers.get(name), topology.stats.get(name)
+        if block is None:
+            continue  # a reload is rebuilding the topology
+        workers.append(WorkerView(
+            name=name, camera=spec.camera, stage=spec.kind,
+            up=bool(state and state.alive), restarts_total=state.restarts_total if state else 0,
+            stats=block.snapshot()))
+    rings = [(name, ring.stats()) for name, ring in list(topology.rings.items())]
+    cameras = []
+    for cam in topology.config.cameras:
+        if cam.enabled:
+            source = topology.stats.get(f"{cam.name}.source")
+            native = source.get("source_fps") if source is not None else 0.0
+            cameras.append(CameraView(cam.name, cam.name in arbiter.failed_cameras,
+                                      cam.fps or native))
+    mqtt = None
+    if publisher is not None:
+        mqtt = MqttView(publisher.connected, publisher.published_total,
+                        publisher.outbox_depth, publisher.outbox_dropped_total)
+    return MetricsSnapshot(workers, rings, cameras, providers, mqtt)

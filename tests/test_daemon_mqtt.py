@@ -1,0 +1,136 @@
+"""The daemon's alert path end to end: overlay -> events -> supervisor -> outbox -> a real
+mosquitto broker; and its availability topic with Last Will."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon.exitcodes import ExitCode
+from daemon_proc import Daemon, wait_for
+from models import brightness_model
+from mosquitto_fixture import MosquittoBroker, MqttCollector
+
+START_S = 60.0
+SEGMENT_FRAMES = 24      # dark, bright, dark, bright, dark: two "bright" events
+SEGMENTS = 5
+DEVICE = "testbox"
+
+
+def light_switch_clip(path: Path, fps: float = 30.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (64, 48))
+    for segment in range(SEGMENTS):
+        level = 230 if segment % 2 else 20
+        for _ in range(SEGMENT_FRAMES):
+            writer.write(np.full((48, 64, 3), level, np.uint8))
+    writer.release()
+    return path
+
+
+def mqtt_daemon(tmp: Path, broker: MosquittoBroker, source: str, **cam: object) -> Daemon:
+    model = brightness_model(tmp / "brightness.onnx")
+    camera = {"name": "hall", "source": source, "width": 64, "height": 48, **cam}
+    sections = {
+        "daemon": {"device_id": DEVICE},
+        "motion": {"width": 32, "height": 32},
+        "inference": {"model": str(model), "stride": 2},
+        "events": {"ignore": ["dark"], "start_windows": 2, "end_windows": 2,
+                   "cooldown_s": 0.0},
+        "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker.port,
+                 "keepalive_s": 2, "discovery": False},
+    }
+    return Daemon(tmp, [camera], sections)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    made: list[Daemon] = []
+    yield made
+    for d in made:
+        d.cleanup()
+
+
+def events(collector: MqttCollector) -> list[dict[str, object]]:
+    return [json.loads(m.payload) for m in collector.messages(f"actiond/{DEVICE}/hall/event")]
+
+
+@pytest.mark.timeout(180)
+def test_events_reach_the_broker_with_ids_and_qos1(tmp_path, mosquitto, mqtt_collector,
+                                                   daemons) -> None:
+    collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/#"])
+    clip = light_switch_clip(tmp_path / "lights.mp4")
+    d = mqtt_daemon(tmp_path, mosquitto, str(clip), realtime=False, ring_policy="block")
+    daemons.append(d.start())
+    assert d.wait(START_S + 60) == ExitCode.OK, d.log()
+    collector.wait_for(lambda ms: sum(1 for m in ms if m.topic.endswith("/event")) >= 4,
+                       "two start and two end events")
+    got = events(collector)
+    assert [(e["action"], e["phase"]) for e in got] == [("bright", "start"), ("bright", "end")] * 2
+    assert got[0]["id"] == got[1]["id"] != got[2]["id"] == got[3]["id"]
+    assert all(m.qos == 1 for m in collector.messages(f"actiond/{DEVICE}/hall/event"))
+    assert all(e["camera"] == "hall" and float(e["score_max"]) > 0.6 for e in got)
+    status = collector.messages(f"actiond/{DEVICE}/status")
+    assert status[-1].payload == b"offline"
+
+
+def logged_ids(d: Daemon) -> set[str]:
+    """Ids of the events the daemon logged as received from its overlay."""
+    return {line.rsplit("id ", 1)[1].rstrip(")") for line in d.log().splitlines()
+            if "event hall: bright" in line}
+
+
+@pytest.mark.timeout(240)
+def test_outage_and_sigkill_lose_no_event(tmp_path, mosquitto_persistent, mqtt_collector,
+                                          daemons) -> None:
+    broker = mosquitto_persistent
+    # A persistent session: the broker keeps QoS 1 messages for us across its restart.
+    collector = mqtt_collector(broker.port, [f"actiond/{DEVICE}/hall/event"],
+                               client_id="watcher", clean_session=False)
+    clip = light_switch_clip(tmp_path / "lights.mp4")
+    d = mqtt_daemon(tmp_path, broker, str(clip), realtime=True, loop=True)
+    daemons.append(d.start())
+    collector.wait_for(lambda ms: len(ms) >= 1, "a first event", START_S)
+    broker.stop()
+    before = len(logged_ids(d))
+    wait_for(lambda: len(logged_ids(d)) >= before + 2, START_S, "events during the outage")
+    # The daemon dies with those events still in its outbox.
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    wanted = logged_ids(d)
+    broker.start()
+    again = mqtt_daemon(tmp_path, broker, "test:still", fps=10)   # same state dir
+    daemons.append(again.start())
+
+    def delivered() -> set[str]:
+        return {json.loads(m.payload)["id"] for m in collector.messages()}
+    wait_for(lambda: wanted <= delivered(), START_S, "every logged event, by id")
+    assert again.stop() == ExitCode.OK
+
+
+@pytest.mark.timeout(180)
+def test_status_online_then_last_will_after_sigkill(tmp_path, mosquitto, mqtt_collector,
+                                                    daemons) -> None:
+    collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/status"])
+    d = mqtt_daemon(tmp_path, mosquitto, "test:still", fps=10)
+    daemons.append(d.start())
+    collector.wait_message(f"actiond/{DEVICE}/status", b"online", START_S)
+    wait_for(lambda: d.heartbeat_fresh("hall.overlay"), START_S, "workers up")
+    pids = [d.worker_pid(w) for w in ("hall.source", "hall.motion", "hall.overlay")]
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    collector.wait_for(lambda ms: ms[-1].payload == b"offline", "the Last Will", 20)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    wait_for(lambda: all(gone(p) for p in pids), 20, "orphaned workers to exit")
