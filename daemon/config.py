@@ -42,7 +42,15 @@ __all__ = [
 RING_POLICIES = ("block", "drop_oldest", "drop_newest")
 MOTION_METHODS = ("dis", "farneback")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# The action-model contract's vocabulary (daemon.stages.model reads models with it):
+# NT_CHW is TSM-style, the clip's frames stacked on the batch axis; NCHW stacks the T
+# frames' channels time-major (T = 1: a single frame; flow: a two-stream flow stack).
+MODEL_LAYOUTS = ("NCTHW", "NTCHW", "NT_CHW", "NCHW")
+MODEL_INPUTS = ("rgb", "flow", "rgb+flow")
+COLOUR_ORDERS = ("rgb", "bgr")
+MODEL_ACTIVATIONS = ("none", "softmax", "sigmoid")
 MIN_RING_CAPACITY = 2
+RESERVED_CAMERA_NAME = "all"
 # Camera names and device_id become MQTT topic levels and Prometheus label values.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -105,6 +113,14 @@ class InferenceConfig:
     clip_length: int = 0           # 0: from the model's metadata
     stride: int = 4                # run the model every `stride` frames
     replicas: int = 1              # infer worker processes sharing one input ring
+    # Overrides of the model's own contract (its ONNX metadata_props); empty: the model's.
+    labels: tuple[str, ...] = ()   # one per model output
+    layout: str = ""               # NCTHW | NTCHW | NT_CHW | NCHW
+    input: str = ""                # rgb | flow | rgb+flow (per frame: rgb, then flow x, y)
+    colour_order: str = ""         # rgb | bgr: channel order of the model's colour input
+    mean: tuple[float, ...] = ()   # 1 value, or one per channel of `input` (0-255 pixels,
+    std: tuple[float, ...] = ()    # flow in pixels/frame at model size): (x - mean) / std
+    activation: str = ""           # none | softmax | sigmoid, applied to the model output
 
 
 @dataclass(frozen=True)
@@ -208,6 +224,29 @@ def _topic_prefix(value: str) -> str | None:
     return f"must be a non-empty MQTT topic without '+', '#' or empty levels (got {value!r})"
 
 
+def _optional(choices: tuple[str, ...]) -> Check:
+    check = one_of(*choices)
+    return lambda v: None if v == "" else f"{check(v)}; or \"\" for the model's own"
+
+
+def _labels(value: tuple[str, ...]) -> str | None:
+    if any(not label.strip() for label in value) or len(set(value)) != len(value):
+        return f"must be distinct, non-empty labels (got {list(value)})"
+    return None
+
+
+def _channel_values(value: tuple[float, ...]) -> str | None:
+    if len(value) in (0, 1, 2, 3, 5):
+        return None
+    return (f"must hold 1 value or one per input channel (3 rgb, 2 flow, 5 rgb+flow); "
+            f"got {len(value)}")
+
+
+def _std_values(value: tuple[float, ...]) -> str | None:
+    positive = all(v > 0 for v in value)
+    return _channel_values(value) if positive else f"must be > 0 (got {list(value)})"
+
+
 def _field_rules() -> dict[type, dict[str, Check]]:
     positive, non_negative = greater_than(0), at_least(0)
     return {
@@ -228,7 +267,12 @@ def _field_rules() -> dict[type, dict[str, Check]]:
         MotionConfig: {"method": one_of(*MOTION_METHODS), "width": positive,
                        "height": positive},
         InferenceConfig: {"threads": non_negative, "clip_length": non_negative,
-                          "stride": at_least(1), "replicas": at_least(1)},
+                          "stride": at_least(1), "replicas": at_least(1),
+                          "labels": _labels, "layout": _optional(MODEL_LAYOUTS),
+                          "input": _optional(MODEL_INPUTS),
+                          "colour_order": _optional(COLOUR_ORDERS),
+                          "mean": _channel_values, "std": _std_values,
+                          "activation": _optional(MODEL_ACTIVATIONS)},
         DisplayConfig: {"mjpeg_listen": listen_address, "jpeg_quality": between(1, 100)},
         MqttConfig: {"port": between(1, 65535), "keepalive_s": between(1, 65535),
                      "prefix": _topic_prefix, "discovery_prefix": _topic_prefix,
@@ -289,6 +333,9 @@ def _check_cameras(cameras: tuple[CameraConfig, ...], file: str) -> None:
             raise ConfigError(file, f"{key}.name", f"duplicate camera name {cam.name!r} "
                               f"(also cameras[{seen[cam.name]}].name)")
         seen[cam.name] = i
+        if cam.name == RESERVED_CAMERA_NAME:
+            raise ConfigError(file, f"{key}.name", f"{cam.name!r} is reserved (metrics label "
+                              "of the workers shared by all cameras); pick another name")
         if not cam.source:
             raise ConfigError(file, f"{key}.source", "must not be empty")
         _check_backoff(cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s,

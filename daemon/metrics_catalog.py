@@ -7,12 +7,15 @@ instead of silently emptying a panel or muting an alert.
 Names are the exposed names: counters carry their `_total` suffix; a histogram is listed
 by its base name and is exposed as `<name>_bucket`, `<name>_sum` and `<name>_count`.
 Labels are bounded by configuration (camera, stage, ring, reason, action, provider).
+Workers shared by all cameras (the infer replicas) carry camera="all"; replicas are
+summed into one series per (camera, stage).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 from daemon.ipc.stats import LATENCY_BUCKETS_S
 
@@ -59,9 +62,10 @@ CATALOG: tuple[MetricSpec, ...] = (
                "Frames dropped by a ring, by reason (drop_oldest, drop_newest, timeout, "
                "reclaimed, busy)."),
     MetricSpec("actiond_worker_restarts_total", COUNTER, ("camera", "stage"),
-               "Times the supervisor restarted a worker process."),
+               "Times the supervisor restarted a worker process (summed over replicas)."),
     MetricSpec("actiond_worker_up", GAUGE, ("camera", "stage"),
-               "1 while a worker process runs with a fresh heartbeat, else 0."),
+               "1 while every worker process of the camera and stage runs with a fresh "
+               "heartbeat, else 0."),
     MetricSpec("actiond_camera_failed", GAUGE, ("camera",),
                "1 when a camera exhausted its crash budget and was stopped, else 0."),
     MetricSpec("actiond_camera_expected_fps", GAUGE, ("camera",),
@@ -71,7 +75,7 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("actiond_source_stalls_total", COUNTER, ("camera",),
                "Reads that timed out or returned no frame on an open stream."),
     MetricSpec("actiond_inference_seconds", HISTOGRAM, ("camera",),
-               "Time of one model run (one clip) in onnxruntime."),
+               "Time of one model run (one clip) in onnxruntime, over all replicas."),
     MetricSpec("actiond_inference_providers_info", GAUGE, ("provider",),
                "1 for each onnxruntime execution provider actually in use."),
     MetricSpec("actiond_events_total", COUNTER, ("camera", "action"),

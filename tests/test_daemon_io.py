@@ -4,14 +4,18 @@ HTTP requests to the MJPEG view."""
 from __future__ import annotations
 
 import http.client
+import shutil
 import signal
 import socket
+import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.exitcodes import ExitCode
 from daemon_proc import Daemon, free_port, wait_for
@@ -104,4 +108,39 @@ def test_mjpeg_view_serves_the_overlay(tmp_path: Path, daemons) -> None:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         assert image is not None and image.shape == (120, 160, 3)
     conn.close()
+    assert d.stop() == ExitCode.OK
+
+
+@pytest.mark.timeout(180)
+def test_metrics_endpoint_reports_the_pipeline_and_passes_promtool(tmp_path: Path,
+                                                                  daemons) -> None:
+    port = free_port()
+    cam = {"name": "cam", "source": "test:moving-box", "fps": 10, "width": 160, "height": 120}
+    d = Daemon(tmp_path, [cam], {**SMALL, "metrics": {"listen": f"127.0.0.1:{port}"}})
+    daemons.append(d.start())
+    wait_for(lambda: len(d.frames()) > 10, START_S, "frames at the overlay")
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            return resp.read().decode()
+
+    def frames_out(text: str) -> dict[str, float]:
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return {s.labels["stage"]: s.value for s in families["actiond_stage_frames_out"].samples
+                if s.labels.get("camera") in ("cam", "all") and s.name.endswith("_total")}
+
+    text = scrape()
+    first = frames_out(text)
+    assert first["source"] > 0 and first["overlay"] > 0
+    up = [s for f in text_string_to_metric_families(text) if f.name == "actiond_worker_up"
+          for s in f.samples]
+    assert up and all(s.value == 1 for s in up)
+    assert "actiond_mqtt_connected" not in text       # MQTT is off: no broker alerts
+    promtool = shutil.which("promtool")
+    if promtool:
+        lint = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
+                              capture_output=True, timeout=30)
+        assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
+    # Values are read from the workers at scrape time: the counter keeps moving.
+    wait_for(lambda: frames_out(scrape())["source"] > first["source"], 20, "a newer count")
     assert d.stop() == ExitCode.OK

@@ -4,7 +4,6 @@ mosquitto broker; and its availability topic with Last Will."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Iterator
@@ -128,9 +127,10 @@ def test_status_online_then_last_will_after_sigkill(tmp_path, mosquitto, mqtt_co
     collector.wait_for(lambda ms: ms[-1].payload == b"offline", "the Last Will", 20)
 
     def gone(pid: int) -> bool:
+        """Exited: no such process, or a zombie waiting for its new parent to reap it."""
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
             return True
-        return False
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
     wait_for(lambda: all(gone(p) for p in pids), 20, "orphaned workers to exit")

@@ -1,327 +1,158 @@
-"""Prometheus metrics: a scrape-time collector over the pipeline's state, and event counters.
+"""The Prometheus endpoint of actiond: a fresh registry with the collectors, served over HTTP.
 
-The supervisor hands `ActiondCollector` a callable that returns a `MetricsSnapshot` (worker
-stats blocks, ring counters, camera and MQTT state); every scrape calls it and turns it
-into the metric families of `daemon.metrics_catalog`, so the numbers are read from shared
-memory when Prometheus asks, never copied on a timer, and nothing needs
-PROMETHEUS_MULTIPROC_DIR. `EventMetrics` holds the two metrics the supervisor counts
-itself (events and their latency).
-
-Both are plain collectors, not prometheus_client's Counter/Histogram: those also export
-`<name>_created` series, which are not in the catalog, and turning them off is a
-process-wide switch.
+Entry point for the supervisor: `make_registry(snapshot)` gives the registry and the event
+metrics, `MetricsServer(listen, registry)` serves it at /metrics from a thread. Scrapes are
+answered in the server's threads while the supervisor's state lives on its asyncio loop;
+`snapshot_on_loop` builds each scrape's snapshot on the loop, so the collector never reads
+state the loop is changing. The collectors and snapshot views live in metrics_collector
+and are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
+import asyncio
+import concurrent.futures
 import threading
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily, Metric)
-from prometheus_client.registry import Collector, CollectorRegistry
-from prometheus_client.utils import floatToGoString
+from prometheus_client import start_http_server
+from prometheus_client.registry import CollectorRegistry
 
-from daemon import __version__
-from daemon import metrics_catalog as mc
-from daemon.ipc.mapping import RingStats
-from daemon.ipc.stats import LATENCY_BUCKETS_S
+from daemon.configload import parse_listen
+from daemon.outputs.metrics_collector import (
+    SHARED_CAMERA,
+    ActiondCollector,
+    CameraView,
+    EventMetrics,
+    HistogramCounts,
+    MetricsSnapshot,
+    MqttView,
+    WorkerView,
+)
 
-# Label value of the workers every camera shares (the infer replicas).
-SHARED_CAMERA = "all"
-PROCESSING_PREFIX = "processing_seconds"
-INFERENCE_PREFIX = "inference_seconds"
-EVENTS_TOTAL = "actiond_events_total"
-EVENT_LATENCY = "actiond_event_latency_seconds"
-EVENT_METRICS = (EVENTS_TOTAL, EVENT_LATENCY)
-COLLECTOR_METRICS = tuple(s.name for s in mc.CATALOG if s.name not in EVENT_METRICS)
+__all__ = [
+    "SHARED_CAMERA", "ActiondCollector", "CameraView", "EventMetrics", "HistogramCounts",
+    "MetricsServer", "MetricsServerError", "MetricsSnapshot", "MqttView", "WorkerView",
+    "make_registry", "snapshot_on_loop",
+]
 
-LabelValues = tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class WorkerView:
-    """One worker at scrape time: identity, liveness and a copy of its stats block."""
-
-    name: str
-    camera: str                 # "" for workers shared by all cameras
-    stage: str                  # source | motion | infer | overlay
-    up: bool                    # process running with a fresh heartbeat
-    restarts_total: int
-    stats: Mapping[str, float]  # StatsBlock.snapshot()
+# A scrape waits this long for the loop; Prometheus' default scrape_timeout is 10 s.
+SNAPSHOT_TIMEOUT_S = 5.0
+SERVER_JOIN_S = 5.0
+# ":port" means every interface; prometheus_client cannot resolve an empty host.
+ANY_HOST = "0.0.0.0"
 
 
-@dataclass(frozen=True)
-class CameraView:
-    """One configured camera at scrape time."""
-
-    name: str
-    failed: bool
-    expected_fps: float
+class MetricsServerError(Exception):
+    """The metrics endpoint could not be started."""
 
 
-@dataclass(frozen=True)
-class MqttView:
-    """The MQTT publisher's state at scrape time."""
+class MetricsServer:
+    """Serves `registry` at http://<listen>/metrics; "host:0" binds a free port."""
 
-    connected: bool
-    published_total: int
-    outbox_depth: int
-    outbox_dropped_total: int
+    def __init__(self, listen: str, registry: CollectorRegistry) -> None:
+        try:
+            host, self._requested_port = parse_listen(listen)
+        except ValueError as exc:
+            raise MetricsServerError(f"metrics.listen {exc}") from exc
+        self._listen = listen
+        self._host = host or ANY_HOST
+        self._registry = registry
+        self._httpd: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
 
+    def start(self) -> None:
+        if self._httpd is not None:
+            raise RuntimeError("MetricsServer.start() called twice")
+        try:
+            self._httpd, self._thread = start_http_server(
+                self._requested_port, self._host, self._registry)
+        except OSError as exc:
+            raise MetricsServerError(
+                f"cannot serve metrics on {self._listen}: {exc.strerror or exc}; set "
+                f"metrics.listen to a free address, or to \"\" to disable metrics") from exc
 
-@dataclass(frozen=True)
-class MetricsSnapshot:
-    """Everything one scrape exports; `mqtt` is None when MQTT is disabled, and then no
-    actiond_mqtt_* series exist at all (so no MQTT alert can fire without a broker)."""
+    @property
+    def port(self) -> int:
+        """The bound port (the one the OS picked for port 0)."""
+        if self._httpd is None:
+            raise RuntimeError("MetricsServer is not started")
+        return int(self._httpd.server_port)
 
-    workers: Sequence[WorkerView] = ()
-    rings: Sequence[tuple[str, RingStats]] = ()
-    cameras: Sequence[CameraView] = ()
-    providers: Sequence[str] = ()
-    mqtt: MqttView | None = None
+    @property
+    def url(self) -> str:
+        host = self._host if ":" not in self._host else f"[{self._host}]"
+        return f"http://{host}:{self.port}/metrics"
 
+    def stop(self) -> None:
+        """Stop serving, close the socket (the port is free afterwards) and join the
+        thread. Idempotent."""
+        httpd, thread = self._httpd, self._thread
+        self._httpd = self._thread = None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if thread is not None:
+            thread.join(SERVER_JOIN_S)
+            if thread.is_alive():
+                raise RuntimeError(f"metrics server thread did not stop in {SERVER_JOIN_S} s")
 
-@dataclass
-class HistogramCounts:
-    """Cumulative ("le") bucket counts over `bounds`, plus count (+Inf) and sum."""
+    def __enter__(self) -> MetricsServer:
+        self.start()
+        return self
 
-    bounds: tuple[float, ...]
-    buckets: list[float] = field(default_factory=list)
-    count: float = 0.0
-    sum: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.buckets:
-            self.buckets = [0.0] * len(self.bounds)
-        if len(self.buckets) != len(self.bounds):
-            raise ValueError(f"{len(self.buckets)} bucket counts for {len(self.bounds)} bounds")
-
-    def observe(self, value: float) -> None:
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.buckets[i] += 1
-        self.count += 1
-        self.sum += value
-
-    def merge(self, other: "HistogramCounts") -> None:
-        if other.bounds != self.bounds:
-            raise ValueError(f"cannot merge histograms with bounds {other.bounds} "
-                             f"into one with bounds {self.bounds}")
-        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)]
-        self.count += other.count
-        self.sum += other.sum
-
-    def exposition_buckets(self) -> list[tuple[str, float]]:
-        return [(floatToGoString(b), c) for b, c in zip(self.bounds, self.buckets)] + [
-            ("+Inf", self.count)]
-
-
-def stats_histogram(worker: WorkerView, prefix: str) -> HistogramCounts:
-    """The histogram a worker keeps in its stats block under `prefix` (histogram_fields)."""
-    names = [f"{prefix}_bucket_{i}" for i in range(len(LATENCY_BUCKETS_S))]
-    missing = [n for n in (*names, f"{prefix}_sum", f"{prefix}_count") if n not in worker.stats]
-    if missing:
-        raise KeyError(f"worker {worker.name!r} ({worker.stage}) has no stats fields "
-                       f"{missing}: its stage must declare histogram_fields({prefix!r})")
-    # The worker updates the fields one by one while we read them, so a scrape can see a
-    # later bucket ahead of an earlier one or of the count (by one observation at most).
-    # Exported buckets must be monotonic and end at the count: take running maxima.
-    buckets, top = [], 0.0
-    for name in names:
-        top = max(top, worker.stats[name])
-        buckets.append(top)
-    count = max(worker.stats[f"{prefix}_count"], top)
-    return HistogramCounts(LATENCY_BUCKETS_S, buckets, count, worker.stats[f"{prefix}_sum"])
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
-class _Samples:
-    """The samples of one scrape by metric and label values; workers that share a label
-    set (the infer replicas) are summed, and their `up` is the lowest of them."""
+def snapshot_on_loop(loop: asyncio.AbstractEventLoop, build: Callable[[], MetricsSnapshot],
+                     timeout_s: float = SNAPSHOT_TIMEOUT_S) -> Callable[[], MetricsSnapshot]:
+    """A snapshot callable for ActiondCollector that runs `build` on `loop`'s thread.
 
-    def __init__(self) -> None:
-        self._values: dict[str, dict[LabelValues, float]] = {}
-        self._histograms: dict[str, dict[LabelValues, HistogramCounts]] = {}
-
-    @staticmethod
-    def _check(name: str, labels: LabelValues, kind: str) -> None:
-        spec = mc.BY_NAME.get(name)
-        if spec is None or (spec.type == mc.HISTOGRAM) != (kind == mc.HISTOGRAM):
-            raise KeyError(f"{name} is not a {kind} in daemon.metrics_catalog")
-        if len(labels) != len(spec.labels):
-            raise ValueError(f"{name} takes labels {spec.labels}, got values {labels}")
-
-    def add(self, name: str, labels: LabelValues, value: float) -> None:
-        self._check(name, labels, "sample")
-        series = self._values.setdefault(name, {})
-        series[labels] = series.get(labels, 0.0) + float(value)
-
-    def lowest(self, name: str, labels: LabelValues, value: float) -> None:
-        self._check(name, labels, "sample")
-        series = self._values.setdefault(name, {})
-        series[labels] = min(series.get(labels, math.inf), float(value))
-
-    def histogram(self, name: str, labels: LabelValues, counts: HistogramCounts) -> None:
-        self._check(name, labels, mc.HISTOGRAM)
-        series = self._histograms.setdefault(name, {})
-        if labels in series:
-            series[labels].merge(counts)
-        else:
-            series[labels] = HistogramCounts(counts.bounds, list(counts.buckets),
-                                             counts.count, counts.sum)
-
-    def families(self) -> Iterator[Metric]:
-        """Families in catalog order; a metric without samples is left out entirely."""
-        for spec in mc.CATALOG:
-            if spec.type == mc.HISTOGRAM and spec.name in self._histograms:
-                hist = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
-                for labels, counts in sorted(self._histograms[spec.name].items()):
-                    hist.add_metric(list(labels), counts.exposition_buckets(), counts.sum)
-                yield hist
-            elif spec.name in self._values:
-                yield _family(spec, sorted(self._values[spec.name].items()))
-
-
-def _family(spec: mc.MetricSpec, samples: list[tuple[LabelValues, float]]) -> Metric:
-    family: Metric
-    if spec.type == mc.COUNTER:
-        family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
-    else:
-        family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
-    for labels, value in samples:
-        family.add_metric(list(labels), value)
-    return family
-
-
-def _empty_family(spec: mc.MetricSpec) -> Metric:
-    """A family without samples: what describe() reports, for the registry's name check."""
-    if spec.type == mc.HISTOGRAM:
-        return HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
-    return _family(spec, [])
-
-
-def _stat(worker: WorkerView, name: str) -> float:
-    if name not in worker.stats:
-        raise KeyError(f"worker {worker.name!r} ({worker.stage}) has no stats field "
-                       f"{name!r}: its stage's *_FIELDS must declare it")
-    return worker.stats[name]
-
-
-def _add_worker(samples: _Samples, worker: WorkerView) -> None:
-    if worker.stage not in mc.STAGES:
-        raise ValueError(f"worker {worker.name!r} has unknown stage {worker.stage!r} "
-                         f"(expected one of {mc.STAGES})")
-    camera = worker.camera or SHARED_CAMERA
-    key = (camera, worker.stage)
-    samples.add("actiond_stage_frames_in_total", key, _stat(worker, "frames_in_total"))
-    samples.add("actiond_stage_frames_out_total", key, _stat(worker, "frames_out_total"))
-    samples.histogram("actiond_stage_processing_seconds", key,
-                      stats_histogram(worker, PROCESSING_PREFIX))
-    samples.add("actiond_worker_restarts_total", key, worker.restarts_total)
-    samples.lowest("actiond_worker_up", key, 1.0 if worker.up else 0.0)
-    if worker.stage == "infer":
-        samples.histogram("actiond_inference_seconds", (camera,),
-                          stats_histogram(worker, INFERENCE_PREFIX))
-    elif worker.stage == "source":
-        samples.add("actiond_source_reconnects_total", (camera,),
-                    _stat(worker, "reconnects_total"))
-        samples.add("actiond_source_stalls_total", (camera,), _stat(worker, "stalls_total"))
-
-
-def _add_ring(samples: _Samples, name: str, stats: RingStats) -> None:
-    samples.add("actiond_ring_occupancy_slots", (name,), stats.occupancy)
-    samples.add("actiond_ring_capacity_slots", (name,), stats.capacity)
-    for reason, count in sorted(stats.drops.items()):
-        samples.add("actiond_ring_drops_total", (name, reason), count)
-
-
-def _add_mqtt(samples: _Samples, mqtt: MqttView) -> None:
-    samples.add("actiond_mqtt_connected", (), 1.0 if mqtt.connected else 0.0)
-    samples.add("actiond_mqtt_published_total", (), mqtt.published_total)
-    samples.add("actiond_mqtt_outbox_depth", (), mqtt.outbox_depth)
-    samples.add("actiond_mqtt_outbox_dropped_total", (), mqtt.outbox_dropped_total)
-
-
-def _snapshot_samples(snapshot: MetricsSnapshot) -> _Samples:
-    """Every collector sample of one snapshot (the families come from `.families()`)."""
-    samples = _Samples()
-    samples.add("actiond_build_info", (__version__,), 1.0)
-    for worker in snapshot.workers:
-        _add_worker(samples, worker)
-    for name, stats in snapshot.rings:
-        _add_ring(samples, name, stats)
-    for camera in snapshot.cameras:
-        samples.add("actiond_camera_failed", (camera.name,), 1.0 if camera.failed else 0.0)
-        samples.add("actiond_camera_expected_fps", (camera.name,), camera.expected_fps)
-    for provider in dict.fromkeys(snapshot.providers):
-        samples.add("actiond_inference_providers_info", (provider,), 1.0)
-    if snapshot.mqtt is not None:
-        _add_mqtt(samples, snapshot.mqtt)
-    return samples
-
-
-class ActiondCollector(Collector):
-    """Exports every catalog metric except the event ones, from a snapshot taken at scrape
-    time. `snapshot` runs in the HTTP server's thread (see snapshot_on_loop)."""
-
-    def __init__(self, snapshot: Callable[[], MetricsSnapshot]) -> None:
-        self._snapshot = snapshot
-
-    def describe(self) -> Iterator[Metric]:
-        for name in COLLECTOR_METRICS:
-            yield _empty_family(mc.BY_NAME[name])
-
-    def collect(self) -> Iterator[Metric]:
-        yield from _snapshot_samples(self._snapshot()).families()
-
-
-class EventMetrics(Collector):
-    """actiond_events_total{camera,action} and actiond_event_latency_seconds{camera},
-    counted by the supervisor as events start; safe to call from any thread.
-
-    `cameras` and `actions` (both from the config and the model) create the series at
-    zero up front, so the first event shows up in rate() and increase().
+    A loop that does not answer within `timeout_s` fails the scrape (TimeoutError), which
+    Prometheus records as up == 0: a wedged supervisor is not reported as healthy.
     """
+    def snapshot() -> MetricsSnapshot:
+        if _running_loop() is loop:
+            raise RuntimeError("snapshot_on_loop's callable would wait on its own loop; "
+                               "call `build` directly on the loop thread")
+        future: concurrent.futures.Future[MetricsSnapshot] = concurrent.futures.Future()
+        loop.call_soon_threadsafe(_build_into, future, build)
+        try:
+            return future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()   # the loop skips the build when it gets to it
+            raise TimeoutError(f"the supervisor loop did not build a metrics snapshot "
+                               f"within {timeout_s} s") from None
 
-    def __init__(self, cameras: Sequence[str] = (), actions: Sequence[str] = ()) -> None:
-        self._lock = threading.Lock()
-        self._bounds = mc.HISTOGRAM_BUCKETS_S[EVENT_LATENCY]
-        self._events: dict[LabelValues, float] = {(c, a): 0.0 for c in cameras for a in actions}
-        self._latency = {c: HistogramCounts(self._bounds) for c in cameras}
+    return snapshot
 
-    def event(self, camera: str, action: str) -> None:
-        with self._lock:
-            key = (camera, action)
-            self._events[key] = self._events.get(key, 0.0) + 1.0
 
-    def latency(self, camera: str, seconds: float) -> None:
-        """Record capture -> event time; both ends must come from time.monotonic_ns()."""
-        if not seconds >= 0.0:   # also rejects NaN
-            raise ValueError(f"event latency must be >= 0 s (got {seconds!r}); take capture "
-                             f"and event times from the same monotonic clock")
-        with self._lock:
-            self._latency.setdefault(camera, HistogramCounts(self._bounds)).observe(seconds)
+def _build_into(future: concurrent.futures.Future[MetricsSnapshot],
+                build: Callable[[], MetricsSnapshot]) -> None:
+    # Not asyncio.run_coroutine_threadsafe: its cancel reaches the loop only after the
+    # task's first step, so a scrape that timed out would still run the build.
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(build())
+    except Exception as exc:  # noqa: BLE001 - not swallowed: the scrape fails with it
+        future.set_exception(exc)
 
-    def describe(self) -> Iterator[Metric]:
-        for name in EVENT_METRICS:
-            yield _empty_family(mc.BY_NAME[name])
 
-    def collect(self) -> Iterator[Metric]:
-        samples = _Samples()
-        with self._lock:
-            for key, count in self._events.items():
-                samples.add(EVENTS_TOTAL, key, count)
-            for camera, counts in self._latency.items():
-                samples.histogram(EVENT_LATENCY, (camera,), counts)
-        yield from samples.families()
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:   # no loop runs in this thread: the usual case, a server thread
+        return None
 
 
 def make_registry(snapshot: Callable[[], MetricsSnapshot], cameras: Sequence[str] = (),
                   actions: Sequence[str] = ()) -> tuple[CollectorRegistry, EventMetrics]:
     """A fresh registry (never prometheus_client's global one) with the collector and the
-    event metrics registered; serve it with MetricsServer."""
+    event metrics registered; `cameras` x `actions` event series start at zero."""
     registry = CollectorRegistry()
     events = EventMetrics(cameras, actions)
     registry.register(ActiondCollector(snapshot))

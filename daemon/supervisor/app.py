@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import threading
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -20,7 +19,7 @@ from daemon.config import Config, ConfigError
 from daemon.exitcodes import ExitCode
 from daemon.ipc import clean_stale, new_run_id
 from daemon.ipc.segment import segment_name
-from daemon.outputs.metrics import MetricsSnapshot
+from daemon.outputs.metrics import MetricsSnapshot, snapshot_on_loop
 from daemon.stages.model import ModelError
 from daemon.systemd import SystemdNotifier
 from daemon.supervisor.arbiter import Arbiter
@@ -54,8 +53,6 @@ class Supervisor:
         shm_dir = Path(boot.config.daemon.shm_dir)
         self.events_socket = shm_dir / segment_name(self.run_id, "events.sock")
         self.topology = self._new_topology(boot)
-        # Held while the topology is rebuilt, and by the metrics thread while it reads it.
-        self.topology_lock = threading.Lock()
         self.arbiter = Arbiter(self.topology, RestartPolicy.from_config(boot.config.daemon),
                                boot.config.daemon.heartbeat_timeout_s, self._camera_failed)
         # Unset NOTIFY_SOCKET so workers cannot inherit it: only the main PID notifies.
@@ -76,8 +73,11 @@ class Supervisor:
             log.info("removed %d shared-memory segment(s) left by a dead run", len(removed))
         self.topology.build()
         try:
+            # Scrapes build their snapshot on this loop: no thread reads a topology the
+            # loop is changing.
+            snapshot = snapshot_on_loop(loop, self._metrics_snapshot)
             self._open = await open_outputs(self.outputs, self.boot, self.events_socket,
-                                            self._metrics_snapshot)
+                                            snapshot)
             for sig, handler in ((signal.SIGTERM, self.handle_term), (signal.SIGINT, self.handle_int),
                                  (signal.SIGHUP, self.handle_hup)):
                 loop.add_signal_handler(sig, handler)
@@ -88,8 +88,7 @@ class Supervisor:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.outputs.aclose()   # idempotent: already closed after a clean stop
-            with self.topology_lock:
-                self.topology.close()
+            self.topology.close()
             self.notifier.close()
 
     # -- signals: handlers only set events ------------------------------------------
@@ -145,10 +144,9 @@ class Supervisor:
                         str(self.events_socket))
 
     def _metrics_snapshot(self) -> MetricsSnapshot:
-        """Called from the metrics server's thread at scrape time."""
-        with self.topology_lock:
-            publisher = self._open.publisher if self._open is not None else None
-            return metrics_snapshot(self.arbiter, self.boot.providers, publisher)
+        """Built on the loop at scrape time (see snapshot_on_loop)."""
+        publisher = self._open.publisher if self._open is not None else None
+        return metrics_snapshot(self.arbiter, self.boot.providers, publisher)
 
     def _camera_failed(self, camera: str) -> None:
         log.error("camera %s is marked failed; the other cameras keep running", camera)
@@ -169,12 +167,11 @@ class Supervisor:
         if plan.rebuild:
             log.warning("reload: %s changed: restarting the whole pipeline", plan.reason)
             await self.arbiter.stop_workers(list(self.arbiter.workers), WORKER_STOP_S)
-            with self.topology_lock:
-                self.topology.close()
-                self.boot = new
-                self.topology = self._new_topology(new)
-                self.topology.build()
-                self.arbiter.topology = self.topology
+            self.topology.close()
+            self.boot = new
+            self.topology = self._new_topology(new)
+            self.topology.build()
+            self.arbiter.topology = self.topology
             self.arbiter.workers.clear()
             self.arbiter.failed_cameras.clear()
             self.arbiter.spawn_workers()

@@ -192,10 +192,10 @@ class Arbiter:
                 state.term_sent_at = now
                 self.kill_worker(name, signal.SIGTERM)
 
-    def heartbeat_age_s(self, name: str, now: float) -> float:
+    def heartbeat_age_s(self, name: str, now: float | None = None) -> float:
         state, block = self.workers[name], self.topology.stats[name]
         beat = block.get("heartbeat_monotonic_s")
-        return now - max(beat, state.started_at)
+        return (time.monotonic() if now is None else now) - max(beat, state.started_at)
 
     async def stop_workers(self, names: list[str], timeout_s: float) -> bool:
         """SIGTERM, wait up to timeout_s for the exits, then SIGKILL. True if all left."""

@@ -3,19 +3,24 @@ starts, so a bad config or model stops the daemon with exit code 2 instead of lo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import ASSETS_DIR, Config, ConfigError, load_config
-from daemon.stages.eventing import event_settings
+from daemon.config import ASSETS_DIR, Config, load_config
 from daemon.stages.model import ActionModel
 
-DEFAULT_MODEL = ASSETS_DIR / "motion-direction.onnx"
+# Trained by tools/train_demo_model.py; what it can and cannot tell apart: eval/README.md.
+DEFAULT_MODEL = ASSETS_DIR / "demo-actions.onnx"
 
 
 @dataclass(frozen=True)
 class Boot:
-    """A config that passed every check, with the model it runs and that model's labels."""
+    """A config that passed every check, with the model it runs and that model's labels.
+
+    `config.inference.clip_length` is the model's clip length (never 0 here), so the
+    rings are sized for the clips the model takes.
+    """
 
     config: Config
     config_path: Path
@@ -29,9 +34,6 @@ def load_boot(config_path: Path) -> Boot:
     config = load_config(config_path)
     model_path = config.inference.model or str(DEFAULT_MODEL)
     model = ActionModel(config.inference, model_path)   # validates the model contract
-    try:
-        event_settings(config.events, model.contract.labels)
-    except ValueError as exc:
-        raise ConfigError(str(config_path), "events", f"{exc} (the model {Path(model_path).name} "
-                          f"has labels: {', '.join(model.contract.labels)})") from exc
+    inference = dataclasses.replace(config.inference, clip_length=model.contract.clip_length)
+    config = dataclasses.replace(config, inference=inference)
     return Boot(config, Path(config_path), model_path, model.contract.labels, model.providers)

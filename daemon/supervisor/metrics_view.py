@@ -9,17 +9,18 @@ from daemon.supervisor.arbiter import Arbiter
 
 def metrics_snapshot(arbiter: Arbiter, providers: tuple[str, ...],
                      publisher: MqttPublisher | None) -> MetricsSnapshot:
-    """Read every stats block and ring now (called from the metrics server's thread)."""
+    """Read every stats block and ring now (on the supervisor's loop, at scrape time)."""
     topology = arbiter.topology
     workers = []
     for name, spec in list(topology.workers.items()):
         state, block = arbiter.workers.get(name), topology.stats.get(name)
         if block is None:
             continue  # a reload is rebuilding the topology
+        fresh = bool(state and state.alive) and (
+            arbiter.heartbeat_age_s(name) < arbiter.heartbeat_timeout_s)
         workers.append(WorkerView(
-            name=name, camera=spec.camera, stage=spec.kind,
-            up=bool(state and state.alive), restarts_total=state.restarts_total if state else 0,
-            stats=block.snapshot()))
+            name=name, camera=spec.camera, stage=spec.kind, up=fresh,
+            restarts_total=state.restarts_total if state else 0, stats=block.snapshot()))
     rings = [(name, ring.stats()) for name, ring in list(topology.rings.items())]
     cameras = []
     for cam in topology.config.cameras:

@@ -67,6 +67,7 @@ async def open_outputs(stack: AsyncExitStack, boot: Boot, events_socket: Path,
                        snapshot: Callable[[], MetricsSnapshot]) -> "OpenOutputs":
     """Open the event socket, MQTT and metrics; their closing is pushed onto `stack`."""
     cfg = boot.config
+    cameras = [c.name for c in cfg.cameras if c.enabled]
     receiver = EventReceiver(events_socket)
     stack.callback(receiver.close)
     publisher = None
@@ -74,18 +75,17 @@ async def open_outputs(stack: AsyncExitStack, boot: Boot, events_socket: Path,
         state_dir = Path(cfg.daemon.state_dir)
         outbox = Outbox(state_dir / OUTBOX_FILENAME, cfg.mqtt.outbox_max_events)
         stack.callback(outbox.close)
-        cameras = [c.name for c in cfg.cameras if c.enabled]
         publisher = MqttPublisher(cfg.mqtt, cfg.daemon.device_id, cameras, boot.labels, outbox)
         publisher.start()
         stack.push_async_callback(asyncio.to_thread, publisher.stop, MQTT_STOP_S)
         log.info("MQTT: publishing to %s (outbox %s, %d pending)", publisher.broker,
                  outbox.path, outbox.depth())
-    registry, event_metrics = make_registry(snapshot)
+    registry, event_metrics = make_registry(snapshot, cameras, boot.labels)
     if cfg.metrics.listen:
         server = MetricsServer(cfg.metrics.listen, registry)
         server.start()
         stack.callback(server.stop)
-        log.info("metrics on http://%s/metrics", cfg.metrics.listen)
+        log.info("metrics on %s", server.url)
     intake = EventIntake(receiver, publisher, event_metrics)
     intake.start()
     stack.push_async_callback(intake.close)

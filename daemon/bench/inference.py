@@ -1,0 +1,381 @@
+"""Inference benchmark: our infer stage against a bare onnxruntime loop, same model and inputs.
+
+stage_fps: clips/s through the daemon's own path. A producer process puts clips into the
+shared clips ring (as the motion stages do, one producer per camera), the daemon's infer
+worker (worker_main, spawn context, rings made by the real Topology) runs them, and this
+process reads each clip's scores out of its camera's results ring. The clock starts
+after a warm-up (the worker's model load and first runs are not counted).
+bare_fps: session.run in a tight loop on the same clips, prepared beforehand with
+make_input and batched like the stage batches them; measured before and after the stage
+run, averaged, to soften a busy machine. ratio = stage_fps / bare_fps.
+
+Models: the bundled demo model; a generated R(2+1)D-like stack of Conv3D+ReLU layers
+(random weights, rgb 8x112x112, about 2 GFLOPs per clip) with its batch fixed at 1; the
+same weights with a free batch dimension, batched across cameras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import select
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from daemon.config import CameraConfig, Config, DaemonConfig, InferenceConfig
+from daemon.exitcodes import ExitCode
+from daemon.ipc import attach_producer
+from daemon.ipc.stats import StatsBlock
+from daemon.ipc.wakeup import drain
+from daemon.stages import records
+from daemon.stages.model import ActionModel, ModelError
+from daemon.stages.registry import worker_main
+from daemon.supervisor.boot import DEFAULT_MODEL
+from daemon.supervisor.topology import Topology
+
+CTX = multiprocessing.get_context("spawn")
+DISTINCT_CLIPS = 4          # different clips per camera, cycled
+PUT_TIMEOUT_S = 60.0        # the first put waits for the worker's model load
+RESULT_TIMEOUT_S = 60.0
+WARMUP_FRACTION = 0.15      # results not timed at the start of a stage run
+BARE_WARMUP_RUNS = 3
+BATCH_GAP_S = 0.0005        # results of one batch come out closer together than this
+INFER_WORKER = "infer.0"
+POLL_MS = 100               # results reader: how often to look whether the worker died
+
+
+@dataclass(frozen=True)
+class ConvNet:
+    """Shape of the generated R(2+1)D-like model: factorised (1,k,k) spatial and (3,1,1)
+    temporal convolutions, each followed by ReLU, then global pooling and a classifier."""
+
+    clip_length: int = 8
+    size: int = 112
+    widths: tuple[int, ...] = (48, 96, 192)
+    labels: int = 5
+    seed: int = 0
+
+
+def build_conv3d_model(path: Path, batch: int | str, net: ConvNet = ConvNet()) -> float:
+    """Write the model to `path` (batch: 1, or a name for a free dimension); its GFLOPs."""
+    rng = np.random.default_rng(net.seed)
+    layers = [(3, net.widths[0], (1, 7, 7), (1, 2, 2))]
+    for a, b in zip(net.widths, net.widths[1:]):
+        layers += [(a, a, (3, 1, 1), (1, 1, 1)), (a, b, (1, 3, 3), (1, 2, 2))]
+    layers.append((net.widths[-1], net.widths[-1], (3, 1, 1), (2, 1, 1)))
+    nodes, weights, x = [], [], "clip"
+    dims, macs = [net.clip_length, net.size, net.size], 0
+    for i, (cin, cout, kernel, stride) in enumerate(layers):
+        fan_in = cin * int(np.prod(kernel))
+        weights += [numpy_helper.from_array(
+            (rng.standard_normal((cout, cin, *kernel)) * np.sqrt(2 / fan_in)).astype(np.float32),
+            f"w{i}"), numpy_helper.from_array(np.zeros(cout, np.float32), f"b{i}")]
+        pads = [k // 2 for k in kernel] * 2
+        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=kernel,
+                                   strides=stride, pads=pads),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        dims = [(d + 2 * (k // 2) - k) // s + 1 for d, k, s in zip(dims, kernel, stride)]
+        macs += cout * int(np.prod(dims)) * fan_in
+        x = f"r{i}"
+    weights += [numpy_helper.from_array(
+        (rng.standard_normal((net.widths[-1], net.labels)) * 0.1).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(np.zeros(net.labels, np.float32), "fc_b")]
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"]),
+              helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+              helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
+              helper.make_node("Softmax", ["logits"], ["scores"], axis=1)]
+    shape = [batch, 3, net.clip_length, net.size, net.size]
+    graph = helper.make_graph(
+        nodes, "r2plus1d_like", [helper.make_tensor_value_info("clip", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, net.labels])],
+        weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8   # readable by older onnxruntime builds on edge boxes
+    labels = [f"action_{i}" for i in range(net.labels)]
+    helper.set_model_props(model, {"labels": json.dumps(labels), "layout": "NCTHW",
+                                   "input": "rgb", "clip_length": str(net.clip_length),
+                                   "mean": "127.5", "std": "64.0"})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return 2 * macs / 1e9
+
+
+def make_clips(config: Config, camera: int) -> list[np.ndarray]:
+    """DISTINCT_CLIPS packed clip records for one camera (the same in every process)."""
+    record = records.clip_record(config)
+    rng = np.random.default_rng(camera)
+    out = []
+    for _ in range(DISTINCT_CLIPS):
+        buf = np.zeros(record.nbytes, np.uint8)
+        fields = record.views(buf)
+        fields["frames"][...] = rng.integers(0, 256, fields["frames"].shape, dtype=np.uint8)
+        fields["flow"][...] = rng.normal(0, 2, fields["flow"].shape).astype(np.float16)
+        out.append(buf)
+    return out
+
+
+@dataclass(frozen=True)
+class FeedJob:
+    """What the producer process puts: `rounds` clips per camera, then end-of-stream."""
+
+    config: Config
+    clips_ring: str
+    motion_stats: tuple[str, ...]
+    rounds: int
+
+
+def feed(job: FeedJob) -> None:
+    """Producer process: plays every camera's motion stage into the clips ring."""
+    cams = [c.name for c in job.config.cameras]
+    clips = [make_clips(job.config, i) for i in range(len(cams))]
+    producers = [attach_producer(job.clips_ring, i) for i in range(len(cams))]
+    for k in range(job.rounds):
+        for i, producer in enumerate(producers):
+            producer.put(clips[i][k % DISTINCT_CLIPS], k, camera=cams[i], timeout=PUT_TIMEOUT_S)
+    for producer in producers:
+        producer.close()
+    for path in job.motion_stats:   # upstream finished: the worker drains and exits
+        block = StatsBlock.attach(path)
+        block.set("finished", 1)
+        block.close()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model to benchmark."""
+
+    name: str
+    model_path: str
+    gflops: float | None
+
+
+def bench_config(model_path: str, model: ActionModel, cameras: int, threads: int,
+                 shm_dir: str) -> Config:
+    """A pipeline config of `cameras` lossless cameras around the model."""
+    cams = tuple(CameraConfig(f"cam{i}", "test:bench", ring_policy="block")
+                 for i in range(cameras))
+    return Config(daemon=DaemonConfig(shm_dir=shm_dir, log_level="warning"), cameras=cams,
+                  inference=InferenceConfig(model=model_path, threads=threads,
+                                            clip_length=model.contract.clip_length))
+
+
+def stage_run(config: Config, labels: tuple[str, ...], rounds: int) -> dict[str, float]:
+    """Clips/s through the real clips ring -> infer worker -> results rings."""
+    topo = Topology(config, f"bench{os.getpid()}", config.inference.model, labels)
+    topo.build()
+    procs: list[multiprocessing.Process] = []
+    try:
+        cams = [c.name for c in config.cameras]
+        job = FeedJob(config, str(topo.rings["clips"].path),
+                      tuple(str(topo.stats[f"{c}.motion"].path) for c in cams), rounds)
+        worker = CTX.Process(target=worker_main, args=(topo.workers[INFER_WORKER],),
+                             name=INFER_WORKER)
+        producer = CTX.Process(target=feed, args=(job,), name="bench-feed")
+        procs = [worker, producer]
+        for proc in procs:
+            proc.start()
+        arrivals = _read_results(topo, rounds * len(cams), worker)
+        producer.join(RESULT_TIMEOUT_S)
+        worker.join(RESULT_TIMEOUT_S)
+        if worker.exitcode != ExitCode.OK:
+            raise RuntimeError(f"infer worker exited with {worker.exitcode}")
+        stats = topo.stats[INFER_WORKER]
+        dropped = sum(sum(topo.rings[f"{c}.results"].stats().drops.values()) for c in cams)
+        return {"fps": window_fps(arrivals), "results": len(arrivals), "dropped": dropped,
+                "batch": stats.get("clips_total") / max(1.0, stats.get("batches_total"))}
+    finally:
+        for proc in procs:   # only after a failure are they still running
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        topo.close()
+
+
+def _read_results(topo: Topology, expected: int, worker: multiprocessing.Process) -> list[float]:
+    """Arrival times (perf_counter) of every result, read as the overlay would."""
+    consumers = [topo.rings[f"{c.name}.results"].consumer("overlay") for c in topo.config.cameras]
+    poller = select.poll()
+    for consumer in consumers:
+        poller.register(consumer.fileno(), select.POLLIN)
+    arrivals: list[float] = []
+    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    try:
+        while len(arrivals) < expected and time.monotonic() < deadline:
+            if not poller.poll(POLL_MS) and not worker.is_alive():
+                break
+            for consumer in consumers:
+                drain(consumer.fileno())   # wake-ups: every ring is looked at anyway
+                while (lease := consumer.try_get()) is not None:
+                    lease.release()
+                    arrivals.append(time.perf_counter())
+                    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    finally:
+        for consumer in consumers:
+            consumer.close()
+    if len(arrivals) < expected:
+        raise RuntimeError(f"only {len(arrivals)} of {expected} results came out of the "
+                           f"results rings (worker exit code {worker.exitcode})")
+    return arrivals
+
+
+def window_fps(arrivals: list[float]) -> float:
+    """Results/s after the warm-up, over whole batches: the window opens at the last
+    result of a batch, so no batch is half inside it."""
+    times = np.asarray(arrivals)
+    batch_ends = np.flatnonzero(np.diff(times) > BATCH_GAP_S)
+    skip = int(len(times) * WARMUP_FRACTION)
+    starts = batch_ends[batch_ends >= skip]
+    start = int(starts[0]) if len(starts) else 0
+    last = len(times) - 1
+    if last <= start:
+        raise RuntimeError("too few results to time: raise --clips")
+    return (last - start) / float(times[last] - times[start])
+
+
+def prepare(config: Config, model: ActionModel) -> tuple[list[np.ndarray], float]:
+    """The bench clips as model inputs (make_input), and the ms that took per clip."""
+    record = records.clip_record(config)
+    packed = [buf for i in range(len(config.cameras)) for buf in make_clips(config, i)]
+    started = time.perf_counter()
+    inputs = []
+    for buf in packed:
+        fields = record.views(buf)
+        inputs.append(model.make_input(fields["frames"], fields["flow"]))
+    return inputs, 1000 * (time.perf_counter() - started) / len(inputs)
+
+
+def bare_run(session: ort.InferenceSession, inputs: list[np.ndarray], batch: int,
+             clips: int) -> tuple[float, float]:
+    """session.run in a tight loop on prepared batches: (clips/s, ms per run)."""
+    batches = [np.concatenate([inputs[(j + k) % len(inputs)] for k in range(batch)])
+               for j in range(0, len(inputs), batch)]
+    name = session.get_inputs()[0].name
+    for j in range(BARE_WARMUP_RUNS):
+        session.run(None, {name: batches[j % len(batches)]})
+    runs = max(1, clips // batch)
+    started = time.perf_counter()
+    for j in range(runs):
+        session.run(None, {name: batches[j % len(batches)]})
+    elapsed = time.perf_counter() - started
+    return runs * batch / elapsed, 1000 * elapsed / runs
+
+
+def bench_case(case: Case, cameras: int, threads: int, clips: int, shm_dir: str) -> dict:
+    """stage_fps, bare_fps and their ratio for one model."""
+    model = ActionModel(InferenceConfig(threads=threads), case.model_path)
+    config = bench_config(case.model_path, model, cameras, threads, shm_dir)
+    inputs, prep_ms = prepare(config, model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(case.model_path, options, providers=list(model.providers))
+    # The bench keeps clips waiting, so the stage runs full batches: the bare loop too.
+    batch, rounds = model.max_batch, max(2, clips // cameras)
+    _progress(f"{case.name}: bare onnxruntime loop, batch {batch} ...")
+    before, run_ms = bare_run(session, inputs, batch, clips)
+    _progress(f"{case.name}: infer stage, {cameras} camera(s), {rounds * cameras} clips ...")
+    stage = stage_run(config, model.contract.labels, rounds)
+    after, _ = bare_run(session, inputs, batch, clips)
+    bare_fps = (before + after) / 2
+    # No stage that must prepare its inputs beats the slower of preparation and run.
+    bound_fps = 1000 / max(prep_ms, run_ms / batch)
+    result = {"model": case.name, "path": case.model_path,
+              "stage_fps": round(stage["fps"], 2), "bare_fps": round(bare_fps, 2),
+              "ratio": round(stage["fps"] / bare_fps, 3), "batch": round(stage["batch"], 2),
+              "bare_batch": batch, "max_batch": model.max_batch, "threads": threads,
+              "clip_shape": list(inputs[0].shape[1:]), "cameras": cameras,
+              "clips": stage["results"], "results_dropped": stage["dropped"],
+              "bare_fps_runs": [round(before, 2), round(after, 2)],
+              "prep_ms_per_clip": round(prep_ms, 3), "run_ms_per_batch": round(run_ms, 3),
+              "bound_fps": round(bound_fps, 2),
+              "ratio_to_bound": round(stage["fps"] / bound_fps, 3)}
+    if case.gflops is not None:
+        result["gflops_per_clip"] = round(case.gflops, 3)
+    _progress(f"{case.name}: stage {result['stage_fps']} clips/s, bare {result['bare_fps']} "
+              f"clips/s, ratio {result['ratio']}, batch {result['batch']}")
+    return result
+
+
+def machine_info() -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "load_avg_1m": round(os.getloadavg()[0], 2), "python": platform.python_version(),
+            "numpy": np.__version__, "onnxruntime": ort.__version__,
+            "providers": ort.get_available_providers(), "platform": platform.platform()}
+
+
+def _progress(message: str) -> None:
+    print(f"bench inference: {message}", file=sys.stderr, flush=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clips", type=int, default=200,
+                        help="clips per run (stage and bare loop, per model)")
+    parser.add_argument("--cameras", type=int, default=4,
+                        help="cameras feeding the shared clips ring")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help="ONNX model to run besides the generated ones (default: the "
+                             "bundled demo model)")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.clips < 20 or args.cameras < 1 or args.threads < 1:
+        print("actiond bench inference: need --clips >= 20, --cameras >= 1, --threads >= 1",
+              file=sys.stderr)
+        return ExitCode.CONFIG
+    if not args.model.is_file():
+        print(f"actiond bench inference: model {args.model} not found: pass --model PATH",
+              file=sys.stderr)
+        return ExitCode.CONFIG
+    work = Path(tempfile.mkdtemp(prefix="actiond-bench-"))
+    shm_dir = tempfile.mkdtemp(prefix="actiond-bench-", dir="/dev/shm")
+    try:
+        gflops = build_conv3d_model(work / "conv3d-b1.onnx", 1)
+        build_conv3d_model(work / "conv3d-dyn.onnx", "N")
+        name = "bundled" if args.model == DEFAULT_MODEL else args.model.stem
+        cases = [Case(name, str(args.model.resolve()), None),
+                 Case("conv3d", str(work / "conv3d-b1.onnx"), gflops),
+                 Case("conv3d-dynamic-batch", str(work / "conv3d-dyn.onnx"), gflops)]
+        results = [bench_case(c, args.cameras, args.threads, args.clips, shm_dir) for c in cases]
+    except ModelError as exc:
+        print(f"actiond bench inference: model error: {exc}", file=sys.stderr)
+        return ExitCode.BOOT
+    except RuntimeError as exc:   # a stalled or failed worker: named in the message
+        print(f"actiond bench inference: {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(shm_dir, ignore_errors=True)
+    fixed, batched = results[1], results[2]
+    doc = {"machine": machine_info(), "models": results,
+           "batching": {"cameras": args.cameras, "batch": batched["batch"],
+                        "batch1_stage_fps": fixed["stage_fps"],
+                        "batched_stage_fps": batched["stage_fps"],
+                        "batch1_bare_fps": fixed["bare_fps"],
+                        "batched_bare_fps": batched["bare_fps"],
+                        "speedup": round(batched["stage_fps"] / fixed["stage_fps"], 3)}}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        for result in results:
+            print(json.dumps(result))
+        print(json.dumps(doc["batching"]))
+    return ExitCode.OK

@@ -1,0 +1,241 @@
+"""The infer stage with real rings, a real onnxruntime model and a real worker process.
+
+Clips from two cameras go into a shared clips ring; the stage batches what is waiting
+(when the model's batch dimension allows it), and each clip's scores must come out in
+its own camera's results ring under its own frame id, equal to a direct session.run of
+that clip alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from daemon.config import CameraConfig, Config, InferenceConfig, MotionConfig
+from daemon.exitcodes import ExitCode
+from daemon.ipc import FrameRing, Policy, RingSpec, attach_producer
+from daemon.ipc.stats import StatsBlock
+from daemon.stages import records
+from daemon.stages.infer_stage import InferStage
+from daemon.stages.model import ActionModel
+from daemon.stages.registry import stats_fields, worker_main
+from daemon.stages.worker import Heartbeat, WorkerSpec
+from daemon_proc import wait_for
+from ring_workers import ShmArea
+
+pytest_plugins = ["ring_workers"]   # the shm and spawn fixtures
+
+CAMERAS = ("cam_a", "cam_b")
+LABELS = ("one", "two", "three")
+CLIP_T, SIZE = 4, 16
+CLIPS_PER_CAMERA = 3
+RING_CAPACITY = 8          # holds every clip of a test, so all can wait at once
+STEP_DEADLINE_S = 30.0
+JOIN_TIMEOUT_S = 60.0      # spawn + onnxruntime import on a loaded 2-core box
+
+
+def _write_model(path: Path, batch: int | str) -> Path:
+    """rgb clip (N,3,T,H,W) -> mean per channel -> linear map to one score per label."""
+    rng = np.random.default_rng(7)
+    weight = rng.standard_normal((3, len(LABELS))).astype(np.float32)
+    bias = np.arange(len(LABELS), dtype=np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", ["clip"], ["pooled"], axes=[2, 3, 4], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "w"], ["logits"]),
+        helper.make_node("Add", ["logits", "b"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("clip", TensorProto.FLOAT, [batch, 3, CLIP_T, SIZE, SIZE])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, len(LABELS)])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"labels": ",".join(LABELS), "layout": "NCTHW",
+                                   "input": "rgb", "clip_length": str(CLIP_T)})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@dataclass
+class Rig:
+    """The rings and stats blocks around one infer worker."""
+
+    config: Config
+    model_path: Path
+    clips: FrameRing
+    results: dict[str, FrameRing]
+    upstream: StatsBlock
+    stats: StatsBlock
+
+    def spec(self) -> WorkerSpec:
+        rings = {"clips": str(self.clips.path)}
+        rings.update({f"results:{c}": str(r.path) for c, r in self.results.items()})
+        return WorkerSpec("infer", "infer.0", "", 0, str(self.stats.path), rings, self.config,
+                          {"model": str(self.model_path),
+                           "upstream_stats": [str(self.upstream.path)]})
+
+    def close(self) -> None:
+        self.upstream.close(unlink=True)
+        self.stats.close(unlink=True)
+
+
+@pytest.fixture
+def rig_for(shm: ShmArea, tmp_path: Path):
+    made: list[Rig] = []
+
+    def build(batch: int | str) -> Rig:
+        config = Config(
+            cameras=tuple(CameraConfig(c, "test:smpte", width=32, height=24) for c in CAMERAS),
+            motion=MotionConfig(width=SIZE, height=SIZE),
+            inference=InferenceConfig(model="", clip_length=CLIP_T))
+        clip_spec = records.clip_record(config).frame_spec()
+        result_spec = records.result_record(len(LABELS)).frame_spec()
+        clips = shm.ring("clips", RingSpec(clip_spec, RING_CAPACITY, Policy.BLOCK,
+                                           (("infer", 1),), producers=len(CAMERAS)))
+        results = {c: shm.ring(f"{c}.results", RingSpec(result_spec, RING_CAPACITY,
+                                                        Policy.DROP_OLDEST, (("overlay", 1),)))
+                   for c in CAMERAS}
+        upstream = StatsBlock.create("motion.stats", ("finished",), shm.run_id, shm.dir)
+        stats = StatsBlock.create("infer.stats", stats_fields("infer"), shm.run_id, shm.dir)
+        rig = Rig(config, _write_model(tmp_path / f"tiny-{batch}.onnx", batch), clips, results,
+                  upstream, stats)
+        made.append(rig)
+        return rig
+
+    yield build
+    for rig in made:
+        rig.close()
+
+
+def _clip(camera: int, frame_id: int, config: Config) -> np.ndarray:
+    """A packed clip record whose pixels differ per camera and frame id."""
+    record = records.clip_record(config)
+    buf = np.zeros(record.nbytes, np.uint8)
+    rng = np.random.default_rng(1000 * camera + frame_id)
+    fields = record.views(buf)
+    fields["frames"][...] = rng.integers(0, 256, fields["frames"].shape, dtype=np.uint8)
+    fields["flow"][...] = rng.standard_normal(fields["flow"].shape).astype(np.float16)
+    return buf
+
+
+def _feed(rig: Rig) -> dict[tuple[str, int], np.ndarray]:
+    """Put every clip of both cameras, interleaved; returns them by (camera, frame id)."""
+    sent = {}
+    producers = [attach_producer(rig.clips.path, i) for i in range(len(CAMERAS))]
+    try:
+        for k in range(CLIPS_PER_CAMERA):
+            for i, (camera, producer) in enumerate(zip(CAMERAS, producers)):
+                frame_id = 100 * (i + 1) + k
+                buf = _clip(i, frame_id, rig.config)
+                assert producer.put(buf, frame_id, camera=camera, timeout=5.0)
+                sent[(camera, frame_id)] = buf
+    finally:
+        for producer in producers:
+            producer.close()
+    return sent
+
+
+def _expected(rig: Rig, sent: dict[tuple[str, int], np.ndarray]) -> dict[tuple[str, int], np.ndarray]:
+    """Each clip's scores from a plain onnxruntime session, one clip per run."""
+    model = ActionModel(rig.config.inference, str(rig.model_path))
+    session = ort.InferenceSession(str(rig.model_path), providers=["CPUExecutionProvider"])
+    record = records.clip_record(rig.config)
+    out = {}
+    for key, buf in sent.items():
+        fields = record.views(buf)
+        x = model.make_input(fields["frames"], fields["flow"])
+        out[key] = session.run(None, {"clip": x})[0][0]
+    return out
+
+
+def _collect(rig: Rig) -> dict[tuple[str, int], np.ndarray]:
+    """Everything in the results rings, by (ring's camera, frame id)."""
+    got = {}
+    for camera, ring in rig.results.items():
+        with ring.consumer("overlay") as consumer:
+            while (lease := consumer.try_get()) is not None:
+                with lease:
+                    assert lease.meta.camera == camera, "result carries another camera's name"
+                    got[(camera, lease.meta.frame_id)] = lease.array.view("float32")[
+                        : len(LABELS)].copy()
+    return got
+
+
+def _run_in_process(rig: Rig) -> int:
+    """Drive the stage like a worker does until it finishes; returns the step count."""
+    stage = InferStage(rig.spec(), rig.stats, Heartbeat(rig.stats))
+    stop = threading.Event()
+    steps = 0
+    try:
+        stage.open()
+        deadline_steps = int(STEP_DEADLINE_S / 0.25) + 10
+        while stage.step(stop):
+            steps += 1
+            assert steps < deadline_steps, "the stage did not finish after upstream finished"
+    finally:
+        stage.close()
+    return steps
+
+
+def _check_results(rig: Rig, sent: dict[tuple[str, int], np.ndarray]) -> None:
+    got = _collect(rig)
+    assert sorted(got) == sorted(sent), f"results {sorted(got)} for clips {sorted(sent)}"
+    expected = _expected(rig, sent)
+    for key, scores in got.items():
+        np.testing.assert_allclose(scores, expected[key], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"scores of clip {key}")
+    assert rig.clips.stats().occupancy == 0, "clip slots were not released"
+
+
+@pytest.mark.timeout(60)
+def test_clips_of_two_cameras_are_batched_and_routed(rig_for) -> None:
+    rig = rig_for("N")
+    sent = _feed(rig)       # every clip waits in the ring before the stage starts
+    rig.upstream.set("finished", 1)
+    _run_in_process(rig)
+    clips = len(sent)
+    assert rig.stats.get("clips_total") == clips
+    assert rig.stats.get("max_batch") > 1, "a free batch dimension must allow batches"
+    assert rig.stats.get("batches_total") < clips, "waiting clips were run one by one"
+    assert rig.stats.get("inference_seconds_count") == rig.stats.get("batches_total")
+    assert rig.stats.get("frames_out_total") == clips
+    _check_results(rig, sent)
+
+
+@pytest.mark.timeout(60)
+def test_fixed_batch_model_runs_clips_one_by_one(rig_for) -> None:
+    rig = rig_for(1)
+    sent = _feed(rig)
+    rig.upstream.set("finished", 1)
+    _run_in_process(rig)
+    assert rig.stats.get("max_batch") == 1
+    assert rig.stats.get("batches_total") == len(sent) == rig.stats.get("clips_total")
+    _check_results(rig, sent)
+
+
+@pytest.mark.timeout(120)
+def test_worker_finishes_only_after_upstream_finished_and_ring_empty(rig_for, spawn) -> None:
+    rig = rig_for("N")
+    proc = spawn(worker_main, rig.spec())
+    sent = _feed(rig)
+    wait_for(lambda: rig.stats.get("clips_total") == len(sent) or not proc.is_alive(),
+             JOIN_TIMEOUT_S, "the worker to process every clip")
+    assert proc.is_alive(), f"the worker exited ({proc.exitcode}) before upstream finished"
+    # Upstream is still running: the worker must keep waiting for clips (a bounded look
+    # for a wrong exit, not a synchronisation).
+    proc.join(1.0)
+    assert proc.is_alive(), f"the worker exited ({proc.exitcode}) before upstream finished"
+    rig.upstream.set("finished", 1)
+    proc.join(JOIN_TIMEOUT_S)
+    assert proc.exitcode == ExitCode.OK, f"worker exit code {proc.exitcode}"
+    assert rig.stats.get("finished") == 1
+    _check_results(rig, sent)
