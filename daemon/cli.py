@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 import uvloop
 
 from daemon import __version__
+from daemon.bench import inference as bench_inference
 from daemon.bench import pipeline as bench_pipeline
 from daemon.bench import transport as bench_transport
 from daemon.config import ConfigError
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(func=lambda _args: print(f"actiond {__version__}") or ExitCode.OK)
     bench = sub.add_parser("bench", help="benchmarks (JSON with --json)")
     benches = bench.add_subparsers(dest="bench", required=True)
-    for name, module in (("transport", bench_transport), ("pipeline", bench_pipeline)):
+    for name, module in (("transport", bench_transport), ("pipeline", bench_pipeline),
+                         ("inference", bench_inference)):
         p = benches.add_parser(name, help=module.__doc__.splitlines()[0])
         module.add_arguments(p)
         p.set_defaults(func=module.run)
@@ -75,6 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if boot is None:
         return ExitCode.CONFIG
     setup_logging(boot.config.daemon.log_level)
+    # OpenCV's own warnings on every failed reconnect ("backend is generally available
+    # but can't be used to capture by name") mislead; our log names the real problem.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     log.info("actiond %s starting with %s", __version__, args.config)
     supervisor = Supervisor(boot, reloader=load_boot)
     try:

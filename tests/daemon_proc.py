@@ -177,3 +177,36 @@ def kill_orphans(shm_dir: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
+
+
+class FrameLogTail:
+    """Reads a daemon's frame log incrementally: a fault test polls it many times a second,
+    and re-reading the whole growing file each time would load the 2-core box."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+        self.records: list[dict[str, object]] = []
+        self.newest_id: dict[str, int] = {}   # camera -> highest frame id shown
+
+    def poll(self) -> list[dict[str, object]]:
+        """The records appended since the last poll (complete lines only)."""
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        new = [json.loads(line) for line in lines if line.strip()]
+        for record in new:
+            camera = str(record.get("camera", ""))
+            self.newest_id[camera] = max(self.newest_id.get(camera, -1), int(record["frame_id"]))
+        self.records.extend(new)
+        return new
+
+    def shown_after(self, camera: str, frame_id: int) -> bool:
+        """Whether `camera` has shown a frame newer than `frame_id` (polls first)."""
+        self.poll()
+        return self.newest_id.get(camera, -1) > frame_id

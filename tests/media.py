@@ -114,6 +114,7 @@ def make_corrupt_file(path: Path | str) -> Path:
 
 ACTIONS = ("idle", "walk_left", "walk_right", "walk_towards", "walk_away", "gesture")
 ACTION_SIZE = (320, 240)          # rendered frame size (width, height)
+GESTURE_MIN_CYCLES = 0.4         # arm cycles a gesture shows at least within a clip
 SKIN_BGR = ((60, 90, 150), (90, 130, 190), (130, 170, 220), (40, 60, 100), (110, 150, 200))
 
 
@@ -284,8 +285,12 @@ def _depth(towards: bool) -> Callable[..., list[Pose | None]]:
     def poses(rng: np.random.Generator, n: int, w: int, h: int, ts: float) -> list[Pose | None]:
         rate = rng.uniform(1.006, 1.02) ** ts
         grow = (rate if towards else 1 / rate) ** (np.arange(n) - n / 2)
-        height = rng.uniform(0.3, 1.2) * h * grow
-        horizon, drop = rng.uniform(0.1, 0.45) * h, rng.uniform(0.4, 1.0)
+        # Perspective: the feet's height under the horizon scales with the figure; a camera
+        # above head height (drop > 1) sees the head move down the image too.
+        drop, size = rng.uniform(0.5, 2.0), rng.uniform(0.25, 1.3) * h
+        feet = rng.uniform(max(0.45, size / h - 0.1), 1.4) * h  # mid-clip: head in view
+        horizon = feet - drop * size
+        height = size * grow
         vanish, off = rng.uniform(0.2, 0.8) * w, rng.uniform(-0.6, 0.6)
         drift = rng.uniform(-0.003, 0.003) * w * ts * np.arange(n)
         phase = _phase(rng, n, rng.uniform(0.15, 0.25) * ts)
@@ -308,8 +313,10 @@ def _standing(rng: np.random.Generator, n: int, w: int, h: int,
 def _gesture(rng: np.random.Generator, n: int, w: int, h: int, ts: float) -> list[Pose | None]:
     x, y, height = _standing(rng, n, w, h, 1.7)
     mode = rng.integers(3)
-    freq = {0: (0.05, 0.12), 1: (0.02, 0.08), 2: (0.015, 0.04)}[int(mode)]
-    phases = [_phase(rng, n, 2 * np.pi * rng.uniform(*freq) * ts) for _ in range(2)]
+    low, high = {0: (0.05, 0.12), 1: (0.02, 0.08), 2: (0.015, 0.04)}[int(mode)]
+    low = max(low, GESTURE_MIN_CYCLES / (n * ts))     # visibly moving within the clip
+    phases = [_phase(rng, n, 2 * np.pi * rng.uniform(low, max(low, high)) * ts)
+              for _ in range(2)]
     amp = rng.uniform(0.35, 0.9)
     both = rng.random() < 0.5 or mode == 1
     arms = []

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,7 @@ def stage_run(config: Config, labels: tuple[str, ...], rounds: int) -> dict[str,
     """Clips/s through the real clips ring -> infer worker -> results rings."""
     topo = Topology(config, f"bench{os.getpid()}", config.inference.model, labels)
     topo.build()
-    procs: list[multiprocessing.Process] = []
+    procs: list[BaseProcess] = []
     try:
         cams = [c.name for c in config.cameras]
         job = FeedJob(config, str(topo.rings["clips"].path),
@@ -203,7 +204,7 @@ def stage_run(config: Config, labels: tuple[str, ...], rounds: int) -> dict[str,
         topo.close()
 
 
-def _read_results(topo: Topology, expected: int, worker: multiprocessing.Process) -> list[float]:
+def _read_results(topo: Topology, expected: int, worker: BaseProcess) -> list[float]:
     """Arrival times (perf_counter) of every result, read as the overlay would."""
     consumers = [topo.rings[f"{c.name}.results"].consumer("overlay") for c in topo.config.cameras]
     poller = select.poll()

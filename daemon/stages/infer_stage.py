@@ -159,6 +159,7 @@ class InferStage:
         self._in: Consumer | None = None
         self._out: dict[str, Producer] = {}
         self._feeder: BatchFeeder | None = None
+        self._unrouted: set[str] = set()   # cameras without a results ring, logged once
         self._upstream = Upstream(list(spec.extra.get("upstream_stats", [])))
 
     def open(self) -> None:
@@ -176,12 +177,15 @@ class InferStage:
         self._feeder.start()
 
     def step(self, stop: threading.Event) -> bool:
-        finished = self._feeder.finished()   # before waiting: no batch slips past
-        batch = self._feeder.next_batch(STEP_WAIT_S)
+        model, feeder = self._model, self._feeder
+        if model is None or feeder is None:
+            raise RuntimeError("InferStage.step() called before open()")
+        finished = feeder.finished()   # before waiting: no batch slips past
+        batch = feeder.next_batch(STEP_WAIT_S)
         if batch is None:
             return not finished
         started = time.perf_counter()
-        scores = self._model.run(batch.inputs)
+        scores = model.run(batch.inputs)
         self._stats.observe("inference_seconds", time.perf_counter() - started)
         for meta, row in zip(batch.metas, scores):
             self._publish(meta, row, stop)
@@ -191,7 +195,10 @@ class InferStage:
     def _publish(self, meta: FrameMeta, scores: np.ndarray, stop: threading.Event) -> None:
         out = self._out.get(meta.camera)
         if out is None:
-            log.warning("clip from camera %r: no results ring for it", meta.camera)
+            if meta.camera not in self._unrouted:
+                self._unrouted.add(meta.camera)
+                log.warning("clips from camera %r: this worker has no results ring for it; "
+                            "their scores are dropped", meta.camera)
             return
         loan = loan_slot(out, stop, self._heartbeat)
         if loan is None:

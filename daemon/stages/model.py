@@ -359,15 +359,17 @@ def _activate(scores: np.ndarray, activation: str) -> np.ndarray:
 
 
 def _resize_stack(clip: np.ndarray, height: int, width: int) -> np.ndarray:
-    """T frames (T, h, w, C) resized in one cv2 call by stacking them on the channels."""
+    """T frames (T, h, w, C) resized one by one (cv2 resizes at most 4 channels at once
+    with INTER_AREA at non-integer ratios)."""
     t, h, w, ch = clip.shape
     if not height or (h, w) == (height, width):
         return clip
-    stacked = np.ascontiguousarray(clip.transpose(1, 2, 0, 3).reshape(h, w, t * ch))
-    shrinking = width < w
-    out = cv2.resize(stacked, (width, height),
-                     interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return out.reshape(height, width, t, ch).transpose(2, 0, 1, 3)
+    interpolation = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
+    out = np.empty((t, height, width, ch), clip.dtype)
+    for i in range(t):
+        out[i] = cv2.resize(clip[i], (width, height),
+                            interpolation=interpolation).reshape(height, width, ch)
+    return out
 
 
 def _resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -139,8 +139,9 @@ class OverlayStage:
     def _log_frame(self, frame_id: int, result_id: int, label: str, score: float) -> None:
         self._stats.set("last_result_frame_id", result_id)
         if self._frame_log is not None:
-            record = {"frame_id": frame_id, "result_frame_id": result_id,
-                      "label": label, "score": round(score, 4)}
+            # Every camera's overlay appends to the same file: say whose frame it is.
+            record = {"camera": self._cam.name, "frame_id": frame_id,
+                      "result_frame_id": result_id, "label": label, "score": round(score, 4)}
             self._frame_log.write(json.dumps(record) + "\n")
             self._frame_log.flush()
 

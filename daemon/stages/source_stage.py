@@ -37,8 +37,13 @@ class SourceStage:
             raise StageFatal(f"camera {self._cam.name}: {exc}") from exc
 
     def step(self, stop: threading.Event) -> bool:
-        with self._heartbeat.blocking(on_beat=self._update_counters):
-            item = self._source.read(stop)
+        try:
+            with self._heartbeat.blocking(on_beat=self._update_counters):
+                item = self._source.read(stop)
+        except SourceError as exc:
+            # A crop outside the frame, a looped file gone when reopened: a restart reads
+            # the same source with the same config, so it cannot help.
+            raise StageFatal(f"camera {self._cam.name}: {exc}") from exc
         self._update_counters()
         if item is None:
             return stop.is_set()   # end of a finite file: the stage has finished

@@ -123,7 +123,7 @@ class Supervisor:
 
     def tick(self) -> None:
         self.arbiter.murder_stale_workers()
-        if not self._ready and self.arbiter.all_started():
+        if not self._ready and self.arbiter.all_started() and not self.arbiter.settled():
             self._ready = True
             log.info("pipeline running: %d workers", len(self.arbiter.workers))
             self.notifier.ready("running")
@@ -149,7 +149,11 @@ class Supervisor:
         return metrics_snapshot(self.arbiter, self.boot.providers, publisher)
 
     def _camera_failed(self, camera: str) -> None:
-        log.error("camera %s is marked failed; the other cameras keep running", camera)
+        running = [c for c in self.arbiter.cameras() if c not in self.arbiter.failed_cameras]
+        if running:
+            log.error("camera %s is marked failed; still running: %s", camera, ", ".join(running))
+        else:
+            log.error("camera %s is marked failed; no camera is left running", camera)
 
     # -- reload -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from daemon.config import CameraConfig, Config
 from daemon.ipc import FrameRing, FrameSpec, Policy, RingSpec
+from daemon.ipc.segment import check_free_space
 from daemon.ipc.stats import StatsBlock
 from daemon.stages import records
 from daemon.stages.registry import stats_fields
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 VIEW_CAPACITY = 4
 RESULTS_CAPACITY = 8
+STATS_BLOCK_BYTES = 16384   # upper bound of one worker's stats block, for the space check
 
 
 @dataclass
@@ -36,9 +38,29 @@ class Topology:
     workers: dict[str, WorkerSpec] = field(default_factory=dict)
 
     def build(self) -> None:
-        """Create every ring and stats block and make the worker specs (LIFO-safe)."""
+        """Create every ring and stats block and make the worker specs (LIFO-safe).
+
+        If one cannot be created (ShmSpaceError on a full tmpfs), those already made are
+        unlinked before the error propagates: the caller never held a topology to close.
+        """
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
         cams = [c for c in self.config.cameras if c.enabled]
-        self._ring("clips", _clip_ring_spec(self.config, cams))
+        plan = [("clips", _clip_ring_spec(self.config, cams))]
+        for cam in cams:
+            plan += self._camera_rings(cam)
+        # One check for the whole graph: the error names everything that is needed, not
+        # just the ring that happened not to fit.
+        workers = 3 * len(cams) + self.config.inference.replicas
+        check_free_space(self.config.daemon.shm_dir,
+                         sum(spec.total_bytes for _, spec in plan) + workers * STATS_BLOCK_BYTES)
+        for name, spec in plan:
+            self._ring(name, spec)
         for index, cam in enumerate(cams):
             self.build_camera(cam, index)
         for replica in range(self.config.inference.replicas):
@@ -49,17 +71,20 @@ class Topology:
                          {"model": self.model_path,
                           "upstream_stats": [self._stats_path(f"{c.name}.motion") for c in cams]})
 
-    def build_camera(self, cam: CameraConfig, index: int) -> None:
+    def _camera_rings(self, cam: CameraConfig) -> list[tuple[str, RingSpec]]:
         policy = Policy(cam.ring_policy)
-        from_spec = RingSpec(frame=FrameSpec((cam.height, cam.width, 3), "uint8"),
-                             capacity=cam.ring_capacity, policy=policy, groups=(("motion", 1),))
+        frames = RingSpec(frame=FrameSpec((cam.height, cam.width, 3), "uint8"),
+                          capacity=cam.ring_capacity, policy=policy, groups=(("motion", 1),))
         view = records.view_record(cam, self.config).frame_spec()
         result = records.result_record(len(self.labels)).frame_spec()
-        self._ring(f"{cam.name}.frames", from_spec)
-        self._ring(f"{cam.name}.view", RingSpec(view, VIEW_CAPACITY, policy, (("overlay", 1),)))
-        self._ring(f"{cam.name}.results", RingSpec(
-            result, RESULTS_CAPACITY, Policy.DROP_OLDEST, (("overlay", 1),),
-            producers=self.config.inference.replicas))
+        return [(f"{cam.name}.frames", frames),
+                (f"{cam.name}.view", RingSpec(view, VIEW_CAPACITY, policy, (("overlay", 1),))),
+                (f"{cam.name}.results", RingSpec(
+                    result, RESULTS_CAPACITY, Policy.DROP_OLDEST, (("overlay", 1),),
+                    producers=self.config.inference.replicas))]
+
+    def build_camera(self, cam: CameraConfig, index: int) -> None:
+        """The specs of one camera's workers (its rings exist already)."""
         name = cam.name
         self._worker("source", f"{name}.source", name, 0,
                      {"out": self._path(f"{name}.frames")}, {"source": cam.source})
@@ -119,7 +144,9 @@ def _clip_ring_spec(config: Config, cams: list[CameraConfig]) -> RingSpec:
     # Latest clip wins for live cameras; files that asked for lossless keep every clip.
     lossless = bool(cams) and all(c.ring_policy == "block" for c in cams)
     return RingSpec(records.clip_record(config).frame_spec(),
-                    capacity=max(4, 2 * config.inference.replicas),
+                    # room for every camera's newest clip plus one per replica: batches form
+                    capacity=max(4, 2 * config.inference.replicas,
+                                 len(cams) + config.inference.replicas),
                     policy=Policy.BLOCK if lossless else Policy.DROP_OLDEST,
                     groups=(("infer", config.inference.replicas),),
                     producers=max(1, len(cams)))

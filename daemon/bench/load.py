@@ -1,0 +1,299 @@
+"""Load benchmark: how many real-time cameras one daemon holds on this machine.
+
+N cameras play sample clips (cycled) paced at their native frame rate, as live cameras
+would (realtime, loop, ring_policy drop_oldest), through one daemon (metrics, MQTT and
+MJPEG off). After a warm-up, for `seconds`, it measures per camera the frame rate at the
+source and at the overlay against the clip's native rate and the frames dropped (by ring
+and reason), and per process the CPU use (100 = one core) and RSS. A run holds when
+every camera reaches HOLD_RATIO of its native rate at the overlay, no ring drops a frame
+(the shared clips ring included: a dropped clip is an inference window lost) and no
+worker restarts. --sweep (or --max-cameras M) runs N = 1, 2, ... until a run does not
+hold and reports the largest N that held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from daemon.bench.procstats import (
+    BenchDaemon, BenchError, Clip, Snapshot, count_restarts, default_clip_paths, find_clips,
+)
+from daemon.exitcodes import ExitCode
+
+HOLD_RATIO = 0.95
+DEFAULT_SECONDS = 20.0
+DEFAULT_WARMUP_S = 5.0
+DEFAULT_MAX_CAMERAS = 16
+MIN_SECONDS = 2.0
+CAMERA_RINGS = ("frames", "view", "results")
+SHARED_RINGS = ("clips",)
+MIB = 1024 * 1024
+
+
+def camera_configs(count: int, clips: list[Clip]) -> list[dict[str, object]]:
+    """`count` live-camera-like cameras cam0, cam1, ... cycling through `clips`."""
+    return [{"name": f"cam{i}", "source": str(clips[i % len(clips)].path), "realtime": True,
+             "loop": True, "ring_policy": "drop_oldest"} for i in range(count)]
+
+
+def bench_sections(model: str, replicas: int) -> dict[str, dict[str, object]]:
+    """Everything that is not the pipeline off, so the numbers are the pipeline's."""
+    sections: dict[str, dict[str, object]] = {
+        "daemon": {"status_interval_s": 5.0},
+        "metrics": {"listen": ""},
+        "mqtt": {"enabled": False},
+        "display": {"mjpeg_listen": ""},
+    }
+    inference: dict[str, object] = {"replicas": replicas}
+    if model:
+        inference["model"] = model
+    sections["inference"] = inference
+    return sections
+
+
+@dataclass(frozen=True)
+class CameraReport:
+    """One camera over the measurement window."""
+
+    clip: str
+    native_fps: float
+    source_fps: float
+    overlay_fps: float
+    overlay_ratio: float
+    drops: dict[str, dict[str, int]]   # ring -> reason -> frames (reasons with none left out)
+    drops_total: int
+
+
+@dataclass(frozen=True)
+class ProcessReport:
+    """One process over the measurement window: CPU % of one core, RSS at the end."""
+
+    pid: int
+    cpu_pct: float
+    rss_mb: float
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """One run of bench load."""
+
+    cameras: int
+    replicas: int
+    holds: bool
+    hold_ratio: float
+    seconds: float
+    warmup_s: float
+    per_camera: dict[str, CameraReport]
+    shared_drops: dict[str, dict[str, int]]
+    processes: dict[str, ProcessReport]
+    totals: dict[str, float]
+    machine: dict[str, float]
+    restarts: int
+    exit_code: int
+    leftovers: list[str]
+
+    @property
+    def drops_total(self) -> int:
+        return sum(c.drops_total for c in self.per_camera.values()) + sum(
+            sum(d.values()) for d in self.shared_drops.values())
+
+
+def ring_drops(first: Snapshot, last: Snapshot, ring: str) -> dict[str, int]:
+    """Frames `ring` dropped between the snapshots, by reason (reasons with none left out)."""
+    before = first.rings.get(ring)
+    after = last.rings.get(ring)
+    if after is None:
+        return {}
+    drops = {}
+    for reason, count in after.drops.items():
+        delta = count - (before.drops.get(reason, 0) if before else 0)
+        if delta:
+            drops[reason] = int(delta)
+    return drops
+
+
+def camera_report(name: str, clip: Clip, first: Snapshot, last: Snapshot) -> CameraReport:
+    elapsed_s = last.at_s - first.at_s
+
+    def fps(worker: str) -> float:
+        count = last.counter(worker, "frames_out_total") - first.counter(worker, "frames_out_total")
+        return round(count / elapsed_s, 2)
+
+    drops = {ring: ring_drops(first, last, f"{name}.{ring}") for ring in CAMERA_RINGS}
+    overlay_fps = fps(f"{name}.overlay")
+    return CameraReport(clip.path.name, round(clip.fps, 2), fps(f"{name}.source"), overlay_fps,
+                        round(overlay_fps / clip.fps, 3), drops,
+                        sum(sum(d.values()) for d in drops.values()))
+
+
+def process_report(first: Snapshot, last: Snapshot) -> dict[str, ProcessReport]:
+    elapsed_s = last.at_s - first.at_s
+    out = {}
+    for label, end in sorted(last.procs.items()):
+        start = first.procs.get(label)
+        # A process that started within the window (a restart) used all its CPU in it.
+        used_s = end.cpu_s - start.cpu_s if start and start.pid == end.pid else end.cpu_s
+        out[label] = ProcessReport(end.pid, round(100 * used_s / elapsed_s, 1),
+                                   round(end.rss_bytes / MIB, 1))
+    return out
+
+
+def machine_report(first: Snapshot, last: Snapshot, daemon_cpu_pct: float) -> dict[str, float]:
+    """What the whole machine did meanwhile: other load makes the numbers pessimistic."""
+    cores = os.cpu_count() or 1
+    busy = last.system_ticks[0] - first.system_ticks[0]
+    total = max(last.system_ticks[1] - first.system_ticks[1], 1)
+    system_pct = 100 * cores * busy / total
+    return {"cores": cores, "loadavg_1m": round(os.getloadavg()[0], 2),
+            "system_cpu_pct": round(system_pct, 1),
+            "other_cpu_pct": round(max(system_pct - daemon_cpu_pct, 0.0), 1)}
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What every run of one bench load invocation shares."""
+
+    clips: list[Clip]
+    seconds: float
+    warmup_s: float
+    model: str
+    replicas: int
+
+
+def measure(count: int, plan: LoadPlan) -> LoadReport:
+    """One run of `count` cameras through one daemon."""
+    clips, seconds, warmup_s = plan.clips, plan.seconds, plan.warmup_s
+    cameras = camera_configs(count, clips)
+    with BenchDaemon(bench_sections(plan.model, plan.replicas), cameras) as daemon:
+        progress(f"{count} camera(s): starting the daemon")
+        daemon.start()
+        daemon.wait_flowing()
+        daemon.hold(warmup_s)
+        progress(f"{count} camera(s): measuring for {seconds:g} s")
+        first = daemon.snapshot()
+        daemon.hold(seconds)
+        last = daemon.snapshot()
+        exit_code, leftovers = daemon.stop()
+        restarts = count_restarts(daemon.log_text())
+    per_camera = {f"cam{i}": camera_report(f"cam{i}", clips[i % len(clips)], first, last)
+                  for i in range(count)}
+    shared = {ring: ring_drops(first, last, ring) for ring in SHARED_RINGS}
+    procs = process_report(first, last)
+    cpu = round(sum(p.cpu_pct for p in procs.values()), 1)
+    totals = {"cpu_pct": cpu, "rss_mb": round(sum(p.rss_mb for p in procs.values()), 1),
+              "processes": len(procs),
+              "overlay_fps": round(sum(c.overlay_fps for c in per_camera.values()), 2)}
+    holds = (all(c.overlay_ratio >= HOLD_RATIO and c.drops_total == 0
+                 for c in per_camera.values())
+             and not any(shared.values()) and restarts == 0)
+    return LoadReport(count, plan.replicas, holds, HOLD_RATIO, round(last.at_s - first.at_s, 2),
+                      warmup_s, per_camera, shared, procs, totals,
+                      machine_report(first, last, cpu), restarts, exit_code, leftovers)
+
+
+def sweep(plan: LoadPlan, max_cameras: int) -> tuple[int, list[LoadReport]]:
+    """N = 1, 2, ... until a run does not hold (or leaves something behind): the largest
+    N that held, and every run."""
+    runs: list[LoadReport] = []
+    held = 0
+    for count in range(1, max_cameras + 1):
+        report = measure(count, plan)
+        runs.append(report)
+        progress(one_line(report))
+        if not report.holds or report.leftovers:
+            break
+        held = count
+    return held, runs
+
+
+def one_line(report: LoadReport) -> str:
+    fps = ", ".join(f"{c.overlay_fps}/{c.native_fps}" for c in report.per_camera.values())
+    return (f"{report.cameras} camera(s): {'HOLDS' if report.holds else 'does not hold'}"
+            f" (overlay fps {fps}; drops {report.drops_total}; cpu {report.totals['cpu_pct']}"
+            f" %; rss {report.totals['rss_mb']} MiB; other load "
+            f"{report.machine['other_cpu_pct']} %)")
+
+
+def render(report: LoadReport) -> str:
+    """The human-readable report of one run."""
+    lines = [one_line(report)]
+    for name, cam in report.per_camera.items():
+        lines.append(f"  {name} ({cam.clip}): source {cam.source_fps} fps, overlay "
+                     f"{cam.overlay_fps} fps of {cam.native_fps} native, drops "
+                     f"{cam.drops_total} {cam.drops}")
+    lines += [f"  {label}: cpu {p.cpu_pct} %, rss {p.rss_mb} MiB"
+              for label, p in report.processes.items()]
+    lines.append(f"  machine: {report.machine}; shared drops {report.shared_drops}; "
+                 f"restarts {report.restarts}; exit status {report.exit_code}; "
+                 f"shm leftovers {report.leftovers or 'none'}")
+    return "\n".join(lines)
+
+
+def progress(message: str) -> None:
+    print(f"bench load: {message}", file=sys.stderr, flush=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cameras", type=int, default=1, help="cameras in one daemon")
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
+                        help="measurement window after the warm-up")
+    parser.add_argument("--warmup", type=float, default=DEFAULT_WARMUP_S,
+                        help="seconds of running before measuring")
+    parser.add_argument("--sweep", action="store_true",
+                        help="find the most cameras this machine holds (N = 1, 2, ...)")
+    parser.add_argument("--max-cameras", type=int, default=0,
+                        help=f"sweep up to M cameras (implies --sweep; default "
+                             f"{DEFAULT_MAX_CAMERAS})")
+    parser.add_argument("--clip", type=Path, action="append", default=[],
+                        help="clip file or directory of clips, repeatable (default: "
+                             "$ACTIOND_BENCH_MEDIA, the sample media, or the bundled clip)")
+    parser.add_argument("--model", default="", help="ONNX model (default: the bundled one)")
+    parser.add_argument("--replicas", type=int, default=1, help="inference replicas")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.cameras < 1 or args.seconds < MIN_SECONDS or args.warmup < 0
+            or args.max_cameras < 0 or args.replicas < 1):
+        print(f"actiond bench load: need --cameras >= 1, --seconds >= {MIN_SECONDS:g}, "
+              "--warmup >= 0, --max-cameras >= 0 and --replicas >= 1", file=sys.stderr)
+        return ExitCode.CONFIG
+    model = str(Path(args.model).resolve()) if args.model else ""
+    try:
+        plan = LoadPlan(find_clips(args.clip or default_clip_paths()), args.seconds,
+                        args.warmup, model, args.replicas)
+        if args.sweep or args.max_cameras:
+            limit = args.max_cameras or DEFAULT_MAX_CAMERAS
+            held, runs = sweep(plan, limit)
+            result: dict[str, object] = {
+                "sweep": True, "max_cameras_held": held, "max_cameras_tried": limit,
+                "replicas": args.replicas, "clips": [c.path.name for c in plan.clips],
+                "runs": [asdict(r) for r in runs]}
+            text = "\n".join([*map(render, runs), f"largest camera count held: {held}"])
+        else:
+            runs = [measure(args.cameras, plan)]
+            progress(one_line(runs[0]))
+            result = asdict(runs[0])
+            text = render(runs[0])
+    except BenchError as exc:
+        print(f"actiond bench load: {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
+    print(json.dumps(result, indent=2) if args.json else text)
+    return failure_code(runs)
+
+
+def failure_code(runs: list[LoadReport]) -> int:
+    """FAILURE when a daemon did not stop cleanly or left shared memory behind."""
+    code = ExitCode.OK
+    for report in runs:
+        if report.leftovers or report.exit_code != 0:
+            print(f"actiond bench load: {report.cameras} camera(s): the daemon exited with "
+                  f"status {report.exit_code} and left {report.leftovers or 'nothing'} in "
+                  "its shm dir", file=sys.stderr)
+            code = ExitCode.FAILURE
+    return code

@@ -1,0 +1,135 @@
+"""`actiond bench load` and `actiond bench soak`: short real runs of the real daemon.
+
+Each bench runs as `python -m daemon bench ...` in a subprocess, on a small generated clip
+and a tiny generated model (light enough for a 2-core CI box), and must print JSON whose
+keys, types and values make sense, and leave no shared memory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.bench.procstats import child_pids, read_proc
+from daemon.exitcodes import ExitCode
+from media import make_clip
+from models import brightness_model
+
+REPO = Path(__file__).resolve().parent.parent
+CLIP_FPS = 10.0
+CAMERA_PROCESSES = ("supervisor", "cam0.source", "cam0.motion", "cam0.overlay", "infer.0")
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> list[str]:
+    clip = make_clip(tmp_path / "box.mp4", frames=30, size=(160, 120), fps=CLIP_FPS)
+    model = brightness_model(tmp_path / "brightness.onnx")
+    return ["--clip", str(clip), "--model", str(model)]
+
+
+def bench(name: str, args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "daemon", "bench", name, *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(100)
+def test_bench_load_reports_one_camera(media: list[str]) -> None:
+    done = bench("load", ["--cameras", "1", "--seconds", "5", "--warmup", "1", "--json",
+                          *media], timeout_s=90)
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "bench load: 1 camera(s)" in done.stderr   # progress goes to stderr
+    report = json.loads(done.stdout)
+    assert report["cameras"] == 1 and isinstance(report["holds"], bool)
+    assert 5.0 <= report["seconds"] < 8.0
+    cam = report["per_camera"]["cam0"]
+    assert cam["clip"] == "box.mp4" and cam["native_fps"] == pytest.approx(CLIP_FPS)
+    assert 0 < cam["source_fps"] <= 1.2 * CLIP_FPS    # paced at real time, not flat out
+    assert 0 < cam["overlay_fps"] <= 1.2 * CLIP_FPS
+    assert cam["overlay_ratio"] == pytest.approx(cam["overlay_fps"] / CLIP_FPS, abs=0.01)
+    assert set(cam["drops"]) == {"frames", "view", "results"}
+    assert cam["drops_total"] == sum(sum(d.values()) for d in cam["drops"].values())
+    assert set(report["shared_drops"]) == {"clips"}
+    for name in CAMERA_PROCESSES:
+        proc = report["processes"][name]
+        assert proc["pid"] > 0 and proc["rss_mb"] > 0 and is_number(proc["cpu_pct"])
+        assert 0 <= proc["cpu_pct"] <= 100 * (os.cpu_count() or 1)
+    assert report["processes"]["cam0.source"]["cpu_pct"] > 0
+    totals = report["totals"]
+    assert totals["rss_mb"] >= sum(report["processes"][n]["rss_mb"] for n in CAMERA_PROCESSES)
+    assert totals["overlay_fps"] == pytest.approx(cam["overlay_fps"])
+    assert report["machine"]["cores"] == os.cpu_count()
+    assert report["restarts"] == 0 and report["exit_code"] == 0 and report["leftovers"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(110)
+def test_bench_soak_reports_growth_and_targets(media: list[str]) -> None:
+    done = bench("soak", ["--minutes", "0.3", "--json", *media], timeout_s=100)
+    report = json.loads(done.stdout)
+    # The exit status is the verdict: OK exactly when every target was met.
+    assert done.returncode == (ExitCode.OK if report["all_ok"] else ExitCode.FAILURE), done.stderr
+    assert 0.25 <= report["minutes"] < 0.5 and report["samples"] >= 4
+    assert 0 < report["baseline_at_s"] < 0.3 * 60
+    for name in ("supervisor", "demo.source", "demo.motion", "demo.overlay", "infer.0"):
+        proc = report["processes"][name]
+        assert 0 < proc["rss_start_mb"] <= proc["rss_max_mb"]
+        assert proc["rss_end_mb"] <= proc["rss_max_mb"]
+        assert proc["rss_growth"] == pytest.approx(proc["rss_end_mb"] / proc["rss_start_mb"],
+                                                   rel=0.01)
+        assert proc["fds_start"] > 0 and proc["fds_delta"] == proc["fds_end"] - proc["fds_start"]
+    assert report["shm_entries_start"] > 0 and report["shm_entries_end"] > 0
+    assert report["frames_drawn"] > 0 and report["scrapes_ok"] == report["samples"]
+    assert isinstance(report["events_total"], int) and report["events_total"] >= 0
+    ok = report["ok"]
+    assert set(ok) == {"rss", "fds", "shm_entries", "restarts", "frames_flowing", "metrics",
+                       "clean_exit"}
+    # Deterministic over a short soak (RSS may still be settling after 4 s of warm-up).
+    for target in ("fds", "shm_entries", "restarts", "frames_flowing", "metrics", "clean_exit"):
+        assert ok[target], (target, report)
+    assert ok["rss"] == (report["rss_growth_max"] < report["rss_growth_limit"])
+    assert report["all_ok"] == all(ok.values())
+    assert report["leftovers"] == [] and report["exit_code"] == 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name, args", [("load", ["--cameras", "0"]),
+                                        ("load", ["--seconds", "0.5"]),
+                                        ("soak", ["--minutes", "0.01"]),
+                                        ("soak", ["--interval", "0"])])
+def test_bench_rejects_bad_arguments(name: str, args: list[str]) -> None:
+    done = bench(name, args, timeout_s=25)
+    assert done.returncode == ExitCode.CONFIG
+    assert f"actiond bench {name}: need" in done.stderr and done.stdout == ""
+
+
+@pytest.mark.timeout(30)
+def test_bench_names_a_missing_clip(tmp_path: Path) -> None:
+    done = bench("load", ["--clip", str(tmp_path / "nope.mp4")], timeout_s=25)
+    assert done.returncode == ExitCode.FAILURE
+    assert "nope.mp4: no such clip" in done.stderr
+
+
+@pytest.mark.timeout(30)
+def test_read_proc_samples_a_live_child_and_not_a_dead_one() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        assert child.pid in child_pids(os.getpid())
+        sample = read_proc(child.pid)
+        assert sample is not None and sample.pid == child.pid
+        assert sample.rss_bytes > 0 and sample.fds >= 3 and sample.cpu_s >= 0
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    assert read_proc(child.pid) is None and child.pid not in child_pids(os.getpid())

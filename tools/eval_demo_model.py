@@ -1,0 +1,205 @@
+"""Evaluate an action model on real clips labelled by hand (eval/labels/*.json).
+
+Frames go through the daemon's own steps (source resize to the camera size, motion resize
+and DIS optical flow at the motion size, a clip of T frames every `stride` frames,
+ActionModel.make_input), so the numbers are what the daemon would answer. Each clip
+(window) is scored against the hand labels: its truth is the label covering at least
+MAJORITY of its frames (IDLE_MAJORITY for idle); windows that straddle two labels are
+left out and counted.
+
+    python tools/eval_demo_model.py                       # bundled demo model
+    python tools/eval_demo_model.py --model m.onnx --media /work/shared/media --json
+
+A labels file: {"clip": "walk.mkv", "segments": [{"start": 0, "end": 12, "label":
+"idle"}, ...]} with frame numbers from 0 and `end` exclusive; label "ignore" marks frames
+no label fits (they leave their windows out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))     # run as a script from anywhere in the checkout
+
+from daemon.config import CameraConfig, InferenceConfig, MotionConfig  # noqa: E402
+from daemon.stages.capture import crop_and_resize  # noqa: E402
+from daemon.stages.flow import FlowEstimator  # noqa: E402
+from daemon.stages.model import ActionModel  # noqa: E402
+from daemon.supervisor.boot import DEFAULT_MODEL  # noqa: E402
+
+LABELS_DIR = REPO / "eval" / "labels"
+DEFAULT_MEDIA = Path("/work/shared/media")
+MAJORITY = 0.6           # share of a window's frames its truth label must cover
+IDLE_MAJORITY = 0.9      # ... when that label is idle: a window with a few frames of
+                         # someone walking is not "nobody moving"
+IGNORE = "ignore"
+
+
+class ClipFeeder:
+    """The motion stage's clip making, without rings: frames in, (frames, flows) clips
+    of T frames out every `stride` frames (the flows stored as float16, as in the ring)."""
+
+    def __init__(self, camera: CameraConfig, motion: MotionConfig, clip_length: int,
+                 stride: int) -> None:
+        self.camera, self.stride = camera, stride
+        self.size = (motion.width, motion.height)
+        self.flow = FlowEstimator(motion.method, *self.size)
+        self.history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=clip_length)
+        self.since_clip = 0
+
+    def push(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Feed one decoded frame; the clip ending at it when one is due."""
+        frame = crop_and_resize(raw, self.camera.crop, self.camera.width, self.camera.height)
+        small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        self.history.append((small, self.flow(frame).astype(np.float16)))
+        self.since_clip += 1
+        if len(self.history) < (self.history.maxlen or 0) or self.since_clip < self.stride:
+            return None
+        self.since_clip = 0
+        frames, flows = zip(*self.history)
+        return np.stack(frames), np.stack(flows)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One clip of a labelled video: its last frame, truth (or None) and prediction."""
+
+    clip: str
+    end_frame: int
+    truth: str | None
+    predicted: str
+    score: float
+
+
+def read_video(path: Path) -> Iterator[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise SystemExit(f"cannot open {path}")
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        capture.release()
+
+
+def frame_labels(spec: dict, frames: int) -> list[str | None]:
+    labels: list[str | None] = [None] * frames
+    for seg in spec["segments"]:
+        for i in range(seg["start"], min(seg["end"], frames)):
+            labels[i] = seg["label"]
+    return labels
+
+
+def window_truth(labels: list[str | None], end: int, length: int) -> str | None:
+    counts = Counter(labels[max(0, end - length + 1):end + 1])
+    label, n = counts.most_common(1)[0]
+    share = IDLE_MAJORITY if label == "idle" else MAJORITY
+    return label if label not in (None, IGNORE) and n >= share * length else None
+
+
+def evaluate_clip(model: ActionModel, video: Path, spec: dict, camera: CameraConfig,
+                  motion: MotionConfig, stride: int) -> list[Window]:
+    frames = list(read_video(video))
+    labels = frame_labels(spec, len(frames))
+    t = model.contract.clip_length
+    feeder = ClipFeeder(camera, motion, t, stride)
+    windows = []
+    for index, frame in enumerate(frames):
+        clip = feeder.push(frame)
+        if clip is None:
+            continue
+        scores = model.run(model.make_input(*clip))[0]
+        best = int(np.argmax(scores))
+        windows.append(Window(video.name, index, window_truth(labels, index, t),
+                              model.contract.labels[best], float(scores[best])))
+    return windows
+
+
+def per_class(windows: list[Window], labels: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    scored = [w for w in windows if w.truth is not None]
+    table = {}
+    for label in labels:
+        tp = sum(w.truth == label and w.predicted == label for w in scored)
+        truth_n = sum(w.truth == label for w in scored)
+        pred_n = sum(w.predicted == label for w in scored)
+        table[label] = {"windows": truth_n, "predicted": pred_n,
+                        "precision": tp / pred_n if pred_n else float("nan"),
+                        "recall": tp / truth_n if truth_n else float("nan")}
+    return table
+
+
+def confusion(windows: list[Window], labels: tuple[str, ...]) -> list[list[int]]:
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for w in windows:
+        if w.truth is not None:
+            matrix[index[w.truth]][index[w.predicted]] += 1
+    return matrix
+
+
+def report(windows: list[Window], labels: tuple[str, ...]) -> str:
+    scored = [w for w in windows if w.truth is not None]
+    lines = [f"{len(windows)} windows, {len(scored)} scored ({len(windows) - len(scored)} "
+             f"straddle two labels or are marked ignore); accuracy "
+             f"{sum(w.truth == w.predicted for w in scored) / max(len(scored), 1):.3f}",
+             "", f"{'class':<14}{'windows':>8}{'predicted':>10}{'precision':>10}{'recall':>8}"]
+    for label, row in per_class(windows, labels).items():
+        lines.append(f"{label:<14}{row['windows']:>8}{row['predicted']:>10}"
+                     f"{row['precision']:>10.2f}{row['recall']:>8.2f}")
+    lines += ["", "confusion (rows: truth, columns: predicted)",
+              " " * 14 + "".join(f"{label[:7]:>8}" for label in labels)]
+    for label, row in zip(labels, confusion(windows, labels)):
+        lines.append(f"{label:<14}" + "".join(f"{n:>8}" for n in row))
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA)
+    parser.add_argument("--labels", type=Path, default=LABELS_DIR)
+    parser.add_argument("--stride", type=int, default=InferenceConfig().stride)
+    parser.add_argument("--motion-size", type=int, default=MotionConfig().width)
+    parser.add_argument("--windows", action="store_true", help="list every window")
+    parser.add_argument("--json", action="store_true", help="per-class numbers as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = ActionModel(InferenceConfig(), str(args.model))
+    motion = MotionConfig(width=args.motion_size, height=args.motion_size)
+    camera = CameraConfig(name="eval", source="")     # the config's default camera size
+    windows: list[Window] = []
+    for path in sorted(args.labels.glob("*.json")):
+        spec = json.loads(path.read_text())
+        clip = evaluate_clip(model, args.media / spec["clip"], spec, camera, motion,
+                             args.stride)
+        if args.windows:
+            for w in clip:
+                print(f"{w.clip} {w.end_frame:5d} truth={w.truth} predicted={w.predicted} "
+                      f"({w.score:.2f})")
+        windows += clip
+    labels = model.contract.labels
+    if args.json:
+        print(json.dumps(per_class(windows, labels), indent=2))
+    else:
+        print(report(windows, labels))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
