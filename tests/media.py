@@ -171,7 +171,10 @@ def _room(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     floor_y = int(rng.uniform(0.35, 0.8) * height)
     shade = texture(height, width, int(rng.integers(1 << 30))).astype(np.float32) / 255
     room = np.empty((height, width, 3), np.float32)
-    room[:] = wall * (1 + rng.uniform(0.1, 0.6) * (shade[..., None] - 0.5))
+    # Plain walls as often as textured ones: optical flow is least reliable on them.
+    plain = rng.random() < 0.4
+    room[:] = wall * (1 + rng.uniform(*((0, 0.05) if plain else (0.05, 0.6)))
+                      * (shade[..., None] - 0.5))
     floor = rng.integers(30, 200, 3).astype(np.float32)
     stripes = np.sin(np.arange(width) * rng.uniform(0.05, 0.4))[None, :, None]
     room[floor_y:] = floor * (1 + rng.uniform(0, 0.3) * stripes)
@@ -192,12 +195,18 @@ class _Look:
         amount = rng.uniform(0.0, 0.8)
         cloth = texture(2 * height, 2 * width, int(rng.integers(1 << 30))) / 255 - 0.5
         self.cloth = (1 + amount * cloth).astype(np.float32)
-        # Sensor noise: two random fields, shifted at random per frame (drawing a fresh
-        # field per frame is most of the rendering time).
-        self.noise = rng.standard_normal((2, height, width, 3), np.float32) * rng.uniform(0, 6)
-        self.flicker = rng.uniform(0, 0.03)
+        # Noise as compressed video shows it: mostly the same from frame to frame (a
+        # static field), a little that changes (two fields shifted at random per frame:
+        # drawing a fresh field per frame is most of the rendering time), and blotches
+        # where the encoder refreshes a region or the exposure steps.
+        self.static = rng.standard_normal((height, width, 3), np.float32) * rng.uniform(0, 4)
+        changing = rng.uniform(0, 2.5) if rng.random() < 0.5 else rng.uniform(0, 0.6)
+        self.noise = rng.standard_normal((2, height, width, 3), np.float32) * changing
+        self.blotches = np.zeros((height, width, 1), np.float32)
+        self.blotch_chance = rng.uniform(0, 0.3)
+        self.flicker = rng.uniform(0, 0.02)
         self.jpeg = int(rng.integers(35, 95)) if rng.random() < 0.5 else 0
-        self.jitter_px = rng.uniform(0, 0.5) if rng.random() < 0.3 else 0.0
+        self.jitter_px = rng.uniform(0, 0.5) if rng.random() < 0.2 else 0.0
 
     def finish(self, frame: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
         """Camera effects: exposure flicker, shake, sensor noise, compression."""
@@ -206,8 +215,14 @@ class _Look:
             dx, dy = rng.normal(0, self.jitter_px, 2)
             frame = cv2.warpAffine(frame, np.float32([[1, 0, dx], [0, 1, dy]]),
                                    frame.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
-        shift = tuple(int(v) for v in rng.integers(0, frame.shape[:2]))
-        frame = frame + np.roll(self.noise[index % 2], shift, axis=(0, 1))
+        height, width = frame.shape[:2]
+        if rng.random() < self.blotch_chance:
+            x, y = int(rng.integers(width)), int(rng.integers(height))
+            w, h = int(rng.uniform(0.05, 0.3) * width), int(rng.uniform(0.05, 0.3) * height)
+            self.blotches[y:y + h, x:x + w] += rng.uniform(-4, 4)
+        shift = tuple(int(v) for v in rng.integers(0, (height, width)))
+        frame = frame + self.static + self.blotches + np.roll(self.noise[index % 2], shift,
+                                                               axis=(0, 1))
         out = np.clip(frame, 0, 255).astype(np.uint8)
         if self.jpeg:
             _, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg])
@@ -312,13 +327,14 @@ def _standing(rng: np.random.Generator, n: int, w: int, h: int,
 
 def _gesture(rng: np.random.Generator, n: int, w: int, h: int, ts: float) -> list[Pose | None]:
     x, y, height = _standing(rng, n, w, h, 1.7)
-    mode = rng.integers(3)
-    low, high = {0: (0.05, 0.12), 1: (0.02, 0.08), 2: (0.015, 0.04)}[int(mode)]
+    mode = rng.integers(4)
+    low, high = {0: (0.05, 0.12), 1: (0.02, 0.08), 2: (0.015, 0.04),
+                 3: (0.02, 0.05)}[int(mode)]
     low = max(low, GESTURE_MIN_CYCLES / (n * ts))     # visibly moving within the clip
     phases = [_phase(rng, n, 2 * np.pi * rng.uniform(low, max(low, high)) * ts)
               for _ in range(2)]
     amp = rng.uniform(0.35, 0.9)
-    both = rng.random() < 0.5 or mode == 1
+    both = rng.random() < 0.5 or mode in (1, 3)
     arms = []
     for side, ph in zip((-1, 1), phases):
         moving = both or side == (1 if rng.random() < 0.5 else -1)
@@ -330,9 +346,13 @@ def _gesture(rng: np.random.Generator, n: int, w: int, h: int, ts: float) -> lis
         elif mode == 1:                          # signing: forearms across the body
             upper = side * rng.uniform(0.1, 0.5) + 0.3 * amp * np.sin(ph)
             arms.append(np.stack([upper, -side * rng.uniform(1.2, 2.0) + amp * np.cos(ph)], 1))
-        else:                                    # raising and lowering an arm
+        elif mode == 2:                          # raising and lowering an arm
             lift = side * (0.2 + rng.uniform(1.0, 2.5) * (1 - np.cos(ph)) / 2)
             arms.append(np.stack([lift, lift], 1))
+        else:                                    # hands up to the chest and down again
+            bend = (1 - np.cos(ph)) / 2
+            arms.append(np.stack([side * 0.3 * bend, -side * rng.uniform(1.4, 2.2) * bend],
+                                 1))
     return [Pose(x[i], y, height, (0.05, -0.05), (tuple(arms[0][i]), tuple(arms[1][i])))
             for i in range(n)]
 

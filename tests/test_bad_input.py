@@ -225,14 +225,6 @@ SCENARIOS = [
 ]
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    made: list[Daemon] = []
-    yield made
-    for d in made:
-        d.cleanup()
-
-
 def start_daemon(daemons: list[Daemon], tmp: Path, cameras: list[dict[str, object]],
                  sections: dict[str, dict[str, object]]) -> Daemon:
     merged: dict[str, dict[str, object]] = {k: dict(v) for k, v in SMALL_MOTION.items()}

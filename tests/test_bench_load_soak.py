@@ -81,13 +81,18 @@ def test_bench_soak_reports_growth_and_targets(media: list[str]) -> None:
     assert done.returncode == (ExitCode.OK if report["all_ok"] else ExitCode.FAILURE), done.stderr
     assert 0.25 <= report["minutes"] < 0.5 and report["samples"] >= 4
     assert 0 < report["baseline_at_s"] < 0.3 * 60
+    times = report["sample_times_s"]
+    assert len(times) == report["samples"] and times == sorted(times) and times[0] == 0
+    assert times[-1] == pytest.approx(report["minutes"] * 60, abs=0.1)
     for name in ("supervisor", "demo.source", "demo.motion", "demo.overlay", "infer.0"):
         proc = report["processes"][name]
         assert 0 < proc["rss_start_mb"] <= proc["rss_max_mb"]
-        assert proc["rss_end_mb"] <= proc["rss_max_mb"]
+        assert proc["rss_max_mb"] == max(proc["rss_mb_series"])
         assert proc["rss_growth"] == pytest.approx(proc["rss_end_mb"] / proc["rss_start_mb"],
                                                    rel=0.01)
         assert proc["fds_start"] > 0 and proc["fds_delta"] == proc["fds_end"] - proc["fds_start"]
+        assert len(proc["rss_mb_series"]) == report["samples"]
+        assert proc["rss_mb_series"][-1] == proc["rss_end_mb"]
     assert report["shm_entries_start"] > 0 and report["shm_entries_end"] > 0
     assert report["frames_drawn"] > 0 and report["scrapes_ok"] == report["samples"]
     assert isinstance(report["events_total"], int) and report["events_total"] >= 0

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -28,14 +27,6 @@ def camera(name: str, source: str, **kw: object) -> dict[str, object]:
 
 
 MOTION_SMALL = {"motion": {"width": 64, "height": 64}, "inference": {"stride": 4}}
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
-    made: list[Daemon] = []
-    yield made
-    for d in made:
-        d.cleanup()
 
 
 def new_daemon(daemons: list[Daemon], tmp: Path, cameras: list[dict[str, object]],

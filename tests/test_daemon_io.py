@@ -10,7 +10,6 @@ import socket
 import subprocess
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -23,14 +22,6 @@ from rtsp_fixture import RtspServer
 
 START_S = 60.0
 SMALL = {"motion": {"width": 64, "height": 64}}
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    made: list[Daemon] = []
-    yield made
-    for d in made:
-        d.cleanup()
 
 
 @pytest.mark.timeout(240)

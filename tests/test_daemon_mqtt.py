@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -46,14 +45,6 @@ def mqtt_daemon(tmp: Path, broker: MosquittoBroker, source: str, **cam: object) 
                  "keepalive_s": 2, "discovery": False},
     }
     return Daemon(tmp, [camera], sections)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    made: list[Daemon] = []
-    yield made
-    for d in made:
-        d.cleanup()
 
 
 def events(collector: MqttCollector) -> list[dict[str, object]]:

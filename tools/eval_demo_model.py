@@ -43,6 +43,7 @@ MAJORITY = 0.6           # share of a window's frames its truth label must cover
 IDLE_MAJORITY = 0.9      # ... when that label is idle: a window with a few frames of
                          # someone walking is not "nobody moving"
 IGNORE = "ignore"
+SWEEP_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 class ClipFeeder:
@@ -79,6 +80,7 @@ class Window:
     truth: str | None
     predicted: str
     score: float
+    scores: tuple[float, ...]          # one per label
 
 
 def read_video(path: Path) -> Iterator[np.ndarray]:
@@ -124,7 +126,8 @@ def evaluate_clip(model: ActionModel, video: Path, spec: dict, camera: CameraCon
         scores = model.run(model.make_input(*clip))[0]
         best = int(np.argmax(scores))
         windows.append(Window(video.name, index, window_truth(labels, index, t),
-                              model.contract.labels[best], float(scores[best])))
+                              model.contract.labels[best], float(scores[best]),
+                              tuple(float(v) for v in scores)))
     return windows
 
 
@@ -139,6 +142,24 @@ def per_class(windows: list[Window], labels: tuple[str, ...]) -> dict[str, dict[
                         "precision": tp / pred_n if pred_n else float("nan"),
                         "recall": tp / truth_n if truth_n else float("nan")}
     return table
+
+
+def threshold_sweep(windows: list[Window], labels: tuple[str, ...]) -> str:
+    """Per action, precision / recall of "score >= threshold" (how the event hysteresis
+    counts a window as on), to choose each action's event threshold."""
+    scored = [w for w in windows if w.truth is not None]
+    lines = [f"{'score >=':<14}" + "".join(f"{t:>12.2f}" for t in SWEEP_THRESHOLDS)]
+    for i, label in enumerate(labels):
+        cells = []
+        for threshold in SWEEP_THRESHOLDS:
+            on = [w for w in scored if w.scores[i] >= threshold]
+            tp = sum(w.truth == label for w in on)
+            truth_n = sum(w.truth == label for w in scored)
+            precision = f"{tp / len(on):.2f}" if on else "-"
+            recall = f"{tp / truth_n:.2f}" if truth_n else "-"
+            cells.append(f"{precision:>6}/{recall:<5}")
+        lines.append(f"{label:<14}" + "".join(cells))
+    return "\n".join(["precision/recall per threshold"] + lines)
 
 
 def confusion(windows: list[Window], labels: tuple[str, ...]) -> list[list[int]]:
@@ -198,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(per_class(windows, labels), indent=2))
     else:
         print(report(windows, labels))
+        print()
+        print(threshold_sweep(windows, labels))
     return 0
 
 

@@ -196,12 +196,12 @@ def measure(count: int, plan: LoadPlan) -> LoadReport:
                       machine_report(first, last, cpu), restarts, exit_code, leftovers)
 
 
-def sweep(plan: LoadPlan, max_cameras: int) -> tuple[int, list[LoadReport]]:
-    """N = 1, 2, ... until a run does not hold (or leaves something behind): the largest
-    N that held, and every run."""
+def sweep(plan: LoadPlan, min_cameras: int, max_cameras: int) -> tuple[int, list[LoadReport]]:
+    """N = min, min + 1, ... until a run does not hold (or leaves something behind): the
+    largest N that held (0: none did), and every run."""
     runs: list[LoadReport] = []
     held = 0
-    for count in range(1, max_cameras + 1):
+    for count in range(min_cameras, max_cameras + 1):
         report = measure(count, plan)
         runs.append(report)
         progress(one_line(report))
@@ -249,6 +249,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cameras", type=int, default=0,
                         help=f"sweep up to M cameras (implies --sweep; default "
                              f"{DEFAULT_MAX_CAMERAS})")
+    parser.add_argument("--min-cameras", type=int, default=1,
+                        help="start the sweep at this many cameras (skip counts known to hold)")
     parser.add_argument("--clip", type=Path, action="append", default=[],
                         help="clip file or directory of clips, repeatable (default: "
                              "$ACTIOND_BENCH_MEDIA, the sample media, or the bundled clip)")
@@ -259,9 +261,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if (args.cameras < 1 or args.seconds < MIN_SECONDS or args.warmup < 0
-            or args.max_cameras < 0 or args.replicas < 1):
+            or args.max_cameras < 0 or args.min_cameras < 1 or args.replicas < 1):
         print(f"actiond bench load: need --cameras >= 1, --seconds >= {MIN_SECONDS:g}, "
-              "--warmup >= 0, --max-cameras >= 0 and --replicas >= 1", file=sys.stderr)
+              "--warmup >= 0, --max-cameras >= 0, --min-cameras >= 1 and --replicas >= 1",
+              file=sys.stderr)
         return ExitCode.CONFIG
     model = str(Path(args.model).resolve()) if args.model else ""
     try:
@@ -269,10 +272,11 @@ def run(args: argparse.Namespace) -> int:
                         args.warmup, model, args.replicas)
         if args.sweep or args.max_cameras:
             limit = args.max_cameras or DEFAULT_MAX_CAMERAS
-            held, runs = sweep(plan, limit)
+            held, runs = sweep(plan, args.min_cameras, limit)
             result: dict[str, object] = {
-                "sweep": True, "max_cameras_held": held, "max_cameras_tried": limit,
-                "replicas": args.replicas, "clips": [c.path.name for c in plan.clips],
+                "sweep": True, "max_cameras_held": held, "min_cameras_tried": args.min_cameras,
+                "max_cameras_tried": limit, "replicas": args.replicas,
+                "clips": [c.path.name for c in plan.clips],
                 "runs": [asdict(r) for r in runs]}
             text = "\n".join([*map(render, runs), f"largest camera count held: {held}"])
         else:

@@ -114,6 +114,7 @@ class ProcessGrowth:
     fds_start: int
     fds_end: int
     fds_delta: int
+    rss_mb_series: list[float | None]   # at each of the report's sample_times_s (null: not alive)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class SoakReport:
     exit_code: int
     leftovers: list[str]
     interval_s: float
+    sample_times_s: list[float]
 
 
 def process_growth(base: Snapshot, samples: list[Snapshot]) -> dict[str, ProcessGrowth]:
@@ -153,10 +155,12 @@ def process_growth(base: Snapshot, samples: list[Snapshot]) -> dict[str, Process
         if first is None:
             continue   # born after the baseline (a restart, counted elsewhere)
         peak = max(s.procs[label].rss_bytes for s in samples if label in s.procs)
+        series = [round(s.procs[label].rss_bytes / MIB, 1) if label in s.procs else None
+                  for s in samples]
         out[label] = ProcessGrowth(
             last.pid, round(first.rss_bytes / MIB, 1), round(last.rss_bytes / MIB, 1),
             round(peak / MIB, 1), round(last.rss_bytes / first.rss_bytes, 4),
-            first.fds, last.fds, last.fds - first.fds)
+            first.fds, last.fds, last.fds - first.fds, series)
     return out
 
 
@@ -182,7 +186,7 @@ def summarise(log: SoakLog, warmup_s: float, interval_s: float, restarts: int,
         int(sum(last.counter(n, "events_total") for n in overlays)), frames, log.scrapes_ok,
         growth, sum(p.fds_delta for p in procs.values()), shm_delta, restarts, pid_changes,
         stalled, log.scrapes_failed, RSS_GROWTH_LIMIT, ok, all(ok.values()), exit_code,
-        leftovers, round(interval_s, 2))
+        leftovers, round(interval_s, 2), [round(s.at_s - zero, 1) for s in log.samples])
 
 
 def soak(clip: Clip, seconds: float, interval_s: float, warmup_s: float,

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from daemon.config import TEST_PREFIX, CameraConfig, source_kind
-from daemon.stages.patterns import TEST_DEFAULT_FPS, TEST_PATTERNS, PatternCapture
+from daemon.stages.patterns import TEST_DEFAULT_FPS, PatternCapture
 
 log = logging.getLogger(__name__)
 

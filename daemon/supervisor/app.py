@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Callable
 
-from daemon.config import Config, ConfigError
+from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
 from daemon.ipc import clean_stale, new_run_id
 from daemon.ipc.segment import segment_name
