@@ -195,6 +195,7 @@ class _Look:
         amount = rng.uniform(0.0, 0.8)
         cloth = texture(2 * height, 2 * width, int(rng.integers(1 << 30))) / 255 - 0.5
         self.cloth = (1 + amount * cloth).astype(np.float32)
+        self.arm, self.hand = rng.uniform(0.05, 0.1), rng.uniform(0.03, 0.06)  # of height
         # Noise as compressed video shows it: mostly the same from frame to frame (a
         # static field), a little that changes (two fields shifted at random per frame:
         # drawing a fresh field per frame is most of the rendering time), and blotches
@@ -251,7 +252,7 @@ def _draw(background: np.ndarray, pose: Pose, look: _Look) -> np.ndarray:
             u, v = nu, nv
         if end_colour is not None:                # a hand
             for img, col in ((layer, end_colour.tolist()), (mask, 1.0)):
-                cv2.circle(img, point(u, v), int(0.035 * pose.height * scale), col, -1,
+                cv2.circle(img, point(u, v), int(look.hand * pose.height * scale), col, -1,
                            cv2.LINE_AA, 4)
 
     for side, swing in zip((-1, 1), pose.legs):
@@ -263,7 +264,7 @@ def _draw(background: np.ndarray, pose: Pose, look: _Look) -> np.ndarray:
         cv2.circle(img, point(0, -0.92), int(0.07 * pose.height * scale),
                    look.skin.tolist() if img is layer else 1.0, -1, cv2.LINE_AA, 4)
     for side, angles in zip((-1, 1), pose.arms):
-        limb((0.15 * side, -0.81), angles, (0.17, 0.16), 0.055, look.top, look.skin)
+        limb((0.15 * side, -0.81), angles, (0.17, 0.16), look.arm, look.top, look.skin)
     k = pose.height / background.shape[0]         # the clothes texture moves with the figure
     warp = np.float32([[k, 0, pose.x - k * width], [0, k, pose.y - k * height]])
     cloth = cv2.warpAffine(look.cloth, warp, (width, height), borderMode=cv2.BORDER_REFLECT)
@@ -321,7 +322,8 @@ def _standing(rng: np.random.Generator, n: int, w: int, h: int,
     height = rng.uniform(0.35, big) * h
     y = rng.uniform(0.02, 0.3) * h + height if rng.random() < 0.5 else \
         max(rng.uniform(0.6, 1.0) * h, height)
-    sway = rng.uniform(0, 0.004) * height * np.sin(_phase(rng, n, rng.uniform(0.02, 0.1)))
+    # Nobody stands perfectly still: a slow sway or shift of weight.
+    sway = rng.uniform(0, 0.015) * height * np.sin(_phase(rng, n, rng.uniform(0.02, 0.1)))
     return rng.uniform(0.15, 0.85) * w + sway, y, height
 
 
@@ -333,7 +335,7 @@ def _gesture(rng: np.random.Generator, n: int, w: int, h: int, ts: float) -> lis
     low = max(low, GESTURE_MIN_CYCLES / (n * ts))     # visibly moving within the clip
     phases = [_phase(rng, n, 2 * np.pi * rng.uniform(low, max(low, high)) * ts)
               for _ in range(2)]
-    amp = rng.uniform(0.35, 0.9)
+    amp = rng.uniform(0.45, 0.9)
     both = rng.random() < 0.5 or mode in (1, 3)
     arms = []
     for side, ph in zip((-1, 1), phases):
@@ -362,8 +364,10 @@ def _idle(rng: np.random.Generator, n: int, w: int, h: int, ts: float) -> list[P
         return [None] * n
     x, y, height = _standing(rng, n, w, h, 1.5)
     left, right = -rng.uniform(0, 0.4), rng.uniform(0, 0.4)
-    return [Pose(x[i], y, height, (0.05, -0.05), ((left, left), (right, right)))
-            for i in range(n)]
+    # Arms resting, with at most a small slow movement (fidgeting is not a gesture).
+    fidget = rng.uniform(0, 0.12) * np.sin(_phase(rng, n, rng.uniform(0.02, 0.1)))
+    return [Pose(x[i], y, height, (0.05, -0.05),
+                 ((left + fidget[i], left), (right - fidget[i], right))) for i in range(n)]
 
 
 _POSES: dict[str, Callable[..., list[Pose | None]]] = {

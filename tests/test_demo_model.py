@@ -2,8 +2,9 @@
 synthetic actions it was trained on (fresh seeds), and the running daemon answers exactly
 what the offline pipeline (tools/train_demo_model.py, tools/eval_demo_model.py) computes.
 
-Measured when the model was trained (tools/train_demo_model.py, seeds 0-11 per class
-below): see ACCURACY_* for the asserted floors and eval/README.md for the numbers.
+On the seeds used here (0-11 per action) the shipped model gets 10 to 12 of 12 right per
+action (0.93 overall); on 50 fresh seeds per action 0.78 (gesture) to 0.98 (walk_left,
+walk_right), 0.89 overall (eval/README.md). Real-clip numbers: eval/README.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from daemon_proc import Daemon
+from media import ACTIONS, action_frames, make_action_clip
 
 from daemon.config import CameraConfig, InferenceConfig, MotionConfig
 from daemon.exitcodes import ExitCode
@@ -21,8 +24,6 @@ from daemon.stages.capture import crop_and_resize
 from daemon.stages.flow import FlowEstimator
 from daemon.stages.model import ActionModel
 from daemon.supervisor.boot import DEFAULT_MODEL, load_boot
-from daemon_proc import Daemon
-from media import ACTIONS, action_frames, make_action_clip
 
 MAX_MODEL_BYTES = 2_000_000
 CLIPS_PER_ACTION = 12
@@ -101,24 +102,32 @@ def test_recognises_each_generated_action(model: ActionModel) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_daemon_answers_what_the_offline_pipeline_computes(tmp_path: Path,
-                                                           model: ActionModel) -> None:
+def test_daemon_answers_what_the_offline_pipeline_computes(tmp_path: Path, model: ActionModel,
+                                                           daemons: list[Daemon]) -> None:
     video = make_action_clip(tmp_path / "walk.mp4", "walk_right", seed=3, frames=40, fps=15)
     camera = {"name": "cam1", "source": str(video), "width": 320, "height": 240,
               "realtime": False, "ring_policy": "block"}
     motion = MotionConfig(width=96, height=96)
     daemon = Daemon(tmp_path, [camera], {"motion": {"width": 96, "height": 96},
                                          "inference": {"stride": 4}})
-    try:
-        daemon.start()
-        assert daemon.wait(150) == ExitCode.OK, daemon.log()
-        shown = {f["result_frame_id"]: (f["label"], f["score"]) for f in daemon.frames()
-                 if f["result_frame_id"] >= 0}
-    finally:
-        daemon.cleanup()
-    clips = Clips(CameraConfig(name="cam1", source="", width=320, height=240), motion,
-                  model.contract.clip_length, 4)
-    expected = {}
+    daemons.append(daemon)
+    assert daemon.start().wait(150) == ExitCode.OK, daemon.log()
+    shown = {f["result_frame_id"]: (f["label"], f["score"]) for f in daemon.frames()
+             if f["result_frame_id"] >= 0}
+    expected = offline_results(model, video, (320, 240), motion, stride=4)
+    assert shown and set(shown) <= set(expected), (shown, expected)
+    for frame_id, (label, score) in shown.items():
+        assert label == expected[frame_id][0], (frame_id, shown, expected)
+        assert score == pytest.approx(expected[frame_id][1], abs=2e-3)
+
+
+def offline_results(model: ActionModel, video: Path, size: tuple[int, int],
+                    motion: MotionConfig, stride: int) -> dict[int, tuple[str, float]]:
+    """Frame id of each clip's last frame -> (top label, its score), computed offline."""
+    width, height = size
+    clips = Clips(CameraConfig(name="cam", source="", width=width, height=height), motion,
+                  model.contract.clip_length, stride)
+    results = {}
     capture = cv2.VideoCapture(str(video))
     index = 0
     while True:
@@ -128,10 +137,7 @@ def test_daemon_answers_what_the_offline_pipeline_computes(tmp_path: Path,
         clip = clips.push(frame)
         if clip is not None:
             scores = model.run(model.make_input(*clip))[0]
-            expected[index] = (ACTIONS[int(np.argmax(scores))], float(scores.max()))
+            results[index] = (ACTIONS[int(np.argmax(scores))], float(scores.max()))
         index += 1
     capture.release()
-    assert shown and set(shown) <= set(expected), (shown, expected)
-    for frame_id, (label, score) in shown.items():
-        assert label == expected[frame_id][0], (frame_id, shown, expected)
-        assert score == pytest.approx(expected[frame_id][1], abs=2e-3)
+    return results

@@ -31,11 +31,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))     # run as a script from anywhere in the checkout
 
-from daemon.config import CameraConfig, InferenceConfig, MotionConfig  # noqa: E402
-from daemon.stages.capture import crop_and_resize  # noqa: E402
-from daemon.stages.flow import FlowEstimator  # noqa: E402
-from daemon.stages.model import ActionModel  # noqa: E402
-from daemon.supervisor.boot import DEFAULT_MODEL  # noqa: E402
+from daemon.config import CameraConfig, InferenceConfig, MotionConfig
+from daemon.stages.capture import crop_and_resize
+from daemon.stages.flow import FlowEstimator
+from daemon.stages.model import ActionModel
+from daemon.supervisor.boot import DEFAULT_MODEL
 
 LABELS_DIR = REPO / "eval" / "labels"
 DEFAULT_MEDIA = Path("/work/shared/media")
@@ -173,9 +173,9 @@ def confusion(windows: list[Window], labels: tuple[str, ...]) -> list[list[int]]
 
 def report(windows: list[Window], labels: tuple[str, ...]) -> str:
     scored = [w for w in windows if w.truth is not None]
-    lines = [f"{len(windows)} windows, {len(scored)} scored ({len(windows) - len(scored)} "
-             f"straddle two labels or are marked ignore); accuracy "
-             f"{sum(w.truth == w.predicted for w in scored) / max(len(scored), 1):.3f}",
+    accuracy = sum(w.truth == w.predicted for w in scored) / max(len(scored), 1)
+    lines = [(f"{len(windows)} windows, {len(scored)} scored ({len(windows) - len(scored)} "
+              f"straddle two labels or are marked ignore); accuracy {accuracy:.3f}"),
              "", f"{'class':<14}{'windows':>8}{'predicted':>10}{'precision':>10}{'recall':>8}"]
     for label, row in per_class(windows, labels).items():
         lines.append(f"{label:<14}{row['windows']:>8}{row['predicted']:>10}"

@@ -32,10 +32,11 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tools")]
 
-from daemon.config import CameraConfig, InferenceConfig, MotionConfig  # noqa: E402
-from daemon.stages.model import ActionModel, ModelContract, prepare_input  # noqa: E402
-from eval_demo_model import ClipFeeder  # noqa: E402
-from media import ACTIONS, action_frames  # noqa: E402
+from eval_demo_model import ClipFeeder
+from media import ACTIONS, action_frames
+
+from daemon.config import CameraConfig, InferenceConfig, MotionConfig
+from daemon.stages.model import ActionModel, ModelContract, prepare_input
 
 CLIP_LENGTH = 16
 INPUT_SIZE_PX = 48
@@ -226,7 +227,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "daemon/assets/demo-actions.onnx")
     parser.add_argument("--per-class", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=22)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cache", type=Path, help="reuse / keep the generated clips here (.npz)")

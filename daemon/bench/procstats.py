@@ -149,8 +149,9 @@ def process_label(pid: int) -> str:
 
 def system_cpu_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]   # idle + iowait
+    # user nice system idle iowait irq softirq steal; guest time is already in user/nice.
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = values[3] + values[4]
     return sum(values) - idle, sum(values)
 
 

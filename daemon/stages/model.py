@@ -31,8 +31,13 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from daemon.config import (COLOUR_ORDERS, MODEL_ACTIVATIONS, MODEL_INPUTS, MODEL_LAYOUTS,
-                           InferenceConfig)
+from daemon.config import (
+    COLOUR_ORDERS,
+    MODEL_ACTIVATIONS,
+    MODEL_INPUTS,
+    MODEL_LAYOUTS,
+    InferenceConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +178,13 @@ def prepare_input(c: ModelContract, frames: np.ndarray, flow: np.ndarray) -> np.
     if c.inputs != "rgb":
         parts.append(_resize_flow(flow[-t:].astype(np.float32), c.height, c.width))
     clip = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]   # T, H, W, C
-    clip = (clip - np.asarray(c.mean, np.float32)) / np.asarray(c.std, np.float32)
+    scaled = np.subtract(clip, np.asarray(c.mean, np.float32)) / np.asarray(c.std, np.float32)
     if c.layout == "NCTHW":
-        x = clip.transpose(3, 0, 1, 2)
+        x = scaled.transpose(3, 0, 1, 2)
     elif c.layout == "NCHW":
-        x = clip.transpose(0, 3, 1, 2).reshape(-1, *clip.shape[1:3])
+        x = scaled.transpose(0, 3, 1, 2).reshape(-1, *scaled.shape[1:3])
     else:                          # NTCHW, and NT_CHW (run() folds T into the batch)
-        x = clip.transpose(0, 3, 1, 2)
+        x = scaled.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(x[None], dtype=np.float32)
 
 
