@@ -20,13 +20,16 @@ the rest of the daemon never sees a relative path or a `sample:` source:
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.configpaths import (
     ASSETS_DIR, SAMPLE_PREFIX, TEST_PREFIX, default_state_dir, resolve_source, source_kind,
+)
+from daemon.configschema import (
+    COLOUR_ORDERS, LOG_LEVELS, MIN_RING_CAPACITY, MODEL_ACTIVATIONS, MODEL_INPUTS,
+    MODEL_LAYOUTS, MOTION_METHODS, NAME_PATTERN, RESERVED_CAMERA_NAME, RING_POLICIES,
+    ActionThreshold, CameraConfig, Config, DaemonConfig, DisplayConfig, EventsConfig,
+    InferenceConfig, MetricsConfig, MotionConfig, MqttConfig,
 )
 from daemon.configload import (
     Check, ConfigError, absolute_path, at_least, between, build, existing_file,
@@ -34,168 +37,11 @@ from daemon.configload import (
 )
 
 __all__ = [
-    "ASSETS_DIR", "CameraConfig", "Config", "ConfigError", "DaemonConfig", "DisplayConfig",
-    "ActionThreshold", "EventsConfig", "InferenceConfig", "MetricsConfig", "MotionConfig", "MqttConfig", "default_state_dir",
+    "ASSETS_DIR", "ActionThreshold", "CameraConfig", "Config", "ConfigError", "DaemonConfig",
+    "DisplayConfig", "EventsConfig", "InferenceConfig", "MetricsConfig", "MotionConfig",
+    "MqttConfig", "RESERVED_CAMERA_NAME", "SAMPLE_PREFIX", "TEST_PREFIX", "default_state_dir",
     "load_config", "parse_listen", "resolve_source", "source_kind",
 ]
-
-RING_POLICIES = ("block", "drop_oldest", "drop_newest")
-MOTION_METHODS = ("dis", "farneback")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-# The action-model contract's vocabulary (daemon.stages.model reads models with it):
-# NT_CHW is TSM-style, the clip's frames stacked on the batch axis; NCHW stacks the T
-# frames' channels time-major (T = 1: a single frame; flow: a two-stream flow stack).
-MODEL_LAYOUTS = ("NCTHW", "NTCHW", "NT_CHW", "NCHW")
-MODEL_INPUTS = ("rgb", "flow", "rgb+flow")
-COLOUR_ORDERS = ("rgb", "bgr")
-MODEL_ACTIVATIONS = ("none", "softmax", "sigmoid")
-MIN_RING_CAPACITY = 2
-RESERVED_CAMERA_NAME = "all"
-# Camera names and device_id become MQTT topic levels and Prometheus label values.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    """[daemon]: identity, directories, logging, supervision."""
-
-    device_id: str = "actiond"
-    state_dir: str = ""            # "" -> $STATE_DIRECTORY or ~/.local/state/actiond
-    shm_dir: str = "/dev/shm"      # where rings and stats blocks live (a tmpfs)
-    log_level: str = "info"
-    status_interval_s: float = 5.0
-    heartbeat_timeout_s: float = 10.0
-    restart_backoff_min_s: float = 0.5
-    restart_backoff_max_s: float = 30.0
-    stable_after_s: float = 30.0   # running this long resets a worker's backoff
-    crash_budget: int = 5          # crashes within crash_window_s before a camera is failed
-    crash_window_s: float = 60.0
-
-
-@dataclass(frozen=True)
-class CameraConfig:
-    """One [[cameras]] entry."""
-
-    name: str
-    source: str                    # file path, rtsp://..., /dev/videoN, test:<pattern>,
-                                   # sample:<clip in daemon/assets> (resolved by load_config)
-    enabled: bool = True
-    fps: float = 0.0               # 0: the source's own rate
-    realtime: bool = True          # files: pace to fps (True) or as fast as the pipeline takes
-    loop: bool = False             # files: start again at the end
-    width: int = 640               # frames are resized to width x height before the ring
-    height: int = 360
-    crop: tuple[int, int, int, int] | None = None   # x, y, w, h in source pixels, before resize
-    ring_capacity: int = 4
-    ring_policy: str = "drop_oldest"   # block | drop_oldest | drop_newest
-    open_timeout_s: float = 10.0
-    read_timeout_s: float = 5.0
-    reconnect_backoff_min_s: float = 0.5
-    reconnect_backoff_max_s: float = 30.0
-
-
-@dataclass(frozen=True)
-class MotionConfig:
-    """[motion]: preprocessing + optical flow."""
-
-    method: str = "dis"            # dis | farneback
-    width: int = 224               # flow is computed at this size
-    height: int = 224
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """[inference]: the ONNX model and how it runs."""
-
-    model: str = ""                # path to an .onnx file; "" -> the bundled demo model
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    threads: int = 1               # onnxruntime intra-op threads
-    clip_length: int = 0           # 0: from the model's metadata
-    stride: int = 4                # run the model every `stride` frames
-    replicas: int = 1              # infer worker processes sharing one input ring
-    # Overrides of the model's own contract (its ONNX metadata_props); empty: the model's.
-    labels: tuple[str, ...] = ()   # one per model output
-    layout: str = ""               # NCTHW | NTCHW | NT_CHW | NCHW
-    input: str = ""                # rgb | flow | rgb+flow (per frame: rgb, then flow x, y)
-    colour_order: str = ""         # rgb | bgr: channel order of the model's colour input
-    mean: tuple[float, ...] = ()   # 1 value, or one per channel of `input` (0-255 pixels,
-    std: tuple[float, ...] = ()    # flow in pixels/frame at model size): (x - mean) / std
-    activation: str = ""           # none | softmax | sigmoid, applied to the model output
-
-
-@dataclass(frozen=True)
-class DisplayConfig:
-    """[display]: optional local outputs of the overlay stage."""
-
-    mjpeg_listen: str = ""         # "host:port" serves an MJPEG page; "" disables
-    window: bool = False           # needs a GUI-capable OpenCV
-    record: str = ""               # path of a video file to record the overlay to
-    jpeg_quality: int = 80
-    frame_log: str = ""            # JSON lines, one per displayed frame (frame id, the
-                                   # result joined to it, label): for debugging and tests
-
-
-@dataclass(frozen=True)
-class ActionThreshold:
-    """One [[events.actions]] entry: a per-action score threshold."""
-
-    name: str
-    threshold: float
-
-
-@dataclass(frozen=True)
-class EventsConfig:
-    """[events]: turning per-window scores into start/end events (hysteresis)."""
-
-    start_windows: int = 2         # consecutive windows >= threshold to start an event
-    end_windows: int = 2           # consecutive windows below it to end the event
-    cooldown_s: float = 5.0        # after an end, the same action waits this long
-    threshold: float = 0.6         # default score threshold for every action
-    ignore: tuple[str, ...] = ()   # labels that never make events; () -> the model's
-                                   # background labels (still, idle, nobody, background)
-    actions: tuple[ActionThreshold, ...] = ()
-
-
-@dataclass(frozen=True)
-class MqttConfig:
-    """[mqtt]: alerts to a broker."""
-
-    enabled: bool = False
-    host: str = "localhost"
-    port: int = 1883
-    tls: bool = False
-    ca_file: str = ""
-    username: str = ""
-    password: str = field(default="", repr=False)
-    password_file: str = ""
-    password_env: str = ""
-    prefix: str = "actiond"
-    keepalive_s: int = 30
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    snapshots: bool = True
-    outbox_max_events: int = 10000
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    """[metrics]: the Prometheus endpoint."""
-
-    listen: str = "127.0.0.1:9108"   # "" disables
-
-
-@dataclass(frozen=True)
-class Config:
-    """The whole configuration file."""
-
-    daemon: DaemonConfig = field(default_factory=DaemonConfig)
-    cameras: tuple[CameraConfig, ...] = ()
-    motion: MotionConfig = field(default_factory=MotionConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    display: DisplayConfig = field(default_factory=DisplayConfig)
-    events: EventsConfig = field(default_factory=EventsConfig)
-    mqtt: MqttConfig = field(default_factory=MqttConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def load_config(path: str | Path) -> Config:

@@ -196,19 +196,25 @@ def measure(count: int, plan: LoadPlan) -> LoadReport:
                       machine_report(first, last, cpu), restarts, exit_code, leftovers)
 
 
-def sweep(plan: LoadPlan, min_cameras: int, max_cameras: int) -> tuple[int, list[LoadReport]]:
-    """N = min, min + 1, ... until a run does not hold (or leaves something behind): the
-    largest N that held (0: none did), and every run."""
+def sweep(plan: LoadPlan, min_cameras: int,
+          max_cameras: int) -> tuple[int, list[LoadReport], str]:
+    """N = min, min + 1, ... until a run does not hold (or fails, or leaves something
+    behind): the largest N that held (0: none did), every run, and the error that ended
+    the sweep ("" if none)."""
     runs: list[LoadReport] = []
     held = 0
     for count in range(min_cameras, max_cameras + 1):
-        report = measure(count, plan)
+        try:
+            report = measure(count, plan)
+        except BenchError as exc:
+            # Keep what the smaller runs measured; the error says why this one failed.
+            return held, runs, f"{count} camera(s): {exc}"
         runs.append(report)
         progress(one_line(report))
         if not report.holds or report.leftovers:
             break
         held = count
-    return held, runs
+    return held, runs, ""
 
 
 def one_line(report: LoadReport) -> str:
@@ -272,15 +278,15 @@ def run(args: argparse.Namespace) -> int:
                         args.warmup, model, args.replicas)
         if args.sweep or args.max_cameras:
             limit = args.max_cameras or DEFAULT_MAX_CAMERAS
-            held, runs = sweep(plan, args.min_cameras, limit)
+            held, runs, error = sweep(plan, args.min_cameras, limit)
             result: dict[str, object] = {
                 "sweep": True, "max_cameras_held": held, "min_cameras_tried": args.min_cameras,
                 "max_cameras_tried": limit, "replicas": args.replicas,
                 "clips": [c.path.name for c in plan.clips],
-                "runs": [asdict(r) for r in runs]}
+                "runs": [asdict(r) for r in runs], "error": error}
             text = "\n".join([*map(render, runs), f"largest camera count held: {held}"])
         else:
-            runs = [measure(args.cameras, plan)]
+            runs, error = [measure(args.cameras, plan)], ""
             progress(one_line(runs[0]))
             result = asdict(runs[0])
             text = render(runs[0])
@@ -288,6 +294,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"actiond bench load: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
     print(json.dumps(result, indent=2) if args.json else text)
+    if error:
+        print(f"actiond bench load: {error}", file=sys.stderr)
+        return ExitCode.FAILURE
     return failure_code(runs)
 
 
