@@ -12,7 +12,9 @@ import uvloop
 
 from daemon import __version__
 from daemon.bench import inference as bench_inference
+from daemon.bench import load as bench_load
 from daemon.bench import pipeline as bench_pipeline
+from daemon.bench import soak as bench_soak
 from daemon.bench import transport as bench_transport
 from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
@@ -45,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks (JSON with --json)")
     benches = bench.add_subparsers(dest="bench", required=True)
     for name, module in (("transport", bench_transport), ("pipeline", bench_pipeline),
-                         ("inference", bench_inference)):
+                         ("inference", bench_inference), ("load", bench_load),
+                         ("soak", bench_soak)):
         p = benches.add_parser(name, help=module.__doc__.splitlines()[0])
         module.add_arguments(p)
         p.set_defaults(func=module.run)

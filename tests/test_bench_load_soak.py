@@ -63,10 +63,12 @@ def test_bench_load_reports_one_camera(media: list[str]) -> None:
     for name in CAMERA_PROCESSES:
         proc = report["processes"][name]
         assert proc["pid"] > 0 and proc["rss_mb"] > 0 and is_number(proc["cpu_pct"])
+        assert 0 < proc["pss_mb"] <= proc["rss_mb"]
         assert 0 <= proc["cpu_pct"] <= 100 * (os.cpu_count() or 1)
     assert report["processes"]["cam0.source"]["cpu_pct"] > 0
     totals = report["totals"]
     assert totals["rss_mb"] >= sum(report["processes"][n]["rss_mb"] for n in CAMERA_PROCESSES)
+    assert 0 < totals["pss_mb"] < totals["rss_mb"]   # the workers share libraries and rings
     assert totals["overlay_fps"] == pytest.approx(cam["overlay_fps"])
     assert report["machine"]["cores"] == os.cpu_count()
     assert report["restarts"] == 0 and report["exit_code"] == 0 and report["leftovers"] == []
@@ -134,6 +136,7 @@ def test_read_proc_samples_a_live_child_and_not_a_dead_one() -> None:
         sample = read_proc(child.pid)
         assert sample is not None and sample.pid == child.pid
         assert sample.rss_bytes > 0 and sample.fds >= 3 and sample.cpu_s >= 0
+        assert 0 < sample.pss_bytes <= sample.rss_bytes
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)

@@ -76,6 +76,7 @@ class ProcessReport:
     pid: int
     cpu_pct: float
     rss_mb: float
+    pss_mb: float     # shared pages divided among their sharers: these add up
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def process_report(first: Snapshot, last: Snapshot) -> dict[str, ProcessReport]:
         # A process that started within the window (a restart) used all its CPU in it.
         used_s = end.cpu_s - start.cpu_s if start and start.pid == end.pid else end.cpu_s
         out[label] = ProcessReport(end.pid, round(100 * used_s / elapsed_s, 1),
-                                   round(end.rss_bytes / MIB, 1))
+                                   round(end.rss_bytes / MIB, 1), round(end.pss_bytes / MIB, 1))
     return out
 
 
@@ -186,6 +187,7 @@ def measure(count: int, plan: LoadPlan) -> LoadReport:
     procs = process_report(first, last)
     cpu = round(sum(p.cpu_pct for p in procs.values()), 1)
     totals = {"cpu_pct": cpu, "rss_mb": round(sum(p.rss_mb for p in procs.values()), 1),
+              "pss_mb": round(sum(p.pss_mb for p in procs.values()), 1),
               "processes": len(procs),
               "overlay_fps": round(sum(c.overlay_fps for c in per_camera.values()), 2)}
     holds = (all(c.overlay_ratio >= HOLD_RATIO and c.drops_total == 0
@@ -221,7 +223,7 @@ def one_line(report: LoadReport) -> str:
     fps = ", ".join(f"{c.overlay_fps}/{c.native_fps}" for c in report.per_camera.values())
     return (f"{report.cameras} camera(s): {'HOLDS' if report.holds else 'does not hold'}"
             f" (overlay fps {fps}; drops {report.drops_total}; cpu {report.totals['cpu_pct']}"
-            f" %; rss {report.totals['rss_mb']} MiB; other load "
+            f" %; pss {report.totals['pss_mb']} MiB; other load "
             f"{report.machine['other_cpu_pct']} %)")
 
 
@@ -232,7 +234,7 @@ def render(report: LoadReport) -> str:
         lines.append(f"  {name} ({cam.clip}): source {cam.source_fps} fps, overlay "
                      f"{cam.overlay_fps} fps of {cam.native_fps} native, drops "
                      f"{cam.drops_total} {cam.drops}")
-    lines += [f"  {label}: cpu {p.cpu_pct} %, rss {p.rss_mb} MiB"
+    lines += [f"  {label}: cpu {p.cpu_pct} %, rss {p.rss_mb} MiB, pss {p.pss_mb} MiB"
               for label, p in report.processes.items()]
     lines.append(f"  machine: {report.machine}; shared drops {report.shared_drops}; "
                  f"restarts {report.restarts}; exit status {report.exit_code}; "

@@ -99,11 +99,17 @@ def find_clips(paths: list[Path]) -> list[Clip]:
 
 @dataclass(frozen=True)
 class ProcSample:
-    """One process at one moment: CPU seconds used so far, resident memory, open fds."""
+    """One process at one moment: CPU seconds used so far, memory, open fds.
+
+    RSS counts every page the process maps, so shared ones (libraries, the rings) are
+    counted once per process; PSS divides each shared page among its sharers, so the PSS
+    of all processes adds up to what they use together.
+    """
 
     pid: int
     cpu_s: float
     rss_bytes: int
+    pss_bytes: int
     fds: int
 
 
@@ -111,17 +117,18 @@ def read_proc(pid: int) -> ProcSample | None:
     """A sample of process `pid`, or None if it is gone (or became a zombie)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
-        status = Path(f"/proc/{pid}/status").read_text()
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except (FileNotFoundError, ProcessLookupError):
         return None
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = raw[raw.rindex(")") + 2:].split()
-    rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-    if fields[0] == "Z" or rss is None:
+    rss = re.search(r"^Rss:\s+(\d+) kB", rollup, re.MULTILINE)
+    pss = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
+    if fields[0] == "Z" or rss is None or pss is None:
         return None
     cpu_s = (int(fields[11]) + int(fields[12])) / CLK_TCK_HZ   # utime + stime
-    return ProcSample(pid, cpu_s, int(rss.group(1)) * 1024, fds)
+    return ProcSample(pid, cpu_s, int(rss.group(1)) * 1024, int(pss.group(1)) * 1024, fds)
 
 
 def parent_pid(pid: int) -> int:
