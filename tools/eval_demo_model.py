@@ -38,7 +38,7 @@ from daemon.stages.model import ActionModel
 from daemon.supervisor.boot import DEFAULT_MODEL
 
 LABELS_DIR = REPO / "eval" / "labels"
-DEFAULT_MEDIA = Path("/work/shared/media")
+DEFAULT_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 MAJORITY = 0.6           # share of a window's frames its truth label must cover
 IDLE_MAJORITY = 0.9      # ... when that label is idle: a window with a few frames of
                          # someone walking is not "nobody moving"

@@ -31,9 +31,10 @@ from daemon.ipc.stats import PID, StatsBlock
 
 SHM_ROOT = "/dev/shm"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]   # the directory holding `daemon`
-# The shared sample clips of a development checkout; ACTIOND_BENCH_MEDIA overrides it.
+# The sample clips beside a development checkout (<checkout>/../shared/media, where the
+# project keeps them); ACTIOND_BENCH_MEDIA overrides it.
 MEDIA_DIR_ENV = "ACTIOND_BENCH_MEDIA"
-DEV_MEDIA_DIR = Path("/work/shared/media")
+DEV_MEDIA_DIR = Path(__file__).resolve().parents[3] / "shared" / "media"
 CLIP_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
 START_TIMEOUT_S = 120.0
 # The supervisor's staged shutdown takes at most ~18 s (daemon.supervisor.app).

@@ -21,6 +21,7 @@ import sys
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from daemon.bench.procstats import (
@@ -86,7 +87,7 @@ class SoakLog:
 
     def pid_changes(self) -> int:
         changes = 0
-        for before, after in zip(self.samples, self.samples[1:]):
+        for before, after in pairwise(self.samples):
             for name, stats in after.workers.items():
                 old = before.workers.get(name, {}).get(PID, 0)
                 changes += bool(old) and stats.get(PID, 0) != old
@@ -95,7 +96,7 @@ class SoakLog:
     def stalled_intervals(self) -> int:
         """Intervals in which some camera's overlay drew no frame."""
         stalled = 0
-        for before, after in zip(self.samples, self.samples[1:]):
+        for before, after in pairwise(self.samples):
             overlays = [n for n in after.workers if n.endswith(".overlay")]
             stalled += any(after.counter(n, "frames_out_total")
                            <= before.counter(n, "frames_out_total") for n in overlays)
