@@ -113,6 +113,7 @@ def _field_rules() -> dict[type, dict[str, Check]]:
         MotionConfig: {"method": one_of(*MOTION_METHODS), "width": positive,
                        "height": positive},
         InferenceConfig: {"threads": non_negative, "clip_length": non_negative,
+                          "width": non_negative, "height": non_negative,
                           "stride": at_least(1), "replicas": at_least(1),
                           "labels": _labels, "layout": _optional(MODEL_LAYOUTS),
                           "input": _optional(MODEL_INPUTS),

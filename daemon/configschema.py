@@ -78,6 +78,8 @@ class InferenceConfig:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 1               # onnxruntime intra-op threads
     clip_length: int = 0           # 0: from the model's metadata
+    width: int = 0                 # model input size; 0: the model's own (the motion
+    height: int = 0                # size where the model leaves it free)
     stride: int = 4                # run the model every `stride` frames
     replicas: int = 1              # infer worker processes sharing one input ring
     # Overrides of the model's own contract (its ONNX metadata_props); empty: the model's.

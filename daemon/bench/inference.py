@@ -169,7 +169,9 @@ def bench_config(model_path: str, model: ActionModel, cameras: int, threads: int
                  for i in range(cameras))
     return Config(daemon=DaemonConfig(shm_dir=shm_dir, log_level="warning"), cameras=cams,
                   inference=InferenceConfig(model=model_path, threads=threads,
-                                            clip_length=model.contract.clip_length))
+                                            clip_length=model.contract.clip_length,
+                                            width=model.contract.width,
+                                            height=model.contract.height))
 
 
 def stage_run(config: Config, labels: tuple[str, ...], rounds: int) -> dict[str, float]:

@@ -65,3 +65,22 @@ class FlowEstimator:
     def reset(self) -> None:
         """Forget the previous frame (after a gap or a source reconnect)."""
         self._previous = None
+
+
+def clip_entry(frame_bgr: np.ndarray, flow: np.ndarray, width: int,
+               height: int) -> tuple[np.ndarray, np.ndarray]:
+    """One frame of an inference clip at (height, width): the colour frame (uint8) and its
+    flow, resized with the vectors rescaled to pixels at that size, as float16 (the clip
+    ring's type: half the bytes, and ample precision for flow in pixels)."""
+    small = _resize(frame_bgr, width, height)
+    fh, fw = flow.shape[:2]
+    if (fh, fw) != (height, width):
+        flow = _resize(flow, width, height) * np.array([width / fw, height / fh], np.float32)
+    return small, flow.astype(np.float16)
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    interpolation = cv2.INTER_AREA if width < image.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)

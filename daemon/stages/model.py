@@ -208,8 +208,8 @@ def read_contract(shape: list, meta: dict[str, str], cfg: InferenceConfig,
         raise ModelError(f"model {name}: layout {layout} needs a rank-{RANKS[layout]} "
                          f"input, but the input shape is {shape} (rank {len(shape)})")
     kind, t = _input_and_length(shape, layout, meta, cfg, name)
-    height = _spatial(shape[-2], meta, "height", name)
-    width = _spatial(shape[-1], meta, "width", name)
+    height = _spatial(shape[-2], meta, "height", name, cfg.height)
+    width = _spatial(shape[-1], meta, "width", name, cfg.width)
     colour = cfg.colour_order or meta.get("colour_order", "rgb")
     _check_choice(colour, COLOUR_ORDERS, "colour_order", name)
     activation = cfg.activation or meta.get("activation", "none")
@@ -298,12 +298,15 @@ def _check_choice(value: str, choices: tuple[str, ...], key: str, name: str) -> 
                          f"{', '.join(choices)} (metadata `{key}` or inference.{key})")
 
 
-def _spatial(dim: object, meta: dict[str, str], key: str, name: str) -> int:
+def _spatial(dim: object, meta: dict[str, str], key: str, name: str, override: int) -> int:
     given = _int(meta.get(key, "0"), key, name)
     if _fixed(dim) and given and given != dim:
         raise ModelError(f"model {name}: metadata {key} {given} conflicts with its input "
                          f"{key} {dim}")
-    return _fixed(dim) or given
+    if _fixed(dim) and override and override != dim:
+        raise ModelError(f"model {name}: inference.{key} = {override} conflicts with its "
+                         f"input {key} {dim}: set {key} = 0 or {dim}")
+    return override or _fixed(dim) or given
 
 
 def _fixed(dim: object) -> int:

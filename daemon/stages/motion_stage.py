@@ -7,14 +7,13 @@ import threading
 import time
 from collections import deque
 
-import cv2
 import numpy as np
 
 from daemon.ipc import Consumer, Producer, attach_consumer, attach_producer
 from daemon.ipc.layout import FrameMeta
 from daemon.ipc.stats import StatsBlock
 from daemon.stages import records
-from daemon.stages.flow import FlowEstimator
+from daemon.stages.flow import FlowEstimator, clip_entry
 from daemon.stages.upstream import Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, WorkerSpec, loan_slot, timed
 
@@ -28,8 +27,8 @@ class MotionStage:
         self._spec, self._stats, self._heartbeat = spec, stats, heartbeat
         cfg = spec.config
         self._cam = next(c for c in cfg.cameras if c.name == spec.camera)
-        self._size = (cfg.motion.width, cfg.motion.height)
-        self._flow = FlowEstimator(cfg.motion.method, *self._size)
+        self._flow = FlowEstimator(cfg.motion.method, cfg.motion.width, cfg.motion.height)
+        self._clip_size = records.clip_size(cfg)
         self._view = records.view_record(self._cam, cfg)
         self._clip = records.clip_record(cfg)
         self._t, self._stride = records.clip_length(cfg), cfg.inference.stride
@@ -54,10 +53,10 @@ class MotionStage:
             started = time.perf_counter()
             self._stats.add("frames_in_total")
             meta = lease.meta
-            small = cv2.resize(lease.array, self._size, interpolation=cv2.INTER_AREA)
             flow = self._flow(lease.array)
+            entry = clip_entry(lease.array, flow, *self._clip_size)
             self._publish_view(lease.array, flow, meta, stop)
-        self._history.append((small, flow))
+        self._history.append(entry)
         self._since_clip += 1
         if len(self._history) == self._t and self._since_clip >= self._stride:
             self._publish_clip(meta, stop)

@@ -7,7 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import ASSETS_DIR, Config, load_config
+from daemon.config import ASSETS_DIR, Config, ConfigError, load_config
+from daemon.stages.eventing import event_settings
 from daemon.stages.model import ActionModel
 
 # Trained by tools/train_demo_model.py; what it can and cannot tell apart: eval/README.md.
@@ -18,8 +19,8 @@ DEFAULT_MODEL = ASSETS_DIR / "demo-actions.onnx"
 class Boot:
     """A config that passed every check, with the model it runs and that model's labels.
 
-    `config.inference.clip_length` is the model's clip length (never 0 here), so the
-    rings are sized for the clips the model takes.
+    `config.inference.clip_length`, `.width` and `.height` are the model's (never 0
+    here), so the rings are sized for, and the motion stage makes, the clips it takes.
     """
 
     config: Config
@@ -34,6 +35,15 @@ def load_boot(config_path: Path) -> Boot:
     config = load_config(config_path)
     model_path = config.inference.model or str(DEFAULT_MODEL)
     model = ActionModel(config.inference, model_path)   # validates the model contract
-    inference = dataclasses.replace(config.inference, clip_length=model.contract.clip_length)
+    c = model.contract
+    # The rings are sized, and the motion stage makes clips, at what the model takes.
+    inference = dataclasses.replace(
+        config.inference, clip_length=c.clip_length,
+        width=c.width or config.motion.width, height=c.height or config.motion.height)
     config = dataclasses.replace(config, inference=inference)
+    try:
+        event_settings(config.events, c.labels)
+    except ValueError as exc:
+        raise ConfigError(str(config_path), "events", f"{exc} (the model {Path(model_path).name} "
+                          f"has labels: {', '.join(c.labels)})") from exc
     return Boot(config, Path(config_path), model_path, model.contract.labels, model.providers)
