@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 from pathlib import Path
 
 import cv2
@@ -125,3 +126,22 @@ def test_status_online_then_last_will_after_sigkill(tmp_path, mosquitto, mqtt_co
             return True
         return stat.rsplit(")", 1)[1].split()[0] == "Z"
     wait_for(lambda: all(gone(p) for p in pids), 20, "orphaned workers to exit")
+
+
+@pytest.mark.timeout(180)
+def test_unreachable_broker_is_logged_pipeline_runs_outbox_holds(tmp_path, daemons) -> None:
+    closed = MosquittoBroker(tmp_path / "never-started")   # a free port nobody listens on
+    clip = light_switch_clip(tmp_path / "lights.mp4")
+    d = mqtt_daemon(tmp_path, closed, str(clip), realtime=True, loop=True)
+    daemons.append(d.start())
+    wait_for(lambda: len(logged_ids(d)) >= 2, START_S, "events with no broker")
+    frames = len(d.frames())
+    wait_for(lambda: len(d.frames()) > frames + 20, START_S, "frames keep flowing")
+    log = d.log()
+    assert f"127.0.0.1:{closed.port}" in log and "connection refused" in log
+    assert "Traceback" not in log
+    outbox = tmp_path / "state" / "mqtt-outbox.sqlite3"
+    with sqlite3.connect(outbox) as db:
+        held = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    assert held >= 2, "every event must wait in the outbox"
+    assert d.stop() == ExitCode.OK
