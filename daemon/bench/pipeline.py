@@ -11,7 +11,6 @@ joined by block-policy frame rings); and our pipeline with the slowest stage rep
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from daemon.bench.report import print_report
 from daemon.exitcodes import ExitCode
 from daemon.ipc import FrameRing, FrameSpec, Policy, RingSpec, attach_consumer, attach_producer
 
@@ -180,9 +180,5 @@ def run(args: argparse.Namespace) -> int:
     print("bench pipeline: cpu-busy work ...", file=sys.stderr)
     result["cpu_busy"] = run_mode(args.frames, "cpu")
     result.update(stages_ms=dict(STAGES_MS), cores=os.cpu_count(), frames=args.frames)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
+    print_report(result, args.json)
     return ExitCode.OK

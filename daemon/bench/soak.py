@@ -16,7 +16,6 @@ is 0 when every target is met, 1 (FAILURE) otherwise; the JSON says which.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ from daemon.bench.procstats import (
     BenchDaemon, BenchError, Clip, Snapshot, count_restarts, find_clips, free_port,
 )
 from daemon.configpaths import ASSETS_DIR
+from daemon.bench.report import print_report
 from daemon.exitcodes import ExitCode
 from daemon.ipc.stats import PID
 
@@ -254,8 +254,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"actiond bench soak: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
     fields = asdict(result)
-    print(json.dumps(fields, indent=2) if args.json else
-          "\n".join(f"{key}: {value}" for key, value in fields.items()))
+    print_report(fields, args.json)
     failed = [target for target, ok in result.ok.items() if not ok]
     if failed:
         print(f"actiond bench soak: targets missed: {', '.join(failed)} (exit status "

@@ -21,7 +21,6 @@ time.monotonic_ns(), which is system-wide.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -37,6 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from daemon.bench.report import print_report
 from daemon.exitcodes import ExitCode
 from daemon.ipc import (
     DEFAULT_SHM_DIR, FrameRing, FrameSpec, Policy, RingSpec, ShmSpaceError, attach_consumer,
@@ -285,11 +285,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"actiond bench transport: not enough memory for frames of shape {args.shape}; "
               "choose a smaller --shape", file=sys.stderr)
         return ExitCode.CONFIG
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
+    print_report(result, args.json)
     return ExitCode.OK
 
 

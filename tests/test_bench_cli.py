@@ -1,0 +1,42 @@
+"""`actiond bench transport` and `bench pipeline` run as a user runs them and print the
+JSON their issues promise (short runs: the numbers themselves live in the README)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+TRANSPORT_KEYS = {"ring_copy_fps", "ring_zero_copy_hops_per_s", "mp_queue_fps",
+                  "arrayqueues_fps", "memcpy_fps", "ring_hop_latency_ms"}
+PIPELINE_KEYS = {"sequential_fps", "pipelined_fps", "bound_fps", "replicated_fps",
+                 "latency_ms", "cpu_busy"}
+
+
+def bench(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "daemon", "bench", *args, "--json"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.timeout(300)
+def test_transport_bench_reports_every_leg() -> None:
+    result = bench("transport", "--frames", "40", "--shape", "120,160,3")
+    assert TRANSPORT_KEYS <= result.keys()
+    for key in TRANSPORT_KEYS - {"arrayqueues_fps", "ring_hop_latency_ms"}:
+        assert result[key] > 0, key
+    latency = result["ring_hop_latency_ms"]
+    assert 0 < latency["p50"] <= latency["p99"]
+
+
+@pytest.mark.timeout(300)
+def test_pipeline_bench_pipelines_and_replicates() -> None:
+    result = bench("pipeline", "--frames", "40")
+    assert PIPELINE_KEYS <= result.keys()
+    # Waiting work overlaps even on a busy 2-core box: well above the sequential loop.
+    assert result["pipelined_fps"] > 1.3 * result["sequential_fps"]
+    assert result["replicated_fps"] > 0 and result["bound_fps"] > 0
+    assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
