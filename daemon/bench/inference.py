@@ -122,7 +122,7 @@ def make_clips(config: Config, camera: int) -> list[np.ndarray]:
         buf = np.zeros(record.nbytes, np.uint8)
         fields = record.views(buf)
         fields["frames"][...] = rng.integers(0, 256, fields["frames"].shape, dtype=np.uint8)
-        fields["flow"][...] = rng.normal(0, 2, fields["flow"].shape).astype(np.float16)
+        fields["flow"][...] = rng.normal(0, 2, fields["flow"].shape)
         out.append(buf)
     return out
 

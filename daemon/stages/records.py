@@ -31,7 +31,7 @@ def clip_record(config: Config) -> PackedSpec:
     (resizing once per frame in motion costs far less than per clip in infer)."""
     (w, h), t = clip_size(config), clip_length(config)
     return PackedSpec((("frames", (t, h, w, 3), "uint8"),
-                       ("flow", (t, h, w, 2), "float16")))
+                       ("flow", (t, h, w, 2), "float32")))
 
 
 def result_record(num_labels: int) -> PackedSpec:
