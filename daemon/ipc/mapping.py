@@ -84,6 +84,7 @@ class RingMap:
         w[L.H_VERSION] = L.LAYOUT_VERSION
         w[L.H_MAGIC] = L.MAGIC  # last: attachers check it
         w.release()
+        segment.publish()
 
     @contextmanager
     def locked(self) -> Iterator[memoryview]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from daemon.ipc.errors import RingNotFound, ShmSpaceError
 
 DEFAULT_SHM_DIR = "/dev/shm"
+CREATING_SUFFIX = ".creating"   # a segment's name until its header is written
 SEGMENT_PREFIX = "actiond-"
 # actiond-<owner pid>-<random>-<name>[.suffix]: the pid lets a later run tell a dead
 # run's leftovers from a live daemon's segments.
@@ -65,8 +66,10 @@ class Segment:
 
     @classmethod
     def create(cls, shm_dir: str, file_name: str, nbytes: int) -> "Segment":
+        """A new segment under a temporary name; publish() gives it its real name once
+        its header is written, so nobody who looks for it by name sees it half made."""
         check_free_space(shm_dir, nbytes)
-        path = Path(shm_dir) / file_name
+        path = Path(shm_dir) / (file_name + CREATING_SUFFIX)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.posix_fallocate(fd, 0, nbytes)
@@ -81,6 +84,13 @@ class Segment:
                 ) from exc
             raise
         return cls(path, fd, mmap.mmap(fd, nbytes), owner=True)
+
+    def publish(self) -> None:
+        """Rename the initialised segment to its real name (an atomic rename)."""
+        if self.path.name.endswith(CREATING_SUFFIX):
+            final = self.path.with_name(self.path.name[: -len(CREATING_SUFFIX)])
+            os.rename(self.path, final)
+            self.path = final
 
     @classmethod
     def attach(cls, path: Path) -> "Segment":

@@ -62,6 +62,7 @@ class StatsBlock:
         head[1] = len(raw)
         head[0] = _MAGIC
         del head
+        seg.publish()
         return cls(seg)
 
     @classmethod
