@@ -72,11 +72,17 @@ def clip_entry(frame_bgr: np.ndarray, flow: np.ndarray, width: int,
     """One frame of an inference clip at (height, width): the colour frame (uint8) and its
     flow (float32), resized with the vectors rescaled to pixels at that size. float32
     because converting float16 back costs inference more than the ring bytes it saves."""
-    small = _resize(frame_bgr, width, height)
+    return _resize(frame_bgr, width, height), resize_flow(flow, width, height)
+
+
+def resize_flow(flow: np.ndarray, width: int, height: int) -> np.ndarray:
+    """One flow field (h, w, 2) at (height, width), its vectors rescaled to pixels at the
+    new size, as float32."""
     fh, fw = flow.shape[:2]
     if (fh, fw) != (height, width):
-        flow = _resize(flow, width, height) * np.array([width / fw, height / fh], np.float32)
-    return small, flow.astype(np.float32, copy=False)
+        flow = _resize(flow.astype(np.float32, copy=False), width, height) * np.array(
+            [width / fw, height / fh], np.float32)
+    return flow.astype(np.float32, copy=False)
 
 
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -38,6 +38,7 @@ from daemon.config import (
     MODEL_LAYOUTS,
     InferenceConfig,
 )
+from daemon.stages.flow import resize_flow
 
 log = logging.getLogger(__name__)
 
@@ -382,11 +383,9 @@ def _resize_stack(clip: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def _resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
     """Flows resized, and their vectors rescaled to pixels at the new size."""
-    h, w = flow.shape[1:3]
-    if not height or (h, w) == (height, width):
+    if not height or flow.shape[1:3] == (height, width):
         return flow
-    out = _resize_stack(flow, height, width)
-    return out * np.array([width / w, height / h], np.float32)
+    return np.stack([resize_flow(f, width, height) for f in flow])
 
 
 def _providers(wanted: tuple[str, ...]) -> list[str]:
