@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from daemon.bench.procstats import toml_document
 from daemon.ipc import ring_stats
 from daemon.ipc.mapping import RingStats
 from daemon.ipc.stats import StatsBlock
@@ -43,26 +44,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
 def write_config(path: Path, sections: dict[str, dict[str, object]],
                  cameras: list[dict[str, object]]) -> Path:
-    lines = []
-    for name, table in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
-    for cam in cameras:
-        lines.append("[[cameras]]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in cam.items()]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(toml_document(sections, cameras))
     return path
 
 

@@ -176,6 +176,8 @@ def _toml_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, (int, float, str)):
         return json.dumps(value)   # a JSON string or number is a valid TOML one
     raise TypeError(f"cannot write {type(value).__name__} {value!r} to TOML")
@@ -183,6 +185,7 @@ def _toml_value(value: object) -> str:
 
 def toml_document(sections: dict[str, dict[str, object]],
                   cameras: list[dict[str, object]]) -> str:
+    """A config.toml text: the tables, then one [[cameras]] entry per camera."""
     lines: list[str] = []
     for name, table in sections.items():
         lines.append(f"[{name}]")
