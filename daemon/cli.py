@@ -20,7 +20,7 @@ from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
 from daemon.ipc import ShmSpaceError
 from daemon.logs import setup_logging
-from daemon.stages.model import ModelError
+from daemon.stages.contract import ModelError
 from daemon.supervisor.app import Supervisor
 from daemon.supervisor.boot import Boot, load_boot
 

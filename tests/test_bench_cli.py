@@ -1,5 +1,6 @@
-"""`actiond bench transport` and `bench pipeline` run as a user runs them and print the
-JSON their issues promise (short runs: the numbers themselves live in the README)."""
+"""`actiond bench transport`, `bench pipeline` and `bench inference` run as a user runs
+them and print the JSON their issues promise (short runs: the numbers themselves live in
+the README)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,19 @@ def test_pipeline_bench_pipelines_and_replicates() -> None:
     assert result["pipelined_fps"] > 1.3 * result["sequential_fps"]
     assert result["replicated_fps"] > 0 and result["bound_fps"] > 0
     assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+
+
+@pytest.mark.timeout(300)
+def test_inference_bench_compares_stage_and_bare_loop_for_each_model() -> None:
+    result = bench("inference", "--clips", "40", "--cameras", "2", "--repeats", "1",
+                   "--min-seconds", "0")
+    models = {m["model"]: m for m in result["models"]}
+    assert set(models) == {"bundled", "conv3d", "conv3d-dynamic-batch"}
+    for name, m in models.items():
+        assert m["stage_fps"] > 0 and m["bare_fps"] > 0, name
+        assert m["ratio"] == pytest.approx(m["stage_fps"] / m["bare_fps"], abs=2e-3), name
+        assert len(m["ratio_runs"]) == 1 and len(m["bare_fps_runs"]) == 2, name
+        assert m["clips"] >= 40 and m["results_dropped"] == 0, name
+    assert models["conv3d"]["max_batch"] == 1 and models["conv3d"]["batch"] == 1
+    assert models["conv3d-dynamic-batch"]["max_batch"] > 1
+    assert result["batching"]["cameras"] == 2

@@ -25,7 +25,9 @@ from daemon.exitcodes import ExitCode
 from daemon.ipc import FrameRing, Policy, RingSpec, attach_producer
 from daemon.ipc.stats import StatsBlock
 from daemon.stages import records
+from daemon.ipc.layout import FrameMeta
 from daemon.stages.infer_stage import InferStage
+from daemon.stages.infer_threads import ResultPublisher, Scored
 from daemon.stages.model import ActionModel
 from daemon.stages.registry import stats_fields, worker_main
 from daemon.stages.worker import Heartbeat, WorkerSpec
@@ -164,13 +166,17 @@ def _expected(rig: Rig, sent: Clips) -> Clips:
 
 
 def _collect(rig: Rig) -> Clips:
-    """Everything in the results rings, by (ring's camera, frame id)."""
+    """Everything in the results rings, by (ring's camera, frame id); each camera's
+    results must come out in the order its clips went in (ascending frame ids)."""
     got = {}
     for camera, ring in rig.results.items():
+        last_id = -1
         with ring.consumer("overlay") as consumer:
             while (lease := consumer.try_get()) is not None:
                 with lease:
                     assert lease.meta.camera == camera, "result carries another camera's name"
+                    assert lease.meta.frame_id > last_id, f"{camera}: results out of order"
+                    last_id = lease.meta.frame_id
                     got[(camera, lease.meta.frame_id)] = lease.array.view("float32")[
                         : len(LABELS)].copy()
     return got
@@ -254,3 +260,24 @@ def test_clip_of_a_camera_without_results_ring_is_dropped_not_fatal(rig_for) -> 
     _run_in_process(rig)
     assert rig.stats.get("clips_total") == len(sent) + 1
     _check_results(rig, sent)   # every real camera's clip still lands in its own ring
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_publisher_thread_fails_the_model_thread(rig_for) -> None:
+    # A helper thread that dies must stop the worker (and so get it restarted), not
+    # leave the model thread running into a queue nobody empties.
+    rig = rig_for("N")
+    camera = CAMERAS[0]
+    with attach_producer(rig.results[camera].path, 0) as out:
+        publisher = ResultPublisher({camera: out}, rig.stats, Heartbeat(rig.stats))
+        publisher.start()
+        too_many = np.zeros((1, 4096), np.float32)   # more scores than a result slot holds
+        assert publisher.submit(Scored((FrameMeta(1, 0, camera),), too_many, 0.0, 0.0),
+                                threading.Event())
+        wait_for(lambda: not publisher.is_alive(), STEP_DEADLINE_S, "the publisher to fail")
+        with pytest.raises(RuntimeError, match="infer-publisher thread failed"):
+            publisher.idle()
+        with pytest.raises(RuntimeError, match="infer-publisher thread failed"):
+            publisher.submit(Scored((FrameMeta(2, 0, camera),), too_many[:, :3], 0.0, 0.0),
+                             threading.Event())
+        assert publisher.stop()

@@ -16,14 +16,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from daemon.config import ConfigError, InferenceConfig, load_config
-from daemon.stages.model import (
-    DYNAMIC_MAX_BATCH,
-    ActionModel,
-    ModelContract,
-    ModelError,
-    prepare_input,
-    sample_shape,
-)
+from daemon.stages.contract import ModelContract, ModelError
+from daemon.stages.model import DYNAMIC_MAX_BATCH, ActionModel, prepare_input, sample_shape
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -241,6 +235,28 @@ def test_make_input_puts_a_known_pixel_at_its_index(layout: str, index) -> None:
     background = [-1.0, -1.0, -0.75, 0.0, 0.0]
     for channel, value in enumerate(background):
         assert x[index(channel)[:-1] + (4,)] == pytest.approx(value)
+
+
+@pytest.mark.parametrize("layout", ["NCTHW", "NTCHW", "NT_CHW", "NCHW"])
+def test_make_input_into_a_batch_row_writes_what_it_would_return(layout: str) -> None:
+    # The infer stage prepares clips straight into rows of a reused batch buffer.
+    c = contract(layout, "rgb+flow", mean=(1, 2, 3, 0, 0), std=(1, 2, 4, 1, 0.5))
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+    flow = rng.normal(0, 3, (T, H, W, 2)).astype(np.float32)
+    batch = np.full((3, *sample_shape(c)), np.nan, np.float32)
+    row = prepare_input(c, frames, flow, batch[1])
+    assert row is batch[1] or np.shares_memory(row, batch[1])
+    np.testing.assert_array_equal(batch[1], prepare_input(c, frames, flow)[0])
+    assert np.isnan(batch[0]).all() and np.isnan(batch[2]).all(), "wrote outside its row"
+
+
+def test_make_input_into_a_row_of_another_shape_names_both_shapes() -> None:
+    c = contract("NCTHW", "flow")
+    frames, flow = marked_clip()
+    with pytest.raises(ModelError, match=r"shape \[2, 4, 6, 8\] does not fit a batch row "
+                                         r"of shape \[2, 4, 6, 9\]"):
+        prepare_input(c, frames, flow, np.zeros((2, T, H, W + 1), np.float32))
 
 
 def test_make_input_keeps_bgr_and_uses_the_newest_frames() -> None:

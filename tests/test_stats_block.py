@@ -73,12 +73,12 @@ def test_reset_and_histogram_fields(shm: ShmArea) -> None:
     block = _create(shm, "stats-hist", ["frames_total", *histogram_fields("latency_seconds")])
     block.add("frames_total", 3)
     block.observe("latency_seconds", 0.003)
-    block.observe("latency_seconds", 0.2)
+    block.observe("latency_seconds", 0.2, count=3)   # a batch of three, 0.2 s each
     counts = [block.get(f"latency_seconds_bucket_{i}") for i in range(len(LATENCY_BUCKETS_S))]
-    expected = [float(0.003 <= b) + float(0.2 <= b) for b in LATENCY_BUCKETS_S]
+    expected = [float(0.003 <= b) + 3 * float(0.2 <= b) for b in LATENCY_BUCKETS_S]
     assert counts == expected, "buckets are cumulative (Prometheus 'le')"
-    assert block.get("latency_seconds_count") == 2
-    assert block.get("latency_seconds_sum") == pytest.approx(0.203)
+    assert block.get("latency_seconds_count") == 4
+    assert block.get("latency_seconds_sum") == pytest.approx(0.603)
     block.reset()
     assert set(block.snapshot().values()) == {0.0}
     block.close(unlink=True)

@@ -36,7 +36,8 @@ from eval_demo_model import ClipFeeder
 from media import ACTIONS, action_frames
 
 from daemon.config import CameraConfig, InferenceConfig, MotionConfig
-from daemon.stages.model import ActionModel, ModelContract, prepare_input
+from daemon.stages.contract import ModelContract
+from daemon.stages.model import ActionModel, prepare_input
 
 CLIP_LENGTH = 16
 INPUT_SIZE_PX = 48

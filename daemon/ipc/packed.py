@@ -8,6 +8,7 @@ stages pass structured data zero-copy without the ring knowing its shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -22,7 +23,7 @@ class PackedSpec:
 
     fields: tuple[tuple[str, tuple[int, ...], str], ...]
 
-    @property
+    @cached_property   # views() needs them for every slot it reads
     def offsets(self) -> dict[str, int]:
         out, off = {}, 0
         for name, shape, dtype in self.fields:
@@ -40,6 +41,13 @@ class PackedSpec:
     def frame_spec(self) -> FrameSpec:
         """The ring's frame spec: one flat byte array."""
         return FrameSpec((self.nbytes,), "uint8")
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The shape of field `name`."""
+        for field_name, shape, _ in self.fields:
+            if field_name == name:
+                return shape
+        raise KeyError(f"no field {name!r} in {[f[0] for f in self.fields]}")
 
     def views(self, buf: np.ndarray) -> dict[str, np.ndarray]:
         """Zero-copy views of each field inside a slot's byte array."""

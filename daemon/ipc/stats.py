@@ -79,13 +79,14 @@ class StatsBlock:
     def add(self, name: str, delta: float = 1.0) -> None:
         self._values[self._index[name]] += delta
 
-    def observe(self, prefix: str, seconds: float) -> None:
-        """Record one latency into the histogram fields made by histogram_fields()."""
+    def observe(self, prefix: str, seconds: float, count: int = 1) -> None:
+        """Record `count` latencies of `seconds` each into the histogram fields made by
+        histogram_fields()."""
         for i, bound in enumerate(LATENCY_BUCKETS_S):
             if seconds <= bound:
-                self._values[self._index[f"{prefix}_bucket_{i}"]] += 1
-        self._values[self._index[f"{prefix}_sum"]] += seconds
-        self._values[self._index[f"{prefix}_count"]] += 1
+                self._values[self._index[f"{prefix}_bucket_{i}"]] += count
+        self._values[self._index[f"{prefix}_sum"]] += seconds * count
+        self._values[self._index[f"{prefix}_count"]] += count
 
     def get(self, name: str) -> float:
         return float(self._values[self._index[name]])

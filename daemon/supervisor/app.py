@@ -20,7 +20,7 @@ from daemon.exitcodes import ExitCode
 from daemon.ipc import clean_stale, new_run_id
 from daemon.ipc.segment import segment_name
 from daemon.outputs.metrics import MetricsSnapshot, snapshot_on_loop
-from daemon.stages.model import ModelError
+from daemon.stages.contract import ModelError
 from daemon.systemd import SystemdNotifier
 from daemon.supervisor.arbiter import Arbiter
 from daemon.supervisor.boot import Boot
