@@ -4,6 +4,7 @@ import sys
 
 from daemon.cli import main
 
-# Spawned workers import this module as __mp_main__: only the real main runs the CLI.
+# A spawned worker skips a main module run with -m (multiprocessing.spawn), so this
+# import costs workers nothing; the guard keeps it safe anyway.
 if __name__ == "__main__":
     sys.exit(main())

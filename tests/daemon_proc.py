@@ -55,8 +55,11 @@ class Daemon:
 
     def __init__(self, tmp: Path, cameras: list[dict[str, object]],
                  sections: dict[str, dict[str, object]] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, console_script: bool = False) -> None:
         self.tmp = tmp
+        # `actiond` as installed (the systemd unit's way), or `python -m daemon`.
+        self.command = ([str(Path(sys.executable).with_name("actiond"))] if console_script
+                        else [sys.executable, "-m", "daemon"])
         self.shm_dir = Path("/dev/shm") / f"actiond-test-{os.getpid()}-{time.monotonic_ns()}"
         self.shm_dir.mkdir()
         self.frame_log = tmp / "frames.jsonl"
@@ -77,7 +80,7 @@ class Daemon:
     def start(self) -> "Daemon":
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "run", "-c", str(self.config)],
+                [*self.command, "run", "-c", str(self.config)],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=self._env)
         return self
 

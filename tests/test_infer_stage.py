@@ -29,8 +29,8 @@ from daemon.ipc.layout import FrameMeta
 from daemon.stages.infer_stage import InferStage
 from daemon.stages.infer_threads import ResultPublisher, Scored
 from daemon.stages.model import ActionModel
-from daemon.stages.registry import stats_fields, worker_main
-from daemon.stages.worker import Heartbeat, WorkerSpec
+from daemon.stages.registry import stats_fields
+from daemon.stages.worker import Heartbeat, WorkerSpec, worker_main
 from daemon_proc import wait_for
 from ring_workers import ShmArea
 
@@ -234,7 +234,7 @@ def test_fixed_batch_model_runs_clips_one_by_one(rig_for) -> None:
 @pytest.mark.timeout(120)
 def test_worker_finishes_only_after_upstream_finished_and_ring_empty(rig_for, spawn) -> None:
     rig = rig_for("N")
-    proc = spawn(worker_main, rig.spec())
+    proc = spawn(worker_main, rig.spec(), InferStage)
     sent = _feed(rig)
     wait_for(lambda: rig.stats.get("clips_total") == len(sent) or not proc.is_alive(),
              JOIN_TIMEOUT_S, "the worker to process every clip")

@@ -47,7 +47,8 @@ from daemon.ipc.wakeup import drain
 from daemon.stages import records
 from daemon.stages.contract import ModelError
 from daemon.stages.model import ActionModel
-from daemon.stages.registry import worker_main
+from daemon.stages.worker import worker_main
+from daemon.stages.infer_stage import InferStage
 from daemon.supervisor.boot import DEFAULT_MODEL
 from daemon.supervisor.topology import Topology
 
@@ -133,7 +134,7 @@ def stage_run(config: Config, labels: tuple[str, ...], rounds: int) -> dict[str,
         cams = [c.name for c in config.cameras]
         job = FeedJob(config, str(topo.rings["clips"].path),
                       tuple(str(topo.stats[f"{c}.motion"].path) for c in cams), rounds)
-        worker = CTX.Process(target=worker_main, args=(topo.workers[INFER_WORKER],),
+        worker = CTX.Process(target=worker_main, args=(topo.workers[INFER_WORKER], InferStage),
                              name=INFER_WORKER)
         producer = CTX.Process(target=feed, args=(job,), name="bench-feed")
         procs = [worker, producer]

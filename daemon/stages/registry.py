@@ -1,14 +1,12 @@
-"""Stage kinds, their stats fields, and the spawn-context entry point of every worker."""
+"""Stage kinds: the stage class and the stats fields of each."""
 
 from __future__ import annotations
-
-import sys
 
 from daemon.stages.infer_stage import INFER_FIELDS, InferStage
 from daemon.stages.motion_stage import MOTION_FIELDS, MotionStage
 from daemon.stages.overlay_stage import OVERLAY_FIELDS, OverlayStage
 from daemon.stages.source_stage import SOURCE_FIELDS, SourceStage
-from daemon.stages.worker import COMMON_FIELDS, StageFactory, WorkerSpec, run_stage
+from daemon.stages.worker import COMMON_FIELDS, StageFactory
 
 STAGE_KINDS: dict[str, tuple[StageFactory, tuple[str, ...]]] = {
     "source": (SourceStage, SOURCE_FIELDS),
@@ -23,7 +21,6 @@ def stats_fields(kind: str) -> tuple[str, ...]:
     return (*COMMON_FIELDS, *STAGE_KINDS[kind][1])
 
 
-def worker_main(spec: WorkerSpec) -> None:
-    """Target of every worker process (spawn context: importable, picklable args)."""
-    factory, _ = STAGE_KINDS[spec.kind]
-    sys.exit(int(run_stage(spec, factory)))
+def stage_factory(kind: str) -> StageFactory:
+    """The stage class of a worker of this kind (see worker.worker_main)."""
+    return STAGE_KINDS[kind][0]

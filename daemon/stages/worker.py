@@ -1,6 +1,6 @@
 """The worker process: one stage of one camera (or a shared infer replica).
 
-The supervisor spawns `worker_main(spec)` in a spawn-context process. The worker attaches
+The supervisor spawns `worker_main(spec, stage class)` in a spawn-context process. The worker attaches
 its rings and its stats block by path, runs its stage's step() until SIGTERM, and beats
 its heartbeat in the stats block. A step is short (ring waits are bounded); the only long
 waits (a camera reconnecting, a model loading) run inside `Heartbeat.blocking()`, during
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -142,6 +143,16 @@ def run_stage(spec: WorkerSpec, factory: StageFactory) -> int:
         heartbeat.stop()
         stats.close()
     return ExitCode.OK
+
+
+def worker_main(spec: WorkerSpec, factory: StageFactory) -> None:
+    """Target of every worker process (spawn context: importable, picklable args).
+
+    The stage class travels pickled by reference, so a spawned worker imports its own
+    stage's module and what that needs, not every stage's: onnxruntime stays out of the
+    source, motion and overlay workers (about 20 MiB each).
+    """
+    sys.exit(int(run_stage(spec, factory)))
 
 
 def timed(stats: StatsBlock, started_s: float) -> None:

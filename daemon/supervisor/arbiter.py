@@ -19,7 +19,8 @@ from multiprocessing.process import BaseProcess
 from typing import Callable
 
 from daemon.exitcodes import ExitCode
-from daemon.stages.registry import worker_main
+from daemon.stages.registry import stage_factory
+from daemon.stages.worker import worker_main
 from daemon.supervisor.restart import CrashHistory, RestartPolicy
 from daemon.supervisor.topology import Topology
 
@@ -79,7 +80,8 @@ class Arbiter:
             block = self.topology.stats[name]
             nxt = int(block.get("last_frame_id")) + 1 if block.get("frames_out_total") else 0
             spec = replace(spec, extra={**spec.extra, "first_frame_id": nxt})
-        process = MP_CONTEXT.Process(target=worker_main, args=(spec,), name=name, daemon=False)
+        process = MP_CONTEXT.Process(target=worker_main, args=(spec, stage_factory(spec.kind)),
+                                     name=name, daemon=False)
         process.start()
         state.process, state.started_at, state.term_sent_at = process, time.monotonic(), None
         state.finished = False
