@@ -9,7 +9,6 @@ walk_right), 0.89 overall (eval/README.md). Real-clip numbers: eval/README.md.
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import cv2
@@ -20,8 +19,7 @@ from media import ACTIONS, action_frames, make_action_clip
 
 from daemon.config import CameraConfig, InferenceConfig, MotionConfig
 from daemon.exitcodes import ExitCode
-from daemon.stages.capture import crop_and_resize
-from daemon.stages.flow import FlowEstimator
+from daemon.stages.clipmaker import FrameClips
 from daemon.stages.model import ActionModel
 from daemon.supervisor.boot import DEFAULT_MODEL, load_boot
 
@@ -36,29 +34,6 @@ ACCURACY_OVERALL = 0.8
 @pytest.fixture(scope="module")
 def model() -> ActionModel:
     return ActionModel(InferenceConfig(), str(DEFAULT_MODEL))
-
-
-class Clips:
-    """The motion stage's clip making (resize, DIS flow, float16 flows, every `stride`
-    frames once T are in), for comparing with the daemon and for feeding generated clips."""
-
-    def __init__(self, camera: CameraConfig, motion: MotionConfig, length: int,
-                 stride: int) -> None:
-        self.camera, self.size, self.stride = camera, (motion.width, motion.height), stride
-        self.flow = FlowEstimator(motion.method, *self.size)
-        self.history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=length)
-        self.since = 0
-
-    def push(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        frame = crop_and_resize(raw, self.camera.crop, self.camera.width, self.camera.height)
-        small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
-        self.history.append((small, self.flow(frame).astype(np.float16)))
-        self.since += 1
-        if len(self.history) < (self.history.maxlen or 0) or self.since < self.stride:
-            return None
-        self.since = 0
-        frames, flows = zip(*self.history)
-        return np.stack(frames), np.stack(flows)
 
 
 def test_shipped_model_is_small_and_fits_the_config_defaults(model: ActionModel,
@@ -79,7 +54,8 @@ def test_shipped_model_is_small_and_fits_the_config_defaults(model: ActionModel,
 
 
 def classify(model: ActionModel, action: str, seed: int) -> str:
-    clips = Clips(CameraConfig(name="t", source=""), MotionConfig(), 16, 1)
+    motion = MotionConfig()
+    clips = FrameClips(CameraConfig(name="t", source=""), motion, 16, 1, model.clip_size(motion))
     clip = None
     for frame in action_frames(action, seed, model.contract.clip_length + 1):
         clip = clips.push(frame)
@@ -125,8 +101,8 @@ def offline_results(model: ActionModel, video: Path, size: tuple[int, int],
                     motion: MotionConfig, stride: int) -> dict[int, tuple[str, float]]:
     """Frame id of each clip's last frame -> (top label, its score), computed offline."""
     width, height = size
-    clips = Clips(CameraConfig(name="cam", source="", width=width, height=height), motion,
-                  model.contract.clip_length, stride)
+    clips = FrameClips(CameraConfig(name="cam", source="", width=width, height=height),
+                       motion, model.contract.clip_length, stride, model.clip_size(motion))
     results = {}
     capture = cv2.VideoCapture(str(video))
     index = 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))     # run as a script from anywhere in the checkout
 
 from daemon.config import CameraConfig, InferenceConfig, MotionConfig
-from daemon.stages.capture import crop_and_resize
-from daemon.stages.flow import FlowEstimator
+from daemon.stages.clipmaker import FrameClips
 from daemon.stages.model import ActionModel
 from daemon.supervisor.boot import DEFAULT_MODEL
 
@@ -44,31 +43,6 @@ IDLE_MAJORITY = 0.9      # ... when that label is idle: a window with a few fram
                          # someone walking is not "nobody moving"
 IGNORE = "ignore"
 SWEEP_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-class ClipFeeder:
-    """The motion stage's clip making, without rings: frames in, (frames, flows) clips
-    of T frames out every `stride` frames (the flows stored as float16, as in the ring)."""
-
-    def __init__(self, camera: CameraConfig, motion: MotionConfig, clip_length: int,
-                 stride: int) -> None:
-        self.camera, self.stride = camera, stride
-        self.size = (motion.width, motion.height)
-        self.flow = FlowEstimator(motion.method, *self.size)
-        self.history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=clip_length)
-        self.since_clip = 0
-
-    def push(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """Feed one decoded frame; the clip ending at it when one is due."""
-        frame = crop_and_resize(raw, self.camera.crop, self.camera.width, self.camera.height)
-        small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
-        self.history.append((small, self.flow(frame).astype(np.float16)))
-        self.since_clip += 1
-        if len(self.history) < (self.history.maxlen or 0) or self.since_clip < self.stride:
-            return None
-        self.since_clip = 0
-        frames, flows = zip(*self.history)
-        return np.stack(frames), np.stack(flows)
 
 
 @dataclass(frozen=True)
@@ -117,7 +91,7 @@ def evaluate_clip(model: ActionModel, video: Path, spec: dict, camera: CameraCon
     frames = list(read_video(video))
     labels = frame_labels(spec, len(frames))
     t = model.contract.clip_length
-    feeder = ClipFeeder(camera, motion, t, stride)
+    feeder = FrameClips(camera, motion, t, stride, model.clip_size(motion))
     windows = []
     for index, frame in enumerate(frames):
         clip = feeder.push(frame)

@@ -5,7 +5,8 @@ A small (2+1)D CNN over the optical-flow clip (layout NCTHW, input flow, T = 16 
 probabilities over tests/media.ACTIONS. It is trained only on synthetic scenes from
 tests/media.action_frames (random rooms, figures, speeds, frame rates, noise, JPEG),
 turned into model inputs exactly as the daemon does it (source resize, DIS flow at the
-motion size, float16 clips, ActionModel.make_input): see tools/eval_demo_model.py for
+motion size, clips at 48 x 48 by daemon.stages.clipmaker, ActionModel.make_input), kept
+as float16 to halve the dataset's memory: see tools/eval_demo_model.py for
 the real-clip numbers and eval/README.md for what the model can and cannot tell apart.
 
 Development tool: needs torch (CPU is enough) besides the runtime dependencies; the ONNX
@@ -30,12 +31,12 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tools")]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from eval_demo_model import ClipFeeder
 from media import ACTIONS, action_frames
 
 from daemon.config import CameraConfig, InferenceConfig, MotionConfig
+from daemon.stages.clipmaker import FrameClips
 from daemon.stages.contract import ModelContract
 from daemon.stages.model import ActionModel, prepare_input
 
@@ -66,8 +67,9 @@ def clip_input(job: tuple[int, int]) -> np.ndarray:
     rng = np.random.default_rng(seed)
     width, height = CAMERA_SIZES[int(rng.integers(len(CAMERA_SIZES)))]
     motion = int(MOTION_SIZES_PX[int(rng.integers(len(MOTION_SIZES_PX)))])
-    feeder = ClipFeeder(CameraConfig(name="train", source="", width=width, height=height),
-                        MotionConfig(width=motion, height=motion), CLIP_LENGTH, 1)
+    feeder = FrameClips(CameraConfig(name="train", source="", width=width, height=height),
+                        MotionConfig(width=motion, height=motion), CLIP_LENGTH, 1,
+                        (INPUT_SIZE_PX, INPUT_SIZE_PX))
     clip = None
     for frame in action_frames(ACTIONS[action], seed, CLIP_LENGTH + 1):
         clip = feeder.push(frame)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from daemon.config import InferenceConfig
+from daemon.config import InferenceConfig, MotionConfig
 from daemon.stages.contract import ModelContract, ModelError, fixed_dim, read_contract
 from daemon.stages.flow import resize_flow
 
@@ -59,6 +59,11 @@ class ActionModel:
         """(1, ...) model input from T frames (T,h,w,3 uint8 BGR) and flows (T,h,w,2), or
         that input without its batch axis written into `out` (see prepare_input)."""
         return prepare_input(self.contract, frames, flow, out)
+
+    def clip_size(self, motion: MotionConfig) -> tuple[int, int]:
+        """(width, height) of the clips made for this model: its input size, or the
+        motion size where the model leaves its size free."""
+        return self.contract.width or motion.width, self.contract.height or motion.height
 
     def input_shape(self, height: int, width: int) -> tuple[int, ...]:
         """One clip's input shape (no batch axis) for clips of height x width pixels."""

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-
 import numpy as np
 
 from daemon.ipc import Consumer, Producer, attach_consumer, attach_producer
 from daemon.ipc.layout import FrameMeta
 from daemon.ipc.stats import StatsBlock
 from daemon.stages import records
-from daemon.stages.flow import FlowEstimator, clip_entry
+from daemon.stages.clipmaker import ClipMaker
+from daemon.stages.flow import FlowEstimator
 from daemon.stages.upstream import Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, WorkerSpec, loan_slot, timed
 
@@ -28,12 +27,10 @@ class MotionStage:
         cfg = spec.config
         self._cam = next(c for c in cfg.cameras if c.name == spec.camera)
         self._flow = FlowEstimator(cfg.motion.method, cfg.motion.width, cfg.motion.height)
-        self._clip_size = records.clip_size(cfg)
         self._view = records.view_record(self._cam, cfg)
         self._clip = records.clip_record(cfg)
-        self._t, self._stride = records.clip_length(cfg), cfg.inference.stride
-        self._history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=self._t)
-        self._since_clip = 0
+        self._clips = ClipMaker(records.clip_length(cfg), cfg.inference.stride,
+                                *records.clip_size(cfg))
         self._in: Consumer | None = None
         self._out_view: Producer | None = None
         self._out_clip: Producer | None = None
@@ -54,13 +51,10 @@ class MotionStage:
             self._stats.add("frames_in_total")
             meta = lease.meta
             flow = self._flow(lease.array)
-            entry = clip_entry(lease.array, flow, *self._clip_size)
+            clip_due = self._clips.push(lease.array, flow)
             self._publish_view(lease.array, flow, meta, stop)
-        self._history.append(entry)
-        self._since_clip += 1
-        if len(self._history) == self._t and self._since_clip >= self._stride:
+        if clip_due:
             self._publish_clip(meta, stop)
-            self._since_clip = 0
         timed(self._stats, started)
         return True
 
@@ -81,7 +75,7 @@ class MotionStage:
             return
         with loan:
             fields = self._clip.views(loan.array)
-            for i, (small, flow) in enumerate(self._history):
+            for i, (small, flow) in enumerate(self._clips.entries()):
                 fields["frames"][i] = small
                 fields["flow"][i] = flow
             loan.publish(meta.frame_id, meta.timestamp_ns, meta.camera)

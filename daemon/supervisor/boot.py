@@ -37,9 +37,9 @@ def load_boot(config_path: Path) -> Boot:
     model = ActionModel(config.inference, model_path)   # validates the model contract
     c = model.contract
     # The rings are sized, and the motion stage makes clips, at what the model takes.
-    inference = dataclasses.replace(
-        config.inference, clip_length=c.clip_length,
-        width=c.width or config.motion.width, height=c.height or config.motion.height)
+    width, height = model.clip_size(config.motion)
+    inference = dataclasses.replace(config.inference, clip_length=c.clip_length,
+                                    width=width, height=height)
     config = dataclasses.replace(config, inference=inference)
     try:
         event_settings(config.events, c.labels)
