@@ -23,7 +23,8 @@ import dataclasses
 from pathlib import Path
 
 from daemon.configpaths import (
-    ASSETS_DIR, SAMPLE_PREFIX, TEST_PREFIX, default_state_dir, resolve_source, source_kind,
+    ASSETS_DIR, SAMPLE_PREFIX, TEST_PATTERNS, TEST_PREFIX, default_state_dir, resolve_source,
+    source_kind,
 )
 from daemon.configschema import (
     COLOUR_ORDERS, LOG_LEVELS, MIN_RING_CAPACITY, MODEL_ACTIVATIONS, MODEL_INPUTS,
@@ -39,8 +40,8 @@ from daemon.configload import (
 __all__ = [
     "ASSETS_DIR", "ActionThreshold", "CameraConfig", "Config", "ConfigError", "DaemonConfig",
     "DisplayConfig", "EventsConfig", "InferenceConfig", "MetricsConfig", "MotionConfig",
-    "MqttConfig", "RESERVED_CAMERA_NAME", "SAMPLE_PREFIX", "TEST_PREFIX", "default_state_dir",
-    "load_config", "parse_listen", "resolve_source", "source_kind",
+    "MqttConfig", "RESERVED_CAMERA_NAME", "SAMPLE_PREFIX", "TEST_PATTERNS", "TEST_PREFIX",
+    "default_state_dir", "load_config", "parse_listen", "resolve_source", "source_kind",
 ]
 
 

@@ -11,6 +11,7 @@ from daemon.configload import absolute_path
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 SAMPLE_PREFIX = "sample:"
 TEST_PREFIX = "test:"
+TEST_PATTERNS = ("bars", "moving-box", "still")   # drawn by daemon.stages.patterns
 _SAMPLE_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
 
 
@@ -49,6 +50,9 @@ def resolve_source(source: str, config_dir: str | Path) -> str:
     kind = source_kind(source)
     if kind == "sample":
         return str(_sample_path(source[len(SAMPLE_PREFIX):]))
+    if kind == "test" and source[len(TEST_PREFIX):] not in TEST_PATTERNS:
+        raise ValueError(f"unknown test pattern {source!r}; use one of "
+                         f"{', '.join(TEST_PREFIX + p for p in TEST_PATTERNS)}")
     if kind != "file":
         return source
     path = absolute_path(source, Path(config_dir))

@@ -149,6 +149,9 @@ BAD_CONFIGS = [
     # missing files
     ("missing-video", '[[cameras]]\nname = "cam"\nsource = "clips/nope.mp4"\n',
      "cameras[0].source", "video file not found: "),
+    ("unknown-test-pattern", '[[cameras]]\nname = "c"\nsource = "test:plaid"\n',
+     "cameras[0].source", "unknown test pattern 'test:plaid'; use one of test:bars, "
+                          "test:moving-box, test:still"),
     ("missing-sample", '[[cameras]]\nname = "cam"\nsource = "sample:nope.mp4"\n',
      "cameras[0].source", f"no bundled sample named 'nope.mp4'; available: {SAMPLE_CLIP}"),
     ("missing-shm-dir", BASE_CAMERA + '[daemon]\nshm_dir = "/nonexistent/shm"\n',
@@ -181,7 +184,7 @@ def test_bad_config_names_key_and_reason(tmp_path: Path, text: str, key: str,
 
 
 def test_error_message_format(tmp_path: Path) -> None:
-    path = write(tmp_path, BASE_CAMERA + '[[cameras]]\nname = "b"\nsource = "test:x"\n'
+    path = write(tmp_path, BASE_CAMERA + '[[cameras]]\nname = "b"\nsource = "test:bars"\n'
                  'ring_policy = "drop"\n')
     with pytest.raises(ConfigError) as info:
         load_config(path)

@@ -348,6 +348,20 @@ def test_recorder_writes_every_frame(tmp_path: Path, name: str) -> None:
     assert size == (WIDTH, HEIGHT)
 
 
+@pytest.mark.timeout(60)
+def test_a_second_recorder_on_the_same_path_keeps_the_first_file(tmp_path: Path) -> None:
+    # A restarted overlay (or daemon) records again: the last run's video must survive.
+    path = tmp_path / "out.mkv"
+    for run, frames_to_write in enumerate((3, 5, 2)):
+        recorder = Recorder(str(path), 10.0, (WIDTH, HEIGHT))
+        assert recorder.path == str(path if run == 0 else tmp_path / f"out.{run}.mkv")
+        for index in range(frames_to_write):
+            recorder.write(make_frame(index, WIDTH, HEIGHT))
+        recorder.close()
+    counts = [count_frames(p)[0] for p in (path, tmp_path / "out.1.mkv", tmp_path / "out.2.mkv")]
+    assert counts == [3, 5, 2]
+
+
 @pytest.mark.timeout(30)
 def test_recorder_rejects_bad_paths(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unsupported file type '.gif'"):

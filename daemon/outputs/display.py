@@ -118,6 +118,7 @@ class Recorder:
                 f"display.record = {path!r}: directory {str(target.parent)!r} does not exist; "
                 "create it or choose another path"
             )
+        target = unused_path(target)
         self._writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*fourcc),
                                        float(fps), (int(size[0]), int(size[1])))
         if not self._writer.isOpened():
@@ -143,6 +144,21 @@ class Recorder:
     def close(self) -> None:
         """Finish the file (writes the container index; a killed process leaves none)."""
         self._writer.release()
+
+
+def unused_path(path: Path) -> Path:
+    """`path`, or the first of path.1.ext, path.2.ext ... that does not exist yet.
+
+    A restarted worker or daemon opens its recording again: it must not truncate what the
+    last run recorded (often the very minutes before the crash someone wants to see).
+    """
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
+    if n:
+        log.info("%s exists (kept): recording to %s", path, candidate)
+    return candidate
 
 
 class DisplayOutputs:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-TEST_PATTERNS = ("bars", "moving-box", "still")
+from daemon.config import TEST_PATTERNS
+
 TEST_DEFAULT_FPS = 10.0
 TEST_FRAME_SIZE = (640, 480)       # width, height of synthetic frames before crop/resize
 TEST_BOX_STEP_PX = 8               # moving-box: rightward motion per frame
