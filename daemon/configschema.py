@@ -100,6 +100,7 @@ class DisplayConfig:
     window: bool = False           # needs a GUI-capable OpenCV
     record: str = ""               # path of a video file to record the overlay to
     jpeg_quality: int = 80
+    mjpeg_max_clients: int = 8     # streams at once; each holds a thread and uplink share
     frame_log: str = ""            # JSON lines, one per displayed frame (frame id, the
                                    # result joined to it, label): for debugging and tests
 

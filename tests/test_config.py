@@ -80,7 +80,8 @@ BAD_CONFIGS = [
     ("unknown-inference-key", BASE_CAMERA + "[inference]\nthread = 2\n",
      "inference.thread", "did you mean 'threads'?"),
     ("unknown-display-key", BASE_CAMERA + "[display]\nmjpeg = '127.0.0.1:1'\n",
-     "display.mjpeg", "valid keys here: frame_log, jpeg_quality, mjpeg_listen, record"),
+     "display.mjpeg",
+     "valid keys here: frame_log, jpeg_quality, mjpeg_listen, mjpeg_max_clients, record"),
     ("unknown-mqtt-key", BASE_CAMERA + "[mqtt]\nqos = 1\n", "mqtt.qos", "unknown key"),
     ("unknown-metrics-key", BASE_CAMERA + "[metrics]\nport = 9108\n",
      "metrics.port", "valid keys here: listen"),
@@ -149,6 +150,8 @@ BAD_CONFIGS = [
     # missing files
     ("missing-video", '[[cameras]]\nname = "cam"\nsource = "clips/nope.mp4"\n',
      "cameras[0].source", "video file not found: "),
+    ("mjpeg-max-clients-zero", BASE_CAMERA + "[display]\nmjpeg_max_clients = 0\n",
+     "display.mjpeg_max_clients", "must be >= 1"),
     ("unknown-test-pattern", '[[cameras]]\nname = "c"\nsource = "test:plaid"\n',
      "cameras[0].source", "unknown test pattern 'test:plaid'; use one of test:bars, "
                           "test:moving-box, test:still"),

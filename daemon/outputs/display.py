@@ -223,7 +223,8 @@ def open_outputs(cfg: DisplayConfig, fps: float, size: tuple[int, int],
     outputs = DisplayOutputs()
     try:
         if cfg.mjpeg_listen:
-            server = MjpegServer(cfg.mjpeg_listen, cfg.jpeg_quality, title=title)
+            server = MjpegServer(cfg.mjpeg_listen, cfg.jpeg_quality, title=title,
+                                 max_clients=cfg.mjpeg_max_clients)
             try:
                 server.start()
             except OSError as exc:

@@ -18,14 +18,15 @@ import logging
 import socket
 import socketserver
 import threading
-from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-import cv2
 import numpy as np
+
+from daemon.config import parse_listen
+from daemon.outputs.framehub import DEFAULT_MAX_CLIENTS, FrameHub, MjpegCounters
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ CLIENT_WAIT_SLICE_S = 0.5      # a waiting client re-checks for shutdown this of
 CLIENT_SOCKET_TIMEOUT_S = 10.0  # a client that reads nothing this long is dropped
 SERVE_POLL_S = 0.1             # serve_forever's poll interval bounds stop() latency
 STOP_DRAIN_S = 2.0             # how long stop() waits for client threads to finish
-JPEG_QUALITY_MIN = 1
-JPEG_QUALITY_MAX = 100
+SPARE_CONNECTIONS = 8          # page and snapshot requests beyond the streams
+REFUSED_RETRY_AFTER_S = 5
 CLIENT_GONE_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 PAGE_TEMPLATE = """<!DOCTYPE html>
@@ -48,144 +49,6 @@ img{{max-width:100%;height:auto}}</style></head>
 <p><a href="/snapshot.jpg">snapshot</a></p>
 </body></html>
 """
-
-
-@dataclass
-class MjpegCounters:
-    """Counters for metrics; ``MjpegServer.counters`` hands out consistent copies."""
-
-    clients: int = 0            # stream clients connected now
-    clients_total: int = 0      # stream clients ever connected
-    frames_published: int = 0   # frames handed to publish()
-    frames_encoded: int = 0     # JPEG encodes (at most one per published frame)
-    frames_served: int = 0      # JPEGs sent: stream parts plus snapshots
-    frames_skipped: int = 0     # frames stream clients missed by being slower than publish
-
-
-def parse_listen(listen: str) -> tuple[str, int, socket.AddressFamily]:
-    """Split "host:port" (or "[v6addr]:port", ":port" for all interfaces) for binding."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(
-            f"display.mjpeg_listen = {listen!r}: expected 'host:port' "
-            "(e.g. '127.0.0.1:8090', ':8090' for all interfaces, port 0 for any free port)"
-        )
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return host or "0.0.0.0", int(port_text), family
-
-
-class FrameHub:
-    """The latest frame, encoded at most once, and the counters for metrics.
-
-    ``publish`` encodes right away only while a stream client is connected; otherwise it
-    keeps a copy of the raw frame and the first snapshot request encodes it, so an unwatched
-    server costs a memcpy per frame instead of a JPEG encode.
-    """
-
-    def __init__(self, jpeg_quality: int) -> None:
-        if not JPEG_QUALITY_MIN <= jpeg_quality <= JPEG_QUALITY_MAX:
-            raise ValueError(
-                f"display.jpeg_quality = {jpeg_quality}: must be between "
-                f"{JPEG_QUALITY_MIN} and {JPEG_QUALITY_MAX}"
-            )
-        self._params = [int(cv2.IMWRITE_JPEG_QUALITY), jpeg_quality]
-        self._cond = threading.Condition()
-        self._lazy_lock = threading.Lock()
-        self._seq = 0
-        self._jpeg: bytes | None = None
-        self._raw: np.ndarray | None = None
-        self._closed = False
-        self._counters = MjpegCounters()
-
-    def publish(self, frame: np.ndarray) -> None:
-        """Make ``frame`` the latest one and wake every waiting client."""
-        _check_frame(frame)
-        with self._cond:
-            watched = self._counters.clients > 0
-        # The caller's buffer may be a ring slot that is reused once we return: copy it.
-        jpeg = self._encode(frame) if watched else None
-        raw = None if watched else frame.copy()
-        with self._cond:
-            self._seq += 1
-            self._jpeg, self._raw = jpeg, raw
-            self._counters.frames_published += 1
-            self._cond.notify_all()
-
-    def latest(self) -> tuple[int, bytes] | None:
-        """The newest frame as (sequence number, JPEG bytes), or None before the first."""
-        with self._cond:
-            seq, jpeg = self._seq, self._jpeg
-        if jpeg is not None or seq == 0:
-            return None if jpeg is None else (seq, jpeg)
-        # Serialise lazy encodes so that clients arriving together encode a frame only once.
-        with self._lazy_lock:
-            with self._cond:
-                seq, jpeg, raw = self._seq, self._jpeg, self._raw
-            if jpeg is None and raw is not None:
-                jpeg = self._encode(raw)
-                with self._cond:
-                    if self._seq == seq:
-                        self._jpeg, self._raw = jpeg, None
-        return None if jpeg is None else (seq, jpeg)
-
-    def wait_newer(self, seq: int, timeout_s: float) -> tuple[int, bytes] | None:
-        """Wait up to ``timeout_s`` for a frame newer than ``seq``; None on timeout/close."""
-        with self._cond:
-            fresh = self._cond.wait_for(lambda: self._closed or self._seq > seq, timeout_s)
-            if not fresh or self._closed:
-                return None
-        return self.latest()
-
-    def _encode(self, frame: np.ndarray) -> bytes:
-        ok, buf = cv2.imencode(".jpg", frame, self._params)
-        if not ok:
-            raise ValueError(f"cv2.imencode could not encode a frame of shape {frame.shape}")
-        with self._cond:
-            self._counters.frames_encoded += 1
-        return buf.tobytes()
-
-    def client_joined(self) -> None:
-        """Count a stream client in (publish encodes eagerly while any is connected)."""
-        with self._cond:
-            self._counters.clients += 1
-            self._counters.clients_total += 1
-
-    def client_left(self) -> None:
-        """Count a stream client out."""
-        with self._cond:
-            self._counters.clients -= 1
-
-    def count_served(self, skipped: int) -> None:
-        """Record one JPEG sent to a client after it missed ``skipped`` frames."""
-        with self._cond:
-            self._counters.frames_served += 1
-            self._counters.frames_skipped += skipped
-
-    def close(self) -> None:
-        """Wake every waiting client so that it ends."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        """True once close() ran."""
-        with self._cond:
-            return self._closed
-
-    def counters(self) -> MjpegCounters:
-        """A consistent copy of the counters."""
-        with self._cond:
-            return replace(self._counters)
-
-
-def _check_frame(frame: np.ndarray) -> None:
-    channels = frame.shape[2] if frame.ndim == 3 else 1
-    if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or channels not in (1, 3, 4):
-        raise ValueError(
-            f"MJPEG frames must be uint8 HxW or HxWx3 (BGR); got {frame.dtype} {frame.shape}"
-        )
 
 
 class _Server(ThreadingHTTPServer):
@@ -211,8 +74,17 @@ class _Server(ThreadingHTTPServer):
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        # Every connection costs a thread: past the streams and a few spare ones, a new
+        # connection is closed at once instead of growing threads without bound.
         with self._conns_cond:
-            self._conns.add(request)
+            full = len(self._conns) >= self.hub.max_clients + SPARE_CONNECTIONS
+            if not full:
+                self._conns.add(request)
+        if full:
+            log.warning("MJPEG: %d connections open; closing one from %s", len(self._conns),
+                        client_address[0] if client_address else "?")
+            socketserver.TCPServer.shutdown_request(self, request)
+            return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
@@ -282,14 +154,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_stream(self) -> None:
         hub = self.server.hub
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        self.send_header("Cache-Control", "no-cache, no-store, private")
-        self.send_header("Pragma", "no-cache")
-        self.end_headers()
-        self.wfile.write(f"--{BOUNDARY}\r\n".encode())
-        hub.client_joined()
+        if not hub.client_joined():
+            log.warning("MJPEG: %d streams open (display.mjpeg_max_clients); refused %s",
+                        hub.max_clients, self.client_address[0])
+            self._send_text(HTTPStatus.SERVICE_UNAVAILABLE,
+                            f"too many viewers: {hub.max_clients} streams are open; close "
+                            "one, or raise display.mjpeg_max_clients\n",
+                            retry_after_s=REFUSED_RETRY_AFTER_S)
+            return
         try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.send_header("Cache-Control", "no-cache, no-store, private")
+            self.send_header("Pragma", "no-cache")
+            self.end_headers()
+            self.wfile.write(f"--{BOUNDARY}\r\n".encode())
             last = 0
             while not hub.closed:
                 got = hub.wait_newer(last, CLIENT_WAIT_SLICE_S)
@@ -335,10 +214,16 @@ class MjpegServer:
     ``counters`` returns a copy of its MjpegCounters for metrics.
     """
 
-    def __init__(self, listen: str, jpeg_quality: int = 80, *, title: str = "actiond") -> None:
+    def __init__(self, listen: str, jpeg_quality: int = 80, *, title: str = "actiond",
+                 max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
         self.listen = listen
-        self._addr = parse_listen(listen)
-        self._hub = FrameHub(jpeg_quality)
+        try:
+            host, port = parse_listen(listen)
+        except ValueError as exc:
+            raise ValueError(f"display.mjpeg_listen: {exc}") from exc
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._addr = host or "0.0.0.0", port, family
+        self._hub = FrameHub(jpeg_quality, max_clients)
         self._title = title
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
