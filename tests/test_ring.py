@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,7 +18,7 @@ import pytest
 import ring_workers as rw
 from daemon.ipc import (
     FrameMismatch, FrameRing, FrameSpec, Policy, RingError, RingNotFound, RingSpec, RingTimeout,
-    ShmSpaceError, attach_consumer, attach_producer, clean_stale, list_segments,
+    Producer, ShmSpaceError, attach_consumer, attach_producer, clean_stale, list_segments,
 )
 from daemon.ipc import segment as segment_mod
 from ring_workers import ShmArea, Starter
@@ -92,6 +93,34 @@ def test_block_full_ring_waits_then_raises_ring_timeout(shm: ShmArea) -> None:
     assert TIMEOUT_S * 0.9 <= waited <= TIMEOUT_S + 4.5, f"waited {waited:.3f} s"
     stats = ring.stats()
     assert stats.drops["timeout"] == 1 and stats.puts == 3
+
+
+@pytest.mark.timeout(60)
+def test_an_aborted_loan_wakes_the_other_producers_of_a_full_block_ring(shm: ShmArea) -> None:
+    # Two cameras feed one block ring; one gives its slot back unfilled: the other one,
+    # waiting for a slot, must get it at once, not after its timeout.
+    ring = shm.ring("abort", RingSpec(SMALL, capacity=2, policy=Policy.BLOCK, producers=2))
+    frame = np.zeros(SMALL.shape, np.uint8)
+    patient_s = 30.0
+    with attach_producer(ring.path, 0) as first, attach_producer(ring.path, 1) as second, \
+            attach_consumer(ring.path, "main"):
+        assert first.put(frame, 0, timeout=TIMEOUT_S)
+        loan = first.loan(timeout=TIMEOUT_S)        # the ring is now full
+        waited: list[float] = []
+        waiter = threading.Thread(target=lambda: waited.append(_timed_loan(second, patient_s)))
+        waiter.start()
+        # Give the waiter time to block first; if it has not, it finds the slot free anyway.
+        waiter.join(0.2)
+        loan.abort()
+        waiter.join(patient_s)
+        assert waited and waited[0] < patient_s / 3, f"waited {waited} s for the freed slot"
+
+
+def _timed_loan(producer: Producer, timeout_s: float) -> float:
+    started = time.monotonic()
+    loan = producer.loan(timeout=timeout_s)
+    loan.abort()
+    return time.monotonic() - started
 
 
 @pytest.mark.timeout(60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -88,7 +89,9 @@ def test_attach_errors_name_the_problem(shm: ShmArea) -> None:
     with pytest.raises(RingNotFound):
         StatsBlock.attach(Path(shm.dir) / "actiond-1-abc-missing")
     ring = shm.ring("not-stats", RingSpec(FrameSpec((4,))))
+    fds_before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(RingError, match="not an actiond stats block"):
         StatsBlock.attach(ring.path)
+    assert len(os.listdir("/proc/self/fd")) == fds_before, "the refused file stayed open"
     with pytest.raises(ValueError, match="too many stats fields"):
         _create(shm, "huge", [f"field_with_a_long_name_{i}" for i in range(1000)])

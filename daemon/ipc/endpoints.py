@@ -94,6 +94,7 @@ class Producer(_Endpoint):
     def _open(self, index: int) -> None:
         if not 0 <= index < self.spec.producers:
             raise RingError(f"producer index {index}: ring has {self.spec.producers}")
+        self._index = index
         self._fd = wakeup.open_fifo(wakeup.producer_fifo(self.path, index))
         self._fds.append(self._fd)
         self._consumer_fds = [
@@ -224,6 +225,20 @@ class Producer(_Endpoint):
         with self._map.locked() as w:
             w[sw + L.S_STATE] = L.FREE
         loan.done, loan._array = True, None
+        if self.spec.policy is L.Policy.BLOCK:
+            self._wake_other_producers()
+
+    def _wake_other_producers(self) -> None:
+        # A slot came free without a consumer releasing it: the producers blocked on a
+        # full ring would otherwise wait out their timeout. Aborts are rare (a failed fill,
+        # a stop), so the FIFOs are opened here instead of held open by every producer.
+        for i in range(self.spec.producers):
+            if i != self._index:
+                fd = wakeup.open_fifo(wakeup.producer_fifo(self.path, i))
+                try:
+                    wakeup.wake(fd)
+                finally:
+                    os.close(fd)
 
 
 class Lease:

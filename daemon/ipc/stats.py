@@ -40,6 +40,8 @@ class StatsBlock:
         self._seg = segment
         head = np.ndarray((2,), np.int64, buffer=segment.mm)
         if int(head[0]) != _MAGIC:
+            del head
+            segment.close()   # ours to close: the caller never gets the block
             raise RingError(f"{segment.path} is not an actiond stats block")
         raw = bytes(segment.mm[_NAMES_OFF_BYTES: _NAMES_OFF_BYTES + int(head[1])])
         del head
