@@ -23,8 +23,8 @@ import dataclasses
 from pathlib import Path
 
 from daemon.configpaths import (
-    ASSETS_DIR, SAMPLE_PREFIX, TEST_PATTERNS, TEST_PREFIX, default_state_dir, resolve_source,
-    source_kind,
+    ASSETS_DIR, SAMPLE_PREFIX, TEST_PATTERNS, TEST_PREFIX, default_device_id, default_state_dir,
+    resolve_source, source_kind,
 )
 from daemon.configschema import (
     COLOUR_ORDERS, LOG_LEVELS, MIN_RING_CAPACITY, MODEL_ACTIVATIONS, MODEL_INPUTS,
@@ -41,7 +41,8 @@ __all__ = [
     "ASSETS_DIR", "ActionThreshold", "CameraConfig", "Config", "ConfigError", "DaemonConfig",
     "DisplayConfig", "EventsConfig", "InferenceConfig", "MetricsConfig", "MotionConfig",
     "MqttConfig", "RESERVED_CAMERA_NAME", "SAMPLE_PREFIX", "TEST_PATTERNS", "TEST_PREFIX",
-    "default_state_dir", "load_config", "parse_listen", "resolve_source", "source_kind",
+    "default_device_id", "default_state_dir", "load_config", "parse_listen", "resolve_source",
+    "source_kind",
 ]
 
 
@@ -98,7 +99,8 @@ def _field_rules() -> dict[type, dict[str, Check]]:
     positive, non_negative = greater_than(0), at_least(0)
     return {
         DaemonConfig: {
-            "device_id": _name, "log_level": one_of(*LOG_LEVELS),
+            "device_id": lambda v: None if v == "" else _name(v),
+            "log_level": one_of(*LOG_LEVELS),
             "status_interval_s": positive, "heartbeat_timeout_s": positive,
             "restart_backoff_min_s": positive, "restart_backoff_max_s": positive,
             "stable_after_s": positive, "crash_budget": at_least(1),
@@ -235,8 +237,11 @@ def _resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
                                         "mqtt.password_file", file))
     return dataclasses.replace(
         config, cameras=tuple(cameras),
-        daemon=dataclasses.replace(config.daemon, shm_dir=str(shm_dir), state_dir=str(
-            absolute_path(state_dir, config_dir) if state_dir else default_state_dir())),
+        daemon=dataclasses.replace(
+            config.daemon, shm_dir=str(shm_dir),
+            state_dir=str(absolute_path(state_dir, config_dir) if state_dir
+                          else default_state_dir()),
+            device_id=config.daemon.device_id or default_device_id()),
         inference=dataclasses.replace(inference, model=existing_file(
             inference.model, config_dir, "inference.model", file)),
         display=dataclasses.replace(

@@ -1,9 +1,12 @@
-"""Where things are: camera sources (bundled samples, files, URLs, devices, test
-patterns) and the state directory, resolved for daemon.config."""
+"""Where things are and what this box is called: camera sources (bundled samples, files,
+URLs, devices, test patterns), the state directory and the default device id, resolved
+for daemon.config."""
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
 
 from daemon.configload import absolute_path
@@ -27,6 +30,17 @@ def default_state_dir() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME", "")
     base = Path(xdg) if xdg else Path.home() / ".local" / "state"
     return base / "actiond"
+
+
+def default_device_id() -> str:
+    """This machine's host name as a device id (daemon.device_id = ""): characters other
+    than letters, digits, '_' and '-' become '-' ("cam-box.local" -> "cam-box-local").
+
+    Two boxes on one broker must not share an id: their MQTT client ids would clash (the
+    broker drops one whenever the other connects) and their topics would mix.
+    """
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-")
+    return name or "actiond"
 
 
 def source_kind(source: str) -> str:

@@ -26,7 +26,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 class DaemonConfig:
     """[daemon]: identity, directories, logging, supervision."""
 
-    device_id: str = "actiond"
+    device_id: str = ""            # "" -> this machine's host name (configpaths)
     state_dir: str = ""            # "" -> $STATE_DIRECTORY or ~/.local/state/actiond
     shm_dir: str = "/dev/shm"      # where rings and stats blocks live (a tmpfs)
     log_level: str = "info"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from pathlib import Path
 
 import pytest
 
 from daemon.config import (
-    ASSETS_DIR, Config, ConfigError, default_state_dir, load_config, parse_listen,
-    resolve_source, source_kind,
+    ASSETS_DIR, Config, ConfigError, default_device_id, default_state_dir, load_config,
+    parse_listen, resolve_source, source_kind,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -302,6 +303,19 @@ def test_disabled_parts_need_no_files(tmp_path: Path) -> None:
         '[mqtt]\npassword_file = "absent"\n')))
     assert config.mqtt.password_file == "absent"
     assert config.cameras[1].source == "absent.mp4"
+
+
+@pytest.mark.parametrize(("hostname", "expected"), [
+    ("edge-01", "edge-01"), ("cam-box.local", "cam-box-local"), ("..", "actiond"),
+    ("Lab PC #3", "Lab-PC-3")])
+def test_device_id_defaults_to_the_host_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                             hostname: str, expected: str) -> None:
+    # Boxes left at the default must not share an MQTT client id and topics.
+    monkeypatch.setattr(socket, "gethostname", lambda: hostname)
+    assert default_device_id() == expected
+    assert load_config(write(tmp_path, BASE_CAMERA)).daemon.device_id == expected
+    chosen = load_config(write(tmp_path, BASE_CAMERA + '[daemon]\ndevice_id = "gate"\n'))
+    assert chosen.daemon.device_id == "gate"
 
 
 def test_default_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
