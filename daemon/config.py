@@ -118,6 +118,7 @@ def _field_rules() -> dict[type, dict[str, Check]]:
         InferenceConfig: {"threads": non_negative, "clip_length": non_negative,
                           "width": non_negative, "height": non_negative,
                           "stride": at_least(1), "replicas": at_least(1),
+                          "max_batch": non_negative,
                           "labels": _labels, "layout": _optional(MODEL_LAYOUTS),
                           "input": _optional(MODEL_INPUTS),
                           "colour_order": _optional(COLOUR_ORDERS),

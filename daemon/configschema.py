@@ -82,6 +82,7 @@ class InferenceConfig:
     height: int = 0                # size where the model leaves it free)
     stride: int = 4                # run the model every `stride` frames
     replicas: int = 1              # infer worker processes sharing one input ring
+    max_batch: int = 0             # clips per model run; 0: the model's limit (see model.py)
     # Overrides of the model's own contract (its ONNX metadata_props); empty: the model's.
     labels: tuple[str, ...] = ()   # one per model output
     layout: str = ""               # NCTHW | NTCHW | NT_CHW | NCHW

@@ -48,7 +48,8 @@ def test_inference_bench_compares_stage_and_bare_loop_for_each_model() -> None:
     result = bench("inference", "--clips", "40", "--cameras", "2", "--repeats", "1",
                    "--min-seconds", "0")
     models = {m["model"]: m for m in result["models"]}
-    assert set(models) == {"bundled", "conv3d", "conv3d-dynamic-batch"}
+    assert set(models) == {"bundled", "conv3d", "conv3d-dynamic-batch",
+                           "conv3d-dynamic-batch-max1"}
     for name, m in models.items():
         assert m["stage_fps"] > 0 and m["bare_fps"] > 0, name
         assert m["ratio"] == pytest.approx(m["stage_fps"] / m["bare_fps"], abs=2e-3), name
@@ -56,4 +57,6 @@ def test_inference_bench_compares_stage_and_bare_loop_for_each_model() -> None:
         assert m["clips"] >= 40 and m["results_dropped"] == 0, name
     assert models["conv3d"]["max_batch"] == 1 and models["conv3d"]["batch"] == 1
     assert models["conv3d-dynamic-batch"]["max_batch"] > 1
+    assert models["conv3d-dynamic-batch-max1"]["max_batch"] == 1
+    assert models["conv3d-dynamic-batch-max1"]["batch"] == 1
     assert result["batching"]["cameras"] == 2

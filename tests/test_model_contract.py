@@ -106,6 +106,28 @@ def test_more_clips_than_max_batch_run_in_chunks_and_fixed_batches_are_padded(
     assert model.run(clips[:1]).shape == (1, 3)
 
 
+@pytest.mark.parametrize(("shape", "wanted", "expected"), [
+    (["N", 3, T, H, W], 1, 1),       # one clip per run: faster on some CPUs
+    (["N", 3, T, H, W], 16, 16),     # a GPU may want larger batches than the default
+    ([4, 3, T, H, W], 2, 2),         # fewer than a fixed batch: runs are padded
+])
+def test_inference_max_batch_sets_the_clips_per_run(tmp_path: Path, shape: list, wanted: int,
+                                                     expected: int) -> None:
+    cfg = dataclasses.replace(CFG, max_batch=wanted)
+    model = ActionModel(cfg, str(build_model(tmp_path / "m.onnx", shape)))
+    assert model.max_batch == expected
+    clips = np.concatenate([model.make_input(*clip(seed)) for seed in range(5)])
+    np.testing.assert_allclose(model.run(clips)[:, 0], clips.reshape(5, -1).mean(axis=1),
+                               rtol=1e-4)
+
+
+def test_max_batch_above_a_fixed_batch_names_both(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(CFG, max_batch=8)
+    with pytest.raises(ModelError, match="max_batch = 8, but model m.onnx takes batches of "
+                                         "exactly 4: set max_batch = 0 or at most 4"):
+        ActionModel(cfg, str(build_model(tmp_path / "m.onnx", [4, 3, T, H, W])))
+
+
 def test_metadata_is_read(tmp_path: Path) -> None:
     meta = {"labels": ["walk", "run", "sit"], "layout": "NCTHW", "input": "rgb",
             "colour_order": "bgr", "mean": [1, 2, 3], "std": "2", "activation": "softmax"}

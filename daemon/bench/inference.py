@@ -15,7 +15,8 @@ scheduler more than the stage.
 
 Models: the bundled demo model; a generated R(2+1)D-like stack of Conv3D+ReLU layers
 (random weights, rgb 8x112x112, about 2 GFLOPs per clip) with its batch fixed at 1; the
-same weights with a free batch dimension, batched across cameras.
+same weights with a free batch dimension, batched across cameras, and once more with
+inference.max_batch = 1 (the `batching` section compares those two).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class Case:
     name: str
     model_path: str
     gflops: float | None
+    max_batch: int = 0        # inference.max_batch; 0: the model's limit
 
 
 def bench_config(model_path: str, model: ActionModel, cameras: int, threads: int,
@@ -120,6 +122,7 @@ def bench_config(model_path: str, model: ActionModel, cameras: int, threads: int
                  for i in range(cameras))
     return Config(daemon=DaemonConfig(shm_dir=shm_dir, log_level="warning"), cameras=cams,
                   inference=InferenceConfig(model=model_path, threads=threads,
+                                            max_batch=model.max_batch,
                                             clip_length=model.contract.clip_length,
                                             width=model.contract.width,
                                             height=model.contract.height))
@@ -261,7 +264,8 @@ def bench_case(case: Case, settings: Settings) -> dict:
     shared machine's hiccup in one run does not decide the result), and every run's
     ratio is listed.
     """
-    model = ActionModel(InferenceConfig(threads=settings.threads), case.model_path)
+    model = ActionModel(InferenceConfig(threads=settings.threads, max_batch=case.max_batch),
+                        case.model_path)
     config = bench_config(case.model_path, model, settings.cameras, settings.threads,
                           settings.shm_dir)
     inputs, prep_ms = prepare(config, model)
@@ -328,7 +332,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-seconds", type=float, default=2.0,
                         help="a fast model runs more clips, so that each timed run lasts "
                              "about this long")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=int, default=5,
                         help="stage runs per model (the median ratio is reported)")
     parser.add_argument("--cameras", type=int, default=4,
                         help="cameras feeding the shared clips ring")
@@ -358,7 +362,8 @@ def run(args: argparse.Namespace) -> int:
         name = "bundled" if args.model == DEFAULT_MODEL else args.model.stem
         cases = [Case(name, str(args.model.resolve()), None),
                  Case("conv3d", str(work / "conv3d-b1.onnx"), gflops),
-                 Case("conv3d-dynamic-batch", str(work / "conv3d-dyn.onnx"), gflops)]
+                 Case("conv3d-dynamic-batch", str(work / "conv3d-dyn.onnx"), gflops),
+                 Case("conv3d-dynamic-batch-max1", str(work / "conv3d-dyn.onnx"), gflops, 1)]
         settings = Settings(args.cameras, args.threads, args.clips, args.min_seconds,
                             args.repeats, shm_dir)
         results = [bench_case(c, settings) for c in cases]
@@ -371,14 +376,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(shm_dir, ignore_errors=True)
-    fixed, batched = results[1], results[2]
+    # Batching on or off with the same model file (inference.max_batch = 0 or 1).
+    batched, single = results[2], results[3]
     doc = {"machine": machine_info(), "models": results,
            "batching": {"cameras": args.cameras, "batch": batched["batch"],
-                        "batch1_stage_fps": fixed["stage_fps"],
+                        "batch1_stage_fps": single["stage_fps"],
                         "batched_stage_fps": batched["stage_fps"],
-                        "batch1_bare_fps": fixed["bare_fps"],
+                        "batch1_bare_fps": single["bare_fps"],
                         "batched_bare_fps": batched["bare_fps"],
-                        "speedup": round(batched["stage_fps"] / fixed["stage_fps"], 3)}}
+                        "speedup": round(batched["stage_fps"] / single["stage_fps"], 3)}}
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -51,7 +51,8 @@ class ActionModel:
         self._dtype = _INPUT_TYPES[spec.type]
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.contract = read_contract(shape, meta, cfg, self.path.name)
-        self.max_batch, self._fixed_batch = _batch_limits(shape, self.contract)
+        limit, self._fixed_batch = _batch_limits(shape, self.contract)
+        self.max_batch = _chosen_batch(cfg.max_batch, limit, self._fixed_batch, self.path.name)
         self.contract = self._check_output(self.contract)
 
     def make_input(self, frames: np.ndarray, flow: np.ndarray,
@@ -203,6 +204,16 @@ def _batch_limits(shape: list, c: ModelContract) -> tuple[int, int]:
                              f"multiple of the clip length {c.clip_length}")
         lead //= c.clip_length
     return lead, lead
+
+
+def _chosen_batch(wanted: int, limit: int, fixed: int, name: str) -> int:
+    """Clips per run: inference.max_batch, or the model's limit when it is 0."""
+    if not wanted:
+        return limit
+    if fixed and wanted > fixed:
+        raise ModelError(f"inference.max_batch = {wanted}, but model {name} takes batches "
+                         f"of exactly {fixed}: set max_batch = 0 or at most {fixed}")
+    return wanted
 
 
 def _feed_shape(c: ModelContract, batch: int) -> tuple[int, ...]:
