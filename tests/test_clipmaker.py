@@ -1,10 +1,13 @@
-"""ClipMaker: which frames make an inference clip, at what size, and when one is due."""
+"""Clips for inference: which frames make one, at what size, when one is due (ClipMaker),
+and what a clip record carries (records.clip_record)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from daemon.config import Config, InferenceConfig
+from daemon.stages import records
 from daemon.stages.clipmaker import ClipMaker
 
 pytestmark = pytest.mark.timeout(30)
@@ -45,3 +48,17 @@ def test_kept_frames_do_not_alias_the_callers_arrays() -> None:
     frames, flows = maker.clip()
     assert list(frames[:, 0, 0, 0]) == [1, 2]
     assert list(flows[:, 0, 0, 0]) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(("kind", "fields"), [
+    ("rgb", ["frames"]), ("flow", ["flow"]), ("rgb+flow", ["frames", "flow"]),
+    ("", ["frames", "flow"])])
+def test_clip_records_carry_only_what_the_model_takes(kind: str, fields: list[str]) -> None:
+    # An RGB model at 224 x 224 would otherwise carry 6.4 MB of unused flow per clip.
+    config = Config(inference=InferenceConfig(input=kind, clip_length=16, width=224,
+                                              height=224))
+    record = records.clip_record(config)
+    assert [name for name, _, _ in record.fields] == fields
+    sizes = {"frames": 16 * 224 * 224 * 3, "flow": 16 * 224 * 224 * 2 * 4}
+    assert record.nbytes >= sum(sizes[f] for f in fields)
+    assert record.nbytes < sum(sizes[f] for f in fields) + 64 * len(fields)

@@ -19,6 +19,7 @@ from media import ACTIONS, action_frames, make_action_clip
 
 from daemon.config import CameraConfig, InferenceConfig, MotionConfig
 from daemon.exitcodes import ExitCode
+from daemon.stages import records
 from daemon.stages.clipmaker import FrameClips
 from daemon.stages.model import ActionModel
 from daemon.supervisor.boot import DEFAULT_MODEL, load_boot
@@ -51,6 +52,8 @@ def test_shipped_model_is_small_and_fits_the_config_defaults(model: ActionModel,
     boot = load_boot(config)
     assert boot.model_path == str(DEFAULT_MODEL) and boot.labels == ACTIONS
     assert boot.config.inference.clip_length == c.clip_length   # rings sized for the model
+    # Clips carry only what the model takes: flows, no colour frames.
+    assert [name for name, _, _ in records.clip_record(boot.config).fields] == ["flow"]
 
 
 def classify(model: ActionModel, action: str, seed: int) -> str:

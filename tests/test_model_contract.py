@@ -281,6 +281,20 @@ def test_make_input_into_a_row_of_another_shape_names_both_shapes() -> None:
         prepare_input(c, frames, flow, np.zeros((2, T, H, W + 1), np.float32))
 
 
+def test_make_input_needs_only_the_kind_the_model_takes() -> None:
+    # Clips carry only what the model takes (records.clip_record): the other is None.
+    frames, flow = marked_clip()
+    flow_only = contract("NCTHW", "flow")
+    np.testing.assert_array_equal(prepare_input(flow_only, None, flow),
+                                  prepare_input(flow_only, frames, flow))
+    rgb_only = contract("NCTHW", "rgb")
+    np.testing.assert_array_equal(prepare_input(rgb_only, frames, None),
+                                  prepare_input(rgb_only, frames, flow))
+    with pytest.raises(ModelError, match="clip has no flows but the model takes input "
+                                         "rgb\\+flow"):
+        prepare_input(contract("NCTHW", "rgb+flow"), frames, None)
+
+
 def test_make_input_keeps_bgr_and_uses_the_newest_frames() -> None:
     c = contract("NTCHW", "rgb", colour_order="bgr", clip_length=2)
     frames, flow = marked_clip()

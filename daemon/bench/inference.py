@@ -73,8 +73,10 @@ def make_clips(config: Config, camera: int) -> list[np.ndarray]:
     for _ in range(DISTINCT_CLIPS):
         buf = np.zeros(record.nbytes, np.uint8)
         fields = record.views(buf)
-        fields["frames"][...] = rng.integers(0, 256, fields["frames"].shape, dtype=np.uint8)
-        fields["flow"][...] = rng.normal(0, 2, fields["flow"].shape)
+        if "frames" in fields:
+            fields["frames"][...] = rng.integers(0, 256, fields["frames"].shape, dtype=np.uint8)
+        if "flow" in fields:
+            fields["flow"][...] = rng.normal(0, 2, fields["flow"].shape)
         out.append(buf)
     return out
 
@@ -123,6 +125,7 @@ def bench_config(model_path: str, model: ActionModel, cameras: int, threads: int
     return Config(daemon=DaemonConfig(shm_dir=shm_dir, log_level="warning"), cameras=cams,
                   inference=InferenceConfig(model=model_path, threads=threads,
                                             max_batch=model.max_batch,
+                                            input=model.contract.inputs,
                                             clip_length=model.contract.clip_length,
                                             width=model.contract.width,
                                             height=model.contract.height))
@@ -209,7 +212,7 @@ def prepare(config: Config, model: ActionModel) -> tuple[list[np.ndarray], float
     inputs = []
     for buf in packed:
         fields = record.views(buf)
-        inputs.append(model.make_input(fields["frames"], fields["flow"]))
+        inputs.append(model.make_input(fields.get("frames"), fields.get("flow")))
     return inputs, 1000 * (time.perf_counter() - started) / len(inputs)
 
 

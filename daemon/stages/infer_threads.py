@@ -114,7 +114,7 @@ class BatchFeeder(HelperThread):
                  upstream: Upstream) -> None:
         super().__init__("infer-feeder")
         self._in, self._model, self._clip, self._upstream = consumer, model, clip, upstream
-        _, height, width, _ = clip.shape("flow")
+        _, height, width, _ = clip.shape(clip.fields[0][0])   # frames and flows alike
         shape = (model.max_batch, *model.input_shape(height, width))
         self._free: queue.Queue[np.ndarray] = queue.Queue()
         for _ in range(BATCH_BUFFERS):
@@ -174,7 +174,8 @@ class BatchFeeder(HelperThread):
         while lease is not None:
             with lease:
                 fields = self._clip.views(lease.array)
-                self._model.make_input(fields["frames"], fields["flow"], buffer[len(metas)])
+                self._model.make_input(fields.get("frames"), fields.get("flow"),
+                                       buffer[len(metas)])
                 metas.append(lease.meta)
             if len(metas) == len(buffer):
                 break

@@ -55,10 +55,11 @@ class ActionModel:
         self.max_batch = _chosen_batch(cfg.max_batch, limit, self._fixed_batch, self.path.name)
         self.contract = self._check_output(self.contract)
 
-    def make_input(self, frames: np.ndarray, flow: np.ndarray,
+    def make_input(self, frames: np.ndarray | None, flow: np.ndarray | None,
                    out: np.ndarray | None = None) -> np.ndarray:
         """(1, ...) model input from T frames (T,h,w,3 uint8 BGR) and flows (T,h,w,2), or
-        that input without its batch axis written into `out` (see prepare_input)."""
+        that input without its batch axis written into `out` (see prepare_input); the
+        kind the model does not take may be None."""
         return prepare_input(self.contract, frames, flow, out)
 
     def clip_size(self, motion: MotionConfig) -> tuple[int, int]:
@@ -128,25 +129,24 @@ class ActionModel:
         return c
 
 
-def prepare_input(c: ModelContract, frames: np.ndarray, flow: np.ndarray,
+def prepare_input(c: ModelContract, frames: np.ndarray | None, flow: np.ndarray | None,
                   out: np.ndarray | None = None) -> np.ndarray:
     """One clip as the model takes it: a new array with a leading batch axis of 1, or
     written into `out` (one row of a batch buffer, shaped `sample_shape`) and `out`.
 
-    Each input kind is converted to float32 straight into the output's (T, H, W, C) view
-    and scaled in place: no intermediate clip is made, so a batch costs one pass over it.
-    Public so that training and evaluation tools feed a model exactly as the daemon does.
+    `frames` or `flow` may be None when the model does not take them (clips carry only
+    what the model takes). Each input kind is converted to float32 straight into the
+    output's (T, H, W, C) view and scaled in place: no intermediate clip is made, so a
+    batch costs one pass over it. Public so that training and evaluation tools feed a
+    model exactly as the daemon does.
     """
-    t = c.clip_length
-    if len(frames) < t or len(flow) < t:
-        raise ModelError(f"clip has {min(len(frames), len(flow))} frames but the model "
-                         f"takes {t}: set inference.clip_length = 0 (the model's own)")
     rgb = flows = None
     if c.inputs != "flow":
-        rgb = frames[-t:] if c.colour_order == "bgr" else frames[-t:, ..., ::-1]
+        rgb = _newest(frames, "frames", c)
+        rgb = rgb if c.colour_order == "bgr" else rgb[..., ::-1]
         rgb = _resize_stack(rgb, c.height, c.width)
     if c.inputs != "rgb":
-        flows = _resize_flow(flow[-t:], c.height, c.width)
+        flows = _resize_flow(_newest(flow, "flows", c), c.height, c.width)
     height, width = (rgb if rgb is not None else flows).shape[1:3]
     shape = sample_shape(c, height, width)
     if out is None:
@@ -155,6 +155,17 @@ def prepare_input(c: ModelContract, frames: np.ndarray, flow: np.ndarray,
         raise ModelError(f"clip input of shape {list(shape)} does not fit a batch row of "
                          f"shape {list(out.shape)} ({out.dtype})")
     return _fill(c, out, rgb, flows)
+
+
+def _newest(stack: np.ndarray | None, what: str, c: ModelContract) -> np.ndarray:
+    """The last T entries of a clip's frames or flows, checked."""
+    t = c.clip_length
+    if stack is None:
+        raise ModelError(f"clip has no {what} but the model takes input {c.inputs}")
+    if len(stack) < t:
+        raise ModelError(f"clip has {len(stack)} frames but the model takes {t}: set "
+                         "inference.clip_length = 0 (the model's own)")
+    return stack[-t:]
 
 
 def _fill(c: ModelContract, x: np.ndarray, rgb: np.ndarray | None,

@@ -75,9 +75,12 @@ class MotionStage:
             return
         with loan:
             fields = self._clip.views(loan.array)
+            frames, flows = fields.get("frames"), fields.get("flow")   # what the model takes
             for i, (small, flow) in enumerate(self._clips.entries()):
-                fields["frames"][i] = small
-                fields["flow"][i] = flow
+                if frames is not None:
+                    frames[i] = small
+                if flows is not None:
+                    flows[i] = flow
             loan.publish(meta.frame_id, meta.timestamp_ns, meta.camera)
         self._stats.add("clips_total")
 

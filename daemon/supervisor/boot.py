@@ -39,7 +39,7 @@ def load_boot(config_path: Path) -> Boot:
     # The rings are sized, and the motion stage makes clips, at what the model takes.
     width, height = model.clip_size(config.motion)
     inference = dataclasses.replace(config.inference, clip_length=c.clip_length,
-                                    width=width, height=height)
+                                    width=width, height=height, input=c.inputs)
     config = dataclasses.replace(config, inference=inference)
     try:
         event_settings(config.events, c.labels)
