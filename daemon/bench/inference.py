@@ -26,7 +26,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import select
 import shutil
 import sys
@@ -40,6 +39,7 @@ import numpy as np
 import onnxruntime as ort
 
 from daemon.bench.convnet import build_conv3d_model
+from daemon.bench.report import machine_info
 from daemon.config import CameraConfig, Config, DaemonConfig, InferenceConfig
 from daemon.exitcodes import ExitCode
 from daemon.ipc import attach_producer
@@ -47,9 +47,9 @@ from daemon.ipc.stats import StatsBlock
 from daemon.ipc.wakeup import drain
 from daemon.stages import records
 from daemon.stages.contract import ModelError
+from daemon.stages.infer_stage import InferStage
 from daemon.stages.model import ActionModel
 from daemon.stages.worker import worker_main
-from daemon.stages.infer_stage import InferStage
 from daemon.supervisor.boot import DEFAULT_MODEL
 from daemon.supervisor.topology import Topology
 
@@ -216,6 +216,13 @@ def prepare(config: Config, model: ActionModel) -> tuple[list[np.ndarray], float
     return inputs, 1000 * (time.perf_counter() - started) / len(inputs)
 
 
+def bare_session(model_path: str, model: ActionModel, threads: int) -> ort.InferenceSession:
+    """A session like the stage's (same providers and threads), for the bare loop."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(model_path, options, providers=list(model.providers))
+
+
 def bare_run(session: ort.InferenceSession, inputs: list[np.ndarray], batch: int,
              clips: int) -> tuple[float, float]:
     """session.run in a tight loop on prepared batches: (clips/s, ms per run)."""
@@ -272,10 +279,9 @@ def bench_case(case: Case, settings: Settings) -> dict:
     config = bench_config(case.model_path, model, settings.cameras, settings.threads,
                           settings.shm_dir)
     inputs, prep_ms = prepare(config, model)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = settings.threads, 1
-    session = ort.InferenceSession(case.model_path, options, providers=list(model.providers))
-    # The bench keeps clips waiting, so the stage runs full batches: the bare loop too.
+    session = bare_session(case.model_path, model, settings.threads)
+    # The bare loop always runs full batches (its best case), whatever batches the stage
+    # forms from the clips waiting when it looks.
     batch = model.max_batch
     clips = clips_for(session, inputs, batch, settings.clips, settings.min_run_s)
     rounds = max(2, clips // settings.cameras)
@@ -310,19 +316,6 @@ def bench_case(case: Case, settings: Settings) -> dict:
               f"clips/s, ratio {result['ratio']} (runs {result['ratio_runs']}), "
               f"batch {result['batch']}")
     return result
-
-
-def machine_info() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "load_avg_1m": round(os.getloadavg()[0], 2), "python": platform.python_version(),
-            "numpy": np.__version__, "onnxruntime": ort.__version__,
-            "providers": ort.get_available_providers(), "platform": platform.platform()}
 
 
 def _progress(message: str) -> None:
@@ -381,7 +374,9 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(shm_dir, ignore_errors=True)
     # Batching on or off with the same model file (inference.max_batch = 0 or 1).
     batched, single = results[2], results[3]
-    doc = {"machine": machine_info(), "models": results,
+    machine = {**machine_info(), "onnxruntime": ort.__version__,
+               "providers": ort.get_available_providers()}
+    doc = {"machine": machine, "models": results,
            "batching": {"cameras": args.cameras, "batch": batched["batch"],
                         "batch1_stage_fps": single["stage_fps"],
                         "batched_stage_fps": batched["stage_fps"],
