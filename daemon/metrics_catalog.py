@@ -74,6 +74,11 @@ CATALOG: tuple[MetricSpec, ...] = (
                "Times a source released and reopened its stream."),
     MetricSpec("actiond_source_stalls_total", COUNTER, ("camera",),
                "Reads that timed out or returned no frame on an open stream."),
+    MetricSpec("actiond_mjpeg_viewers", GAUGE, ("camera",),
+               "Browsers watching the camera's MJPEG stream now."),
+    MetricSpec("actiond_mjpeg_viewers_refused_total", COUNTER, ("camera",),
+               "MJPEG stream requests refused because display.mjpeg_max_clients were "
+               "watching."),
     MetricSpec("actiond_inference_seconds", HISTOGRAM, ("camera",),
                "Time of one model run (one clip) in onnxruntime, over all replicas."),
     MetricSpec("actiond_inference_providers_info", GAUGE, ("provider",),

@@ -98,7 +98,13 @@ def test_mjpeg_view_serves_the_overlay(tmp_path: Path, daemons) -> None:
     for data in jpegs:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         assert image is not None and image.shape == (120, 160, 3)
+    # The overlay reports its viewers for actiond_mjpeg_viewers.
+    wait_for(lambda: d.stats("cam.overlay").get("mjpeg_viewers") == 1, START_S,
+             "the overlay to count its one viewer")
+    resp.close()
     conn.close()
+    wait_for(lambda: d.stats("cam.overlay").get("mjpeg_viewers") == 0, START_S,
+             "the overlay to count the viewer out")
     assert d.stop() == ExitCode.OK
 
 

@@ -78,6 +78,8 @@ def _make_blocks(shm: ShmArea) -> dict[str, StatsBlock]:
             blocks[f"infer.{replica}"].observe("inference_seconds", seconds)
     blocks["source"].set("reconnects_total", 2)
     blocks["source"].set("stalls_total", 5)
+    blocks["overlay"].set("mjpeg_viewers", 3)
+    blocks["overlay"].set("mjpeg_viewers_refused_total", 7)
     return blocks
 
 
@@ -192,6 +194,8 @@ def test_scrape_reports_rings_workers_cameras_and_mqtt(served: Served) -> None:
     assert samples["actiond_camera_expected_fps"][_labels(camera=CAMERA)] == 25.0
     assert samples["actiond_source_reconnects_total"] == {_labels(camera=CAMERA): 2}
     assert samples["actiond_source_stalls_total"] == {_labels(camera=CAMERA): 5}
+    assert samples["actiond_mjpeg_viewers"] == {_labels(camera=CAMERA): 3}
+    assert samples["actiond_mjpeg_viewers_refused_total"] == {_labels(camera=CAMERA): 7}
     assert samples["actiond_inference_providers_info"] == {
         _labels(provider="CPUExecutionProvider"): 1}
     assert samples["actiond_build_info"] == {_labels(version=daemon.__version__): 1}

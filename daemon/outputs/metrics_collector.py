@@ -232,6 +232,10 @@ def _add_worker(samples: _Samples, worker: WorkerView) -> None:
         samples.add("actiond_source_reconnects_total", (camera,),
                     _stat(worker, "reconnects_total"))
         samples.add("actiond_source_stalls_total", (camera,), _stat(worker, "stalls_total"))
+    elif worker.stage == "overlay":
+        samples.add("actiond_mjpeg_viewers", (camera,), _stat(worker, "mjpeg_viewers"))
+        samples.add("actiond_mjpeg_viewers_refused_total", (camera,),
+                    _stat(worker, "mjpeg_viewers_refused_total"))
 
 
 def _add_ring(samples: _Samples, name: str, stats: RingStats) -> None:

@@ -30,7 +30,8 @@ from daemon.stages.upstream import Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, timed
 
 OVERLAY_FIELDS = ("last_frame_id", "last_result_frame_id", "frame_order_errors_total",
-                  "frame_gaps_total", "results_total", "display_fps", "events_total")
+                  "frame_gaps_total", "results_total", "display_fps", "events_total",
+                  "mjpeg_viewers", "mjpeg_viewers_refused_total")
 RESULTS_KEPT = 64
 DEFAULT_FPS = 10.0        # recorder frame rate when the camera's fps is left to the source
 FPS_WINDOW_S = 2.0
@@ -53,6 +54,7 @@ class OverlayStage:
         self._frames_in: Consumer | None = None
         self._results_in: Consumer | None = None
         self._outputs: DisplayOutputs | None = None
+        self._viewers_refused = 0
         self._frame_log: IO[str] | None = None
         self._upstream = Upstream(list(spec.extra.get("upstream_stats", [])))
 
@@ -96,9 +98,21 @@ class OverlayStage:
                                                                      capture_ns, image)))
         self._check_order(frame_id)
         self._outputs.show(image)
+        self._count_viewers()
         self._log_frame(frame_id, result_id, label, score)
         timed(self._stats, started)
         return True
+
+    def _count_viewers(self) -> None:
+        mjpeg = self._outputs.mjpeg if self._outputs is not None else None
+        if mjpeg is None:
+            return
+        counters = mjpeg.counters
+        self._stats.set("mjpeg_viewers", counters.clients)
+        # The stats block outlives a restarted overlay: add what is new since last time.
+        self._stats.add("mjpeg_viewers_refused_total",
+                        counters.clients_refused - self._viewers_refused)
+        self._viewers_refused = counters.clients_refused
 
     def _collect_results(self) -> None:
         while (lease := self._results_in.try_get()) is not None:
