@@ -28,23 +28,20 @@ from daemon.outputs.metrics import (SHARED_CAMERA, ActiondCollector, CameraView,
                                     MetricsServer, MetricsServerError, MetricsSnapshot,
                                     MqttView, WorkerView, make_registry, snapshot_on_loop)
 from daemon.stages.registry import stats_fields
+from metrics_helpers import (
+    HTTP_TIMEOUT_S, histogram_series, label_set, parse_samples, scrape_text,
+)
 
 pytest_plugins = ["ring_workers"]   # the shm fixture: a private tmpfs dir, leak-checked
 pytestmark = pytest.mark.timeout(30)
 
 FRAME = FrameSpec((8, 8, 3), "uint8")
-HTTP_TIMEOUT_S = 5.0
 PROMTOOL_TIMEOUT_S = 30
 CAMERA = "front"
 # Latencies observed into the blocks: one below the first bound, one mid-way, one huge.
 PROCESSING_S = (0.0005, 0.02, 0.7)
 INFERENCE_S = {0: (0.03, 0.2), 1: (4.0,)}
-Labels = frozenset[tuple[str, str]]
 Served = tuple[MetricsServer, EventMetrics]
-
-
-def _labels(**kv: str) -> Labels:
-    return frozenset(kv.items())
 
 
 def _fill_rings(shm: ShmArea) -> list[tuple[str, RingStats]]:
@@ -119,29 +116,6 @@ def served(pipeline: MetricsSnapshot) -> Iterator[Served]:
         yield server, events
 
 
-def _scrape_text(server: MetricsServer) -> str:
-    with urllib.request.urlopen(server.url, timeout=HTTP_TIMEOUT_S) as response:
-        assert response.status == 200
-        return response.read().decode()
-
-
-def _samples(text: str) -> dict[str, dict[Labels, float]]:
-    out: dict[str, dict[Labels, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
-    return out
-
-
-def _histogram(samples: dict[str, dict[Labels, float]], name: str,
-               **labels: str) -> tuple[list[tuple[float, float]], float, float]:
-    """(le, cumulative count) pairs in bound order, the count and the sum of one series."""
-    key = _labels(**labels)
-    buckets = sorted((float(dict(k)["le"]), v) for k, v in samples[f"{name}_bucket"].items()
-                     if k - {("le", dict(k)["le"])} == key)
-    return buckets, samples[f"{name}_count"][key], samples[f"{name}_sum"][key]
-
-
 def _expected_cumulative(values: tuple[float, ...]) -> list[tuple[float, float]]:
     return [(b, float(sum(v <= b for v in values))) for b in LATENCY_BUCKETS_S] + [
         (float("inf"), float(len(values)))]
@@ -149,56 +123,56 @@ def _expected_cumulative(values: tuple[float, ...]) -> list[tuple[float, float]]
 
 def test_scrape_reports_stage_counters_and_histograms(served: Served) -> None:
     server, _ = served
-    samples = _samples(_scrape_text(server))
-    motion = _labels(camera=CAMERA, stage="motion")
-    infer = _labels(camera=SHARED_CAMERA, stage="infer")
+    samples = parse_samples(scrape_text(server.url))
+    motion = label_set(camera=CAMERA, stage="motion")
+    infer = label_set(camera=SHARED_CAMERA, stage="infer")
     assert samples["actiond_stage_frames_in_total"][motion] == 10
     assert samples["actiond_stage_frames_out_total"][motion] == 9
     assert samples["actiond_stage_frames_in_total"][infer] == 20, "replicas are summed"
-    assert _labels(camera="", stage="infer") not in samples["actiond_stage_frames_in_total"]
-    buckets, count, total = _histogram(samples, "actiond_stage_processing_seconds",
+    assert label_set(camera="", stage="infer") not in samples["actiond_stage_frames_in_total"]
+    buckets, count, total = histogram_series(samples, "actiond_stage_processing_seconds",
                                        camera=CAMERA, stage="motion")
     assert buckets == _expected_cumulative(PROCESSING_S)
     assert count == len(PROCESSING_S) and total == pytest.approx(sum(PROCESSING_S))
     all_inference = tuple(s for lat in INFERENCE_S.values() for s in lat)
-    buckets, count, total = _histogram(samples, "actiond_inference_seconds",
+    buckets, count, total = histogram_series(samples, "actiond_inference_seconds",
                                        camera=SHARED_CAMERA)
     assert buckets == _expected_cumulative(all_inference)
     assert buckets[-1][1] == count == len(all_inference)
     assert total == pytest.approx(sum(all_inference))
     for key, count in samples["actiond_stage_processing_seconds_count"].items():
-        series, _, _ = _histogram(samples, "actiond_stage_processing_seconds", **dict(key))
+        series, _, _ = histogram_series(samples, "actiond_stage_processing_seconds", **dict(key))
         assert [c for _, c in series] == sorted(c for _, c in series), "cumulative"
         assert series[-1] == (float("inf"), count)
 
 
 def test_scrape_reports_rings_workers_cameras_and_mqtt(served: Served) -> None:
     server, _ = served
-    samples = _samples(_scrape_text(server))
-    frames, clips = _labels(ring="front.frames"), _labels(ring="clips")
+    samples = parse_samples(scrape_text(server.url))
+    frames, clips = label_set(ring="front.frames"), label_set(ring="clips")
     assert samples["actiond_ring_capacity_slots"] == {frames: 4, clips: 2}
     assert samples["actiond_ring_occupancy_slots"] == {frames: 3, clips: 2}
     drops = samples["actiond_ring_drops_total"]
-    assert drops[_labels(ring="front.frames", reason="drop_oldest")] == 3
-    assert drops[_labels(ring="clips", reason="drop_newest")] == 3
-    assert drops[_labels(ring="clips", reason="drop_oldest")] == 0
+    assert drops[label_set(ring="front.frames", reason="drop_oldest")] == 3
+    assert drops[label_set(ring="clips", reason="drop_newest")] == 3
+    assert drops[label_set(ring="clips", reason="drop_oldest")] == 0
     assert sum(drops.values()) == 6
     restarts = samples["actiond_worker_restarts_total"]
-    assert restarts[_labels(camera=CAMERA, stage="overlay")] == 3
-    assert restarts[_labels(camera=SHARED_CAMERA, stage="infer")] == 5
+    assert restarts[label_set(camera=CAMERA, stage="overlay")] == 3
+    assert restarts[label_set(camera=SHARED_CAMERA, stage="infer")] == 5
     up = samples["actiond_worker_up"]
-    assert up[_labels(camera=CAMERA, stage="source")] == 1
-    assert up[_labels(camera=SHARED_CAMERA, stage="infer")] == 0, "one replica is down"
-    assert samples["actiond_camera_failed"] == {_labels(camera=CAMERA): 0,
-                                                _labels(camera="back"): 1}
-    assert samples["actiond_camera_expected_fps"][_labels(camera=CAMERA)] == 25.0
-    assert samples["actiond_source_reconnects_total"] == {_labels(camera=CAMERA): 2}
-    assert samples["actiond_source_stalls_total"] == {_labels(camera=CAMERA): 5}
-    assert samples["actiond_mjpeg_viewers"] == {_labels(camera=CAMERA): 3}
-    assert samples["actiond_mjpeg_viewers_refused_total"] == {_labels(camera=CAMERA): 7}
+    assert up[label_set(camera=CAMERA, stage="source")] == 1
+    assert up[label_set(camera=SHARED_CAMERA, stage="infer")] == 0, "one replica is down"
+    assert samples["actiond_camera_failed"] == {label_set(camera=CAMERA): 0,
+                                                label_set(camera="back"): 1}
+    assert samples["actiond_camera_expected_fps"][label_set(camera=CAMERA)] == 25.0
+    assert samples["actiond_source_reconnects_total"] == {label_set(camera=CAMERA): 2}
+    assert samples["actiond_source_stalls_total"] == {label_set(camera=CAMERA): 5}
+    assert samples["actiond_mjpeg_viewers"] == {label_set(camera=CAMERA): 3}
+    assert samples["actiond_mjpeg_viewers_refused_total"] == {label_set(camera=CAMERA): 7}
     assert samples["actiond_inference_providers_info"] == {
-        _labels(provider="CPUExecutionProvider"): 1}
-    assert samples["actiond_build_info"] == {_labels(version=daemon.__version__): 1}
+        label_set(provider="CPUExecutionProvider"): 1}
+    assert samples["actiond_build_info"] == {label_set(version=daemon.__version__): 1}
     assert samples["actiond_mqtt_connected"] == {frozenset(): 1}
     assert samples["actiond_mqtt_published_total"] == {frozenset(): 12}
     assert samples["actiond_mqtt_outbox_depth"] == {frozenset(): 3}
@@ -212,11 +186,11 @@ def test_live_values_are_read_at_scrape_time(shm: ShmArea) -> None:
             return MetricsSnapshot(workers=[WorkerView("front.source", CAMERA, "source", True,
                                                        0, block.snapshot())])
         registry, _ = make_registry(snapshot)
-        key = _labels(camera=CAMERA, stage="source")
+        key = label_set(camera=CAMERA, stage="source")
         with MetricsServer("127.0.0.1:0", registry) as server:
-            first = _samples(_scrape_text(server))["actiond_stage_frames_out_total"][key]
+            first = parse_samples(scrape_text(server.url))["actiond_stage_frames_out_total"][key]
             block.add("frames_out_total", 7)
-            second = _samples(_scrape_text(server))["actiond_stage_frames_out_total"][key]
+            second = parse_samples(scrape_text(server.url))["actiond_stage_frames_out_total"][key]
         assert (first, second) == (0, 7)
     finally:
         block.close(unlink=True)
@@ -224,19 +198,20 @@ def test_live_values_are_read_at_scrape_time(shm: ShmArea) -> None:
 
 def test_events_and_latency(served: Served) -> None:
     server, events = served
-    before = _samples(_scrape_text(server))
-    assert before["actiond_events_total"][_labels(camera="back", action="help")] == 0, \
+    before = parse_samples(scrape_text(server.url))
+    assert before["actiond_events_total"][label_set(camera="back", action="help")] == 0, \
         "configured series start at zero"
     events.event(CAMERA, "walk")
     events.event(CAMERA, "walk")
     events.event("back", "help")
     for seconds in (0.3, 1.5, 40.0):
         events.latency(CAMERA, seconds)
-    samples = _samples(_scrape_text(server))
-    assert samples["actiond_events_total"][_labels(camera=CAMERA, action="walk")] == 2
-    assert samples["actiond_events_total"][_labels(camera="back", action="help")] == 1
-    assert samples["actiond_events_total"][_labels(camera=CAMERA, action="help")] == 0
-    buckets, count, total = _histogram(samples, "actiond_event_latency_seconds", camera=CAMERA)
+    samples = parse_samples(scrape_text(server.url))
+    assert samples["actiond_events_total"][label_set(camera=CAMERA, action="walk")] == 2
+    assert samples["actiond_events_total"][label_set(camera="back", action="help")] == 1
+    assert samples["actiond_events_total"][label_set(camera=CAMERA, action="help")] == 0
+    buckets, count, total = histogram_series(samples, "actiond_event_latency_seconds",
+                                             camera=CAMERA)
     bounds = mc.HISTOGRAM_BUCKETS_S["actiond_event_latency_seconds"]
     assert [b for b, _ in buckets] == [*bounds, float("inf")]
     assert dict(buckets)[0.5] == 1 and dict(buckets)[2.0] == 2 and dict(buckets)[32.0] == 2
@@ -251,7 +226,7 @@ def test_no_mqtt_series_without_mqtt(pipeline: MetricsSnapshot) -> None:
     snapshot = MetricsSnapshot(workers=pipeline.workers, mqtt=None)
     registry, _ = make_registry(lambda: snapshot)
     with MetricsServer("127.0.0.1:0", registry) as server:
-        text = _scrape_text(server)
+        text = scrape_text(server.url)
     assert "actiond_stage_frames_in_total" in text
     assert "actiond_mqtt" not in text, "no MQTT series (not even HELP) when MQTT is off"
 
@@ -260,7 +235,7 @@ def test_exported_metrics_match_the_catalog(served: Served) -> None:
     server, events = served
     events.latency(CAMERA, 1.0)
     exported = {}
-    for family in text_string_to_metric_families(_scrape_text(server)):
+    for family in text_string_to_metric_families(scrape_text(server.url)):
         name = family.name + ("_total" if family.type == mc.COUNTER else "")
         spec = mc.BY_NAME.get(name)
         assert spec is not None, f"{name} is not in daemon.metrics_catalog"
@@ -284,7 +259,7 @@ def test_scrape_passes_promtool_check_metrics(served: Served) -> None:
     server, events = served
     events.event(CAMERA, "walk")
     events.latency(CAMERA, 0.7)
-    text = _scrape_text(server)
+    text = scrape_text(server.url)
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                             text=True, timeout=PROMTOOL_TIMEOUT_S, check=False)
     assert result.returncode == 0 and result.stdout + result.stderr == "", \
@@ -301,8 +276,8 @@ def test_torn_histogram_read_is_exported_cumulative() -> None:
                   "processing_seconds_sum": 0.3})
     view = WorkerView("front.motion", CAMERA, "motion", True, 0, stats)
     registry, _ = make_registry(lambda: MetricsSnapshot(workers=[view]))
-    samples = _samples(generate_latest(registry).decode())
-    buckets, count, _ = _histogram(samples, "actiond_stage_processing_seconds",
+    samples = parse_samples(generate_latest(registry).decode())
+    buckets, count, _ = histogram_series(samples, "actiond_stage_processing_seconds",
                                    camera=CAMERA, stage="motion")
     counts = [c for _, c in buckets]
     assert counts == sorted(counts)
@@ -337,14 +312,14 @@ def _refused(port: int) -> bool:
 def test_stop_releases_the_port(served: Served) -> None:
     server, _ = served
     port = server.port
-    assert port > 0 and _scrape_text(server)
+    assert port > 0 and scrape_text(server.url)
     server.stop()
     server.stop()   # idempotent
     assert _refused(port)
     registry, _ = make_registry(MetricsSnapshot)
     with MetricsServer(f"127.0.0.1:{port}", registry) as again:
         assert again.port == port
-        assert "actiond_build_info" in _scrape_text(again)
+        assert "actiond_build_info" in scrape_text(again.url)
     assert _refused(port)
 
 
@@ -376,8 +351,8 @@ def test_snapshot_on_loop_builds_on_the_loop_thread(
     try:
         registry, _ = make_registry(snapshot_on_loop(loop, build))
         with MetricsServer("127.0.0.1:0", registry) as server:
-            samples = _samples(_scrape_text(server))
-        assert samples["actiond_camera_failed"] == {_labels(camera=CAMERA): 1}
+            samples = parse_samples(scrape_text(server.url))
+        assert samples["actiond_camera_failed"] == {label_set(camera=CAMERA): 1}
         assert built_on == ["supervisor-loop"]
         wedge = threading.Event()
         loop.call_soon_threadsafe(wedge.wait)   # a wedged loop: the scrape must fail
@@ -408,5 +383,5 @@ def test_a_failing_snapshot_fails_the_scrape() -> None:
     registry, _ = make_registry(broken)
     with MetricsServer("127.0.0.1:0", registry) as server, \
             pytest.raises(urllib.error.HTTPError) as err:
-        _scrape_text(server)
+        scrape_text(server.url)
     assert err.value.code == 500
