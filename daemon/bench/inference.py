@@ -223,10 +223,10 @@ def bare_session(model_path: str, model: ActionModel, threads: int) -> ort.Infer
     return ort.InferenceSession(model_path, options, providers=list(model.providers))
 
 
-def bare_run(session: ort.InferenceSession, inputs: list[np.ndarray], batch: int,
+def bare_run(session: ort.InferenceSession, batches: list[np.ndarray],
              clips: int) -> tuple[float, float]:
     """session.run in a tight loop on prepared batches: (clips/s, ms per run)."""
-    batches, name = _batches(inputs, batch), session.get_inputs()[0].name
+    batch, name = len(batches[0]), session.get_inputs()[0].name
     for j in range(BARE_WARMUP_RUNS):
         session.run(None, {name: batches[j % len(batches)]})
     runs = max(1, clips // batch)
@@ -237,11 +237,11 @@ def bare_run(session: ort.InferenceSession, inputs: list[np.ndarray], batch: int
     return runs * batch / elapsed, 1000 * elapsed / runs
 
 
-def clips_for(session: ort.InferenceSession, inputs: list[np.ndarray], batch: int,
-              clips: int, min_run_s: float) -> int:
+def clips_for(session: ort.InferenceSession, batches: list[np.ndarray], clips: int,
+              min_run_s: float) -> int:
     """At least `clips`, and enough for each timed run to last `min_run_s`: a fast model
     is timed over many clips, so the ratio is not one scheduler hiccup."""
-    batches, name = _batches(inputs, batch), session.get_inputs()[0].name
+    batch, name = len(batches[0]), session.get_inputs()[0].name
     runs, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < CALIBRATION_S:
         session.run(None, {name: batches[runs % len(batches)]})
@@ -249,7 +249,8 @@ def clips_for(session: ort.InferenceSession, inputs: list[np.ndarray], batch: in
     return max(clips, math.ceil(runs * batch / elapsed * min_run_s))
 
 
-def _batches(inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
+def bare_batches(inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
+    """The prepared clips in batches of `batch`, cycling, as the bare loop runs them."""
     return [np.concatenate([inputs[(j + k) % len(inputs)] for k in range(batch)])
             for j in range(0, len(inputs), batch)]
 
@@ -280,18 +281,18 @@ def bench_case(case: Case, settings: Settings) -> dict:
                           settings.shm_dir)
     inputs, prep_ms = prepare(config, model)
     session = bare_session(case.model_path, model, settings.threads)
-    # The bare loop always runs full batches (its best case), whatever batches the stage
-    # forms from the clips waiting when it looks.
+    # The bare loop runs full batches (its best case) whatever batches the stage forms.
     batch = model.max_batch
-    clips = clips_for(session, inputs, batch, settings.clips, settings.min_run_s)
+    batches = bare_batches(inputs, batch)
+    clips = clips_for(session, batches, settings.clips, settings.min_run_s)
     rounds = max(2, clips // settings.cameras)
     _progress(f"{case.name}: {settings.repeats} infer stage run(s) of {rounds * settings.cameras}"
               f" clips from {settings.cameras} camera(s), bare loop (batch {batch}) around each")
-    bare = [bare_run(session, inputs, batch, clips)]
+    bare = [bare_run(session, batches, clips)]
     stages = []
     for _ in range(settings.repeats):
         stages.append(stage_run(config, model.contract.labels, rounds))
-        bare.append(bare_run(session, inputs, batch, clips))
+        bare.append(bare_run(session, batches, clips))
     bare_fps = [(bare[i][0] + bare[i + 1][0]) / 2 for i in range(settings.repeats)]
     ratios = [stage["fps"] / fps for stage, fps in zip(stages, bare_fps)]
     k = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
@@ -316,6 +317,14 @@ def bench_case(case: Case, settings: Settings) -> dict:
               f"clips/s, ratio {result['ratio']} (runs {result['ratio_runs']}), "
               f"batch {result['batch']}")
     return result
+
+
+def batching_summary(cameras: int, batched: dict, single: dict) -> dict[str, float]:
+    """Batching on or off with the same model file (inference.max_batch = 0 or 1)."""
+    return {"cameras": cameras, "batch": batched["batch"],
+            "batch1_stage_fps": single["stage_fps"], "batched_stage_fps": batched["stage_fps"],
+            "batch1_bare_fps": single["bare_fps"], "batched_bare_fps": batched["bare_fps"],
+            "speedup": round(batched["stage_fps"] / single["stage_fps"], 3)}
 
 
 def _progress(message: str) -> None:
@@ -372,17 +381,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(shm_dir, ignore_errors=True)
-    # Batching on or off with the same model file (inference.max_batch = 0 or 1).
-    batched, single = results[2], results[3]
     machine = {**machine_info(), "onnxruntime": ort.__version__,
                "providers": ort.get_available_providers()}
     doc = {"machine": machine, "models": results,
-           "batching": {"cameras": args.cameras, "batch": batched["batch"],
-                        "batch1_stage_fps": single["stage_fps"],
-                        "batched_stage_fps": batched["stage_fps"],
-                        "batch1_bare_fps": single["bare_fps"],
-                        "batched_bare_fps": batched["bare_fps"],
-                        "speedup": round(batched["stage_fps"] / single["stage_fps"], 3)}}
+           "batching": batching_summary(args.cameras, batched=results[2], single=results[3])}
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -42,13 +42,6 @@ class PackedSpec:
         """The ring's frame spec: one flat byte array."""
         return FrameSpec((self.nbytes,), "uint8")
 
-    def shape(self, name: str) -> tuple[int, ...]:
-        """The shape of field `name`."""
-        for field_name, shape, _ in self.fields:
-            if field_name == name:
-                return shape
-        raise KeyError(f"no field {name!r} in {[f[0] for f in self.fields]}")
-
     def views(self, buf: np.ndarray) -> dict[str, np.ndarray]:
         """Zero-copy views of each field inside a slot's byte array."""
         offsets = self.offsets

@@ -114,7 +114,7 @@ class BatchFeeder(HelperThread):
                  upstream: Upstream) -> None:
         super().__init__("infer-feeder")
         self._in, self._model, self._clip, self._upstream = consumer, model, clip, upstream
-        _, height, width, _ = clip.shape(clip.fields[0][0])   # frames and flows alike
+        _, height, width, _ = clip.fields[0][1]   # (T, H, W, C): frames and flows alike
         shape = (model.max_batch, *model.input_shape(height, width))
         self._free: queue.Queue[np.ndarray] = queue.Queue()
         for _ in range(BATCH_BUFFERS):
