@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,3 +175,24 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
         assert proc.returncode == ExitCode.CONFIG
         assert "cameras[0].ring_policy" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(180)
+def test_workers_say_what_they_are_in_ps_and_log_with_timestamps(tmp_path, daemons):
+    d = new_daemon(daemons, tmp_path, [camera("cam1", "test:moving-box", fps=15)])
+    workers = {"cam1.source": "source of camera cam1", "cam1.motion": "motion of camera cam1",
+               "infer.0": "infer replica 0 for all cameras",
+               "cam1.overlay": "overlay of camera cam1"}
+    wait_for(lambda: all(d.heartbeat_fresh(w) for w in workers), START_S, "all workers up")
+    for worker, says in workers.items():
+        pid = d.worker_pid(worker)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert cmdline.startswith(f"actiond: {says} ({worker})"), cmdline
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == worker[:15]
+    assert d.stop() == ExitCode.OK
+    # Every line a worker logged carries a timestamp, like the supervisor's lines.
+    worker_lines = [line for line in d.log().splitlines()
+                    if any(f" {w} " in line for w in workers)]
+    assert worker_lines, d.log()
+    stamped = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+    assert all(stamped.match(line) for line in worker_lines), worker_lines

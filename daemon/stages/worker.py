@@ -20,16 +20,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
+from setproctitle import setproctitle, setthreadtitle
+
 from daemon.config import Config
 from daemon.exitcodes import ExitCode
 from daemon.ipc import Producer, RingTimeout, SlotLoan
 from daemon.ipc.stats import StatsBlock, histogram_fields
+from daemon.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
 STEP_WAIT_S = 0.25        # longest ring wait inside one step: bounds the heartbeat period
 BEAT_PERIOD_S = 0.5       # helper thread's beat period during blocking sections
-LOG_FORMAT = "%(levelname)s %(processName)s %(name)s: %(message)s"
 
 COMMON_FIELDS = ("frames_in_total", "frames_out_total", "busy_seconds_total",
                  "finished", *histogram_fields("processing_seconds"))
@@ -116,7 +118,11 @@ def run_stage(spec: WorkerSpec, factory: StageFactory) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # Ctrl-C reaches the whole process group; the supervisor decides how to stop us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=spec.config.daemon.log_level.upper(), format=LOG_FORMAT)
+    # The supervisor's format (timestamps on a terminal, priorities for journald), and a
+    # title that `ps` and `top` show instead of "python3 -c from multiprocessing.spawn".
+    setup_logging(spec.config.daemon.log_level)
+    setproctitle(process_title(spec))
+    setthreadtitle(spec.name)   # `top` shows this 15-character name: "demo.source"
     stats = StatsBlock.attach(spec.stats_path)
     heartbeat = Heartbeat(stats)
     heartbeat.start()
@@ -143,6 +149,13 @@ def run_stage(spec: WorkerSpec, factory: StageFactory) -> int:
         heartbeat.stop()
         stats.close()
     return ExitCode.OK
+
+
+def process_title(spec: WorkerSpec) -> str:
+    """What `ps` shows for a worker: its stage, and its camera unless it serves them all."""
+    if spec.camera:
+        return f"actiond: {spec.kind} of camera {spec.camera} ({spec.name})"
+    return f"actiond: {spec.kind} replica {spec.replica} for all cameras ({spec.name})"
 
 
 def worker_main(spec: WorkerSpec, factory: StageFactory) -> None:
