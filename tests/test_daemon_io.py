@@ -141,3 +141,38 @@ def test_metrics_endpoint_reports_the_pipeline_and_passes_promtool(tmp_path: Pat
     # Values are read from the workers at scrape time: the counter keeps moving.
     wait_for(lambda: frames_out(scrape())["source"] > first["source"], 20, "a newer count")
     assert d.stop() == ExitCode.OK
+
+
+@pytest.mark.timeout(180)
+def test_no_ready_before_every_camera_fails_and_the_end_of_files_is_named(
+        tmp_path: Path, daemons) -> None:
+    from media import make_clip, make_corrupt_file
+
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    bad = make_corrupt_file(tmp_path / "bad.mp4")
+    cam = {"name": "cam", "source": str(bad), "width": 160, "height": 120}
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    d = Daemon(tmp_path / "a", [cam], SMALL, env={"NOTIFY_SOCKET": str(sock_path)})
+    daemons.append(d.start())
+    try:
+        assert d.wait(START_S) == ExitCode.ALL_CAMERAS_FAILED, d.log()
+        messages = []
+        while True:
+            try:
+                messages.extend(sock.recv(4096).decode().splitlines())
+            except socket.timeout:
+                break
+    finally:
+        sock.close()
+    assert "READY=1" not in messages, messages
+    assert "every camera has failed (cam)" in d.log()
+    clip = make_clip(tmp_path / "ok.mp4", frames=24, size=(160, 120), pattern="moving-box",
+                     fps=30)
+    ok = Daemon(tmp_path / "b", [{**cam, "source": str(clip), "realtime": False}], SMALL)
+    daemons.append(ok.start())
+    assert ok.wait(START_S) == ExitCode.OK, ok.log()
+    assert "every camera's source has ended (end of file)" in ok.log()

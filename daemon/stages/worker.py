@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 STEP_WAIT_S = 0.25        # longest ring wait inside one step: bounds the heartbeat period
 BEAT_PERIOD_S = 0.5       # helper thread's beat period during blocking sections
 
+OPENED = "opened_monotonic_s"   # when open() returned: the stage is up, not just beating
 COMMON_FIELDS = ("frames_in_total", "frames_out_total", "busy_seconds_total",
-                 "finished", *histogram_fields("processing_seconds"))
+                 "finished", OPENED, *histogram_fields("processing_seconds"))
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def run_stage(spec: WorkerSpec, factory: StageFactory) -> int:
     try:
         with heartbeat.blocking():
             stage.open()
+        stats.set(OPENED, time.monotonic())
         parent = os.getppid()
         while not stop.is_set():
             heartbeat.beat()

@@ -118,12 +118,13 @@ class Supervisor:
                 await self.reload()
             self.tick()
             if self.arbiter.settled():
-                log.info("every camera has finished or failed")
+                log.info("%s", self._settled_reason())
                 break
 
     def tick(self) -> None:
         self.arbiter.murder_stale_workers()
-        if not self._ready and self.arbiter.all_started() and not self.arbiter.settled():
+        alive = set(self.arbiter.cameras()) - self.arbiter.failed_cameras
+        if not self._ready and alive and self.arbiter.all_started() and not self.arbiter.settled():
             self._ready = True
             log.info("pipeline running: %d workers", len(self.arbiter.workers))
             self.notifier.ready("running")
@@ -138,6 +139,14 @@ class Supervisor:
             if self._open is not None:
                 self._open.publish_stats({"status": line,
                                           "failed_cameras": sorted(self.arbiter.failed_cameras)})
+
+    def _settled_reason(self) -> str:
+        failed = sorted(self.arbiter.failed_cameras)
+        if not failed:
+            return "every camera's source has ended (end of file): stopping"
+        if set(failed) >= set(self.arbiter.cameras()):
+            return f"every camera has failed ({', '.join(failed)}): stopping"
+        return f"every camera has ended or failed (failed: {', '.join(failed)}): stopping"
 
     def _new_topology(self, boot: Boot) -> Topology:
         return Topology(boot.config, self.run_id, boot.model_path, boot.labels,

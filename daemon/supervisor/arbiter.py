@@ -20,7 +20,7 @@ from typing import Callable
 
 from daemon.exitcodes import ExitCode
 from daemon.stages.registry import stage_factory
-from daemon.stages.worker import worker_main
+from daemon.stages.worker import OPENED, worker_main
 from daemon.supervisor.restart import CrashHistory, RestartPolicy
 from daemon.supervisor.topology import Topology
 
@@ -227,8 +227,9 @@ class Arbiter:
                                   for n in live)
 
     def all_started(self) -> bool:
-        """Every worker has beaten at least once since it was spawned."""
-        return all(s.alive and self.topology.stats[n].get("heartbeat_monotonic_s") >= s.started_at
+        """Every worker has opened its stage since it was spawned: a source that cannot
+        open its file fails before this holds, so READY never precedes an exit 5."""
+        return all(s.alive and self.topology.stats[n].get(OPENED) >= s.started_at
                    for n, s in self.workers.items() if not (s.finished or s.failed))
 
     def settled(self) -> bool:
