@@ -85,6 +85,15 @@ CATALOG: tuple[MetricSpec, ...] = (
                "1 for each onnxruntime execution provider actually in use."),
     MetricSpec("actiond_events_total", COUNTER, ("camera", "action"),
                "Action events started."),
+    MetricSpec("actiond_events_lost_total", COUNTER, ("camera", "reason"),
+               "Action events (starts and ends) lost before the MQTT outbox, by reason: "
+               "send_timeout (the supervisor took no event within the overlay's send "
+               "timeout), supervisor_gone, send_failed (counted by the overlay); "
+               "not_stored (the outbox could not store it), malformed (camera=\"all\"; "
+               "counted by the supervisor)."),
+    MetricSpec("actiond_event_snapshots_lost_total", COUNTER, ("camera", "reason"),
+               "Events sent without their JPEG snapshot, by reason (too_large: the JPEG "
+               "does not fit one event datagram)."),
     MetricSpec("actiond_mqtt_connected", GAUGE, (),
                "1 while connected to the MQTT broker, else 0."),
     MetricSpec("actiond_mqtt_published_total", COUNTER, (),

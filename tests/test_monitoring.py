@@ -37,6 +37,7 @@ PROMTOOL_TIMEOUT_S = 30
 REQUIRED_ALERTS = {
     "ActiondCameraDown", "ActiondFpsBelowExpected", "ActiondDropsRising",
     "ActiondWorkerRestarts", "ActiondMqttDisconnected", "ActiondOutboxGrowing",
+    "ActiondEventsLost",
 }
 # Labels Prometheus adds at scrape time, and the bucket label of histogram series.
 TARGET_LABELS = {"instance", "job"}

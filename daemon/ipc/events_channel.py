@@ -2,25 +2,63 @@
 
 Events are small (a JSON header and an optional JPEG snapshot), rare, and must not wait
 behind frames, so they do not go through the frame rings. A datagram socket needs no
-connection state: a restarted worker just sends again, and a send never blocks the
-worker (a full socket buffer drops the snapshot first, then reports the loss).
+connection state: a restarted worker just sends again, and a reload that re-opens the
+supervisor's outputs keeps this socket open.
+
+Backpressure, not loss: the socket is blocking with a send timeout (SO_SNDTIMEO). On
+Linux a datagram sent to a peer whose queue is full (net.unix.max_dgram_qlen, as low as
+10) waits for room instead of failing with EAGAIN, so a burst of events paces the
+sending worker to the supervisor's intake; the supervisor stops reading while its outbox
+writer is behind (daemon/supervisor/intake.py), so the wait reaches the worker. Only a
+supervisor that takes no event for `send_timeout_s` (kept below the worker heartbeat
+timeout), a supervisor that is gone, or a send that fails outright loses an event, and
+each loss is counted by reason in `lost`; a snapshot too large for one datagram is sent
+without its snapshot and counted in `snapshots_lost`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import os
 import socket
 import struct
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!I")          # length of the JSON part
+_TIMEVAL = struct.Struct("@ll")        # struct timeval for SO_SNDTIMEO
 MAX_DATAGRAM_BYTES = 200_000           # below Linux's default AF_UNIX send buffer
+SNAPSHOT_HEADROOM_BYTES = 4096         # room for the JSON header beside a snapshot
 RECV_BUFFER_BYTES = 4 * 1024 * 1024    # room for a burst of events with snapshots
+SEND_TIMEOUT_S = 2.0                   # default; callers keep it below the heartbeat timeout
+
+# Why an event was lost on its way to the supervisor (the `reason` label of
+# actiond_events_lost_total), and why a snapshot was (actiond_event_snapshots_lost_total).
+LOST_SEND_TIMEOUT = "send_timeout"         # the supervisor took nothing for send_timeout_s
+LOST_SUPERVISOR_GONE = "supervisor_gone"   # no socket, or nobody reading it
+LOST_SEND_FAILED = "send_failed"           # any other error of sendto()
+LOST_REASONS = (LOST_SEND_TIMEOUT, LOST_SUPERVISOR_GONE, LOST_SEND_FAILED)
+SNAPSHOT_TOO_LARGE = "too_large"
+SNAPSHOT_LOST_REASONS = (SNAPSHOT_TOO_LARGE,)
+_GONE_ERRNOS = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTCONN)
+
+
+def lost_field(reason: str) -> str:
+    """The stats-block field that counts events lost for `reason`."""
+    return f"events_lost_{reason}_total"
+
+
+def snapshot_lost_field(reason: str) -> str:
+    """The stats-block field that counts snapshots lost for `reason`."""
+    return f"event_snapshots_lost_{reason}_total"
+
+
+LOSS_FIELDS = (*(lost_field(r) for r in LOST_REASONS),
+               *(snapshot_lost_field(r) for r in SNAPSHOT_LOST_REASONS))
 
 
 def encode(record: dict[str, Any], snapshot: bytes | None) -> bytes:
@@ -45,14 +83,16 @@ class EventReceiver:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
         self._sock.bind(str(self.path))
         self._sock.setblocking(False)
+        self.malformed_total = 0
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def receive_all(self) -> list[tuple[dict[str, Any], bytes | None]]:
-        """Every datagram waiting now (never blocks)."""
-        out = []
-        while True:
+    def receive(self, limit: int | None = None) -> list[tuple[dict[str, Any], bytes | None]]:
+        """Up to `limit` datagrams waiting now (all of them for None); never blocks. What
+        is left stays queued, and its senders wait (see the module docstring)."""
+        out: list[tuple[dict[str, Any], bytes | None]] = []
+        while limit is None or len(out) < limit:
             try:
                 datagram = self._sock.recv(MAX_DATAGRAM_BYTES + 65536)
             except BlockingIOError:
@@ -60,38 +100,67 @@ class EventReceiver:
             try:
                 out.append(decode(datagram))
             except (ValueError, struct.error) as exc:
+                self.malformed_total += 1
                 log.error("dropped a malformed event record (%d bytes): %s", len(datagram), exc)
+        return out
 
     def close(self) -> None:
+        """Close and unlink the socket. Idempotent."""
         self._sock.close()
         self.path.unlink(missing_ok=True)
 
 
 class EventSender:
-    """A worker's end: sends records to the supervisor's socket without blocking."""
+    """A worker's end: sends each record, waiting up to `send_timeout_s` for room."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, send_timeout_s: float = SEND_TIMEOUT_S) -> None:
+        if not send_timeout_s > 0:
+            raise ValueError(f"send_timeout_s must be > 0 (got {send_timeout_s!r}): 0 "
+                             "would make a full supervisor queue drop events")
         self.path = str(path)
+        self.send_timeout_s = send_timeout_s
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.setblocking(False)
-        self.lost_total = 0
+        # Blocking with a kernel timeout, not Python's settimeout(): Python's timeout mode
+        # polls for POLLOUT, which an unconnected datagram socket always reports, and then
+        # spins on EAGAIN; the kernel instead sleeps until the peer's queue has room.
+        self._sock.setblocking(True)
+        seconds = int(send_timeout_s)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(
+            seconds, int((send_timeout_s - seconds) * 1_000_000)))
+        self.lost: Counter[str] = Counter()
+        self.snapshots_lost: Counter[str] = Counter()
 
     def send(self, record: dict[str, Any], snapshot: bytes | None = None) -> bool:
-        """True if the supervisor's socket took the record."""
-        if snapshot is not None and len(snapshot) > MAX_DATAGRAM_BYTES - 4096:
-            log.warning("event snapshot of %d bytes is too large; sending without it",
-                        len(snapshot))
+        """True if the supervisor's socket took the record; a loss is counted and logged."""
+        if snapshot is not None and len(snapshot) > MAX_DATAGRAM_BYTES - SNAPSHOT_HEADROOM_BYTES:
+            self._snapshot_lost(record, len(snapshot))
             snapshot = None
-        for attempt in ([snapshot, None] if snapshot is not None else [None]):
-            try:
-                self._sock.sendto(encode(record, attempt), self.path)
-                return True
-            except (BlockingIOError, OSError) as exc:
-                if attempt is None:
-                    self.lost_total += 1
-                    log.error("event %s could not reach the supervisor: %s",
-                              record.get("id"), os.strerror(exc.errno or 0))
+        try:
+            self._sock.sendto(encode(record, snapshot), self.path)
+            return True
+        except OSError as exc:
+            if snapshot is not None and exc.errno in (errno.EMSGSIZE, errno.ENOBUFS):
+                self._snapshot_lost(record, len(snapshot))
+                return self.send(record, None)
+            self._lost(record, exc)
         return False
+
+    def _snapshot_lost(self, record: dict[str, Any], size: int) -> None:
+        self.snapshots_lost[SNAPSHOT_TOO_LARGE] += 1
+        log.warning("event %s: its snapshot of %d bytes does not fit one datagram; sending "
+                    "the event without it (lower display.jpeg_quality)", record.get("id"), size)
+
+    def _lost(self, record: dict[str, Any], exc: OSError) -> None:
+        if isinstance(exc, BlockingIOError) or exc.errno == errno.EAGAIN:
+            reason, why = LOST_SEND_TIMEOUT, (f"the supervisor took no event for "
+                                              f"{self.send_timeout_s:g} s")
+        elif exc.errno in _GONE_ERRNOS:
+            reason, why = LOST_SUPERVISOR_GONE, f"the supervisor is gone ({exc.strerror})"
+        else:
+            reason, why = LOST_SEND_FAILED, exc.strerror or str(exc)
+        self.lost[reason] += 1
+        log.error("event %s %s of camera %s is lost: %s", record.get("id"), record.get("phase"),
+                  record.get("camera"), why)
 
     def close(self) -> None:
         self._sock.close()

@@ -30,6 +30,8 @@ from prometheus_client.utils import floatToGoString
 
 from daemon import __version__
 from daemon import metrics_catalog as mc
+from daemon.ipc.events_channel import (LOST_REASONS, SNAPSHOT_LOST_REASONS, lost_field,
+                                       snapshot_lost_field)
 from daemon.ipc.mapping import RingStats
 from daemon.ipc.stats import LATENCY_BUCKETS_S
 
@@ -38,6 +40,8 @@ SHARED_CAMERA = "all"
 PROCESSING_PREFIX = "processing_seconds"
 INFERENCE_PREFIX = "inference_seconds"
 EVENTS_TOTAL = "actiond_events_total"
+EVENTS_LOST = "actiond_events_lost_total"
+SNAPSHOTS_LOST = "actiond_event_snapshots_lost_total"
 EVENT_LATENCY = "actiond_event_latency_seconds"
 EVENT_METRICS = (EVENTS_TOTAL, EVENT_LATENCY)
 COLLECTOR_METRICS = tuple(s.name for s in mc.CATALOG if s.name not in EVENT_METRICS)
@@ -86,6 +90,8 @@ class MetricsSnapshot:
     cameras: Sequence[CameraView] = ()
     providers: Sequence[str] = ()
     mqtt: MqttView | None = None
+    # Events the supervisor lost itself, by (camera, reason); the overlays count theirs.
+    event_losses: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -236,6 +242,11 @@ def _add_worker(samples: _Samples, worker: WorkerView) -> None:
         samples.add("actiond_mjpeg_viewers", (camera,), _stat(worker, "mjpeg_viewers"))
         samples.add("actiond_mjpeg_viewers_refused_total", (camera,),
                     _stat(worker, "mjpeg_viewers_refused_total"))
+        for reason in LOST_REASONS:
+            samples.add(EVENTS_LOST, (camera, reason), _stat(worker, lost_field(reason)))
+        for reason in SNAPSHOT_LOST_REASONS:
+            samples.add(SNAPSHOTS_LOST, (camera, reason),
+                        _stat(worker, snapshot_lost_field(reason)))
 
 
 def _add_ring(samples: _Samples, name: str, stats: RingStats) -> None:
@@ -267,6 +278,8 @@ def _snapshot_samples(snapshot: MetricsSnapshot) -> _Samples:
         samples.add("actiond_inference_providers_info", (provider,), 1.0)
     if snapshot.mqtt is not None:
         _add_mqtt(samples, snapshot.mqtt)
+    for (camera, reason), count in sorted(snapshot.event_losses.items()):
+        samples.add(EVENTS_LOST, (camera, reason), count)
     return samples
 
 
@@ -298,6 +311,14 @@ class EventMetrics(Collector):
         self._bounds = mc.HISTOGRAM_BUCKETS_S[EVENT_LATENCY]
         self._events: dict[LabelValues, float] = {(c, a): 0.0 for c in cameras for a in actions}
         self._latency = {c: HistogramCounts(self._bounds) for c in cameras}
+
+    def add_series(self, cameras: Sequence[str], actions: Sequence[str]) -> None:
+        """Start the series of cameras and actions a reload added at zero."""
+        with self._lock:
+            for key in ((c, a) for c in cameras for a in actions):
+                self._events.setdefault(key, 0.0)
+            for camera in cameras:
+                self._latency.setdefault(camera, HistogramCounts(self._bounds))
 
     def event(self, camera: str, action: str) -> None:
         with self._lock:

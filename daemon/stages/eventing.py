@@ -15,7 +15,24 @@ import numpy as np
 
 from daemon.config import EventsConfig
 from daemon.events import ActionEvent, EventSettings, EventTracker
-from daemon.ipc.events_channel import EventSender
+from daemon.ipc.events_channel import (
+    LOSS_FIELDS, SEND_TIMEOUT_S, EventSender, lost_field, snapshot_lost_field,
+)
+from daemon.ipc.stats import StatsBlock
+
+# Stats fields of the overlay that count events (and snapshots) lost on the way to the
+# supervisor, by reason: exported as actiond_events_lost_total and
+# actiond_event_snapshots_lost_total.
+EVENT_LOSS_FIELDS = LOSS_FIELDS
+# A blocked event send stalls the overlay's step, which beats its heartbeat: wait at most
+# this share of the heartbeat timeout, so backpressure never gets the overlay killed.
+SEND_TIMEOUT_HEARTBEAT_SHARE = 0.4
+
+
+def event_send_timeout_s(heartbeat_timeout_s: float) -> float:
+    """How long an overlay waits for the supervisor to take one event."""
+    return min(SEND_TIMEOUT_S, SEND_TIMEOUT_HEARTBEAT_SHARE * heartbeat_timeout_s)
+
 
 # Labels a model uses for "no action": they never make events unless configured.
 BACKGROUND_LABELS = ("still", "idle", "nobody", "background", "none", "no_action")
@@ -36,9 +53,11 @@ class EventEmitter:
     """Tracks one camera's actions and sends each event with a JPEG of its best frame."""
 
     def __init__(self, camera: str, labels: Sequence[str], settings: EventSettings,
-                 socket_path: str, jpeg_quality: int) -> None:
+                 socket_path: str, jpeg_quality: int, stats: StatsBlock | None = None,
+                 send_timeout_s: float = SEND_TIMEOUT_S) -> None:
         self._tracker = EventTracker(camera, labels, settings)
-        self._sender = EventSender(socket_path)
+        self._sender = EventSender(socket_path, send_timeout_s)
+        self._stats = stats   # EVENT_LOSS_FIELDS, if the caller's block has them
         self._quality = jpeg_quality
         self._best: dict[str, bytes] = {}
         self.sent_total = 0
@@ -67,6 +86,18 @@ class EventEmitter:
         record = {**event.to_json_dict(), "capture_ts_ns": capture_ts_ns}
         if self._sender.send(record, snapshot):
             self.sent_total += 1
+        self._count_losses()
+
+    def _count_losses(self) -> None:
+        """Move the sender's new losses into the stats block (it outlives restarts, so
+        add, never set)."""
+        if self._stats is None:
+            return
+        for counts, field in ((self._sender.lost, lost_field),
+                              (self._sender.snapshots_lost, snapshot_lost_field)):
+            for reason, n in counts.items():
+                self._stats.add(field(reason), n)
+            counts.clear()
 
     def _jpeg(self, image: np.ndarray) -> bytes:
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._quality])

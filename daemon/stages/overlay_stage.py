@@ -25,13 +25,14 @@ from daemon.config import DisplayConfig
 from daemon.outputs.display import DisplayOutputs, DisplayUnavailable, open_outputs
 from daemon.stages import records
 from daemon.stages.draw import draw_overlay
-from daemon.stages.eventing import EventEmitter, event_settings
+from daemon.stages.eventing import (EVENT_LOSS_FIELDS, EventEmitter, event_send_timeout_s,
+                                     event_settings)
 from daemon.stages.upstream import Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, timed
 
 OVERLAY_FIELDS = ("last_frame_id", "last_result_frame_id", "frame_order_errors_total",
                   "frame_gaps_total", "results_total", "display_fps", "events_total",
-                  "mjpeg_viewers", "mjpeg_viewers_refused_total")
+                  "mjpeg_viewers", "mjpeg_viewers_refused_total", *EVENT_LOSS_FIELDS)
 RESULTS_KEPT = 64
 DEFAULT_FPS = 10.0        # recorder frame rate when the camera's fps is left to the source
 FPS_WINDOW_S = 2.0
@@ -72,8 +73,10 @@ class OverlayStage:
         socket_path = str(self._spec.extra.get("events_socket", ""))
         if socket_path and self._labels:
             settings = event_settings(self._spec.config.events, self._labels)
-            self._events = EventEmitter(self._cam.name, self._labels, settings, socket_path,
-                                        self._spec.config.display.jpeg_quality)
+            self._events = EventEmitter(
+                self._cam.name, self._labels, settings, socket_path,
+                self._spec.config.display.jpeg_quality, self._stats,
+                event_send_timeout_s(self._spec.config.daemon.heartbeat_timeout_s))
         log_path = str(self._spec.extra.get("frame_log", ""))
         if log_path:
             self._frame_log = open(log_path, "a", encoding="utf-8")

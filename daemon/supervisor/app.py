@@ -25,7 +25,7 @@ from daemon.systemd import SystemdNotifier
 from daemon.supervisor.arbiter import Arbiter
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.metrics_view import metrics_snapshot
-from daemon.supervisor.outputs import OpenOutputs, open_outputs
+from daemon.supervisor.outputs import Outputs, open_outputs
 from daemon.supervisor.reload import plan_reload
 from daemon.supervisor.restart import RestartPolicy
 from daemon.supervisor.status import RateMeter, status_line
@@ -63,7 +63,7 @@ class Supervisor:
         self._last_status_s = 0.0
         self._meter = RateMeter()
         self.outputs = AsyncExitStack()   # events, MQTT, metrics: closed LIFO at shutdown
-        self._open: OpenOutputs | None = None
+        self._open: Outputs | None = None
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT or until every camera finished or failed."""
@@ -155,7 +155,8 @@ class Supervisor:
     def _metrics_snapshot(self) -> MetricsSnapshot:
         """Built on the loop at scrape time (see snapshot_on_loop)."""
         publisher = self._open.publisher if self._open is not None else None
-        return metrics_snapshot(self.arbiter, self.boot.providers, publisher)
+        intake = self._open.intake if self._open is not None else None
+        return metrics_snapshot(self.arbiter, self.boot.providers, publisher, intake)
 
     def _camera_failed(self, camera: str) -> None:
         running = [c for c in self.arbiter.cameras() if c not in self.arbiter.failed_cameras]

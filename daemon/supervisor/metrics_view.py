@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from daemon.outputs.metrics import CameraView, MetricsSnapshot, MqttView, WorkerView
 from daemon.outputs.mqtt import MqttPublisher
 from daemon.supervisor.arbiter import Arbiter
+from daemon.supervisor.intake import (INTAKE_LOST_REASONS, LOST_MALFORMED, UNKNOWN_CAMERA,
+                                      EventIntake)
 
 
 def metrics_snapshot(arbiter: Arbiter, providers: tuple[str, ...],
-                     publisher: MqttPublisher | None) -> MetricsSnapshot:
+                     publisher: MqttPublisher | None,
+                     intake: EventIntake | None = None) -> MetricsSnapshot:
     """Read every stats block and ring now (on the supervisor's loop, at scrape time)."""
     topology = arbiter.topology
     workers = []
@@ -33,4 +38,17 @@ def metrics_snapshot(arbiter: Arbiter, providers: tuple[str, ...],
     if publisher is not None:
         mqtt = MqttView(publisher.connected, publisher.published_total,
                         publisher.outbox_depth, publisher.outbox_dropped_total)
-    return MetricsSnapshot(workers, rings, cameras, providers, mqtt)
+    return MetricsSnapshot(workers, rings, cameras, providers, mqtt,
+                           intake_losses([c.name for c in cameras], intake))
+
+
+def intake_losses(cameras: list[str], intake: EventIntake | None
+                  ) -> Mapping[tuple[str, str], float]:
+    """The events the supervisor lost, with every camera's series present from zero."""
+    losses: dict[tuple[str, str], float] = {
+        (camera, reason): 0.0 for camera in cameras for reason in INTAKE_LOST_REASONS
+        if reason != LOST_MALFORMED}
+    losses[(UNKNOWN_CAMERA, LOST_MALFORMED)] = 0.0
+    for key, count in (intake.lost.items() if intake is not None else ()):
+        losses[key] = losses.get(key, 0.0) + count
+    return losses

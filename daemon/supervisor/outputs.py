@@ -1,104 +1,210 @@
 """The supervisor's outputs: event intake from the overlays, MQTT, the metrics endpoint.
 
-Each is opened in order and registered on an AsyncExitStack, so shutdown closes them
-last-opened-first (aiohttp's runner): the metrics endpoint goes first, then MQTT says
-offline and flushes what it can, then the outbox file closes, then the event socket.
+`open_outputs` opens them in order and registers one close on the supervisor's
+AsyncExitStack. `Outputs.aclose` closes them last-opened-first (aiohttp's runner): the
+intake takes and writes the overlays' last events, the metrics endpoint goes, MQTT says
+offline and flushes what it can, the outbox file closes, then the event socket.
+
+A reload re-opens MQTT and the metrics endpoint with the new config (`reconfigure`),
+while the event socket and the intake stay open: no event is lost during the swap. The
+new endpoint and publisher are made before the old ones are closed, so a new
+metrics.listen that cannot be bound, or an MQTT setting that cannot be used, leaves the
+running outputs as they were.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from prometheus_client.registry import CollectorRegistry
+
+from daemon.configload import parse_listen
 from daemon.ipc.events_channel import EventReceiver
-from daemon.outputs.metrics import EventMetrics, MetricsServer, MetricsSnapshot, make_registry
+from daemon.outputs.metrics import (EventMetrics, MetricsServer, MetricsServerError,
+                                    MetricsSnapshot, make_registry)
 from daemon.outputs.mqtt import MqttPublisher
-from daemon.outputs.outbox import OUTBOX_FILENAME, Outbox
+from daemon.outputs.mqtt_session import MqttSetupError
+from daemon.outputs.outbox import OUTBOX_FILENAME, Outbox, OutboxError
 from daemon.supervisor.boot import Boot
+from daemon.supervisor.intake import EventIntake
 
 log = logging.getLogger(__name__)
 
 MQTT_STOP_S = 3.0   # within app.OUTPUTS_STOP_S: the publisher adds up to 2 s of its own
 
 
-class EventIntake:
-    """Takes event records off the socket and hands them to MQTT and the metrics."""
-
-    def __init__(self, receiver: EventReceiver, publisher: MqttPublisher | None,
-                 metrics: EventMetrics | None) -> None:
-        self._receiver, self._publisher, self._metrics = receiver, publisher, metrics
-        # One thread keeps the outbox writes (an fsync each) off the loop, in order.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        self.received_total = 0
-
-    def start(self) -> None:
-        asyncio.get_running_loop().add_reader(self._receiver.fileno(), self._on_readable)
-
-    def _on_readable(self) -> None:
-        for record, snapshot in self._receiver.receive_all():
-            self.handle(record, snapshot)
-
-    def handle(self, record: dict[str, Any], snapshot: bytes | None) -> None:
-        self.received_total += 1
-        camera, action, phase = record.get("camera", ""), record.get("action", ""), record.get("phase")
-        log.info("event %s: %s %s (score %.2f, id %s)", camera, action, phase,
-                 float(record.get("score_max", 0.0)), record.get("id"))
-        if self._metrics is not None and phase == "start":
-            self._metrics.event(camera, action)
-            capture_ns = int(record.get("capture_ts_ns") or 0)
-            if capture_ns:
-                self._metrics.latency(camera, (time.monotonic_ns() - capture_ns) / 1e9)
-        if self._publisher is not None:
-            self._writer.submit(self._publisher.publish_event, record, snapshot)
-
-    async def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self._receiver.fileno())
-        self._on_readable()  # what arrived during shutdown still goes to the outbox
-        await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown)
-        self._receiver.close()
+class OutputsError(Exception):
+    """A reload's new MQTT or metrics settings cannot be used; nothing was changed."""
 
 
-async def open_outputs(stack: AsyncExitStack, boot: Boot, events_socket: Path,
-                       snapshot: Callable[[], MetricsSnapshot]) -> "OpenOutputs":
-    """Open the event socket, MQTT and metrics; their closing is pushed onto `stack`."""
-    cfg = boot.config
-    cameras = [c.name for c in cfg.cameras if c.enabled]
-    receiver = EventReceiver(events_socket)
-    stack.callback(receiver.close)
-    publisher = None
-    if cfg.mqtt.enabled:
-        state_dir = Path(cfg.daemon.state_dir)
-        outbox = Outbox(state_dir / OUTBOX_FILENAME, cfg.mqtt.outbox_max_events)
-        stack.callback(outbox.close)
-        publisher = MqttPublisher(cfg.mqtt, cfg.daemon.device_id, cameras, boot.labels, outbox)
-        publisher.start()
-        stack.push_async_callback(asyncio.to_thread, publisher.stop, MQTT_STOP_S)
-        log.info("MQTT: publishing to %s (outbox %s, %d pending)", publisher.broker,
-                 outbox.path, outbox.depth())
-    registry, event_metrics = make_registry(snapshot, cameras, boot.labels)
-    if cfg.metrics.listen:
-        server = MetricsServer(cfg.metrics.listen, registry)
-        server.start()
-        stack.callback(server.stop)
-        log.info("metrics on %s", server.url)
-    intake = EventIntake(receiver, publisher, event_metrics)
-    intake.start()
-    stack.push_async_callback(intake.close)
-    return OpenOutputs(publisher, intake)
+@dataclass(frozen=True)
+class MqttSink:
+    """A publisher made for a config, with its outbox, before it is started."""
+
+    publisher: MqttPublisher
+    outbox: Outbox
+    max_events: int
 
 
-class OpenOutputs:
-    """What the supervisor keeps of its outputs while running."""
+def enabled_cameras(boot: Boot) -> list[str]:
+    return [c.name for c in boot.config.cameras if c.enabled]
 
-    def __init__(self, publisher: MqttPublisher | None, intake: EventIntake) -> None:
-        self.publisher = publisher
-        self.intake = intake
+
+class Outputs:
+    """The open outputs: the event socket and intake (open for the whole run), and the
+    MQTT publisher and metrics endpoint (re-opened by a reload)."""
+
+    def __init__(self, receiver: EventReceiver, registry: CollectorRegistry,
+                 event_metrics: EventMetrics) -> None:
+        self.receiver = receiver
+        self.registry = registry
+        self.event_metrics = event_metrics
+        self.intake = EventIntake(receiver, None, event_metrics)
+        self.outbox: Outbox | None = None
+        self.server: MetricsServer | None = None
+        self._listen = ""   # what `server` was opened with
+        self._closed = False
+
+    @property
+    def publisher(self) -> MqttPublisher | None:
+        return self.intake.publisher
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         if self.publisher is not None:
             self.publisher.publish_stats(stats)
+
+    # -- MQTT ---------------------------------------------------------------------------
+
+    def new_sink(self, boot: Boot) -> MqttSink | None:
+        """A publisher for `boot`'s [mqtt] (not started), on the outbox file of the state
+        directory; None when MQTT is disabled. MqttSetupError or OutboxError if it
+        cannot be made; nothing running changes until swap_sink()."""
+        cfg = boot.config
+        if not cfg.mqtt.enabled:
+            return None
+        path = Path(cfg.daemon.state_dir) / OUTBOX_FILENAME
+        reuse = self.outbox is not None and self.outbox.path == path
+        outbox = self.outbox if reuse and self.outbox else Outbox(path, cfg.mqtt.outbox_max_events)
+        try:
+            publisher = MqttPublisher(cfg.mqtt, cfg.daemon.device_id, enabled_cameras(boot),
+                                      boot.labels, outbox)
+        except MqttSetupError:
+            if not reuse:
+                outbox.close()
+            raise
+        return MqttSink(publisher, outbox, cfg.mqtt.outbox_max_events)
+
+    async def swap_sink(self, sink: MqttSink | None) -> None:
+        """Events taken from now on go to `sink`; the old publisher says offline and
+        stops first (both use the same MQTT client id), then the new one connects and
+        sends what waits in the outbox."""
+        old = self.publisher
+        await self.intake.swap_publisher(sink.publisher if sink is not None else None)
+        if old is not None:
+            await asyncio.to_thread(old.stop, MQTT_STOP_S)
+        outbox = sink.outbox if sink is not None else None
+        if self.outbox is not None and self.outbox is not outbox:
+            self.outbox.close()
+        self.outbox = outbox
+        if sink is not None:
+            sink.outbox.max_events = sink.max_events
+            sink.publisher.start()
+            log.info("MQTT: publishing to %s under %s/ (outbox %s, %d pending)",
+                     sink.publisher.broker, sink.publisher.topics.base, sink.outbox.path,
+                     sink.publisher.outbox_depth)
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def open_metrics(self, listen: str) -> None:
+        """Serve the registry on `listen` ("" serves nothing); MetricsServerError if it
+        cannot be bound, with the running endpoint left as it was."""
+        old, old_listen = self.server, self._listen
+        if listen == "":
+            self.server = None
+        else:
+            try:
+                self.server = self._serve(listen)
+            except MetricsServerError:
+                if old is None or not _same_port(listen, old.port):
+                    raise
+                # The new address overlaps the old one's port (e.g. 127.0.0.1:9108 ->
+                # 0.0.0.0:9108): free it, and take it back if the new one still fails.
+                old.stop()
+                try:
+                    self.server = self._serve(listen)
+                except MetricsServerError:
+                    host = old_listen.rpartition(":")[0]
+                    self.server = self._serve(f"{host}:{old.port}")
+                    raise
+                old = None
+            log.info("metrics on %s", self.server.url)
+        self._listen = listen
+        if old is not None:
+            old.stop()
+
+    def _serve(self, listen: str) -> MetricsServer:
+        server = MetricsServer(listen, self.registry)
+        server.start()
+        return server
+
+    # -- reload and close ---------------------------------------------------------------
+
+    async def reconfigure(self, boot: Boot, mqtt: bool, metrics: bool) -> None:
+        """Re-open MQTT and/or the metrics endpoint with `boot`'s config. OutputsError
+        (and every output as it was) when the new ones cannot be opened."""
+        sink = None
+        if mqtt:
+            try:
+                sink = self.new_sink(boot)
+            except (MqttSetupError, OutboxError) as exc:
+                raise OutputsError(f"MQTT: {exc}") from exc
+        if metrics:
+            try:
+                self.open_metrics(boot.config.metrics.listen)
+            except MetricsServerError as exc:
+                raise OutputsError(str(exc)) from exc
+        if mqtt:
+            await self.swap_sink(sink)
+        self.event_metrics.add_series(enabled_cameras(boot), boot.labels)
+
+    async def aclose(self) -> None:
+        """Close every output, last-opened-first. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.intake.close()   # the overlays' last events into the outbox
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        publisher = self.publisher
+        if publisher is not None:
+            await asyncio.to_thread(publisher.stop, MQTT_STOP_S)
+        if self.outbox is not None:
+            self.outbox.close()
+            self.outbox = None
+        self.receiver.close()
+
+
+def _same_port(listen: str, port: int) -> bool:
+    try:
+        return parse_listen(listen)[1] == port
+    except ValueError:
+        return False
+
+
+async def open_outputs(stack: AsyncExitStack, boot: Boot, events_socket: Path,
+                       snapshot: Callable[[], MetricsSnapshot]) -> Outputs:
+    """Open the event socket, MQTT and metrics; their closing is pushed onto `stack`."""
+    receiver = EventReceiver(events_socket)
+    registry, event_metrics = make_registry(snapshot, enabled_cameras(boot), boot.labels)
+    outputs = Outputs(receiver, registry, event_metrics)
+    stack.push_async_callback(outputs.aclose)
+    await outputs.swap_sink(outputs.new_sink(boot))
+    outputs.open_metrics(boot.config.metrics.listen)
+    outputs.intake.start()
+    return outputs
