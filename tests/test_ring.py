@@ -18,7 +18,7 @@ import pytest
 import ring_workers as rw
 from daemon.ipc import (
     FrameMismatch, FrameRing, FrameSpec, Policy, RingError, RingNotFound, RingSpec, RingTimeout,
-    Producer, ShmSpaceError, attach_consumer, attach_producer, clean_stale, list_segments,
+    Producer, ShmSpaceError, attach_consumer, attach_producer,
 )
 from daemon.ipc import segment as segment_mod
 from ring_workers import ShmArea, Starter
@@ -355,20 +355,14 @@ def test_reserved_ring_survives_a_full_tmpfs(small_tmpfs: str, spawn: Starter) -
     assert os.listdir(small_tmpfs) == []
 
 
-@pytest.mark.timeout(60)
-def test_clean_stale_removes_dead_runs_and_keeps_live_ones(shm: ShmArea, spawn: Starter) -> None:
-    child = spawn(os.getpid)   # a process that exits at once: its pid is then dead
-    child.join(rw.JOIN_TIMEOUT_S)
-    dead_run = f"{rw.pid_of(child)}-abc123"
-    assert not segment_mod.pid_alive(rw.pid_of(child))
-    dead = FrameRing.create("old", RingSpec(SMALL), run_id=dead_run, shm_dir=shm.dir)
-    live = shm.ring("new", RingSpec(SMALL))
-    dead_files = list_segments(shm.dir, run_id=dead_run)
-    assert len(dead_files) == 3, dead_files            # segment + producer and consumer FIFOs
-    removed = clean_stale(shm.dir)
-    assert sorted(removed) == dead_files
-    assert list_segments(shm.dir, run_id=dead_run) == []
-    assert len(shm.leftovers()) == 3
-    with attach_consumer(live.path, "main"):
-        pass
-    dead.close()
+def test_full_shm_hint_remounts_the_mount_point_not_a_folder_inside_it(
+        small_tmpfs: str) -> None:
+    inside = os.path.join(small_tmpfs, "actiond")
+    os.mkdir(inside)
+    spec = RingSpec(FrameSpec((512, 1024)), capacity=4)
+    with pytest.raises(ShmSpaceError) as info:
+        FrameRing.create("big", spec, shm_dir=inside)
+    message = str(info.value)
+    assert f"remount,size=<bytes> {small_tmpfs}`" in message, message
+    assert f"{small_tmpfs} is the mount that holds {inside}" in message, message
+    os.rmdir(inside)

@@ -5,11 +5,12 @@ from daemon.ipc.errors import FrameMismatch, RingError, RingNotFound, RingTimeou
 from daemon.ipc.layout import DROP_REASONS, FrameMeta, FrameSpec, Policy, RingSpec
 from daemon.ipc.mapping import RingStats
 from daemon.ipc.ring import FrameRing, attach_consumer, attach_producer, ring_stats
-from daemon.ipc.segment import DEFAULT_SHM_DIR, clean_stale, list_segments, new_run_id
+from daemon.ipc.runlock import RunLock, clean_stale
+from daemon.ipc.segment import DEFAULT_SHM_DIR, list_segments, new_run_id
 
 __all__ = [
     "Consumer", "DEFAULT_SHM_DIR", "DROP_REASONS", "FrameMeta", "FrameMismatch", "FrameRing",
     "FrameSpec", "Lease", "Policy", "Producer", "RingError", "RingNotFound", "RingSpec",
-    "RingStats", "RingTimeout", "ShmSpaceError", "SlotLoan", "attach_consumer",
+    "RingStats", "RingTimeout", "RunLock", "ShmSpaceError", "SlotLoan", "attach_consumer",
     "attach_producer", "clean_stale", "list_segments", "new_run_id", "ring_stats",
 ]

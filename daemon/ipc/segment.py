@@ -21,14 +21,10 @@ from daemon.ipc.errors import RingNotFound, ShmSpaceError
 
 DEFAULT_SHM_DIR = "/dev/shm"
 CREATING_SUFFIX = ".creating"   # a segment's name until its header is written
+# actiond-<owner pid>-<random>-<name>[.suffix]: the run id (pid + random) keeps runs
+# apart; whether a run is alive is its run lock's business (runlock.py), not the pid's.
 SEGMENT_PREFIX = "actiond-"
-# actiond-<owner pid>-<random>-<name>[.suffix]: the pid lets a later run tell a dead
-# run's leftovers from a live daemon's segments.
-_NAME_RE = re.compile(r"^actiond-(?P<pid>\d+)-[0-9a-f]+-")
-_RAISE_HINT = (
-    "free space there, or raise the limit: `mount -o remount,size=<bytes> {dir}` on a host, "
-    "`docker run --shm-size=<bytes>` in Docker, or point `shm_dir` at a larger tmpfs"
-)
+MOUNTINFO = "/proc/self/mountinfo"
 
 
 def new_run_id() -> str:
@@ -43,6 +39,53 @@ def segment_name(run_id: str, name: str) -> str:
     return f"{SEGMENT_PREFIX}{run_id}-{name}"
 
 
+def raise_hint(shm_dir: str) -> str:
+    """How to get more room in `shm_dir`: remount names the tmpfs that holds it, which is
+    not shm_dir itself when shm_dir is a folder inside /dev/shm."""
+    mount, fstype = mount_of(shm_dir)
+    if fstype not in ("tmpfs", "?"):
+        remount = f"mount a tmpfs of that size ({shm_dir} is on {fstype}, not a tmpfs), "
+    elif mount == os.path.realpath(shm_dir):
+        remount = f"`mount -o remount,size=<bytes> {mount}` on a host, "
+    else:
+        remount = (f"`mount -o remount,size=<bytes> {mount}` on a host ({mount} is the "
+                   f"mount that holds {shm_dir}), ")
+    return ("free space there, or raise the limit: " + remount
+            + "`docker run --shm-size=<bytes>` in Docker, or point `shm_dir` at a larger tmpfs")
+
+
+def mount_of(path: str) -> tuple[str, str]:
+    """(mount point, filesystem type) of the mount holding `path`: the longest mount point
+    in /proc/self/mountinfo that contains it ("?" for the type without /proc)."""
+    real = os.path.realpath(path)
+    best, fstype = "", "?"
+    try:
+        with open(MOUNTINFO, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        # <id> <parent> <major:minor> <root> <mount point> <options> ... - <type> ...
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not rest:
+            continue
+        point = _unescape(parts[4])
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):   # later lines stack over earlier ones
+            best, fstype = point, rest.split()[0]
+    if not best:
+        best = real
+        while not os.path.ismount(best):
+            best = os.path.dirname(best)
+    return best, fstype
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
 def check_free_space(shm_dir: str, nbytes: int) -> None:
     """Raise ShmSpaceError unless `shm_dir` has `nbytes` free."""
     st = os.statvfs(shm_dir)
@@ -51,7 +94,7 @@ def check_free_space(shm_dir: str, nbytes: int) -> None:
         raise ShmSpaceError(
             errno.ENOSPC,
             f"shared memory: need {nbytes} bytes in {shm_dir} but only {free} are free; "
-            + _RAISE_HINT.format(dir=shm_dir),
+            + raise_hint(shm_dir),
         )
 
 
@@ -80,7 +123,7 @@ class Segment:
                 raise ShmSpaceError(
                     exc.errno,
                     f"shared memory: could not reserve {nbytes} bytes in {shm_dir} "
-                    f"({os.strerror(exc.errno)}); " + _RAISE_HINT.format(dir=shm_dir),
+                    f"({os.strerror(exc.errno)}); " + raise_hint(shm_dir),
                 ) from exc
             raise
         return cls(path, fd, mmap.mmap(fd, nbytes), owner=True)
@@ -125,24 +168,6 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def clean_stale(shm_dir: str = DEFAULT_SHM_DIR) -> list[str]:
-    """Remove segments (and their FIFOs) left by actiond runs whose owner is dead."""
-    removed = []
-    try:
-        entries = os.listdir(shm_dir)
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
-        match = _NAME_RE.match(entry)
-        if match and not pid_alive(int(match["pid"])):
-            try:
-                os.unlink(os.path.join(shm_dir, entry))
-            except FileNotFoundError:
-                continue  # another process cleaned it first
-            removed.append(entry)
-    return removed
 
 
 def list_segments(shm_dir: str = DEFAULT_SHM_DIR, run_id: str = "") -> list[str]:

@@ -17,7 +17,7 @@ from typing import Callable
 
 from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
-from daemon.ipc import clean_stale, new_run_id
+from daemon.ipc import RunLock, clean_stale, new_run_id
 from daemon.ipc.segment import segment_name
 from daemon.outputs.metrics import MetricsSnapshot, snapshot_on_loop
 from daemon.stages.contract import ModelError
@@ -68,11 +68,14 @@ class Supervisor:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT or until every camera finished or failed."""
         loop = asyncio.get_running_loop()
+        # Held for the whole run: the kernel drops it when we die, so a start in any PID
+        # namespace sharing shm_dir can tell our files from a dead run's.
+        run_lock = RunLock.acquire(self.boot.config.daemon.shm_dir, self.run_id)
         removed = clean_stale(self.boot.config.daemon.shm_dir)
         if removed:
             log.info("removed %d shared-memory segment(s) left by a dead run", len(removed))
-        self.topology.build()
         try:
+            self.topology.build()
             # Scrapes build their snapshot on this loop: no thread reads a topology the
             # loop is changing.
             snapshot = snapshot_on_loop(loop, self._metrics_snapshot)
@@ -90,6 +93,7 @@ class Supervisor:
             await self.outputs.aclose()   # idempotent: already closed after a clean stop
             self.topology.close()
             self.notifier.close()
+            run_lock.release()   # last: our files are gone
 
     # -- signals: handlers only set events ------------------------------------------
 
