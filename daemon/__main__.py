@@ -2,9 +2,9 @@
 
 import sys
 
-from daemon.cli import main
+from daemon.entry import main
 
-# A spawned worker skips a main module run with -m (multiprocessing.spawn), so this
-# import costs workers nothing; the guard keeps it safe anyway.
+# The console script's entry (its environment defaults included). A spawned worker skips
+# a main module run with -m (multiprocessing.spawn); the guard keeps it safe anyway.
 if __name__ == "__main__":
     sys.exit(main())

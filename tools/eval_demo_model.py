@@ -10,9 +10,14 @@ left out and counted.
     python tools/eval_demo_model.py                       # bundled demo model
     python tools/eval_demo_model.py --model m.onnx --media /work/shared/media --json
 
+The clips are looked up in --media, by default where the benchmarks find sample clips
+($ACTIOND_BENCH_MEDIA, else ../shared/media beside the checkout, else the clips bundled
+with actiond); a labelled clip missing there is skipped with a line saying so.
+
 A labels file: {"clip": "walk.mkv", "segments": [{"start": 0, "end": 12, "label":
 "idle"}, ...]} with frame numbers from 0 and `end` exclusive; label "ignore" marks frames
-no label fits (they leave their windows out).
+no label fits (they leave their windows out). Every other label must be one of the
+model's: a file with another one is an error (exit 2) naming the file and the label.
 """
 
 from __future__ import annotations
@@ -31,18 +36,23 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))     # run as a script from anywhere in the checkout
 
+from daemon.bench.procstats import sample_media_dir
 from daemon.config import CameraConfig, InferenceConfig, MotionConfig
+from daemon.exitcodes import ExitCode
 from daemon.stages.clipmaker import FrameClips
 from daemon.stages.model import ActionModel
 from daemon.supervisor.boot import DEFAULT_MODEL
 
 LABELS_DIR = REPO / "eval" / "labels"
-DEFAULT_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 MAJORITY = 0.6           # share of a window's frames its truth label must cover
 IDLE_MAJORITY = 0.9      # ... when that label is idle: a window with a few frames of
                          # someone walking is not "nobody moving"
 IGNORE = "ignore"
 SWEEP_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+class EvalError(Exception):
+    """Labels or clips the evaluation cannot use; the message names the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,39 @@ def frame_labels(spec: dict, frames: int) -> list[str | None]:
         for i in range(seg["start"], min(seg["end"], frames)):
             labels[i] = seg["label"]
     return labels
+
+
+def load_labels(labels_dir: Path, model_labels: tuple[str, ...]) -> list[dict]:
+    """Every labels file in `labels_dir`, each checked against the model's labels."""
+    specs = []
+    for path in sorted(labels_dir.glob("*.json")):
+        spec = json.loads(path.read_text())
+        for seg in spec["segments"]:
+            if seg["label"] not in (*model_labels, IGNORE):
+                raise EvalError(
+                    f"{path}: label {seg['label']!r} is not one of the model's labels "
+                    f"({', '.join(model_labels)}) or {IGNORE!r}; fix the file, or pass the "
+                    f"--model it was labelled for")
+        specs.append(spec)
+    if not specs:
+        raise EvalError(f"no labels files (*.json) in {labels_dir}; pass --labels DIR")
+    return specs
+
+
+def find_videos(specs: list[dict], media: Path) -> list[tuple[Path, dict]]:
+    """(video, labels) of every labelled clip present in `media`; the others are skipped
+    with a line on stderr."""
+    found = []
+    for spec in specs:
+        video = media / spec["clip"]
+        if video.is_file():
+            found.append((video, spec))
+        else:
+            print(f"eval_demo_model: skipping {spec['clip']}: not in {media} (pass --media DIR)",
+                  file=sys.stderr)
+    if not found:
+        raise EvalError(f"none of the labelled clips is in {media}; pass --media DIR")
+    return found
 
 
 def window_truth(labels: list[str | None], end: int, length: int) -> str | None:
@@ -164,7 +207,9 @@ def report(windows: list[Window], labels: tuple[str, ...]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA)
+    parser.add_argument("--media", type=Path, default=None,
+                        help="folder of the labelled clips (default: $ACTIOND_BENCH_MEDIA, "
+                             "else ../shared/media beside the checkout, else the bundled clips)")
     parser.add_argument("--labels", type=Path, default=LABELS_DIR)
     parser.add_argument("--stride", type=int, default=InferenceConfig().stride)
     parser.add_argument("--motion-size", type=int, default=MotionConfig().width)
@@ -178,24 +223,27 @@ def main(argv: list[str] | None = None) -> int:
     model = ActionModel(InferenceConfig(), str(args.model))
     motion = MotionConfig(width=args.motion_size, height=args.motion_size)
     camera = CameraConfig(name="eval", source="")     # the config's default camera size
+    labels = model.contract.labels
+    try:
+        videos = find_videos(load_labels(args.labels, labels), args.media or sample_media_dir())
+    except EvalError as exc:
+        print(f"eval_demo_model: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
     windows: list[Window] = []
-    for path in sorted(args.labels.glob("*.json")):
-        spec = json.loads(path.read_text())
-        clip = evaluate_clip(model, args.media / spec["clip"], spec, camera, motion,
-                             args.stride)
+    for video, spec in videos:
+        clip = evaluate_clip(model, video, spec, camera, motion, args.stride)
         if args.windows:
             for w in clip:
                 print(f"{w.clip} {w.end_frame:5d} truth={w.truth} predicted={w.predicted} "
                       f"({w.score:.2f})")
         windows += clip
-    labels = model.contract.labels
     if args.json:
         print(json.dumps(per_class(windows, labels), indent=2))
     else:
         print(report(windows, labels))
         print()
         print(threshold_sweep(windows, labels))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The benchmark's generated action model: an R(2+1)D-like stack of Conv3D + ReLU layers
 with random weights, of realistic size (rgb 8x112x112, about 2 GFLOPs per clip), written
-with onnx.helper so that the benchmark needs no download."""
+with onnx.helper so that the benchmark needs no download. onnx is in the bench extra, not
+a dependency of the daemon: it is imported when a model is built."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+from daemon.bench.extras import require
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,12 @@ class ConvNet:
 
 
 def build_conv3d_model(path: Path, batch: int | str, net: ConvNet = ConvNet()) -> float:
-    """Write the model to `path` (batch: 1, or a name for a free dimension); its GFLOPs."""
+    """Write the model to `path` (batch: 1, or a name for a free dimension); its GFLOPs.
+
+    Raises MissingExtra when onnx is not installed.
+    """
+    onnx = require("onnx", "the generated Conv3D model of `actiond bench inference`")
+    helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
     rng = np.random.default_rng(net.seed)
     layers = [(3, net.widths[0], (1, 7, 7), (1, 2, 2))]
     for a, b in zip(net.widths, net.widths[1:]):

@@ -72,12 +72,16 @@ def probe_clip(path: Path) -> Clip:
     return Clip(path.resolve(), fps, *size)
 
 
-def default_clip_paths() -> list[Path]:
+def sample_media_dir() -> Path:
     """$ACTIOND_BENCH_MEDIA, else the development sample clips, else the bundled ones."""
     env = os.environ.get(MEDIA_DIR_ENV, "")
     if env:
-        return [Path(env)]
-    return [DEV_MEDIA_DIR if DEV_MEDIA_DIR.is_dir() else ASSETS_DIR]
+        return Path(env)
+    return DEV_MEDIA_DIR if DEV_MEDIA_DIR.is_dir() else ASSETS_DIR
+
+
+def default_clip_paths() -> list[Path]:
+    return [sample_media_dir()]
 
 
 def find_clips(paths: list[Path]) -> list[Clip]:

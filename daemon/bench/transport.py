@@ -7,9 +7,14 @@ consumer process through:
       reads only the metadata; this measures hand-offs per second (at least
       MIN_ZERO_COPY_HOPS of them, so that a short run still times something);
   (c) multiprocessing.Queue (spawn context) of the ndarray (pickled both ways);
-  (d) the `arrayqueues` package (null when it is not installed);
-  (e) a single-core np.copyto of the same frame into a preallocated array: the
-      physical reference for (a).
+  (d) the `arrayqueues` package (the bench extra; null, with a line saying so, when it
+      is not installed);
+  (e) single-core np.copyto, the physical reference for (a), twice: `memcpy_stream_fps`
+      cycles through sources and destinations that each span STREAM_LLC_MULTIPLE times
+      the last-level cache, so every copy reads and writes memory as a stream of frames
+      does (the ratio ring_copy_vs_memcpy uses it); `memcpy_cached_fps` copies one frame
+      into one array over and over, which a 1080p frame (6.2 MB) lets run from a 32 MB L3
+      cache: cache bandwidth, not a stream's, kept for comparison with older reports.
 Rings use policy block (lossless: the consumer checks that every frame arrived, in
 order). Each leg first sends WARMUP_FRAMES frames (first touches of shared pages, queue
 start-up); throughput is then `frames` over the consumer's receipt time from the last
@@ -24,18 +29,21 @@ import argparse
 import multiprocessing
 import os
 import platform
+import math
 import queue
+import re
 import sys
 import time
-from importlib import import_module
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
 
+from daemon.bench.extras import MissingExtra, require
 from daemon.bench.report import print_report
 from daemon.exitcodes import ExitCode
 from daemon.ipc import (
@@ -57,6 +65,13 @@ SPAWN = multiprocessing.get_context("spawn")
 # refuse to travel to a spawn child; it is meant to be used with fork, so its consumer
 # is forked (this process runs no asyncio loop and, at that point, no threads).
 FORK = multiprocessing.get_context("fork")
+CPU_CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
+# When sysfs does not say (some containers and ARM boards): larger than most LLCs.
+FALLBACK_LLC_BYTES = 64 * 1024 * 1024
+STREAM_LLC_MULTIPLE = 2    # the streaming copy's sources, and its destinations, each span
+                           # this many last-level caches
+_CACHE_SIZE_RE = re.compile(r"(\d+)([KMG]?)")
+_CACHE_UNIT_BYTES = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
 
 Progress = Callable[[str], None]
 # (every frame arrived in order, receipt ns of the last warm-up frame and of the last
@@ -169,10 +184,11 @@ def _mp_queue_fps(frame: np.ndarray, frames: int) -> float:
     return fps
 
 
-def _import_arrayqueues() -> ModuleType | None:
+def _import_arrayqueues(say: Progress) -> ModuleType | None:
     try:
-        module = import_module("arrayqueues")
-    except ImportError:
+        module = require("arrayqueues", "the arrayqueues leg of `actiond bench transport`")
+    except MissingExtra as exc:
+        say(f"{exc}; that leg is skipped (arrayqueues_fps: null)")
         return None
     if not hasattr(np, "product"):
         # arrayqueues 1.4 calls np.product, removed in numpy 2.0; np.prod is the same.
@@ -180,8 +196,8 @@ def _import_arrayqueues() -> ModuleType | None:
     return module
 
 
-def _arrayqueues_fps(frame: np.ndarray, frames: int) -> float | None:
-    module = _import_arrayqueues()
+def _arrayqueues_fps(frame: np.ndarray, frames: int, say: Progress) -> float | None:
+    module = _import_arrayqueues(say)
     if module is None:
         return None
     slots_mb = frame.nbytes * (RING_CAPACITY + 1) / 1e6
@@ -201,13 +217,40 @@ def _arrayqueues_fps(frame: np.ndarray, frames: int) -> float | None:
     return fps
 
 
-def _memcpy_fps(frame: np.ndarray, frames: int) -> float:
+def last_level_cache_bytes(cache_dir: Path = CPU_CACHE_DIR) -> int:
+    """The largest cache of cpu0 (sysfs index*/size, e.g. "32768K"), else FALLBACK_LLC_BYTES."""
+    sizes = []
+    for path in cache_dir.glob("index*/size"):
+        try:
+            match = _CACHE_SIZE_RE.fullmatch(path.read_text().strip())
+        except OSError:
+            continue
+        if match:
+            sizes.append(int(match[1]) * _CACHE_UNIT_BYTES[match[2]])
+    return max(sizes, default=FALLBACK_LLC_BYTES)
+
+
+def _memcpy_cached_fps(frame: np.ndarray, frames: int) -> float:
     dst = np.empty_like(frame)
     np.copyto(dst, frame)   # fault the destination pages in before timing
     start = time.perf_counter()
     for _ in range(frames):
         np.copyto(dst, frame)
     return frames / (time.perf_counter() - start)
+
+
+def _memcpy_stream_fps(frame: np.ndarray, frames: int, llc_bytes: int) -> tuple[float, int]:
+    """Copies cycling through sources and destinations that each span STREAM_LLC_MULTIPLE
+    last-level caches; (copies/s, bytes cycled through)."""
+    count = max(2, math.ceil(STREAM_LLC_MULTIPLE * llc_bytes / frame.nbytes))
+    # Filling every buffer faults its pages in, and leaves the first ones out of the cache
+    # by the time the timed copies reach them.
+    sources = [frame.copy() for _ in range(count)]
+    targets = [np.zeros_like(frame) for _ in range(count)]
+    start = time.perf_counter()
+    for i in range(frames):
+        np.copyto(targets[i % count], sources[i % count])
+    return frames / (time.perf_counter() - start), 2 * count * frame.nbytes
 
 
 def _ratio(a: float, b: float | None) -> float | None:
@@ -222,14 +265,18 @@ def run_transport_bench(frames: int, shape: tuple[int, ...],
     check_free_space(DEFAULT_SHM_DIR, spec.total_bytes)   # before allocating anything big
     frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     hops = max(frames, MIN_ZERO_COPY_HOPS)
-    say(f"memcpy: {frames} copies of {shape} ...")
-    memcpy = _memcpy_fps(frame, frames)
+    llc_bytes = last_level_cache_bytes()
+    say(f"memcpy: {frames} copies of {shape}, one cached buffer ...")
+    memcpy_cached = _memcpy_cached_fps(frame, frames)
+    say(f"memcpy: {frames} copies of {shape}, streaming through "
+        f"{STREAM_LLC_MULTIPLE} x {llc_bytes >> 20} MiB (last-level cache) each way ...")
+    memcpy, stream_bytes = _memcpy_stream_fps(frame, frames, llc_bytes)
     say(f"ring, one copy: {frames} frames ...")
     ring_copy, latencies_ns = _ring_leg(frame, frames, zero_copy=False)
     say(f"ring, zero copy: {hops} hand-offs ...")
     zero_copy, _ = _ring_leg(frame, hops, zero_copy=True)
     say(f"arrayqueues: {frames} frames ...")
-    arrayqueues = _arrayqueues_fps(frame, frames)   # forks: before any queue thread runs
+    arrayqueues = _arrayqueues_fps(frame, frames, say)   # forks: before any queue thread runs
     say(f"multiprocessing.Queue: {frames} frames ...")
     mp_queue = _mp_queue_fps(frame, frames)
     latencies_ms = latencies_ns / 1e6
@@ -238,10 +285,13 @@ def run_transport_bench(frames: int, shape: tuple[int, ...],
         "ring_zero_copy_hops_per_s": round(zero_copy, 1),
         "mp_queue_fps": round(mp_queue, 1),
         "arrayqueues_fps": None if arrayqueues is None else round(arrayqueues, 1),
-        "memcpy_fps": round(memcpy, 1),
+        "memcpy_stream_fps": round(memcpy, 1),
+        "memcpy_cached_fps": round(memcpy_cached, 1),
+        "memcpy_stream_bytes": stream_bytes, "llc_bytes": llc_bytes,
         "ring_hop_latency_ms": {"p50": round(float(np.percentile(latencies_ms, 50)), 3),
                                 "p99": round(float(np.percentile(latencies_ms, 99)), 3)},
         "ring_copy_vs_memcpy": _ratio(ring_copy, memcpy),
+        "ring_copy_vs_memcpy_cached": _ratio(ring_copy, memcpy_cached),
         "ring_copy_vs_mp_queue": _ratio(ring_copy, mp_queue),
         "ring_copy_vs_arrayqueues": _ratio(ring_copy, arrayqueues),
         "shape": list(shape), "frames": frames,
