@@ -12,6 +12,7 @@ import logging
 import signal
 import time
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,8 +26,8 @@ from daemon.systemd import SystemdNotifier
 from daemon.supervisor.arbiter import Arbiter
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.metrics_view import metrics_snapshot
-from daemon.supervisor.outputs import Outputs, open_outputs
-from daemon.supervisor.reload import plan_reload
+from daemon.supervisor.outputs import Outputs, OutputsError, open_outputs
+from daemon.supervisor.reload import ALL_KINDS, ReloadPlan, kept_value, plan_reload
 from daemon.supervisor.restart import RestartPolicy
 from daemon.supervisor.status import RateMeter, status_line
 from daemon.supervisor.topology import Topology
@@ -172,7 +173,8 @@ class Supervisor:
     # -- reload -------------------------------------------------------------------------
 
     async def reload(self) -> None:
-        """SIGHUP: restart only the cameras whose config changed (all, if the graph did)."""
+        """SIGHUP: apply every changed section (see reload.SECTION_EFFECTS); the event
+        socket stays open throughout, so no event is lost while outputs are re-opened."""
         if self._reloader is None:
             return
         try:
@@ -181,26 +183,54 @@ class Supervisor:
             log.error("reload failed, keeping the running config: %s", exc)
             return
         plan = plan_reload(self.boot, new)
+        for key in plan.kept:
+            log.warning("reload: %s changed, which takes effect only when the daemon is "
+                        "restarted (systemctl restart actiond); still using %s", key,
+                        kept_value(self.boot, key))
+        if plan.empty:
+            log.info("reload: nothing else changed in %s", self.boot.config_path)
+            return
         self.notifier.reloading()
+        try:
+            if self._open is not None:
+                await self._open.reconfigure(plan.boot, plan.mqtt, plan.metrics)
+        except OutputsError as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+            self.notifier.ready("reload failed")
+            return
+        log.info("reload: %s changed: %s", ", ".join(plan.changed), plan.effects())
+        await self._apply_to_workers(plan)
+        self.boot = plan.boot
+        if plan.live:
+            daemon = plan.boot.config.daemon
+            logging.getLogger().setLevel(daemon.log_level.upper())
+            self.arbiter.reconfigure(RestartPolicy.from_config(daemon),
+                                     daemon.heartbeat_timeout_s)
+        self.notifier.ready("reloaded")
+
+    async def _apply_to_workers(self, plan: ReloadPlan) -> None:
+        config = plan.boot.config
         if plan.rebuild:
-            log.warning("reload: %s changed: restarting the whole pipeline", plan.reason)
-            await self.arbiter.stop_workers(list(self.arbiter.workers), WORKER_STOP_S)
+            await self.arbiter.stop_workers(list(self.arbiter.workers), WORKER_STOP_S,
+                                            "the reload")
             self.topology.close()
-            self.boot = new
-            self.topology = self._new_topology(new)
+            self.topology = self._new_topology(plan.boot)
             self.topology.build()
             self.arbiter.topology = self.topology
             self.arbiter.workers.clear()
             self.arbiter.failed_cameras.clear()
             self.arbiter.spawn_workers()
-        else:
-            self.boot = new
-            for camera in plan.cameras:
-                names = self.topology.respec_camera(camera, new.config)
-                log.info("reload: restarting camera %s", camera)
-                await self.arbiter.stop_workers(names, WORKER_STOP_S)
-                self.arbiter.spawn_workers(names)
-        self.notifier.ready("reloaded")
+            return
+        # Every spec gets the new config (a worker restarted later runs with it too).
+        restart = {name for camera in plan.cameras
+                   for name in self.topology.respec_camera(camera, config)}
+        for name, spec in self.topology.workers.items():
+            self.topology.workers[name] = replace(spec, config=config)
+            if ALL_KINDS in plan.worker_kinds or spec.kind in plan.worker_kinds:
+                restart.add(name)
+        self.topology.config = config
+        if restart:
+            await self.arbiter.restart_workers(sorted(restart), WORKER_STOP_S, "the reload")
 
     # -- shutdown -----------------------------------------------------------------------
 

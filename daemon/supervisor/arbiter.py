@@ -42,6 +42,7 @@ class WorkerState:
     restart: asyncio.TimerHandle | None = None
     finished: bool = False
     failed: bool = False
+    stop_reason: str = ""       # set while we stop it on purpose (e.g. "the reload")
     restarts_total: int = 0
     exits: list[int] = field(default_factory=list)
 
@@ -84,7 +85,7 @@ class Arbiter:
                                      name=name, daemon=False)
         process.start()
         state.process, state.started_at, state.term_sent_at = process, time.monotonic(), None
-        state.finished = False
+        state.finished, state.stop_reason = False, ""
         asyncio.get_running_loop().add_reader(process.sentinel, self.reap_worker, name)
         log.debug("spawned %s (pid %d)", name, process.pid)
 
@@ -106,6 +107,11 @@ class Arbiter:
         self._reclaim(pid)
         stats = self.topology.stats.get(name)
         finished = code == 0 and stats is not None and stats.get("finished") == 1
+        if state.stop_reason:
+            log.info("%s (pid %s) stopped for %s (%s)", name, pid, state.stop_reason,
+                     _cause(code))
+            state.stop_reason = ""
+            return   # whoever stopped it starts it again
         if self.stopping or state.failed:
             return  # we stopped it on purpose
         if finished:
@@ -122,7 +128,7 @@ class Arbiter:
             log.info("reclaimed %d ring slot(s) held by pid %d", freed, pid)
 
     def _handle_crash(self, state: WorkerState, code: int, pid: int | None) -> None:
-        cause = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        cause = _cause(code)
         camera = self.topology.workers[state.name].camera
         if code == ExitCode.BOOT:
             log.error("%s (pid %s) cannot start (%s): not restarting it", state.name, pid, cause)
@@ -199,8 +205,13 @@ class Arbiter:
         beat = block.get("heartbeat_monotonic_s")
         return (time.monotonic() if now is None else now) - max(beat, state.started_at)
 
-    async def stop_workers(self, names: list[str], timeout_s: float) -> bool:
-        """SIGTERM, wait up to timeout_s for the exits, then SIGKILL. True if all left."""
+    async def stop_workers(self, names: list[str], timeout_s: float, reason: str = "") -> bool:
+        """SIGTERM, wait up to timeout_s for the exits, then SIGKILL. True if all left.
+        With a `reason` they are not restarted when they exit, and the log says why."""
+        for name in names:
+            state = self.workers.get(name)
+            if reason and state is not None and state.alive:
+                state.stop_reason = reason
         self.kill_workers(names, signal.SIGTERM)
         if await self.wait_gone(names, timeout_s):
             return True
@@ -208,6 +219,17 @@ class Arbiter:
         log.warning("killing workers that did not stop in %.1f s: %s", timeout_s, ", ".join(left))
         self.kill_workers(left, signal.SIGKILL)
         return await self.wait_gone(left, timeout_s)
+
+    async def restart_workers(self, names: list[str], timeout_s: float, reason: str) -> None:
+        """Stop these workers on purpose and start them again from their current specs."""
+        await self.stop_workers(names, timeout_s, reason)
+        self.spawn_workers(names)
+
+    def reconfigure(self, policy: RestartPolicy, heartbeat_timeout_s: float) -> None:
+        """A reload's [daemon] restart policy and heartbeat timeout, from now on."""
+        self.policy, self.heartbeat_timeout_s = policy, heartbeat_timeout_s
+        for state in self.workers.values():
+            state.history.policy = policy
 
     async def wait_gone(self, names: list[str], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -237,3 +259,7 @@ class Arbiter:
         shared workers (infer) have nothing left to do."""
         own = [s for n, s in self.workers.items() if self.topology.workers[n].camera]
         return all((s.finished or s.failed) and not s.alive and s.restart is None for s in own)
+
+
+def _cause(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
