@@ -17,6 +17,7 @@ from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
 from daemon.ipc import ShmSpaceError
 from daemon.logs import setup_logging
+from daemon.outputs.metrics import MetricsServerError
 from daemon.stages.contract import ModelError
 from daemon.supervisor.app import Supervisor
 from daemon.supervisor.boot import Boot, load_boot
@@ -117,3 +118,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ShmSpaceError as exc:
         log.error("%s", exc)
         return ExitCode.SHM
+    except MetricsServerError as exc:
+        log.error("%s: %s", args.config, exc)
+        return ExitCode.LISTEN

@@ -20,6 +20,7 @@ the rest of the daemon never sees a relative path or a `sample:` source:
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from daemon.configpaths import (
@@ -27,14 +28,16 @@ from daemon.configpaths import (
     resolve_source, source_kind,
 )
 from daemon.configschema import (
-    COLOUR_ORDERS, LOG_LEVELS, MIN_RING_CAPACITY, MODEL_ACTIVATIONS, MODEL_INPUTS,
-    MODEL_LAYOUTS, MOTION_METHODS, NAME_PATTERN, RESERVED_CAMERA_NAME, RING_POLICIES,
-    ActionThreshold, CameraConfig, Config, DaemonConfig, DisplayConfig, EventsConfig,
-    InferenceConfig, MetricsConfig, MotionConfig, MqttConfig,
+    BACKOFF_RANGE_S, COLOUR_ORDERS, COOLDOWN_RANGE_S, HEARTBEAT_RANGE_S, INTERVAL_RANGE_S,
+    LOG_LEVELS, MAX_FPS, MAX_NAME_CHARS, MAX_SHM_DIR_BYTES, MAX_TOPIC_PREFIX_CHARS, MIN_FPS,
+    MIN_RING_CAPACITY, MODEL_ACTIVATIONS, MODEL_INPUTS, MODEL_LAYOUTS, MOTION_METHODS,
+    NAME_PATTERN, RESERVED_CAMERA_NAME, RING_POLICIES, TIMEOUT_RANGE_S, ActionThreshold,
+    CameraConfig, Config, DaemonConfig, DisplayConfig, EventsConfig, InferenceConfig,
+    MetricsConfig, MotionConfig, MqttConfig,
 )
 from daemon.configload import (
     Check, ConfigError, absolute_path, at_least, between, build, existing_file,
-    greater_than, listen_address, one_of, parse_listen, read_toml,
+    greater_than, listen_address, one_of, parse_listen, read_toml, within,
 )
 
 __all__ = [
@@ -59,6 +62,9 @@ def load_config(path: str | Path) -> Config:
 # --- value checks --------------------------------------------------------------------
 
 def _name(value: str) -> str | None:
+    if len(value) > MAX_NAME_CHARS:
+        return (f"must be at most {MAX_NAME_CHARS} characters (got {len(value)}): it becomes "
+                "part of shared-memory and recording file names and of MQTT topics")
     if NAME_PATTERN.fullmatch(value):
         return None
     return (f"must be letters, digits, '_' or '-' (got {value!r}): it becomes an MQTT "
@@ -66,10 +72,20 @@ def _name(value: str) -> str | None:
 
 
 def _topic_prefix(value: str) -> str | None:
+    if len(value) > MAX_TOPIC_PREFIX_CHARS:
+        return (f"must be at most {MAX_TOPIC_PREFIX_CHARS} characters (got {len(value)}): "
+                "every topic starts with it")
     if value and not set(value) & set("+#\0") and "//" not in value \
             and not value.startswith("/") and not value.endswith("/"):
         return None
     return f"must be a non-empty MQTT topic without '+', '#' or empty levels (got {value!r})"
+
+
+def _fps(value: float) -> str | None:
+    if value == 0 or MIN_FPS <= value <= MAX_FPS:
+        return None
+    return (f"must be 0 (the source's own rate) or between {MIN_FPS:g} and {MAX_FPS:g} "
+            f"frames per second (got {value!r})")
 
 
 def _optional(choices: tuple[str, ...]) -> Check:
@@ -80,6 +96,10 @@ def _optional(choices: tuple[str, ...]) -> Check:
 def _labels(value: tuple[str, ...]) -> str | None:
     if any(not label.strip() for label in value) or len(set(value)) != len(value):
         return f"must be distinct, non-empty labels (got {list(value)})"
+    too_long = [label for label in value if len(label) > MAX_NAME_CHARS]
+    if too_long:
+        return (f"labels must be at most {MAX_NAME_CHARS} characters (got one of "
+                f"{len(too_long[0])}): they become parts of MQTT topics")
     return None
 
 
@@ -97,21 +117,24 @@ def _std_values(value: tuple[float, ...]) -> str | None:
 
 def _field_rules() -> dict[type, dict[str, Check]]:
     positive, non_negative = greater_than(0), at_least(0)
+    interval, backoff = within(*INTERVAL_RANGE_S, " s"), within(*BACKOFF_RANGE_S, " s")
+    timeout = within(*TIMEOUT_RANGE_S, " s")
     return {
         DaemonConfig: {
             "device_id": lambda v: None if v == "" else _name(v),
             "log_level": one_of(*LOG_LEVELS),
-            "status_interval_s": positive, "heartbeat_timeout_s": positive,
-            "restart_backoff_min_s": positive, "restart_backoff_max_s": positive,
-            "stable_after_s": positive, "crash_budget": at_least(1),
-            "crash_window_s": positive,
+            "status_interval_s": interval,
+            "heartbeat_timeout_s": within(*HEARTBEAT_RANGE_S, " s"),
+            "restart_backoff_min_s": backoff, "restart_backoff_max_s": backoff,
+            "stable_after_s": interval, "crash_budget": at_least(1),
+            "crash_window_s": interval,
         },
         CameraConfig: {
-            "name": _name, "fps": at_least(0), "width": positive, "height": positive,
+            "name": _name, "fps": _fps, "width": positive, "height": positive,
             "ring_capacity": at_least(MIN_RING_CAPACITY),
-            "ring_policy": one_of(*RING_POLICIES), "open_timeout_s": positive,
-            "read_timeout_s": positive, "reconnect_backoff_min_s": positive,
-            "reconnect_backoff_max_s": positive,
+            "ring_policy": one_of(*RING_POLICIES), "open_timeout_s": timeout,
+            "read_timeout_s": timeout, "reconnect_backoff_min_s": backoff,
+            "reconnect_backoff_max_s": backoff,
         },
         MotionConfig: {"method": one_of(*MOTION_METHODS), "width": positive,
                        "height": positive},
@@ -131,7 +154,7 @@ def _field_rules() -> dict[type, dict[str, Check]]:
                      "outbox_max_events": at_least(1)},
         MetricsConfig: {"listen": listen_address},
         EventsConfig: {"start_windows": at_least(1), "end_windows": at_least(1),
-                       "cooldown_s": at_least(0), "threshold": _score},
+                       "cooldown_s": within(*COOLDOWN_RANGE_S, " s"), "threshold": _score},
     }
 
 
@@ -165,10 +188,39 @@ def _check_relations(config: Config, file: str) -> None:
             raise ConfigError(file, f"inference.providers[{i}]", "must be an onnxruntime "
                               f"provider name such as CPUExecutionProvider (got {provider!r})")
     _check_mqtt(config.mqtt, file)
+    _check_mjpeg_ports(config, file)
+
+
+_ANY_HOST = ("", "0.0.0.0", "::")
+RECORD_NUMBER_ROOM = "9999"   # a restart's recording is <stem>-<camera>.<n><suffix>
+
+
+def _check_mjpeg_ports(config: Config, file: str) -> None:
+    """Camera i (among the enabled ones) serves MJPEG on the configured port + i (see
+    overlay_stage.camera_display): each such port must exist and must not be metrics'."""
     listen = config.display.mjpeg_listen
-    if listen and listen == config.metrics.listen and not listen.endswith(":0"):
-        raise ConfigError(file, "display.mjpeg_listen", f"{listen} is also metrics.listen; "
-                          "give each server its own port")
+    if not listen:
+        return
+    host, base = parse_listen(listen)
+    metrics_host, metrics_port = parse_listen(config.metrics.listen or ":0")
+    same_host = host == metrics_host or host in _ANY_HOST or metrics_host in _ANY_HOST
+    key = "display.mjpeg_listen"
+    enabled = [(i, cam) for i, cam in enumerate(config.cameras) if cam.enabled]
+    for index, (i, cam) in enumerate(enabled):
+        port = base + index if base else 0
+        derived = f"camera {cam.name} (cameras[{i}]) would serve MJPEG on port {port} " \
+                  f"(this port + its index {index} among the enabled cameras)"
+        if port > 65535:
+            raise ConfigError(file, key, f"{derived}, above 65535; choose a lower port")
+        if port == 0 or port != metrics_port or not same_host:
+            continue
+        if index == 0:
+            raise ConfigError(file, key, f"{listen} is also metrics.listen "
+                              f"({config.metrics.listen}); give each server its own port")
+        raise ConfigError(file, key, f"{derived}, which is also metrics.listen "
+                          f"({config.metrics.listen}); move display.mjpeg_listen or "
+                          f"metrics.listen so that ports {base}-{base + len(enabled) - 1} "
+                          "stay clear of the metrics port")
 
 
 def _check_backoff(low: float, high: float, key: str, file: str) -> None:
@@ -231,11 +283,17 @@ def _resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
     if not shm_dir.is_dir():
         raise ConfigError(file, "daemon.shm_dir", f"directory not found: {shm_dir} (use a "
                           "tmpfs such as /dev/shm)")
+    if len(bytes(shm_dir)) > MAX_SHM_DIR_BYTES:
+        raise ConfigError(file, "daemon.shm_dir", f"{shm_dir} is {len(bytes(shm_dir))} bytes "
+                          f"long; at most {MAX_SHM_DIR_BYTES} leave room for the event socket "
+                          "in it (a Unix socket path holds 107 bytes): use a shorter path")
     if mqtt.enabled:   # a disabled broker's files may be absent (e.g. not yet deployed)
         mqtt = dataclasses.replace(
             mqtt, ca_file=existing_file(mqtt.ca_file, config_dir, "mqtt.ca_file", file),
             password_file=existing_file(mqtt.password_file, config_dir,
                                         "mqtt.password_file", file))
+    record = _output_path(config.display.record, config_dir, "display.record", file)
+    _check_record_names(record, cameras, file)
     return dataclasses.replace(
         config, cameras=tuple(cameras),
         daemon=dataclasses.replace(
@@ -247,11 +305,27 @@ def _resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
             inference.model, config_dir, "inference.model", file)),
         display=dataclasses.replace(
             config.display,
-            record=_output_path(config.display.record, config_dir, "display.record", file),
+            record=record,
             frame_log=_output_path(config.display.frame_log, config_dir, "display.frame_log",
                                    file)),
         mqtt=mqtt,
     )
+
+
+def _check_record_names(record: str, cameras: list[CameraConfig], file: str) -> None:
+    """Each camera records to <stem>-<camera><suffix>, or <stem>-<camera>.<n><suffix> when
+    that exists (see overlay_stage.camera_display, display.unused_path)."""
+    if not record:
+        return
+    path = Path(record)
+    name_max = os.pathconf(path.parent, "PC_NAME_MAX")
+    for cam in cameras:
+        name = f"{path.stem}-{cam.name}.{RECORD_NUMBER_ROOM}{path.suffix}"
+        if cam.enabled and len(name.encode()) > name_max:
+            raise ConfigError(file, "display.record", f"camera {cam.name}'s recording would "
+                              f"be named {path.stem}-{cam.name}{path.suffix}, too long for a "
+                              f"file name here (at most {name_max} bytes with room for a "
+                              "restart's .<n>); use a shorter file name")
 
 
 def _output_path(value: str, config_dir: Path, key: str, file: str) -> str:

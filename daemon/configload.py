@@ -206,6 +206,12 @@ def between(low: int, high: int) -> Check:
     return lambda v: None if low <= v <= high else f"must be {low}-{high} (got {v!r})"
 
 
+def within(low: float, high: float, unit: str = "") -> Check:
+    """Check: low <= value <= high, for numbers; `unit` follows the bounds (" s")."""
+    return lambda v: None if low <= v <= high else \
+        f"must be between {low:g} and {high:g}{unit} (got {v!r})"
+
+
 def one_of(*choices: str) -> Check:
     """Check: value is one of `choices`."""
     return lambda v: None if v in choices else \

@@ -70,6 +70,9 @@ def resolve_source(source: str, config_dir: str | Path) -> str:
     if kind != "file":
         return source
     path = absolute_path(source, Path(config_dir))
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a video file; name one file in it "
+                         "(one camera per file)")
     if not path.is_file():
         raise ValueError(f"video file not found: {path} (relative paths are resolved "
                          f"against the config file's directory; for a USB camera use "

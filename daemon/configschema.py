@@ -18,8 +18,22 @@ COLOUR_ORDERS = ("rgb", "bgr")
 MODEL_ACTIVATIONS = ("none", "softmax", "sigmoid")
 MIN_RING_CAPACITY = 2
 RESERVED_CAMERA_NAME = "all"
-# Camera names and device_id become MQTT topic levels and Prometheus label values.
+# Camera names and device_id become MQTT topic levels and Prometheus label values; camera
+# names also become parts of shared-memory and recording file names (255 bytes at most).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+MAX_NAME_CHARS = 64             # a host name's limit (the default device_id)
+MAX_TOPIC_PREFIX_CHARS = 1024   # MQTT allows 65535-byte topics; we add a few levels
+# The event socket (actiond-<pid>-<run>-events.sock: 34 bytes with a 7-digit pid) lives in
+# shm_dir, and an AF_UNIX socket path holds at most 107 bytes.
+MAX_SHM_DIR_BYTES = 107 - len("/actiond-4194304-abcdef-events.sock")
+# Ranges of the timing keys: outside them a camera or the supervisor cannot work (1e-9
+# fps is one frame in 31 years; a 1e-9 s heartbeat timeout kills every worker at once).
+MIN_FPS, MAX_FPS = 0.1, 240.0                  # cameras[].fps; 0 means the source's own
+TIMEOUT_RANGE_S = (0.1, 3600.0)                # open/read timeouts (FFmpeg takes int ms)
+BACKOFF_RANGE_S = (0.01, 3600.0)               # restart and reconnect delays
+HEARTBEAT_RANGE_S = (1.0, 3600.0)              # workers beat every 0.5 s
+INTERVAL_RANGE_S = (0.1, 86400.0)              # status, stable-after, crash window
+COOLDOWN_RANGE_S = (0.0, 86400.0)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Named process exit codes, shared by the CLI, the supervisor and the tests.
 
 systemd's Restart=on-failure restarts on any non-zero code; RestartPreventExitStatus in the
-unit lists the codes for which a restart cannot help (bad config, bad model).
+unit lists the codes for which a restart cannot help (bad config, bad model, an address
+that cannot be listened on).
 """
 
 from enum import IntEnum
@@ -16,3 +17,4 @@ class ExitCode(IntEnum):
     BOOT = 3             # the pipeline could not start (model, camera, ports)
     SHM = 4              # not enough shared memory for the rings
     ALL_CAMERAS_FAILED = 5  # every camera exhausted its crash-loop budget
+    LISTEN = 6           # metrics.listen cannot be bound (port in use, address not ours)

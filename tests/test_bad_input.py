@@ -7,7 +7,9 @@ must live with: it keeps running or finishes normally, and shows every frame it 
 
 from __future__ import annotations
 
+import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -121,6 +123,19 @@ REFUSALS = [
     Refusal("corrupt-model", DAEMON + '[inference]\nmodel = "{dir}/corrupt.onnx"\n' + CAMERA,
             ("model error", "corrupt.onnx", "cannot be loaded", "fix inference.model"),
             corrupt_model),
+    # Values that end up in file names and topics, timings, derived ports, paths.
+    Refusal("long-camera-name", DAEMON + f'[[cameras]]\nname = "{"c" * 250}"\n'
+            'source = "test:bars"\n', ("cameras[0].name", "at most 64 characters (got 250)")),
+    Refusal("vanishing-fps", DAEMON + CAMERA + "fps = 1e-9\n",
+            ("cameras[0].fps", "between 0.1 and 240 frames per second (got 1e-09)")),
+    Refusal("derived-mjpeg-port-is-metrics",
+            DAEMON + '[metrics]\nlisten = "127.0.0.1:9108"\n'
+            '[display]\nmjpeg_listen = "127.0.0.1:9107"\n'
+            + CAMERA + '[[cameras]]\nname = "yard"\nsource = "test:bars"\n',
+            ("display.mjpeg_listen", "camera yard (cameras[1]) would serve MJPEG on port 9108",
+             "also metrics.listen (127.0.0.1:9108)")),
+    Refusal("directory-as-source", DAEMON + '[[cameras]]\nname = "cam"\nsource = "{dir}"\n',
+            ("cameras[0].source", "is a directory, not a video file")),
 ]
 
 
@@ -301,3 +316,71 @@ def test_full_shm_exits_4_naming_size_and_fix(tmp_path: Path, tiny_tmpfs: Path) 
     assert "Traceback" not in output
     assert sorted(p.name for p in tiny_tmpfs.iterdir()) == [], \
         "segments created before the failing one must be removed"
+
+
+# --- addresses that cannot be listened on ------------------------------------------------
+
+def in_use_address(tmp: Path, held: list[socket.socket]) -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    held.append(sock)
+    return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize(("address", "says"), [
+    (in_use_address, "another process listens there"),
+    # TEST-NET-1 (RFC 5737): never an address of this host.
+    (lambda tmp, held: "192.0.2.1:9108", "not an address of this host"),
+], ids=["in-use", "not-local"])
+def test_unbindable_metrics_address_exits_6_in_one_line(
+        tmp_path: Path, address: Callable[[Path, list[socket.socket]], str], says: str) -> None:
+    held: list[socket.socket] = []
+    shm = Path("/dev/shm") / f"actiond-bad-{tmp_path.name}"
+    shm.mkdir()
+    try:
+        listen = address(tmp_path, held)
+        config = write_config(tmp_path / "config.toml", {
+            "daemon": {"shm_dir": str(shm), "state_dir": str(tmp_path / "state")},
+            "metrics": {"listen": listen},
+            "inference": {"model": str(brightness_model(tmp_path / "brightness.onnx"))},
+            **SMALL_MOTION,
+        }, [{"name": "cam", "source": "test:bars", "width": 160, "height": 120}])
+        assert run_cli("check-config", config).returncode == ExitCode.OK
+        proc = run_cli("run", config)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == ExitCode.LISTEN, output
+        errors = [line for line in output.splitlines() if "cannot listen" in line]
+        assert len(errors) == 1, output
+        for words in (str(config), f'metrics.listen = "{listen}"', says, 'or to ""'):
+            assert words in errors[0], f"the message does not say {words!r}: {errors[0]}"
+        assert "Traceback" not in output
+        assert list(shm.iterdir()) == [], "the rings made before the failure are removed"
+    finally:
+        for sock in held:
+            sock.close()
+        shutil.rmtree(shm)
+
+
+def test_the_unit_does_not_restart_on_exit_codes_a_restart_cannot_fix() -> None:
+    unit = (REPO / "systemd" / "actiond.service").read_text()
+    (line,) = re.findall(r"^RestartPreventExitStatus=(.*)$", unit, re.MULTILINE)
+    assert {str(int(ExitCode.CONFIG)), str(int(ExitCode.LISTEN))} <= set(line.split())
+    readme = (REPO / "README.md").read_text()
+    assert f"| {int(ExitCode.LISTEN)} | LISTEN |" in readme
+
+
+@pytest.mark.timeout(180)
+def test_the_longest_camera_name_runs_and_records(tmp_path: Path, daemons: list[Daemon]) -> None:
+    # The name ends up in ring, FIFO, stats block and recording file names.
+    name = "c" * 64
+    clip = make_clip(tmp_path / "clip.mp4", frames=12)
+    d = start_daemon(daemons, tmp_path, [{**file_camera(clip), "name": name}],
+                     {"display": {"record": str(tmp_path / "out.mp4")}})
+    assert d.wait(FINISH_S) == ExitCode.OK, d.log()[-4000:]
+    output = d.log()
+    assert "Traceback" not in output and "too long" not in output, output[-4000:]
+    assert len(d.frames()) == 12
+    assert (tmp_path / f"out-{name}.mp4").stat().st_size > 0
+    assert d.leftovers() == []

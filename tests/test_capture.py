@@ -3,7 +3,9 @@ restarted underneath a reader."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -193,7 +195,7 @@ def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_directory_is_not_a_video(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="not a regular file"):
+    with pytest.raises(SourceError, match="is a directory, not a video file"):
         opened(str(tmp_path))
 
 
@@ -340,6 +342,31 @@ def test_rtsp_frames_survive_a_server_kill_and_restart(rtsp_server: RtspServer) 
         assert frames.connected
     finally:
         reader.close()
+
+
+@require_rtsp
+@pytest.mark.faults
+@pytest.mark.timeout(90)
+def test_lost_stream_log_says_how_long_it_streamed(rtsp_server: RtspServer,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    frames = rtsp_camera(rtsp_server.url)
+    opened_s = time.monotonic()
+    reader = Reader(frames)
+    try:
+        with caplog.at_level(logging.WARNING, logger="daemon.stages.capture"):
+            # Past the frames FFmpeg buffered while probing the stream at open.
+            wait_for(lambda: frames.frames_total >= 60, 20, "frames from the RTSP server")
+            streamed_s = time.monotonic() - opened_s
+            rtsp_server.stop()   # SIGKILL: the next read fails at once
+            wait_for(lambda: frames.reconnects_total >= 1, 20, "a reconnect after the kill")
+    finally:
+        reader.close()
+    lost = [r.getMessage() for r in caplog.records if "reconnecting" in r.getMessage()]
+    assert lost, caplog.text
+    match = re.search(r"after (\d+\.\d) s of streaming \((\d+) frames\)", lost[0])
+    assert match, lost[0]
+    # Not the failed read's own duration (0.0 s): the time since the stream opened.
+    assert float(match[1]) >= round(streamed_s, 1) - 0.1 and int(match[2]) >= 60, lost[0]
 
 
 @require_rtsp

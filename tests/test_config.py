@@ -101,7 +101,24 @@ BAD_CONFIGS = [
     ("ring-capacity", BASE_CAMERA + "ring_capacity = 1\n", "cameras[0].ring_capacity",
      "must be >= 2 (got 1)"),
     ("zero-width", BASE_CAMERA + "width = 0\n", "cameras[0].width", "must be > 0 (got 0)"),
-    ("negative-fps", BASE_CAMERA + "fps = -1\n", "cameras[0].fps", "must be >= 0"),
+    ("negative-fps", BASE_CAMERA + "fps = -1\n", "cameras[0].fps",
+     "must be 0 (the source's own rate) or between 0.1 and 240 frames per second (got -1.0)"),
+    ("vanishing-fps", BASE_CAMERA + "fps = 1e-9\n", "cameras[0].fps",
+     "or between 0.1 and 240 frames per second (got 1e-09)"),
+    ("heartbeat-timeout", BASE_CAMERA + "[daemon]\nheartbeat_timeout_s = 1e-9\n",
+     "daemon.heartbeat_timeout_s", "must be between 1 and 3600 s (got 1e-09)"),
+    ("status-interval", BASE_CAMERA + "[daemon]\nstatus_interval_s = 0.0\n",
+     "daemon.status_interval_s", "must be between 0.1 and 86400 s (got 0.0)"),
+    ("restart-backoff-huge", BASE_CAMERA + "[daemon]\nrestart_backoff_max_s = 1e300\n",
+     "daemon.restart_backoff_max_s", "must be between 0.01 and 3600 s (got 1e+300)"),
+    ("read-timeout", BASE_CAMERA + "read_timeout_s = 0.0001\n", "cameras[0].read_timeout_s",
+     "must be between 0.1 and 3600 s (got 0.0001)"),
+    ("open-timeout-huge", BASE_CAMERA + "open_timeout_s = 1e9\n", "cameras[0].open_timeout_s",
+     "must be between 0.1 and 3600 s"),
+    ("reconnect-backoff-zero", BASE_CAMERA + "reconnect_backoff_min_s = 0.0\n",
+     "cameras[0].reconnect_backoff_min_s", "must be between 0.01 and 3600 s (got 0.0)"),
+    ("cooldown", BASE_CAMERA + "[events]\ncooldown_s = -1.0\n", "events.cooldown_s",
+     "must be between 0 and 86400 s (got -1.0)"),
     ("motion-height", BASE_CAMERA + "[motion]\nheight = -5\n", "motion.height",
      "must be > 0 (got -5)"),
     ("stride", BASE_CAMERA + "[inference]\nstride = 0\n", "inference.stride",
@@ -127,6 +144,19 @@ BAD_CONFIGS = [
      "display.mjpeg_listen", "port must be 0-65535 (got 70000)"),
     ("listen-clash", BASE_CAMERA + '[display]\nmjpeg_listen = "127.0.0.1:9108"\n',
      "display.mjpeg_listen", "127.0.0.1:9108 is also metrics.listen"),
+    ("listen-clash-any-host", BASE_CAMERA + '[display]\nmjpeg_listen = ":9108"\n',
+     "display.mjpeg_listen", ":9108 is also metrics.listen (127.0.0.1:9108)"),
+    ("derived-mjpeg-port-is-metrics",
+     BASE_CAMERA + '[[cameras]]\nname = "off"\nsource = "test:bars"\nenabled = false\n'
+     '[[cameras]]\nname = "yard"\nsource = "test:bars"\n'
+     '[display]\nmjpeg_listen = "127.0.0.1:9107"\n',
+     "display.mjpeg_listen",
+     "camera yard (cameras[2]) would serve MJPEG on port 9108 (this port + its index 1 "
+     "among the enabled cameras), which is also metrics.listen (127.0.0.1:9108)"),
+    ("derived-mjpeg-port-range",
+     BASE_CAMERA + '[[cameras]]\nname = "yard"\nsource = "test:bars"\n'
+     '[display]\nmjpeg_listen = "127.0.0.1:65535"\n', "display.mjpeg_listen",
+     "camera yard (cameras[1]) would serve MJPEG on port 65536"),
     ("listen-bare-ipv6", BASE_CAMERA + '[metrics]\nlisten = "::1:9108"\n', "metrics.listen",
      '"[::1]:9108"'),
     # names and cameras
@@ -138,6 +168,15 @@ BAD_CONFIGS = [
      "cameras[0].name", "must be letters, digits, '_' or '-' (got 'front door')"),
     ("mqtt-wildcard-name", '[[cameras]]\nname = "a+b"\nsource = "test:bars"\n',
      "cameras[0].name", "MQTT topic level"),
+    ("long-camera-name", f'[[cameras]]\nname = "{"c" * 250}"\nsource = "test:bars"\n',
+     "cameras[0].name", "must be at most 64 characters (got 250): it becomes part of "
+                        "shared-memory and recording file names"),
+    ("long-device-id", BASE_CAMERA + f'[daemon]\ndevice_id = "{"d" * 65}"\n',
+     "daemon.device_id", "must be at most 64 characters (got 65)"),
+    ("long-mqtt-prefix", BASE_CAMERA + f'[mqtt]\ndiscovery_prefix = "{"p" * 1025}"\n',
+     "mqtt.discovery_prefix", "must be at most 1024 characters (got 1025)"),
+    ("long-label", BASE_CAMERA + f'[inference]\nlabels = ["a", "{"b" * 65}"]\n',
+     "inference.labels", "at most 64 characters (got one of 65)"),
     ("device-id", BASE_CAMERA + '[daemon]\ndevice_id = "box/1"\n', "daemon.device_id",
      "got 'box/1'"),
     ("mqtt-prefix", BASE_CAMERA + '[mqtt]\nprefix = "a/#"\n', "mqtt.prefix",
@@ -149,6 +188,8 @@ BAD_CONFIGS = [
     ("empty-source", '[[cameras]]\nname = "cam"\nsource = ""\n', "cameras[0].source",
      "must not be empty"),
     # missing files
+    ("directory-as-video", '[[cameras]]\nname = "cam"\nsource = "."\n',
+     "cameras[0].source", "is a directory, not a video file"),
     ("missing-video", '[[cameras]]\nname = "cam"\nsource = "clips/nope.mp4"\n',
      "cameras[0].source", "video file not found: "),
     ("mjpeg-max-clients-zero", BASE_CAMERA + "[display]\nmjpeg_max_clients = 0\n",
@@ -201,6 +242,20 @@ def test_missing_file_paths_are_resolved_against_config_dir(tmp_path: Path) -> N
     assert str(tmp_path / "clips" / "nope.mp4") in err.reason
     err = load_error(tmp_path, BASE_CAMERA + '[inference]\nmodel = "m.onnx"\n')
     assert str(tmp_path / "m.onnx") in err.reason
+
+
+def test_names_that_end_up_in_file_names_fit_them(tmp_path: Path) -> None:
+    # The event socket lives in shm_dir; a Unix socket path holds 107 bytes.
+    deep = tmp_path / ("s" * 60) / ("h" * 40)
+    deep.mkdir(parents=True)
+    err = load_error(tmp_path, BASE_CAMERA + f'[daemon]\nshm_dir = "{deep}"\n')
+    assert err.key == "daemon.shm_dir" and "leave room for the event socket" in err.reason
+    # Each camera records to <stem>-<camera>.mp4: the longest names must fit a file name.
+    camera = f'[[cameras]]\nname = "{"c" * 64}"\nsource = "test:bars"\n'
+    err = load_error(tmp_path, camera + f'[display]\nrecord = "{"r" * 190}.mp4"\n')
+    assert err.key == "display.record" and f"{'c' * 64}.mp4, too long" in err.reason
+    config = load_config(write(tmp_path, camera + f'[display]\nrecord = "{"r" * 160}.mp4"\n'))
+    assert config.cameras[0].name == "c" * 64
 
 
 def test_malformed_toml_reports_line(tmp_path: Path) -> None:

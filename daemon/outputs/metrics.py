@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import threading
 from collections.abc import Callable, Sequence
 from wsgiref.simple_server import WSGIServer
@@ -44,6 +45,14 @@ SERVER_JOIN_S = 5.0
 ANY_HOST = "0.0.0.0"
 
 
+# What the usual bind errors mean for the person reading the message.
+BIND_ERRORS = {
+    errno.EADDRINUSE: ": another process listens there",
+    errno.EADDRNOTAVAIL: ": not an address of this host",
+    errno.EACCES: ": ports below 1024 need privileges",
+}
+
+
 class MetricsServerError(Exception):
     """The metrics endpoint could not be started."""
 
@@ -69,9 +78,11 @@ class MetricsServer:
             self._httpd, self._thread = start_http_server(
                 self._requested_port, self._host, self._registry)
         except OSError as exc:
+            why = BIND_ERRORS.get(exc.errno or 0, "")
             raise MetricsServerError(
-                f"cannot serve metrics on {self._listen}: {exc.strerror or exc}; set "
-                f"metrics.listen to a free address, or to \"\" to disable metrics") from exc
+                f"metrics.listen = \"{self._listen}\": cannot listen there "
+                f"({exc.strerror or exc}{why}); set metrics.listen to a free port of this "
+                f"host, or to \"\" to disable metrics") from exc
 
     @property
     def port(self) -> int:

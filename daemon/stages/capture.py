@@ -105,6 +105,8 @@ def open_video_file(path: str) -> cv2.VideoCapture:
     """Open a video file with FFmpeg, or raise SourceError saying why it cannot be."""
     if not os.path.exists(path):
         raise SourceError(f"video file {path!r} does not exist; fix the camera's source")
+    if os.path.isdir(path):
+        raise SourceError(f"{path!r} is a directory, not a video file; name one file in it")
     if not os.path.isfile(path):
         raise SourceError(f"{path!r} is not a regular file; the source must be a video file")
     if not os.access(path, os.R_OK):
@@ -165,6 +167,8 @@ class FrameSource:
         self._backoff = Backoff(cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s)
         self._period_ns = 0
         self._next_due_ns: int | None = None
+        self._connected_s = 0.0       # when the live capture opened (monotonic)
+        self._frames_since_open = 0   # frames the live capture gave since then
         self._opened = False
         self._closed = False
         self._never_set = threading.Event()
@@ -286,6 +290,7 @@ class FrameSource:
                         self.cam.name, self.source)
             return
         self._cap = cap
+        self._connected_s, self._frames_since_open = time.monotonic(), 0
         self.native_fps = plausible_fps(cap.get(cv2.CAP_PROP_FPS))
         self._period_ns = period_ns(self.cam.fps)
         log.info("camera %s: opened %s (%.1f fps reported)",
@@ -316,6 +321,7 @@ class FrameSource:
                 continue
             if elapsed_s > self.cam.read_timeout_s:
                 self.stalls_total += 1   # a device read that blocked past the timeout
+            self._frames_since_open += 1
             self._backoff.reset()
             now_ns = time.monotonic_ns()
             if self._live_frame_due(now_ns):
@@ -323,12 +329,16 @@ class FrameSource:
             self.frames_skipped_total += 1
         return None
 
-    def _lose_stream(self, elapsed_s: float) -> None:
-        stalled = elapsed_s >= self.cam.read_timeout_s * STALL_TIMEOUT_SHARE
+    def _lose_stream(self, read_s: float) -> None:
+        """A read failed after `read_s`: log how long the stream had run, then release."""
+        stalled = read_s >= self.cam.read_timeout_s * STALL_TIMEOUT_SHARE
         if stalled:
             self.stalls_total += 1
-        log.warning("camera %s: %s after %.1f s; reconnecting", self.cam.name,
-                    "no frame within read_timeout_s" if stalled else "stream lost", elapsed_s)
+        what = (f"no frame within read_timeout_s ({self.cam.read_timeout_s:g} s)" if stalled
+                else "stream lost")
+        log.warning("camera %s: %s after %.1f s of streaming (%d frames); reconnecting",
+                    self.cam.name, what, time.monotonic() - self._connected_s,
+                    self._frames_since_open)
         self._release()
 
     def _reconnect(self, stop: threading.Event) -> None:
