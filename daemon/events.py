@@ -10,7 +10,10 @@ becomes an event:
 
 Each occurrence yields two records with the same id: a "start" record as soon as it is
 confirmed and an "end" record when it is over. The id lets a consumer that gets a record
-twice (MQTT QoS 1 redelivery, outbox replay after a restart) drop the duplicate.
+twice (MQTT QoS 1 redelivery, outbox replay after a restart) drop the duplicate. An end
+record says why it ended (`end_reason`): the scores fell (END_SCORES_LOW), the camera's
+stream was lost (END_STREAM_LOST), the stream ended (END_END_OF_STREAM: a finite file),
+or the camera's pipeline stopped (END_STOPPED: shutdown, reload, a restarted worker).
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ import numpy as np
 DEFAULT_THRESHOLD = 0.6
 PHASE_START = "start"
 PHASE_END = "end"
+END_SCORES_LOW = "scores_low"
+END_STREAM_LOST = "stream_lost"
+END_END_OF_STREAM = "end_of_stream"
+END_STOPPED = "stopped"
+# Labels a model uses for "no action": they never make events (nor Home Assistant
+# entities) unless [events] ignore names other labels instead.
+BACKGROUND_LABELS = ("still", "idle", "nobody", "background", "none", "no_action")
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,19 @@ class EventSettings:
         return self.thresholds.get(action, self.default_threshold)
 
 
+def ignored_labels(labels: Sequence[str], ignore: Sequence[str]) -> tuple[str, ...]:
+    """The labels that make no events: `ignore` when given, else the background labels."""
+    if ignore:
+        return tuple(ignore)
+    return tuple(label for label in labels if label in BACKGROUND_LABELS)
+
+
+def event_actions(labels: Sequence[str], ignore: Sequence[str]) -> tuple[str, ...]:
+    """The labels that can become events (in label order): the actions offered to users."""
+    skipped = set(ignored_labels(labels, ignore))
+    return tuple(label for label in labels if label not in skipped)
+
+
 def _iso_utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, tz=timezone.utc).isoformat(timespec="milliseconds")
 
@@ -79,6 +102,7 @@ class ActionEvent:
     ended_at: float | None           # epoch seconds of the first low window; None for start
     frame_id: int                    # the window with the highest score so far
     snapshot: bytes | None = field(default=None, repr=False)   # JPEG, filled by the caller
+    end_reason: str | None = None    # END_*; None for a start record
 
     def with_snapshot(self, jpeg: bytes | None) -> "ActionEvent":
         """A copy carrying the JPEG of frame `frame_id` (the record itself is frozen)."""
@@ -99,6 +123,7 @@ class ActionEvent:
             "ended_at_epoch": self.ended_at,
             "duration_s": None if self.ended_at is None else self.ended_at - self.started_at,
             "frame_id": self.frame_id,
+            "end_reason": self.end_reason,
             "has_snapshot": self.snapshot is not None,
         }
 
@@ -205,14 +230,15 @@ class EventTracker:
                 events.append(event)
         return events
 
-    def flush(self, t: float | None = None) -> list[ActionEvent]:
-        """End every open event at `t` (shutdown, camera removed); resets pending runs."""
+    def flush(self, t: float | None = None, reason: str = END_STOPPED) -> list[ActionEvent]:
+        """End every open event at `t` saying `reason` (stream lost, end of stream,
+        shutdown); resets pending runs, so windows before `t` never join a later start."""
         now = self._clock() if t is None else float(t)
         events: list[ActionEvent] = []
         for label, state in self._states.items():
             state.run.clear()
             if state.open is not None:
-                events.append(self._close(label, state, state.open, now))
+                events.append(self._close(label, state, state.open, now, reason))
         return events
 
     def _step(self, action: str, state: _ActionState, window: _Window) -> ActionEvent | None:
@@ -236,7 +262,7 @@ class EventTracker:
         state.lows.append(window)
         if len(state.lows) < self.settings.end_windows:
             return None
-        return self._close(action, state, state.open, state.lows[0].t)
+        return self._close(action, state, state.open, state.lows[0].t, END_SCORES_LOW)
 
     def _open(self, action: str, state: _ActionState) -> ActionEvent:
         occurrence = _Occurrence(id=uuid.uuid4().hex, started_at=state.run[0].t)
@@ -247,17 +273,17 @@ class EventTracker:
         return self._record(action, occurrence, PHASE_START, None)
 
     def _close(self, action: str, state: _ActionState, occurrence: _Occurrence,
-               ended_at: float) -> ActionEvent:
+               ended_at: float, reason: str) -> ActionEvent:
         state.open = None
         state.lows.clear()
         state.cooldown_until = ended_at + self.settings.cooldown_s
-        return self._record(action, occurrence, PHASE_END, ended_at)
+        return self._record(action, occurrence, PHASE_END, ended_at, reason)
 
     def _record(self, action: str, occurrence: _Occurrence, phase: str,
-                ended_at: float | None) -> ActionEvent:
+                ended_at: float | None, reason: str | None = None) -> ActionEvent:
         return ActionEvent(
             id=occurrence.id, camera=self.camera, action=action, phase=phase,
             score_max=occurrence.score_max, score_mean=occurrence.score_mean,
             started_at=occurrence.started_at, ended_at=ended_at,
-            frame_id=occurrence.best_frame_id,
+            frame_id=occurrence.best_frame_id, end_reason=reason,
         )

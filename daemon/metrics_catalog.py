@@ -102,6 +102,9 @@ CATALOG: tuple[MetricSpec, ...] = (
                "Events in the durable outbox waiting for a broker acknowledgement."),
     MetricSpec("actiond_mqtt_outbox_dropped_total", COUNTER, (),
                "Events dropped from a full outbox (oldest first)."),
+    MetricSpec("actiond_mqtt_snapshots_dropped_total", COUNTER, (),
+               "Event snapshots dropped unsent to bound the outbox's size (oldest first; "
+               "their events are kept)."),
 )
 
 HISTOGRAM_BUCKETS_S: Mapping[str, tuple[float, ...]] = MappingProxyType({

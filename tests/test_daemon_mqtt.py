@@ -33,7 +33,8 @@ def light_switch_clip(path: Path, fps: float = 30.0) -> Path:
     return path
 
 
-def mqtt_daemon(tmp: Path, broker: MosquittoBroker, source: str, **cam: object) -> Daemon:
+def mqtt_daemon(tmp: Path, broker: MosquittoBroker, source: str,
+                events_overrides: dict[str, object] | None = None, **cam: object) -> Daemon:
     model = brightness_model(tmp / "brightness.onnx")
     camera = {"name": "hall", "source": source, "width": 64, "height": 48, **cam}
     sections = {
@@ -41,11 +42,21 @@ def mqtt_daemon(tmp: Path, broker: MosquittoBroker, source: str, **cam: object) 
         "motion": {"width": 32, "height": 32},
         "inference": {"model": str(model), "stride": 2},
         "events": {"ignore": ["dark"], "start_windows": 2, "end_windows": 2,
-                   "cooldown_s": 0.0},
+                   "cooldown_s": 0.0, **(events_overrides or {})},
         "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker.port,
                  "keepalive_s": 2, "discovery": False},
     }
     return Daemon(tmp, [camera], sections)
+
+
+def lights_on_at_the_end_clip(path: Path, frames: int, bright_frames: int) -> Path:
+    """Dark frames, then `bright_frames` bright ones at the very end of the file."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (64, 48))
+    for i in range(frames):
+        level = 250 if i >= frames - bright_frames else 20
+        writer.write(np.full((48, 64, 3), level, np.uint8))
+    writer.release()
+    return path
 
 
 def events(collector: MqttCollector) -> list[dict[str, object]]:
@@ -69,6 +80,30 @@ def test_events_reach_the_broker_with_ids_and_qos1(tmp_path, mosquitto, mqtt_col
     assert all(e["camera"] == "hall" and float(e["score_max"]) > 0.6 for e in got)
     status = collector.messages(f"actiond/{DEVICE}/status")
     assert status[-1].payload == b"offline"
+
+
+@pytest.mark.timeout(180)
+def test_the_last_window_of_a_file_makes_its_event(tmp_path, mosquitto, mqtt_collector,
+                                                   daemons) -> None:
+    # Clips of 4 frames every 2 frames end at frames 3, 5, ..., 39. With the last 3 of
+    # 40 frames bright only the last clip (36..39) scores bright (0.75); the one before
+    # (34..37) scores 0.30. Its result is computed after frame 39 reached the overlay.
+    frames = 40
+    collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/hall/event"])
+    clip = lights_on_at_the_end_clip(tmp_path / "lights-on.mp4", frames, bright_frames=3)
+    d = mqtt_daemon(tmp_path, mosquitto, str(clip), {"start_windows": 1},
+                    realtime=False, ring_policy="block")
+    daemons.append(d.start())
+    assert d.wait(START_S + 60) == ExitCode.OK, d.log()
+    shown = d.frames()
+    assert [f["frame_id"] for f in shown] == list(range(frames))
+    assert shown[-1]["result_frame_id"] == frames - 1, shown[-3:]
+    assert shown[-1]["label"] == "bright"
+    collector.wait_for(lambda ms: len(ms) >= 2, "the start and end of the last window's event")
+    got = events(collector)
+    assert [(e["phase"], e["end_reason"]) for e in got] == [("start", None),
+                                                            ("end", "end_of_stream")]
+    assert got[0]["frame_id"] == frames - 1
 
 
 def logged_ids(d: Daemon) -> set[str]:

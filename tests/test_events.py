@@ -9,7 +9,9 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from daemon.events import PHASE_END, PHASE_START, ActionEvent, EventSettings, EventTracker
+from daemon.events import (END_SCORES_LOW, END_STOPPED, END_STREAM_LOST, PHASE_END,
+                           PHASE_START, ActionEvent, EventSettings, EventTracker,
+                           event_actions, ignored_labels)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -171,6 +173,28 @@ def test_flush_ends_open_events() -> None:
     assert starts["wave"].score_max == pytest.approx(0.8)
     assert starts["wave"].score_mean == pytest.approx((0.7 * 3 + 0.8) / 4)
     assert tracker.flush(t=1001.0) == []
+
+
+def test_every_end_says_why() -> None:
+    tracker = make(start_windows=1, end_windows=1, cooldown_s=0.0)
+    (_, start), (_, low) = run_script(tracker, walk_stream([0.9, 0.1]))
+    assert start.end_reason is None and start.to_json_dict()["end_reason"] is None
+    assert low.end_reason == END_SCORES_LOW
+    assert low.to_json_dict()["end_reason"] == "scores_low"
+    run_script(tracker, walk_stream([0.9]), t0=1010.0)
+    (lost,) = tracker.flush(t=1011.0, reason=END_STREAM_LOST)
+    assert lost.end_reason == "stream_lost" and lost.ended_at == 1011.0
+    run_script(tracker, walk_stream([0.9]), t0=1020.0)
+    (stopped,) = tracker.flush(t=1021.0)
+    assert stopped.end_reason == END_STOPPED
+
+
+def test_background_labels_are_not_actions() -> None:
+    labels = ("idle", "walk_left", "gesture", "background")
+    assert ignored_labels(labels, ()) == ("idle", "background")
+    assert event_actions(labels, ()) == ("walk_left", "gesture")
+    # An explicit [events] ignore replaces the background list: idle becomes an action.
+    assert event_actions(labels, ("gesture",)) == ("idle", "walk_left", "background")
 
 
 def test_flush_discards_pending_start_run() -> None:

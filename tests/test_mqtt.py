@@ -80,9 +80,8 @@ PublisherFactory = Callable[..., MqttPublisher]
 CollectorFactory = Callable[..., MqttCollector]
 
 
-@pytest.fixture
-def make_publisher(tmp_path: Path) -> Iterator[PublisherFactory]:
-    """Factory of started publishers (fast reconnects), stopped at teardown."""
+def publisher_factory(tmp_path: Path) -> Iterator[PublisherFactory]:
+    """Yields a factory of started publishers (fast reconnects); stops them after."""
     made: list[tuple[MqttPublisher, Outbox]] = []
 
     def make(port: int, outbox_path: Path | None = None, device: str = DEVICE,
@@ -101,6 +100,12 @@ def make_publisher(tmp_path: Path) -> Iterator[PublisherFactory]:
     for publisher, outbox in made:
         publisher.stop(timeout_s=2.0)
         outbox.close()
+
+
+@pytest.fixture
+def make_publisher(tmp_path: Path) -> Iterator[PublisherFactory]:
+    """Factory of started publishers (fast reconnects), stopped at teardown."""
+    yield from publisher_factory(tmp_path)
 
 
 @pytest.fixture
@@ -231,40 +236,6 @@ def test_killed_publisher_events_delivered_by_next_publisher(
     wait_until(lambda: publisher.outbox_depth == 0, "outbox drained by the new publisher")
 
 
-def test_home_assistant_discovery_and_resend(mosquitto: MosquittoBroker,
-                                             mqtt_collector: CollectorFactory,
-                                             make_publisher: PublisherFactory) -> None:
-    collector = mqtt_collector(mosquitto.port, ["homeassistant/#"])
-    make_publisher(mosquitto.port, discovery=True, snapshots=True)
-    wanted = (1 + len(ACTIONS) + 1) * len(CAMERAS)  # event, binary_sensor per action, camera
-
-    def configs(ms: list[Any]) -> list[Any]:
-        return [m for m in ms if m.topic.endswith("/config")]
-
-    first = configs(collector.wait_for(lambda ms: len(configs(ms)) >= wanted, "discovery"))
-    payloads = {m.topic: json.loads(m.payload) for m in first}
-    assert len(payloads) == wanted
-    assert len({p["unique_id"] for p in payloads.values()}) == wanted
-    for topic, config in payloads.items():
-        assert config["availability_topic"] == f"{BASE}/status"
-        assert config["device"]["identifiers"] == [DEVICE]
-        assert {"name", "sw_version", "model"} <= set(config["device"])
-        assert config["name"] and config["unique_id"]
-        component = topic.split("/")[1]
-        if component == "event":
-            assert config["event_types"] == list(ACTIONS)
-            assert config["state_topic"].startswith(f"{BASE}/cam")
-        elif component == "binary_sensor":
-            assert config["state_topic"].endswith("/state") and "value_template" in config
-        else:
-            assert component == "camera" and config["topic"].endswith("/snapshot")
-    assert {t.split("/")[1] for t in payloads} == {"event", "binary_sensor", "camera"}
-    collector.publish("homeassistant/status", "online")
-    again = configs(collector.wait_for(lambda ms: len(configs(ms)) >= 2 * wanted,
-                                       "discovery re-sent after homeassistant/status online"))
-    assert {m.topic for m in again[wanted:]} == set(payloads)
-
-
 def test_snapshot_and_stats(mosquitto: MosquittoBroker, mqtt_collector: CollectorFactory,
                             make_publisher: PublisherFactory) -> None:
     collector = mqtt_collector(mosquitto.port, [f"{BASE}/#"])
@@ -272,7 +243,14 @@ def test_snapshot_and_stats(mosquitto: MosquittoBroker, mqtt_collector: Collecto
     assert publisher.wait_connected(10)
     jpeg = b"\xff\xd8\xff\xe0fake-jpeg\xff\xd9"
     publisher.publish_event(_event(7, camera="cam2"), snapshot=jpeg)
-    assert collector.wait_message(f"{BASE}/cam2/snapshot").payload == jpeg
+    snapshot = collector.wait_message(f"{BASE}/cam2/snapshot")
+    assert snapshot.payload == jpeg and snapshot.qos == 1
+    assert json.loads(collector.wait_message(f"{BASE}/cam2/event").payload)["has_snapshot"]
+    publisher.publish_event(_event(8, camera="cam2"))
+    wait_until(lambda: len(collector.messages(f"{BASE}/cam2/event")) == 2, "the second event")
+    assert not json.loads(collector.messages(f"{BASE}/cam2/event")[1].payload)["has_snapshot"]
+    wait_until(lambda: publisher.outbox_depth == 0, "events and snapshot acknowledged")
+    assert publisher.published_total == 2, "a snapshot is not counted as an event"
     publisher.publish_stats({"cameras": {"cam1": {"fps": 10.0}}})
     stats = json.loads(collector.wait_message(f"{BASE}/stats").payload)
     assert stats["cameras"] == {"cam1": {"fps": 10.0}}

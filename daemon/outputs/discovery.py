@@ -1,17 +1,25 @@
 """What actiond puts on MQTT: topic layout, event records, Home Assistant discovery.
 
 Topics live under `<prefix>/<device_id>/`:
-- `status`: retained `online` / `offline` (Last Will), the availability of every entity;
+- `status`: retained `online` / `offline` (Last Will): the daemon's availability;
+- `<camera>/availability`: retained `online` while the camera's frames flow, `offline`
+  before the first frame, while its stream is lost, and when it failed or stopped;
 - `<camera>/event`: one JSON record per event phase (QoS 1);
 - `<camera>/state`: retained current action or `idle`;
-- `<camera>/snapshot`: JPEG bytes (QoS 0);
+- `<camera>/snapshot`: JPEG bytes of an event's best frame (QoS 1, right after the event);
 - `stats`: periodic JSON (QoS 0).
 
 Discovery (https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery) publishes,
 retained, under `<discovery_prefix>/<component>/<node_id>/<object_id>/config`: per camera
 an `event` entity fed by the event topic (event_types = the actions; our event JSON carries
-`event_type`), a `binary_sensor` per action fed by the state topic, and a `camera` entity
-for the snapshots when they are enabled. All belong to one device: this daemon.
+`event_type`), a `binary_sensor` per action fed by the state topic, a connectivity
+`binary_sensor` for the camera's stream, and a `camera` entity for the snapshots when they
+are enabled. All belong to one device: this daemon. The actions offered are the labels
+that can make events (daemon.events.event_actions): background labels such as `idle` are
+not actions. Home Assistant's event entity fires on `start` records only (its value
+template renders an `end` record empty, which Home Assistant ignores), so an automation
+runs once per detection; the MQTT records keep both phases. Entities are available only
+while both the daemon and their camera are (`availability_mode: all`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,15 @@ STATE_IDLE = "idle"
 PAYLOAD_ONLINE = "online"
 PAYLOAD_OFFLINE = "offline"
 DEVICE_MODEL = "actiond edge action recognition"
+DISCOVERY_QOS = 1             # what Home Assistant subscribes with: events are QoS 1
+# https://www.home-assistant.io/integrations/event/#device-class and
+# https://www.home-assistant.io/integrations/binary_sensor/#device-class
+EVENT_DEVICE_CLASS = "motion"
+ACTION_DEVICE_CLASS = "motion"
+STREAM_DEVICE_CLASS = "connectivity"
+# Home Assistant ignores an event message that renders empty: it fires on starts only.
+EVENT_START_ONLY_TEMPLATE = "{{ value if value_json.phase == %s else '' }}" % json.dumps(
+    PHASE_START)
 REQUIRED_EVENT_KEYS = ("id", "camera", "action", "phase", "started_at", "ended_at")
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 # Characters with a meaning in MQTT topic filters, or that would split a topic level.
@@ -52,6 +69,12 @@ def check_topic_prefix(kind: str, value: str) -> None:
 def ha_id(value: str) -> str:
     """`value` reduced to the characters Home Assistant allows in node/object ids."""
     return _UNSAFE_ID_CHARS.sub("_", value)
+
+
+def readable(name: str) -> str:
+    """A label or camera name as words: "walk_left" -> "Walk left"."""
+    words = " ".join(name.replace("_", " ").replace("-", " ").split())
+    return words[:1].upper() + words[1:]
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,10 @@ class TopicLayout:
         """Retained current action of one camera."""
         return f"{self.base}/{camera}/state"
 
+    def availability(self, camera: str) -> str:
+        """Retained online/offline of one camera: do its frames flow?"""
+        return f"{self.base}/{camera}/availability"
+
     def snapshot(self, camera: str) -> str:
         """JPEG snapshots of one camera."""
         return f"{self.base}/{camera}/snapshot"
@@ -103,6 +130,52 @@ class TopicLayout:
         """Config topic of one Home Assistant entity."""
         return (f"{self.discovery_prefix}/{component}/{ha_id(self.device_id)}/"
                 f"{ha_id(object_id)}/config")
+
+
+class CameraStates:
+    """The retained per-camera topics: current action (`state`) and `availability`.
+
+    Each method returns the (topic, payload) messages to publish, retained at QoS 1.
+    A camera starts offline: it is online once the supervisor says its frames flow.
+    """
+
+    def __init__(self, topics: TopicLayout, cameras: Sequence[str]) -> None:
+        self._topics = topics
+        self._active: dict[str, list[str]] = {camera: [] for camera in cameras}
+        self._available: dict[str, bool] = {camera: False for camera in cameras}
+
+    def event(self, camera: str, action: str, phase: str) -> tuple[str, str]:
+        """An event record changes the camera's state: its newest open action, or idle."""
+        active = self._active[camera]
+        if action in active:
+            active.remove(action)
+        if phase == PHASE_START:
+            active.append(action)
+        return self._topics.state(camera), active[-1] if active else STATE_IDLE
+
+    def set_available(self, camera: str, available: bool) -> list[tuple[str, str]]:
+        """The message to send if the camera's availability changed (none for a camera
+        these states were not made for: a reload's new publisher reports it)."""
+        if self._available.get(camera, available) == available:
+            return []
+        self._available[camera] = available
+        return [self._availability(camera)]
+
+    def retained(self) -> list[tuple[str, str]]:
+        """Every camera's availability and state (sent on each connect)."""
+        out = [self._availability(camera) for camera in self._available]
+        for camera, active in self._active.items():
+            out.append((self._topics.state(camera), active[-1] if active else STATE_IDLE))
+        return out
+
+    def offline(self) -> list[tuple[str, str]]:
+        """Every camera offline (a clean stop)."""
+        return [(self._topics.availability(camera), PAYLOAD_OFFLINE)
+                for camera in self._available]
+
+    def _availability(self, camera: str) -> tuple[str, str]:
+        payload = PAYLOAD_ONLINE if self._available[camera] else PAYLOAD_OFFLINE
+        return self._topics.availability(camera), payload
 
 
 def event_payload(event: Mapping[str, Any], device_id: str) -> dict[str, Any]:
@@ -131,18 +204,24 @@ def event_payload(event: Mapping[str, Any], device_id: str) -> dict[str, Any]:
 
 
 def _device_block(device_id: str, sw_version: str) -> dict[str, object]:
-    return {"identifiers": [device_id], "name": device_id, "sw_version": sw_version,
-            "model": DEVICE_MODEL, "manufacturer": "actiond"}
+    return {"identifiers": [device_id], "name": f"actiond {device_id}",
+            "sw_version": sw_version, "model": DEVICE_MODEL, "manufacturer": "actiond"}
 
 
-def _common(topics: TopicLayout, unique_id: str, name: str,
+def _common(topics: TopicLayout, camera: str | None, unique_id: str, name: str,
             sw_version: str) -> dict[str, object]:
+    """Fields every entity has; available while the daemon (and `camera`, if given) is."""
+    availability = [{"topic": topics.status}]
+    if camera is not None:
+        availability.append({"topic": topics.availability(camera)})
     return {
         "name": name,
         "unique_id": ha_id(unique_id),
-        "availability_topic": topics.status,
+        "availability": availability,
+        "availability_mode": "all",
         "payload_available": PAYLOAD_ONLINE,
         "payload_not_available": PAYLOAD_OFFLINE,
+        "qos": DISCOVERY_QOS,
         "device": _device_block(topics.device_id, sw_version),
         "origin": {"name": "actiond", "sw_version": sw_version},
     }
@@ -150,12 +229,15 @@ def _common(topics: TopicLayout, unique_id: str, name: str,
 
 def _camera_entities(topics: TopicLayout, camera: str, actions: Sequence[str],
                      snapshots: bool, sw_version: str) -> list[tuple[str, dict[str, object]]]:
-    base_id = f"{topics.device_id}_{camera}"
-    event = _common(topics, f"{base_id}_action", f"{camera} action", sw_version)
-    event.update({"state_topic": topics.event(camera), "event_types": list(actions)})
+    base_id, words = f"{topics.device_id}_{camera}", readable(camera)
+    event = _common(topics, camera, f"{base_id}_action", f"{words} action", sw_version)
+    event.update({"state_topic": topics.event(camera), "event_types": list(actions),
+                  "value_template": EVENT_START_ONLY_TEMPLATE,
+                  "device_class": EVENT_DEVICE_CLASS})
     entities = [(topics.discovery("event", f"{camera}_action"), event)]
     for action in actions:
-        sensor = _common(topics, f"{base_id}_{action}", f"{camera} {action}", sw_version)
+        sensor = _common(topics, camera, f"{base_id}_{action}",
+                         f"{words} {readable(action).lower()}", sw_version)
         # json.dumps gives a double-quoted literal, which Jinja accepts, so any action
         # name (quotes included) compares safely.
         sensor.update({
@@ -163,10 +245,18 @@ def _camera_entities(topics: TopicLayout, camera: str, actions: Sequence[str],
             "value_template": "{{ 'ON' if value == %s else 'OFF' }}" % json.dumps(action),
             "payload_on": "ON",
             "payload_off": "OFF",
+            "device_class": ACTION_DEVICE_CLASS,
         })
         entities.append((topics.discovery("binary_sensor", f"{camera}_{action}"), sensor))
+    # The stream's own sensor depends on the daemon only: it says "off" (not
+    # "unavailable") while the camera is lost, so automations can act on it.
+    stream = _common(topics, None, f"{base_id}_camera_stream", f"{words} stream", sw_version)
+    stream.update({"state_topic": topics.availability(camera), "payload_on": PAYLOAD_ONLINE,
+                   "payload_off": PAYLOAD_OFFLINE, "device_class": STREAM_DEVICE_CLASS,
+                   "entity_category": "diagnostic"})
+    entities.append((topics.discovery("binary_sensor", f"{camera}_camera_stream"), stream))
     if snapshots:
-        camera_entity = _common(topics, f"{base_id}_snapshot", f"{camera} snapshot",
+        camera_entity = _common(topics, camera, f"{base_id}_snapshot", f"{words} snapshot",
                                 sw_version)
         camera_entity["topic"] = topics.snapshot(camera)
         entities.append((topics.discovery("camera", f"{camera}_snapshot"), camera_entity))

@@ -78,6 +78,7 @@ class MqttView:
     published_total: int
     outbox_depth: int
     outbox_dropped_total: int
+    snapshots_dropped_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,7 @@ def _add_mqtt(samples: _Samples, mqtt: MqttView) -> None:
     samples.add("actiond_mqtt_published_total", (), mqtt.published_total)
     samples.add("actiond_mqtt_outbox_depth", (), mqtt.outbox_depth)
     samples.add("actiond_mqtt_outbox_dropped_total", (), mqtt.outbox_dropped_total)
+    samples.add("actiond_mqtt_snapshots_dropped_total", (), mqtt.snapshots_dropped_total)
 
 
 def _snapshot_samples(snapshot: MetricsSnapshot) -> _Samples:

@@ -3,6 +3,12 @@
 Delivery is at-least-once, never lost: `publish_event` stores the record in the Outbox
 first; a record leaves the outbox only in on_publish, i.e. when the broker's PUBACK for
 that message id arrives. Consumers drop duplicates by the `id` + `phase` in the payload.
+An event's snapshot is stored with it (an outbox attachment) and published at QoS 1 right
+after it on the snapshot topic, so it survives outages exactly like its event; the event
+says `has_snapshot` accordingly.
+
+Camera availability (`set_camera_available`, from the supervisor) is retained per camera
+and sent again on every (re)connect; until told otherwise a camera is offline.
 
 Connection model: a manager thread owns the broker connection. Every connection uses a
 FRESH paho client (reconnect_on_failure=False) driven by paho's loop_start() thread; when
@@ -33,14 +39,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon import __version__
 from daemon.config import MqttConfig
-from daemon.events import PHASE_START
-from daemon.outputs.discovery import (PAYLOAD_OFFLINE, PAYLOAD_ONLINE, STATE_IDLE,
+from daemon.outputs.discovery import (PAYLOAD_OFFLINE, PAYLOAD_ONLINE, CameraStates,
                                       TopicLayout, check_topic_level, discovery_messages,
                                       event_payload)
-from daemon.outputs.mqtt_session import (MqttSetupError, Session, describe_connect_error,
-                                         describe_refusal, guarded, resolve_password,
+from daemon.outputs.mqtt_session import (FailureLog, MqttSetupError, Session,
+                                         describe_connect_error, describe_refusal,
+                                         disconnect_reason, guarded, resolve_password,
                                          tls_context)
-from daemon.outputs.outbox import Outbox, OutboxError
+from daemon.outputs.outbox import Outbox, OutboxError, is_attachment
 
 log = logging.getLogger(__name__)
 paho_log = log.getChild("paho")
@@ -51,14 +57,7 @@ RECONNECT_JITTER_FRACTION = 0.2   # spreads the reconnects of many boxes after a
 CONNECT_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 THREAD_JOIN_GRACE_S = 2.0         # paho's loop thread notices termination within ~1 s
-FAILURE_LOG_REPEAT_S = 300.0      # the same failure is logged at WARNING again this often
 FLUSH_BATCH_EVENTS = 500
-
-
-def _disconnect_reason(reason: ReasonCode) -> str:
-    # MQTT 3.1.1 has no reason codes for a dropped connection: paho says "Unspecified error".
-    name = reason.getName()
-    return "connection closed" if name == "Unspecified error" else name
 
 
 class MqttPublisher:
@@ -86,12 +85,11 @@ class MqttPublisher:
         self._connected_cond = threading.Condition(self._send_lock)
         self._stopping = threading.Event()
         self._session: Session | None = None
-        self._active: dict[str, list[str]] = {camera: [] for camera in self._cameras}
+        self._states = CameraStates(self._topics, self._cameras)
         self._thread: threading.Thread | None = None
         self._count_lock = threading.Lock()   # acks come from two threads (see _send)
         self._published_total = 0
-        self._connect_failures_total = 0
-        self._last_failure = ("", 0.0)
+        self._failures = FailureLog(log, self.broker, reconnect_max_s)
 
     def __repr__(self) -> str:
         return (f"MqttPublisher(broker={self.broker}, device_id={self._topics.device_id!r}, "
@@ -121,7 +119,7 @@ class MqttPublisher:
     @property
     def connect_failures_total(self) -> int:
         """Failed connection attempts (network errors and CONNACK refusals) since start."""
-        return self._connect_failures_total
+        return self._failures.total
 
     @property
     def outbox_depth(self) -> int:
@@ -132,6 +130,11 @@ class MqttPublisher:
     def outbox_dropped_total(self) -> int:
         """Events dropped unsent because the outbox was full."""
         return self._outbox.dropped_total
+
+    @property
+    def snapshots_dropped_total(self) -> int:
+        """Event snapshots dropped unsent to bound the outbox's size (events are kept)."""
+        return self._outbox.attachments_dropped_total
 
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until connected or timeout; for start-up checks and tests."""
@@ -152,6 +155,8 @@ class MqttPublisher:
         with self._send_lock:
             session = self._session
             if session is not None and session.connected:
+                for topic, payload in self._states.offline():
+                    self._send(session, topic, payload, 1, retain=True)
                 self._send(session, self._topics.status, PAYLOAD_OFFLINE, 1, retain=True)
         if session is not None:
             if not session.wait_settled(deadline):
@@ -168,28 +173,36 @@ class MqttPublisher:
     # ---- public publishing API (any thread; never waits for the broker) ----
 
     def publish_event(self, event: Mapping[str, Any], snapshot: bytes | None = None) -> None:
-        """Store the event durably in the outbox, then publish it if connected."""
+        """Store the event (and its snapshot, if snapshots are enabled) durably in the
+        outbox, then publish them if connected."""
         record = event_payload(event, self._topics.device_id)
         self._check_camera(record["camera"])
         camera, action, phase = record["camera"], record["action"], record["phase"]
+        attachment = None
+        if snapshot and self._cfg.snapshots:
+            attachment = (self._topics.snapshot(camera), bytes(snapshot))
+        record["has_snapshot"] = attachment is not None
         payload = json.dumps(record, sort_keys=True).encode()
         key = f"{record['id']}:{phase}"
-        if not self._outbox.add(key, self._topics.event(camera), payload, qos=1):
+        if not self._outbox.add(key, self._topics.event(camera), payload, qos=1,
+                                attachment=attachment):
             log.debug("MQTT: event %s already in the outbox; not stored twice", key)
         with self._send_lock:
-            state = self._update_state_locked(camera, action, phase)
+            state_topic, state = self._states.event(camera, action, phase)
             session = self._live_session_locked()
             if session is not None:
                 self._flush_locked(session)
-                self._send(session, self._topics.state(camera), state, 1, retain=True)
-        if snapshot is not None:
-            self.publish_snapshot(camera, snapshot)
+                self._send(session, state_topic, state, 1, retain=True)
 
-    def publish_snapshot(self, camera: str, jpeg: bytes) -> None:
-        """Best effort (QoS 0, not stored): a JPEG of the camera, if snapshots are enabled."""
-        self._check_camera(camera)
-        if self._cfg.snapshots:
-            self._send_if_connected(self._topics.snapshot(camera), bytes(jpeg), 0, False)
+    def set_camera_available(self, camera: str, available: bool) -> None:
+        """Whether the camera's frames flow; published retained when it changes. A camera
+        this publisher was not made for (added by a reload) is left to the next one."""
+        with self._send_lock:
+            changed = self._states.set_available(camera, available)
+            session = self._live_session_locked()
+            if session is not None:
+                for topic, payload in changed:
+                    self._send(session, topic, payload, 1, retain=True)
 
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
         """Best effort (QoS 0): the supervisor's stats plus this publisher's counters."""
@@ -201,17 +214,9 @@ class MqttPublisher:
         self._send_if_connected(self._topics.stats, json.dumps(body, sort_keys=True), 0, False)
 
     def _check_camera(self, camera: str) -> None:
-        if camera not in self._active:
+        if camera not in self._cameras:
             raise ValueError(f"MQTT: unknown camera {camera!r}; configured cameras: "
                              f"{', '.join(self._cameras) or 'none'}")
-
-    def _update_state_locked(self, camera: str, action: str, phase: str) -> str:
-        active = self._active[camera]
-        if action in active:
-            active.remove(action)
-        if phase == PHASE_START:
-            active.append(action)
-        return active[-1] if active else STATE_IDLE
 
     # ---- sending (callers hold _send_lock) ----
 
@@ -247,13 +252,13 @@ class MqttPublisher:
                 session.flushed_seq = item.seq
 
     def _send_birth_locked(self, session: Session) -> None:
+        # The cameras' retained topics first: when `status` says online, they are current.
+        for topic, payload in self._states.retained():
+            self._send(session, topic, payload, 1, retain=True)
         self._send(session, self._topics.status, PAYLOAD_ONLINE, 1, retain=True)
         if self._cfg.discovery:
             session.client.subscribe(self._topics.ha_status, qos=1)
             self._send_discovery_locked(session)
-        for camera, active in self._active.items():
-            state = active[-1] if active else STATE_IDLE
-            self._send(session, self._topics.state(camera), state, 1, retain=True)
 
     def _send_discovery_locked(self, session: Session) -> None:
         for topic, payload in discovery_messages(self._topics, self._cameras, self._actions,
@@ -263,8 +268,9 @@ class MqttPublisher:
     def _acked(self, key: str | None) -> None:
         if key is None:
             return
-        with self._count_lock:
-            self._published_total += 1
+        if not is_attachment(key):
+            with self._count_lock:
+                self._published_total += 1
         try:
             self._outbox.ack(key)
         except OutboxError as exc:
@@ -332,17 +338,7 @@ class MqttPublisher:
         return session.ever_connected
 
     def _report_failure(self, reason: str) -> None:
-        self._connect_failures_total += 1
-        now = time.monotonic()
-        last_reason, last_time = self._last_failure
-        if reason != last_reason or now - last_time >= FAILURE_LOG_REPEAT_S:
-            log.warning("MQTT broker %s: %s [retrying with backoff up to %g s; %d events "
-                        "kept in the outbox]", self.broker, reason, self._reconnect_max_s,
-                        self.outbox_depth)
-            self._last_failure = (reason, now)
-        else:
-            log.debug("MQTT broker %s: %s (attempt %d)", self.broker, reason,
-                      self._connect_failures_total)
+        self._failures.report(reason, self.outbox_depth)
 
     # ---- paho callbacks (paho's loop thread; userdata is the Session) ----
 
@@ -355,7 +351,7 @@ class MqttPublisher:
             return
         log.info("MQTT: connected to %s; %d pending events to send", self.broker,
                  self.outbox_depth)
-        self._last_failure = ("", 0.0)
+        self._failures.reset()
         with self._send_lock:
             session.connected = session.ever_connected = True
             self._send_birth_locked(session)
@@ -368,10 +364,10 @@ class MqttPublisher:
         try:
             if session.connected and not self._stopping.is_set():
                 log.warning("MQTT: lost the connection to %s (%s); reconnecting, events are "
-                            "kept in the outbox", self.broker, _disconnect_reason(reason))
+                            "kept in the outbox", self.broker, disconnect_reason(reason))
             elif not (session.refused or self._stopping.is_set()):
                 self._report_failure(f"the connection closed before the broker accepted it "
-                                     f"({_disconnect_reason(reason)}): is this an MQTT port, "
+                                     f"({disconnect_reason(reason)}): is this an MQTT port, "
                                      f"and does it expect TLS (mqtt.tls)?")
         finally:
             session.close()     # the manager thread waits for this, whatever happened above

@@ -27,6 +27,8 @@ from daemon.config import MqttConfig
 
 log = logging.getLogger(__name__)
 
+FAILURE_LOG_REPEAT_S = 300.0      # the same failure is logged at WARNING again this often
+
 _REFUSAL_ADVICE = {
     "Bad user name or password": "check mqtt.username and mqtt.password/password_file/"
                                  "password_env",
@@ -116,6 +118,40 @@ def guarded(callback: Callable[..., None]) -> Callable[..., None]:
                           callback.__name__)
             raise
     return wrapper
+
+
+def disconnect_reason(reason: ReasonCode) -> str:
+    """Why a connection dropped, in words."""
+    # MQTT 3.1.1 has no reason codes for a dropped connection: paho says "Unspecified error".
+    name = reason.getName()
+    return "connection closed" if name == "Unspecified error" else name
+
+
+class FailureLog:
+    """Counts failed connection attempts; logs each new reason at WARNING, and the same
+    reason again only every FAILURE_LOG_REPEAT_S (a broker down for hours must not fill
+    the journal), else at DEBUG."""
+
+    def __init__(self, logger: logging.Logger, broker: str, max_backoff_s: float) -> None:
+        self._log, self._broker, self._max_backoff_s = logger, broker, max_backoff_s
+        self.total = 0
+        self._last = ("", 0.0)
+
+    def report(self, reason: str, outbox_depth: int) -> None:
+        self.total += 1
+        now = time.monotonic()
+        last_reason, last_time = self._last
+        if reason != last_reason or now - last_time >= FAILURE_LOG_REPEAT_S:
+            self._log.warning("MQTT broker %s: %s [retrying with backoff up to %g s; %d events "
+                              "kept in the outbox]", self._broker, reason, self._max_backoff_s,
+                              outbox_depth)
+            self._last = (reason, now)
+        else:
+            self._log.debug("MQTT broker %s: %s (attempt %d)", self._broker, reason, self.total)
+
+    def reset(self) -> None:
+        """Connected: the next failure is news again."""
+        self._last = ("", 0.0)
 
 
 class Session:

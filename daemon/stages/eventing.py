@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 
 from daemon.config import EventsConfig
-from daemon.events import ActionEvent, EventSettings, EventTracker
+from daemon.events import (END_STOPPED, END_STREAM_LOST, PHASE_END, ActionEvent,
+                           EventSettings, EventTracker, ignored_labels)
 from daemon.ipc.events_channel import (
     LOSS_FIELDS, SEND_TIMEOUT_S, EventSender, lost_field, snapshot_lost_field,
 )
@@ -34,13 +35,10 @@ def event_send_timeout_s(heartbeat_timeout_s: float) -> float:
     return min(SEND_TIMEOUT_S, SEND_TIMEOUT_HEARTBEAT_SHARE * heartbeat_timeout_s)
 
 
-# Labels a model uses for "no action": they never make events unless configured.
-BACKGROUND_LABELS = ("still", "idle", "nobody", "background", "none", "no_action")
-
 
 def event_settings(cfg: EventsConfig, labels: Sequence[str]) -> EventSettings:
     """EventSettings from [events]; ValueError names a label the model does not have."""
-    ignore = cfg.ignore or tuple(label for label in labels if label in BACKGROUND_LABELS)
+    ignore = ignored_labels(labels, cfg.ignore)
     settings = EventSettings(
         start_windows=cfg.start_windows, end_windows=cfg.end_windows,
         cooldown_s=cfg.cooldown_s, default_threshold=cfg.threshold,
@@ -72,18 +70,32 @@ class EventEmitter:
         for event in events:
             snapshot = self._best.get(event.action) or self._jpeg(image)
             self._send(event, capture_ts_ns, snapshot)
-            if event.phase == "end":
+            if event.phase == PHASE_END:
                 self._best.pop(event.action, None)
         return events
 
-    def close(self) -> None:
-        """End open events (the camera is stopping) and close the socket."""
-        for event in self._tracker.flush(time.time()):
+    @property
+    def active(self) -> tuple[str, ...]:
+        """Actions with an open event."""
+        return self._tracker.active
+
+    def end_all(self, reason: str = END_STREAM_LOST) -> list[ActionEvent]:
+        """End every open event now, saying why (a lost stream, the end of a file)."""
+        events = self._tracker.flush(time.time(), reason)
+        for event in events:
             self._send(event, 0, self._best.pop(event.action, None))
+        return events
+
+    def close(self, reason: str = END_STOPPED) -> None:
+        """End open events (the camera is stopping, or its file ended) and close the
+        socket."""
+        self.end_all(reason)
         self._sender.close()
 
     def _send(self, event: ActionEvent, capture_ts_ns: int, snapshot: bytes | None) -> None:
-        record = {**event.to_json_dict(), "capture_ts_ns": capture_ts_ns}
+        # The JPEG travels beside the record, not in the event: say whether there is one.
+        record = {**event.to_json_dict(), "capture_ts_ns": capture_ts_ns,
+                  "has_snapshot": snapshot is not None}
         if self._sender.send(record, snapshot):
             self.sent_total += 1
         self._count_losses()

@@ -4,12 +4,20 @@ flow, label and fps, and feeds the display outputs.
 Results come every `stride` frames from replicas that may finish out of order. A frame
 is drawn with the newest result whose frame id is not after it; a result that arrives
 later is applied from its own frame on, never to an earlier one (lockstep joins pair a
-frame with another frame's result after any drop).
+frame with another frame's result after any drop). Every result is fed to the event
+tracker once, in frame order, with the first frame shown at or after it.
+
+A file's last window is computed after its last frame has passed the overlay, so the
+newest frame of a finite file is held until the next one comes; at the end of the file
+the overlay waits (bounded) until it has a result for every clip the motion stage sent,
+then shows the held frame with it. When a live stream is lost (the source says so in its
+stats block), open events end at once with reason `stream_lost`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -21,21 +29,28 @@ import numpy as np
 
 from daemon.ipc import Consumer, attach_consumer
 from daemon.ipc.stats import StatsBlock
-from daemon.config import DisplayConfig
+from daemon.config import DisplayConfig, source_kind
+from daemon.events import END_END_OF_STREAM, END_STOPPED, END_STREAM_LOST
 from daemon.outputs.display import DisplayOutputs, DisplayUnavailable, open_outputs
 from daemon.stages import records
 from daemon.stages.draw import draw_overlay
 from daemon.stages.eventing import (EVENT_LOSS_FIELDS, EventEmitter, event_send_timeout_s,
                                      event_settings)
-from daemon.stages.upstream import Upstream
+from daemon.stages.upstream import SourceState, Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, timed
 
 OVERLAY_FIELDS = ("last_frame_id", "last_result_frame_id", "frame_order_errors_total",
                   "frame_gaps_total", "results_total", "display_fps", "events_total",
                   "mjpeg_viewers", "mjpeg_viewers_refused_total", *EVENT_LOSS_FIELDS)
 RESULTS_KEPT = 64
+# At the end of a file: how long to wait for the results of the last clips (normally
+# they come within one inference; they never come if a clip was dropped or lost).
+LAST_RESULTS_WAIT_S = 5.0
+FINITE_KINDS = ("file", "sample")
 DEFAULT_FPS = 10.0        # recorder frame rate when the camera's fps is left to the source
 FPS_WINDOW_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 class OverlayStage:
@@ -58,6 +73,11 @@ class OverlayStage:
         self._viewers_refused = 0
         self._frame_log: IO[str] | None = None
         self._upstream = Upstream(list(spec.extra.get("upstream_stats", [])))
+        self._source = SourceState(str(spec.extra.get("source_stats", "")))
+        self._finite = source_kind(self._cam.source) in FINITE_KINDS and not self._cam.loop
+        self._held: tuple[int, np.ndarray, np.ndarray] | None = None   # id, frame, flow
+        self._finish_deadline: float | None = None
+        self._end_reason = END_STOPPED
 
     def open(self) -> None:
         self._frames_in = attach_consumer(self._spec.rings["view"], "overlay")
@@ -85,25 +105,84 @@ class OverlayStage:
         self._collect_results()
         lease = self._frames_in.get(STEP_WAIT_S)
         if lease is None:
-            return not self._upstream.finished()
+            return self._idle()
         started = time.perf_counter()
         self._stats.add("frames_in_total")
+        held = None
         with lease:
             frame_id = lease.meta.frame_id
             fields = self._view.views(lease.array)
-            result_id, scores, capture_ns = self._result_for(frame_id)
-            label, score = self._label(scores)
-            image = draw_overlay(fields["frame"], fields["flow"], label, score, self._fps())
-        if scores is not None and result_id > self._fed_result_id and self._events is not None:
-            # Each result is fed once, in frame order: the tracker's windows stay ordered.
-            self._fed_result_id = result_id
-            self._stats.add("events_total", len(self._events.update(scores, result_id,
-                                                                     capture_ns, image)))
+            if self._finite:
+                held, self._held = self._held, (frame_id, fields["frame"].copy(),
+                                                fields["flow"].copy())
+            else:
+                self._show(frame_id, fields["frame"], fields["flow"])
+        if held is not None:
+            self._show(*held)
+        timed(self._stats, started)
+        return True
+
+    def _show(self, frame_id: int, frame: np.ndarray, flow: np.ndarray) -> None:
+        result_id, scores, _ = self._result_for(frame_id)
+        label, score = self._label(scores)
+        image = draw_overlay(frame, flow, label, score, self._fps())
+        self._feed_events(frame_id, image)
         self._check_order(frame_id)
         self._outputs.show(image)
         self._count_viewers()
         self._log_frame(frame_id, result_id, label, score)
-        timed(self._stats, started)
+
+    def _feed_events(self, frame_id: int, image: np.ndarray) -> None:
+        """Feed every result not yet fed, up to this frame, once and in frame order: the
+        tracker counts windows, so none may be skipped when several arrive together."""
+        if self._events is None:
+            return
+        due = sorted(r for r in self._results if self._fed_result_id < r <= frame_id)
+        for result_id in due:
+            scores, capture_ns = self._results[result_id]
+            self._fed_result_id = result_id
+            self._stats.add("events_total", len(self._events.update(scores, result_id,
+                                                                     capture_ns, image)))
+
+    def _idle(self) -> bool:
+        """No frame within a step. A lost live stream ends the open events; a finished
+        upstream ends the stage once the last clips' results are in. False: finished."""
+        if self._source.stream_lost():
+            self._end_events_stream_lost()
+        if not self._upstream.finished() or not self._last_results_in():
+            return True
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._show(*held)
+        self._end_reason = END_END_OF_STREAM
+        return False
+
+    def _end_events_stream_lost(self) -> None:
+        # Results still on their way belong to frames before the loss: they must not
+        # count towards an event once frames flow again.
+        self._fed_result_id = max(self._fed_result_id, self._last_id)
+        if self._events is None or not self._events.active:
+            return
+        ended = self._events.end_all(END_STREAM_LOST)
+        self._stats.add("events_total", len(ended))
+        log.info("camera %s: stream lost; ended %s", self._cam.name,
+                 ", ".join(e.action for e in ended))
+
+    def _last_results_in(self) -> bool:
+        """True once a result came for every clip the motion stage sent (or, if some
+        never come, after LAST_RESULTS_WAIT_S)."""
+        expected = int(self._upstream.total("clips_total"))
+        received = int(self._stats.get("results_total"))
+        if received >= expected:
+            return True
+        now = time.monotonic()
+        if self._finish_deadline is None:
+            self._finish_deadline = now + LAST_RESULTS_WAIT_S
+        if now < self._finish_deadline:
+            return False
+        log.warning("camera %s: %d of %d clip results did not arrive within %.0f s of the "
+                    "end of the stream; finishing without them", self._cam.name,
+                    expected - received, expected, LAST_RESULTS_WAIT_S)
         return True
 
     def _count_viewers(self) -> None:
@@ -164,7 +243,7 @@ class OverlayStage:
 
     def close(self) -> None:
         if self._events is not None:
-            self._events.close()
+            self._events.close(self._end_reason)
         if self._outputs is not None:
             self._outputs.close()
         if self._frame_log is not None:
@@ -173,6 +252,7 @@ class OverlayStage:
             if endpoint is not None:
                 endpoint.close()
         self._upstream.close()
+        self._source.close()
 
 
 def camera_display(display: DisplayConfig, camera: str, index: int) -> DisplayConfig:

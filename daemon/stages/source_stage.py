@@ -15,7 +15,10 @@ from daemon.stages.worker import Heartbeat, StageFatal, WorkerSpec, loan_slot, t
 
 log = logging.getLogger(__name__)
 
-SOURCE_FIELDS = ("reconnects_total", "stalls_total", "source_fps", "last_frame_id")
+# stream_up: 1 while frames flow, 0 before the first and while a live stream is lost
+# (read by the overlay to end open events and by the supervisor for camera availability).
+SOURCE_FIELDS = ("reconnects_total", "stalls_total", "source_fps", "last_frame_id",
+                 "stream_up")
 
 
 class SourceStage:
@@ -29,6 +32,7 @@ class SourceStage:
         self._frame_id = int(spec.extra.get("first_frame_id", 0))
 
     def open(self) -> None:
+        self._stats.set("stream_up", 0)   # a restarted worker has no stream yet
         self._out = attach_producer(self._spec.rings["out"])
         try:
             self._source.open()
@@ -48,6 +52,7 @@ class SourceStage:
         if item is None:
             return stop.is_set()   # end of a finite file: the stage has finished
         frame, ts_ns = item
+        self._stats.set("stream_up", 1)
         self._stats.add("frames_in_total")
         started = time.perf_counter()
         self._out.check_frame(frame)
@@ -66,6 +71,8 @@ class SourceStage:
         self._stats.set("reconnects_total", self._source.reconnects_total)
         self._stats.set("stalls_total", self._source.stalls_total)
         self._stats.set("source_fps", self._source.native_fps)
+        if self._source.is_live and not self._source.connected:
+            self._stats.set("stream_up", 0)
 
     def close(self) -> None:
         self._source.close()

@@ -24,6 +24,7 @@ from daemon.outputs.metrics import MetricsSnapshot, snapshot_on_loop
 from daemon.stages.contract import ModelError
 from daemon.systemd import SystemdNotifier
 from daemon.supervisor.arbiter import Arbiter
+from daemon.supervisor.availability import camera_availability
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.metrics_view import metrics_snapshot
 from daemon.supervisor.outputs import Outputs, OutputsError, open_outputs
@@ -128,6 +129,10 @@ class Supervisor:
 
     def tick(self) -> None:
         self.arbiter.murder_stale_workers()
+        publisher = self._open.publisher if self._open is not None else None
+        if publisher is not None:
+            for camera, up in camera_availability(self.topology, self.arbiter).items():
+                publisher.set_camera_available(camera, up)
         alive = set(self.arbiter.cameras()) - self.arbiter.failed_cameras
         if not self._ready and alive and self.arbiter.all_started() and not self.arbiter.settled():
             self._ready = True

@@ -37,7 +37,8 @@ def metrics_snapshot(arbiter: Arbiter, providers: tuple[str, ...],
     mqtt = None
     if publisher is not None:
         mqtt = MqttView(publisher.connected, publisher.published_total,
-                        publisher.outbox_depth, publisher.outbox_dropped_total)
+                        publisher.outbox_depth, publisher.outbox_dropped_total,
+                        publisher.snapshots_dropped_total)
     return MetricsSnapshot(workers, rings, cameras, providers, mqtt,
                            intake_losses([c.name for c in cameras], intake))
 

@@ -98,7 +98,8 @@ class Topology:
                      {"labels": list(self.labels), "camera_index": index,
                       "events_socket": self.events_socket,
                       "frame_log": self.config.display.frame_log,
-                      "upstream_stats": [self._stats_path(f"{name}.motion")]})
+                      "upstream_stats": [self._stats_path(f"{name}.motion")],
+                      "source_stats": self._stats_path(f"{name}.source")})
 
     def respec_camera(self, camera: str, config: Config) -> list[str]:
         """Point a camera's workers at a changed camera config that keeps its rings'
