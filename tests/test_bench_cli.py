@@ -37,14 +37,16 @@ def test_transport_bench_reports_every_leg() -> None:
         assert result[key] > 0, key
     latency = result["ring_hop_latency_ms"]
     assert 0 < latency["p50"] <= latency["p99"]
-    # The reference copy streams through more than the last-level cache, both ways, and
-    # the ring's ratio is taken against it; the cache-resident figure is kept beside it.
+    # Every leg sends from source frames spanning more than the last-level cache, the
+    # reference copy writes to as many, and the ring's ratio is taken against it; the
+    # cache-resident figure is kept beside it.
     assert result["llc_bytes"] == last_level_cache_bytes()
-    assert result["memcpy_stream_bytes"] > 2 * result["llc_bytes"]
+    assert result["stream_bytes"] >= 2 * result["llc_bytes"]
+    assert result["stream_frames"] * 120 * 160 * 3 == result["stream_bytes"]
     assert result["ring_copy_vs_memcpy"] == pytest.approx(
-        result["ring_copy_fps"] / result["memcpy_stream_fps"], rel=1e-2)
+        result["ring_copy_fps"] / result["memcpy_stream_fps"], abs=1e-3)
     assert result["ring_copy_vs_memcpy_cached"] == pytest.approx(
-        result["ring_copy_fps"] / result["memcpy_cached_fps"], rel=1e-2)
+        result["ring_copy_fps"] / result["memcpy_cached_fps"], abs=1e-3)
 
 
 def test_bench_help_lines_are_the_modules_first_docstring_lines() -> None:

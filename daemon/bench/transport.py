@@ -1,7 +1,9 @@
 """Transport benchmark: frames from one process to another through our ring and others.
 
 In one run, a producer process (this one) hands `frames` frames of `shape` (uint8) to a
-consumer process through:
+consumer process. Like a stream of new frames, each leg sends from a cycle of source
+frames that spans STREAM_LLC_MULTIPLE times the last-level cache (sysfs, else
+FALLBACK_LLC_BYTES), so no leg reads its frames from the cache. The legs:
   (a) our ring, one copy in: Producer.put(), the consumer reads the zero-copy lease;
   (b) our ring, zero-copy both ways: loan() + publish() without filling, the consumer
       reads only the metadata; this measures hand-offs per second (at least
@@ -10,11 +12,11 @@ consumer process through:
   (d) the `arrayqueues` package (the bench extra; null, with a line saying so, when it
       is not installed);
   (e) single-core np.copyto, the physical reference for (a), twice: `memcpy_stream_fps`
-      cycles through sources and destinations that each span STREAM_LLC_MULTIPLE times
-      the last-level cache, so every copy reads and writes memory as a stream of frames
-      does (the ratio ring_copy_vs_memcpy uses it); `memcpy_cached_fps` copies one frame
-      into one array over and over, which a 1080p frame (6.2 MB) lets run from a 32 MB L3
-      cache: cache bandwidth, not a stream's, kept for comparison with older reports.
+      copies the same cycle of sources into destinations that span as much, so every
+      copy reads and writes memory as (a) does (the ratio ring_copy_vs_memcpy uses it);
+      `memcpy_cached_fps` copies one frame into one array over and over, which a 1080p
+      frame (6.2 MB) lets run from a 32 MB L3 cache: cache bandwidth, not a stream's,
+      kept for comparison with older reports (which also sent one cached frame).
 Rings use policy block (lossless: the consumer checks that every frame arrived, in
 order). Each leg first sends WARMUP_FRAMES frames (first touches of shared pages, queue
 start-up); throughput is then `frames` over the consumer's receipt time from the last
@@ -153,13 +155,16 @@ def _run_pair(ctx: Any, target: Callable[..., None], handle: Any, frames: int,
     return frames / ((end_ns - warm_ns) / 1e9), latencies
 
 
-def _ring_leg(frame: np.ndarray, frames: int, zero_copy: bool) -> tuple[float, np.ndarray]:
+def _ring_leg(stream: list[np.ndarray], frames: int,
+              zero_copy: bool) -> tuple[float, np.ndarray]:
+    frame = stream[0]
     spec = RingSpec(FrameSpec(frame.shape, frame.dtype.str), RING_CAPACITY, Policy.BLOCK)
     ring = FrameRing.create("bench-zc" if zero_copy else "bench-copy", spec, new_run_id())
     try:
         with attach_producer(ring.path) as producer:
             def put(i: int) -> None:
-                producer.put(frame, i, time.monotonic_ns(), timeout=GET_TIMEOUT_S)
+                producer.put(stream[i % len(stream)], i, time.monotonic_ns(),
+                             timeout=GET_TIMEOUT_S)
 
             def hand_off(i: int) -> None:
                 loan = producer.loan(GET_TIMEOUT_S)
@@ -173,11 +178,11 @@ def _ring_leg(frame: np.ndarray, frames: int, zero_copy: bool) -> tuple[float, n
         ring.close()
 
 
-def _mp_queue_fps(frame: np.ndarray, frames: int) -> float:
+def _mp_queue_fps(stream: list[np.ndarray], frames: int) -> float:
     q = SPAWN.Queue(maxsize=RING_CAPACITY)
     try:
         fps, _ = _run_pair(SPAWN, _queue_consumer, q, frames,
-                           lambda i: q.put(frame, timeout=GET_TIMEOUT_S))
+                           lambda i: q.put(stream[i % len(stream)], timeout=GET_TIMEOUT_S))
     finally:
         q.close()
         q.join_thread()
@@ -196,18 +201,19 @@ def _import_arrayqueues(say: Progress) -> ModuleType | None:
     return module
 
 
-def _arrayqueues_fps(frame: np.ndarray, frames: int, say: Progress) -> float | None:
+def _arrayqueues_fps(stream: list[np.ndarray], frames: int,
+                     say: Progress) -> float | None:
     module = _import_arrayqueues(say)
     if module is None:
         return None
-    slots_mb = frame.nbytes * (RING_CAPACITY + 1) / 1e6
+    slots_mb = stream[0].nbytes * (RING_CAPACITY + 1) / 1e6
     q = module.ArrayQueue(max_mbytes=slots_mb)
 
-    def put(_: int) -> None:
+    def put(i: int) -> None:
         deadline = time.monotonic() + GET_TIMEOUT_S
         while True:
             try:
-                q.put(frame)
+                q.put(stream[i % len(stream)])
                 return
             except queue.Full:   # its only back-pressure: retry until a slot is read
                 if time.monotonic() > deadline:
@@ -239,18 +245,21 @@ def _memcpy_cached_fps(frame: np.ndarray, frames: int) -> float:
     return frames / (time.perf_counter() - start)
 
 
-def _memcpy_stream_fps(frame: np.ndarray, frames: int, llc_bytes: int) -> tuple[float, int]:
-    """Copies cycling through sources and destinations that each span STREAM_LLC_MULTIPLE
-    last-level caches; (copies/s, bytes cycled through)."""
+def stream_frames(frame: np.ndarray, llc_bytes: int) -> list[np.ndarray]:
+    """Copies of `frame` that together span STREAM_LLC_MULTIPLE last-level caches."""
     count = max(2, math.ceil(STREAM_LLC_MULTIPLE * llc_bytes / frame.nbytes))
-    # Filling every buffer faults its pages in, and leaves the first ones out of the cache
-    # by the time the timed copies reach them.
-    sources = [frame.copy() for _ in range(count)]
-    targets = [np.zeros_like(frame) for _ in range(count)]
+    return [frame.copy() for _ in range(count)]
+
+
+def _memcpy_stream_fps(stream: list[np.ndarray], frames: int) -> float:
+    """Copies from the stream's cycle of sources into as many destinations."""
+    # Filling every destination faults its pages in, and leaves the first ones out of the
+    # cache by the time the timed copies reach them.
+    targets = [np.zeros_like(source) for source in stream]
     start = time.perf_counter()
     for i in range(frames):
-        np.copyto(targets[i % count], sources[i % count])
-    return frames / (time.perf_counter() - start), 2 * count * frame.nbytes
+        np.copyto(targets[i % len(stream)], stream[i % len(stream)])
+    return frames / (time.perf_counter() - start)
 
 
 def _ratio(a: float, b: float | None) -> float | None:
@@ -266,19 +275,21 @@ def run_transport_bench(frames: int, shape: tuple[int, ...],
     frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     hops = max(frames, MIN_ZERO_COPY_HOPS)
     llc_bytes = last_level_cache_bytes()
-    say(f"memcpy: {frames} copies of {shape}, one cached buffer ...")
+    stream = stream_frames(frame, llc_bytes)
+    say(f"sending from {len(stream)} source frames of {shape} ({STREAM_LLC_MULTIPLE} x "
+        f"the {llc_bytes >> 20} MiB last-level cache)")
+    say(f"memcpy: {frames} copies, one cached buffer ...")
     memcpy_cached = _memcpy_cached_fps(frame, frames)
-    say(f"memcpy: {frames} copies of {shape}, streaming through "
-        f"{STREAM_LLC_MULTIPLE} x {llc_bytes >> 20} MiB (last-level cache) each way ...")
-    memcpy, stream_bytes = _memcpy_stream_fps(frame, frames, llc_bytes)
+    say(f"memcpy: {frames} copies, streaming ...")
+    memcpy = _memcpy_stream_fps(stream, frames)
     say(f"ring, one copy: {frames} frames ...")
-    ring_copy, latencies_ns = _ring_leg(frame, frames, zero_copy=False)
+    ring_copy, latencies_ns = _ring_leg(stream, frames, zero_copy=False)
     say(f"ring, zero copy: {hops} hand-offs ...")
-    zero_copy, _ = _ring_leg(frame, hops, zero_copy=True)
+    zero_copy, _ = _ring_leg(stream, hops, zero_copy=True)
     say(f"arrayqueues: {frames} frames ...")
-    arrayqueues = _arrayqueues_fps(frame, frames, say)   # forks: before any queue thread runs
+    arrayqueues = _arrayqueues_fps(stream, frames, say)   # forks: before any queue thread runs
     say(f"multiprocessing.Queue: {frames} frames ...")
-    mp_queue = _mp_queue_fps(frame, frames)
+    mp_queue = _mp_queue_fps(stream, frames)
     latencies_ms = latencies_ns / 1e6
     return {
         "ring_copy_fps": round(ring_copy, 1),
@@ -287,7 +298,8 @@ def run_transport_bench(frames: int, shape: tuple[int, ...],
         "arrayqueues_fps": None if arrayqueues is None else round(arrayqueues, 1),
         "memcpy_stream_fps": round(memcpy, 1),
         "memcpy_cached_fps": round(memcpy_cached, 1),
-        "memcpy_stream_bytes": stream_bytes, "llc_bytes": llc_bytes,
+        "stream_frames": len(stream), "stream_bytes": len(stream) * frame.nbytes,
+        "llc_bytes": llc_bytes,
         "ring_hop_latency_ms": {"p50": round(float(np.percentile(latencies_ms, 50)), 3),
                                 "p99": round(float(np.percentile(latencies_ms, 99)), 3)},
         "ring_copy_vs_memcpy": _ratio(ring_copy, memcpy),
