@@ -3,6 +3,7 @@ config section, each seen from outside (topics, ports, worker pids, the log)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -14,6 +15,9 @@ import pytest
 
 from daemon.bench.procstats import toml_document
 from daemon.exitcodes import ExitCode
+from daemon.ipc.events_channel import EventReceiver
+from daemon.outputs.metrics import MetricsServerError, MetricsSnapshot, make_registry
+from daemon.supervisor.outputs import Outputs
 from daemon_proc import Daemon, free_port, wait_for
 from metrics_helpers import scrape_text
 from models import brightness_model
@@ -181,3 +185,21 @@ def test_reload_restarts_what_each_section_needs(tmp_path, mosquitto, mqtt_colle
     assert "stopped for the reload (exit code 0)" in log
     assert MISLEADING not in log and "Traceback" not in log
     assert d.leftovers() == []
+
+
+def test_metrics_endpoint_moves_within_its_port_and_keeps_it_on_failure(tmp_path) -> None:
+    """127.0.0.1:P -> 0.0.0.0:P must free P first; an address that fails gives P back."""
+    registry, event_metrics = make_registry(lambda: MetricsSnapshot())
+    outputs = Outputs(EventReceiver(tmp_path / "events.sock"), registry, event_metrics)
+    try:
+        outputs.open_metrics("127.0.0.1:0")
+        assert outputs.server is not None
+        port = outputs.server.port
+        outputs.open_metrics(f"0.0.0.0:{port}")
+        assert outputs.server.port == port and answers(f"http://127.0.0.1:{port}/metrics")
+        with pytest.raises(MetricsServerError):
+            outputs.open_metrics(f"192.0.2.1:{port}")   # not an address of this host
+        assert answers(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        asyncio.run(outputs.aclose())
+    assert refused(f"http://127.0.0.1:{port}/metrics")

@@ -24,7 +24,6 @@ from typing import Any, Callable
 from prometheus_client.registry import CollectorRegistry
 
 from daemon.configload import parse_listen
-from daemon.events import event_actions
 from daemon.ipc.events_channel import EventReceiver
 from daemon.outputs.metrics import (EventMetrics, MetricsServer, MetricsServerError,
                                     MetricsSnapshot, make_registry)
@@ -92,9 +91,8 @@ class Outputs:
         reuse = self.outbox is not None and self.outbox.path == path
         outbox = self.outbox if reuse and self.outbox else Outbox(path, cfg.mqtt.outbox_max_events)
         try:
-            # Home Assistant is offered the labels that make events, not `idle` & co.
             publisher = MqttPublisher(cfg.mqtt, cfg.daemon.device_id, enabled_cameras(boot),
-                                      event_actions(boot.labels, cfg.events.ignore), outbox)
+                                      boot.labels, outbox)
         except MqttSetupError:
             if not reuse:
                 outbox.close()
@@ -136,12 +134,12 @@ class Outputs:
                     raise
                 # The new address overlaps the old one's port (e.g. 127.0.0.1:9108 ->
                 # 0.0.0.0:9108): free it, and take it back if the new one still fails.
+                port = old.port
                 old.stop()
                 try:
                     self.server = self._serve(listen)
                 except MetricsServerError:
-                    host = old_listen.rpartition(":")[0]
-                    self.server = self._serve(f"{host}:{old.port}")
+                    self.server = self._serve(f"{old_listen.rpartition(':')[0]}:{port}")
                     raise
                 old = None
             log.info("metrics on %s", self.server.url)
@@ -169,6 +167,8 @@ class Outputs:
             try:
                 self.open_metrics(boot.config.metrics.listen)
             except MetricsServerError as exc:
+                if sink is not None and sink.outbox is not self.outbox:
+                    sink.outbox.close()   # opened for the new publisher, which never ran
                 raise OutputsError(str(exc)) from exc
         if mqtt:
             await self.swap_sink(sink)
