@@ -79,8 +79,9 @@ def test_a_start_in_another_pid_namespace_keeps_a_live_daemons_rings(tmp_path: P
     a = daemon(tmp_path / "a", [camera("cama")])
     daemons.append(a.start())
     wait_for(lambda: len(a.frames()) > 5, START_S, "frames from daemon A")
-    assert a.proc is not None
-    a_files = run_files(a.shm_dir, a.proc.pid)
+    a_proc = a.proc
+    assert a_proc is not None
+    a_files = run_files(a.shm_dir, a_proc.pid)
     assert a_files, a.leftovers()
     # B's supervisor is pid 1 in its own namespace, where A's pid does not exist.
     b = daemon(tmp_path / "b", [camera("camb")], shm_dir=a.shm_dir)
@@ -90,10 +91,10 @@ def test_a_start_in_another_pid_namespace_keeps_a_live_daemons_rings(tmp_path: P
     try:
         wait_for(lambda: len(b.frames()) > 5, START_S, "frames from daemon B")
         shown = len(a.frames())
-        wait_for(lambda: len(a.frames()) > shown + FRAMES_AFTER or a.proc.poll() is not None,
+        wait_for(lambda: len(a.frames()) > shown + FRAMES_AFTER or a_proc.poll() is not None,
                  START_S, "daemon A to keep showing frames")
-        assert a.proc.poll() is None, a.log()[-4000:]
-        assert run_files(a.shm_dir, a.proc.pid) == a_files
+        assert a_proc.poll() is None, a.log()[-4000:]
+        assert run_files(a.shm_dir, a_proc.pid) == a_files
         assert "left by a dead run" not in b.log(), b.log()[-4000:]
         assert "RingNotFound" not in a.log(), a.log()[-4000:]
         os.kill(namespace_child(b.proc.pid), signal.SIGTERM)   # unshare forwards no signal

@@ -17,6 +17,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Self
 
 from daemon.ipc.segment import DEFAULT_SHM_DIR, pid_alive, segment_name
 
@@ -39,7 +40,7 @@ class RunLock:
         self._fd = fd
 
     @classmethod
-    def acquire(cls, shm_dir: str, run_id: str) -> "RunLock":
+    def acquire(cls, shm_dir: str, run_id: str) -> RunLock:
         """Create and lock the run's lock file. OSError(EBUSY) if another process holds it
         (a run id used twice)."""
         path = Path(shm_dir) / segment_name(run_id, LOCK_NAME)
@@ -71,7 +72,7 @@ class RunLock:
         os.close(self._fd)
         self._fd = -1
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
