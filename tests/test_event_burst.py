@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -65,9 +66,9 @@ def burst_boot(broker: MosquittoBroker, state_dir: Path) -> Boot:
                 ("CPUExecutionProvider",))
 
 
-async def wait_until(condition: object, what: str, timeout_s: float) -> None:
+async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while not condition():   # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(POLL_S)
@@ -98,8 +99,9 @@ async def run_burst(boot: Boot, socket_path: Path,
 
 @pytest.mark.timeout(180)
 def test_a_burst_of_1000_events_reaches_the_broker_in_order(
-        tmp_path: Path, mosquitto: MosquittoBroker, mqtt_collector: object) -> None:
-    collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/{CAMERA}/event"])  # type: ignore[operator]
+        tmp_path: Path, mosquitto: MosquittoBroker,
+        mqtt_collector: Callable[..., MqttCollector]) -> None:
+    collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/{CAMERA}/event"])
     # A short socket path: AF_UNIX paths end at 107 bytes, pytest's tmp_path can be longer.
     with tempfile.TemporaryDirectory(prefix="actiond-burst-") as sock_dir:
         report, text = uvloop.run(run_burst(burst_boot(mosquitto, tmp_path / "state"),
