@@ -27,6 +27,7 @@ import cv2
 
 from daemon.configpaths import ASSETS_DIR
 from daemon.ipc import RingError, RingStats, ring_stats
+from daemon.ipc.runlock import LOCK_NAME
 from daemon.ipc.stats import PID, StatsBlock
 
 SHM_ROOT = "/dev/shm"
@@ -319,7 +320,7 @@ class BenchDaemon:
     def rings(self) -> dict[str, RingStats]:
         out = {}
         for name, path in self._segments("").items():
-            if not name.endswith(".stats"):
+            if not name.endswith(".stats") and name != LOCK_NAME:   # the run's flock file
                 try:
                     out[name] = ring_stats(path)
                 except (OSError, RingError):
