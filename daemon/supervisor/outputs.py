@@ -24,6 +24,7 @@ from typing import Any, Callable
 from prometheus_client.registry import CollectorRegistry
 
 from daemon.configload import parse_listen
+from daemon.events import event_actions
 from daemon.ipc.events_channel import EventReceiver
 from daemon.outputs.metrics import (EventMetrics, MetricsServer, MetricsServerError,
                                     MetricsSnapshot, make_registry)
@@ -91,8 +92,9 @@ class Outputs:
         reuse = self.outbox is not None and self.outbox.path == path
         outbox = self.outbox if reuse and self.outbox else Outbox(path, cfg.mqtt.outbox_max_events)
         try:
+            # Home Assistant is offered the labels that make events, not `idle` & co.
             publisher = MqttPublisher(cfg.mqtt, cfg.daemon.device_id, enabled_cameras(boot),
-                                      boot.labels, outbox)
+                                      event_actions(boot.labels, cfg.events.ignore), outbox)
         except MqttSetupError:
             if not reuse:
                 outbox.close()
