@@ -253,9 +253,10 @@ def stream_frames(frame: np.ndarray, llc_bytes: int) -> list[np.ndarray]:
 
 def _memcpy_stream_fps(stream: list[np.ndarray], frames: int) -> float:
     """Copies from the stream's cycle of sources into as many destinations."""
-    # Filling every destination faults its pages in, and leaves the first ones out of the
-    # cache by the time the timed copies reach them.
-    targets = [np.zeros_like(source) for source in stream]
+    # Writing every destination faults its pages in (np.zeros would not: calloc maps them
+    # lazily), and leaves the first ones out of the cache by the time the timed copies
+    # reach them.
+    targets = [source.copy() for source in stream]
     start = time.perf_counter()
     for i in range(frames):
         np.copyto(targets[i % len(stream)], stream[i % len(stream)])
