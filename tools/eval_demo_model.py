@@ -199,8 +199,8 @@ def report(windows: list[Window], labels: tuple[str, ...]) -> str:
                      f"{row['precision']:>10.2f}{row['recall']:>8.2f}")
     lines += ["", "confusion (rows: truth, columns: predicted)",
               " " * 14 + "".join(f"{label[:7]:>8}" for label in labels)]
-    for label, row in zip(labels, confusion(windows, labels)):
-        lines.append(f"{label:<14}" + "".join(f"{n:>8}" for n in row))
+    for label, counts in zip(labels, confusion(windows, labels)):
+        lines.append(f"{label:<14}" + "".join(f"{n:>8}" for n in counts))
     return "\n".join(lines)
 
 

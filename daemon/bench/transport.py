@@ -28,10 +28,10 @@ time.monotonic_ns(), which is system-wide.
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import platform
-import math
 import queue
 import re
 import sys
