@@ -29,6 +29,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+# Which labels make events is a config rule (daemon.config.rules); re-exported here.
+from daemon.config.rules import BACKGROUND_LABELS as BACKGROUND_LABELS
+from daemon.config.rules import event_actions as event_actions
+from daemon.config.rules import ignored_labels as ignored_labels
+
 DEFAULT_THRESHOLD = 0.6
 PHASE_START = "start"
 PHASE_END = "end"
@@ -36,9 +41,6 @@ END_SCORES_LOW = "scores_low"
 END_STREAM_LOST = "stream_lost"
 END_END_OF_STREAM = "end_of_stream"
 END_STOPPED = "stopped"
-# Labels a model uses for "no action": they never make events (nor Home Assistant
-# entities) unless [events] ignore names other labels instead.
-BACKGROUND_LABELS = ("still", "idle", "nobody", "background", "none", "no_action")
 
 
 @dataclass(frozen=True)
@@ -69,19 +71,6 @@ class EventSettings:
     def threshold(self, action: str) -> float:
         """The score an action needs to count a window as 'on'."""
         return self.thresholds.get(action, self.default_threshold)
-
-
-def ignored_labels(labels: Sequence[str], ignore: Sequence[str]) -> tuple[str, ...]:
-    """The labels that make no events: `ignore` when given, else the background labels."""
-    if ignore:
-        return tuple(ignore)
-    return tuple(label for label in labels if label in BACKGROUND_LABELS)
-
-
-def event_actions(labels: Sequence[str], ignore: Sequence[str]) -> tuple[str, ...]:
-    """The labels that can become events (in label order): the actions offered to users."""
-    skipped = set(ignored_labels(labels, ignore))
-    return tuple(label for label in labels if label not in skipped)
 
 
 def _iso_utc(epoch_s: float) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import cv2
 
-from daemon.configpaths import ASSETS_DIR
+from daemon.config import ASSETS_DIR
 from daemon.ipc import RingError, RingStats, ring_stats
 from daemon.ipc.runlock import LOCK_NAME
 from daemon.ipc.stats import PID, StatsBlock

@@ -26,7 +26,7 @@ from pathlib import Path
 from daemon.bench.procstats import (
     BenchDaemon, BenchError, Clip, Snapshot, count_restarts, find_clips, free_port,
 )
-from daemon.configpaths import ASSETS_DIR
+from daemon.config import ASSETS_DIR
 from daemon.bench.report import print_report
 from daemon.exitcodes import ExitCode
 from daemon.ipc.stats import PID

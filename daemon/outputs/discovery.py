@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.config.fields import name_problem, topic_prefix_problem
 from daemon.events import PHASE_END, PHASE_START
 
 STATE_IDLE = "idle"
@@ -47,23 +48,20 @@ EVENT_START_ONLY_TEMPLATE = "{{ value if value_json.phase == %s else '' }}" % js
     PHASE_START)
 REQUIRED_EVENT_KEYS = ("id", "camera", "action", "phase", "started_at", "ended_at")
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
-# Characters with a meaning in MQTT topic filters, or that would split a topic level.
-_TOPIC_FORBIDDEN = ("+", "#", "/", "\x00")
-
-
 def check_topic_level(kind: str, value: str) -> None:
-    """Raise ValueError when `value` cannot be one MQTT topic level."""
-    if not value or any(ch in value for ch in _TOPIC_FORBIDDEN):
-        raise ValueError(f"{kind} {value!r} cannot be used in an MQTT topic: it must be "
-                         f"non-empty and contain none of '+', '#', '/', NUL")
+    """Raise ValueError when `value` cannot be one MQTT topic level: the config's rule for
+    camera names and device ids (daemon.config.fields), so both say the same."""
+    reason = name_problem(value)
+    if reason:
+        raise ValueError(f"{kind} {value!r} cannot be used in an MQTT topic: it {reason}")
 
 
 def check_topic_prefix(kind: str, value: str) -> None:
-    """Raise ValueError unless `value` is one or more non-empty levels without wildcards."""
-    levels = value.split("/")
-    if not all(levels) or any(ch in value for ch in ("+", "#", "\x00")):
-        raise ValueError(f"{kind} {value!r} cannot be used as an MQTT topic prefix: it must "
-                         f"be non-empty levels separated by '/', without '+', '#', NUL")
+    """Raise ValueError unless `value` can start topics (daemon.config.fields' rule)."""
+    reason = topic_prefix_problem(value)
+    if reason:
+        raise ValueError(f"{kind} {value!r} cannot be used as an MQTT topic prefix: it "
+                         f"{reason}")
 
 
 def ha_id(value: str) -> str:

@@ -12,10 +12,9 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from daemon.config import DisplayConfig
+from daemon.config import JPEG_QUALITY_RANGE, DisplayConfig
 
-JPEG_QUALITY_MIN = 1
-JPEG_QUALITY_MAX = 100
+JPEG_QUALITY_MIN, JPEG_QUALITY_MAX = JPEG_QUALITY_RANGE   # the config's rule (config.schema)
 DEFAULT_MAX_CLIENTS = DisplayConfig().mjpeg_max_clients
 
 

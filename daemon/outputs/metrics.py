@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 
-from daemon.configload import parse_listen
+from daemon.config import parse_listen
 from daemon.outputs.metrics_collector import (
     SHARED_CAMERA,
     ActiondCollector,

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from prometheus_client.registry import CollectorRegistry
 
-from daemon.configload import parse_listen
+from daemon.config import parse_listen
 from daemon.events import event_actions
 from daemon.ipc.events_channel import EventReceiver
 from daemon.outputs.metrics import (EventMetrics, MetricsServer, MetricsServerError,

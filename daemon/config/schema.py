@@ -1,5 +1,6 @@
 """The configuration schema: frozen dataclasses, one per config.toml table, and the
-vocabulary their values come from. daemon.config reads and checks files against it."""
+vocabulary their values come from. daemon.config.loader reads files into them,
+daemon.config.fields and daemon.config.rules check them."""
 
 from __future__ import annotations
 
@@ -34,13 +35,14 @@ BACKOFF_RANGE_S = (0.01, 3600.0)               # restart and reconnect delays
 HEARTBEAT_RANGE_S = (1.0, 3600.0)              # workers beat every 0.5 s
 INTERVAL_RANGE_S = (0.1, 86400.0)              # status, stable-after, crash window
 COOLDOWN_RANGE_S = (0.0, 86400.0)
+JPEG_QUALITY_RANGE = (1, 100)                  # display.jpeg_quality (OpenCV's scale)
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
     """[daemon]: identity, directories, logging, supervision."""
 
-    device_id: str = ""            # "" -> this machine's host name (configpaths)
+    device_id: str = ""            # "" -> this machine's host name (config.paths)
     state_dir: str = ""            # "" -> $STATE_DIRECTORY or ~/.local/state/actiond
     shm_dir: str = "/dev/shm"      # where rings and stats blocks live (a tmpfs)
     log_level: str = "info"
@@ -73,6 +75,7 @@ class CameraConfig:
     read_timeout_s: float = 5.0
     reconnect_backoff_min_s: float = 0.5
     reconnect_backoff_max_s: float = 30.0
+    pipeline: str = "clip"         # the graph it runs (daemon.stages.registry.GRAPHS)
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ class MqttConfig:
     discovery_prefix: str = "homeassistant"
     snapshots: bool = True
     outbox_max_events: int = 10000
+
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,162 @@
+"""Where things are and what this box is called: every path in a config made absolute
+against the config file's directory and checked (resolve_paths), camera sources (bundled
+samples, files, URLs, devices, test patterns), the state directory and the default
+device id.
+
+- camera sources of enabled cameras: `sample:<name>` becomes the absolute path of the
+  clip bundled in daemon/assets; a plain file path is made absolute against the config
+  file's directory and must exist; rtsp://... (any URL), /dev/videoN and test:<pattern>
+  pass unchanged (a USB camera may be plugged in later, a stream may come up later: the
+  source stage retries those). daemon.capture.table recognises and resolves every kind
+  (`source_kind()` names it); adding a backend adds a kind there, not here. A disabled
+  camera's source is left as written (its file may not exist yet).
+- inference.model (when set; "" stays "" and means the bundled demo model) must exist;
+  mqtt.ca_file and mqtt.password_file must exist when mqtt is enabled; daemon.shm_dir
+  and the directories of display.record and display.frame_log must exist. These and
+  daemon.state_dir are made absolute against the config file's directory; an empty
+  daemon.state_dir becomes default_state_dir().
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+from pathlib import Path
+
+from daemon.config.loader import ConfigError, absolute_path, existing_file
+from daemon.config.schema import MAX_SHM_DIR_BYTES, Config
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+SAMPLE_PREFIX = "sample:"
+TEST_PREFIX = "test:"
+TEST_PATTERNS = ("bars", "moving-box", "still")   # drawn by daemon.stages.patterns
+_SAMPLE_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
+
+
+def default_state_dir() -> Path:
+    """Where the outbox and other durable state live when daemon.state_dir is "".
+
+    systemd's StateDirectory= sets $STATE_DIRECTORY (several paths joined by ':' when the
+    unit names several; the first is ours); otherwise the XDG state home.
+    """
+    from_systemd = os.environ.get("STATE_DIRECTORY", "")
+    if from_systemd:
+        return Path(from_systemd.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "actiond"
+
+
+def default_device_id() -> str:
+    """This machine's host name as a device id (daemon.device_id = ""): characters other
+    than letters, digits, '_' and '-' become '-' ("cam-box.local" -> "cam-box-local").
+
+    Two boxes on one broker must not share an id: their MQTT client ids would clash (the
+    broker drops one whenever the other connects) and their topics would mix.
+    """
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-")
+    return name or "actiond"
+
+
+def source_kind(source: str) -> str:
+    """One of "sample", "test", "url", "device", "file" for a camera source string."""
+    if source.startswith(SAMPLE_PREFIX):
+        return "sample"
+    if source.startswith(TEST_PREFIX):
+        return "test"
+    if "://" in source:
+        return "url"
+    if source.startswith("/dev/"):
+        return "device"
+    return "file"
+
+
+def resolve_source(source: str, config_dir: str | Path) -> str:
+    """The source as the source stage opens it: samples and files as absolute paths.
+
+    load_config already applies this to every camera; ValueError names the problem.
+    """
+    kind = source_kind(source)
+    if kind == "sample":
+        return str(_sample_path(source[len(SAMPLE_PREFIX):]))
+    if kind == "test" and source[len(TEST_PREFIX):] not in TEST_PATTERNS:
+        raise ValueError(f"unknown test pattern {source!r}; use one of "
+                         f"{', '.join(TEST_PREFIX + p for p in TEST_PATTERNS)}")
+    if kind != "file":
+        return source
+    path = absolute_path(source, Path(config_dir))
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a video file; name one file in it "
+                         "(one camera per file)")
+    if not path.is_file():
+        raise ValueError(f"video file not found: {path} (relative paths are resolved "
+                         f"against the config file's directory; for a USB camera use "
+                         f"/dev/videoN, for a stream rtsp://...)")
+    return str(path)
+
+
+def _sample_path(name: str) -> Path:
+    available = sorted(p.name for p in ASSETS_DIR.iterdir()
+                       if p.suffix.lower() in _SAMPLE_SUFFIXES)
+    if name not in available:
+        raise ValueError(f"no bundled sample named {name!r}; available: "
+                         f"{', '.join(available) or 'none'}")
+    return ASSETS_DIR / name
+
+
+def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
+    """`config` with its paths absolute against `config_dir` and checked (module docstring)."""
+    cameras = []
+    for i, cam in enumerate(config.cameras):
+        if not cam.enabled:     # kept as written: its file may be absent until enabled
+            cameras.append(cam)
+            continue
+        try:
+            cameras.append(dataclasses.replace(
+                cam, source=resolve_source(cam.source, config_dir)))
+        except ValueError as exc:
+            raise ConfigError(file, f"cameras[{i}].source", str(exc)) from exc
+    mqtt, inference = config.mqtt, config.inference
+    state_dir = config.daemon.state_dir
+    shm_dir = absolute_path(config.daemon.shm_dir, config_dir)
+    if not shm_dir.is_dir():
+        raise ConfigError(file, "daemon.shm_dir", f"directory not found: {shm_dir} (use a "
+                          "tmpfs such as /dev/shm)")
+    if len(bytes(shm_dir)) > MAX_SHM_DIR_BYTES:
+        raise ConfigError(file, "daemon.shm_dir", f"{shm_dir} is {len(bytes(shm_dir))} bytes "
+                          f"long; at most {MAX_SHM_DIR_BYTES} leave room for the event socket "
+                          "in it (a Unix socket path holds 107 bytes): use a shorter path")
+    if mqtt.enabled:   # a disabled broker's files may be absent (e.g. not yet deployed)
+        mqtt = dataclasses.replace(
+            mqtt, ca_file=existing_file(mqtt.ca_file, config_dir, "mqtt.ca_file", file),
+            password_file=existing_file(mqtt.password_file, config_dir,
+                                        "mqtt.password_file", file))
+    record = _output_path(config.display.record, config_dir, "display.record", file)
+    return dataclasses.replace(
+        config, cameras=tuple(cameras),
+        daemon=dataclasses.replace(
+            config.daemon, shm_dir=str(shm_dir),
+            state_dir=str(absolute_path(state_dir, config_dir) if state_dir
+                          else default_state_dir()),
+            device_id=config.daemon.device_id or default_device_id()),
+        inference=dataclasses.replace(inference, model=existing_file(
+            inference.model, config_dir, "inference.model", file)),
+        display=dataclasses.replace(
+            config.display,
+            record=record,
+            frame_log=_output_path(config.display.frame_log, config_dir, "display.frame_log",
+                                   file)),
+        mqtt=mqtt,
+    )
+
+
+def _output_path(value: str, config_dir: Path, key: str, file: str) -> str:
+    if not value:
+        return value
+    path = absolute_path(value, config_dir)
+    if not path.parent.is_dir():
+        raise ConfigError(file, key, f"directory not found: {path.parent} "
+                          f"(create it, or write elsewhere)")
+    return str(path)
