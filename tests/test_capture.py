@@ -1,8 +1,10 @@
-"""FrameSource: files, test patterns and a real RTSP server that is killed, paused and
-restarted underneath a reader."""
+"""FrameSource over the shipped backends: files, test patterns and a real RTSP server
+that is killed, paused and restarted underneath a reader (fake backends behind the
+CaptureBackend protocol: test_capture_backends.py)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -15,14 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from daemon.config import CameraConfig
-from daemon.stages.capture import (
-    FFMPEG_OPTIONS_ENV, KIND_DEVICE, KIND_FILE, KIND_TEST, KIND_URL, Backoff, FrameSource,
-    SourceError, crop_and_resize, ffmpeg_capture_options,
-)
 from media import make_clip, make_corrupt_file, read_marker
 from rtsp_fixture import RtspServer, require_rtsp
+
+from daemon.capture.rtsp import FFMPEG_OPTIONS_ENV, ffmpeg_capture_options
+from daemon.config import CameraConfig
+from daemon.stages.capture import Backoff, FrameSource, SourceError, crop_and_resize
 
 POLL_S = 0.02
 
@@ -203,7 +203,7 @@ def test_source_kinds_decide_replay_or_live() -> None:
     kinds = {source: FrameSource(camera(source), source) for source in (
         "test:bars", "rtsp://cam.local/stream", "/dev/video0", "/srv/clips/walk.mkv")}
     assert [(s.kind, s.is_live) for s in kinds.values()] == [
-        (KIND_TEST, False), (KIND_URL, True), (KIND_DEVICE, True), (KIND_FILE, False)]
+        ("test", False), ("url", True), ("device", True), ("file", False)]
 
 
 def test_unresolved_sample_source_is_a_clear_error() -> None:
@@ -218,7 +218,7 @@ def test_pattern_sources_make_frames_of_the_configured_size(pattern: str) -> Non
     images = [next_frame(frames) for _ in range(3)]
     assert {image.shape for image in images} == {(96, 128, 3)}
     assert frames.native_fps == 10.0
-    changing = [not np.array_equal(a, b) for a, b in zip(images, images[1:])]
+    changing = [not np.array_equal(a, b) for a, b in itertools.pairwise(images)]
     assert changing == [pattern == "moving-box"] * 2
 
 
@@ -229,7 +229,7 @@ def test_moving_box_moves_left_to_right() -> None:
     for _ in range(5):
         gray = cv2.cvtColor(next_frame(frames), cv2.COLOR_BGR2GRAY)
         centroids.append(float(np.nonzero(gray > 140)[1].mean()))   # the box is the bright part
-    assert all(b > a for a, b in zip(centroids, centroids[1:]))
+    assert all(b > a for a, b in itertools.pairwise(centroids))
 
 
 @pytest.mark.timeout(30)
@@ -304,7 +304,7 @@ def test_missing_device_keeps_retrying_until_stopped() -> None:
     device = next(f"/dev/video{n}" for n in range(90, 200)
                   if not os.path.exists(f"/dev/video{n}"))
     frames = opened(device, reconnect_backoff_min_s=0.01, reconnect_backoff_max_s=0.05)
-    assert frames.kind == KIND_DEVICE and not frames.connected
+    assert frames.kind == "device" and not frames.connected
     stop = threading.Event()
     thread = threading.Thread(target=frames.read, args=(stop,))
     thread.start()

@@ -1,37 +1,36 @@
-"""Frame sources: video files, RTSP/network streams, V4L2 devices and test patterns.
+"""Frame sources: one camera's frames from any capture backend (daemon.capture).
 
-FrameSource wraps cv2.VideoCapture and hands out BGR frames already cropped and resized
-to the camera's configured size, each with its capture time (time.monotonic_ns()).
+FrameSource opens the backend that daemon.capture.table names for the source (video
+files, RTSP/network streams, V4L2 devices, test patterns, image sequences...) and hands
+out BGR frames already cropped and resized to the camera's configured size, each with
+its capture time (time.monotonic_ns()). Nothing here depends on the backend:
 
-- Files and `test:<pattern>` sources replay: paced to their frame rate when
+- Replays (files, `test:<pattern>`, `images:<glob>`) are paced to their frame rate when
   cam.realtime, else as fast as read() is called; cam.loop starts them again at the end.
 - Live sources (rtsp://..., other URLs, /dev/video*) never end: a failed or stalled read
   releases the capture and reopens it with capped exponential backoff. Backoff waits on
-  the caller's stop event; a blocking open or read is bounded by FFmpeg's enforcement of
-  the camera's open_timeout_s / read_timeout_s.
+  the caller's stop event; a blocking open or read is bounded by the backend's use of
+  the camera's open_timeout_s / read_timeout_s (FFmpeg enforces them for streams).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 
 import cv2
 import numpy as np
 
-from daemon.config import TEST_PREFIX, CameraConfig, source_kind
-from daemon.stages.patterns import TEST_DEFAULT_FPS, PatternCapture
+from daemon.capture.protocol import CaptureBackend, OpenOptions, SourceError
+from daemon.capture.table import SOURCES, SourceTable
+from daemon.config import CameraConfig
 
 log = logging.getLogger(__name__)
 
-# The kinds daemon.config.source_kind() returns ("sample" is resolved to a file by then).
-KIND_FILE, KIND_URL, KIND_DEVICE, KIND_TEST = "file", "url", "device", "test"
-RTSP_SCHEMES = ("rtsp://", "rtsps://")
-FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-RTSP_TCP_OPTION = "rtsp_transport;tcp"
+__all__ = ["Backoff", "FrameSource", "SourceError", "apply_crop", "crop_and_resize",
+           "period_ns", "plausible_fps"]
 # RTSP streams often report their 90 kHz clock or nonsense as fps; such values mean "unknown".
 MAX_PLAUSIBLE_FPS = 240.0
 # Replay pacing that falls further behind than this resynchronises instead of bursting.
@@ -40,28 +39,6 @@ PACING_MAX_LAG_PERIODS = 2
 LIVE_RATE_TOLERANCE = 0.25
 # A failed read that took this share of read_timeout_s ended by the timeout: a stall.
 STALL_TIMEOUT_SHARE = 0.9
-
-
-class SourceError(RuntimeError):
-    """A source that cannot be used: missing, unreadable or undecodable file, bad pattern
-    or crop. The message names the source and what to fix."""
-
-
-def ffmpeg_capture_options(current: str | None) -> str:
-    """OPENCV_FFMPEG_CAPTURE_OPTIONS with RTSP over TCP unless a transport is chosen.
-
-    FFmpeg defaults to UDP, which loses packets (smeared frames) on busy links and is
-    blocked by most NATs; options set for other reasons must not silently drop TCP.
-    """
-    if not current:
-        return RTSP_TCP_OPTION
-    keys = {item.split(";", 1)[0].strip() for item in current.split("|") if item.strip()}
-    if "rtsp_transport" in keys:
-        if RTSP_TCP_OPTION not in current:
-            log.warning("%s=%r chooses a non-TCP RTSP transport; expect packet loss",
-                        FFMPEG_OPTIONS_ENV, current)
-        return current
-    return f"{current}|{RTSP_TCP_OPTION}"
 
 
 def plausible_fps(value: float) -> float:
@@ -101,27 +78,6 @@ def crop_and_resize(frame: np.ndarray, crop: tuple[int, int, int, int] | None,
     return cv2.resize(frame, (width, height), interpolation=interpolation)
 
 
-def open_video_file(path: str) -> cv2.VideoCapture:
-    """Open a video file with FFmpeg, or raise SourceError saying why it cannot be."""
-    if not os.path.exists(path):
-        raise SourceError(f"video file {path!r} does not exist; fix the camera's source")
-    if os.path.isdir(path):
-        raise SourceError(f"{path!r} is a directory, not a video file; name one file in it")
-    if not os.path.isfile(path):
-        raise SourceError(f"{path!r} is not a regular file; the source must be a video file")
-    if not os.access(path, os.R_OK):
-        raise SourceError(f"video file {path!r} is not readable by this user; fix permissions")
-    try:
-        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
-    except cv2.error as exc:
-        raise SourceError(f"cannot open video file {path!r}: {exc}") from exc
-    if not cap.isOpened():
-        cap.release()
-        raise SourceError(f"cannot decode video file {path!r}: not a video FFmpeg can read "
-                          "(corrupt, truncated or unsupported format); check it with ffprobe")
-    return cap
-
-
 class Backoff:
     """Capped exponential delays: min_s, 2*min_s, ... up to max_s; reset() after success."""
 
@@ -148,21 +104,28 @@ class FrameSource:
     returned), reconnects_total (reopen attempts of a live source), stalls_total (reads
     that ran into read_timeout_s), frames_skipped_total (live frames dropped to honour
     cam.fps). native_fps is the rate the source reports (0.0 when unknown).
+
+    The backend comes from `table` (daemon.capture.table.SOURCES unless a test passes
+    its own); kind is the name of the source's kind there.
     """
 
-    def __init__(self, cam: CameraConfig, source: str) -> None:
+    def __init__(self, cam: CameraConfig, source: str, table: SourceTable = SOURCES) -> None:
         self.cam = cam
         self.source = source
-        self.kind = source_kind(source)
-        if self.kind not in (KIND_FILE, KIND_URL, KIND_DEVICE, KIND_TEST):
-            raise SourceError(f"camera {cam.name}: source {source!r} was not resolved; "
-                              "load the config with daemon.config.load_config")
+        kind = table.kind_of(source)
+        self.kind, self._live = kind.name, kind.live
+        options = OpenOptions(open_timeout_s=cam.open_timeout_s,
+                              read_timeout_s=cam.read_timeout_s, fps=cam.fps)
+        try:
+            self._backend: CaptureBackend = table.backend(source, options)
+        except ValueError as exc:
+            raise SourceError(f"camera {cam.name}: {exc}") from exc
+        self._connected = False
         self.frames_total = 0
         self.reconnects_total = 0
         self.stalls_total = 0
         self.frames_skipped_total = 0
         self.native_fps = 0.0
-        self._cap: PatternCapture | cv2.VideoCapture | None = None
         self._pending: np.ndarray | None = None   # frame decoded by open() to prove the file
         self._backoff = Backoff(cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s)
         self._period_ns = 0
@@ -176,12 +139,12 @@ class FrameSource:
     @property
     def is_live(self) -> bool:
         """Network streams and devices: they never end and are reconnected when lost."""
-        return self.kind in (KIND_URL, KIND_DEVICE)
+        return self._live
 
     @property
     def connected(self) -> bool:
         """Whether a capture is open right now (False while a live source is reconnecting)."""
-        return self._cap is not None
+        return self._connected
 
     def open(self) -> None:
         """Open the source. Files and patterns raise SourceError when unusable; a live
@@ -214,29 +177,22 @@ class FrameSource:
         self._release()
 
     def _release(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        if self._connected:
+            self._backend.release()
+            self._connected = False
 
-    # Replayed sources: files and test patterns.
+    # Replayed sources: files, test patterns, image sequences.
 
     def _open_replayable(self) -> None:
-        cap: PatternCapture | cv2.VideoCapture
-        if self.kind == KIND_TEST:
-            rate = self.cam.fps if self.cam.fps > 0 else TEST_DEFAULT_FPS
-            try:
-                cap = PatternCapture(self.source[len(TEST_PREFIX):], rate)
-            except ValueError as exc:
-                raise SourceError(str(exc)) from exc
-        else:
-            cap = open_video_file(self.source)
-        ok, frame = cap.read()
-        if not ok or frame is None:
-            cap.release()
+        if not self._backend.open():   # replay backends raise with the reason instead
+            raise SourceError(f"cannot open {self.source!r}; fix the camera's source")
+        frame = self._backend.read()
+        if frame is None:
+            self._backend.release()
             raise SourceError(f"video file {self.source!r} holds no decodable video frames "
                               "(corrupt or truncated); check it with ffprobe")
-        self._cap, self._pending = cap, frame
-        self.native_fps = plausible_fps(cap.get(cv2.CAP_PROP_FPS))
+        self._connected, self._pending = True, frame
+        self.native_fps = plausible_fps(self._backend.fps)
         rate = self.cam.fps if self.cam.fps > 0 else self.native_fps
         self._period_ns = period_ns(rate) if self.cam.realtime else 0
         if self.cam.realtime and rate == 0:
@@ -253,18 +209,18 @@ class FrameSource:
         if self._pending is not None:
             frame, self._pending = self._pending, None
             return frame
-        if self._cap is None:   # released at the end of a non-looping replay
+        if not self._connected:   # released at the end of a non-looping replay
             return None
-        ok, frame = self._cap.read()
-        if ok and frame is not None:
-            return frame
+        decoded = self._backend.read()
+        if decoded is not None:
+            return decoded
         self._release()
         if not self.cam.loop:
             return None
         # Reopening is the portable rewind: seeking to frame 0 fails on some containers.
         self._open_replayable()
-        frame, self._pending = self._pending, None
-        return frame
+        rewound, self._pending = self._pending, None
+        return rewound
 
     def _pace(self, stop: threading.Event) -> bool:
         """Wait until the next frame is due; False if `stop` was set meanwhile."""
@@ -283,40 +239,26 @@ class FrameSource:
     # Live sources: network streams and V4L2 devices.
 
     def _open_live(self) -> None:
-        cap = self._new_live_capture()
-        if not cap.isOpened():
-            cap.release()
+        if not self._backend.open():
             log.warning("camera %s: cannot open %s; retrying with backoff",
                         self.cam.name, self.source)
             return
-        self._cap = cap
+        self._connected = True
         self._connected_s, self._frames_since_open = time.monotonic(), 0
-        self.native_fps = plausible_fps(cap.get(cv2.CAP_PROP_FPS))
+        self.native_fps = plausible_fps(self._backend.fps)
         self._period_ns = period_ns(self.cam.fps)
         log.info("camera %s: opened %s (%.1f fps reported)",
                  self.cam.name, self.source, self.native_fps)
 
-    def _new_live_capture(self) -> cv2.VideoCapture:
-        if self.kind == KIND_DEVICE:
-            return cv2.VideoCapture(self.source, cv2.CAP_V4L2)
-        if self.source.startswith(RTSP_SCHEMES):
-            # OpenCV reads this variable on every open, so setting it here is enough.
-            os.environ[FFMPEG_OPTIONS_ENV] = ffmpeg_capture_options(
-                os.environ.get(FFMPEG_OPTIONS_ENV))
-        # Timeouts only take effect when passed at open time (cap.set afterwards is ignored).
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.cam.open_timeout_s * 1000),
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.cam.read_timeout_s * 1000)]
-        return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, params)
-
     def _read_live(self, stop: threading.Event) -> tuple[np.ndarray, int] | None:
         while not stop.is_set():
-            if self._cap is None:
+            if not self._connected:
                 self._reconnect(stop)
                 continue
             started_s = time.monotonic()
-            ok, frame = self._cap.read()
+            frame = self._backend.read()
             elapsed_s = time.monotonic() - started_s
-            if not ok or frame is None:
+            if frame is None:
                 self._lose_stream(elapsed_s)
                 continue
             if elapsed_s > self.cam.read_timeout_s:
@@ -355,5 +297,6 @@ class FrameSource:
         if due_ns is not None and now_ns < due_ns - int(self._period_ns * LIVE_RATE_TOLERANCE):
             return False
         on_schedule = due_ns is not None and now_ns - due_ns < self._period_ns
-        self._next_due_ns = (due_ns if on_schedule else now_ns) + self._period_ns
+        self._next_due_ns = (due_ns if due_ns is not None and on_schedule
+                             else now_ns) + self._period_ns
         return True

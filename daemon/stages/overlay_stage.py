@@ -29,7 +29,8 @@ import numpy as np
 
 from daemon.ipc import Consumer, attach_consumer
 from daemon.ipc.stats import StatsBlock
-from daemon.config import DisplayConfig, source_kind
+from daemon.capture.table import SOURCES
+from daemon.config import DisplayConfig
 from daemon.events import END_END_OF_STREAM, END_STOPPED, END_STREAM_LOST
 from daemon.outputs.display import DisplayOutputs, DisplayUnavailable, open_outputs
 from daemon.stages import records
@@ -46,7 +47,6 @@ RESULTS_KEPT = 64
 # At the end of a file: how long to wait for the results of the last clips (normally
 # they come within one inference; they never come if a clip was dropped or lost).
 LAST_RESULTS_WAIT_S = 5.0
-FINITE_KINDS = ("file", "sample")
 DEFAULT_FPS = 10.0        # recorder frame rate when the camera's fps is left to the source
 FPS_WINDOW_S = 2.0
 
@@ -74,7 +74,7 @@ class OverlayStage:
         self._frame_log: IO[str] | None = None
         self._upstream = Upstream(list(spec.extra.get("upstream_stats", [])))
         self._source = SourceState(str(spec.extra.get("source_stats", "")))
-        self._finite = source_kind(self._cam.source) in FINITE_KINDS and not self._cam.loop
+        self._finite = SOURCES.kind_of(self._cam.source).ends and not self._cam.loop
         self._held: tuple[int, np.ndarray, np.ndarray] | None = None   # id, frame, flow
         self._finish_deadline: float | None = None
         self._end_reason = END_STOPPED

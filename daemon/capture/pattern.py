@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from daemon.config import TEST_PATTERNS
+from daemon.capture.protocol import OpenOptions, SourceError
+from daemon.capture.table import TEST_PATTERNS, TEST_PREFIX
 
 TEST_DEFAULT_FPS = 10.0
 TEST_FRAME_SIZE = (640, 480)       # width, height of synthetic frames before crop/resize
@@ -30,30 +31,38 @@ def colour_bars(height: int, width: int) -> np.ndarray:
 
 
 class PatternCapture:
-    """A synthetic `test:<pattern>` source with the VideoCapture read/get/release API.
+    """A synthetic `test:<pattern>` source (a CaptureBackend; it never ends).
 
     bars: static colour bars; still: a static texture; moving-box: a textured box
     moving left to right by TEST_BOX_STEP_PX per frame (wrapping) over a texture.
+    Its rate is the camera's fps, or TEST_DEFAULT_FPS when that is 0.
     """
 
-    def __init__(self, pattern: str, fps: float) -> None:
-        if pattern not in TEST_PATTERNS:
-            raise ValueError(f"unknown test pattern {pattern!r}; use test:" +
-                             " or test:".join(TEST_PATTERNS))
-        self.pattern = pattern
-        self.fps = fps
+    def __init__(self, source: str, options: OpenOptions) -> None:
+        self.pattern = source.removeprefix(TEST_PREFIX)
+        self._fps = options.fps if options.fps > 0 else TEST_DEFAULT_FPS
         self.index = 0
+        self._background: np.ndarray | None = None
+        self._box: np.ndarray = np.zeros((0, 0, 3), np.uint8)
+
+    def open(self) -> bool:
+        if self.pattern not in TEST_PATTERNS:
+            raise SourceError(f"unknown test pattern {self.pattern!r}; use test:" +
+                              " or test:".join(TEST_PATTERNS))
         width, height = TEST_FRAME_SIZE
-        if pattern == "bars":
+        if self.pattern == "bars":
             self._background = colour_bars(height, width)
         else:
             texture = smooth_texture(height, width, TEST_TEXTURE_SEED)
             self._background = cv2.cvtColor(texture // 2, cv2.COLOR_GRAY2BGR)
         box = smooth_texture(height // 3, width // 4, TEST_TEXTURE_SEED + 1) // 2 + 128
         self._box = cv2.cvtColor(box, cv2.COLOR_GRAY2BGR)
+        return True
 
-    def read(self) -> tuple[bool, np.ndarray]:
-        """The next frame (always succeeds)."""
+    def read(self) -> np.ndarray | None:
+        """The next frame (always one while open)."""
+        if self._background is None:
+            return None
         frame = self._background.copy()
         if self.pattern == "moving-box":
             box_h, box_w = self._box.shape[:2]
@@ -62,11 +71,11 @@ class PatternCapture:
             y = (height - box_h) // 2
             frame[y:y + box_h, x:x + box_w] = self._box
         self.index += 1
-        return True, frame
-
-    def get(self, prop_id: int) -> float:
-        """CAP_PROP_FPS is the pattern's rate; other properties are unknown (0)."""
-        return self.fps if prop_id == cv2.CAP_PROP_FPS else 0.0
+        return frame
 
     def release(self) -> None:
-        """Nothing to release; present for the VideoCapture API."""
+        self._background = None
+
+    @property
+    def fps(self) -> float:
+        return self._fps
