@@ -94,15 +94,18 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("actiond_event_snapshots_lost_total", COUNTER, ("camera", "reason"),
                "Events sent without their JPEG snapshot, by reason (too_large: the JPEG "
                "does not fit one event datagram)."),
-    MetricSpec("actiond_mqtt_connected", GAUGE, (),
-               "1 while connected to the MQTT broker, else 0."),
-    MetricSpec("actiond_mqtt_published_total", COUNTER, (),
-               "MQTT messages acknowledged by the broker."),
-    MetricSpec("actiond_mqtt_outbox_depth", GAUGE, (),
-               "Events in the durable outbox waiting for a broker acknowledgement."),
-    MetricSpec("actiond_mqtt_outbox_dropped_total", COUNTER, (),
-               "Events dropped from a full outbox (oldest first)."),
-    MetricSpec("actiond_mqtt_snapshots_dropped_total", COUNTER, (),
+    MetricSpec("actiond_sink_up", GAUGE, ("sink",),
+               "1 while an event sink can deliver (MQTT: connected to the broker; jsonl: "
+               "its last write succeeded), else 0."),
+    MetricSpec("actiond_sink_delivered_total", COUNTER, ("sink",),
+               "Events an event sink delivered (MQTT: acknowledged by the broker; jsonl: "
+               "written and fsync'd)."),
+    MetricSpec("actiond_sink_pending_events", GAUGE, ("sink",),
+               "Events in the durable outbox waiting for an event sink to deliver them."),
+    MetricSpec("actiond_sink_dropped_total", COUNTER, ("sink", "reason"),
+               "Events an event sink never delivered, by reason (outbox_full: dropped "
+               "oldest first from its full queue in the outbox)."),
+    MetricSpec("actiond_sink_snapshots_dropped_total", COUNTER, ("sink",),
                "Event snapshots dropped unsent to bound the outbox's size (oldest first; "
                "their events are kept)."),
 )

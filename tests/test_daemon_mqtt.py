@@ -175,8 +175,8 @@ def test_unreachable_broker_is_logged_pipeline_runs_outbox_holds(tmp_path, daemo
     log = d.log()
     assert f"127.0.0.1:{closed.port}" in log and "connection refused" in log
     assert "Traceback" not in log
-    outbox = tmp_path / "state" / "mqtt-outbox.sqlite3"
+    outbox = tmp_path / "state" / "events-outbox.sqlite3"
     with sqlite3.connect(outbox) as db:
-        held = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        held = db.execute("SELECT COUNT(*) FROM deliveries WHERE sink = 'mqtt'").fetchone()[0]
     assert held >= 2, "every event must wait in the outbox"
     assert d.stop() == ExitCode.OK

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from daemon.config import MqttConfig
+from daemon.config import Config, MqttConfig
 from daemon.events import EventSettings
 from daemon.ipc.events_channel import (
     LOST_SEND_TIMEOUT, LOST_SUPERVISOR_GONE, MAX_DATAGRAM_BYTES, SNAPSHOT_TOO_LARGE,
@@ -25,8 +25,8 @@ from daemon.ipc.events_channel import (
 )
 from daemon.ipc.stats import StatsBlock
 from daemon.outputs.metrics import MetricsSnapshot, WorkerView, make_registry
-from daemon.outputs.mqtt import MqttPublisher
-from daemon.outputs.outbox import Outbox
+from daemon.outputs.sinks.protocol import SinkContext
+from daemon.outputs.sinks.runner import SinkRunner
 from daemon.stages.eventing import EventEmitter, event_send_timeout_s
 from daemon.stages.registry import stats_fields
 from daemon.supervisor.intake import (LOST_MALFORMED, LOST_NOT_STORED, UNKNOWN_CAMERA,
@@ -138,13 +138,12 @@ def test_overlay_losses_reach_its_stats_block_and_the_scrape(sock_path: Path,
     assert samples[label_set(camera="front", reason=LOST_SEND_TIMEOUT)] == 0.0
 
 
-async def _intake_run(sock_path: Path, outbox: Outbox) -> EventIntake:
-    publisher = MqttPublisher(MqttConfig(enabled=True), "box", ["front"], ["walk"], outbox)
-    intake = EventIntake(EventReceiver(sock_path), publisher, None)
+async def _intake_run(sock_path: Path, sinks: SinkRunner) -> EventIntake:
+    intake = EventIntake(EventReceiver(sock_path), sinks, None)
     intake.start()
     sender = EventSender(sock_path)
     sender.send(record(0))
-    sender.send(record(1, camera="ghost"))   # a camera the publisher does not know
+    sender.send(record(1, camera="ghost"))   # a camera not configured
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as raw:
         raw.sendto(b"\x00\x00\x00\x09not json", str(sock_path))
     sender.close()
@@ -157,10 +156,12 @@ async def _intake_run(sock_path: Path, outbox: Outbox) -> EventIntake:
 
 
 def test_the_intake_counts_what_it_cannot_store(sock_path: Path, tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox.sqlite3", 100)
-    intake = asyncio.run(_intake_run(sock_path, outbox))
-    assert outbox.depth() == 1
-    outbox.close()
+    sinks = SinkRunner(tmp_path, SinkContext("box", ("front",), ("walk",), tmp_path))
+    config = Config(mqtt=MqttConfig(enabled=True))
+    sinks.swap(sinks.build(config, sinks.context, ["mqtt"]), sinks.context)   # not started
+    intake = asyncio.run(_intake_run(sock_path, sinks))
+    assert sinks.outbox.depth() == 1
+    sinks.close(0.0)
     assert intake.lost == {("ghost", LOST_NOT_STORED): 1, (UNKNOWN_CAMERA, LOST_MALFORMED): 1}
     losses = intake_losses(["front"], intake)
     assert losses[("front", LOST_NOT_STORED)] == 0.0 and losses[("ghost", LOST_NOT_STORED)] == 1

@@ -26,7 +26,8 @@ from daemon.ipc import FrameSpec, Policy, RingSpec, RingStats, attach_producer
 from daemon.ipc.stats import LATENCY_BUCKETS_S, StatsBlock
 from daemon.outputs.metrics import (SHARED_CAMERA, ActiondCollector, CameraView, EventMetrics,
                                     MetricsServer, MetricsServerError, MetricsSnapshot,
-                                    MqttView, WorkerView, make_registry, snapshot_on_loop)
+                                    WorkerView, make_registry, snapshot_on_loop)
+from daemon.outputs.sinks.protocol import SinkView
 from daemon.stages.registry import stats_fields
 from metrics_helpers import (
     HTTP_TIMEOUT_S, histogram_series, label_set, parse_samples, scrape_text,
@@ -101,8 +102,10 @@ def pipeline(shm: ShmArea) -> Iterator[MetricsSnapshot]:
             workers=_workers(blocks), rings=rings,
             cameras=[CameraView(CAMERA, False, 25.0), CameraView("back", True, 10.0)],
             providers=["CPUExecutionProvider"],
-            mqtt=MqttView(connected=True, published_total=12, outbox_depth=3,
-                          outbox_dropped_total=1))
+            sinks=[SinkView("mqtt", up=True, delivered_total=12, pending=3,
+                            dropped_total=1, snapshots_dropped_total=2),
+                   SinkView("jsonl", up=False, delivered_total=15, pending=0,
+                            dropped_total=0)])
     finally:
         for block in blocks.values():
             block.close(unlink=True)
@@ -173,10 +176,17 @@ def test_scrape_reports_rings_workers_cameras_and_mqtt(served: Served) -> None:
     assert samples["actiond_inference_providers_info"] == {
         label_set(provider="CPUExecutionProvider"): 1}
     assert samples["actiond_build_info"] == {label_set(version=daemon.__version__): 1}
-    assert samples["actiond_mqtt_connected"] == {frozenset(): 1}
-    assert samples["actiond_mqtt_published_total"] == {frozenset(): 12}
-    assert samples["actiond_mqtt_outbox_depth"] == {frozenset(): 3}
-    assert samples["actiond_mqtt_outbox_dropped_total"] == {frozenset(): 1}
+    assert samples["actiond_sink_up"] == {label_set(sink="mqtt"): 1,
+                                          label_set(sink="jsonl"): 0}
+    assert samples["actiond_sink_delivered_total"] == {label_set(sink="mqtt"): 12,
+                                                       label_set(sink="jsonl"): 15}
+    assert samples["actiond_sink_pending_events"] == {label_set(sink="mqtt"): 3,
+                                                      label_set(sink="jsonl"): 0}
+    assert samples["actiond_sink_dropped_total"] == {
+        label_set(sink="mqtt", reason="outbox_full"): 1,
+        label_set(sink="jsonl", reason="outbox_full"): 0}
+    assert samples["actiond_sink_snapshots_dropped_total"] == {label_set(sink="mqtt"): 2,
+                                                               label_set(sink="jsonl"): 0}
 
 
 def test_live_values_are_read_at_scrape_time(shm: ShmArea) -> None:
@@ -222,13 +232,13 @@ def test_events_and_latency(served: Served) -> None:
         events.latency(CAMERA, float("nan"))
 
 
-def test_no_mqtt_series_without_mqtt(pipeline: MetricsSnapshot) -> None:
-    snapshot = MetricsSnapshot(workers=pipeline.workers, mqtt=None)
+def test_no_sink_series_without_sinks(pipeline: MetricsSnapshot) -> None:
+    snapshot = MetricsSnapshot(workers=pipeline.workers, sinks=())
     registry, _ = make_registry(lambda: snapshot)
     with MetricsServer("127.0.0.1:0", registry) as server:
         text = scrape_text(server.url)
     assert "actiond_stage_frames_in_total" in text
-    assert "actiond_mqtt" not in text, "no MQTT series (not even HELP) when MQTT is off"
+    assert "actiond_sink" not in text, "no sink series (not even HELP) without a sink"
 
 
 def test_exported_metrics_match_the_catalog(served: Served) -> None:

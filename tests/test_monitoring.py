@@ -36,7 +36,7 @@ PROMTOOL_TIMEOUT_S = 30
 
 REQUIRED_ALERTS = {
     "ActiondCameraDown", "ActiondFpsBelowExpected", "ActiondDropsRising",
-    "ActiondWorkerRestarts", "ActiondMqttDisconnected", "ActiondOutboxGrowing",
+    "ActiondWorkerRestarts", "ActiondSinkDown", "ActiondOutboxGrowing",
     "ActiondEventsLost",
 }
 # Labels Prometheus adds at scrape time, and the bucket label of histogram series.
@@ -242,7 +242,7 @@ def test_rule_expressions_use_catalog_metrics() -> None:
 def test_catalog_checker_rejects_unknown_names() -> None:
     assert check_expr_against_catalog("rate(actiond_frames_total[5m])")
     assert check_expr_against_catalog('actiond_worker_up{ring="x"}')
-    assert check_expr_against_catalog("sum by (stage) (actiond_mqtt_connected)")
+    assert check_expr_against_catalog("sum by (stage) (actiond_sink_up)")
     assert check_expr_against_catalog("actiond_inference_seconds")   # histogram base name
     assert check_expr_against_catalog(
         'sum by (le) (rate(actiond_inference_seconds_bucket{camera="a"}[1m]))') == []
@@ -314,7 +314,7 @@ def test_dashboard_has_required_panels() -> None:
         "increase(actiond_worker_restarts_total", "actiond_worker_up",
         "increase(actiond_source_reconnects_total", "increase(actiond_source_stalls_total",
         "actiond_inference_seconds_bucket", "increase(actiond_events_total",
-        "actiond_mqtt_connected", "actiond_mqtt_outbox_depth",
+        "actiond_sink_up", "actiond_sink_pending_events", "actiond_sink_delivered_total",
     ):
         assert needle in exprs, f"no panel queries {needle}"
 

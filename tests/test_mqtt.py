@@ -45,7 +45,8 @@ from daemon.outputs.mqtt import MqttPublisher
 from daemon.outputs.outbox import Outbox
 args = json.loads(sys.argv[1])
 cfg = MqttConfig(enabled=True, host="127.0.0.1", port=args["port"], discovery=False)
-pub = MqttPublisher(cfg, args["device"], ["cam1"], ["walk"], Outbox(Path(args["outbox"]), 100),
+queue = Outbox(Path(args["outbox"])).queue("mqtt", 100)
+pub = MqttPublisher(cfg, args["device"], ["cam1"], ["walk"], queue,
                     reconnect_min_s=0.1, reconnect_max_s=0.5)
 pub.start()
 if args["wait_connected"] and not pub.wait_connected(10):
@@ -89,8 +90,9 @@ def publisher_factory(tmp_path: Path) -> Iterator[PublisherFactory]:
         settings: dict[str, Any] = {"enabled": True, "host": "127.0.0.1", "port": port,
                                     "discovery": False}
         settings.update(cfg)
-        outbox = Outbox(outbox_path or tmp_path / f"outbox{len(made)}.sqlite3", 100)
-        publisher = MqttPublisher(MqttConfig(**settings), device, CAMERAS, ACTIONS, outbox,
+        outbox = Outbox(outbox_path or tmp_path / f"outbox{len(made)}.sqlite3")
+        queue = outbox.queue("mqtt", 100, snapshots=settings.get("snapshots", True))
+        publisher = MqttPublisher(MqttConfig(**settings), device, CAMERAS, ACTIONS, queue,
                                   reconnect_min_s=0.1, reconnect_max_s=0.5)
         made.append((publisher, outbox))
         publisher.start()
@@ -98,7 +100,7 @@ def publisher_factory(tmp_path: Path) -> Iterator[PublisherFactory]:
 
     yield make
     for publisher, outbox in made:
-        publisher.stop(timeout_s=2.0)
+        publisher.close(timeout_s=2.0)
         outbox.close()
 
 
@@ -172,7 +174,7 @@ def test_retained_status_state_and_clean_offline(mosquitto: MosquittoBroker,
     assert late.wait_message(f"{BASE}/cam2/state", b"idle").retain
     publisher.publish_event(_event(1, action="walk", phase="end"))
     late.wait_message(f"{BASE}/cam1/state", b"idle")
-    publisher.stop(timeout_s=5.0)
+    publisher.close(timeout_s=5.0)
     late.wait_message(f"{BASE}/status", b"offline")
     fresh = mqtt_collector(mosquitto.port, [f"{BASE}/status"])
     assert fresh.wait_message(f"{BASE}/status", b"offline").retain
@@ -224,8 +226,9 @@ def test_killed_publisher_events_delivered_by_next_publisher(
     mosquitto.stop()
     outbox_path = tmp_path / "shared-outbox.sqlite3"
     _sigkill(start_child(mosquitto.port, outbox_path, 4, wait_connected=False))
-    with Outbox(outbox_path, 100) as left:
-        assert [i.event_id for i in left.pending(10)] == [f"child{i}:start" for i in range(4)]
+    with Outbox(outbox_path) as left:
+        assert [i.key for i in left.queue("mqtt", 100).pending(10)] == [
+            f"child{i}:start" for i in range(4)]
     mosquitto.start()
     collector = mqtt_collector(mosquitto.port, [f"{BASE}/+/event"])
     publisher = make_publisher(mosquitto.port, outbox_path=outbox_path)
@@ -313,7 +316,7 @@ def test_stop_waits_for_pubacks(mosquitto: MosquittoBroker, mqtt_collector: Coll
     assert publisher.wait_connected(10)
     for i in range(30):
         publisher.publish_event(_event(i))
-    publisher.stop(timeout_s=5.0)
+    publisher.close(timeout_s=5.0)
     assert publisher.outbox_depth == 0
     assert publisher.published_total == 30
     collector.wait_for(lambda ms: len(_ids(ms)) == 30, "all 30 events")
@@ -329,13 +332,14 @@ def test_bad_settings_are_clear_errors(tmp_path: Path, monkeypatch: pytest.Monke
         resolve_password(MqttConfig(username="u", password_env="ACTIOND_NO_SUCH_VAR"))
     with pytest.raises(MqttSetupError, match="password_file"):
         resolve_password(MqttConfig(username="u", password_file=str(tmp_path / "none")))
-    with Outbox(tmp_path / "o.sqlite3", 10) as outbox:
+    with Outbox(tmp_path / "o.sqlite3") as outbox:
+        queue = outbox.queue("mqtt", 10)
         with pytest.raises(MqttSetupError, match="camera name"):
-            MqttPublisher(MqttConfig(), DEVICE, ["a/b"], ACTIONS, outbox)
+            MqttPublisher(MqttConfig(), DEVICE, ["a/b"], ACTIONS, queue)
         with pytest.raises(MqttSetupError, match="ca_file"):
             MqttPublisher(MqttConfig(tls=True, ca_file=str(tmp_path / "no-ca.pem")), DEVICE,
-                          CAMERAS, ACTIONS, outbox)
-        publisher = MqttPublisher(MqttConfig(), DEVICE, CAMERAS, ACTIONS, outbox)
+                          CAMERAS, ACTIONS, queue)
+        publisher = MqttPublisher(MqttConfig(), DEVICE, CAMERAS, ACTIONS, queue)
         with pytest.raises(ValueError, match="lacks"):
             publisher.publish_event({"id": "x", "camera": "cam1"})
         with pytest.raises(ValueError, match="unknown camera"):

@@ -107,7 +107,7 @@ def test_camera_availability_is_retained_and_follows_the_supervisor(
     publisher.set_camera_available("elsewhere", True)  # a camera it was not made for
     watcher.wait_for(lambda ms: ms[-1].topic == topic and ms[-1].payload == b"online",
                      "online again")
-    publisher.stop(timeout_s=5.0)
+    publisher.close(timeout_s=5.0)
     fresh = mqtt_collector(mosquitto.port, [topic])
     assert fresh.wait_message(topic, b"offline").retain, "a clean stop says offline"
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from daemon.config import (CameraConfig, Config, DaemonConfig, DisplayConfig, EventsConfig,
-                           InferenceConfig, MetricsConfig, MotionConfig, MqttConfig)
+                           InferenceConfig, JsonlConfig, MetricsConfig, MotionConfig,
+                           MqttConfig)
+from daemon.outputs.sinks.table import SINK_KINDS
 from daemon.supervisor import reload
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.reload import (ALL_KINDS, DAEMON_KEY_EFFECTS, SECTION_EFFECTS,
@@ -46,25 +48,33 @@ def test_a_section_nobody_planned_for_rebuilds_everything(monkeypatch) -> None:
     assert plan.rebuild and "[display]" in plan.reason
 
 
+MQTT = {"mqtt"}
+BOTH = {"mqtt", "jsonl"}
+
+
 @pytest.mark.parametrize("sections, expect", [
-    ({"mqtt": MqttConfig(enabled=True, prefix="other")}, {"mqtt": True}),
+    ({"mqtt": MqttConfig(enabled=True, prefix="other")}, {"sinks": MQTT}),
+    ({"jsonl": JsonlConfig(enabled=True)}, {"sinks": {"jsonl"}}),
     ({"metrics": MetricsConfig(listen="127.0.0.1:9999")}, {"metrics": True}),
-    ({"events": EventsConfig(threshold=0.9)}, {"kinds": {"overlay"}, "mqtt": True}),
+    ({"events": EventsConfig(threshold=0.9)}, {"kinds": {"overlay"}, "sinks": MQTT}),
+    ({"events": EventsConfig(threshold=0.9), "jsonl": JsonlConfig(enabled=True)},
+     {"kinds": {"overlay"}, "sinks": BOTH}),
     ({"display": DisplayConfig(jpeg_quality=50)}, {"kinds": {"overlay"}}),
     ({"daemon": DaemonConfig(status_interval_s=1.0)}, {"live": True}),
     ({"daemon": DaemonConfig(log_level="debug")}, {"live": True, "kinds": {ALL_KINDS}}),
-    ({"daemon": DaemonConfig(device_id="box2")}, {"mqtt": True}),
+    ({"daemon": DaemonConfig(device_id="box2")}, {"sinks": MQTT}),
     ({"cameras": (CAM_A, dataclasses.replace(CAM_B, fps=5.0))}, {"cameras": ("b",)}),
     ({"motion": MotionConfig(method="farneback")}, {"rebuild": True}),
-    ({"inference": InferenceConfig(stride=8)}, {"rebuild": True, "mqtt": False}),
-    ({"cameras": (CAM_A,)}, {"rebuild": True, "mqtt": True}),
+    ({"inference": InferenceConfig(stride=8)}, {"rebuild": True}),
+    ({"cameras": (CAM_A,)}, {"rebuild": True, "sinks": MQTT}),
+    ({"cameras": (CAM_A,), "mqtt": MqttConfig()}, {"rebuild": True, "sinks": MQTT}),
 ])
 def test_each_section_has_its_effect(sections: dict[str, object],
                                      expect: dict[str, object]) -> None:
     plan = plan_reload(boot(), changed(**sections))
-    got = {"mqtt": plan.mqtt, "metrics": plan.metrics, "live": plan.live,
+    got = {"sinks": set(plan.sinks), "metrics": plan.metrics, "live": plan.live,
            "rebuild": plan.rebuild, "kinds": set(plan.worker_kinds), "cameras": plan.cameras}
-    want = {"mqtt": False, "metrics": False, "live": False, "rebuild": False, "kinds": set(),
+    want = {"sinks": set(), "metrics": False, "live": False, "rebuild": False, "kinds": set(),
             "cameras": (), **expect}
     assert got == want
     assert not plan.empty and plan.effects()
@@ -81,9 +91,21 @@ def test_restart_only_keys_are_kept_and_named() -> None:
     assert only.empty and only.kept == ("daemon.state_dir",)
 
 
-def test_a_new_model_rebuilds_and_reopens_mqtt() -> None:
+def test_every_sink_kind_is_a_config_section_with_a_planned_effect() -> None:
+    """A sink added to the table gets its section re-opened by a reload, nothing more."""
+    sections = {f.name for f in fields(Config)}
+    for name, kind in SINK_KINDS.items():
+        assert name in sections, f"sink {name} has no [{name}] section in Config"
+        assert planned_effect(name) == frozenset({reload.Effect.SINKS})
+        running = getattr(BASE, name)
+        assert isinstance(running, kind.config)
+        section = dataclasses.replace(running, enabled=not running.enabled)
+        assert set(plan_reload(boot(), changed(**{name: section})).sinks) == {name}
+
+
+def test_a_new_model_rebuilds_and_reopens_the_sinks() -> None:
     plan = plan_reload(boot(), boot(labels=("walk", "wave", "still")))
-    assert plan.rebuild and plan.reason == "the model" and plan.mqtt
+    assert plan.rebuild and plan.reason == "the model" and plan.sinks == {"mqtt"}
 
 
 def test_no_change_plans_nothing() -> None:

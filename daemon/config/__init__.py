@@ -30,15 +30,15 @@ from daemon.config.rules import (
 from daemon.config.schema import (
     COLOUR_ORDERS, JPEG_QUALITY_RANGE, MODEL_ACTIVATIONS, MODEL_INPUTS, MODEL_LAYOUTS,
     RESERVED_CAMERA_NAME, ActionThreshold, CameraConfig, Config, DaemonConfig, DisplayConfig,
-    EventsConfig, InferenceConfig, MetricsConfig, MotionConfig, MqttConfig,
+    EventsConfig, InferenceConfig, JsonlConfig, MetricsConfig, MotionConfig, MqttConfig,
 )
 
 __all__ = [
     "ASSETS_DIR", "COLOUR_ORDERS", "JPEG_QUALITY_RANGE", "MODEL_ACTIVATIONS", "MODEL_INPUTS",
     "MODEL_LAYOUTS", "RESERVED_CAMERA_NAME", "SAMPLE_PREFIX", "TEST_PATTERNS", "TEST_PREFIX",
     "ActionThreshold", "CameraConfig", "Config", "ConfigError", "DaemonConfig",
-    "DisplayConfig", "EventsConfig", "InferenceConfig", "MetricsConfig", "ModelFacts",
-    "MotionConfig", "MqttConfig", "camera_display", "check_model_rules", "default_device_id",
+    "DisplayConfig", "EventsConfig", "InferenceConfig", "JsonlConfig", "MetricsConfig",
+    "ModelFacts", "MotionConfig", "MqttConfig", "camera_display", "check_model_rules", "default_device_id",
     "default_state_dir", "event_actions", "facts_without_model", "ignored_labels",
     "load_config", "model_facts", "parse_listen", "resolve_source", "source_kind",
 ]

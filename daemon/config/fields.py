@@ -17,7 +17,7 @@ from daemon.config.schema import (
     JPEG_QUALITY_RANGE, LOG_LEVELS, MAX_FPS, MAX_NAME_CHARS, MAX_TOPIC_PREFIX_CHARS, MIN_FPS,
     MIN_RING_CAPACITY, MODEL_ACTIVATIONS, MODEL_INPUTS, MODEL_LAYOUTS, MOTION_METHODS,
     NAME_PATTERN, RING_POLICIES, TIMEOUT_RANGE_S, CameraConfig, Config, DaemonConfig,
-    DisplayConfig, EventsConfig, InferenceConfig, MetricsConfig, MotionConfig,
+    DisplayConfig, EventsConfig, InferenceConfig, JsonlConfig, MetricsConfig, MotionConfig,
     MqttConfig,
 )
 
@@ -116,6 +116,7 @@ def _field_rules() -> dict[type, dict[str, Check]]:
         MqttConfig: {"port": between(1, 65535), "keepalive_s": between(1, 65535),
                      "prefix": topic_prefix_problem, "discovery_prefix": topic_prefix_problem,
                      "outbox_max_events": at_least(1)},
+        JsonlConfig: {"outbox_max_events": at_least(1)},
         MetricsConfig: {"listen": listen_address},
         EventsConfig: {"start_windows": at_least(1), "end_windows": at_least(1),
                        "cooldown_s": within(*COOLDOWN_RANGE_S, " s"), "threshold": _score},

@@ -165,6 +165,15 @@ class MqttConfig:
     outbox_max_events: int = 10000
 
 
+@dataclass(frozen=True)
+class JsonlConfig:
+    """[jsonl]: every event record as one JSON line appended (and fsync'd) to a file, for
+    log shippers; an event sink with its own queue in the durable outbox."""
+
+    enabled: bool = False
+    path: str = "events.jsonl"     # relative paths are under daemon.state_dir
+    outbox_max_events: int = 10000
+
 
 @dataclass(frozen=True)
 class MetricsConfig:
@@ -184,4 +193,5 @@ class Config:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

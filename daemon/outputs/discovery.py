@@ -48,6 +48,8 @@ EVENT_START_ONLY_TEMPLATE = "{{ value if value_json.phase == %s else '' }}" % js
     PHASE_START)
 REQUIRED_EVENT_KEYS = ("id", "camera", "action", "phase", "started_at", "ended_at")
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+
+
 def check_topic_level(kind: str, value: str) -> None:
     """Raise ValueError when `value` cannot be one MQTT topic level: the config's rule for
     camera names and device ids (daemon.config.fields), so both say the same."""
@@ -176,29 +178,40 @@ class CameraStates:
         return self._topics.availability(camera), payload
 
 
-def event_payload(event: Mapping[str, Any], device_id: str) -> dict[str, Any]:
-    """The JSON record of an event (ActionEvent.to_json_dict() or alike), validated.
+def event_payload(event: Mapping[str, Any], device_id: str,
+                  cameras: Sequence[str] | None = None) -> dict[str, Any]:
+    """The JSON record of an event (ActionEvent.to_json_dict() or alike), validated; every
+    event sink gets this record (the outbox stores it).
 
     Adds `event_type` (Home Assistant's event entity reads it) and `device_id`; leaves
-    out `snapshot` bytes, which travel on the snapshot topic.
+    out `snapshot` bytes, which travel on the snapshot topic. ValueError for a record
+    that lacks a key or names a camera not in `cameras` (when given).
     """
     missing = [key for key in REQUIRED_EVENT_KEYS if key not in event]
     if "score" not in event and "score_max" not in event:
         missing.append("score")
     if missing:
-        raise ValueError(f"MQTT: event lacks {', '.join(missing)}: {dict(event)!r}")
+        raise ValueError(f"event lacks {', '.join(missing)}: {dict(event)!r}")
     if event["phase"] not in (PHASE_START, PHASE_END):
-        raise ValueError(f"MQTT: event phase must be {PHASE_START!r} or {PHASE_END!r}, "
+        raise ValueError(f"event phase must be {PHASE_START!r} or {PHASE_END!r}, "
                          f"got {event['phase']!r}")
+    if cameras is not None and event["camera"] not in cameras:
+        raise ValueError(f"unknown camera {event['camera']!r}; configured cameras: "
+                         f"{', '.join(cameras) or 'none'}")
     record = {key: value for key, value in event.items() if key != "snapshot"}
     record.setdefault("event_type", event["action"])
     record["device_id"] = device_id
     try:
         json.dumps(record)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"MQTT: event {event['id']!r} is not JSON-serialisable: "
+        raise ValueError(f"event {event['id']!r} is not JSON-serialisable: "
                          f"{exc}") from exc
     return record
+
+
+def event_key(record: Mapping[str, Any]) -> str:
+    """The outbox key of an event record: one start and one end per event id."""
+    return f"{record['id']}:{record['phase']}"
 
 
 def _device_block(device_id: str, sw_version: str) -> dict[str, object]:

@@ -28,13 +28,12 @@ from daemon.outputs.metrics_collector import (
     EventMetrics,
     HistogramCounts,
     MetricsSnapshot,
-    MqttView,
     WorkerView,
 )
 
 __all__ = [
     "SHARED_CAMERA", "ActiondCollector", "CameraView", "EventMetrics", "HistogramCounts",
-    "MetricsServer", "MetricsServerError", "MetricsSnapshot", "MqttView", "WorkerView",
+    "MetricsServer", "MetricsServerError", "MetricsSnapshot", "WorkerView",
     "make_registry", "snapshot_on_loop",
 ]
 

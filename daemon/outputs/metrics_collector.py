@@ -34,6 +34,7 @@ from daemon.ipc.events_channel import (LOST_REASONS, SNAPSHOT_LOST_REASONS, lost
                                        snapshot_lost_field)
 from daemon.ipc.mapping import RingStats
 from daemon.ipc.stats import LATENCY_BUCKETS_S
+from daemon.outputs.sinks.protocol import SinkView
 
 # Label value of the workers every camera shares (the infer replicas).
 SHARED_CAMERA = "all"
@@ -43,6 +44,7 @@ EVENTS_TOTAL = "actiond_events_total"
 EVENTS_LOST = "actiond_events_lost_total"
 SNAPSHOTS_LOST = "actiond_event_snapshots_lost_total"
 EVENT_LATENCY = "actiond_event_latency_seconds"
+SINK_DROPPED_OUTBOX_FULL = "outbox_full"
 EVENT_METRICS = (EVENTS_TOTAL, EVENT_LATENCY)
 COLLECTOR_METRICS = tuple(s.name for s in mc.CATALOG if s.name not in EVENT_METRICS)
 
@@ -71,26 +73,15 @@ class CameraView:
 
 
 @dataclass(frozen=True)
-class MqttView:
-    """The MQTT publisher's state at scrape time."""
-
-    connected: bool
-    published_total: int
-    outbox_depth: int
-    outbox_dropped_total: int
-    snapshots_dropped_total: int = 0
-
-
-@dataclass(frozen=True)
 class MetricsSnapshot:
-    """Everything one scrape exports; `mqtt` is None when MQTT is disabled, and then no
-    actiond_mqtt_* series exist at all (so no MQTT alert can fire without a broker)."""
+    """Everything one scrape exports; `sinks` holds the running event sinks only, so a
+    disabled sink has no actiond_sink_* series at all (no alert fires for it)."""
 
     workers: Sequence[WorkerView] = ()
     rings: Sequence[tuple[str, RingStats]] = ()
     cameras: Sequence[CameraView] = ()
     providers: Sequence[str] = ()
-    mqtt: MqttView | None = None
+    sinks: Sequence[SinkView] = ()
     # Events the supervisor lost itself, by (camera, reason); the overlays count theirs.
     event_losses: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
@@ -257,12 +248,14 @@ def _add_ring(samples: _Samples, name: str, stats: RingStats) -> None:
         samples.add("actiond_ring_drops_total", (name, reason), count)
 
 
-def _add_mqtt(samples: _Samples, mqtt: MqttView) -> None:
-    samples.add("actiond_mqtt_connected", (), 1.0 if mqtt.connected else 0.0)
-    samples.add("actiond_mqtt_published_total", (), mqtt.published_total)
-    samples.add("actiond_mqtt_outbox_depth", (), mqtt.outbox_depth)
-    samples.add("actiond_mqtt_outbox_dropped_total", (), mqtt.outbox_dropped_total)
-    samples.add("actiond_mqtt_snapshots_dropped_total", (), mqtt.snapshots_dropped_total)
+def _add_sink(samples: _Samples, sink: SinkView) -> None:
+    samples.add("actiond_sink_up", (sink.name,), 1.0 if sink.up else 0.0)
+    samples.add("actiond_sink_delivered_total", (sink.name,), sink.delivered_total)
+    samples.add("actiond_sink_pending_events", (sink.name,), sink.pending)
+    samples.add("actiond_sink_dropped_total", (sink.name, SINK_DROPPED_OUTBOX_FULL),
+                sink.dropped_total)
+    samples.add("actiond_sink_snapshots_dropped_total", (sink.name,),
+                sink.snapshots_dropped_total)
 
 
 def _snapshot_samples(snapshot: MetricsSnapshot) -> _Samples:
@@ -278,8 +271,8 @@ def _snapshot_samples(snapshot: MetricsSnapshot) -> _Samples:
         samples.add("actiond_camera_expected_fps", (camera.name,), camera.expected_fps)
     for provider in dict.fromkeys(snapshot.providers):
         samples.add("actiond_inference_providers_info", (provider,), 1.0)
-    if snapshot.mqtt is not None:
-        _add_mqtt(samples, snapshot.mqtt)
+    for sink in snapshot.sinks:
+        _add_sink(samples, sink)
     for (camera, reason), count in sorted(snapshot.event_losses.items()):
         samples.add(EVENTS_LOST, (camera, reason), count)
     return samples

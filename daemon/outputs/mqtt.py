@@ -1,11 +1,12 @@
-"""MQTT alerts: events through a durable outbox to a broker, plus availability and state.
+"""The MQTT event sink ([mqtt]): events from the durable outbox to a broker, plus the
+MQTT-only messages: availability, per-camera state, Home Assistant discovery, stats.
 
-Delivery is at-least-once, never lost: `publish_event` stores the record in the Outbox
-first; a record leaves the outbox only in on_publish, i.e. when the broker's PUBACK for
-that message id arrives. Consumers drop duplicates by the `id` + `phase` in the payload.
-An event's snapshot is stored with it (an outbox attachment) and published at QoS 1 right
-after it on the snapshot topic, so it survives outages exactly like its event; the event
-says `has_snapshot` accordingly.
+Delivery is at-least-once, never lost: an event reaches `deliver` already stored in the
+outbox, pending for this sink; it leaves the sink's queue only in on_publish, i.e. when
+the broker's PUBACK for it (and for its snapshot) arrives. Consumers drop duplicates by
+the `id` + `phase` in the payload. An event's snapshot, kept with it in the outbox, is
+published at QoS 1 right after it on the snapshot topic, so it survives outages exactly
+like its event; the event says `has_snapshot` accordingly.
 
 Camera availability (`set_camera_available`, from the supervisor) is retained per camera
 and sent again on every (re)connect; until told otherwise a camera is offline.
@@ -39,14 +40,30 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon import __version__
 from daemon.config import MqttConfig
-from daemon.outputs.discovery import (PAYLOAD_OFFLINE, PAYLOAD_ONLINE, CameraStates,
-                                      TopicLayout, check_topic_level, discovery_messages,
-                                      event_payload)
-from daemon.outputs.mqtt_session import (FailureLog, MqttSetupError, Session,
-                                         describe_connect_error, describe_refusal,
-                                         disconnect_reason, guarded, resolve_password,
-                                         tls_context)
-from daemon.outputs.outbox import Outbox, OutboxError, is_attachment
+from daemon.outputs.discovery import (
+    PAYLOAD_OFFLINE,
+    PAYLOAD_ONLINE,
+    CameraStates,
+    TopicLayout,
+    check_topic_level,
+    discovery_messages,
+    event_key,
+    event_payload,
+)
+from daemon.outputs.mqtt_session import (
+    FailureLog,
+    MqttSetupError,
+    Session,
+    describe_connect_error,
+    describe_refusal,
+    disconnect_reason,
+    guarded,
+    resolve_password,
+    tls_context,
+)
+from daemon.outputs.outbox import OutboxError, OutboxItem
+from daemon.outputs.outbox_queue import SinkQueue
+from daemon.outputs.sinks.protocol import SinkContext, SinkView
 
 log = logging.getLogger(__name__)
 paho_log = log.getChild("paho")
@@ -58,13 +75,18 @@ CONNECT_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 THREAD_JOIN_GRACE_S = 2.0         # paho's loop thread notices termination within ~1 s
 FLUSH_BATCH_EVENTS = 500
+SINK_NAME = "mqtt"
+SNAPSHOT_PART = ":snapshot"       # in-flight key of an event's snapshot message
 
 
 class MqttPublisher:
-    """Publishes events (via the outbox), availability, state, snapshots and stats."""
+    """The MQTT sink: events (from its outbox queue), availability, state, snapshots and
+    stats."""
+
+    name = SINK_NAME
 
     def __init__(self, cfg: MqttConfig, device_id: str, cameras: Sequence[str],
-                 actions: Sequence[str], outbox: Outbox,
+                 actions: Sequence[str], queue: SinkQueue,
                  reconnect_min_s: float = RECONNECT_MIN_S,
                  reconnect_max_s: float = RECONNECT_MAX_S) -> None:
         try:
@@ -78,7 +100,7 @@ class MqttPublisher:
         self._tls = tls_context(cfg)
         self._cameras = tuple(cameras)
         self._actions = tuple(actions)
-        self._outbox = outbox
+        self._queue = queue
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
         self._send_lock = threading.Lock()
@@ -88,7 +110,6 @@ class MqttPublisher:
         self._states = CameraStates(self._topics, self._cameras)
         self._thread: threading.Thread | None = None
         self._count_lock = threading.Lock()   # acks come from two threads (see _send)
-        self._published_total = 0
         self._failures = FailureLog(log, self.broker, reconnect_max_s)
 
     def __repr__(self) -> str:
@@ -112,9 +133,13 @@ class MqttPublisher:
         return session is not None and session.connected
 
     @property
+    def wants_snapshots(self) -> bool:
+        return self._cfg.snapshots
+
+    @property
     def published_total(self) -> int:
-        """Event messages acknowledged by the broker (PUBACK) since start."""
-        return self._published_total
+        """Events acknowledged by the broker (PUBACK) since the outbox was opened."""
+        return self._queue.delivered_total
 
     @property
     def connect_failures_total(self) -> int:
@@ -124,17 +149,22 @@ class MqttPublisher:
     @property
     def outbox_depth(self) -> int:
         """Events waiting in the outbox for their PUBACK."""
-        return self._outbox.depth()
+        return self._queue.depth()
 
     @property
     def outbox_dropped_total(self) -> int:
         """Events dropped unsent because the outbox was full."""
-        return self._outbox.dropped_total
+        return self._queue.dropped_total
 
     @property
     def snapshots_dropped_total(self) -> int:
         """Event snapshots dropped unsent to bound the outbox's size (events are kept)."""
-        return self._outbox.attachments_dropped_total
+        return self._queue.snapshots_dropped_total
+
+    def view(self) -> SinkView:
+        q = self._queue
+        return SinkView(self.name, self.connected, q.delivered_total, q.depth(),
+                        q.dropped_total, q.snapshots_dropped_total)
 
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until connected or timeout; for start-up checks and tests."""
@@ -147,8 +177,10 @@ class MqttPublisher:
             raise RuntimeError("MqttPublisher.start() called twice")
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._thread.start()
+        log.info("MQTT: publishing to %s under %s/ (outbox %s, %d pending)", self.broker,
+                 self._topics.base, self._queue.path, self.outbox_depth)
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    def close(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Publish retained offline, wait (bounded) for in-flight PUBACKs, disconnect."""
         deadline = time.monotonic() + timeout_s
         self._stopping.set()
@@ -172,27 +204,28 @@ class MqttPublisher:
 
     # ---- public publishing API (any thread; never waits for the broker) ----
 
-    def publish_event(self, event: Mapping[str, Any], snapshot: bytes | None = None) -> None:
-        """Store the event (and its snapshot, if snapshots are enabled) durably in the
-        outbox, then publish them if connected."""
-        record = event_payload(event, self._topics.device_id)
-        self._check_camera(record["camera"])
-        camera, action, phase = record["camera"], record["action"], record["phase"]
-        attachment = None
-        if snapshot and self._cfg.snapshots:
-            attachment = (self._topics.snapshot(camera), bytes(snapshot))
-        record["has_snapshot"] = attachment is not None
-        payload = json.dumps(record, sort_keys=True).encode()
-        key = f"{record['id']}:{phase}"
-        if not self._outbox.add(key, self._topics.event(camera), payload, qos=1,
-                                attachment=attachment):
-            log.debug("MQTT: event %s already in the outbox; not stored twice", key)
+    def deliver(self, item: OutboxItem) -> None:
+        """`item` is in the outbox: update the camera's retained state and, if connected,
+        send what is pending (it included)."""
+        record = item.record
         with self._send_lock:
-            state_topic, state = self._states.event(camera, action, phase)
+            state_topic, state = self._states.event(record["camera"], record["action"],
+                                                    record["phase"])
             session = self._live_session_locked()
             if session is not None:
                 self._flush_locked(session)
                 self._send(session, state_topic, state, 1, retain=True)
+
+    def publish_event(self, event: Mapping[str, Any], snapshot: bytes | None = None) -> None:
+        """Store an event for this sink alone, then deliver it: for a publisher used on its
+        own (tests, tools); the supervisor stores each event once for every sink."""
+        record = event_payload(event, self._topics.device_id, self._cameras)
+        item = self._queue.store(event_key(record), record, snapshot)
+        if item is None:
+            log.debug("MQTT: event %s already in the outbox; not stored twice",
+                      event_key(record))
+            return
+        self.deliver(item)
 
     def set_camera_available(self, camera: str, available: bool) -> None:
         """Whether the camera's frames flow; published retained when it changes. A camera
@@ -212,11 +245,6 @@ class MqttPublisher:
                         "outbox_dropped_total": self.outbox_dropped_total,
                         "connect_failures_total": self.connect_failures_total}
         self._send_if_connected(self._topics.stats, json.dumps(body, sort_keys=True), 0, False)
-
-    def _check_camera(self, camera: str) -> None:
-        if camera not in self._cameras:
-            raise ValueError(f"MQTT: unknown camera {camera!r}; configured cameras: "
-                             f"{', '.join(self._cameras) or 'none'}")
 
     # ---- sending (callers hold _send_lock) ----
 
@@ -240,16 +268,29 @@ class MqttPublisher:
             # The connection is going down; pending events are sent again after reconnect.
             log.debug("MQTT: publish to %s returned %s", topic, info.rc)
         if session.track(info.mid, key, qos):
-            self._acked(key)
+            self._acked(session, key)
 
     def _flush_locked(self, session: Session) -> None:
         while True:
-            items = self._outbox.pending(FLUSH_BATCH_EVENTS, after_seq=session.flushed_seq)
+            items = self._queue.pending(FLUSH_BATCH_EVENTS, after_seq=session.flushed_seq)
             if not items:
                 return
             for item in items:
-                self._send(session, item.topic, item.payload, item.qos, False, item.event_id)
+                self._send_item_locked(session, item)
                 session.flushed_seq = item.seq
+
+    def _send_item_locked(self, session: Session, item: OutboxItem) -> None:
+        """The event at QoS 1, then its snapshot: acked in the outbox once both are."""
+        camera = item.record["camera"]
+        snapshot = item.snapshot if self._cfg.snapshots else None
+        payload = dict(item.record, has_snapshot=snapshot is not None)
+        session.parts[item.seq] = 1 if snapshot is None else 2
+        key = str(item.seq)
+        self._send(session, self._topics.event(camera),
+                   json.dumps(payload, sort_keys=True).encode(), 1, False, key)
+        if snapshot is not None:
+            self._send(session, self._topics.snapshot(camera), snapshot, 1, False,
+                       key + SNAPSHOT_PART)
 
     def _send_birth_locked(self, session: Session) -> None:
         # The cameras' retained topics first: when `status` says online, they are current.
@@ -265,14 +306,17 @@ class MqttPublisher:
                                                  self._cfg.snapshots, __version__):
             self._send(session, topic, payload, 1, retain=True)
 
-    def _acked(self, key: str | None) -> None:
+    def _acked(self, session: Session, key: str | None) -> None:
         if key is None:
             return
-        if not is_attachment(key):
-            with self._count_lock:
-                self._published_total += 1
+        seq = int(key.removesuffix(SNAPSHOT_PART))
+        with self._count_lock:
+            left = session.parts.pop(seq, 1) - 1
+            if left > 0:
+                session.parts[seq] = left   # the event's other message is still in flight
+                return
         try:
-            self._outbox.ack(key)
+            self._queue.ack(seq)
         except OutboxError as exc:
             # The row stays and is sent again later: a duplicate, never a loss.
             log.error("MQTT: %s", exc)
@@ -377,7 +421,7 @@ class MqttPublisher:
                     reason: ReasonCode, properties: Any) -> None:
         known, key = session.settle(mid)
         if known:
-            self._acked(key)
+            self._acked(session, key)
 
     @guarded
     def _on_message(self, client: paho.Client, session: Session,
@@ -393,3 +437,8 @@ class MqttPublisher:
         # with their reason and advice, and paho 2.2 logs a spurious ERROR ("Client is not
         # connected") at every clean disconnect.
         paho_log.debug("%s", text)
+
+
+def mqtt_sink(cfg: MqttConfig, context: SinkContext, queue: SinkQueue) -> MqttPublisher:
+    """The sink table's factory; MqttSetupError when [mqtt] cannot work."""
+    return MqttPublisher(cfg, context.device_id, context.cameras, context.actions, queue)

@@ -163,6 +163,7 @@ class Session:
         self.ever_connected = False
         self.refused = False          # CONNACK refused: already reported
         self.flushed_seq = 0          # outbox rows up to this seq went to this client
+        self.parts: dict[int, int] = {}   # outbox seq -> its messages awaiting PUBACK
         self.closed = threading.Event()
         self._cond = threading.Condition()
         self._inflight: dict[int, tuple[str | None, int]] = {}

@@ -1,72 +1,73 @@
-"""Durable, bounded outbox for MQTT events: an SQLite file under the state directory.
+"""Durable, bounded outbox of events for every event sink: an SQLite file under the state
+directory.
 
-paho-mqtt keeps unacknowledged QoS 1 messages only in memory, so every event is written
-here first and deleted only when the broker's PUBACK for it arrives. Across a broker outage
-or a daemon restart the pending rows are published again, in insertion order (`seq`).
+Each event is stored once (its record as JSON and, when a sink wants it, its JPEG
+snapshot) with one delivery row per sink it is for. A sink takes its rows in order
+through its own `SinkQueue` and acks them one by one when delivered (MQTT: the broker's
+PUBACK; jsonl: the line is fsync'd); an event leaves the file when its last sink has
+acked it. So each sink keeps its own delivery state: a broker outage holds only the MQTT
+rows, and across a daemon restart every sink resumes where it stopped.
 
 Durability: WAL journal with synchronous=FULL. In WAL mode synchronous=NORMAL does not
 fsync the WAL at commit, so the last events before a power cut can vanish; edge boxes do
 lose power, and events are rare (a few per minute), so one fsync per add/ack is cheap and
 `add()` really is durable when it returns.
 
-Bound and drop policy: at most `max_events` rows. When an add finds the outbox full, the
-OLDEST pending rows are deleted to make room (the newest alerts are the most useful after a
-long outage) and counted in `dropped_total`. A burst of drops (consecutive adds that had to
-drop, with no ack in between) logs one WARNING at its start and one INFO line with the
+Bound and drop policy, per sink: at most `max_events` pending rows for each sink. When an
+add finds a sink's queue full, that sink's OLDEST pending rows are deleted to make room
+(the newest alerts are the most useful after a long outage) and counted in its
+`dropped_total`; the other sinks keep theirs. A burst of drops (consecutive adds that had
+to drop, with no ack in between) logs one WARNING at its start and one INFO line with the
 count when room appears again; the drops inside a burst log at DEBUG.
 
-Attachments: an event may carry one attachment (its JPEG snapshot), stored in the same
-transaction as a row of its own right after the event's (key `<event key>:attachment`),
-so it is published at QoS 1 right after its event and kept across outages and restarts
-exactly like it. Attachments count neither as events (depth, max_events) nor towards
-published events; they are bounded by their total size (`max_attachment_bytes`): when
-an add goes over it, the OLDEST attachments are deleted (their events stay) and counted
-in `attachments_dropped_total`. An event dropped from a full outbox takes its attachment
-with it.
+Snapshots are kept only while a sink that wants them has the event pending, bounded by
+their total size (`max_snapshot_bytes`): when an add goes over it, the OLDEST snapshots
+are deleted (their events stay) and counted in `snapshots_dropped_total` of each sink that
+wanted them.
 
 Thread safety: one connection (check_same_thread=False) guarded by a lock, because adds
-come from the supervisor's thread and acks from paho's network thread.
+come from the supervisor's writer thread and acks from the sinks' threads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
+
+from daemon.outputs.outbox_queue import SinkQueue, SinkState
 
 log = logging.getLogger(__name__)
 
-OUTBOX_FILENAME = "mqtt-outbox.sqlite3"
+OUTBOX_FILENAME = "events-outbox.sqlite3"
 SQLITE_BUSY_TIMEOUT_S = 5.0
 DEFAULT_PENDING_LIMIT = 1000
-ATTACHMENT_SUFFIX = ":attachment"
 # Snapshots kept for undelivered events: a few hundred JPEGs of a few tens of kB.
-DEFAULT_ATTACHMENT_MAX_BYTES = 32 * 1024 * 1024
+DEFAULT_SNAPSHOT_MAX_BYTES = 32 * 1024 * 1024
 
-
-def attachment_key(event_id: str) -> str:
-    """The outbox key of an event's attachment."""
-    return event_id + ATTACHMENT_SUFFIX
-
-
-def is_attachment(key: str) -> bool:
-    """Whether an outbox key names an attachment rather than an event."""
-    return key.endswith(ATTACHMENT_SUFFIX)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    created_at REAL NOT NULL
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        record TEXT NOT NULL,
+        snapshot BLOB,
+        created_at REAL NOT NULL)""",
+    # One row per (sink, event) not yet delivered; attempts/next_try: failed deliveries
+    # and when the sink may try the row again (0: at once).
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        sink TEXT NOT NULL,
+        seq INTEGER NOT NULL REFERENCES events(seq),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (sink, seq)) WITHOUT ROWID""",
 )
-"""
 
 
 class OutboxError(RuntimeError):
@@ -75,214 +76,310 @@ class OutboxError(RuntimeError):
 
 @dataclass(frozen=True)
 class OutboxItem:
-    """One pending message: published again until the broker acknowledges it."""
+    """One pending event for one sink: delivered again until the sink acks it."""
 
     seq: int
-    event_id: str
-    topic: str
-    payload: bytes
-    qos: int
+    key: str                     # "<event id>:<phase>": unique, so a redelivery is idempotent
+    record: Mapping[str, Any]    # the event record (JSON object)
+    snapshot: bytes | None
     created_at: float
+    attempts: int = 0
 
 
 class Outbox:
-    """A bounded, durable FIFO of MQTT messages keyed by a unique event id."""
+    """Events stored once, delivered to each sink through its own queue."""
 
-    def __init__(self, path: Path, max_events: int,
-                 max_attachment_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES) -> None:
-        if max_events < 1:
-            raise ValueError(f"outbox max_events must be >= 1, got {max_events}")
+    def __init__(self, path: Path,
+                 max_snapshot_bytes: int = DEFAULT_SNAPSHOT_MAX_BYTES) -> None:
         self.path = Path(path)
-        self.max_events = max_events
-        self.max_attachment_bytes = max_attachment_bytes
+        self.max_snapshot_bytes = max_snapshot_bytes
         self._lock = threading.Lock()
-        self._dropped_total = 0
-        self._attachments_dropped_total = 0
-        self._burst_drops = 0
+        self._sinks: dict[str, SinkState] = {}
+        self._snapshot_drops_logged = False
         self._conn = self._open(self.path)
-        # ATTACHMENT_SUFFIX has no LIKE wildcards (% _), so LIKE matches it literally.
-        events, attachment_bytes = self._conn.execute(
-            "SELECT COUNT(*) - COUNT(a), COALESCE(SUM(a), 0) FROM (SELECT CASE "
-            "WHEN event_id LIKE ? THEN length(payload) END AS a FROM outbox)",
-            (f"%{ATTACHMENT_SUFFIX}",)).fetchone()
-        self._depth = int(events)
-        self._attachment_bytes = int(attachment_bytes)
+        self._depths = dict(self._conn.execute(
+            "SELECT sink, COUNT(*) FROM deliveries GROUP BY sink").fetchall())
+        self._snapshot_bytes = int(self._conn.execute(
+            "SELECT COALESCE(SUM(length(snapshot)), 0) FROM events").fetchone()[0])
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: autocommit; add() opens its own IMMEDIATE transaction.
+            # isolation_level=None: autocommit; writes open their own IMMEDIATE transaction.
             conn = sqlite3.connect(str(path), timeout=SQLITE_BUSY_TIMEOUT_S,
                                    isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(_SCHEMA)
+            for statement in _SCHEMA:
+                conn.execute(statement)
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(
-                f"cannot open the MQTT outbox {path}: {exc}. Check that the state directory "
+                f"cannot open the event outbox {path}: {exc}. Check that the state directory "
                 f"is writable; if the file is corrupt, move it aside (its pending alerts "
                 f"are then lost) and start again") from exc
         return conn
 
     def __repr__(self) -> str:
-        return f"Outbox({str(self.path)!r}, max_events={self.max_events}, depth={self._depth})"
+        return f"Outbox({str(self.path)!r}, sinks={sorted(self._sinks)}, depth={self.depth()})"
 
-    def __enter__(self) -> "Outbox":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
 
-    @property
-    def dropped_total(self) -> int:
-        """Pending events deleted unsent because the outbox was full (since this open)."""
-        return self._dropped_total
+    # ---- sinks ----
 
-    @property
-    def attachments_dropped_total(self) -> int:
-        """Attachments deleted unsent to stay within max_attachment_bytes (since open)."""
-        return self._attachments_dropped_total
+    def queue(self, sink: str, max_events: int, snapshots: bool = False) -> SinkQueue:
+        """The delivery queue of `sink` (rows kept from earlier runs included), bounded
+        to `max_events` pending events; `snapshots`: the sink sends event snapshots. A
+        second call for the same sink (a reload) changes its bound and keeps its counts."""
+        if max_events < 1:
+            raise ValueError(f"outbox max_events must be >= 1, got {max_events}")
+        with self._lock:
+            state = self._sinks.get(sink)
+            if state is None:
+                state = SinkState(max_events, snapshots, self._depths.get(sink, 0))
+                self._sinks[sink] = state
+            state.max_events, state.snapshots = max_events, snapshots
+        return SinkQueue(self, sink)
+
+    def sink_state(self, sink: str) -> SinkState:
+        return self._sinks[sink]
 
     def depth(self) -> int:
-        """Number of pending (unacknowledged) events, attachments not counted."""
-        return self._depth
-
-    def add(self, event_id: str, topic: str, payload: bytes, qos: int = 1,
-            attachment: tuple[str, bytes] | None = None) -> bool:
-        """Store a message, and its (topic, bytes) attachment if any, durably in one
-        transaction; False (and nothing stored) when event_id is present."""
+        """Events stored (pending for at least one sink)."""
         with self._lock:
+            return int(self._query("SELECT COUNT(*) FROM events")[0][0])
+
+    # ---- writes ----
+
+    def add(self, key: str, record: Mapping[str, Any], snapshot: bytes | None,
+            sinks: Sequence[str]) -> OutboxItem | None:
+        """Store an event for `sinks` (each registered with queue()) durably in one
+        transaction; the snapshot only if one of them wants it. None (nothing stored)
+        when `key` is present already."""
+        payload = json.dumps(dict(record), sort_keys=True)
+        with self._lock:
+            states = {name: self._sinks[name] for name in sinks}
+            if not any(s.snapshots for s in states.values()):
+                snapshot = None
             try:
-                return self._add_locked(event_id, topic, bytes(payload), qos, attachment)
+                return self._add_locked(key, payload, record, snapshot, states)
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot write to the MQTT outbox {self.path}: {exc} "
+                raise OutboxError(f"cannot write to the event outbox {self.path}: {exc} "
                                   f"(disk full or read-only state directory?)") from exc
 
-    def _add_locked(self, event_id: str, topic: str, payload: bytes, qos: int,
-                    attachment: tuple[str, bytes] | None) -> bool:
+    def _add_locked(self, key: str, payload: str, record: Mapping[str, Any],
+                    snapshot: bytes | None, states: Mapping[str, SinkState]
+                    ) -> OutboxItem | None:
+        conn, now = self._conn, time.time()
+        too_big = snapshot is not None and len(snapshot) > self.max_snapshot_bytes
+        stored = None if too_big or not snapshot else bytes(snapshot)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute("INSERT OR IGNORE INTO events (key, record, snapshot, "
+                               "created_at) VALUES (?, ?, ?, ?)", (key, payload, stored, now))
+            if cur.rowcount == 0:
+                conn.execute("ROLLBACK")
+                return None
+            seq = int(cur.lastrowid or 0)
+            conn.executemany("INSERT INTO deliveries (sink, seq) VALUES (?, ?)",
+                             [(name, seq) for name in states])
+            dropped = {name: self._drop_oldest_locked(name, s.depth + 1 - s.max_events)
+                       for name, s in states.items()}
+            self._snapshot_bytes += len(stored or b"") - self._delete_orphans_locked()
+            freed = self._drop_snapshots_locked(self._snapshot_bytes - self.max_snapshot_bytes)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            self._snapshot_bytes = self._count_snapshot_bytes_locked()
+            raise
+        for name, state in states.items():
+            state.depth += 1 - len(dropped[name])
+            state.note_drops(self.path, name, dropped[name])
+        self._note_snapshot_drops(freed, too_big, states)
+        return OutboxItem(seq, key, record, stored, now)
+
+    def _drop_oldest_locked(self, sink: str, count: int) -> list[str]:
+        """Delete `sink`'s `count` oldest deliveries: the keys of their events."""
+        if count <= 0:
+            return []
+        rows = self._conn.execute(
+            "DELETE FROM deliveries WHERE sink = ? AND seq IN (SELECT seq FROM deliveries "
+            "WHERE sink = ? ORDER BY seq LIMIT ?) RETURNING seq", (sink, sink, count)).fetchall()
+        seqs = sorted(int(r[0]) for r in rows)
+        return [str(self._conn.execute("SELECT key FROM events WHERE seq = ?",
+                                       (seq,)).fetchone()[0]) for seq in seqs]
+
+    def _delete_orphans_locked(self, seqs: Sequence[int] | None = None) -> int:
+        """Delete events no sink waits for (among `seqs`, or all): the snapshot bytes freed."""
+        where = "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq)"
+        if seqs is None:
+            rows = self._conn.execute(f"DELETE FROM events WHERE {where} "
+                                      f"RETURNING length(snapshot)").fetchall()
+        else:
+            rows = [r for seq in seqs for r in self._conn.execute(
+                f"DELETE FROM events WHERE seq = ? AND {where} RETURNING length(snapshot)",
+                (seq,)).fetchall()]
+        return sum(int(r[0] or 0) for r in rows)
+
+    def _release_snapshots_locked(self, seqs: Sequence[int]) -> int:
+        """Delete the snapshots of `seqs` that no sink still waiting wants: bytes freed."""
+        wanting = [name for name, state in self._sinks.items() if state.snapshots]
+        marks = ", ".join("?" * len(wanting))
+        freed = 0
+        for seq in seqs:
+            row = self._conn.execute(
+                f"SELECT length(snapshot) FROM events WHERE seq = ? AND snapshot IS NOT NULL "
+                f"AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq AND "
+                f"d.sink IN ({marks}))", (seq, *wanting)).fetchone()
+            if row is not None:
+                self._conn.execute("UPDATE events SET snapshot = NULL WHERE seq = ?", (seq,))
+                freed += int(row[0])
+        return freed
+
+    def _drop_snapshots_locked(self, over_bytes: int) -> list[int]:
+        """Delete the oldest snapshots until `over_bytes` are freed: their events' seqs."""
+        if over_bytes <= 0:
+            return []
+        rows = self._conn.execute("SELECT seq, length(snapshot) FROM events WHERE snapshot "
+                                  "IS NOT NULL ORDER BY seq").fetchall()
+        seqs, freed = [], 0
+        for seq, size in rows:
+            if freed >= over_bytes:
+                break
+            self._conn.execute("UPDATE events SET snapshot = NULL WHERE seq = ?", (seq,))
+            seqs.append(int(seq))
+            freed += int(size)
+        self._snapshot_bytes -= freed
+        return seqs
+
+    def _count_snapshot_bytes_locked(self) -> int:
+        return int(self._query("SELECT COALESCE(SUM(length(snapshot)), 0) FROM events")[0][0])
+
+    def ack(self, sink: str, seqs: Sequence[int]) -> int:
+        """`sink` delivered these events: delete its rows (and events no sink waits for)
+        in one transaction; the number of rows that were there."""
+        with self._lock:
+            try:
+                return self._ack_locked(sink, seqs)
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot write to the event outbox {self.path}: {exc} "
+                                  f"(disk full or read-only state directory?)") from exc
+
+    def _ack_locked(self, sink: str, seqs: Sequence[int]) -> int:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if not self._insert_locked(event_id, topic, payload, qos):
-                conn.execute("ROLLBACK")
-                return False
-            added_bytes = 0
-            if attachment is not None and len(attachment[1]) <= self.max_attachment_bytes:
-                self._insert_locked(attachment_key(event_id), attachment[0],
-                                    bytes(attachment[1]), qos)
-                added_bytes = len(attachment[1])
-            excess = self._depth + 1 - self.max_events
-            dropped, dropped_bytes = self._drop_oldest_locked(excess)
-            kept_bytes = self._attachment_bytes + added_bytes - dropped_bytes
-            freed = self._drop_attachments_locked(kept_bytes - self.max_attachment_bytes)
+            gone = sum(conn.execute("DELETE FROM deliveries WHERE sink = ? AND seq = ?",
+                                    (sink, seq)).rowcount for seq in seqs)
+            freed = self._delete_orphans_locked(seqs)
+            state = self._sinks.get(sink)
+            if state is not None and state.snapshots:
+                freed += self._release_snapshots_locked(seqs)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self._depth += 1 - len(dropped)
-        self._attachment_bytes += added_bytes - dropped_bytes - freed[1]
-        too_big = attachment is not None and not added_bytes
-        self._note_attachment_drops(freed[0] + int(too_big))
-        self._note_drops(dropped)
-        return True
+        self._snapshot_bytes -= freed
+        if state is not None:
+            state.depth -= gone
+            state.delivered_total += gone
+            if gone:
+                state.end_burst(self.path, sink)
+        return gone
 
-    def _insert_locked(self, key: str, topic: str, payload: bytes, qos: int) -> bool:
-        cur = self._conn.execute(
-            "INSERT OR IGNORE INTO outbox (event_id, topic, payload, qos, created_at) "
-            "VALUES (?, ?, ?, ?, ?)", (key, topic, payload, qos, time.time()))
-        return cur.rowcount > 0
+    def import_pending(self, sink: str,
+                       events: Sequence[tuple[str, Mapping[str, Any], bytes | None, float]]
+                       ) -> int:
+        """Store (key, record, snapshot, created_at) events pending for `sink` in one
+        transaction, keys already present skipped (a migration run twice): the number
+        stored. No bound is applied here: the next add() applies it."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                stored = 0
+                for key, record, snapshot, created_at in events:
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO events (key, record, snapshot, created_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (key, json.dumps(dict(record), sort_keys=True), snapshot, created_at))
+                    if cur.rowcount:
+                        conn.execute("INSERT INTO deliveries (sink, seq) VALUES (?, ?)",
+                                     (sink, cur.lastrowid))
+                        stored += 1
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise OutboxError(f"cannot write to the event outbox {self.path}: "
+                                  f"{exc}") from exc
+            self._snapshot_bytes = self._count_snapshot_bytes_locked()
+            if sink in self._sinks:
+                self._sinks[sink].depth += stored
+            else:
+                self._depths[sink] = self._depths.get(sink, 0) + stored
+            return stored
 
-    def _drop_oldest_locked(self, count: int) -> tuple[list[str], int]:
-        """Delete the `count` oldest events and their attachments: (event keys, bytes of
-        attachments deleted)."""
-        if count <= 0:
-            return [], 0
-        rows = self._conn.execute(
-            "SELECT seq, event_id FROM outbox WHERE event_id NOT LIKE ? ORDER BY seq LIMIT ?",
-            (f"%{ATTACHMENT_SUFFIX}", count)).fetchall()
-        keys = [str(r[1]) for r in rows]
-        self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in rows])
-        freed = 0
-        for key in keys:
-            sizes = self._conn.execute("DELETE FROM outbox WHERE event_id = ? RETURNING "
-                                       "length(payload)", (attachment_key(key),)).fetchall()
-            freed += sum(int(r[0]) for r in sizes)
-        return keys, freed
+    def retry_later(self, sink: str, seq: int, next_try: float) -> None:
+        """A delivery of `seq` to `sink` failed: count the attempt, wait until next_try."""
+        with self._lock:
+            try:
+                self._conn.execute("UPDATE deliveries SET attempts = attempts + 1, next_try "
+                                   "= ? WHERE sink = ? AND seq = ?", (next_try, sink, seq))
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot write to the event outbox {self.path}: "
+                                  f"{exc}") from exc
 
-    def _drop_attachments_locked(self, over_bytes: int) -> tuple[int, int]:
-        """Delete the oldest attachments until `over_bytes` are freed: (count, bytes)."""
-        if over_bytes <= 0:
-            return 0, 0
-        rows = self._conn.execute(
-            "SELECT seq, length(payload) FROM outbox WHERE event_id LIKE ? ORDER BY seq",
-            (f"%{ATTACHMENT_SUFFIX}",)).fetchall()
-        count = freed = 0
-        for seq, size in rows:
-            if freed >= over_bytes:
+    # ---- reads ----
+
+    def pending(self, sink: str, limit: int = DEFAULT_PENDING_LIMIT,
+                after_seq: int = 0) -> list[OutboxItem]:
+        """Up to `limit` of `sink`'s pending events with seq > after_seq, oldest first,
+        stopping before the first one that waits for its next try (order is kept)."""
+        with self._lock:
+            rows = self._query(
+                "SELECT e.seq, e.key, e.record, e.snapshot, e.created_at, d.attempts, "
+                "d.next_try FROM deliveries d JOIN events e ON e.seq = d.seq WHERE d.sink = ? "
+                "AND d.seq > ? ORDER BY d.seq LIMIT ?", (sink, after_seq, limit))
+        items, now = [], time.time()
+        for seq, key, record, snapshot, created_at, attempts, next_try in rows:
+            if next_try > now:
                 break
-            self._conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-            count, freed = count + 1, freed + int(size)
-        return count, freed
+            items.append(OutboxItem(int(seq), str(key), json.loads(record),
+                                    None if snapshot is None else bytes(snapshot),
+                                    float(created_at), int(attempts)))
+        return items
 
-    def _note_attachment_drops(self, count: int) -> None:
-        if not count:
-            return
-        # Counted every time (exported as a metric); logged at WARNING only the first time.
-        level = logging.DEBUG if self._attachments_dropped_total else logging.WARNING
-        self._attachments_dropped_total += count
-        log.log(level, "MQTT outbox %s: dropped %d event snapshot(s) to stay within %d bytes "
-                "of snapshots (%d since start); their events are kept", self.path, count,
-                self.max_attachment_bytes, self._attachments_dropped_total)
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot read the event outbox {self.path}: {exc}") from exc
 
-    def _note_drops(self, dropped: list[str]) -> None:
-        if not dropped:
-            self._end_burst()
-            return
-        self._dropped_total += len(dropped)
-        if self._burst_drops == 0:
-            log.warning("MQTT outbox %s is full (%d events): dropping the oldest pending "
-                        "events, first %s; the broker has been unreachable for long, or raise "
-                        "mqtt.outbox_max_events", self.path, self.max_events, dropped[0])
-        else:
-            log.debug("MQTT outbox full: dropped %s", ", ".join(dropped))
-        self._burst_drops += len(dropped)
+    # ---- drop accounting (counted always: exported as metrics) ----
 
-    def _end_burst(self) -> None:
-        if self._burst_drops:
-            log.info("MQTT outbox %s has room again; %d pending events were dropped while it "
-                     "was full (%d since start)", self.path, self._burst_drops,
-                     self._dropped_total)
-            self._burst_drops = 0
-
-    def pending(self, limit: int = DEFAULT_PENDING_LIMIT, after_seq: int = 0) -> list[OutboxItem]:
-        """Up to `limit` pending items with seq > after_seq, oldest first."""
-        with self._lock:
-            try:
-                rows = self._conn.execute(
-                    "SELECT seq, event_id, topic, payload, qos, created_at FROM outbox "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
-            except sqlite3.Error as exc:
-                raise OutboxError(f"cannot read the MQTT outbox {self.path}: {exc}") from exc
-        return [OutboxItem(int(r[0]), str(r[1]), str(r[2]), bytes(r[3]), int(r[4]), float(r[5]))
-                for r in rows]
-
-    def ack(self, event_id: str) -> bool:
-        """Delete a delivered item; False when it was not there (already acked or dropped)."""
-        with self._lock:
-            try:
-                sizes = self._conn.execute("DELETE FROM outbox WHERE event_id = ? RETURNING "
-                                           "length(payload)", (event_id,)).fetchall()
-            except sqlite3.Error as exc:
-                raise OutboxError(f"cannot write to the MQTT outbox {self.path}: {exc} "
-                                  f"(disk full or read-only state directory?)") from exc
-            if is_attachment(event_id):
-                self._attachment_bytes -= sum(int(r[0]) for r in sizes)
-                return bool(sizes)
-            self._depth -= len(sizes)
-            self._end_burst()
-            return bool(sizes)
+    def _note_snapshot_drops(self, seqs: list[int], too_big: bool,
+                             states: Mapping[str, SinkState]) -> None:
+        for seq in seqs:
+            for (name,) in self._conn.execute("SELECT sink FROM deliveries WHERE seq = ?",
+                                              (seq,)).fetchall():
+                state = self._sinks.get(str(name))
+                if state is not None and state.snapshots:
+                    state.snapshots_dropped_total += 1
+        for state in states.values():
+            state.snapshots_dropped_total += int(too_big and state.snapshots)
+        if seqs or too_big:
+            # Counted every time (exported as a metric); logged at WARNING only the first time.
+            level = logging.DEBUG if self._snapshot_drops_logged else logging.WARNING
+            self._snapshot_drops_logged = True
+            log.log(level, "event outbox %s: dropped %d event snapshot(s) to stay within %d bytes "
+                        "of snapshots; their events are kept", self.path,
+                        len(seqs) + int(too_big), self.max_snapshot_bytes)
 
     def close(self) -> None:
         """Close the database; later calls raise OutboxError."""

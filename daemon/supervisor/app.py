@@ -129,10 +129,9 @@ class Supervisor:
 
     def tick(self) -> None:
         self.arbiter.murder_stale_workers()
-        publisher = self._open.publisher if self._open is not None else None
-        if publisher is not None:
+        if self._open is not None:
             for camera, up in camera_availability(self.topology, self.arbiter).items():
-                publisher.set_camera_available(camera, up)
+                self._open.set_camera_available(camera, up)
         alive = set(self.arbiter.cameras()) - self.arbiter.failed_cameras
         if not self._ready and alive and self.arbiter.all_started() and not self.arbiter.settled():
             self._ready = True
@@ -164,9 +163,9 @@ class Supervisor:
 
     def _metrics_snapshot(self) -> MetricsSnapshot:
         """Built on the loop at scrape time (see snapshot_on_loop)."""
-        publisher = self._open.publisher if self._open is not None else None
+        sinks = self._open.sink_views() if self._open is not None else []
         intake = self._open.intake if self._open is not None else None
-        return metrics_snapshot(self.arbiter, self.boot.providers, publisher, intake)
+        return metrics_snapshot(self.arbiter, self.boot.providers, sinks, intake)
 
     def _camera_failed(self, camera: str) -> None:
         running = [c for c in self.arbiter.cameras() if c not in self.arbiter.failed_cameras]
@@ -198,7 +197,7 @@ class Supervisor:
         self.notifier.reloading()
         try:
             if self._open is not None:
-                await self._open.reconfigure(plan.boot, plan.mqtt, plan.metrics)
+                await self._open.reconfigure(plan.boot, plan.sinks, plan.metrics)
         except OutputsError as exc:
             log.error("reload failed, keeping the running config: %s", exc)
             self.notifier.ready("reload failed")

@@ -1,9 +1,10 @@
-"""Event intake: records off the workers' event socket, in order, into the MQTT outbox.
+"""Event intake: records off the workers' event socket, in order, into the event outbox
+and on to every event sink (daemon/outputs/sinks/runner.py).
 
 Order: one writer thread (an fsync per outbox write keeps it off the loop) takes the
-records in the order they came off the socket; a publisher swap on reload is queued on
-the same thread, so every record taken before it goes to the old publisher and every
-later one to the new, and none waits in between.
+records in the order they came off the socket; a sink swap on reload is queued on the
+same thread (`in_order`), so every record taken before it goes to the old sinks and
+every later one to the new, and none waits in between.
 
 Backpressure instead of an unbounded queue: while MAX_PENDING_EVENTS records wait for
 the writer, the intake stops reading the socket. Records then wait in the socket's queue
@@ -21,29 +22,31 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from daemon.ipc.events_channel import EventReceiver
 from daemon.outputs.metrics import EventMetrics
-from daemon.outputs.mqtt import MqttPublisher
+from daemon.outputs.sinks.runner import SinkRunner
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING_EVENTS = 32
-LOST_NOT_STORED = "not_stored"         # the outbox could not store it, or the publisher
-                                       # refused it (a camera it does not know)
+LOST_NOT_STORED = "not_stored"         # the outbox could not store it, or it is not a
+                                       # valid record (a camera not configured)
 LOST_MALFORMED = "malformed"           # a datagram that is not an event record
 INTAKE_LOST_REASONS = (LOST_NOT_STORED, LOST_MALFORMED)
 UNKNOWN_CAMERA = "all"                 # the camera label of a record that names none
+T = TypeVar("T")
 
 
 class EventIntake:
-    """Takes event records off the socket and hands them to MQTT and the metrics."""
+    """Takes event records off the socket and hands them to the sinks and the metrics."""
 
-    def __init__(self, receiver: EventReceiver, publisher: MqttPublisher | None,
+    def __init__(self, receiver: EventReceiver, sinks: SinkRunner | None,
                  metrics: EventMetrics | None) -> None:
-        self._receiver, self._publisher, self._metrics = receiver, publisher, metrics
+        self._receiver, self._sinks, self._metrics = receiver, sinks, metrics
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False
@@ -53,9 +56,9 @@ class EventIntake:
         self.lost: Counter[tuple[str, str]] = Counter()   # (camera, reason) -> events
 
     @property
-    def publisher(self) -> MqttPublisher | None:
-        """The publisher records taken from now on go to."""
-        return self._publisher
+    def sinks(self) -> SinkRunner | None:
+        """The sinks records go to (None: the outbox could not be opened)."""
+        return self._sinks
 
     @property
     def pending(self) -> int:
@@ -66,12 +69,10 @@ class EventIntake:
         self._loop = asyncio.get_running_loop()
         self._resume()
 
-    async def swap_publisher(self, publisher: MqttPublisher | None) -> None:
-        """Send records taken from now on to `publisher`; returns once every earlier
-        record is in the old publisher's outbox."""
-        self._publisher = publisher
-        done = self._writer.submit(lambda: None)   # after everything queued before
-        await asyncio.wrap_future(done)
+    async def in_order(self, call: Callable[[], T]) -> T:
+        """Run `call` on the writer thread after every record taken before, before any
+        taken later (a sink swap); its result."""
+        return await asyncio.wrap_future(self._writer.submit(call))
 
     def _resume(self) -> None:
         if not self._reading and not self._closed and self._loop is not None:
@@ -106,11 +107,10 @@ class EventIntake:
             capture_ns = int(record.get("capture_ts_ns") or 0)
             if capture_ns:
                 self._metrics.latency(camera, (time.monotonic_ns() - capture_ns) / 1e9)
-        publisher = self._publisher
-        if publisher is None:
+        if self._sinks is None:
             return
         self._pending += 1
-        future = self._writer.submit(publisher.publish_event, record, snapshot)
+        future = self._writer.submit(self._sinks.store, record, snapshot)
         future.add_done_callback(lambda f: self._from_writer(f, record))
 
     def _from_writer(self, future: Future[None], record: dict[str, Any]) -> None:
@@ -125,7 +125,7 @@ class EventIntake:
         if exc is not None:
             camera = str(record.get("camera") or UNKNOWN_CAMERA)
             self.lost[(camera, LOST_NOT_STORED)] += 1
-            log.error("event %s %s of camera %s is lost: it could not be stored in the MQTT "
+            log.error("event %s %s of camera %s is lost: it could not be stored in the event "
                       "outbox: %s", record.get("id"), record.get("phase"), camera, exc)
         if self._pending < MAX_PENDING_EVENTS:
             self._resume()

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from daemon.outputs.metrics import CameraView, MetricsSnapshot, MqttView, WorkerView
-from daemon.outputs.mqtt import MqttPublisher
+from daemon.outputs.metrics import CameraView, MetricsSnapshot, WorkerView
+from daemon.outputs.sinks.protocol import SinkView
 from daemon.supervisor.arbiter import Arbiter
 from daemon.supervisor.intake import (INTAKE_LOST_REASONS, LOST_MALFORMED, UNKNOWN_CAMERA,
                                       EventIntake)
 
 
 def metrics_snapshot(arbiter: Arbiter, providers: tuple[str, ...],
-                     publisher: MqttPublisher | None,
+                     sinks: Sequence[SinkView] = (),
                      intake: EventIntake | None = None) -> MetricsSnapshot:
     """Read every stats block and ring now (on the supervisor's loop, at scrape time)."""
     topology = arbiter.topology
@@ -34,12 +34,7 @@ def metrics_snapshot(arbiter: Arbiter, providers: tuple[str, ...],
             native = source.get("source_fps") if source is not None else 0.0
             cameras.append(CameraView(cam.name, cam.name in arbiter.failed_cameras,
                                       cam.fps or native))
-    mqtt = None
-    if publisher is not None:
-        mqtt = MqttView(publisher.connected, publisher.published_total,
-                        publisher.outbox_depth, publisher.outbox_dropped_total,
-                        publisher.snapshots_dropped_total)
-    return MetricsSnapshot(workers, rings, cameras, providers, mqtt,
+    return MetricsSnapshot(workers, rings, cameras, providers, tuple(sinks),
                            intake_losses([c.name for c in cameras], intake))
 
 

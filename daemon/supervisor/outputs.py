@@ -1,124 +1,129 @@
-"""The supervisor's outputs: event intake from the overlays, MQTT, the metrics endpoint.
+"""The supervisor's outputs: event intake from the overlays, the event sinks over the
+durable outbox (daemon/outputs/sinks/), the metrics endpoint.
 
 `open_outputs` opens them in order and registers one close on the supervisor's
 AsyncExitStack. `Outputs.aclose` closes them last-opened-first (aiohttp's runner): the
-intake takes and writes the overlays' last events, the metrics endpoint goes, MQTT says
-offline and flushes what it can, the outbox file closes, then the event socket.
+intake takes and writes the overlays' last events, the metrics endpoint goes, the sinks
+close in reverse order within one deadline (MQTT says offline and flushes what it can),
+the outbox file closes, then the event socket.
 
-A reload re-opens MQTT and the metrics endpoint with the new config (`reconfigure`),
-while the event socket and the intake stay open: no event is lost during the swap. The
-new endpoint and publisher are made before the old ones are closed, so a new
-metrics.listen that cannot be bound, or an MQTT setting that cannot be used, leaves the
-running outputs as they were.
+A reload re-opens the changed sink sections and the metrics endpoint with the new config
+(`reconfigure`), while the event socket, the intake and the outbox stay open: no event
+is lost during the swap. The new endpoint and sinks are made before the old ones are
+closed, so a new metrics.listen that cannot be bound, or a sink setting that cannot be
+used, leaves the running outputs as they were.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Collection
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
 
 from daemon.config import parse_listen
 from daemon.events import event_actions
 from daemon.ipc.events_channel import EventReceiver
-from daemon.outputs.metrics import (EventMetrics, MetricsServer, MetricsServerError,
-                                    MetricsSnapshot, make_registry)
-from daemon.outputs.mqtt import MqttPublisher
-from daemon.outputs.mqtt_session import MqttSetupError
-from daemon.outputs.outbox import OUTBOX_FILENAME, Outbox, OutboxError
+from daemon.outputs.metrics import (
+    EventMetrics,
+    MetricsServer,
+    MetricsServerError,
+    MetricsSnapshot,
+    make_registry,
+)
+from daemon.outputs.sinks.protocol import EventSink, SinkContext, SinkView
+from daemon.outputs.sinks.runner import (
+    SinkRunner,
+    SinkSetupError,
+    close_sinks,
+    sink_context,
+)
+from daemon.outputs.sinks.table import SINK_KINDS
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.intake import EventIntake
 
 log = logging.getLogger(__name__)
 
-MQTT_STOP_S = 3.0   # within app.OUTPUTS_STOP_S: the publisher adds up to 2 s of its own
+# Within app.OUTPUTS_STOP_S, for all sinks together: MQTT adds up to 2 s of its own.
+SINKS_CLOSE_S = 3.0
 
 
 class OutputsError(Exception):
-    """A reload's new MQTT or metrics settings cannot be used; nothing was changed."""
-
-
-@dataclass(frozen=True)
-class MqttSink:
-    """A publisher made for a config, with its outbox, before it is started."""
-
-    publisher: MqttPublisher
-    outbox: Outbox
-    max_events: int
+    """A reload's new sink or metrics settings cannot be used; nothing was changed."""
 
 
 def enabled_cameras(boot: Boot) -> list[str]:
     return [c.name for c in boot.config.cameras if c.enabled]
 
 
+def boot_sink_context(boot: Boot) -> SinkContext:
+    # Home Assistant is offered the labels that make events, not `idle` & co.
+    return sink_context(boot.config, event_actions(boot.labels, boot.config.events.ignore))
+
+
 class Outputs:
-    """The open outputs: the event socket and intake (open for the whole run), and the
-    MQTT publisher and metrics endpoint (re-opened by a reload)."""
+    """The open outputs: the event socket, intake and outbox (open for the whole run),
+    the event sinks and the metrics endpoint (re-opened by a reload)."""
 
     def __init__(self, receiver: EventReceiver, registry: CollectorRegistry,
-                 event_metrics: EventMetrics) -> None:
+                 event_metrics: EventMetrics, sinks: SinkRunner | None = None) -> None:
         self.receiver = receiver
         self.registry = registry
         self.event_metrics = event_metrics
-        self.intake = EventIntake(receiver, None, event_metrics)
-        self.outbox: Outbox | None = None
+        self.sinks = sinks
+        self.intake = EventIntake(receiver, sinks, event_metrics)
         self.server: MetricsServer | None = None
         self._listen = ""   # what `server` was opened with
         self._closed = False
 
-    @property
-    def publisher(self) -> MqttPublisher | None:
-        return self.intake.publisher
+    def sink(self, name: str) -> EventSink | None:
+        """The running sink of section `name`, if any."""
+        return self.sinks.sinks.get(name) if self.sinks is not None else None
+
+    def sink_views(self) -> list[SinkView]:
+        return self.sinks.views() if self.sinks is not None else []
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
-        if self.publisher is not None:
-            self.publisher.publish_stats(stats)
+        if self.sinks is not None:
+            self.sinks.publish_stats(stats)
 
-    # -- MQTT ---------------------------------------------------------------------------
+    def set_camera_available(self, camera: str, available: bool) -> None:
+        if self.sinks is not None:
+            self.sinks.set_camera_available(camera, available)
 
-    def new_sink(self, boot: Boot) -> MqttSink | None:
-        """A publisher for `boot`'s [mqtt] (not started), on the outbox file of the state
-        directory; None when MQTT is disabled. MqttSetupError or OutboxError if it
-        cannot be made; nothing running changes until swap_sink()."""
-        cfg = boot.config
-        if not cfg.mqtt.enabled:
-            return None
-        path = Path(cfg.daemon.state_dir) / OUTBOX_FILENAME
-        reuse = self.outbox is not None and self.outbox.path == path
-        outbox = self.outbox if reuse and self.outbox else Outbox(path, cfg.mqtt.outbox_max_events)
-        try:
-            # Home Assistant is offered the labels that make events, not `idle` & co.
-            publisher = MqttPublisher(cfg.mqtt, cfg.daemon.device_id, enabled_cameras(boot),
-                                      event_actions(boot.labels, cfg.events.ignore), outbox)
-        except MqttSetupError:
-            if not reuse:
-                outbox.close()
-            raise
-        return MqttSink(publisher, outbox, cfg.mqtt.outbox_max_events)
+    # -- event sinks --------------------------------------------------------------------
 
-    async def swap_sink(self, sink: MqttSink | None) -> None:
-        """Events taken from now on go to `sink`; the old publisher says offline and
-        stops first (both use the same MQTT client id), then the new one connects and
-        sends what waits in the outbox."""
-        old = self.publisher
-        await self.intake.swap_publisher(sink.publisher if sink is not None else None)
-        if old is not None:
-            await asyncio.to_thread(old.stop, MQTT_STOP_S)
-        outbox = sink.outbox if sink is not None else None
-        if self.outbox is not None and self.outbox is not outbox:
-            self.outbox.close()
-        self.outbox = outbox
-        if sink is not None:
-            sink.outbox.max_events = sink.max_events
-            sink.publisher.start()
-            log.info("MQTT: publishing to %s under %s/ (outbox %s, %d pending)",
-                     sink.publisher.broker, sink.publisher.topics.base, sink.outbox.path,
-                     sink.publisher.outbox_depth)
+    async def open_sinks(self, boot: Boot, names: Collection[str]) -> None:
+        """(Re-)open the sinks of the sections `names` with `boot`'s config;
+        SinkSetupError, with nothing changed, when one cannot be made."""
+        await self._swap_sinks(boot, await self._build_sinks(boot, names))
+
+    async def _build_sinks(self, boot: Boot, names: Collection[str]
+                           ) -> dict[str, EventSink | None]:
+        if self.sinks is None:
+            return {}
+        return await asyncio.to_thread(self.sinks.build, boot.config, boot_sink_context(boot),
+                                       [n for n in SINK_KINDS if n in names])
+
+    async def _swap_sinks(self, boot: Boot, built: dict[str, EventSink | None]) -> None:
+        """Swap `built` in between two records, close the old ones (the MQTT sink says
+        offline first: old and new use the same client id), then start the new ones,
+        which send what waits in the outbox."""
+        sinks = self.sinks
+        if sinks is None:
+            return
+        context = boot_sink_context(boot)
+        old = await self.intake.in_order(lambda: sinks.swap(built, context))
+        await asyncio.to_thread(close_sinks, old, SINKS_CLOSE_S)
+        for sink in built.values():
+            if sink is not None:
+                sink.start()
+                log.info("event sink %s: started (%r; %d pending)", sink.name, sink,
+                         sink.view().pending)
 
     # -- metrics ------------------------------------------------------------------------
 
@@ -156,24 +161,24 @@ class Outputs:
 
     # -- reload and close ---------------------------------------------------------------
 
-    async def reconfigure(self, boot: Boot, mqtt: bool, metrics: bool) -> None:
-        """Re-open MQTT and/or the metrics endpoint with `boot`'s config. OutputsError
-        (and every output as it was) when the new ones cannot be opened."""
-        sink = None
-        if mqtt:
-            try:
-                sink = self.new_sink(boot)
-            except (MqttSetupError, OutboxError) as exc:
-                raise OutputsError(f"MQTT: {exc}") from exc
+    async def reconfigure(self, boot: Boot, sinks: Collection[str], metrics: bool) -> None:
+        """Re-open the sinks of the sections `sinks` and/or the metrics endpoint with
+        `boot`'s config. OutputsError (and every output as it was) when the new ones
+        cannot be opened."""
+        built: dict[str, EventSink | None] = {}
+        try:
+            built = await self._build_sinks(boot, sinks)
+        except SinkSetupError as exc:
+            raise OutputsError(str(exc)) from exc
         if metrics:
             try:
                 self.open_metrics(boot.config.metrics.listen)
             except MetricsServerError as exc:
-                if sink is not None and sink.outbox is not self.outbox:
-                    sink.outbox.close()   # opened for the new publisher, which never ran
+                # Made for the new config, never started: the running sinks stay.
+                await asyncio.to_thread(close_sinks, [s for s in built.values() if s], 0.0)
                 raise OutputsError(str(exc)) from exc
-        if mqtt:
-            await self.swap_sink(sink)
+        if sinks:
+            await self._swap_sinks(boot, built)
         self.event_metrics.add_series(enabled_cameras(boot), boot.labels)
 
     async def aclose(self) -> None:
@@ -185,12 +190,8 @@ class Outputs:
         if self.server is not None:
             self.server.stop()
             self.server = None
-        publisher = self.publisher
-        if publisher is not None:
-            await asyncio.to_thread(publisher.stop, MQTT_STOP_S)
-        if self.outbox is not None:
-            self.outbox.close()
-            self.outbox = None
+        if self.sinks is not None:
+            await asyncio.to_thread(self.sinks.close, SINKS_CLOSE_S)
         self.receiver.close()
 
 
@@ -203,12 +204,14 @@ def _same_port(listen: str, port: int) -> bool:
 
 async def open_outputs(stack: AsyncExitStack, boot: Boot, events_socket: Path,
                        snapshot: Callable[[], MetricsSnapshot]) -> Outputs:
-    """Open the event socket, MQTT and metrics; their closing is pushed onto `stack`."""
+    """Open the event socket, the event sinks and metrics; their closing is pushed onto
+    `stack`. SinkSetupError when an enabled sink cannot be opened."""
     receiver = EventReceiver(events_socket)
     registry, event_metrics = make_registry(snapshot, enabled_cameras(boot), boot.labels)
-    outputs = Outputs(receiver, registry, event_metrics)
+    sinks = SinkRunner(Path(boot.config.daemon.state_dir), boot_sink_context(boot))
+    outputs = Outputs(receiver, registry, event_metrics, sinks)
     stack.push_async_callback(outputs.aclose)
-    await outputs.swap_sink(outputs.new_sink(boot))
+    await outputs.open_sinks(boot, SINK_KINDS)
     outputs.open_metrics(boot.config.metrics.listen)
     outputs.intake.start()
     return outputs

@@ -17,6 +17,8 @@ from enum import Enum
 from typing import Any, Union
 
 from daemon.config import CameraConfig, Config
+from daemon.outputs.sinks.runner import enabled_sinks
+from daemon.outputs.sinks.table import SINK_KINDS
 from daemon.supervisor.boot import Boot
 
 # Camera fields that size or shape the camera's rings: changing one rebuilds the graph.
@@ -28,7 +30,7 @@ class Effect(Enum):
     """What a changed config value needs, from the lightest to the heaviest."""
 
     LIVE = "applied by the supervisor at once"
-    MQTT = "the MQTT publisher re-opened"
+    SINKS = "the event sinks re-opened"     # the changed sections', or every one
     METRICS = "the metrics endpoint re-opened"
     OVERLAYS = "every camera's overlay restarted"
     WORKERS = "every worker restarted"
@@ -46,7 +48,7 @@ def _e(*effects: Effect) -> Effects:
 
 
 DAEMON_KEY_EFFECTS: Mapping[str, Effects] = {
-    "device_id": _e(Effect.MQTT),               # topics and the MQTT client id
+    "device_id": _e(Effect.SINKS),              # in every record; MQTT topics and client id
     "state_dir": _e(Effect.RESTART),            # holds the open outbox file
     "shm_dir": _e(Effect.RESTART),              # holds the live rings and event socket
     "log_level": _e(Effect.LIVE, Effect.WORKERS),
@@ -64,9 +66,10 @@ SECTION_EFFECTS: Mapping[str, SectionEffect] = {
     "inference": _e(Effect.GRAPH),     # the model shapes the clip and result rings
     "display": _e(Effect.OVERLAYS),
     # The overlays track events; Home Assistant is offered the actions that make events.
-    "events": _e(Effect.OVERLAYS, Effect.MQTT),
-    "mqtt": _e(Effect.MQTT),
+    "events": _e(Effect.OVERLAYS, Effect.SINKS),
     "metrics": _e(Effect.METRICS),
+    # Every event sink's section (the sink table): that sink re-opened.
+    **{name: _e(Effect.SINKS) for name in SINK_KINDS},
 }
 
 
@@ -81,7 +84,7 @@ class ReloadPlan:
     reason: str = ""                       # why the whole pipeline is rebuilt
     cameras: tuple[str, ...] = ()          # cameras whose workers restart
     worker_kinds: frozenset[str] = frozenset()   # kinds restarted everywhere (ALL_KINDS)
-    mqtt: bool = False
+    sinks: frozenset[str] = frozenset()    # event sink sections re-opened
     metrics: bool = False
     live: bool = False
 
@@ -100,8 +103,9 @@ class ReloadPlan:
         else:
             done += [f"every camera's {kind} restarted" for kind in sorted(self.worker_kinds)]
             done += [f"camera {camera} restarted" for camera in self.cameras]
-        for flag, effect in ((self.mqtt, Effect.MQTT), (self.metrics, Effect.METRICS),
-                             (self.live, Effect.LIVE)):
+        if self.sinks:
+            done.append(f"the event sinks {', '.join(sorted(self.sinks))} re-opened")
+        for flag, effect in ((self.metrics, Effect.METRICS), (self.live, Effect.LIVE)):
             if flag:
                 done.append(effect.value)
         return "; ".join(done) or "nothing to restart"
@@ -120,6 +124,7 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
     changed: list[str] = []
     effects: set[Effect] = set()
     graph: list[str] = []   # what forces a rebuild, for the log
+    every_sink = False      # a change every sink's records carry (device_id, [events])
     for section in fields(Config):
         before, after = getattr(old.config, section.name), getattr(new.config, section.name)
         if before == after:
@@ -130,6 +135,7 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
             effect = planned_effect(section.name, key) or _e(Effect.GRAPH)
             changed.append(what)
             effects |= effect
+            every_sink |= Effect.SINKS in effect and section.name not in SINK_KINDS
             graph += [what] if Effect.GRAPH in effect else []
     if old.model_path != new.model_path or old.labels != new.labels:
         changed.append("the model")
@@ -141,13 +147,24 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
     rebuild = bool(graph)
     kinds = frozenset({ALL_KINDS} if Effect.WORKERS in effects
                       else {"overlay"} if Effect.OVERLAYS in effects else ())
-    # The publisher knows the cameras and actions (topics, Home Assistant discovery).
+    # The sinks know the cameras and actions (MQTT topics, Home Assistant discovery).
     names_changed = (_enabled(old.config) != _enabled(new.config) or old.labels != new.labels)
     return ReloadPlan(
         new, tuple(changed), tuple(kept), rebuild, ", ".join(graph),
         () if rebuild else cameras, frozenset() if rebuild else kinds,
-        mqtt=Effect.MQTT in effects or (names_changed and new.config.mqtt.enabled),
+        sinks=_sinks_to_reopen(old.config, new.config, changed, every_sink or names_changed),
         metrics=Effect.METRICS in effects, live=Effect.LIVE in effects)
+
+
+def _sinks_to_reopen(old: Config, new: Config, changed: list[str],
+                     every: bool) -> frozenset[str]:
+    """The changed sink sections; with `every` (device_id, [events], the cameras or the
+    model changed: what every sink's records or names carry), every sink running before
+    or after."""
+    sections = {name for name in SINK_KINDS if f"[{name}]" in changed}
+    if every:
+        sections |= set(enabled_sinks(old)) | set(enabled_sinks(new))
+    return frozenset(sections)
 
 
 def _changed_keys(before: Any, after: Any) -> list[str]:

@@ -1,0 +1,86 @@
+"""The event sink protocol: what every destination of action events implements.
+
+The supervisor stores each event once in the durable outbox (daemon/outputs/outbox.py),
+pending for every enabled sink, and then hands it to each sink's `deliver`. A sink
+delivers in its own way and time (MQTT: now if connected, else after it reconnects;
+jsonl: from its own thread) and acks each event on its SinkQueue once the event is
+really delivered; what it has not acked it finds again in `queue.pending()`, also
+after a restart. `deliver` may come before `start` (a reload swaps sinks in order): the
+event is already durable, and the sink sends it once started.
+
+One close protocol: `close(timeout_s)` is bounded by its argument and may block; the
+runner calls it from a thread, in the reverse order of opening. A sink is closed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from daemon.outputs.outbox import OutboxItem
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What every sink may need beyond its own config section."""
+
+    device_id: str
+    cameras: tuple[str, ...]
+    actions: tuple[str, ...]       # the labels that make events (Home Assistant offers them)
+    state_dir: Path
+
+
+@dataclass(frozen=True)
+class SinkView:
+    """A sink's state at scrape time (the actiond_sink_* metrics)."""
+
+    name: str
+    up: bool
+    delivered_total: int
+    pending: int
+    dropped_total: int              # oldest events dropped from its full queue
+    snapshots_dropped_total: int = 0
+
+
+class SinkConfig(Protocol):
+    """The keys every sink's config section has."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def outbox_max_events(self) -> int: ...
+
+
+class EventSink(Protocol):
+    """A destination of action events (see the module docstring)."""
+
+    @property
+    def name(self) -> str:
+        """Its config section's name; also its delivery state's name in the outbox."""
+
+    @property
+    def wants_snapshots(self) -> bool:
+        """Whether the outbox should keep event snapshots for it."""
+
+    def start(self) -> None:
+        """Begin delivering (returns at once; a broker may be down)."""
+
+    def deliver(self, item: OutboxItem) -> None:
+        """`item` is stored and pending for this sink: deliver it (and any earlier
+        pending one) now or later. Called on the supervisor's writer thread; must not
+        wait for a network or a disk."""
+
+    def set_camera_available(self, camera: str, available: bool) -> None:
+        """Live camera state (frames flow or not); a sink without live state ignores it."""
+
+    def publish_stats(self, stats: Mapping[str, Any]) -> None:
+        """The supervisor's periodic status; best effort, may be ignored."""
+
+    def view(self) -> SinkView:
+        """Its state for the metrics (cheap; called on the supervisor's loop)."""
+
+    def close(self, timeout_s: float) -> None:
+        """Stop, within `timeout_s`: what is not delivered by then stays in the outbox."""
