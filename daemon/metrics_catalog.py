@@ -6,9 +6,16 @@ instead of silently emptying a panel or muting an alert.
 
 Names are the exposed names: counters carry their `_total` suffix; a histogram is listed
 by its base name and is exposed as `<name>_bucket`, `<name>_sum` and `<name>_count`.
-Labels are bounded by configuration (camera, stage, ring, reason, action, provider).
-Workers shared by all cameras (the infer replicas) carry camera="all"; replicas are
-summed into one series per (camera, stage).
+Labels are bounded by configuration (camera, stage, ring, reason, action, provider) and
+by the declared stage kinds (stage, item, reason). Workers shared by all cameras (the
+infer replicas) carry camera="all"; replicas are summed into one series per (camera,
+stage).
+
+Losses have one family, actiond_lost_total{camera,stage,item,reason}: every place a
+frame, clip, result, event or snapshot can be lost declares a (item, reason) on its
+stage kind (daemon.stages.kinds.Loss) and counts it in its stats block; the supervisor
+adds its own (stage "intake"). The rings' drops stay beside it, in
+actiond_ring_drops_total{ring,reason}.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ GAUGE = "gauge"
 HISTOGRAM = "histogram"
 METRIC_TYPES = (COUNTER, GAUGE, HISTOGRAM)
 
-STAGES = ("source", "motion", "infer", "overlay")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 # Per-frame work (optical flow a few ms, a model run on a small box up to ~1 s) is counted
@@ -43,6 +49,8 @@ class MetricSpec(NamedTuple):
     help: str
 
 
+LOST_TOTAL = "actiond_lost_total"
+
 CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("actiond_build_info", GAUGE, ("version",),
                "Always 1; the version label names the running actiond."),
@@ -59,8 +67,8 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("actiond_ring_capacity_slots", GAUGE, ("ring",),
                "Slots in a frame ring."),
     MetricSpec("actiond_ring_drops_total", COUNTER, ("ring", "reason"),
-               "Frames dropped by a ring, by reason (drop_oldest, drop_newest, timeout, "
-               "reclaimed, busy)."),
+               "Frames dropped by a ring, by reason (drop_oldest, drop_newest, reclaimed, "
+               "busy)."),
     MetricSpec("actiond_worker_restarts_total", COUNTER, ("camera", "stage"),
                "Times the supervisor restarted a worker process (summed over replicas)."),
     MetricSpec("actiond_worker_up", GAUGE, ("camera", "stage"),
@@ -85,15 +93,16 @@ CATALOG: tuple[MetricSpec, ...] = (
                "1 for each onnxruntime execution provider actually in use."),
     MetricSpec("actiond_events_total", COUNTER, ("camera", "action"),
                "Action events started."),
-    MetricSpec("actiond_events_lost_total", COUNTER, ("camera", "reason"),
-               "Action events (starts and ends) lost before the MQTT outbox, by reason: "
-               "send_timeout (the supervisor took no event within the overlay's send "
-               "timeout), supervisor_gone, send_failed (counted by the overlay); "
-               "not_stored (the outbox could not store it), malformed (camera=\"all\"; "
-               "counted by the supervisor)."),
-    MetricSpec("actiond_event_snapshots_lost_total", COUNTER, ("camera", "reason"),
-               "Events sent without their JPEG snapshot, by reason (too_large: the JPEG "
-               "does not fit one event datagram)."),
+    MetricSpec(LOST_TOTAL, COUNTER, ("camera", "stage", "item", "reason"),
+               "Items lost inside the pipeline, by the stage that lost them, what they were "
+               "(frame, clip, result, event, snapshot) and why. source: frame fps_limit "
+               "(live frames skipped to honour the camera's fps); infer: result no_ring "
+               "(camera=\"all\"); overlay: frame gap (frame ids that never reached it), "
+               "frame viewer_behind (frames an MJPEG viewer missed), result evicted, "
+               "result not_arrived (a file's last results), event send_timeout / "
+               "supervisor_gone / send_failed, snapshot too_large; intake: event "
+               "not_stored, event malformed (camera=\"all\"). Ring drops are in "
+               "actiond_ring_drops_total."),
     MetricSpec("actiond_sink_up", GAUGE, ("sink",),
                "1 while an event sink can deliver (MQTT: connected to the broker; jsonl: "
                "its last write succeeded), else 0."),

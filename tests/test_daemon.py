@@ -118,7 +118,7 @@ def test_live_source_drop_oldest_stays_fresh(tmp_path, daemons):
     assert shown
     ids = [f["frame_id"] for f in d.frames()]
     assert ids == sorted(ids)
-    assert d.stats("cam1.overlay")["frame_gaps_total"] > 0
+    assert d.stats("cam1.overlay")["lost_frame_gap_total"] > 0
     assert d.stop() == ExitCode.OK
 
 

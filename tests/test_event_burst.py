@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from daemon.config import CameraConfig, Config, DaemonConfig, MetricsConfig, MqttConfig
+from daemon.config import (CameraConfig, Config, DaemonConfig, MetricsConfig, MqttConfig,
+                           model_facts)
 from daemon.outputs.metrics import MetricsSnapshot, snapshot_on_loop
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.metrics_view import intake_losses
@@ -62,7 +63,8 @@ def burst_boot(broker: MosquittoBroker, state_dir: Path) -> Boot:
         cameras=(CameraConfig(name=CAMERA, source="test:still"),),
         mqtt=MqttConfig(enabled=True, host=broker.host, port=broker.port, discovery=False),
         metrics=MetricsConfig(listen="127.0.0.1:0"))
-    return Boot(config, state_dir / "config.toml", "model.onnx", ("dark", "bright"),
+    facts = model_facts(config, "model.onnx", ("dark", "bright"), 8, "rgb+flow", 0, 0)
+    return Boot(config, state_dir / "config.toml", "model.onnx", facts,
                 ("CPUExecutionProvider",))
 
 
@@ -81,7 +83,7 @@ async def run_burst(boot: Boot, socket_path: Path,
     loop = asyncio.get_running_loop()
     holder: list[Outputs] = []
     snapshot = snapshot_on_loop(loop, lambda: MetricsSnapshot(
-        event_losses=intake_losses([CAMERA], holder[0].intake if holder else None)))
+        losses=intake_losses([CAMERA], holder[0].intake if holder else None)))
     async with AsyncExitStack() as stack:
         outputs = await open_outputs(stack, boot, socket_path, snapshot)
         holder.append(outputs)
@@ -111,5 +113,5 @@ def test_a_burst_of_1000_events_reaches_the_broker_in_order(
     assert report["sent"] == BURST_EVENTS, "the sender lost events"
     ids = [json.loads(m.payload)["id"] for m in collector.messages()]
     assert ids == [f"burst-{i:04d}" for i in range(BURST_EVENTS)], "lost, doubled or reordered"
-    lost = parse_samples(text)["actiond_events_lost_total"]
+    lost = parse_samples(text)["actiond_lost_total"]
     assert lost and set(lost.values()) == {0.0}, lost

@@ -28,7 +28,7 @@ from daemon.outputs.metrics import MetricsSnapshot, WorkerView, make_registry
 from daemon.outputs.sinks.protocol import SinkContext
 from daemon.outputs.sinks.runner import SinkRunner
 from daemon.stages.eventing import EventEmitter, event_send_timeout_s
-from daemon.stages.registry import stats_fields
+from daemon.stages.registry import KINDS, stats_fields
 from daemon.supervisor.intake import (LOST_MALFORMED, LOST_NOT_STORED, UNKNOWN_CAMERA,
                                       EventIntake)
 from daemon.supervisor.metrics_view import intake_losses
@@ -127,15 +127,21 @@ def test_overlay_losses_reach_its_stats_block_and_the_scrape(sock_path: Path,
         events = emitter.update(np.array([0.9, 0.1], np.float32), 4, 0, image)
         emitter.close()
         assert [e.phase for e in events] == ["start"]
-        view = WorkerView("front.overlay", "front", "overlay", True, 0, block.snapshot())
+        view = WorkerView("front.overlay", "front", "overlay", True, 0, block.snapshot(),
+                          losses=tuple((loss.item, loss.reason, loss.field)
+                                       for loss in KINDS["overlay"].losses))
     finally:
         block.close(unlink=True)
         Path(shm).rmdir()
     registry, _ = make_registry(lambda: MetricsSnapshot(workers=[view]))
-    samples = parse_samples(generate_latest(registry).decode())["actiond_events_lost_total"]
+    samples = parse_samples(generate_latest(registry).decode())["actiond_lost_total"]
     # The start, and the end the closing emitter sent for the open event.
-    assert samples[label_set(camera="front", reason=LOST_SUPERVISOR_GONE)] == 2.0
-    assert samples[label_set(camera="front", reason=LOST_SEND_TIMEOUT)] == 0.0
+    assert samples[label_set(camera="front", stage="overlay", item="event",
+                             reason=LOST_SUPERVISOR_GONE)] == 2.0
+    assert samples[label_set(camera="front", stage="overlay", item="event",
+                             reason=LOST_SEND_TIMEOUT)] == 0.0
+    assert samples[label_set(camera="front", stage="overlay", item="snapshot",
+                             reason=SNAPSHOT_TOO_LARGE)] == 0.0
 
 
 async def _intake_run(sock_path: Path, sinks: SinkRunner) -> EventIntake:
@@ -164,9 +170,10 @@ def test_the_intake_counts_what_it_cannot_store(sock_path: Path, tmp_path: Path)
     sinks.close(0.0)
     assert intake.lost == {("ghost", LOST_NOT_STORED): 1, (UNKNOWN_CAMERA, LOST_MALFORMED): 1}
     losses = intake_losses(["front"], intake)
-    assert losses[("front", LOST_NOT_STORED)] == 0.0 and losses[("ghost", LOST_NOT_STORED)] == 1
+    assert losses[("front", "intake", "event", LOST_NOT_STORED)] == 0.0
+    assert losses[("ghost", "intake", "event", LOST_NOT_STORED)] == 1
     samples = parse_samples(generate_latest(make_registry(
-        lambda: MetricsSnapshot(event_losses=losses))[0]).decode())
-    assert samples["actiond_events_lost_total"][
-        label_set(camera=UNKNOWN_CAMERA, reason=LOST_MALFORMED)] == 1.0
+        lambda: MetricsSnapshot(losses=losses))[0]).decode())
+    assert samples["actiond_lost_total"][label_set(
+        camera=UNKNOWN_CAMERA, stage="intake", item="event", reason=LOST_MALFORMED)] == 1.0
 

@@ -20,14 +20,15 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from daemon.config import CameraConfig, Config, InferenceConfig, MotionConfig
+from daemon.config import CameraConfig, Config, InferenceConfig, MotionConfig, facts_without_model
 from daemon.exitcodes import ExitCode
 from daemon.ipc import FrameRing, Policy, RingSpec, attach_producer
 from daemon.ipc.stats import StatsBlock
 from daemon.stages import records
+from daemon.stages.records import CLIP_SCORES, ResultSpec
 from daemon.ipc.layout import FrameMeta
-from daemon.stages.infer_stage import InferStage
-from daemon.stages.infer_threads import ResultPublisher, Scored
+from daemon.stages.infer_stage import InferArgs, InferStage
+from daemon.stages.infer_threads import LOST_NO_RING, ResultPublisher, Scored
 from daemon.stages.model import ActionModel
 from daemon.stages.registry import stats_fields
 from daemon.stages.worker import Heartbeat, WorkerSpec, worker_main
@@ -80,12 +81,13 @@ class Rig:
     upstream: StatsBlock
     stats: StatsBlock
 
-    def spec(self) -> WorkerSpec:
+    def spec(self) -> WorkerSpec[InferArgs]:
         rings = {"clips": str(self.clips.path)}
         rings.update({f"results:{c}": str(r.path) for c, r in self.results.items()})
+        args = InferArgs(str(self.model_path), ResultSpec(CLIP_SCORES, LABELS),
+                         (str(self.upstream.path),), facts_without_model(self.config))
         return WorkerSpec("infer", "infer.0", "", 0, str(self.stats.path), rings, self.config,
-                          {"model": str(self.model_path),
-                           "upstream_stats": [str(self.upstream.path)]})
+                          args)
 
     def close(self) -> None:
         self.upstream.close(unlink=True)
@@ -102,8 +104,8 @@ def rig_for(shm: ShmArea, tmp_path: Path) -> Iterator[Callable[[int | str], Rig]
             cameras=tuple(CameraConfig(c, "test:smpte", width=32, height=24) for c in CAMERAS),
             motion=MotionConfig(width=SIZE, height=SIZE),
             inference=InferenceConfig(model="", clip_length=CLIP_T))
-        clip_spec = records.clip_record(config).frame_spec()
-        result_spec = records.result_record(len(LABELS)).frame_spec()
+        clip_spec = records.clip_record(facts_without_model(config)).frame_spec()
+        result_spec = records.result_record(ResultSpec(CLIP_SCORES, LABELS)).frame_spec()
         clips = shm.ring("clips", RingSpec(clip_spec, RING_CAPACITY, Policy.BLOCK,
                                            (("infer", 1),), producers=len(CAMERAS)))
         results = {c: shm.ring(f"{c}.results", RingSpec(result_spec, RING_CAPACITY,
@@ -126,7 +128,7 @@ Clips = dict[tuple[str, int], np.ndarray]   # (camera, frame id) -> clip record 
 
 def _clip(camera: int, frame_id: int, config: Config) -> np.ndarray:
     """A packed clip record whose pixels differ per camera and frame id."""
-    record = records.clip_record(config)
+    record = records.clip_record(facts_without_model(config))
     buf = np.zeros(record.nbytes, np.uint8)
     rng = np.random.default_rng(1000 * camera + frame_id)
     fields = record.views(buf)
@@ -156,7 +158,7 @@ def _expected(rig: Rig, sent: Clips) -> Clips:
     """Each clip's scores from a plain onnxruntime session, one clip per run."""
     model = ActionModel(rig.config.inference, str(rig.model_path))
     session = ort.InferenceSession(str(rig.model_path), providers=["CPUExecutionProvider"])
-    record = records.clip_record(rig.config)
+    record = records.clip_record(facts_without_model(rig.config))
     out = {}
     for key, buf in sent.items():
         fields = record.views(buf)
@@ -259,6 +261,7 @@ def test_clip_of_a_camera_without_results_ring_is_dropped_not_fatal(rig_for) -> 
     rig.upstream.set("finished", 1)
     _run_in_process(rig)
     assert rig.stats.get("clips_total") == len(sent) + 1
+    assert rig.stats.get(LOST_NO_RING.field) == 1   # counted (actiond_lost_total), not only logged
     _check_results(rig, sent)   # every real camera's clip still lands in its own ring
 
 
@@ -269,7 +272,8 @@ def test_a_failed_publisher_thread_fails_the_model_thread(rig_for) -> None:
     rig = rig_for("N")
     camera = CAMERAS[0]
     with attach_producer(rig.results[camera].path, 0) as out:
-        publisher = ResultPublisher({camera: out}, rig.stats, Heartbeat(rig.stats))
+        publisher = ResultPublisher({camera: out}, rig.stats, Heartbeat(rig.stats),
+                                    records.result_record(ResultSpec(CLIP_SCORES, LABELS)))
         publisher.start()
         too_many = np.zeros((1, 4096), np.float32)   # more scores than a result slot holds
         assert publisher.submit(Scored((FrameMeta(1, 0, camera),), too_many, 0.0, 0.0),

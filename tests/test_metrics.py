@@ -28,7 +28,8 @@ from daemon.outputs.metrics import (SHARED_CAMERA, ActiondCollector, CameraView,
                                     MetricsServer, MetricsServerError, MetricsSnapshot,
                                     WorkerView, make_registry, snapshot_on_loop)
 from daemon.outputs.sinks.protocol import SinkView
-from daemon.stages.registry import stats_fields
+from daemon.stages.registry import KINDS, stats_fields
+from daemon.stages.worker import COMMON_FIELDS
 from metrics_helpers import (
     HTTP_TIMEOUT_S, histogram_series, label_set, parse_samples, scrape_text,
 )
@@ -88,8 +89,17 @@ def _workers(blocks: dict[str, StatsBlock]) -> list[WorkerView]:
         camera = "" if stage == "infer" else CAMERA
         up = name != "infer.1"                 # one replica down: infer is not all up
         restarts = {"overlay": 3, "infer.0": 1, "infer.1": 4}.get(name, 0)
-        views.append(WorkerView(name, camera, stage, up, restarts, block.snapshot()))
+        views.append(kind_view(name, camera, stage, up, restarts, block.snapshot()))
     return views
+
+
+def kind_view(name: str, camera: str, stage: str, up: bool, restarts: int,
+              stats: dict[str, float]) -> WorkerView:
+    """A worker's view with what its stage kind declares, as the supervisor builds it."""
+    kind = KINDS[stage]
+    return WorkerView(name, camera, stage, up, restarts, stats,
+                      tuple((e.metric, e.field) for e in kind.exports),
+                      tuple((loss.item, loss.reason, loss.field) for loss in kind.losses))
 
 
 @pytest.fixture
@@ -300,10 +310,24 @@ def test_missing_stats_field_fails_the_scrape_naming_the_worker() -> None:
     registry, _ = make_registry(lambda: MetricsSnapshot(workers=[view]))
     with pytest.raises(KeyError, match="front.motion.*histogram_fields"):
         generate_latest(registry)
-    bad_stage = WorkerView("x", CAMERA, "decoder", True, 0, {})
-    registry, _ = make_registry(lambda: MetricsSnapshot(workers=[bad_stage]))
-    with pytest.raises(ValueError, match="unknown stage 'decoder'"):
-        generate_latest(registry)
+
+
+def test_a_stage_kind_the_catalog_does_not_know_is_scraped() -> None:
+    """A new kind ("tap") gets the series every stage has and its losses; an export the
+    catalog lacks, or one naming a field its block lacks, is left out, not a failed scrape."""
+    stats = dict.fromkeys(COMMON_FIELDS, 0.0)
+    stats.update({"frames_in_total": 4.0, "lost_frame_skipped_total": 2.0})
+    tap = WorkerView("front.tap", CAMERA, "tap", True, 0, stats,
+                     exports=(("actiond_tap_things_total", "things_total"),
+                              ("actiond_source_reconnects_total", "reconnects_total")),
+                     losses=(("frame", "skipped", "lost_frame_skipped_total"),
+                             ("frame", "other", "lost_frame_other_total")))
+    registry, _ = make_registry(lambda: MetricsSnapshot(workers=[tap]))
+    samples = parse_samples(generate_latest(registry).decode())
+    assert samples["actiond_stage_frames_in_total"][label_set(camera=CAMERA, stage="tap")] == 4.0
+    assert samples["actiond_lost_total"] == {
+        label_set(camera=CAMERA, stage="tap", item="frame", reason="skipped"): 2.0}
+    assert "actiond_source_reconnects_total" not in samples
 
 
 def test_registry_rejects_a_second_collector_for_the_same_names() -> None:

@@ -315,6 +315,7 @@ def test_dashboard_has_required_panels() -> None:
         "increase(actiond_source_reconnects_total", "increase(actiond_source_stalls_total",
         "actiond_inference_seconds_bucket", "increase(actiond_events_total",
         "actiond_sink_up", "actiond_sink_pending_events", "actiond_sink_delivered_total",
+        "sum by (camera, stage, item, reason) (increase(actiond_lost_total",
     ):
         assert needle in exprs, f"no panel queries {needle}"
 

@@ -142,7 +142,7 @@ def test_producer_killed_at_random_points_while_publishing(
     # A kill inside a critical section may leave one counter ahead of the commit.
     unaccounted = stats.puts - len(drainer.ids) - stats.drops["drop_oldest"]
     assert -KILLS <= unaccounted <= KILLS, stats
-    assert stats.free == 4 and stats.drops["timeout"] == 0
+    assert stats.free == 4
 
 
 @pytest.mark.timeout(60)

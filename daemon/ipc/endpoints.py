@@ -121,8 +121,8 @@ class Producer(_Endpoint):
             if self.spec.policy is not L.Policy.BLOCK:
                 return None
             if not wakeup.wait_readable(self._fd, deadline):
-                # Not counted as a drop here: the caller still holds its frame and may
-                # retry; put() counts the timeout because it gives the frame up.
+                # Not a drop: the caller still holds its frame and may retry (the stages
+                # do: worker.loan_slot); one that gives it up counts its own loss.
                 raise RingTimeout(
                     f"ring {self.path.name}: full for {timeout} s with policy 'block'; "
                     "its consumers are not keeping up or are gone")
@@ -133,12 +133,7 @@ class Producer(_Endpoint):
         """Copy `array` into the ring. False if the policy dropped it."""
         self.check_frame(array)
         self._check_meta(camera, extra)
-        try:
-            loan = self.loan(timeout)
-        except RingTimeout:
-            with self._map.locked() as w:
-                w[L.C_DROP["timeout"]] += 1
-            raise
+        loan = self.loan(timeout)   # RingTimeout: the caller keeps the frame
         if loan is None:
             return False
         with loan:

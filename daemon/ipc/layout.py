@@ -35,7 +35,8 @@ SLOT_WORDS = S_GROUPS + MAX_GROUPS
 FREE, WRITING, READY = 0, 1, 2
 PENDING, DONE = 0, -1
 
-DROP_REASONS = ("drop_oldest", "drop_newest", "timeout", "reclaimed", "busy")
+# A `block` ring that stays full raises RingTimeout instead: the writer keeps its frame.
+DROP_REASONS = ("drop_oldest", "drop_newest", "reclaimed", "busy")
 C_PUTS = H_COUNTERS
 C_DROP = {reason: H_COUNTERS + 1 + i for i, reason in enumerate(DROP_REASONS)}
 

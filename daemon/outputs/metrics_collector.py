@@ -14,6 +14,7 @@ process-wide switch.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,8 +31,6 @@ from prometheus_client.utils import floatToGoString
 
 from daemon import __version__
 from daemon import metrics_catalog as mc
-from daemon.ipc.events_channel import (LOST_REASONS, SNAPSHOT_LOST_REASONS, lost_field,
-                                       snapshot_lost_field)
 from daemon.ipc.mapping import RingStats
 from daemon.ipc.stats import LATENCY_BUCKETS_S
 from daemon.outputs.sinks.protocol import SinkView
@@ -39,16 +38,15 @@ from daemon.outputs.sinks.protocol import SinkView
 # Label value of the workers every camera shares (the infer replicas).
 SHARED_CAMERA = "all"
 PROCESSING_PREFIX = "processing_seconds"
-INFERENCE_PREFIX = "inference_seconds"
 EVENTS_TOTAL = "actiond_events_total"
-EVENTS_LOST = "actiond_events_lost_total"
-SNAPSHOTS_LOST = "actiond_event_snapshots_lost_total"
 EVENT_LATENCY = "actiond_event_latency_seconds"
 SINK_DROPPED_OUTBOX_FULL = "outbox_full"
 EVENT_METRICS = (EVENTS_TOTAL, EVENT_LATENCY)
 COLLECTOR_METRICS = tuple(s.name for s in mc.CATALOG if s.name not in EVENT_METRICS)
 
 LabelValues = tuple[str, ...]
+log = logging.getLogger(__name__)
+_warned: set[tuple[str, str]] = set()   # (stage, problem) logged once per process
 
 
 @dataclass(frozen=True)
@@ -57,10 +55,14 @@ class WorkerView:
 
     name: str
     camera: str                 # "" for workers shared by all cameras
-    stage: str                  # source | motion | infer | overlay
+    stage: str                  # its stage kind (daemon.stages.registry)
     up: bool                    # process running with a fresh heartbeat
     restarts_total: int
     stats: Mapping[str, float]  # StatsBlock.snapshot()
+    # What its stage kind declares: (metric, stats field) exported per camera, and
+    # (item, reason, stats field) exported in actiond_lost_total.
+    exports: Sequence[tuple[str, str]] = ()
+    losses: Sequence[tuple[str, str, str]] = ()
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,9 @@ class MetricsSnapshot:
     cameras: Sequence[CameraView] = ()
     providers: Sequence[str] = ()
     sinks: Sequence[SinkView] = ()
-    # Events the supervisor lost itself, by (camera, reason); the overlays count theirs.
-    event_losses: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # What the supervisor lost itself, by (camera, stage, item, reason) of
+    # actiond_lost_total; the workers count theirs in their stats blocks.
+    losses: Mapping[tuple[str, str, str, str], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -212,9 +215,6 @@ def _stat(worker: WorkerView, name: str) -> float:
 
 
 def _add_worker(samples: _Samples, worker: WorkerView) -> None:
-    if worker.stage not in mc.STAGES:
-        raise ValueError(f"worker {worker.name!r} has unknown stage {worker.stage!r} "
-                         f"(expected one of {mc.STAGES})")
     camera = worker.camera or SHARED_CAMERA
     key = (camera, worker.stage)
     samples.add("actiond_stage_frames_in_total", key, _stat(worker, "frames_in_total"))
@@ -223,22 +223,37 @@ def _add_worker(samples: _Samples, worker: WorkerView) -> None:
                       stats_histogram(worker, PROCESSING_PREFIX))
     samples.add("actiond_worker_restarts_total", key, worker.restarts_total)
     samples.lowest("actiond_worker_up", key, 1.0 if worker.up else 0.0)
-    if worker.stage == "infer":
-        samples.histogram("actiond_inference_seconds", (camera,),
-                          stats_histogram(worker, INFERENCE_PREFIX))
-    elif worker.stage == "source":
-        samples.add("actiond_source_reconnects_total", (camera,),
-                    _stat(worker, "reconnects_total"))
-        samples.add("actiond_source_stalls_total", (camera,), _stat(worker, "stalls_total"))
-    elif worker.stage == "overlay":
-        samples.add("actiond_mjpeg_viewers", (camera,), _stat(worker, "mjpeg_viewers"))
-        samples.add("actiond_mjpeg_viewers_refused_total", (camera,),
-                    _stat(worker, "mjpeg_viewers_refused_total"))
-        for reason in LOST_REASONS:
-            samples.add(EVENTS_LOST, (camera, reason), _stat(worker, lost_field(reason)))
-        for reason in SNAPSHOT_LOST_REASONS:
-            samples.add(SNAPSHOTS_LOST, (camera, reason),
-                        _stat(worker, snapshot_lost_field(reason)))
+    for item, reason, name in worker.losses:
+        if name in worker.stats:
+            samples.add(mc.LOST_TOTAL, (camera, worker.stage, item, reason), worker.stats[name])
+        else:
+            _warn_once(worker.stage, f"has no stats field {name!r} for its loss {item}/{reason}")
+    for metric, name in worker.exports:
+        _add_export(samples, worker, camera, metric, name)
+
+
+def _add_export(samples: _Samples, worker: WorkerView, camera: str, metric: str,
+                name: str) -> None:
+    """A per-camera metric a stage kind declares; one the catalog does not know (or whose
+    field is missing) is left out and logged once: it never fails the scrape."""
+    spec = mc.BY_NAME.get(metric)
+    if spec is None or spec.labels != ("camera",):
+        _warn_once(worker.stage, f"exports {metric}, which is not a per-camera metric of "
+                                 "daemon.metrics_catalog")
+        return
+    try:
+        if spec.type == mc.HISTOGRAM:
+            samples.histogram(metric, (camera,), stats_histogram(worker, name))
+        else:
+            samples.add(metric, (camera,), _stat(worker, name))
+    except KeyError as exc:
+        _warn_once(worker.stage, str(exc))
+
+
+def _warn_once(stage: str, problem: str) -> None:
+    if (stage, problem) not in _warned:
+        _warned.add((stage, problem))
+        log.warning("metrics: stage %s %s; left out of the scrape", stage, problem)
 
 
 def _add_ring(samples: _Samples, name: str, stats: RingStats) -> None:
@@ -273,8 +288,8 @@ def _snapshot_samples(snapshot: MetricsSnapshot) -> _Samples:
         samples.add("actiond_inference_providers_info", (provider,), 1.0)
     for sink in snapshot.sinks:
         _add_sink(samples, sink)
-    for (camera, reason), count in sorted(snapshot.event_losses.items()):
-        samples.add(EVENTS_LOST, (camera, reason), count)
+    for labels, count in sorted(snapshot.losses.items()):
+        samples.add(mc.LOST_TOTAL, labels, count)
     return samples
 
 

@@ -16,6 +16,10 @@ key in [inference]; the input shape wins over metadata where it is fixed):
 - `mean`, `std`: 1 value or one per channel of `input`; the model sees (x - mean) / std
   with colour in 0-255 and flow in pixels per frame at the model's input size.
 - `activation`: none (default) | softmax | sigmoid, applied to the raw output.
+- `result_kind`: what one result holds (daemon.stages.records.RESULT_RECORDS):
+  clip_scores (default: one score per label for a clip) | detections (per frame: up to
+  `max_detections` boxes with a score and a label each, and `keypoints` points per box
+  when that is above 0). The results ring, the overlay's drawing and the events follow it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from daemon.config import (
     MODEL_LAYOUTS,
     InferenceConfig,
 )
+from daemon.stages.records import CLIP_SCORES, MAX_DETECTIONS, RESULT_KINDS, ResultSpec
 
 CHANNELS = {"rgb": 3, "flow": 2, "rgb+flow": 5}
 RANKS = {"NCTHW": 5, "NTCHW": 5, "NT_CHW": 4, "NCHW": 4}
@@ -53,6 +58,14 @@ class ModelContract:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     activation: str = "none"
+    result_kind: str = CLIP_SCORES
+    max_detections: int = MAX_DETECTIONS
+    keypoints: int = 0
+
+    @property
+    def result(self) -> ResultSpec:
+        """What one result of the model holds (sizes the results ring)."""
+        return ResultSpec(self.result_kind, self.labels, self.max_detections, self.keypoints)
 
     @property
     def channels(self) -> int:
@@ -88,8 +101,16 @@ def read_contract(shape: list, meta: dict[str, str], cfg: InferenceConfig,
     if any(v == 0 for v in std):
         raise ModelError(f"model {name}: std must not be 0 (got {list(std)})")
     labels = cfg.labels or _labels(meta.get("labels", ""), name)
+    result_kind = meta.get("result_kind", CLIP_SCORES)
+    if result_kind not in RESULT_KINDS:
+        raise ModelError(f"model {name}: metadata result_kind {result_kind!r} is not one of "
+                         f"{', '.join(RESULT_KINDS)}")
+    max_detections = _int(meta.get("max_detections", str(MAX_DETECTIONS)), "max_detections",
+                          name) or MAX_DETECTIONS
+    keypoints = _int(meta.get("keypoints", "0"), "keypoints", name)
     return ModelContract(tuple(labels), layout, kind, t, height, width, colour,
-                         tuple(mean), tuple(std), activation)
+                         tuple(mean), tuple(std), activation, result_kind, max_detections,
+                         keypoints)
 
 
 def _input_and_length(shape: list, layout: str, meta: dict[str, str], cfg: InferenceConfig,

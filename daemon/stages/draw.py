@@ -1,9 +1,22 @@
-"""Overlay drawing: optical-flow arrows, the action label with its score, and the fps."""
+"""Overlay drawing: optical-flow arrows, the fps, and a model's result, drawn by its
+result kind (RESULT_DRAWERS: the top label of clip scores; boxes, labels and keypoints of
+detections)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import cv2
 import numpy as np
+
+from daemon.stages.records import (
+    CLIP_SCORES,
+    DETECTIONS,
+    Result,
+    ResultSpec,
+    detection_count,
+    top_label,
+)
 
 FLOW_GRID_STEP_PX = 16        # arrow spacing, in output pixels
 FLOW_ARROW_GAIN = 3.0         # arrows are this many times the per-frame motion
@@ -17,6 +30,10 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 FONT_SCALE_PER_PX = 1 / 600   # text scales with frame height
 MIN_FONT_SCALE = 0.4
 TEXT_MARGIN_PX = 6
+BOX_BGR = (0, 200, 255)
+KEYPOINT_BGR = (255, 0, 255)
+KEYPOINT_RADIUS_PX = 3
+KEYPOINT_MIN_SCORE = 0.3      # keypoints the model is less sure of are not drawn
 
 
 def flow_arrows(flow: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -82,3 +99,43 @@ def draw_overlay(frame_bgr: np.ndarray, flow: np.ndarray | None, label: str, sco
     if fps > 0:
         put_text_box(image, f"{fps:.1f} fps", -TEXT_MARGIN_PX, scale)
     return image
+
+
+def _draw_clip_scores(image: np.ndarray, spec: ResultSpec, result: Result) -> None:
+    label, score = top_label(spec, result)
+    if label:
+        put_text_box(image, f"{label} {score:.2f}", TEXT_MARGIN_PX, _font_scale(image))
+
+
+def _draw_detections(image: np.ndarray, spec: ResultSpec, result: Result) -> None:
+    height, width = image.shape[:2]
+    size = np.array([width, height], np.float32)
+    scale = _font_scale(image) * 0.8
+    for i in range(detection_count(result)):
+        x0, y0, x1, y1 = np.rint(result["boxes"][i].reshape(2, 2) * size).astype(int).ravel()
+        cv2.rectangle(image, (x0, y0), (x1, y1), BOX_BGR, 2)
+        cls = int(result["classes"][i])
+        name = spec.labels[cls] if 0 <= cls < len(spec.labels) else str(cls)
+        cv2.putText(image, f"{name} {float(result['scores'][i]):.2f}", (x0, max(y0 - 4, 12)),
+                    FONT, scale, BOX_BGR, 1, cv2.LINE_AA)
+        if "keypoints" in result:
+            for x, y, score in result["keypoints"][i]:
+                if score >= KEYPOINT_MIN_SCORE:
+                    cv2.circle(image, (int(x * width), int(y * height)), KEYPOINT_RADIUS_PX,
+                               KEYPOINT_BGR, cv2.FILLED, cv2.LINE_AA)
+
+
+def _font_scale(image: np.ndarray) -> float:
+    return max(image.shape[0] * FONT_SCALE_PER_PX, MIN_FONT_SCALE)
+
+
+RESULT_DRAWERS: Mapping[str, Callable[[np.ndarray, ResultSpec, Result], None]] = {
+    CLIP_SCORES: _draw_clip_scores,
+    DETECTIONS: _draw_detections,
+}
+
+
+def draw_result(image: np.ndarray, spec: ResultSpec, result: Result | None) -> None:
+    """Draw a model's result on `image` in place, as its result kind says."""
+    if result is not None:
+        RESULT_DRAWERS[spec.kind](image, spec, result)

@@ -8,23 +8,41 @@ frame. Records leave through the supervisor's event socket, not the frame rings.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from daemon.config import EventsConfig
-from daemon.events import (END_STOPPED, END_STREAM_LOST, PHASE_END, ActionEvent,
-                           EventSettings, EventTracker, ignored_labels)
+from daemon.events import (
+    END_STOPPED,
+    END_STREAM_LOST,
+    PHASE_END,
+    ActionEvent,
+    EventSettings,
+    EventTracker,
+    ignored_labels,
+)
 from daemon.ipc.events_channel import (
-    LOSS_FIELDS, SEND_TIMEOUT_S, EventSender, lost_field, snapshot_lost_field,
+    LOST_REASONS,
+    SEND_TIMEOUT_S,
+    SNAPSHOT_LOST_REASONS,
+    EventSender,
 )
 from daemon.ipc.stats import StatsBlock
+from daemon.stages.kinds import EVENT, SNAPSHOT, Loss
+from daemon.stages.records import (
+    CLIP_SCORES,
+    DETECTIONS,
+    Result,
+    ResultSpec,
+    detection_count,
+)
 
-# Stats fields of the overlay that count events (and snapshots) lost on the way to the
-# supervisor, by reason: exported as actiond_events_lost_total and
-# actiond_event_snapshots_lost_total.
-EVENT_LOSS_FIELDS = LOSS_FIELDS
+# Events (and snapshots) lost on the way to the supervisor, by reason: counted in the
+# overlay's stats block, exported as actiond_lost_total{item="event"|"snapshot"}.
+EVENT_LOSSES = (*(Loss(EVENT, r) for r in LOST_REASONS),
+                *(Loss(SNAPSHOT, r) for r in SNAPSHOT_LOST_REASONS))
 # A blocked event send stalls the overlay's step, which beats its heartbeat: wait at most
 # this share of the heartbeat timeout, so backpressure never gets the overlay killed.
 SEND_TIMEOUT_HEARTBEAT_SHARE = 0.4
@@ -34,6 +52,32 @@ def event_send_timeout_s(heartbeat_timeout_s: float) -> float:
     """How long an overlay waits for the supervisor to take one event."""
     return min(SEND_TIMEOUT_S, SEND_TIMEOUT_HEARTBEAT_SHARE * heartbeat_timeout_s)
 
+
+
+def _clip_scores(spec: ResultSpec, result: Result) -> np.ndarray:
+    return result["scores"]
+
+
+def _detection_scores(spec: ResultSpec, result: Result) -> np.ndarray:
+    """Per label, the best score of a detection of that label in the frame."""
+    scores = np.zeros(len(spec.labels), np.float32)
+    n = detection_count(result)
+    classes = result["classes"][:n]
+    valid = (classes >= 0) & (classes < len(scores))
+    np.maximum.at(scores, classes[valid], result["scores"][:n][valid])
+    return scores
+
+
+# What the event tracker's hysteresis runs on, per result kind: one score per label.
+EVENT_SCORES: Mapping[str, Callable[[ResultSpec, Result], np.ndarray]] = {
+    CLIP_SCORES: _clip_scores,
+    DETECTIONS: _detection_scores,
+}
+
+
+def event_scores(spec: ResultSpec, result: Result) -> np.ndarray:
+    """One score per label from a result, as its kind says (see EVENT_SCORES)."""
+    return EVENT_SCORES[spec.kind](spec, result)
 
 
 def event_settings(cfg: EventsConfig, labels: Sequence[str]) -> EventSettings:
@@ -55,7 +99,7 @@ class EventEmitter:
                  send_timeout_s: float = SEND_TIMEOUT_S) -> None:
         self._tracker = EventTracker(camera, labels, settings)
         self._sender = EventSender(socket_path, send_timeout_s)
-        self._stats = stats   # EVENT_LOSS_FIELDS, if the caller's block has them
+        self._stats = stats   # EVENT_LOSSES' fields, if the caller's block has them
         self._quality = jpeg_quality
         self._best: dict[str, bytes] = {}
         self.sent_total = 0
@@ -105,10 +149,10 @@ class EventEmitter:
         add, never set)."""
         if self._stats is None:
             return
-        for counts, field in ((self._sender.lost, lost_field),
-                              (self._sender.snapshots_lost, snapshot_lost_field)):
+        for counts, item in ((self._sender.lost, EVENT),
+                             (self._sender.snapshots_lost, SNAPSHOT)):
             for reason, n in counts.items():
-                self._stats.add(field(reason), n)
+                self._stats.add(Loss(item, reason).field, n)
             counts.clear()
 
     def _jpeg(self, image: np.ndarray) -> bytes:

@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,8 @@ from daemon.ipc import Consumer, Producer
 from daemon.ipc.layout import FrameMeta
 from daemon.ipc.packed import PackedSpec
 from daemon.ipc.stats import StatsBlock
+from daemon.stages import records
+from daemon.stages.kinds import RESULT, Loss
 from daemon.stages.model import ActionModel
 from daemon.stages.upstream import Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, loan_slot
@@ -38,6 +41,9 @@ THREAD_JOIN_S = 5.0   # a helper's longest step: one ring wait plus one clip or 
 # Batch buffers: the model runs one while the feeder fills the other. Reused, so a batch
 # costs no allocation and no page faults, and its memory stays in cache.
 BATCH_BUFFERS = 2
+# A clip's result for a camera this replica has no results ring for (its camera was
+# removed by a reload while the clip was in the ring): counted, logged once per camera.
+LOST_NO_RING = Loss(RESULT, "no_ring")
 
 
 @dataclass(frozen=True)
@@ -96,8 +102,11 @@ class HelperThread:
         try:
             self._run()
         except BaseException as exc:  # handed to the model's thread by check()
-            self._error = exc
             log.exception("%s thread failed", self._thread.name)
+            # The kept error must not keep its frames' locals (views into ring slots)
+            # alive: the rings could not be unmapped.
+            traceback.clear_frames(exc.__traceback__)
+            self._error = exc
 
     def _run(self) -> None:
         raise NotImplementedError
@@ -200,9 +209,10 @@ class ResultPublisher(HelperThread):
     """
 
     def __init__(self, outputs: dict[str, Producer], stats: StatsBlock,
-                 heartbeat: Heartbeat) -> None:
+                 heartbeat: Heartbeat, record: PackedSpec) -> None:
         super().__init__("infer-publisher")
         self._out, self._stats, self._heartbeat = outputs, stats, heartbeat
+        self._record = record
         self._queue: queue.Queue[Scored] = queue.Queue(maxsize=1)
         self._pending = 0                  # submitted and not yet published
         self._lock = threading.Lock()
@@ -246,6 +256,7 @@ class ResultPublisher(HelperThread):
     def _publish(self, meta: FrameMeta, scores: np.ndarray) -> None:
         out = self._out.get(meta.camera)
         if out is None:
+            self._stats.add(LOST_NO_RING.field)
             if meta.camera not in self._unrouted:
                 self._unrouted.add(meta.camera)
                 log.warning("clips from camera %r: this worker has no results ring for it; "
@@ -255,7 +266,7 @@ class ResultPublisher(HelperThread):
         if loan is None:
             return  # dropped by the results ring's policy (counted there), or stopping
         with loan:
-            loan.array.view("float32")[: scores.size] = scores
+            records.write_result(self._record, loan.array, {"scores": scores})
             loan.publish(meta.frame_id, meta.timestamp_ns, meta.camera)
 
     def _account(self, scored: Scored, publish_s: float) -> None:

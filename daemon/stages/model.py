@@ -16,9 +16,10 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from daemon.config import InferenceConfig, MotionConfig
+from daemon.config import Config, InferenceConfig, ModelFacts, MotionConfig, model_facts
 from daemon.stages.contract import ModelContract, ModelError, fixed_dim, read_contract
 from daemon.stages.flow import resize_flow
+from daemon.stages.records import CLIP_SCORES
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,12 @@ class ActionModel:
         self._dtype = _INPUT_TYPES[spec.type]
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.contract = read_contract(shape, meta, cfg, self.path.name)
+        if self.contract.result_kind != CLIP_SCORES:
+            # The record, drawing and events of other kinds exist; their decoders come
+            # with the first model that answers them.
+            raise ModelError(f"model {self.path.name}: result_kind "
+                             f"{self.contract.result_kind!r}: this runner decodes "
+                             f"{CLIP_SCORES} models only")
         limit, self._fixed_batch = _batch_limits(shape, self.contract)
         self.max_batch = _chosen_batch(cfg.max_batch, limit, self._fixed_batch, self.path.name)
         self.contract = self._check_output(self.contract)
@@ -62,10 +69,16 @@ class ActionModel:
         kind the model does not take may be None."""
         return prepare_input(self.contract, frames, flow, out)
 
+    def facts(self, config: Config) -> ModelFacts:
+        """What this model dictates to a pipeline run with `config` (daemon.config.rules:
+        clips at its input size, or the motion size where it leaves its size free)."""
+        c = self.contract
+        return model_facts(config, self.path.name, c.labels, c.clip_length, c.inputs,
+                           c.width, c.height)
+
     def clip_size(self, motion: MotionConfig) -> tuple[int, int]:
-        """(width, height) of the clips made for this model: its input size, or the
-        motion size where the model leaves its size free."""
-        return self.contract.width or motion.width, self.contract.height or motion.height
+        """(width, height) of the clips made for this model (see `facts`)."""
+        return self.facts(Config(motion=motion)).clip_size
 
     def input_shape(self, height: int, width: int) -> tuple[int, ...]:
         """One clip's input shape (no batch axis) for clips of height x width pixels."""

@@ -21,28 +21,51 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
 
+from daemon.capture.table import SOURCES
+from daemon.config import camera_display
+from daemon.events import END_END_OF_STREAM, END_STOPPED, END_STREAM_LOST
 from daemon.ipc import Consumer, attach_consumer
 from daemon.ipc.stats import StatsBlock
-from daemon.capture.table import SOURCES
-from daemon.config import DisplayConfig
-from daemon.events import END_END_OF_STREAM, END_STOPPED, END_STREAM_LOST
 from daemon.outputs.display import DisplayOutputs, DisplayUnavailable, open_outputs
 from daemon.stages import records
-from daemon.stages.draw import draw_overlay
-from daemon.stages.eventing import (EVENT_LOSS_FIELDS, EventEmitter, event_send_timeout_s,
-                                     event_settings)
+from daemon.stages.draw import draw_overlay, draw_result
+from daemon.stages.eventing import (
+    EVENT_LOSSES,
+    EventEmitter,
+    event_scores,
+    event_send_timeout_s,
+    event_settings,
+)
+from daemon.stages.kinds import (
+    FRAME,
+    RESULT,
+    Export,
+    InPort,
+    Loss,
+    StageKind,
+    WorkerContext,
+)
 from daemon.stages.upstream import SourceState, Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, timed
 
 OVERLAY_FIELDS = ("last_frame_id", "last_result_frame_id", "frame_order_errors_total",
-                  "frame_gaps_total", "results_total", "display_fps", "events_total",
-                  "mjpeg_viewers", "mjpeg_viewers_refused_total", *EVENT_LOSS_FIELDS)
+                  "results_total", "display_fps", "events_total",
+                  "mjpeg_viewers", "mjpeg_viewers_refused_total")
+# Frame ids that never reached the overlay (dropped upstream, by a ring or a stage).
+LOST_GAP = Loss(FRAME, "gap")
+# Frames an MJPEG viewer missed by reading slower than the overlay publishes (summed
+# over viewers).
+LOST_VIEWER_BEHIND = Loss(FRAME, "viewer_behind")
+# Results pushed out of the join buffer before any frame took them to the events.
+LOST_EVICTED = Loss(RESULT, "evicted")
+# Results of a file's last clips that had not come LAST_RESULTS_WAIT_S after its end.
+LOST_NOT_ARRIVED = Loss(RESULT, "not_arrived")
+OVERLAY_LOSSES = (LOST_GAP, LOST_VIEWER_BEHIND, LOST_EVICTED, LOST_NOT_ARRIVED, *EVENT_LOSSES)
 RESULTS_KEPT = 64
 # At the end of a file: how long to wait for the results of the last clips (normally
 # they come within one inference; they never come if a clip was dropped or lost).
@@ -53,16 +76,28 @@ FPS_WINDOW_S = 2.0
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class OverlayArgs:
+    result: records.ResultSpec     # what a result holds, and the model's labels
+    camera_index: int              # the camera's index (its MJPEG port offset)
+    events_socket: str             # "" : no events
+    frame_log: str
+    upstream_stats: tuple[str, ...]   # the camera's motion worker: has it finished?
+    source_stats: str                 # the camera's source: is its stream up?
+
+
 class OverlayStage:
     """Consumes the view ring and the camera's results ring; draws and displays."""
 
-    def __init__(self, spec: WorkerSpec, stats: StatsBlock, heartbeat: Heartbeat) -> None:
+    def __init__(self, spec: WorkerSpec[OverlayArgs], stats: StatsBlock, heartbeat: Heartbeat) -> None:
         self._spec, self._stats = spec, stats
         cfg = spec.config
         self._cam = next(c for c in cfg.cameras if c.name == spec.camera)
         self._view = records.view_record(self._cam, cfg)
-        self._labels: tuple[str, ...] = tuple(spec.extra.get("labels", ()))
-        self._results: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
+        self._result = spec.args.result
+        self._labels = self._result.labels
+        self._result_record = records.result_record(self._result)
+        self._results: OrderedDict[int, tuple[records.Result, int]] = OrderedDict()
         self._fed_result_id = -1
         self._events: EventEmitter | None = None
         self._last_id = int(stats.get("last_frame_id")) if stats.get("frames_in_total") else -1
@@ -71,33 +106,34 @@ class OverlayStage:
         self._results_in: Consumer | None = None
         self._outputs: DisplayOutputs | None = None
         self._viewers_refused = 0
+        self._viewer_skips = 0
         self._frame_log: IO[str] | None = None
-        self._upstream = Upstream(list(spec.extra.get("upstream_stats", [])))
-        self._source = SourceState(str(spec.extra.get("source_stats", "")))
+        self._upstream = Upstream(list(spec.args.upstream_stats))
+        self._source = SourceState(spec.args.source_stats)
         self._finite = SOURCES.kind_of(self._cam.source).ends and not self._cam.loop
         self._held: tuple[int, np.ndarray, np.ndarray] | None = None   # id, frame, flow
         self._finish_deadline: float | None = None
         self._end_reason = END_STOPPED
 
     def open(self) -> None:
-        self._frames_in = attach_consumer(self._spec.rings["view"], "overlay")
-        self._results_in = attach_consumer(self._spec.rings["results"], "overlay")
+        self._frames_in = attach_consumer(self._spec.rings["view"], KIND.name)
+        self._results_in = attach_consumer(self._spec.rings["results"], KIND.name)
         display = camera_display(self._spec.config.display, self._cam.name,
-                                 int(self._spec.extra.get("camera_index", 0)))
+                                 self._spec.args.camera_index)
         fps = self._cam.fps or DEFAULT_FPS
         try:
             self._outputs = open_outputs(display, fps, (self._cam.width, self._cam.height),
                                          title=self._cam.name)
         except (DisplayUnavailable, ValueError) as exc:
             raise StageFatal(f"camera {self._cam.name}: display: {exc}") from exc
-        socket_path = str(self._spec.extra.get("events_socket", ""))
+        socket_path = self._spec.args.events_socket
         if socket_path and self._labels:
             settings = event_settings(self._spec.config.events, self._labels)
             self._events = EventEmitter(
                 self._cam.name, self._labels, settings, socket_path,
                 self._spec.config.display.jpeg_quality, self._stats,
                 event_send_timeout_s(self._spec.config.daemon.heartbeat_timeout_s))
-        log_path = str(self._spec.extra.get("frame_log", ""))
+        log_path = self._spec.args.frame_log
         if log_path:
             self._frame_log = open(log_path, "a", encoding="utf-8")
 
@@ -123,9 +159,10 @@ class OverlayStage:
         return True
 
     def _show(self, frame_id: int, frame: np.ndarray, flow: np.ndarray) -> None:
-        result_id, scores, _ = self._result_for(frame_id)
-        label, score = self._label(scores)
-        image = draw_overlay(frame, flow, label, score, self._fps())
+        result_id, result, _ = self._result_for(frame_id)
+        label, score = records.top_label(self._result, result)
+        image = draw_overlay(frame, flow, "", 0.0, self._fps())
+        draw_result(image, self._result, result)
         self._feed_events(frame_id, image)
         self._check_order(frame_id)
         self._outputs.show(image)
@@ -139,8 +176,9 @@ class OverlayStage:
             return
         due = sorted(r for r in self._results if self._fed_result_id < r <= frame_id)
         for result_id in due:
-            scores, capture_ns = self._results[result_id]
+            result, capture_ns = self._results[result_id]
             self._fed_result_id = result_id
+            scores = event_scores(self._result, result)
             self._stats.add("events_total", len(self._events.update(scores, result_id,
                                                                      capture_ns, image)))
 
@@ -180,6 +218,7 @@ class OverlayStage:
             self._finish_deadline = now + LAST_RESULTS_WAIT_S
         if now < self._finish_deadline:
             return False
+        self._stats.add(LOST_NOT_ARRIVED.field, expected - received)
         log.warning("camera %s: %d of %d clip results did not arrive within %.0f s of the "
                     "end of the stream; finishing without them", self._cam.name,
                     expected - received, expected, LAST_RESULTS_WAIT_S)
@@ -195,33 +234,30 @@ class OverlayStage:
         self._stats.add("mjpeg_viewers_refused_total",
                         counters.clients_refused - self._viewers_refused)
         self._viewers_refused = counters.clients_refused
+        self._stats.add(LOST_VIEWER_BEHIND.field, counters.frames_skipped - self._viewer_skips)
+        self._viewer_skips = counters.frames_skipped
 
     def _collect_results(self) -> None:
         while (lease := self._results_in.try_get()) is not None:
             with lease:
-                n = len(self._labels)
-                scores = lease.array.view("float32")[:n].copy()
-                self._results[lease.meta.frame_id] = (scores, lease.meta.timestamp_ns)
+                result = records.read_result(self._result_record, lease.array)
+                self._results[lease.meta.frame_id] = (result, lease.meta.timestamp_ns)
             self._stats.add("results_total")
         while len(self._results) > RESULTS_KEPT:
-            self._results.popitem(last=False)
+            result_id, _ = self._results.popitem(last=False)
+            if self._events is not None and result_id > self._fed_result_id:
+                self._stats.add(LOST_EVICTED.field)
 
-    def _result_for(self, frame_id: int) -> tuple[int, np.ndarray | None, int]:
+    def _result_for(self, frame_id: int) -> tuple[int, records.Result | None, int]:
         best = max((rid for rid in self._results if rid <= frame_id), default=-1)
-        scores, capture_ns = self._results.get(best, (None, 0))
-        return best, scores, capture_ns
-
-    def _label(self, scores: np.ndarray | None) -> tuple[str, float]:
-        if scores is None or not len(scores):
-            return "", 0.0
-        i = int(np.argmax(scores))
-        return self._labels[i], float(scores[i])
+        result, capture_ns = self._results.get(best, (None, 0))
+        return best, result, capture_ns
 
     def _check_order(self, frame_id: int) -> None:
         if frame_id <= self._last_id:
             self._stats.add("frame_order_errors_total")
         elif frame_id > self._last_id + 1 and self._last_id >= 0:
-            self._stats.add("frame_gaps_total", frame_id - self._last_id - 1)
+            self._stats.add(LOST_GAP.field, frame_id - self._last_id - 1)
         self._last_id = frame_id
         self._stats.set("last_frame_id", frame_id)
 
@@ -255,14 +291,16 @@ class OverlayStage:
         self._source.close()
 
 
-def camera_display(display: DisplayConfig, camera: str, index: int) -> DisplayConfig:
-    """Camera `index` serves MJPEG on the configured port + index and records to
-    <stem>-<camera><suffix>, so several cameras never fight over one port or file."""
-    listen, record = display.mjpeg_listen, display.record
-    if listen and index:
-        host, port = listen.rsplit(":", 1)
-        listen = f"{host}:{int(port) + index}" if int(port) else listen
-    if record:
-        path = Path(record)
-        record = str(path.with_name(f"{path.stem}-{camera}{path.suffix}"))
-    return replace(display, mjpeg_listen=listen, record=record)
+def _args(ctx: WorkerContext) -> OverlayArgs:
+    return OverlayArgs(ctx.result, ctx.camera_index, ctx.events_socket,
+                       ctx.config.display.frame_log, ctx.upstream_stats, ctx.origin_stats)
+
+
+KIND = StageKind(
+    name="overlay", factory=OverlayStage,
+    # Results are a side input: the overlay ends with its frames, and waits (bounded)
+    # for the last clips' results itself.
+    inputs=(InPort("view"), InPort("results", follows=False)),
+    args=_args, stats_fields=OVERLAY_FIELDS, losses=OVERLAY_LOSSES,
+    exports=(Export("actiond_mjpeg_viewers", "mjpeg_viewers"),
+             Export("actiond_mjpeg_viewers_refused_total", "mjpeg_viewers_refused_total")))

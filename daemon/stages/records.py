@@ -1,16 +1,21 @@
 """The packed record layouts that travel between stages (one place, so the supervisor
-sizes each ring from the same definition the stages read it with)."""
+sizes each ring from the same definition the stages read it with).
+
+Results have a *kind*, declared by the model contract (`result_kind`): what one result
+record holds. RESULT_RECORDS maps each kind to its layout and to the top label a frame
+shows for it; drawing (daemon.stages.draw) and eventing (daemon.stages.eventing) keep
+their own tables keyed by the same names. A new kind is one entry in each table.
+"""
 
 from __future__ import annotations
 
-from daemon.config import CameraConfig, Config
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from daemon.config import CameraConfig, Config, ModelFacts
 from daemon.ipc.packed import PackedSpec
-
-DEFAULT_CLIP_LENGTH = 8
-
-
-def clip_length(config: Config) -> int:
-    return config.inference.clip_length or DEFAULT_CLIP_LENGTH
 
 
 def view_record(cam: CameraConfig, config: Config) -> PackedSpec:
@@ -20,21 +25,15 @@ def view_record(cam: CameraConfig, config: Config) -> PackedSpec:
                        ("flow", (m.height, m.width, 2), "float32")))
 
 
-def clip_size(config: Config) -> tuple[int, int]:
-    """(width, height) of clips: the model's input size (boot fills it in), else motion's."""
-    i, m = config.inference, config.motion
-    return i.width or m.width, i.height or m.height
-
-
-def clip_record(config: Config) -> PackedSpec:
+def clip_record(facts: ModelFacts) -> PackedSpec:
     """motion -> infer: the last T frames and/or flows, already at the model's input size
     (resizing once per frame in motion costs far less than per clip in infer).
 
-    Only what the model takes (inference.input, which boot sets to the model's): an RGB
-    model at 224 x 224 would otherwise carry 6.4 MB of unused flow in every 8.8 MB clip.
+    Only what the model takes (facts.inputs): an RGB model at 224 x 224 would otherwise
+    carry 6.4 MB of unused flow in every 8.8 MB clip.
     """
-    (w, h), t = clip_size(config), clip_length(config)
-    kind = config.inference.input     # "" (not set by boot, e.g. in tools): both
+    (w, h), t = facts.clip_size, facts.clip_length
+    kind = facts.inputs     # "" (facts without a model, e.g. in tools): both
     fields = []
     if kind != "flow":
         fields.append(("frames", (t, h, w, 3), "uint8"))
@@ -43,6 +42,96 @@ def clip_record(config: Config) -> PackedSpec:
     return PackedSpec(tuple(fields))
 
 
-def result_record(num_labels: int) -> PackedSpec:
-    """infer -> overlay: one score per label for the clip ending at the frame id."""
-    return PackedSpec((("scores", (num_labels,), "float32"),))
+CLIP_SCORES = "clip_scores"     # one score per label for the clip ending at the frame id
+DETECTIONS = "detections"       # per frame: up to max_detections boxes, scores, classes,
+                                # and optionally keypoints per box
+MAX_DETECTIONS = 32             # detections per frame a record has room for
+KEYPOINT_VALUES = 3             # x, y, score per keypoint
+BOX_VALUES = 4                  # x0, y0, x1, y1, as shares of the frame's width/height
+
+Result = dict[str, np.ndarray]  # a result record's fields, copied out of its slot
+
+
+@dataclass(frozen=True)
+class ResultSpec:
+    """What one result of a model holds: its kind and that kind's sizes."""
+
+    kind: str = CLIP_SCORES
+    labels: tuple[str, ...] = ()
+    max_detections: int = MAX_DETECTIONS   # detections only
+    keypoints: int = 0                     # detections only: keypoints per box (0: none)
+
+
+def _clip_scores_record(spec: ResultSpec) -> PackedSpec:
+    return PackedSpec((("scores", (len(spec.labels),), "float32"),))
+
+
+def _detections_record(spec: ResultSpec) -> PackedSpec:
+    n = spec.max_detections
+    fields: list[tuple[str, tuple[int, ...], str]] = [
+        ("count", (1,), "int32"), ("boxes", (n, BOX_VALUES), "float32"),
+        ("scores", (n,), "float32"), ("classes", (n,), "int32")]
+    if spec.keypoints:
+        fields.append(("keypoints", (n, spec.keypoints, KEYPOINT_VALUES), "float32"))
+    return PackedSpec(tuple(fields))
+
+
+def _clip_scores_top(result: Result, labels: tuple[str, ...]) -> tuple[str, float]:
+    scores = result["scores"]
+    if not len(scores):
+        return "", 0.0
+    i = int(np.argmax(scores))
+    return labels[i], float(scores[i])
+
+
+def _detections_top(result: Result, labels: tuple[str, ...]) -> tuple[str, float]:
+    n = detection_count(result)
+    if not n:
+        return "", 0.0
+    i = int(np.argmax(result["scores"][:n]))
+    cls = int(result["classes"][i])
+    return (labels[cls] if 0 <= cls < len(labels) else "", float(result["scores"][i]))
+
+
+def detection_count(result: Result) -> int:
+    """How many of a detections record's rows hold a detection."""
+    return int(np.clip(result["count"][0], 0, len(result["scores"])))
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One result kind's record: its layout and the label a frame shows for it."""
+
+    layout: Callable[[ResultSpec], PackedSpec]
+    top: Callable[[Result, tuple[str, ...]], tuple[str, float]]
+
+
+RESULT_RECORDS: Mapping[str, ResultRecord] = {
+    CLIP_SCORES: ResultRecord(_clip_scores_record, _clip_scores_top),
+    DETECTIONS: ResultRecord(_detections_record, _detections_top),
+}
+RESULT_KINDS = tuple(RESULT_RECORDS)
+
+
+def result_record(spec: ResultSpec) -> PackedSpec:
+    """infer -> overlay: one result of the model (see RESULT_RECORDS)."""
+    return RESULT_RECORDS[spec.kind].layout(spec)
+
+
+def top_label(spec: ResultSpec, result: Result | None) -> tuple[str, float]:
+    """The label (and its score) a frame shows for `result`; ("", 0.0) for none."""
+    if result is None:
+        return "", 0.0
+    return RESULT_RECORDS[spec.kind].top(result, spec.labels)
+
+
+def write_result(record: PackedSpec, slot: np.ndarray, fields: Mapping[str, np.ndarray]) -> None:
+    """Write a model's result fields (e.g. {"scores": row}) into a result slot."""
+    views = record.views(slot)
+    for name, value in fields.items():
+        views[name][...] = value
+
+
+def read_result(record: PackedSpec, slot: np.ndarray) -> Result:
+    """A copy of a result slot's fields (the slot is reused once released)."""
+    return {name: view.copy() for name, view in record.views(slot).items()}

@@ -1,26 +1,45 @@
-"""Stage kinds: the stage class and the stats fields of each."""
+"""The stage kinds and the pipeline graphs: one line per kind, one edge list per graph.
+
+A camera runs the graph its config names (`pipeline`, default "clip"). Adding a stage is
+one module declaring its KIND, one line here, and one edge line in a graph.
+"""
 
 from __future__ import annotations
 
-from daemon.stages.infer_stage import INFER_FIELDS, InferStage
-from daemon.stages.motion_stage import MOTION_FIELDS, MotionStage
-from daemon.stages.overlay_stage import OVERLAY_FIELDS, OverlayStage
-from daemon.stages.source_stage import SOURCE_FIELDS, SourceStage
-from daemon.stages.worker import COMMON_FIELDS, StageFactory
+from collections.abc import Mapping
+from types import MappingProxyType
 
-STAGE_KINDS: dict[str, tuple[StageFactory, tuple[str, ...]]] = {
-    "source": (SourceStage, SOURCE_FIELDS),
-    "motion": (MotionStage, MOTION_FIELDS),
-    "infer": (InferStage, INFER_FIELDS),
-    "overlay": (OverlayStage, OVERLAY_FIELDS),
-}
+from daemon.stages import infer_stage, motion_stage, overlay_stage, source_stage
+from daemon.stages.kinds import Graph, StageKind
+from daemon.stages.worker import StageFactory
+
+KINDS: Mapping[str, StageKind] = MappingProxyType({k.name: k for k in (
+    source_stage.KIND,
+    motion_stage.KIND,
+    infer_stage.KIND,
+    overlay_stage.KIND,
+)})
+
+# The README's diagram: source -> motion -> infer -> overlay, motion -> overlay.
+CLIP_GRAPH = Graph("clip", edges=(
+    "source.out -> motion.in",
+    "motion.view -> overlay.view",
+    "motion.clips -> infer.clips",
+    "infer.results -> overlay.results",
+))
+
+GRAPHS: Mapping[str, Graph] = MappingProxyType({g.name: g for g in (CLIP_GRAPH,)})
+DEFAULT_PIPELINE = CLIP_GRAPH.name
+
+for _graph in GRAPHS.values():
+    _graph.check(dict(KINDS))   # a graph that names an undeclared port fails at import
 
 
 def stats_fields(kind: str) -> tuple[str, ...]:
     """All stats fields of a worker of this kind."""
-    return (*COMMON_FIELDS, *STAGE_KINDS[kind][1])
+    return KINDS[kind].all_stats_fields
 
 
 def stage_factory(kind: str) -> StageFactory:
     """The stage class of a worker of this kind (see worker.worker_main)."""
-    return STAGE_KINDS[kind][0]
+    return KINDS[kind].factory

@@ -5,12 +5,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from daemon.ipc import Producer, attach_producer
+from daemon.ipc import FrameSpec, Policy, Producer, attach_producer
 from daemon.ipc.stats import StatsBlock
 from daemon.stages.capture import FrameSource, SourceError
+from daemon.stages.kinds import (
+    FRAME,
+    Export,
+    Loss,
+    OutPort,
+    RingContext,
+    RingShape,
+    StageKind,
+    WorkerContext,
+)
 from daemon.stages.worker import Heartbeat, StageFatal, WorkerSpec, loan_slot, timed
 
 log = logging.getLogger(__name__)
@@ -19,17 +30,29 @@ log = logging.getLogger(__name__)
 # (read by the overlay to end open events and by the supervisor for camera availability).
 SOURCE_FIELDS = ("reconnects_total", "stalls_total", "source_fps", "last_frame_id",
                  "stream_up")
+# Live frames the capture skipped to honour the camera's fps (not a fault, but frames
+# that never enter the pipeline).
+LOST_FPS_LIMIT = Loss(FRAME, "fps_limit")
+
+
+@dataclass(frozen=True)
+class SourceArgs:
+    source: str                 # the camera's source (resolved by the config loader)
+    first_frame_id: int = 0     # a restarted source continues its frame ids
 
 
 class SourceStage:
     """Reads frames from a FrameSource and puts them into the camera's frames ring."""
 
-    def __init__(self, spec: WorkerSpec, stats: StatsBlock, heartbeat: Heartbeat) -> None:
+    def __init__(self, spec: WorkerSpec[SourceArgs], stats: StatsBlock,
+                 heartbeat: Heartbeat) -> None:
         self._spec, self._stats, self._heartbeat = spec, stats, heartbeat
         self._cam = next(c for c in spec.config.cameras if c.name == spec.camera)
-        self._source = FrameSource(self._cam, str(spec.extra["source"]))
+        self._source = FrameSource(self._cam, spec.args.source)
         self._out: Producer | None = None
-        self._frame_id = int(spec.extra.get("first_frame_id", 0))
+        self._frame_id = spec.args.first_frame_id
+        # The stats block outlives a restarted source: add what is new since last time.
+        self._skipped_counted = 0
 
     def open(self) -> None:
         self._stats.set("stream_up", 0)   # a restarted worker has no stream yet
@@ -71,6 +94,9 @@ class SourceStage:
         self._stats.set("reconnects_total", self._source.reconnects_total)
         self._stats.set("stalls_total", self._source.stalls_total)
         self._stats.set("source_fps", self._source.native_fps)
+        skipped = self._source.frames_skipped_total
+        self._stats.add(LOST_FPS_LIMIT.field, skipped - self._skipped_counted)
+        self._skipped_counted = skipped
         if self._source.is_live and not self._source.connected:
             self._stats.set("stream_up", 0)
 
@@ -78,3 +104,30 @@ class SourceStage:
         self._source.close()
         if self._out is not None:
             self._out.close()
+
+
+def _frames_ring(ctx: RingContext) -> RingShape:
+    cam = ctx.camera
+    return RingShape(FrameSpec((cam.height, cam.width, 3), "uint8"), cam.ring_capacity,
+                     Policy(cam.ring_policy))
+
+
+def _args(ctx: WorkerContext) -> SourceArgs:
+    if ctx.camera is None:
+        raise ValueError("a source runs per camera")
+    return SourceArgs(ctx.camera.source)
+
+
+def _respawn(args: SourceArgs, stats: StatsBlock) -> SourceArgs:
+    # A restarted source continues the frame ids, so they stay monotonic downstream.
+    nxt = int(stats.get("last_frame_id")) + 1 if stats.get("frames_out_total") else 0
+    return replace(args, first_frame_id=nxt)
+
+
+KIND = StageKind(
+    name="source", factory=SourceStage,
+    outputs=(OutPort("out", ring="frames", item=FRAME, shape=_frames_ring),),
+    args=_args, stats_fields=SOURCE_FIELDS, losses=(LOST_FPS_LIMIT,),
+    exports=(Export("actiond_source_reconnects_total", "reconnects_total"),
+             Export("actiond_source_stalls_total", "stalls_total")),
+    origin=True, respawn=_respawn)

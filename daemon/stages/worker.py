@@ -18,7 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Generic, Iterator, Protocol, TypeVar
 
 from setproctitle import setproctitle, setthreadtitle
 
@@ -38,18 +38,33 @@ COMMON_FIELDS = ("frames_in_total", "frames_out_total", "busy_seconds_total",
                  "finished", OPENED, *histogram_fields("processing_seconds"))
 
 
+ArgsT = TypeVar("ArgsT")
+
+
 @dataclass(frozen=True)
-class WorkerSpec:
+class WorkerSpec(Generic[ArgsT]):
     """Everything a worker process needs; picklable for the spawn context."""
 
-    kind: str                     # source | motion | infer | overlay
+    kind: str                     # a stage kind of daemon.stages.registry
     name: str                     # unique, e.g. "demo.source" or "infer.1"
     camera: str                   # "" for workers shared by all cameras
     replica: int
     stats_path: str
-    rings: dict[str, str] = field(default_factory=dict)  # role -> ring path
-    config: Config = field(default_factory=Config)
-    extra: dict[str, object] = field(default_factory=dict)
+    rings: dict[str, str]         # port -> ring path ("<port>:<camera>" for a shared
+                                  # worker's per-camera outputs)
+    config: Config
+    args: ArgsT                   # the stage's own arguments (its kind's dataclass)
+    # port -> this worker's producer index on the port's ring (rings with several producers)
+    slots: dict[str, int] = field(default_factory=dict)
+
+    def slot(self, port: str) -> int:
+        return self.slots.get(port, 0)
+
+    def camera_rings(self, port: str) -> dict[str, str]:
+        """camera -> ring path of a shared worker's per-camera output `port`."""
+        prefix = f"{port}:"
+        return {role[len(prefix):]: path for role, path in self.rings.items()
+                if role.startswith(prefix)}
 
 
 class StageFatal(Exception):
@@ -110,10 +125,10 @@ class Heartbeat:
         self._thread.join(timeout=2 * BEAT_PERIOD_S)
 
 
-StageFactory = Callable[["WorkerSpec", StatsBlock, Heartbeat], Stage]
+StageFactory = Callable[["WorkerSpec[Any]", StatsBlock, Heartbeat], Stage]
 
 
-def run_stage(spec: WorkerSpec, factory: StageFactory) -> int:
+def run_stage(spec: WorkerSpec[Any], factory: StageFactory) -> int:
     """Worker body: attach, open, step until SIGTERM or the stage finishes, close."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -153,14 +168,14 @@ def run_stage(spec: WorkerSpec, factory: StageFactory) -> int:
     return ExitCode.OK
 
 
-def process_title(spec: WorkerSpec) -> str:
+def process_title(spec: WorkerSpec[Any]) -> str:
     """What `ps` shows for a worker: its stage, and its camera unless it serves them all."""
     if spec.camera:
         return f"actiond: {spec.kind} of camera {spec.camera} ({spec.name})"
     return f"actiond: {spec.kind} replica {spec.replica} for all cameras ({spec.name})"
 
 
-def worker_main(spec: WorkerSpec, factory: StageFactory) -> None:
+def worker_main(spec: WorkerSpec[Any], factory: StageFactory) -> None:
     """Target of every worker process (spawn context: importable, picklable args).
 
     The stage class travels pickled by reference, so a spawned worker imports its own

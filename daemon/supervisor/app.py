@@ -12,7 +12,6 @@ import logging
 import signal
 import time
 from contextlib import AsyncExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -158,8 +157,8 @@ class Supervisor:
         return f"every camera has ended or failed (failed: {', '.join(failed)}): stopping"
 
     def _new_topology(self, boot: Boot) -> Topology:
-        return Topology(boot.config, self.run_id, boot.model_path, boot.labels,
-                        str(self.events_socket))
+        return Topology(boot.config, self.run_id, boot.model_path, boot.facts,
+                        str(self.events_socket), boot.result_spec)
 
     def _metrics_snapshot(self) -> MetricsSnapshot:
         """Built on the loop at scrape time (see snapshot_on_loop)."""
@@ -228,11 +227,10 @@ class Supervisor:
         # Every spec gets the new config (a worker restarted later runs with it too).
         restart = {name for camera in plan.cameras
                    for name in self.topology.respec_camera(camera, config)}
+        self.topology.respec(config)
         for name, spec in self.topology.workers.items():
-            self.topology.workers[name] = replace(spec, config=config)
             if ALL_KINDS in plan.worker_kinds or spec.kind in plan.worker_kinds:
                 restart.add(name)
-        self.topology.config = config
         if restart:
             await self.arbiter.restart_workers(sorted(restart), WORKER_STOP_S, "the reload")
 
@@ -243,12 +241,13 @@ class Supervisor:
         self.notifier.stopping()
         arbiter = self.arbiter
         arbiter.stopping = True
-        kinds = {n: w.kind for n, w in self.topology.workers.items()}
-        sources = [n for n, k in kinds.items() if k == "source"]
+        names = list(self.topology.workers)
+        # The origins (sources) stop first, so what they already sent drains through.
+        sources = [n for n in names if self.topology.kind_of(n).origin]
         await arbiter.stop_workers(sources, SOURCE_STOP_S)
         await self._drain(DRAIN_S)
         # Workers before outputs: a stopping overlay sends the end of open events.
-        rest = [n for n in kinds if n not in sources]
+        rest = [n for n in names if n not in sources]
         if not await arbiter.stop_workers(rest, WORKER_STOP_S):
             await arbiter.wait_gone(rest, KILL_WAIT_S)
         try:

@@ -19,7 +19,6 @@ from multiprocessing.process import BaseProcess
 from typing import Callable
 
 from daemon.exitcodes import ExitCode
-from daemon.stages.registry import stage_factory
 from daemon.stages.worker import OPENED, worker_main
 from daemon.supervisor.restart import CrashHistory, RestartPolicy
 from daemon.supervisor.topology import Topology
@@ -75,13 +74,11 @@ class Arbiter:
         state.restart = None
         if self.stopping or state.failed or state.alive:
             return
-        spec = self.topology.workers[name]
-        if spec.kind == "source":
-            # A restarted source continues the frame ids, so they stay monotonic downstream.
-            block = self.topology.stats[name]
-            nxt = int(block.get("last_frame_id")) + 1 if block.get("frames_out_total") else 0
-            spec = replace(spec, extra={**spec.extra, "first_frame_id": nxt})
-        process = MP_CONTEXT.Process(target=worker_main, args=(spec, stage_factory(spec.kind)),
+        spec, kind = self.topology.workers[name], self.topology.kind_of(name)
+        if kind.respawn is not None:
+            # E.g. a restarted source continues the frame ids from its stats block.
+            spec = replace(spec, args=kind.respawn(spec.args, self.topology.stats[name]))
+        process = MP_CONTEXT.Process(target=worker_main, args=(spec, kind.factory),
                                      name=name, daemon=False)
         process.start()
         state.process, state.started_at, state.term_sent_at = process, time.monotonic(), None

@@ -20,7 +20,7 @@ def camera_availability(topology: Topology, arbiter: Arbiter) -> dict[str, bool]
     """camera -> True while its source worker runs and its frames flow."""
     available: dict[str, bool] = {}
     for name, spec in topology.workers.items():
-        if spec.kind != "source":
+        if not topology.kinds[spec.kind].origin:
             continue
         state, block = arbiter.workers.get(name), topology.stats.get(name)
         running = (state is not None and state.alive and not state.failed

@@ -3,13 +3,14 @@ starts, so a bad config or model stops the daemon with exit code 2 instead of lo
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import ASSETS_DIR, Config, ConfigError, load_config
-from daemon.stages.eventing import event_settings
+from daemon.config import (ASSETS_DIR, Config, ConfigError, ModelFacts, check_model_rules,
+                           load_config)
 from daemon.stages.model import ActionModel
+from daemon.stages.records import CLIP_SCORES, ResultSpec
+from daemon.stages.registry import GRAPHS
 
 # Trained by tools/train_demo_model.py; what it can and cannot tell apart: eval/README.md.
 DEFAULT_MODEL = ASSETS_DIR / "demo-actions.onnx"
@@ -17,33 +18,47 @@ DEFAULT_MODEL = ASSETS_DIR / "demo-actions.onnx"
 
 @dataclass(frozen=True)
 class Boot:
-    """A config that passed every check, with the model it runs and that model's labels.
+    """A config that passed every check, with the model it runs and that model's facts.
 
-    `config.inference.clip_length`, `.width` and `.height` are the model's (never 0
-    here), so the rings are sized for, and the motion stage makes, the clips it takes.
+    `config` is the user's, as loaded; what the model dictates (clip length and size,
+    input kind, labels) is in `facts`, so the rings are sized for, and the motion stage
+    makes, the clips the model takes.
     """
 
     config: Config
     config_path: Path
     model_path: str
-    labels: tuple[str, ...]
+    facts: ModelFacts
     providers: tuple[str, ...]
+    result: ResultSpec | None = None     # what the model's results hold (its contract's
+                                         # result_kind); None: clip scores over the labels
+
+    @property
+    def result_spec(self) -> ResultSpec:
+        return self.result or ResultSpec(CLIP_SCORES, self.facts.labels)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The model's labels, one per score."""
+        return self.facts.labels
 
 
 def load_boot(config_path: Path) -> Boot:
     """Load and check the config and the model; ConfigError or ModelError on a problem."""
     config = load_config(config_path)
+    check_pipelines(config, str(config_path))
     model_path = config.inference.model or str(DEFAULT_MODEL)
     model = ActionModel(config.inference, model_path)   # validates the model contract
-    c = model.contract
-    # The rings are sized, and the motion stage makes clips, at what the model takes.
-    width, height = model.clip_size(config.motion)
-    inference = dataclasses.replace(config.inference, clip_length=c.clip_length,
-                                    width=width, height=height, input=c.inputs)
-    config = dataclasses.replace(config, inference=inference)
-    try:
-        event_settings(config.events, c.labels)
-    except ValueError as exc:
-        raise ConfigError(str(config_path), "events", f"{exc} (the model {Path(model_path).name} "
-                          f"has labels: {', '.join(c.labels)})") from exc
-    return Boot(config, Path(config_path), model_path, model.contract.labels, model.providers)
+    facts = model.facts(config)
+    check_model_rules(config, facts, str(config_path))
+    return Boot(config, Path(config_path), model_path, facts, model.providers,
+                model.contract.result)
+
+
+def check_pipelines(config: Config, file: str) -> None:
+    """ConfigError for a camera whose `pipeline` names no graph."""
+    for index, cam in enumerate(config.cameras):
+        if cam.pipeline not in GRAPHS:
+            raise ConfigError(file, f"cameras[{index}].pipeline",
+                              f"{cam.pipeline!r} is not a pipeline; use one of: "
+                              f"{', '.join(GRAPHS)}")

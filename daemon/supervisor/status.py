@@ -7,8 +7,6 @@ import time
 from daemon.supervisor.arbiter import Arbiter
 from daemon.supervisor.topology import Topology
 
-STAGE_ORDER = ("source", "motion", "infer", "overlay")
-
 
 class RateMeter:
     """Per-worker output rate between two status lines."""
@@ -26,21 +24,38 @@ class RateMeter:
 
 
 def status_line(topology: Topology, arbiter: Arbiter, meter: RateMeter) -> str:
-    """E.g. `demo: source 10.0 motion 10.0 overlay 9.9 fps, drops 3 | infer 2.4/s`."""
+    """E.g. `demo: source 10.0 motion 10.0 overlay 9.9 fps, drops 3 | infer 2.4 clips/s x1,
+    drops 0, restarts 0`: each camera's stages in its graph's order with the drops of its
+    own rings, then each shared stage with the drops of the rings it takes turns on."""
     parts = []
     for camera in arbiter.cameras():
         if camera in arbiter.failed_cameras:
             parts.append(f"{camera}: FAILED")
             continue
-        rates = []
-        for kind in ("source", "motion", "overlay"):
-            name = f"{camera}.{kind}"
-            rates.append(f"{kind} {meter.rate(name, topology.stats[name].get('frames_out_total')):.1f}")
-        drops = sum(sum(r.stats().drops.values()) for n, r in topology.rings.items()
-                    if n.startswith(f"{camera}."))
-        parts.append(f"{camera}: {' '.join(rates)} fps, drops {drops}")
-    infer = [n for n, w in topology.workers.items() if w.kind == "infer"]
-    clips = sum(meter.rate(n, topology.stats[n].get("frames_out_total")) for n in infer)
+        rates = [f"{spec.kind} {_rate(topology, meter, name):.1f}"
+                 for name, spec in topology.workers.items() if spec.camera == camera]
+        parts.append(f"{camera}: {' '.join(rates)} fps, drops {_drops(topology, camera)}")
+    shared: dict[str, list[str]] = {}
+    for name, spec in topology.workers.items():
+        if not spec.camera:
+            shared.setdefault(spec.kind, []).append(name)
+    for kind, names in shared.items():
+        rate = sum(_rate(topology, meter, n) for n in names)
+        unit = topology.kinds[kind].status_unit
+        parts.append(f"{kind} {rate:.1f} {unit} x{len(names)}, drops "
+                     f"{_drops(topology, '', kind)}")
     restarts = sum(s.restarts_total for s in arbiter.workers.values())
-    parts.append(f"infer {clips:.1f} clips/s x{len(infer)}, restarts {restarts}")
+    parts[-1:] = [f"{parts[-1]}, restarts {restarts}"] if parts else [f"restarts {restarts}"]
     return " | ".join(parts)
+
+
+def _rate(topology: Topology, meter: RateMeter, worker: str) -> float:
+    return meter.rate(worker, topology.stats[worker].get("frames_out_total"))
+
+
+def _drops(topology: Topology, camera: str, consumer: str = "") -> int:
+    """Drops of a camera's rings, or (camera "") of the shared rings `consumer` reads."""
+    return int(sum(sum(topology.rings[name].stats().drops.values())
+                   for name, use in topology.ring_uses.items()
+                   if name in topology.rings and use.camera == camera
+                   and (camera or use.consumer == consumer)))

@@ -1,27 +1,58 @@
 """The pipeline graph: which rings and workers a config needs, created and torn down.
 
-Per camera: source -ring frames-> motion -ring view-> overlay, and infer -ring results->
-overlay. Shared by all cameras: motion -ring clips-> infer (N replicas take turns).
+Each camera runs the graph its config names (daemon.stages.registry.GRAPHS). Every edge
+of it is a ring, shaped by the producing port's declaration: per camera
+("<camera>.<ring>"), or one ring for all cameras when its consumer is a shared stage
+("<ring>", its replicas take turns). A per-camera stage has one worker per camera
+("<camera>.<kind>"); a shared stage has its replicas ("<kind>.<n>"), which write to every
+camera's ring of an output port. Nothing here names a stage: it walks the declarations.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from daemon.config import CameraConfig, Config
-from daemon.ipc import FrameRing, FrameSpec, Policy, RingSpec
+from daemon.config import CameraConfig, Config, ModelFacts
+from daemon.ipc import FrameRing, RingSpec
 from daemon.ipc.segment import check_free_space
 from daemon.ipc.stats import StatsBlock
-from daemon.stages import records
-from daemon.stages.registry import stats_fields
+from daemon.stages.kinds import Edge, Graph, RingContext, StageKind, WorkerContext
+from daemon.stages.records import CLIP_SCORES, ResultSpec
+from daemon.stages.registry import GRAPHS, KINDS
 from daemon.stages.worker import WorkerSpec
 
 log = logging.getLogger(__name__)
 
-VIEW_CAPACITY = 4
-RESULTS_CAPACITY = 8
 STATS_BLOCK_BYTES = 16384   # upper bound of one worker's stats block, for the space check
+
+
+@dataclass(frozen=True)
+class RingUse:
+    """One ring of the graph: the edge it carries, and its camera ("" when shared)."""
+
+    name: str
+    producer: str          # stage kinds
+    consumer: str
+    item: str
+    camera: str
+    cameras: tuple[str, ...]   # the cameras whose items pass through it
+
+
+@dataclass
+class WorkerPlan:
+    """A worker's place in the graph, from which its spec is made (again on a reload)."""
+
+    kind: str
+    name: str
+    camera: str
+    replica: int
+    rings: dict[str, str] = field(default_factory=dict)    # port -> ring name
+    slots: dict[str, int] = field(default_factory=dict)
+    upstream: list[str] = field(default_factory=list)      # worker names
+    origin: str = ""                                       # worker name
 
 
 @dataclass
@@ -31,11 +62,33 @@ class Topology:
     config: Config
     run_id: str
     model_path: str
-    labels: tuple[str, ...]
+    facts: ModelFacts
     events_socket: str = ""
+    result: ResultSpec | None = None     # default: clip scores over facts.labels
+    kinds: Mapping[str, StageKind] = field(default_factory=lambda: KINDS)
+    graphs: Mapping[str, Graph] = field(default_factory=lambda: GRAPHS)
     rings: dict[str, FrameRing] = field(default_factory=dict)
     stats: dict[str, StatsBlock] = field(default_factory=dict)
-    workers: dict[str, WorkerSpec] = field(default_factory=dict)
+    workers: dict[str, WorkerSpec[Any]] = field(default_factory=dict)
+    ring_uses: dict[str, RingUse] = field(default_factory=dict)
+    plans: dict[str, WorkerPlan] = field(default_factory=dict)
+
+    @property
+    def result_spec(self) -> ResultSpec:
+        return self.result or ResultSpec(CLIP_SCORES, self.facts.labels)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.result_spec.labels
+
+    def kind_of(self, worker: str) -> StageKind:
+        return self.kinds[self.workers[worker].kind]
+
+    def graph_of(self, cam: CameraConfig) -> Graph:
+        return self.graphs[cam.pipeline]
+
+    def cameras(self) -> list[CameraConfig]:
+        return [c for c in self.config.cameras if c.enabled]
 
     def build(self) -> None:
         """Create every ring and stats block and make the worker specs (LIFO-safe).
@@ -50,86 +103,131 @@ class Topology:
             raise
 
     def _build(self) -> None:
-        cams = [c for c in self.config.cameras if c.enabled]
-        plan = [("clips", _clip_ring_spec(self.config, cams))]
-        for cam in cams:
-            plan += self._camera_rings(cam)
+        self.ring_uses, edges = self._plan_rings()
+        self.plans = self._plan_workers(edges)
+        specs = {name: self._ring_spec(use, edges[name][0]) for name, use in self.ring_uses.items()}
         # One check for the whole graph: the error names everything that is needed, not
         # just the ring that happened not to fit.
-        workers = 3 * len(cams) + self.config.inference.replicas
         check_free_space(self.config.daemon.shm_dir,
-                         sum(spec.total_bytes for _, spec in plan) + workers * STATS_BLOCK_BYTES)
-        for name, spec in plan:
-            self._ring(name, spec)
-        for index, cam in enumerate(cams):
-            self.build_camera(cam, index)
-        for replica in range(self.config.inference.replicas):
-            rings = {"clips": str(self.rings["clips"].path)}
-            rings.update({f"results:{c.name}": str(self.rings[f"{c.name}.results"].path)
-                          for c in cams})
-            self._worker("infer", f"infer.{replica}", "", replica, rings,
-                         {"model": self.model_path,
-                          "upstream_stats": [self._stats_path(f"{c.name}.motion") for c in cams]})
+                         sum(spec.total_bytes for spec in specs.values())
+                         + len(self.plans) * STATS_BLOCK_BYTES)
+        for name, spec in specs.items():
+            self.rings[name] = FrameRing.create(name, spec, self.run_id,
+                                                self.config.daemon.shm_dir)
+        for plan in self.plans.values():
+            # Stats blocks outlive worker restarts: counters stay monotonic for Prometheus.
+            self.stats[plan.name] = StatsBlock.create(
+                f"{plan.name}.stats", self.kinds[plan.kind].all_stats_fields, self.run_id,
+                self.config.daemon.shm_dir)
+        for plan in self.plans.values():
+            self.workers[plan.name] = self._spec(plan)
 
-    def _camera_rings(self, cam: CameraConfig) -> list[tuple[str, RingSpec]]:
-        policy = Policy(cam.ring_policy)
-        frames = RingSpec(frame=FrameSpec((cam.height, cam.width, 3), "uint8"),
-                          capacity=cam.ring_capacity, policy=policy, groups=(("motion", 1),))
-        view = records.view_record(cam, self.config).frame_spec()
-        result = records.result_record(len(self.labels)).frame_spec()
-        return [(f"{cam.name}.frames", frames),
-                (f"{cam.name}.view", RingSpec(view, VIEW_CAPACITY, policy, (("overlay", 1),))),
-                (f"{cam.name}.results", RingSpec(
-                    result, RESULTS_CAPACITY, Policy.DROP_OLDEST, (("overlay", 1),),
-                    producers=self.config.inference.replicas))]
+    # -- planning ------------------------------------------------------------------------
 
-    def build_camera(self, cam: CameraConfig, index: int) -> None:
-        """The specs of one camera's workers (its rings exist already)."""
-        name = cam.name
-        self._worker("source", f"{name}.source", name, 0,
-                     {"out": self._path(f"{name}.frames")}, {"source": cam.source})
-        self._worker("motion", f"{name}.motion", name, 0,
-                     {"in": self._path(f"{name}.frames"), "view": self._path(f"{name}.view"),
-                      "clips": self._path("clips")},
-                     {"camera_index": index, "upstream_stats": [self._stats_path(f"{name}.source")]})
-        self._worker("overlay", f"{name}.overlay", name, 0,
-                     {"view": self._path(f"{name}.view"),
-                      "results": self._path(f"{name}.results")},
-                     {"labels": list(self.labels), "camera_index": index,
-                      "events_socket": self.events_socket,
-                      "frame_log": self.config.display.frame_log,
-                      "upstream_stats": [self._stats_path(f"{name}.motion")],
-                      "source_stats": self._stats_path(f"{name}.source")})
+    def _ring_name(self, edge: Edge, camera: str) -> str:
+        port = self.kinds[edge.producer].output(edge.output)
+        return port.ring if self.kinds[edge.consumer].shared else f"{camera}.{port.ring}"
+
+    def _plan_rings(self) -> tuple[dict[str, RingUse], dict[str, list[Edge]]]:
+        uses: dict[str, RingUse] = {}
+        edges: dict[str, list[Edge]] = {}
+        for cam in self.cameras():
+            for edge in self.graph_of(cam).parsed:
+                name = self._ring_name(edge, cam.name)
+                old = uses.get(name)
+                cameras = (old.cameras if old else ()) + (cam.name,)
+                item = self.kinds[edge.producer].output(edge.output).item
+                shared = self.kinds[edge.consumer].shared
+                uses[name] = RingUse(name, edge.producer, edge.consumer, item,
+                                     "" if shared else cam.name, cameras)
+                edges.setdefault(name, []).append(edge)
+        return uses, edges
+
+    def _ring_spec(self, use: RingUse, edge: Edge) -> RingSpec:
+        producer, consumer = self.kinds[use.producer], self.kinds[use.consumer]
+        cams = tuple(c for c in self.cameras() if c.name in use.cameras)
+        shape = producer.output(edge.output).shape(RingContext(
+            config=self.config, cameras=cams, facts=self.facts, result=self.result_spec))
+        producers = (producer.replicas(self.config) if producer.shared
+                     else len(cams) if consumer.shared else 1)
+        members = consumer.replicas(self.config) if consumer.shared else 1
+        return RingSpec(shape.frame, shape.capacity, shape.policy, ((consumer.name, members),),
+                        producers=max(1, producers))
+
+    def _plan_workers(self, edges: dict[str, list[Edge]]) -> dict[str, WorkerPlan]:
+        plans: dict[str, WorkerPlan] = {}
+        shared: dict[str, list[WorkerPlan]] = {}
+        for cam in self.cameras():
+            for kind_name in self.graph_of(cam).stages:
+                kind = self.kinds[kind_name]
+                if kind.shared:
+                    if kind_name not in shared:
+                        shared[kind_name] = [WorkerPlan(kind_name, f"{kind_name}.{r}", "", r)
+                                             for r in range(kind.replicas(self.config))]
+                    continue
+                name = f"{cam.name}.{kind_name}"
+                plans[name] = WorkerPlan(kind_name, name, cam.name, 0)
+        for replicas in shared.values():
+            plans.update((p.name, p) for p in replicas)
+        for ring, ring_edges in edges.items():
+            use = self.ring_uses[ring]
+            for cam_name, edge in zip(use.cameras, ring_edges):
+                self._connect(plans, shared, ring, use, cam_name, edge)
+        for plan in plans.values():
+            origin = [p.name for p in plans.values() if p.camera == plan.camera
+                      and plan.camera and self.kinds[p.kind].origin]
+            plan.origin = origin[0] if origin else ""
+        return plans
+
+    def _connect(self, plans: dict[str, WorkerPlan], shared: dict[str, list[WorkerPlan]],
+                 ring: str, use: RingUse, camera: str, edge: Edge) -> None:
+        """Give one camera's edge to the workers at its ends."""
+        producers = shared.get(edge.producer) or [plans[f"{camera}.{edge.producer}"]]
+        consumers = shared.get(edge.consumer) or [plans[f"{camera}.{edge.consumer}"]]
+        for index, plan in enumerate(producers):
+            # A shared producer writes each camera's ring under "<port>:<camera>".
+            port = (f"{edge.output}:{camera}" if self.kinds[plan.kind].shared and use.camera
+                    else edge.output)
+            plan.rings[port] = ring
+            plan.slots[port] = (index if self.kinds[plan.kind].shared
+                                else use.cameras.index(camera))
+        follows = self.kinds[edge.consumer].input(edge.input).follows
+        for plan in consumers:
+            plan.rings[edge.input] = ring
+            if follows:
+                plan.upstream.extend(p.name for p in producers if p.name not in plan.upstream)
+
+    def _spec(self, plan: WorkerPlan) -> WorkerSpec[Any]:
+        cams = self.cameras()
+        index = next((i for i, c in enumerate(cams) if c.name == plan.camera), 0)
+        ctx = WorkerContext(
+            config=self.config, camera=cams[index] if plan.camera else None,
+            camera_index=index, model_path=self.model_path, facts=self.facts,
+            result=self.result_spec, events_socket=self.events_socket,
+            upstream_stats=tuple(str(self.stats[n].path) for n in plan.upstream),
+            origin_stats=str(self.stats[plan.origin].path) if plan.origin else "")
+        rings = {port: str(self.rings[ring].path) for port, ring in plan.rings.items()}
+        return WorkerSpec(plan.kind, plan.name, plan.camera, plan.replica,
+                          str(self.stats[plan.name].path), rings, self.config,
+                          self.kinds[plan.kind].args(ctx), dict(plan.slots))
+
+    # -- changes -------------------------------------------------------------------------
+
+    def respec(self, config: Config) -> None:
+        """Make every worker's spec (and arguments) from a changed config that keeps the
+        rings' shapes; running workers keep theirs until restarted."""
+        self.config = config
+        for plan in self.plans.values():
+            self.workers[plan.name] = self._spec(plan)
 
     def respec_camera(self, camera: str, config: Config) -> list[str]:
         """Point a camera's workers at a changed camera config that keeps its rings'
         shapes; returns the names of the workers to restart."""
-        self.config = config
-        source = next(c.source for c in config.cameras if c.name == camera)
-        names = [n for n, w in self.workers.items() if w.camera == camera]
-        for name in names:
-            worker = self.workers[name]
-            extra = dict(worker.extra, source=source) if worker.kind == "source" else worker.extra
-            self.workers[name] = replace(worker, config=config, extra=extra)
-        return names
+        self.respec(config)
+        return [n for n, w in self.workers.items() if w.camera == camera]
 
-    def _ring(self, name: str, spec: RingSpec) -> None:
-        self.rings[name] = FrameRing.create(name, spec, self.run_id, self.config.daemon.shm_dir)
-
-    def _path(self, ring: str) -> str:
-        return str(self.rings[ring].path)
-
-    def _stats_path(self, worker: str) -> str:
-        return str(self.stats[worker].path)
-
-    def _worker(self, kind: str, name: str, camera: str, replica: int,
-                rings: dict[str, str], extra: dict[str, object]) -> None:
-        # Stats blocks outlive worker restarts, so counters stay monotonic for Prometheus.
-        block = StatsBlock.create(f"{name}.stats", stats_fields(kind), self.run_id,
-                                  self.config.daemon.shm_dir)
-        self.stats[name] = block
-        self.workers[name] = WorkerSpec(kind, name, camera, replica, str(block.path),
-                                        rings, self.config, extra)
+    def with_args(self, worker: str, args: Any) -> WorkerSpec[Any]:
+        return replace(self.workers[worker], args=args)
 
     def close(self) -> None:
         """Unlink every ring and stats block (the workers must be gone)."""
@@ -139,15 +237,3 @@ class Topology:
             block.close(unlink=True)
         self.rings.clear()
         self.stats.clear()
-
-
-def _clip_ring_spec(config: Config, cams: list[CameraConfig]) -> RingSpec:
-    # Latest clip wins for live cameras; files that asked for lossless keep every clip.
-    lossless = bool(cams) and all(c.ring_policy == "block" for c in cams)
-    return RingSpec(records.clip_record(config).frame_spec(),
-                    # room for every camera's newest clip plus one per replica: batches form
-                    capacity=max(4, 2 * config.inference.replicas,
-                                 len(cams) + config.inference.replicas),
-                    policy=Policy.BLOCK if lossless else Policy.DROP_OLDEST,
-                    groups=(("infer", config.inference.replicas),),
-                    producers=max(1, len(cams)))
