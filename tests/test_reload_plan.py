@@ -11,7 +11,7 @@ import pytest
 
 from daemon.config import (CameraConfig, Config, DaemonConfig, DisplayConfig, EventsConfig,
                            InferenceConfig, JsonlConfig, MetricsConfig, MotionConfig,
-                           MqttConfig)
+                           MqttConfig, model_facts)
 from daemon.outputs.sinks.table import SINK_KINDS
 from daemon.supervisor import reload
 from daemon.supervisor.boot import Boot
@@ -24,7 +24,8 @@ BASE = Config(cameras=(CAM_A, CAM_B), mqtt=MqttConfig(enabled=True))
 
 
 def boot(config: Config = BASE, labels: tuple[str, ...] = ("walk", "still")) -> Boot:
-    return Boot(config, Path("config.toml"), "model.onnx", labels, ("CPUExecutionProvider",))
+    facts = model_facts(config, "model.onnx", labels, 8, "rgb+flow", 0, 0)
+    return Boot(config, Path("config.toml"), "model.onnx", facts, ("CPUExecutionProvider",))
 
 
 def changed(**sections: object) -> Boot:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import CameraConfig, Config, MotionConfig
+from daemon.config import CameraConfig, Config, MotionConfig, model_facts
 from daemon.supervisor.app import SHUTDOWN_BUDGET_S
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.reload import plan_reload
@@ -52,7 +52,8 @@ def test_shutdown_budget_fits_the_units_timeout_stop_sec() -> None:
 
 def _boot(cameras: tuple[CameraConfig, ...], **sections: object) -> Boot:
     config = dataclasses.replace(Config(cameras=cameras), **sections)
-    return Boot(config, Path("config.toml"), "model.onnx", ("a", "b"), ("CPUExecutionProvider",))
+    facts = model_facts(config, "model.onnx", ("a", "b"), 8, "rgb+flow", 0, 0)
+    return Boot(config, Path("config.toml"), "model.onnx", facts, ("CPUExecutionProvider",))
 
 
 CAM_A = CameraConfig(name="a", source="test:bars")

@@ -40,7 +40,7 @@ import onnxruntime as ort
 
 from daemon.bench.convnet import build_conv3d_model
 from daemon.bench.report import machine_info
-from daemon.config import CameraConfig, Config, DaemonConfig, InferenceConfig
+from daemon.config import CameraConfig, Config, DaemonConfig, InferenceConfig, ModelFacts
 from daemon.exitcodes import ExitCode
 from daemon.ipc import attach_producer
 from daemon.ipc.stats import StatsBlock
@@ -65,9 +65,9 @@ INFER_WORKER = "infer.0"
 POLL_MS = 100               # results reader: how often to look whether the worker died
 
 
-def make_clips(config: Config, camera: int) -> list[np.ndarray]:
+def make_clips(facts: ModelFacts, camera: int) -> list[np.ndarray]:
     """DISTINCT_CLIPS packed clip records for one camera (the same in every process)."""
-    record = records.clip_record(config)
+    record = records.clip_record(facts)
     rng = np.random.default_rng(camera)
     out = []
     for _ in range(DISTINCT_CLIPS):
@@ -86,6 +86,7 @@ class FeedJob:
     """What the producer process puts: `rounds` clips per camera, then end-of-stream."""
 
     config: Config
+    facts: ModelFacts
     clips_ring: str
     motion_stats: tuple[str, ...]
     rounds: int
@@ -94,7 +95,7 @@ class FeedJob:
 def feed(job: FeedJob) -> None:
     """Producer process: plays every camera's motion stage into the clips ring."""
     cams = [c.name for c in job.config.cameras]
-    clips = [make_clips(job.config, i) for i in range(len(cams))]
+    clips = [make_clips(job.facts, i) for i in range(len(cams))]
     producers = [attach_producer(job.clips_ring, i) for i in range(len(cams))]
     for k in range(job.rounds):
         for i, producer in enumerate(producers):
@@ -124,21 +125,17 @@ def bench_config(model_path: str, model: ActionModel, cameras: int, threads: int
                  for i in range(cameras))
     return Config(daemon=DaemonConfig(shm_dir=shm_dir, log_level="warning"), cameras=cams,
                   inference=InferenceConfig(model=model_path, threads=threads,
-                                            max_batch=model.max_batch,
-                                            input=model.contract.inputs,
-                                            clip_length=model.contract.clip_length,
-                                            width=model.contract.width,
-                                            height=model.contract.height))
+                                            max_batch=model.max_batch))
 
 
-def stage_run(config: Config, labels: tuple[str, ...], rounds: int) -> dict[str, float]:
+def stage_run(config: Config, facts: ModelFacts, rounds: int) -> dict[str, float]:
     """Clips/s through the real clips ring -> infer worker -> results rings."""
-    topo = Topology(config, f"bench{os.getpid()}", config.inference.model, labels)
+    topo = Topology(config, f"bench{os.getpid()}", config.inference.model, facts)
     topo.build()
     procs: list[BaseProcess] = []
     try:
         cams = [c.name for c in config.cameras]
-        job = FeedJob(config, str(topo.rings["clips"].path),
+        job = FeedJob(config, facts, str(topo.rings["clips"].path),
                       tuple(str(topo.stats[f"{c}.motion"].path) for c in cams), rounds)
         worker = CTX.Process(target=worker_main, args=(topo.workers[INFER_WORKER], InferStage),
                              name=INFER_WORKER)
@@ -206,8 +203,9 @@ def window_fps(arrivals: list[float]) -> float:
 
 def prepare(config: Config, model: ActionModel) -> tuple[list[np.ndarray], float]:
     """The bench clips as model inputs (make_input), and the ms that took per clip."""
-    record = records.clip_record(config)
-    packed = [buf for i in range(len(config.cameras)) for buf in make_clips(config, i)]
+    facts = model.facts(config)
+    record = records.clip_record(facts)
+    packed = [buf for i in range(len(config.cameras)) for buf in make_clips(facts, i)]
     started = time.perf_counter()
     inputs = []
     for buf in packed:
@@ -291,7 +289,7 @@ def bench_case(case: Case, settings: Settings) -> dict:
     bare = [bare_run(session, batches, clips)]
     stages = []
     for _ in range(settings.repeats):
-        stages.append(stage_run(config, model.contract.labels, rounds))
+        stages.append(stage_run(config, model.facts(config), rounds))
         bare.append(bare_run(session, batches, clips))
     bare_fps = [(bare[i][0] + bare[i + 1][0]) / 2 for i in range(settings.repeats)]
     ratios = [stage["fps"] / fps for stage, fps in zip(stages, bare_fps)]

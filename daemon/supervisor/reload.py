@@ -137,7 +137,7 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
             effects |= effect
             every_sink |= Effect.SINKS in effect and section.name not in SINK_KINDS
             graph += [what] if Effect.GRAPH in effect else []
-    if old.model_path != new.model_path or old.labels != new.labels:
+    if _model_changed(old, new):
         changed.append("the model")
         graph.append("the model")
     cameras: tuple[str, ...] = ()
@@ -165,6 +165,16 @@ def _sinks_to_reopen(old: Config, new: Config, changed: list[str],
     if every:
         sections |= set(enabled_sinks(old)) | set(enabled_sinks(new))
     return frozenset(sections)
+
+
+def _model_changed(old: Boot, new: Boot) -> bool:
+    """Whether the model's facts changed (they are not in the config): another file, or
+    the same file rewritten. A free-size model's clip size follows [motion], whose own
+    change is planned above, so it is not the model's then."""
+    a, b = old.facts, new.facts
+    if old.config.motion != new.config.motion:
+        a, b = (dataclasses.replace(f, width=0, height=0) for f in (a, b))
+    return old.model_path != new.model_path or a != b
 
 
 def _changed_keys(before: Any, after: Any) -> list[str]:
