@@ -51,9 +51,10 @@ def test_shipped_model_is_small_and_fits_the_config_defaults(model: ActionModel,
     config.write_text('[[cameras]]\nname = "c"\nsource = "test:bars"\n')
     boot = load_boot(config)
     assert boot.model_path == str(DEFAULT_MODEL) and boot.labels == ACTIONS
-    assert boot.config.inference.clip_length == c.clip_length   # rings sized for the model
+    assert boot.facts.clip_length == c.clip_length   # rings sized for the model
+    assert boot.config.inference.clip_length == 0     # the user's config is left as written
     # Clips carry only what the model takes: flows, no colour frames.
-    assert [name for name, _, _ in records.clip_record(boot.config).fields] == ["flow"]
+    assert [name for name, _, _ in records.clip_record(boot.facts).fields] == ["flow"]
 
 
 def classify(model: ActionModel, action: str, seed: int) -> str:
