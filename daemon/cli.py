@@ -8,6 +8,7 @@ import os
 import sys
 from importlib import import_module
 from pathlib import Path
+from types import MappingProxyType
 
 import uvloop
 
@@ -27,15 +28,17 @@ DEFAULT_CONFIG = "config.toml"
 # `actiond bench NAME` runs daemon.bench.NAME, imported only then: the benchmarks need
 # packages the daemon does not (the bench extra), and `run` has no use for their code.
 # The help lines are their modules' first docstring lines (a test keeps them equal).
-BENCHES = {
-    "transport": "Transport benchmark: frames from one process to another through our ring "
-                 "and others.",
-    "pipeline": "Pipelining benchmark: the seed's sequential loop against our ring pipeline.",
-    "inference": "Inference benchmark: our infer stage against a bare onnxruntime loop, same "
-                 "model and inputs.",
-    "load": "Load benchmark: how many real-time cameras one daemon holds on this machine.",
-    "soak": "Soak benchmark: one daemon for M minutes, watched for slow leaks and restarts.",
-}
+BENCHES = MappingProxyType(
+    {
+        "transport": "Transport benchmark: frames from one process to another through our ring "
+        "and others.",
+        "pipeline": "Pipelining benchmark: the seed's sequential loop against our ring pipeline.",
+        "inference": "Inference benchmark: our infer stage against a bare onnxruntime loop, same "
+        "model and inputs.",
+        "load": "Load benchmark: how many real-time cameras one daemon holds on this machine.",
+        "soak": "Soak benchmark: one daemon for M minutes, watched for slow leaks and restarts.",
+    }
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(f"actiond {__version__}") or ExitCode.OK)
-    bench = sub.add_parser("bench", help="benchmarks (JSON with --json; "
-                                         "`actiond bench NAME --help` for NAME's options)")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks (JSON with --json; `actiond bench NAME --help` for NAME's options)",
+    )
     benches = bench.add_subparsers(dest="bench", required=True)
     for name, summary in BENCHES.items():
         benches.add_parser(name, help=summary, add_help=False)
@@ -71,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run_bench(name: str, argv: list[str]) -> int:
     """Import daemon.bench.`name`, parse its options from `argv` and run it."""
     module = import_module(f"daemon.bench.{name}")
-    parser = argparse.ArgumentParser(prog=f"actiond bench {name}", description=module.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=f"actiond bench {name}",
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -97,8 +105,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if boot is None:
         return ExitCode.CONFIG
     cams = [c.name for c in boot.config.cameras if c.enabled]
-    print(f"{args.config}: OK ({len(cams)} camera(s): {', '.join(cams)}; model "
-          f"{Path(boot.model_path).name} with labels {', '.join(boot.labels)})")
+    print(
+        f"{args.config}: OK ({len(cams)} camera(s): {', '.join(cams)}; model "
+        f"{Path(boot.model_path).name} with labels {', '.join(boot.labels)})"
+    )
     return ExitCode.OK
 
 

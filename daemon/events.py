@@ -22,10 +22,11 @@ import dataclasses
 import math
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -84,16 +85,16 @@ class ActionEvent:
     id: str
     camera: str
     action: str
-    phase: str                       # PHASE_START | PHASE_END
+    phase: str  # PHASE_START | PHASE_END
     score_max: float
     score_mean: float
-    started_at: float                # epoch seconds of the first window of the occurrence
-    ended_at: float | None           # epoch seconds of the first low window; None for start
-    frame_id: int                    # the window with the highest score so far
-    snapshot: bytes | None = field(default=None, repr=False)   # JPEG, filled by the caller
-    end_reason: str | None = None    # END_*; None for a start record
+    started_at: float  # epoch seconds of the first window of the occurrence
+    ended_at: float | None  # epoch seconds of the first low window; None for start
+    frame_id: int  # the window with the highest score so far
+    snapshot: bytes | None = field(default=None, repr=False)  # JPEG, filled by the caller
+    end_reason: str | None = None  # END_*; None for a start record
 
-    def with_snapshot(self, jpeg: bytes | None) -> "ActionEvent":
+    def with_snapshot(self, jpeg: bytes | None) -> ActionEvent:
         """A copy carrying the JPEG of frame `frame_id` (the record itself is frozen)."""
         return dataclasses.replace(self, snapshot=jpeg)
 
@@ -156,8 +157,8 @@ class _ActionState:
     """Hysteresis state of one action on one camera."""
 
     threshold: float
-    run: list[_Window] = field(default_factory=list)    # consecutive 'on' windows, idle
-    lows: list[_Window] = field(default_factory=list)   # consecutive 'off' windows, open
+    run: list[_Window] = field(default_factory=list)  # consecutive 'on' windows, idle
+    lows: list[_Window] = field(default_factory=list)  # consecutive 'off' windows, open
     open: _Occurrence | None = None
     cooldown_until: float = -math.inf
 
@@ -165,23 +166,31 @@ class _ActionState:
 class EventTracker:
     """Turns one camera's per-window score vectors into start/end ActionEvents."""
 
-    def __init__(self, camera: str, labels: Sequence[str], settings: EventSettings,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        camera: str,
+        labels: Sequence[str],
+        settings: EventSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if not labels:
             raise ValueError(f"camera {camera!r}: the model has no labels to track")
         if len(set(labels)) != len(labels):
             raise ValueError(f"camera {camera!r}: duplicate labels in {list(labels)}")
         unknown = sorted((set(settings.thresholds) | settings.ignore) - set(labels))
         if unknown:
-            raise ValueError(f"camera {camera!r}: thresholds/ignore name labels the model "
-                             f"does not have: {unknown}; known labels: {list(labels)}")
+            raise ValueError(
+                f"camera {camera!r}: thresholds/ignore name labels the model "
+                f"does not have: {unknown}; known labels: {list(labels)}"
+            )
         self.camera = camera
         self.labels: tuple[str, ...] = tuple(labels)
         self.settings = settings
         self._clock = clock
         self._states: dict[str, _ActionState] = {
             label: _ActionState(settings.threshold(label))
-            for label in self.labels if label not in settings.ignore
+            for label in self.labels
+            if label not in settings.ignore
         }
 
     @property
@@ -192,22 +201,27 @@ class EventTracker:
     def best_frame_id(self, action: str) -> int | None:
         """Frame id of the highest-scoring window of the open event, None if not open."""
         if action not in self.labels:
-            raise ValueError(f"camera {self.camera!r}: unknown action {action!r}; "
-                             f"known labels: {list(self.labels)}")
+            raise ValueError(
+                f"camera {self.camera!r}: unknown action {action!r}; "
+                f"known labels: {list(self.labels)}"
+            )
         state = self._states.get(action)
         return None if state is None or state.open is None else state.open.best_frame_id
 
-    def update(self, scores: Sequence[float] | np.ndarray, frame_id: int,
-               t: float | None = None) -> list[ActionEvent]:
+    def update(
+        self, scores: Sequence[float] | np.ndarray, frame_id: int, t: float | None = None
+    ) -> list[ActionEvent]:
         """Feed one window's scores (label order); returns the records it completes.
 
         `t` is the window's capture time in epoch seconds (the clock when omitted).
         """
         values = np.asarray(scores, dtype=np.float64).reshape(-1)
         if values.shape[0] != len(self.labels):
-            raise ValueError(f"camera {self.camera!r}: got {values.shape[0]} scores for "
-                             f"{len(self.labels)} labels; the model output does not match "
-                             f"its label list")
+            raise ValueError(
+                f"camera {self.camera!r}: got {values.shape[0]} scores for "
+                f"{len(self.labels)} labels; the model output does not match "
+                f"its label list"
+            )
         now = self._clock() if t is None else float(t)
         events: list[ActionEvent] = []
         for index, label in enumerate(self.labels):
@@ -243,7 +257,7 @@ class EventTracker:
                 return None
             return self._open(action, state)
         if on:
-            for dip in state.lows:     # a dip shorter than end_windows belongs to the event
+            for dip in state.lows:  # a dip shorter than end_windows belongs to the event
                 state.open.add(dip)
             state.lows.clear()
             state.open.add(window)
@@ -261,18 +275,36 @@ class EventTracker:
         state.open = occurrence
         return self._record(action, occurrence, PHASE_START, None)
 
-    def _close(self, action: str, state: _ActionState, occurrence: _Occurrence,
-               ended_at: float, reason: str) -> ActionEvent:
+    def _close(
+        self,
+        action: str,
+        state: _ActionState,
+        occurrence: _Occurrence,
+        ended_at: float,
+        reason: str,
+    ) -> ActionEvent:
         state.open = None
         state.lows.clear()
         state.cooldown_until = ended_at + self.settings.cooldown_s
         return self._record(action, occurrence, PHASE_END, ended_at, reason)
 
-    def _record(self, action: str, occurrence: _Occurrence, phase: str,
-                ended_at: float | None, reason: str | None = None) -> ActionEvent:
+    def _record(
+        self,
+        action: str,
+        occurrence: _Occurrence,
+        phase: str,
+        ended_at: float | None,
+        reason: str | None = None,
+    ) -> ActionEvent:
         return ActionEvent(
-            id=occurrence.id, camera=self.camera, action=action, phase=phase,
-            score_max=occurrence.score_max, score_mean=occurrence.score_mean,
-            started_at=occurrence.started_at, ended_at=ended_at,
-            frame_id=occurrence.best_frame_id, end_reason=reason,
+            id=occurrence.id,
+            camera=self.camera,
+            action=action,
+            phase=phase,
+            score_max=occurrence.score_max,
+            score_mean=occurrence.score_mean,
+            started_at=occurrence.started_at,
+            ended_at=ended_at,
+            frame_id=occurrence.best_frame_id,
+            end_reason=reason,
         )

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from types import MappingProxyType
 
-_SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
-                    logging.INFO: 6, logging.DEBUG: 7}
+_SYSLOG_PRIORITY = MappingProxyType(
+    {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+)
 
 
 class JournalFormatter(logging.Formatter):
@@ -28,8 +30,9 @@ def setup_logging(level: str = "info") -> None:
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(processName)s %(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

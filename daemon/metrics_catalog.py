@@ -52,78 +52,167 @@ class MetricSpec(NamedTuple):
 LOST_TOTAL = "actiond_lost_total"
 
 CATALOG: tuple[MetricSpec, ...] = (
-    MetricSpec("actiond_build_info", GAUGE, ("version",),
-               "Always 1; the version label names the running actiond."),
-    MetricSpec("actiond_stage_frames_in_total", COUNTER, ("camera", "stage"),
-               "Frames a stage took from its input ring (source: frames decoded)."),
-    MetricSpec("actiond_stage_frames_out_total", COUNTER, ("camera", "stage"),
-               "Frames a stage handed on to its output ring or outputs."),
-    MetricSpec("actiond_stage_processing_seconds", HISTOGRAM, ("camera", "stage"),
-               "Time a stage spent on one frame, excluding waits for input."),
-    MetricSpec("actiond_event_latency_seconds", HISTOGRAM, ("camera",),
-               "Time from the capture of a window's last frame to its action event."),
-    MetricSpec("actiond_ring_occupancy_slots", GAUGE, ("ring",),
-               "Slots of a frame ring that hold a frame not yet consumed."),
-    MetricSpec("actiond_ring_capacity_slots", GAUGE, ("ring",),
-               "Slots in a frame ring."),
-    MetricSpec("actiond_ring_drops_total", COUNTER, ("ring", "reason"),
-               "Frames dropped by a ring, by reason (drop_oldest, drop_newest, reclaimed, "
-               "busy)."),
-    MetricSpec("actiond_worker_restarts_total", COUNTER, ("camera", "stage"),
-               "Times the supervisor restarted a worker process (summed over replicas)."),
-    MetricSpec("actiond_worker_up", GAUGE, ("camera", "stage"),
-               "1 while every worker process of the camera and stage runs with a fresh "
-               "heartbeat, else 0."),
-    MetricSpec("actiond_camera_failed", GAUGE, ("camera",),
-               "1 when a camera exhausted its crash budget and was stopped, else 0."),
-    MetricSpec("actiond_camera_expected_fps", GAUGE, ("camera",),
-               "Frame rate the camera is configured or negotiated to deliver."),
-    MetricSpec("actiond_source_reconnects_total", COUNTER, ("camera",),
-               "Times a source released and reopened its stream."),
-    MetricSpec("actiond_source_stalls_total", COUNTER, ("camera",),
-               "Reads that timed out or returned no frame on an open stream."),
-    MetricSpec("actiond_mjpeg_viewers", GAUGE, ("camera",),
-               "Browsers watching the camera's MJPEG stream now."),
-    MetricSpec("actiond_mjpeg_viewers_refused_total", COUNTER, ("camera",),
-               "MJPEG stream requests refused because display.mjpeg_max_clients were "
-               "watching."),
-    MetricSpec("actiond_inference_seconds", HISTOGRAM, ("camera",),
-               "Time of one model run (one clip) in onnxruntime, over all replicas."),
-    MetricSpec("actiond_inference_providers_info", GAUGE, ("provider",),
-               "1 for each onnxruntime execution provider actually in use."),
-    MetricSpec("actiond_events_total", COUNTER, ("camera", "action"),
-               "Action events started."),
-    MetricSpec(LOST_TOTAL, COUNTER, ("camera", "stage", "item", "reason"),
-               "Items lost inside the pipeline, by the stage that lost them, what they were "
-               "(frame, clip, result, event, snapshot) and why. source: frame fps_limit "
-               "(live frames skipped to honour the camera's fps); infer: result no_ring "
-               "(camera=\"all\"); overlay: frame gap (frame ids that never reached it), "
-               "frame viewer_behind (frames an MJPEG viewer missed), result evicted, "
-               "result not_arrived (a file's last results), event send_timeout / "
-               "supervisor_gone / send_failed, snapshot too_large; intake: event "
-               "not_stored, event malformed (camera=\"all\"). Ring drops are in "
-               "actiond_ring_drops_total."),
-    MetricSpec("actiond_sink_up", GAUGE, ("sink",),
-               "1 while an event sink can deliver (MQTT: connected to the broker; jsonl: "
-               "its last write succeeded), else 0."),
-    MetricSpec("actiond_sink_delivered_total", COUNTER, ("sink",),
-               "Events an event sink delivered (MQTT: acknowledged by the broker; jsonl: "
-               "written and fsync'd)."),
-    MetricSpec("actiond_sink_pending_events", GAUGE, ("sink",),
-               "Events in the durable outbox waiting for an event sink to deliver them."),
-    MetricSpec("actiond_sink_dropped_total", COUNTER, ("sink", "reason"),
-               "Events an event sink never delivered, by reason (outbox_full: dropped "
-               "oldest first from its full queue in the outbox)."),
-    MetricSpec("actiond_sink_snapshots_dropped_total", COUNTER, ("sink",),
-               "Event snapshots dropped unsent to bound the outbox's size (oldest first; "
-               "their events are kept)."),
+    MetricSpec(
+        "actiond_build_info",
+        GAUGE,
+        ("version",),
+        "Always 1; the version label names the running actiond.",
+    ),
+    MetricSpec(
+        "actiond_stage_frames_in_total",
+        COUNTER,
+        ("camera", "stage"),
+        "Frames a stage took from its input ring (source: frames decoded).",
+    ),
+    MetricSpec(
+        "actiond_stage_frames_out_total",
+        COUNTER,
+        ("camera", "stage"),
+        "Frames a stage handed on to its output ring or outputs.",
+    ),
+    MetricSpec(
+        "actiond_stage_processing_seconds",
+        HISTOGRAM,
+        ("camera", "stage"),
+        "Time a stage spent on one frame, excluding waits for input.",
+    ),
+    MetricSpec(
+        "actiond_event_latency_seconds",
+        HISTOGRAM,
+        ("camera",),
+        "Time from the capture of a window's last frame to its action event.",
+    ),
+    MetricSpec(
+        "actiond_ring_occupancy_slots",
+        GAUGE,
+        ("ring",),
+        "Slots of a frame ring that hold a frame not yet consumed.",
+    ),
+    MetricSpec("actiond_ring_capacity_slots", GAUGE, ("ring",), "Slots in a frame ring."),
+    MetricSpec(
+        "actiond_ring_drops_total",
+        COUNTER,
+        ("ring", "reason"),
+        "Frames dropped by a ring, by reason (drop_oldest, drop_newest, reclaimed, busy).",
+    ),
+    MetricSpec(
+        "actiond_worker_restarts_total",
+        COUNTER,
+        ("camera", "stage"),
+        "Times the supervisor restarted a worker process (summed over replicas).",
+    ),
+    MetricSpec(
+        "actiond_worker_up",
+        GAUGE,
+        ("camera", "stage"),
+        "1 while every worker process of the camera and stage runs with a fresh heartbeat, else 0.",
+    ),
+    MetricSpec(
+        "actiond_camera_failed",
+        GAUGE,
+        ("camera",),
+        "1 when a camera exhausted its crash budget and was stopped, else 0.",
+    ),
+    MetricSpec(
+        "actiond_camera_expected_fps",
+        GAUGE,
+        ("camera",),
+        "Frame rate the camera is configured or negotiated to deliver.",
+    ),
+    MetricSpec(
+        "actiond_source_reconnects_total",
+        COUNTER,
+        ("camera",),
+        "Times a source released and reopened its stream.",
+    ),
+    MetricSpec(
+        "actiond_source_stalls_total",
+        COUNTER,
+        ("camera",),
+        "Reads that timed out or returned no frame on an open stream.",
+    ),
+    MetricSpec(
+        "actiond_mjpeg_viewers",
+        GAUGE,
+        ("camera",),
+        "Browsers watching the camera's MJPEG stream now.",
+    ),
+    MetricSpec(
+        "actiond_mjpeg_viewers_refused_total",
+        COUNTER,
+        ("camera",),
+        "MJPEG stream requests refused because display.mjpeg_max_clients were watching.",
+    ),
+    MetricSpec(
+        "actiond_inference_seconds",
+        HISTOGRAM,
+        ("camera",),
+        "Time of one model run (one clip) in onnxruntime, over all replicas.",
+    ),
+    MetricSpec(
+        "actiond_inference_providers_info",
+        GAUGE,
+        ("provider",),
+        "1 for each onnxruntime execution provider actually in use.",
+    ),
+    MetricSpec("actiond_events_total", COUNTER, ("camera", "action"), "Action events started."),
+    MetricSpec(
+        LOST_TOTAL,
+        COUNTER,
+        ("camera", "stage", "item", "reason"),
+        "Items lost inside the pipeline, by the stage that lost them, what they were "
+        "(frame, clip, result, event, snapshot) and why. source: frame fps_limit "
+        "(live frames skipped to honour the camera's fps); infer: result no_ring "
+        '(camera="all"); overlay: frame gap (frame ids that never reached it), '
+        "frame viewer_behind (frames an MJPEG viewer missed), result evicted, "
+        "result not_arrived (a file's last results), event send_timeout / "
+        "supervisor_gone / send_failed, snapshot too_large; intake: event "
+        'not_stored, event malformed (camera="all"). Ring drops are in '
+        "actiond_ring_drops_total.",
+    ),
+    MetricSpec(
+        "actiond_sink_up",
+        GAUGE,
+        ("sink",),
+        "1 while an event sink can deliver (MQTT: connected to the broker; jsonl: "
+        "its last write succeeded), else 0.",
+    ),
+    MetricSpec(
+        "actiond_sink_delivered_total",
+        COUNTER,
+        ("sink",),
+        "Events an event sink delivered (MQTT: acknowledged by the broker; jsonl: "
+        "written and fsync'd).",
+    ),
+    MetricSpec(
+        "actiond_sink_pending_events",
+        GAUGE,
+        ("sink",),
+        "Events in the durable outbox waiting for an event sink to deliver them.",
+    ),
+    MetricSpec(
+        "actiond_sink_dropped_total",
+        COUNTER,
+        ("sink", "reason"),
+        "Events an event sink never delivered, by reason (outbox_full: dropped "
+        "oldest first from its full queue in the outbox).",
+    ),
+    MetricSpec(
+        "actiond_sink_snapshots_dropped_total",
+        COUNTER,
+        ("sink",),
+        "Event snapshots dropped unsent to bound the outbox's size (oldest first; "
+        "their events are kept).",
+    ),
 )
 
-HISTOGRAM_BUCKETS_S: Mapping[str, tuple[float, ...]] = MappingProxyType({
-    "actiond_stage_processing_seconds": STAGE_BUCKETS_S,
-    "actiond_event_latency_seconds": EVENT_LATENCY_BUCKETS_S,
-    "actiond_inference_seconds": STAGE_BUCKETS_S,
-})
+HISTOGRAM_BUCKETS_S: Mapping[str, tuple[float, ...]] = MappingProxyType(
+    {
+        "actiond_stage_processing_seconds": STAGE_BUCKETS_S,
+        "actiond_event_latency_seconds": EVENT_LATENCY_BUCKETS_S,
+        "actiond_inference_seconds": STAGE_BUCKETS_S,
+    }
+)
 
 BY_NAME: Mapping[str, MetricSpec] = MappingProxyType({spec.name: spec for spec in CATALOG})
 

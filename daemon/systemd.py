@@ -12,6 +12,7 @@ import os
 import re
 import socket
 from pathlib import Path
+from types import MappingProxyType
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,12 @@ class SystemdNotifier:
         try:
             self._sock.sendto(message.encode("utf-8"), self._address)
         except OSError as exc:
-            log.warning("sd_notify to %s failed (%s): %s", _printable(self._address),
-                        exc.strerror or exc, message.splitlines()[0])
+            log.warning(
+                "sd_notify to %s failed (%s): %s",
+                _printable(self._address),
+                exc.strerror or exc,
+                message.splitlines()[0],
+            )
             return False
         return True
 
@@ -119,12 +124,15 @@ def _socket_address(value: str) -> str | None:
     if not value:
         return None
     if value.startswith("@"):
-        return "\0" + value[1:]     # abstract namespace: no file, leading NUL
+        return "\0" + value[1:]  # abstract namespace: no file, leading NUL
     if value.startswith("/"):
         return value
     # systemd 253+ may hand out vsock: addresses; this daemon targets 252 (Debian 12).
-    log.warning("%s=%r is not a socket path or @abstract name; systemd notifications "
-                "are disabled", NOTIFY_SOCKET_ENV, value)
+    log.warning(
+        "%s=%r is not a socket path or @abstract name; systemd notifications are disabled",
+        NOTIFY_SOCKET_ENV,
+        value,
+    )
     return None
 
 
@@ -134,10 +142,11 @@ def _watchdog_from_env(pid: int) -> float | None:
     if not usec_text:
         return None
     if pid_text and pid_text != str(pid):
-        return None     # the watchdog is meant for another process (e.g. our parent)
+        return None  # the watchdog is meant for another process (e.g. our parent)
     if not usec_text.isdigit() or int(usec_text) == 0:
-        log.warning("ignoring %s=%r: not a positive number of microseconds",
-                    WATCHDOG_USEC_ENV, usec_text)
+        log.warning(
+            "ignoring %s=%r: not a positive number of microseconds", WATCHDOG_USEC_ENV, usec_text
+        )
         return None
     return int(usec_text) / 1e6
 
@@ -153,15 +162,34 @@ def _printable(address: str | None) -> str:
 
 # --- unit files ----------------------------------------------------------------------
 
-_TIMESPAN_UNITS_S = {
-    "us": 1e-6, "usec": 1e-6, "µs": 1e-6,
-    "ms": 1e-3, "msec": 1e-3,
-    "": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
-    "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0,
-    "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
-    "d": 86400.0, "day": 86400.0, "days": 86400.0,
-    "w": 604800.0, "week": 604800.0, "weeks": 604800.0,
-}
+_TIMESPAN_UNITS_S = MappingProxyType(
+    {
+        "us": 1e-6,
+        "usec": 1e-6,
+        "µs": 1e-6,
+        "ms": 1e-3,
+        "msec": 1e-3,
+        "": 1.0,
+        "s": 1.0,
+        "sec": 1.0,
+        "second": 1.0,
+        "seconds": 1.0,
+        "m": 60.0,
+        "min": 60.0,
+        "minute": 60.0,
+        "minutes": 60.0,
+        "h": 3600.0,
+        "hr": 3600.0,
+        "hour": 3600.0,
+        "hours": 3600.0,
+        "d": 86400.0,
+        "day": 86400.0,
+        "days": 86400.0,
+        "w": 604800.0,
+        "week": 604800.0,
+        "weeks": 604800.0,
+    }
+)
 _TIMESPAN_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zµ]*)\s*")
 
 
@@ -188,7 +216,7 @@ def unit_settings(path: str | Path, section: str) -> list[tuple[str, str]]:
     current, pending = "", ""
     for raw in Path(path).read_text(encoding="utf-8").splitlines():
         line = pending + raw.strip()
-        if line.endswith("\\"):     # continuation: joined with a space, as systemd does
+        if line.endswith("\\"):  # continuation: joined with a space, as systemd does
             pending = line[:-1] + " "
             continue
         pending = ""

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-
 from daemon_proc import Daemon
 
 pytest_plugins = ["rtsp_fixture", "mosquitto_fixture"]

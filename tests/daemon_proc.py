@@ -14,8 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from daemon.bench.procstats import toml_document
 from daemon.ipc import ring_stats
@@ -44,8 +44,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(path: Path, sections: dict[str, dict[str, object]],
-                 cameras: list[dict[str, object]]) -> Path:
+def write_config(
+    path: Path, sections: dict[str, dict[str, object]], cameras: list[dict[str, object]]
+) -> Path:
     path.write_text(toml_document(sections, cameras))
     return path
 
@@ -53,20 +54,33 @@ def write_config(path: Path, sections: dict[str, dict[str, object]],
 class Daemon:
     """A running `actiond run` process with its own shm dir, log file and frame log."""
 
-    def __init__(self, tmp: Path, cameras: list[dict[str, object]],
-                 sections: dict[str, dict[str, object]] | None = None,
-                 env: dict[str, str] | None = None, console_script: bool = False) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        cameras: list[dict[str, object]],
+        sections: dict[str, dict[str, object]] | None = None,
+        env: dict[str, str] | None = None,
+        console_script: bool = False,
+    ) -> None:
         self.tmp = tmp
         # `actiond` as installed (the systemd unit's way), or `python -m daemon`.
-        self.command = ([str(Path(sys.executable).with_name("actiond"))] if console_script
-                        else [sys.executable, "-m", "daemon"])
+        self.command = (
+            [str(Path(sys.executable).with_name("actiond"))]
+            if console_script
+            else [sys.executable, "-m", "daemon"]
+        )
         self.shm_dir = Path("/dev/shm") / f"actiond-test-{os.getpid()}-{time.monotonic_ns()}"
         self.shm_dir.mkdir()
         self.frame_log = tmp / "frames.jsonl"
         base: dict[str, dict[str, object]] = {
-            "daemon": {"shm_dir": str(self.shm_dir), "state_dir": str(tmp / "state"),
-                       "status_interval_s": 1.0, "heartbeat_timeout_s": 5.0,
-                       "restart_backoff_min_s": 0.2, "restart_backoff_max_s": 1.0},
+            "daemon": {
+                "shm_dir": str(self.shm_dir),
+                "state_dir": str(tmp / "state"),
+                "status_interval_s": 1.0,
+                "heartbeat_timeout_s": 5.0,
+                "restart_backoff_min_s": 0.2,
+                "restart_backoff_max_s": 1.0,
+            },
             "metrics": {"listen": ""},
             "display": {"frame_log": str(self.frame_log)},
         }
@@ -77,11 +91,15 @@ class Daemon:
         self._env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*self.command, "run", "-c", str(self.config)],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=self._env)
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+            )
         return self
 
     # -- looking inside ---------------------------------------------------------------
@@ -177,7 +195,7 @@ class FrameLogTail:
         self._offset = 0
         self._partial = b""
         self.records: list[dict[str, object]] = []
-        self.newest_id: dict[str, int] = {}   # camera -> highest frame id shown
+        self.newest_id: dict[str, int] = {}  # camera -> highest frame id shown
 
     def poll(self) -> list[dict[str, object]]:
         """The records appended since the last poll (complete lines only)."""

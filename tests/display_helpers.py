@@ -13,15 +13,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from daemon.outputs.mjpeg import MjpegServer
 from media import draw_marker, read_marker
 
+from daemon.display.mjpeg import MjpegServer
+
 WIDTH, HEIGHT = 320, 240
-PUBLISH_INTERVAL_S = 0.02    # publisher pacing (about 50 fps), not a synchronisation
+PUBLISH_INTERVAL_S = 0.02  # publisher pacing (about 50 fps), not a synchronisation
 HTTP_TIMEOUT_S = 5.0
 DEADLINE_S = 10.0
-STOP_PROMPT_S = 1.5          # well below the 10 s client socket timeout stop() must not wait
+STOP_PROMPT_S = 1.5  # well below the 10 s client socket timeout stop() must not wait
 
 
 def make_frame(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:

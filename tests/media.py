@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-MARKER_BITS = 10             # frame indices up to 1023
-MARKER_STRIP_FRACTION = 8    # the strip is 1/8 of the frame height
-BOX_STEP_PX = 4              # moving-box: horizontal motion per frame, in clip pixels
+MARKER_BITS = 10  # frame indices up to 1023
+MARKER_STRIP_FRACTION = 8  # the strip is 1/8 of the frame height
+BOX_STEP_PX = 4  # moving-box: horizontal motion per frame, in clip pixels
 PATTERNS = ("moving-box", "still", "noise")
 TEXTURE_SEED = 1234
 
@@ -71,22 +71,28 @@ def pattern_frame(pattern: str, index: int, size: tuple[int, int]) -> np.ndarray
     elif pattern == "still":
         gray = texture(height, width, TEXTURE_SEED)
     elif pattern == "moving-box":
-        gray = texture(height, width, TEXTURE_SEED) // 2   # dim background, bright box
+        gray = texture(height, width, TEXTURE_SEED) // 2  # dim background, bright box
         x, y, box_w, box_h = box_rect(index, size)
         box = texture(box_h, box_w, TEXTURE_SEED + 1) // 2 + 128
-        gray[y:y + box_h, x:x + box_w] = box
+        gray[y : y + box_h, x : x + box_w] = box
     else:
         raise ValueError(f"unknown pattern {pattern!r}; use one of {PATTERNS}")
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
 
 
-def make_clip(path: Path | str, frames: int = 30, size: tuple[int, int] = (160, 120),
-              fps: float = 10.0, pattern: str = "moving-box", codec: str = "mp4v",
-              marker: bool = True) -> Path:
+def make_clip(
+    path: Path | str,
+    frames: int = 30,
+    size: tuple[int, int] = (160, 120),
+    fps: float = 10.0,
+    pattern: str = "moving-box",
+    codec: str = "mp4v",
+    marker: bool = True,
+) -> Path:
     """Write a clip of `frames` frames with cv2.VideoWriter; frame i carries marker i."""
     path = Path(path)
-    if frames > 2 ** MARKER_BITS:
-        raise ValueError(f"at most {2 ** MARKER_BITS} frames fit the marker")
+    if frames > 2**MARKER_BITS:
+        raise ValueError(f"at most {2**MARKER_BITS} frames fit the marker")
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"cv2.VideoWriter cannot write {path} with codec {codec!r}")
@@ -113,8 +119,8 @@ def make_corrupt_file(path: Path | str) -> Path:
 # --- synthetic action scenes -----------------------------------------------------------
 
 ACTIONS = ("idle", "walk_left", "walk_right", "walk_towards", "walk_away", "gesture")
-ACTION_SIZE = (320, 240)          # rendered frame size (width, height)
-GESTURE_MIN_CYCLES = 0.4         # arm cycles a gesture shows at least within a clip
+ACTION_SIZE = (320, 240)  # rendered frame size (width, height)
+GESTURE_MIN_CYCLES = 0.4  # arm cycles a gesture shows at least within a clip
 SKIN_BGR = ((60, 90, 150), (90, 130, 190), (130, 170, 220), (40, 60, 100), (110, 150, 200))
 
 
@@ -127,11 +133,12 @@ class Pose:
     y: float
     height: float
     legs: tuple[float, float]
-    arms: tuple[tuple[float, float], tuple[float, float]]   # (upper, fore), left then right
+    arms: tuple[tuple[float, float], tuple[float, float]]  # (upper, fore), left then right
 
 
-def action_frames(action: str, seed: int, frames: int = 17,
-                  size: tuple[int, int] = ACTION_SIZE) -> np.ndarray:
+def action_frames(
+    action: str, seed: int, frames: int = 17, size: tuple[int, int] = ACTION_SIZE
+) -> np.ndarray:
     """(frames, height, width, 3) uint8 BGR of a random scene showing `action`.
 
     idle: an empty room or someone standing still; walk_left / walk_right: someone
@@ -145,16 +152,27 @@ def action_frames(action: str, seed: int, frames: int = 17,
     rng = np.random.default_rng(seed)
     width, height = size
     background = _room(rng, width, height)
-    time_scale = rng.uniform(1.0, 3.5)       # frame period in units of 1/30 s
+    time_scale = rng.uniform(1.0, 3.5)  # frame period in units of 1/30 s
     poses = _POSES[action](rng, frames, width, height, time_scale)
     look = _Look(rng, width, height)
-    return np.stack([look.finish(_draw(background, pose, look), i, rng) if pose else
-                     look.finish(background.astype(np.float32), i, rng)
-                     for i, pose in enumerate(poses)])
+    return np.stack(
+        [
+            look.finish(_draw(background, pose, look), i, rng)
+            if pose
+            else look.finish(background.astype(np.float32), i, rng)
+            for i, pose in enumerate(poses)
+        ]
+    )
 
 
-def make_action_clip(path: Path | str, action: str, seed: int, frames: int = 48,
-                     fps: float = 15.0, size: tuple[int, int] = ACTION_SIZE) -> Path:
+def make_action_clip(
+    path: Path | str,
+    action: str,
+    seed: int,
+    frames: int = 48,
+    fps: float = 15.0,
+    size: tuple[int, int] = ACTION_SIZE,
+) -> Path:
     """Write action_frames(...) as a video file (for end-to-end runs of the daemon)."""
     path = Path(path)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
@@ -173,15 +191,16 @@ def _room(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     room = np.empty((height, width, 3), np.float32)
     # Plain walls as often as textured ones: optical flow is least reliable on them.
     plain = rng.random() < 0.4
-    room[:] = wall * (1 + rng.uniform(*((0, 0.05) if plain else (0.05, 0.6)))
-                      * (shade[..., None] - 0.5))
+    room[:] = wall * (
+        1 + rng.uniform(*((0, 0.05) if plain else (0.05, 0.6))) * (shade[..., None] - 0.5)
+    )
     floor = rng.integers(30, 200, 3).astype(np.float32)
     stripes = np.sin(np.arange(width) * rng.uniform(0.05, 0.4))[None, :, None]
     room[floor_y:] = floor * (1 + rng.uniform(0, 0.3) * stripes)
-    for _ in range(int(rng.integers(0, 4))):     # furniture, doors, screens
+    for _ in range(int(rng.integers(0, 4))):  # furniture, doors, screens
         x, y = int(rng.uniform(0, width)), int(rng.uniform(0, height))
         w, h = int(rng.uniform(0.05, 0.3) * width), int(rng.uniform(0.05, 0.5) * height)
-        room[y:y + h, x:x + w] = rng.integers(0, 256, 3)
+        room[y : y + h, x : x + w] = rng.integers(0, 256, 3)
     return np.clip(room, 0, 255)
 
 
@@ -214,16 +233,21 @@ class _Look:
         frame = frame * (1 + self.flicker * rng.standard_normal())
         if self.jitter_px:
             dx, dy = rng.normal(0, self.jitter_px, 2)
-            frame = cv2.warpAffine(frame, np.float32([[1, 0, dx], [0, 1, dy]]),
-                                   frame.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+            frame = cv2.warpAffine(
+                frame,
+                np.float32([[1, 0, dx], [0, 1, dy]]),
+                frame.shape[1::-1],
+                borderMode=cv2.BORDER_REPLICATE,
+            )
         height, width = frame.shape[:2]
         if rng.random() < self.blotch_chance:
             x, y = int(rng.integers(width)), int(rng.integers(height))
             w, h = int(rng.uniform(0.05, 0.3) * width), int(rng.uniform(0.05, 0.3) * height)
-            self.blotches[y:y + h, x:x + w] += rng.uniform(-4, 4)
+            self.blotches[y : y + h, x : x + w] += rng.uniform(-4, 4)
         shift = tuple(int(v) for v in rng.integers(0, (height, width)))
-        frame = frame + self.static + self.blotches + np.roll(self.noise[index % 2], shift,
-                                                               axis=(0, 1))
+        frame = (
+            frame + self.static + self.blotches + np.roll(self.noise[index % 2], shift, axis=(0, 1))
+        )
         out = np.clip(frame, 0, 255).astype(np.uint8)
         if self.jpeg:
             _, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg])
@@ -236,36 +260,58 @@ def _draw(background: np.ndarray, pose: Pose, look: _Look) -> np.ndarray:
     height, width = background.shape[:2]
     layer = np.zeros_like(background)
     mask = np.zeros((height, width), np.float32)
-    scale = 16.0                                  # cv2 drawing with 4 fractional bits
+    scale = 16.0  # cv2 drawing with 4 fractional bits
 
     def point(u: float, v: float) -> tuple[int, int]:
         return (int((pose.x + u * pose.height) * scale), int((pose.y + v * pose.height) * scale))
 
-    def limb(start: tuple[float, float], angles: tuple[float, float], lengths: tuple[float, float],
-             thick: float, colour: np.ndarray, end_colour: np.ndarray | None = None) -> None:
+    def limb(
+        start: tuple[float, float],
+        angles: tuple[float, float],
+        lengths: tuple[float, float],
+        thick: float,
+        colour: np.ndarray,
+        end_colour: np.ndarray | None = None,
+    ) -> None:
         u, v = start
         for angle, length in zip(angles, lengths):
             nu, nv = u + length * np.sin(angle), v + length * np.cos(angle)
             for img, col in ((layer, colour.tolist()), (mask, 1.0)):
-                cv2.line(img, point(u, v), point(nu, nv), col, max(1, int(thick * pose.height)),
-                         cv2.LINE_AA, 4)
+                cv2.line(
+                    img,
+                    point(u, v),
+                    point(nu, nv),
+                    col,
+                    max(1, int(thick * pose.height)),
+                    cv2.LINE_AA,
+                    4,
+                )
             u, v = nu, nv
-        if end_colour is not None:                # a hand
+        if end_colour is not None:  # a hand
             for img, col in ((layer, end_colour.tolist()), (mask, 1.0)):
-                cv2.circle(img, point(u, v), int(look.hand * pose.height * scale), col, -1,
-                           cv2.LINE_AA, 4)
+                cv2.circle(
+                    img, point(u, v), int(look.hand * pose.height * scale), col, -1, cv2.LINE_AA, 4
+                )
 
     for side, swing in zip((-1, 1), pose.legs):
         limb((0.06 * side, -0.47), (swing, swing * 0.5), (0.25, 0.24), 0.08, look.bottom)
-    torso = np.array([point(-0.14, -0.83), point(0.14, -0.83), point(0.11, -0.45),
-                      point(-0.11, -0.45)], np.int32)
+    torso = np.array(
+        [point(-0.14, -0.83), point(0.14, -0.83), point(0.11, -0.45), point(-0.11, -0.45)], np.int32
+    )
     for img, col in ((layer, look.top.tolist()), (mask, 1.0)):
         cv2.fillConvexPoly(img, torso, col, cv2.LINE_AA, 4)
-        cv2.circle(img, point(0, -0.92), int(0.07 * pose.height * scale),
-                   look.skin.tolist() if img is layer else 1.0, -1, cv2.LINE_AA, 4)
+        cv2.circle(
+            img,
+            point(0, -0.92),
+            int(0.07 * pose.height * scale),
+            look.skin.tolist() if img is layer else 1.0,
+            -1,
+            cv2.LINE_AA,
+            4,
+        )
     for side, angles in zip((-1, 1), pose.arms):
         limb((0.15 * side, -0.81), angles, (0.17, 0.16), look.arm, look.top, look.skin)
-    k = pose.height / background.shape[0]         # the clothes texture moves with the figure
+    k = pose.height / background.shape[0]  # the clothes texture moves with the figure
     warp = np.float32([[k, 0, pose.x - k * width], [0, k, pose.y - k * height]])
     cloth = cv2.warpAffine(look.cloth, warp, (width, height), borderMode=cv2.BORDER_REFLECT)
     m = mask[..., None]
@@ -276,12 +322,16 @@ def _phase(rng: np.random.Generator, frames: int, rate: float) -> np.ndarray:
     return rng.uniform(0, 2 * np.pi) + rate * np.arange(frames)
 
 
-def _walk_pose(x: float, y: float, height: float, phase: float, leg: float,
-               arm: float) -> Pose:
+def _walk_pose(x: float, y: float, height: float, phase: float, leg: float, arm: float) -> Pose:
     s = np.sin(phase)
     bob = 0.01 * height * abs(np.cos(phase))
-    return Pose(x, y - bob, height, (leg * s, -leg * s),
-                ((-arm * s, -arm * s + 0.2), (arm * s, arm * s + 0.2)))
+    return Pose(
+        x,
+        y - bob,
+        height,
+        (leg * s, -leg * s),
+        ((-arm * s, -arm * s + 0.2), (arm * s, arm * s + 0.2)),
+    )
 
 
 def _lateral(direction: int) -> Callable[..., list[Pose | None]]:
@@ -294,6 +344,7 @@ def _lateral(direction: int) -> Callable[..., list[Pose | None]]:
         phase = _phase(rng, n, 2 * np.pi * abs(speed) / (1.3 * height))
         leg, arm = rng.uniform(0.25, 0.45), rng.uniform(0.1, 0.4)
         return [_walk_pose(x[i], y, height * grow[i], phase[i], leg, arm) for i in range(n)]
+
     return poses
 
 
@@ -311,17 +362,31 @@ def _depth(towards: bool) -> Callable[..., list[Pose | None]]:
         drift = rng.uniform(-0.003, 0.003) * w * ts * np.arange(n)
         phase = _phase(rng, n, rng.uniform(0.15, 0.25) * ts)
         leg, arm = rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2)
-        return [_walk_pose(vanish + off * height[i] + drift[i], horizon + drop * height[i],
-                           height[i], phase[i], leg, arm) for i in range(n)]
+        return [
+            _walk_pose(
+                vanish + off * height[i] + drift[i],
+                horizon + drop * height[i],
+                height[i],
+                phase[i],
+                leg,
+                arm,
+            )
+            for i in range(n)
+        ]
+
     return poses
 
 
-def _standing(rng: np.random.Generator, n: int, w: int, h: int,
-              big: float) -> tuple[np.ndarray, float, float]:
+def _standing(
+    rng: np.random.Generator, n: int, w: int, h: int, big: float
+) -> tuple[np.ndarray, float, float]:
     """Feet x per frame (a slight sway), feet y and height of someone standing."""
     height = rng.uniform(0.35, big) * h
-    y = rng.uniform(0.02, 0.3) * h + height if rng.random() < 0.5 else \
-        max(rng.uniform(0.6, 1.0) * h, height)
+    y = (
+        rng.uniform(0.02, 0.3) * h + height
+        if rng.random() < 0.5
+        else max(rng.uniform(0.6, 1.0) * h, height)
+    )
     # Nobody stands perfectly still: a slow sway or shift of weight.
     sway = rng.uniform(0, 0.015) * height * np.sin(_phase(rng, n, rng.uniform(0.02, 0.1)))
     return rng.uniform(0.15, 0.85) * w + sway, y, height
@@ -330,11 +395,9 @@ def _standing(rng: np.random.Generator, n: int, w: int, h: int,
 def _gesture(rng: np.random.Generator, n: int, w: int, h: int, ts: float) -> list[Pose | None]:
     x, y, height = _standing(rng, n, w, h, 1.7)
     mode = rng.integers(4)
-    low, high = {0: (0.05, 0.12), 1: (0.02, 0.08), 2: (0.015, 0.04),
-                 3: (0.02, 0.05)}[int(mode)]
-    low = max(low, GESTURE_MIN_CYCLES / (n * ts))     # visibly moving within the clip
-    phases = [_phase(rng, n, 2 * np.pi * rng.uniform(low, max(low, high)) * ts)
-              for _ in range(2)]
+    low, high = {0: (0.05, 0.12), 1: (0.02, 0.08), 2: (0.015, 0.04), 3: (0.02, 0.05)}[int(mode)]
+    low = max(low, GESTURE_MIN_CYCLES / (n * ts))  # visibly moving within the clip
+    phases = [_phase(rng, n, 2 * np.pi * rng.uniform(low, max(low, high)) * ts) for _ in range(2)]
     amp = rng.uniform(0.45, 0.9)
     both = rng.random() < 0.5 or mode in (1, 3)
     arms = []
@@ -342,21 +405,22 @@ def _gesture(rng: np.random.Generator, n: int, w: int, h: int, ts: float) -> lis
         moving = both or side == (1 if rng.random() < 0.5 else -1)
         if not moving:
             arms.append(np.full((n, 2), side * 0.1))
-        elif mode == 0:                          # wave: forearm up, swinging
+        elif mode == 0:  # wave: forearm up, swinging
             up = side * rng.uniform(1.6, 2.4)
             arms.append(np.stack([np.full(n, up), up + side * 0.6 + amp * np.sin(ph)], 1))
-        elif mode == 1:                          # signing: forearms across the body
+        elif mode == 1:  # signing: forearms across the body
             upper = side * rng.uniform(0.1, 0.5) + 0.3 * amp * np.sin(ph)
             arms.append(np.stack([upper, -side * rng.uniform(1.2, 2.0) + amp * np.cos(ph)], 1))
-        elif mode == 2:                          # raising and lowering an arm
+        elif mode == 2:  # raising and lowering an arm
             lift = side * (0.2 + rng.uniform(1.0, 2.5) * (1 - np.cos(ph)) / 2)
             arms.append(np.stack([lift, lift], 1))
-        else:                                    # hands up to the chest and down again
+        else:  # hands up to the chest and down again
             bend = (1 - np.cos(ph)) / 2
-            arms.append(np.stack([side * 0.3 * bend, -side * rng.uniform(1.4, 2.2) * bend],
-                                 1))
-    return [Pose(x[i], y, height, (0.05, -0.05), (tuple(arms[0][i]), tuple(arms[1][i])))
-            for i in range(n)]
+            arms.append(np.stack([side * 0.3 * bend, -side * rng.uniform(1.4, 2.2) * bend], 1))
+    return [
+        Pose(x[i], y, height, (0.05, -0.05), (tuple(arms[0][i]), tuple(arms[1][i])))
+        for i in range(n)
+    ]
 
 
 def _idle(rng: np.random.Generator, n: int, w: int, h: int, ts: float) -> list[Pose | None]:
@@ -366,11 +430,17 @@ def _idle(rng: np.random.Generator, n: int, w: int, h: int, ts: float) -> list[P
     left, right = -rng.uniform(0, 0.4), rng.uniform(0, 0.4)
     # Arms resting, with at most a small slow movement (fidgeting is not a gesture).
     fidget = rng.uniform(0, 0.12) * np.sin(_phase(rng, n, rng.uniform(0.02, 0.1)))
-    return [Pose(x[i], y, height, (0.05, -0.05),
-                 ((left + fidget[i], left), (right - fidget[i], right))) for i in range(n)]
+    return [
+        Pose(x[i], y, height, (0.05, -0.05), ((left + fidget[i], left), (right - fidget[i], right)))
+        for i in range(n)
+    ]
 
 
 _POSES: dict[str, Callable[..., list[Pose | None]]] = {
-    "idle": _idle, "walk_left": _lateral(-1), "walk_right": _lateral(1),
-    "walk_towards": _depth(True), "walk_away": _depth(False), "gesture": _gesture,
+    "idle": _idle,
+    "walk_left": _lateral(-1),
+    "walk_right": _lateral(1),
+    "walk_towards": _depth(True),
+    "walk_away": _depth(False),
+    "gesture": _gesture,
 }

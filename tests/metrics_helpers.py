@@ -28,10 +28,14 @@ def parse_samples(text: str) -> dict[str, dict[Labels, float]]:
     return out
 
 
-def histogram_series(samples: dict[str, dict[Labels, float]], name: str,
-               **labels: str) -> tuple[list[tuple[float, float]], float, float]:
+def histogram_series(
+    samples: dict[str, dict[Labels, float]], name: str, **labels: str
+) -> tuple[list[tuple[float, float]], float, float]:
     """(le, cumulative count) pairs in bound order, the count and the sum of one series."""
     key = label_set(**labels)
-    buckets = sorted((float(dict(k)["le"]), v) for k, v in samples[f"{name}_bucket"].items()
-                     if k - {("le", dict(k)["le"])} == key)
+    buckets = sorted(
+        (float(dict(k)["le"]), v)
+        for k, v in samples[f"{name}_bucket"].items()
+        if k - {("le", dict(k)["le"])} == key
+    )
     return buckets, samples[f"{name}_count"][key], samples[f"{name}_sum"][key]

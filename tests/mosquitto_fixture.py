@@ -40,15 +40,16 @@ WAIT_TIMEOUT_S = 10.0
 AUTH_USER = "actiond"
 AUTH_PASSWORD = "correct-horse-battery"
 
-MISSING_TOOLS = tuple(tool for tool in (MOSQUITTO, MOSQUITTO_PASSWD, OPENSSL)
-                      if not os.access(tool, os.X_OK))
-MISSING_REASON = (f"needs {', '.join(MISSING_TOOLS)}: apt-get install mosquitto openssl"
-                  if MISSING_TOOLS else "")
+MISSING_TOOLS = tuple(
+    tool for tool in (MOSQUITTO, MOSQUITTO_PASSWD, OPENSSL) if not os.access(tool, os.X_OK)
+)
+MISSING_REASON = (
+    f"needs {', '.join(MISSING_TOOLS)}: apt-get install mosquitto openssl" if MISSING_TOOLS else ""
+)
 require_mosquitto = pytest.mark.skipif(bool(MISSING_TOOLS), reason=MISSING_REASON)
 
 
-def wait_until(condition: Callable[[], bool], what: str,
-               timeout_s: float = WAIT_TIMEOUT_S) -> None:
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_TIMEOUT_S) -> None:
     """Poll `condition` until it holds; AssertionError naming `what` at the deadline."""
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -64,10 +65,27 @@ def _openssl(*args: str) -> None:
 def make_test_ca(directory: Path, name: str) -> tuple[Path, Path]:
     """A self-signed CA (EC P-256, valid CERT_DAYS): (certificate, key) paths."""
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", str(key), "-out", str(cert), "-days", str(CERT_DAYS),
-             "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-days",
+        str(CERT_DAYS),
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     return cert, key
 
 
@@ -76,11 +94,37 @@ def make_server_cert(directory: Path, ca: tuple[Path, Path], host: str) -> tuple
     cert, key, csr = directory / "server.crt", directory / "server.key", directory / "server.csr"
     extensions = directory / "server.ext"
     extensions.write_text(f"subjectAltName=IP:{host}\nextendedKeyUsage=serverAuth\n")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={host}")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
-             "-CAcreateserial", "-out", str(cert), "-days", str(CERT_DAYS),
-             "-extfile", str(extensions))
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        f"/CN={host}",
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca[0]),
+        "-CAkey",
+        str(ca[1]),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        str(CERT_DAYS),
+        "-extfile",
+        str(extensions),
+    )
     return cert, key
 
 
@@ -94,8 +138,13 @@ def free_port() -> int:
 class MosquittoBroker:
     """A mosquitto subprocess with a generated config; stop()/start() keep the port."""
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None,
-                 persistence: bool = False, tls: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        users: dict[str, str] | None = None,
+        persistence: bool = False,
+        tls: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = HOST
@@ -103,16 +152,23 @@ class MosquittoBroker:
         self.users = dict(users or {})
         self.persistence = persistence
         self.tls = tls
-        self.ca_file: Path | None = None       # set when tls: the CA that signed the server
+        self.ca_file: Path | None = None  # set when tls: the CA that signed the server
         self.log_path = workdir / "mosquitto.log"
         self.config_path = workdir / "mosquitto.conf"
         self.process: subprocess.Popen[bytes] | None = None
         self._write_config()
 
     def _write_config(self) -> None:
-        lines = [f"listener {self.port} {self.host}", *self._tls_lines(), "log_dest stderr",
-                 "log_type error", "log_type warning", "log_type notice",
-                 "log_type information", "connection_messages true"]
+        lines = [
+            f"listener {self.port} {self.host}",
+            *self._tls_lines(),
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+        ]
         if os.geteuid() == 0:
             # As root mosquitto would switch to user "mosquitto", who cannot read tmp_path.
             lines.append("user root")
@@ -120,8 +176,12 @@ class MosquittoBroker:
             password_file = self.workdir / "passwd"
             password_file.touch(mode=0o600)
             for user, password in self.users.items():
-                subprocess.run([MOSQUITTO_PASSWD, "-b", str(password_file), user, password],
-                               check=True, capture_output=True, timeout=STOP_TIMEOUT_S)
+                subprocess.run(
+                    [MOSQUITTO_PASSWD, "-b", str(password_file), user, password],
+                    check=True,
+                    capture_output=True,
+                    timeout=STOP_TIMEOUT_S,
+                )
             lines += ["allow_anonymous false", f"password_file {password_file}"]
         else:
             lines.append("allow_anonymous true")
@@ -153,8 +213,9 @@ class MosquittoBroker:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"mosquitto already running (pid {self.process.pid})")
         with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)],
-                                            stdout=log_file, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config_path)], stdout=log_file, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -163,13 +224,15 @@ class MosquittoBroker:
             except OSError:
                 pass
             try:
-                code = self.process.wait(POLL_S)    # doubles as the pause between polls
+                code = self.process.wait(POLL_S)  # doubles as the pause between polls
             except subprocess.TimeoutExpired:
                 continue
             raise RuntimeError(f"mosquitto exited with {code} at start; log:\n{self.log_text()}")
         self.stop()
-        raise RuntimeError(f"mosquitto did not listen on {self.host}:{self.port} within "
-                           f"{timeout_s} s; log:\n{self.log_text()}")
+        raise RuntimeError(
+            f"mosquitto did not listen on {self.host}:{self.port} within "
+            f"{timeout_s} s; log:\n{self.log_text()}"
+        )
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM (SIGKILL after timeout_s) and reap; a no-op when not running."""
@@ -198,16 +261,25 @@ class Received:
 class MqttCollector:
     """A paho client that subscribes to `topics` and records every message it receives."""
 
-    def __init__(self, port: int, topics: Sequence[str], *, client_id: str = "",
-                 clean_session: bool = True, username: str | None = None,
-                 password: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        topics: Sequence[str],
+        *,
+        client_id: str = "",
+        clean_session: bool = True,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.topics = tuple(topics)
         self._cond = threading.Condition()
         self._messages: list[Received] = []
         self._subscribed_count = 0
-        self.client = paho.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"collector-{uuid.uuid4().hex[:8]}",
-                                  clean_session=clean_session)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"collector-{uuid.uuid4().hex[:8]}",
+            clean_session=clean_session,
+        )
         if username:
             self.client.username_pw_set(username, password)
         # Fast reconnects (paho takes whole seconds): tests restart the broker and wait for
@@ -219,22 +291,29 @@ class MqttCollector:
         self.client.connect_async(HOST, port, keepalive=30)
         self.client.loop_start()
 
-    def _on_connect(self, client: paho.Client, userdata: object, flags: object,
-                    reason: object, properties: object) -> None:
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: object,
+        reason: object,
+        properties: object,
+    ) -> None:
         for topic in self.topics:
             client.subscribe(topic, qos=1)
 
-    def _on_subscribe(self, client: paho.Client, userdata: object, mid: int,
-                      reasons: object, properties: object) -> None:
+    def _on_subscribe(
+        self, client: paho.Client, userdata: object, mid: int, reasons: object, properties: object
+    ) -> None:
         with self._cond:
             self._subscribed_count += 1
             self._cond.notify_all()
 
-    def _on_message(self, client: paho.Client, userdata: object,
-                    message: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self._cond:
-            self._messages.append(Received(message.topic, bytes(message.payload),
-                                           message.qos, bool(message.retain)))
+            self._messages.append(
+                Received(message.topic, bytes(message.payload), message.qos, bool(message.retain))
+            )
             self._cond.notify_all()
 
     def wait_subscribed(self, count: int | None = None, timeout_s: float = WAIT_TIMEOUT_S) -> None:
@@ -242,8 +321,10 @@ class MqttCollector:
         wanted = len(self.topics) if count is None else count
         with self._cond:
             if not self._cond.wait_for(lambda: self._subscribed_count >= wanted, timeout_s):
-                raise AssertionError(f"collector got {self._subscribed_count} SUBACKs, "
-                                     f"wanted {wanted} within {timeout_s} s")
+                raise AssertionError(
+                    f"collector got {self._subscribed_count} SUBACKs, "
+                    f"wanted {wanted} within {timeout_s} s"
+                )
 
     @property
     def subscribed_count(self) -> int:
@@ -256,27 +337,42 @@ class MqttCollector:
         with self._cond:
             return [m for m in self._messages if topic is None or m.topic == topic]
 
-    def wait_for(self, predicate: Callable[[list[Received]], bool], what: str,
-                 timeout_s: float = WAIT_TIMEOUT_S) -> list[Received]:
+    def wait_for(
+        self,
+        predicate: Callable[[list[Received]], bool],
+        what: str,
+        timeout_s: float = WAIT_TIMEOUT_S,
+    ) -> list[Received]:
         """Wait until predicate(messages) holds; AssertionError naming `what` on timeout."""
         with self._cond:
             if not self._cond.wait_for(lambda: predicate(list(self._messages)), timeout_s):
                 seen = [(m.topic, m.payload[:80]) for m in self._messages]
-                raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; "
-                                     f"received: {seen}")
+                raise AssertionError(
+                    f"timed out after {timeout_s} s waiting for {what}; received: {seen}"
+                )
             return list(self._messages)
 
-    def wait_message(self, topic: str, payload: bytes | None = None,
-                     timeout_s: float = WAIT_TIMEOUT_S) -> Received:
+    def wait_message(
+        self, topic: str, payload: bytes | None = None, timeout_s: float = WAIT_TIMEOUT_S
+    ) -> Received:
         """The first message on `topic` (with `payload`, if given)."""
+
         def match(m: Received) -> bool:
             return m.topic == topic and (payload is None or m.payload == payload)
-        found = self.wait_for(lambda ms: any(match(m) for m in ms),
-                              f"{topic} = {payload!r}", timeout_s)
+
+        found = self.wait_for(
+            lambda ms: any(match(m) for m in ms), f"{topic} = {payload!r}", timeout_s
+        )
         return next(m for m in found if match(m))
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1,
-                retain: bool = False, timeout_s: float = WAIT_TIMEOUT_S) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 1,
+        retain: bool = False,
+        timeout_s: float = WAIT_TIMEOUT_S,
+    ) -> None:
         """Publish and wait until it is sent (QoS 1: acknowledged)."""
         self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(timeout_s)
 
@@ -305,8 +401,9 @@ def mosquitto_auth(tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A started broker that only lets AUTH_USER in with AUTH_PASSWORD."""
     if MISSING_TOOLS:
         pytest.skip(MISSING_REASON)
-    yield from _started(MosquittoBroker(tmp_path / "mosquitto-auth",
-                                        users={AUTH_USER: AUTH_PASSWORD}))
+    yield from _started(
+        MosquittoBroker(tmp_path / "mosquitto-auth", users={AUTH_USER: AUTH_PASSWORD})
+    )
 
 
 @pytest.fixture

@@ -21,23 +21,32 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
 from daemon.ipc import (
-    Consumer, FrameRing, Lease, Producer, RingSpec, SlotLoan, attach_consumer, attach_producer,
-    list_segments, new_run_id,
+    Consumer,
+    FrameRing,
+    Lease,
+    Producer,
+    RingSpec,
+    SlotLoan,
+    attach_consumer,
+    attach_producer,
+    list_segments,
+    new_run_id,
 )
 from daemon.ipc.stats import StatsBlock
 
 CTX = multiprocessing.get_context("spawn")
-READY_TIMEOUT_S = 60.0     # spawn + numpy import on a loaded 2-core box
+READY_TIMEOUT_S = 60.0  # spawn + numpy import on a loaded 2-core box
 JOIN_TIMEOUT_S = 30.0
 GET_TIMEOUT_S = 10.0
 SHM_ROOT = "/dev/shm"
@@ -93,21 +102,27 @@ class ConsumeJob:
     path: str
     group: str = "main"
     member: int = 0
-    stop_id: int | None = None   # stop after this frame id
-    hold_s: float = 0.0          # per-frame processing time of a slow consumer
-    wait_gate: bool = False      # read nothing until the gate event is set
+    stop_id: int | None = None  # stop after this frame id
+    hold_s: float = 0.0  # per-frame processing time of a slow consumer
+    wait_gate: bool = False  # read nothing until the gate event is set
 
 
 def _receive(lease: Lease) -> Received:
     meta = lease.meta
-    return Received(meta.frame_id, meta.timestamp_ns, meta.camera, meta.extra,
-                    frame_ok(lease), time.monotonic_ns())
+    return Received(
+        meta.frame_id,
+        meta.timestamp_ns,
+        meta.camera,
+        meta.extra,
+        frame_ok(lease),
+        time.monotonic_ns(),
+    )
 
 
 def _next(consumer: Consumer, job: ConsumeJob, done: Event) -> Lease | None:
     """The next frame; None once `done` is set and the group has nothing left."""
     while True:
-        finished = done.is_set()   # read before looking, so no frame slips past
+        finished = done.is_set()  # read before looking, so no frame slips past
         lease = consumer.get(timeout=0.05) if not finished else consumer.try_get()
         if lease is not None or finished:
             return lease
@@ -149,15 +164,18 @@ def produce(path: str, ids: list[int], use_loan: bool, ready: Event, conn: Conne
                 loan.publish(frame_id, 1000 + frame_id, camera, extra)
                 accepted.append(True)
             else:
-                accepted.append(producer.put(frame, frame_id, 1000 + frame_id, camera, extra,
-                                             timeout=GET_TIMEOUT_S))
+                accepted.append(
+                    producer.put(
+                        frame, frame_id, 1000 + frame_id, camera, extra, timeout=GET_TIMEOUT_S
+                    )
+                )
     conn.send(accepted)
     conn.close()
 
 
 def _pause_forever() -> None:
     while True:
-        signal.pause()   # until the test SIGKILLs us
+        signal.pause()  # until the test SIGKILLs us
 
 
 def hold_loan(path: str, ready: Event) -> None:
@@ -192,8 +210,7 @@ def publish_forever(path: str, first_id: int, ready: Event, last_id: ctypes.c_lo
     spec = producer.spec.frame
     frame_id = first_id
     while True:
-        producer.put(frame_for(frame_id, spec.shape, spec.dtype), frame_id,
-                     timeout=GET_TIMEOUT_S)
+        producer.put(frame_for(frame_id, spec.shape, spec.dtype), frame_id, timeout=GET_TIMEOUT_S)
         last_id.value = frame_id
         ready.set()
         frame_id += 1

@@ -57,7 +57,7 @@ class RtspServer:
     """A gst-rtsp-server subprocess that can be killed, paused and restarted on its port."""
 
     def __init__(self, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
-        self.port = 0          # 0 until the first start binds a free port
+        self.port = 0  # 0 until the first start binds a free port
         self.url = ""
         self.log_path = log_path
         self.extra_args = extra_args
@@ -80,8 +80,9 @@ class RtspServer:
             # The port can stay busy for a moment after a kill: a pause between retries
             # (not synchronisation; the READY line is what start() waits for).
             time.sleep(RETRY_PAUSE_S)
-        raise RuntimeError(f"RTSP server did not start on port {self.port}: {last_error}; "
-                           f"see {self.log_path}")
+        raise RuntimeError(
+            f"RTSP server did not start on port {self.port}: {last_error}; see {self.log_path}"
+        )
 
     def _spawn_and_wait(self, deadline: float) -> str:
         """Spawn the server and return its first stdout line ('' at EOF or deadline)."""
@@ -143,8 +144,10 @@ class RtspServer:
 def rtsp_server(tmp_path: Path) -> Iterator[RtspServer]:
     """A started RTSP server serving a 320x240 25 fps H.264 test pattern at server.url."""
     if MISSING_RTSP_REQUIREMENTS:
-        pytest.skip(f"RTSP test server unavailable: missing {MISSING_RTSP_REQUIREMENTS}; "
-                    f"apt-get install {APT_PACKAGES}")
+        pytest.skip(
+            f"RTSP test server unavailable: missing {MISSING_RTSP_REQUIREMENTS}; "
+            f"apt-get install {APT_PACKAGES}"
+        )
     server = RtspServer(tmp_path / "rtsp_server.log")
     try:
         server.start()

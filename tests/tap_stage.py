@@ -13,14 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemon.ipc import (
-    Consumer,
-    FrameSpec,
-    Policy,
-    Producer,
-    attach_consumer,
-    attach_producer,
-)
+from daemon.ipc import Consumer, FrameSpec, Policy, Producer, attach_consumer, attach_producer
 from daemon.ipc.stats import StatsBlock
 from daemon.stages.kinds import (
     FRAME,
@@ -36,7 +29,7 @@ from daemon.stages.kinds import (
 from daemon.stages.upstream import Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, WorkerSpec, loan_slot, timed
 
-LOST_NOT_TAPPED = Loss(FRAME, "not_tapped")   # declared, never counted: exported at zero
+LOST_NOT_TAPPED = Loss(FRAME, "not_tapped")  # declared, never counted: exported at zero
 
 
 @dataclass(frozen=True)
@@ -45,8 +38,7 @@ class TapArgs:
 
 
 class TapStage:
-    def __init__(self, spec: WorkerSpec[TapArgs], stats: StatsBlock,
-                 heartbeat: Heartbeat) -> None:
+    def __init__(self, spec: WorkerSpec[TapArgs], stats: StatsBlock, heartbeat: Heartbeat) -> None:
         self._spec, self._stats, self._heartbeat = spec, stats, heartbeat
         self._upstream = Upstream(list(spec.args.upstream_stats))
         self._in: Consumer | None = None
@@ -68,8 +60,7 @@ class TapStage:
             if loan is not None:
                 with loan:
                     np.copyto(loan.array, lease.array)
-                    loan.publish(lease.meta.frame_id, lease.meta.timestamp_ns,
-                                 lease.meta.camera)
+                    loan.publish(lease.meta.frame_id, lease.meta.timestamp_ns, lease.meta.camera)
         self._stats.add("tapped_total")
         timed(self._stats, started)
         return True
@@ -83,8 +74,9 @@ class TapStage:
 
 def _tapped_ring(ctx: RingContext) -> RingShape:
     cam = ctx.camera
-    return RingShape(FrameSpec((cam.height, cam.width, 3), "uint8"), cam.ring_capacity,
-                     Policy(cam.ring_policy))
+    return RingShape(
+        FrameSpec((cam.height, cam.width, 3), "uint8"), cam.ring_capacity, Policy(cam.ring_policy)
+    )
 
 
 def _args(ctx: WorkerContext) -> TapArgs:
@@ -92,9 +84,13 @@ def _args(ctx: WorkerContext) -> TapArgs:
 
 
 KIND = StageKind(
-    name="tap", factory=TapStage,
+    name="tap",
+    factory=TapStage,
     inputs=(InPort("in"),),
     outputs=(OutPort("out", ring="tapped", item=FRAME, shape=_tapped_ring),),
-    args=_args, stats_fields=("tapped_total",), losses=(LOST_NOT_TAPPED,),
+    args=_args,
+    stats_fields=("tapped_total",),
+    losses=(LOST_NOT_TAPPED,),
     # Not in the metrics catalog: left out of the scrape, never failing it.
-    exports=(Export("actiond_tap_frames_total", "tapped_total"),))
+    exports=(Export("actiond_tap_frames_total", "tapped_total"),),
+)

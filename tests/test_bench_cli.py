@@ -15,16 +15,32 @@ import pytest
 from daemon.bench.transport import FALLBACK_LLC_BYTES, last_level_cache_bytes
 from daemon.cli import BENCHES
 
-TRANSPORT_KEYS = {"ring_copy_fps", "ring_zero_copy_hops_per_s", "mp_queue_fps",
-                  "arrayqueues_fps", "memcpy_stream_fps", "memcpy_cached_fps",
-                  "ring_hop_latency_ms"}
-PIPELINE_KEYS = {"sequential_fps", "pipelined_fps", "bound_fps", "replicated_fps",
-                 "latency_ms", "cpu_busy"}
+TRANSPORT_KEYS = {
+    "ring_copy_fps",
+    "ring_zero_copy_hops_per_s",
+    "mp_queue_fps",
+    "arrayqueues_fps",
+    "memcpy_stream_fps",
+    "memcpy_cached_fps",
+    "ring_hop_latency_ms",
+}
+PIPELINE_KEYS = {
+    "sequential_fps",
+    "pipelined_fps",
+    "bound_fps",
+    "replicated_fps",
+    "latency_ms",
+    "cpu_busy",
+}
 
 
 def bench(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "daemon", "bench", *args, "--json"],
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon", "bench", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -44,9 +60,11 @@ def test_transport_bench_reports_every_leg() -> None:
     assert result["stream_bytes"] >= 2 * result["llc_bytes"]
     assert result["stream_frames"] * 120 * 160 * 3 == result["stream_bytes"]
     assert result["ring_copy_vs_memcpy"] == pytest.approx(
-        result["ring_copy_fps"] / result["memcpy_stream_fps"], abs=1e-3)
+        result["ring_copy_fps"] / result["memcpy_stream_fps"], abs=1e-3
+    )
     assert result["ring_copy_vs_memcpy_cached"] == pytest.approx(
-        result["ring_copy_fps"] / result["memcpy_cached_fps"], abs=1e-3)
+        result["ring_copy_fps"] / result["memcpy_cached_fps"], abs=1e-3
+    )
 
 
 def test_bench_help_lines_are_the_modules_first_docstring_lines() -> None:
@@ -76,11 +94,11 @@ def test_pipeline_bench_pipelines_and_replicates() -> None:
 
 @pytest.mark.timeout(300)
 def test_inference_bench_compares_stage_and_bare_loop_for_each_model() -> None:
-    result = bench("inference", "--clips", "40", "--cameras", "2", "--repeats", "1",
-                   "--min-seconds", "0")
+    result = bench(
+        "inference", "--clips", "40", "--cameras", "2", "--repeats", "1", "--min-seconds", "0"
+    )
     models = {m["model"]: m for m in result["models"]}
-    assert set(models) == {"bundled", "conv3d", "conv3d-dynamic-batch",
-                           "conv3d-dynamic-batch-max1"}
+    assert set(models) == {"bundled", "conv3d", "conv3d-dynamic-batch", "conv3d-dynamic-batch-max1"}
     for name, m in models.items():
         assert m["stage_fps"] > 0 and m["bare_fps"] > 0, name
         assert m["ratio"] == pytest.approx(m["stage_fps"] / m["bare_fps"], abs=2e-3), name

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from media import make_clip
+from models import brightness_model
 
 from daemon.bench.procstats import child_pids, read_proc
 from daemon.exitcodes import ExitCode
-from media import make_clip
-from models import brightness_model
 
 REPO = Path(__file__).resolve().parent.parent
 CLIP_FPS = 10.0
@@ -34,8 +34,13 @@ def media(tmp_path: Path) -> list[str]:
 
 
 def bench(name: str, args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon", "bench", name, *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "bench", name, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def is_number(value: object) -> bool:
@@ -45,16 +50,19 @@ def is_number(value: object) -> bool:
 @pytest.mark.slow
 @pytest.mark.timeout(100)
 def test_bench_load_reports_one_camera(media: list[str]) -> None:
-    done = bench("load", ["--cameras", "1", "--seconds", "5", "--warmup", "1", "--json",
-                          *media], timeout_s=90)
+    done = bench(
+        "load",
+        ["--cameras", "1", "--seconds", "5", "--warmup", "1", "--json", *media],
+        timeout_s=90,
+    )
     assert done.returncode == ExitCode.OK, done.stderr
-    assert "bench load: 1 camera(s)" in done.stderr   # progress goes to stderr
+    assert "bench load: 1 camera(s)" in done.stderr  # progress goes to stderr
     report = json.loads(done.stdout)
     assert report["cameras"] == 1 and isinstance(report["holds"], bool)
     assert 5.0 <= report["seconds"] < 8.0
     cam = report["per_camera"]["cam0"]
     assert cam["clip"] == "box.mp4" and cam["native_fps"] == pytest.approx(CLIP_FPS)
-    assert 0 < cam["source_fps"] <= 1.2 * CLIP_FPS    # paced at real time, not flat out
+    assert 0 < cam["source_fps"] <= 1.2 * CLIP_FPS  # paced at real time, not flat out
     assert 0 < cam["overlay_fps"] <= 1.2 * CLIP_FPS
     assert cam["overlay_ratio"] == pytest.approx(cam["overlay_fps"] / CLIP_FPS, abs=0.01)
     assert set(cam["drops"]) == {"frames", "view", "results"}
@@ -68,7 +76,7 @@ def test_bench_load_reports_one_camera(media: list[str]) -> None:
     assert report["processes"]["cam0.source"]["cpu_pct"] > 0
     totals = report["totals"]
     assert totals["rss_mb"] >= sum(report["processes"][n]["rss_mb"] for n in CAMERA_PROCESSES)
-    assert 0 < totals["pss_mb"] < totals["rss_mb"]   # the workers share libraries and rings
+    assert 0 < totals["pss_mb"] < totals["rss_mb"]  # the workers share libraries and rings
     assert totals["overlay_fps"] == pytest.approx(cam["overlay_fps"])
     assert report["machine"]["cores"] == os.cpu_count()
     assert report["restarts"] == 0 and report["exit_code"] == 0 and report["leftovers"] == []
@@ -90,8 +98,9 @@ def test_bench_soak_reports_growth_and_targets(media: list[str]) -> None:
         proc = report["processes"][name]
         assert 0 < proc["rss_start_mb"] <= proc["rss_max_mb"]
         assert proc["rss_max_mb"] == max(proc["rss_mb_series"])
-        assert proc["rss_growth"] == pytest.approx(proc["rss_end_mb"] / proc["rss_start_mb"],
-                                                   rel=0.01)
+        assert proc["rss_growth"] == pytest.approx(
+            proc["rss_end_mb"] / proc["rss_start_mb"], rel=0.01
+        )
         assert proc["fds_start"] > 0 and proc["fds_delta"] == proc["fds_end"] - proc["fds_start"]
         assert len(proc["rss_mb_series"]) == report["samples"]
         assert proc["rss_mb_series"][-1] == proc["rss_end_mb"]
@@ -99,8 +108,15 @@ def test_bench_soak_reports_growth_and_targets(media: list[str]) -> None:
     assert report["frames_drawn"] > 0 and report["scrapes_ok"] == report["samples"]
     assert isinstance(report["events_total"], int) and report["events_total"] >= 0
     ok = report["ok"]
-    assert set(ok) == {"rss", "fds", "shm_entries", "restarts", "frames_flowing", "metrics",
-                       "clean_exit"}
+    assert set(ok) == {
+        "rss",
+        "fds",
+        "shm_entries",
+        "restarts",
+        "frames_flowing",
+        "metrics",
+        "clean_exit",
+    }
     # Deterministic over a short soak (RSS may still be settling after 4 s of warm-up).
     for target in ("fds", "shm_entries", "restarts", "frames_flowing", "metrics", "clean_exit"):
         assert ok[target], (target, report)
@@ -110,10 +126,15 @@ def test_bench_soak_reports_growth_and_targets(media: list[str]) -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("name, args", [("load", ["--cameras", "0"]),
-                                        ("load", ["--seconds", "0.5"]),
-                                        ("soak", ["--minutes", "0.01"]),
-                                        ("soak", ["--interval", "0"])])
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("load", ["--cameras", "0"]),
+        ("load", ["--seconds", "0.5"]),
+        ("soak", ["--minutes", "0.01"]),
+        ("soak", ["--interval", "0"]),
+    ],
+)
 def test_bench_rejects_bad_arguments(name: str, args: list[str]) -> None:
     done = bench(name, args, timeout_s=25)
     assert done.returncode == ExitCode.CONFIG
@@ -129,8 +150,9 @@ def test_bench_names_a_missing_clip(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(30)
 def test_read_proc_samples_a_live_child_and_not_a_dead_one() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                             stdin=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
     try:
         assert child.pid in child_pids(os.getpid())
         sample = read_proc(child.pid)

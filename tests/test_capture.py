@@ -29,8 +29,13 @@ POLL_S = 0.02
 
 def camera(source: str, **overrides: object) -> CameraConfig:
     """A CameraConfig with small frames and unpaced reads unless overridden."""
-    settings: dict[str, object] = {"name": "cam", "source": source, "width": 128,
-                                   "height": 96, "realtime": False}
+    settings: dict[str, object] = {
+        "name": "cam",
+        "source": source,
+        "width": 128,
+        "height": 96,
+        "realtime": False,
+    }
     settings.update(overrides)
     return CameraConfig(**settings)  # type: ignore[arg-type]
 
@@ -131,7 +136,7 @@ def test_file_reads_every_frame_in_order_at_the_configured_size(tmp_path: Path) 
     assert {frame.dtype for frame, _ in reads} == {np.dtype(np.uint8)}
     assert frames.frames_total == 40
     assert frames.native_fps == pytest.approx(20.0)
-    assert frames.read() is None   # stays at the end
+    assert frames.read() is None  # stays at the end
 
 
 @pytest.mark.timeout(30)
@@ -151,7 +156,7 @@ def test_camera_fps_overrides_the_file_rate(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=12, size=(160, 120), fps=2)
     reads = read_all(opened(str(clip), realtime=True, fps=40.0))
     assert span_s(reads) >= 0.9 * 11 / 40
-    assert span_s(reads) < 0.5 * 11 / 2    # nowhere near the file's own 2 fps
+    assert span_s(reads) < 0.5 * 11 / 2  # nowhere near the file's own 2 fps
 
 
 @pytest.mark.timeout(30)
@@ -200,10 +205,16 @@ def test_directory_is_not_a_video(tmp_path: Path) -> None:
 
 
 def test_source_kinds_decide_replay_or_live() -> None:
-    kinds = {source: FrameSource(camera(source), source) for source in (
-        "test:bars", "rtsp://cam.local/stream", "/dev/video0", "/srv/clips/walk.mkv")}
+    kinds = {
+        source: FrameSource(camera(source), source)
+        for source in ("test:bars", "rtsp://cam.local/stream", "/dev/video0", "/srv/clips/walk.mkv")
+    }
     assert [(s.kind, s.is_live) for s in kinds.values()] == [
-        ("test", False), ("url", True), ("device", True), ("file", False)]
+        ("test", False),
+        ("url", True),
+        ("device", True),
+        ("file", False),
+    ]
 
 
 def test_unresolved_sample_source_is_a_clear_error() -> None:
@@ -228,7 +239,7 @@ def test_moving_box_moves_left_to_right() -> None:
     centroids = []
     for _ in range(5):
         gray = cv2.cvtColor(next_frame(frames), cv2.COLOR_BGR2GRAY)
-        centroids.append(float(np.nonzero(gray > 140)[1].mean()))   # the box is the bright part
+        centroids.append(float(np.nonzero(gray > 140)[1].mean()))  # the box is the bright part
     assert all(b > a for a, b in itertools.pairwise(centroids))
 
 
@@ -268,7 +279,8 @@ def test_ffmpeg_options_keep_rtsp_over_tcp() -> None:
     assert ffmpeg_capture_options("") == "rtsp_transport;tcp"
     assert ffmpeg_capture_options("stimeout;5000000") == "stimeout;5000000|rtsp_transport;tcp"
     assert ffmpeg_capture_options("rtsp_transport;tcp|fflags;nobuffer") == (
-        "rtsp_transport;tcp|fflags;nobuffer")
+        "rtsp_transport;tcp|fflags;nobuffer"
+    )
     # An explicit transport is the operator's choice (it is logged as a warning).
     assert ffmpeg_capture_options("rtsp_transport;udp") == "rtsp_transport;udp"
 
@@ -282,9 +294,10 @@ def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
 
 @pytest.mark.timeout(30)
 def test_unreachable_stream_waits_on_stop_and_returns_promptly(refused_url: str) -> None:
-    frames = opened(refused_url, open_timeout_s=2.0, reconnect_backoff_min_s=30.0,
-                    reconnect_backoff_max_s=60.0)
-    assert not frames.connected           # a live source that is down does not raise
+    frames = opened(
+        refused_url, open_timeout_s=2.0, reconnect_backoff_min_s=30.0, reconnect_backoff_max_s=60.0
+    )
+    assert not frames.connected  # a live source that is down does not raise
     assert os.environ[FFMPEG_OPTIONS_ENV] == "rtsp_transport;tcp"
     stop = RecordingEvent()
     result: list[object] = []
@@ -301,8 +314,7 @@ def test_unreachable_stream_waits_on_stop_and_returns_promptly(refused_url: str)
 
 @pytest.mark.timeout(30)
 def test_missing_device_keeps_retrying_until_stopped() -> None:
-    device = next(f"/dev/video{n}" for n in range(90, 200)
-                  if not os.path.exists(f"/dev/video{n}"))
+    device = next(f"/dev/video{n}" for n in range(90, 200) if not os.path.exists(f"/dev/video{n}"))
     frames = opened(device, reconnect_backoff_min_s=0.01, reconnect_backoff_max_s=0.05)
     assert frames.kind == "device" and not frames.connected
     stop = threading.Event()
@@ -317,8 +329,13 @@ def test_missing_device_keeps_retrying_until_stopped() -> None:
 def rtsp_camera(url: str, **overrides: object) -> FrameSource:
     """A FrameSource with short timeouts and backoff, for fault tests."""
     settings: dict[str, object] = {
-        "width": 160, "height": 120, "open_timeout_s": 5.0, "read_timeout_s": 1.0,
-        "reconnect_backoff_min_s": 0.1, "reconnect_backoff_max_s": 0.5}
+        "width": 160,
+        "height": 120,
+        "open_timeout_s": 5.0,
+        "read_timeout_s": 1.0,
+        "reconnect_backoff_min_s": 0.1,
+        "reconnect_backoff_max_s": 0.5,
+    }
     settings.update(overrides)
     return opened(url, **settings)
 
@@ -333,7 +350,7 @@ def test_rtsp_frames_survive_a_server_kill_and_restart(rtsp_server: RtspServer) 
     try:
         wait_for(lambda: frames.frames_total >= 10, 20, "frames from the RTSP server")
         assert reader.shapes == {(120, 160, 3)}
-        rtsp_server.stop()   # SIGKILL
+        rtsp_server.stop()  # SIGKILL
         wait_for(lambda: frames.reconnects_total >= 2, 20, "reconnect attempts after the kill")
         assert not frames.connected
         rtsp_server.start()  # same port
@@ -347,8 +364,9 @@ def test_rtsp_frames_survive_a_server_kill_and_restart(rtsp_server: RtspServer) 
 @require_rtsp
 @pytest.mark.faults
 @pytest.mark.timeout(90)
-def test_lost_stream_log_says_how_long_it_streamed(rtsp_server: RtspServer,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_lost_stream_log_says_how_long_it_streamed(
+    rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture
+) -> None:
     frames = rtsp_camera(rtsp_server.url)
     opened_s = time.monotonic()
     reader = Reader(frames)
@@ -357,7 +375,7 @@ def test_lost_stream_log_says_how_long_it_streamed(rtsp_server: RtspServer,
             # Past the frames FFmpeg buffered while probing the stream at open.
             wait_for(lambda: frames.frames_total >= 60, 20, "frames from the RTSP server")
             streamed_s = time.monotonic() - opened_s
-            rtsp_server.stop()   # SIGKILL: the next read fails at once
+            rtsp_server.stop()  # SIGKILL: the next read fails at once
             wait_for(lambda: frames.reconnects_total >= 1, 20, "a reconnect after the kill")
     finally:
         reader.close()
@@ -389,13 +407,12 @@ def test_rtsp_stall_is_counted_and_recovers(rtsp_server: RtspServer) -> None:
 
 @require_rtsp
 @pytest.mark.timeout(60)
-def test_rtsp_camera_fps_drops_frames_down_to_the_configured_rate(
-        rtsp_server: RtspServer) -> None:
-    frames = rtsp_camera(rtsp_server.url, fps=5.0)   # the server sends 25 fps
+def test_rtsp_camera_fps_drops_frames_down_to_the_configured_rate(rtsp_server: RtspServer) -> None:
+    frames = rtsp_camera(rtsp_server.url, fps=5.0)  # the server sends 25 fps
     reader = Reader(frames)
     try:
         wait_for(lambda: len(reader.timestamps_ns) >= 12, 20, "rate-limited frames")
-        gaps_s = np.diff(reader.timestamps_ns[2:12]) / 1e9   # after the start-up burst
+        gaps_s = np.diff(reader.timestamps_ns[2:12]) / 1e9  # after the start-up burst
         assert float(np.median(gaps_s)) == pytest.approx(1 / 5, rel=0.3)
         assert frames.frames_skipped_total >= 20
     finally:

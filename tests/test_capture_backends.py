@@ -39,10 +39,15 @@ FRAME_SHAPE = (48, 64, 3)
 
 
 def camera(source: str, **overrides: object) -> CameraConfig:
-    settings: dict[str, object] = {"name": "cam", "source": source, "width": 64,
-                                   "height": 48, "realtime": False,
-                                   "reconnect_backoff_min_s": 0.01,
-                                   "reconnect_backoff_max_s": 0.02}
+    settings: dict[str, object] = {
+        "name": "cam",
+        "source": source,
+        "width": 64,
+        "height": 48,
+        "realtime": False,
+        "reconnect_backoff_min_s": 0.01,
+        "reconnect_backoff_max_s": 0.02,
+    }
     settings.update(overrides)
     return CameraConfig(**settings)  # type: ignore[arg-type]
 
@@ -56,12 +61,13 @@ def marked(index: int) -> np.ndarray:
 
 # --- a generated replay: one class + one SourceKind is a whole backend -----------------
 
+
 class GeneratedFrames:
     """`frames:<n>`: n marked frames at 20 fps, then the end (a CaptureBackend)."""
 
     def __init__(self, source: str, options: OpenOptions) -> None:
         self.count = int(source.removeprefix("frames:"))
-        self.next = -1   # not open
+        self.next = -1  # not open
 
     def open(self) -> bool:
         self.next = 0
@@ -92,7 +98,7 @@ def test_a_backend_is_one_class_and_one_table_entry() -> None:
         got = frames.read()
         assert got is not None and got[0].shape == FRAME_SHAPE
         markers.append(read_marker(got[0]))
-    assert markers == [0, 1, 2, 3, 4, 5, 0, 1, 2]     # looped by FrameSource, not the backend
+    assert markers == [0, 1, 2, 3, 4, 5, 0, 1, 2]  # looped by FrameSource, not the backend
     assert (frames.kind, frames.is_live, frames.native_fps) == ("frames", False, 20.0)
     assert table.kind_of("frames:6").ends
     # The shipped table is untouched: there "frames:6" is a (missing) file.
@@ -107,10 +113,11 @@ def test_a_new_backend_is_paced_and_ends_like_a_file() -> None:
     while (got := frames.read()) is not None:
         stamps.append(got[1])
     assert len(stamps) == 5 and frames.read() is None
-    assert (stamps[-1] - stamps[0]) / 1e9 >= 0.9 * 4 / 20    # the backend's 20 fps
+    assert (stamps[-1] - stamps[0]) / 1e9 >= 0.9 * 4 / 20  # the backend's 20 fps
 
 
 # --- a scripted live stream: reconnects, backoff and stalls without a network ----------
+
 
 class ScriptedStream:
     """A live CaptureBackend: opens fail `failing_opens` times, then each connection
@@ -134,7 +141,7 @@ class ScriptedStream:
         return True
 
     def read(self) -> np.ndarray | None:
-        time.sleep(self.read_s)   # stands in for a blocking network read
+        time.sleep(self.read_s)  # stands in for a blocking network read
         if self.left <= 0:
             return None
         self.left -= 1
@@ -145,29 +152,30 @@ class ScriptedStream:
 
     @property
     def fps(self) -> float:
-        return 90000.0   # an RTSP clock rate, not a frame rate
+        return 90000.0  # an RTSP clock rate, not a frame rate
 
 
 def scripted(stream: ScriptedStream) -> SourceTable:
-    return SOURCES.with_kind(SourceKind("fake", prefixed("fake:"), unchanged,
-                                        stream.factory, live=True))
+    return SOURCES.with_kind(
+        SourceKind("fake", prefixed("fake:"), unchanged, stream.factory, live=True)
+    )
 
 
 @pytest.mark.timeout(30)
 def test_a_lost_live_stream_is_reopened_through_the_protocol() -> None:
     stream = ScriptedStream(failing_opens=2, frames_each=3)
-    frames = FrameSource(camera("fake:cam", open_timeout_s=3.0, read_timeout_s=2.0),
-                         "fake:cam", scripted(stream))
+    frames = FrameSource(
+        camera("fake:cam", open_timeout_s=3.0, read_timeout_s=2.0), "fake:cam", scripted(stream)
+    )
     frames.open()
-    assert not frames.connected and frames.is_live   # down at start: no error
+    assert not frames.connected and frames.is_live  # down at start: no error
     stop = threading.Event()
-    connections = [read_marker(got[0]) for _ in range(7)
-                   if (got := frames.read(stop)) is not None]
+    connections = [read_marker(got[0]) for _ in range(7) if (got := frames.read(stop)) is not None]
     # Opens 1-2 fail, 3 gives 3 frames, 4 gives 3, 5 gives the seventh.
     assert connections == [3, 3, 3, 4, 4, 4, 5]
     assert frames.reconnects_total == 4 and stream.releases == 2
     assert frames.stalls_total == 0 and frames.connected
-    assert frames.native_fps == 0.0   # the implausible 90 kHz "fps" means unknown
+    assert frames.native_fps == 0.0  # the implausible 90 kHz "fps" means unknown
     assert stream.options == OpenOptions(open_timeout_s=3.0, read_timeout_s=2.0, fps=0.0)
     frames.close()
     assert stream.releases == 3 and frames.read() is None
@@ -183,13 +191,14 @@ def test_a_read_that_runs_into_the_read_timeout_is_a_stall() -> None:
     thread.start()
     deadline = time.monotonic() + 10
     while frames.stalls_total < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)   # polling interval; the counter is what synchronises
+        time.sleep(0.01)  # polling interval; the counter is what synchronises
     stop.set()
     thread.join(timeout=10)
     assert frames.stalls_total >= 2 and frames.reconnects_total >= 1
 
 
 # --- the table ----------------------------------------------------------------------------
+
 
 def test_every_shipped_backend_loads_and_has_the_protocol() -> None:
     for kind in SOURCES.kinds:
@@ -210,14 +219,18 @@ def test_unresolved_sample_is_a_clear_error() -> None:
 
 @pytest.mark.timeout(60)
 def test_the_table_and_config_loader_import_no_cv2() -> None:
-    code = ("import sys, daemon.capture.table, daemon.config; "
-            "heavy = {'cv2', 'numpy'} & set(sys.modules); assert not heavy, heavy")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
+    code = (
+        "import sys, daemon.capture.table, daemon.config; "
+        "heavy = {'cv2', 'numpy'} & set(sys.modules); assert not heavy, heavy"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
 
 
 # --- images:<glob>, the shipped image-sequence backend ---------------------------------
+
 
 def write_sequence(folder: Path, count: int, suffix: str = ".png") -> None:
     folder.mkdir(exist_ok=True)
@@ -226,7 +239,7 @@ def write_sequence(folder: Path, count: int, suffix: str = ".png") -> None:
 
 
 def test_images_replay_in_natural_order_and_loop(tmp_path: Path) -> None:
-    write_sequence(tmp_path / "seq", 12)   # frame_10 sorts after frame_9, not after frame_1
+    write_sequence(tmp_path / "seq", 12)  # frame_10 sorts after frame_9, not after frame_1
     source = resolve_source("images:seq/*.png", tmp_path)
     assert source == f"images:{tmp_path}/seq/*.png"
     frames = FrameSource(camera(source, loop=True), source)
@@ -246,14 +259,18 @@ def test_images_end_and_a_corrupt_image_is_named(tmp_path: Path) -> None:
         again.read()
 
 
-@pytest.mark.parametrize("source, says", [
-    ("images:none/*.jpg", "matches no files"),
-    ("images:.", "is a directory; name the images with a glob such as images:"),
-])
+@pytest.mark.parametrize(
+    "source, says",
+    [
+        ("images:none/*.jpg", "matches no files"),
+        ("images:.", "is a directory; name the images with a glob such as images:"),
+    ],
+)
 def test_bad_images_source_is_one_config_error(tmp_path: Path, source: str, says: str) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(f'[daemon]\nshm_dir = "/dev/shm"\n[[cameras]]\nname = "cam"\n'
-                      f'source = "{source}"\n')
+    config.write_text(
+        f'[daemon]\nshm_dir = "/dev/shm"\n[[cameras]]\nname = "cam"\nsource = "{source}"\n'
+    )
     with pytest.raises(ConfigError) as caught:
         load_config(config)
     assert caught.value.key == "cameras[0].source"
@@ -261,14 +278,24 @@ def test_bad_images_source_is_one_config_error(tmp_path: Path, source: str, says
 
 
 @pytest.mark.timeout(180)
-def test_daemon_plays_an_image_sequence_to_its_end(tmp_path: Path,
-                                                   daemons: list[Daemon]) -> None:
+def test_daemon_plays_an_image_sequence_to_its_end(tmp_path: Path, daemons: list[Daemon]) -> None:
     write_sequence(tmp_path / "seq", 20, ".jpg")
-    cam = {"name": "cam", "source": "images:seq/*.jpg", "width": 160, "height": 120,
-           "realtime": False, "ring_policy": "block"}
-    d = Daemon(tmp_path, [cam], {
-        "motion": {"width": 32, "height": 32},
-        "inference": {"stride": 2, "model": str(brightness_model(tmp_path / "b.onnx"))}})
+    cam = {
+        "name": "cam",
+        "source": "images:seq/*.jpg",
+        "width": 160,
+        "height": 120,
+        "realtime": False,
+        "ring_policy": "block",
+    }
+    d = Daemon(
+        tmp_path,
+        [cam],
+        {
+            "motion": {"width": 32, "height": 32},
+            "inference": {"stride": 2, "model": str(brightness_model(tmp_path / "b.onnx"))},
+        },
+    )
     daemons.append(d.start())
     code = d.wait(120)
     output = d.log()

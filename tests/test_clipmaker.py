@@ -16,8 +16,10 @@ W, H = 8, 6
 
 def frame(value: int, size: tuple[int, int] = (W, H)) -> tuple[np.ndarray, np.ndarray]:
     width, height = size
-    return (np.full((height, width, 3), value, np.uint8),
-            np.full((height, width, 2), value, np.float32))
+    return (
+        np.full((height, width, 3), value, np.uint8),
+        np.full((height, width, 2), value, np.float32),
+    )
 
 
 def test_a_clip_is_due_every_stride_frames_once_length_are_in() -> None:
@@ -34,7 +36,7 @@ def test_frames_are_resized_to_the_clip_and_flow_vectors_rescaled() -> None:
     assert maker.push(*frame(5, (2 * W, 2 * H)))
     frames, flows = maker.clip()
     assert frames.shape == (1, H, W, 3) and flows.dtype == np.float32
-    np.testing.assert_allclose(flows, 2.5)    # half the size: half the pixels per frame
+    np.testing.assert_allclose(flows, 2.5)  # half the size: half the pixels per frame
 
 
 def test_kept_frames_do_not_alias_the_callers_arrays() -> None:
@@ -43,20 +45,25 @@ def test_kept_frames_do_not_alias_the_callers_arrays() -> None:
     maker = ClipMaker(length=2, stride=1, width=W, height=H)
     slot, flow = frame(1)
     maker.push(slot, flow)
-    slot[...], flow[...] = 200, 200.0         # the slot is reused for a newer frame
+    slot[...], flow[...] = 200, 200.0  # the slot is reused for a newer frame
     maker.push(*frame(2))
     frames, flows = maker.clip()
     assert list(frames[:, 0, 0, 0]) == [1, 2]
     assert list(flows[:, 0, 0, 0]) == [1.0, 2.0]
 
 
-@pytest.mark.parametrize(("kind", "fields"), [
-    ("rgb", ["frames"]), ("flow", ["flow"]), ("rgb+flow", ["frames", "flow"]),
-    ("", ["frames", "flow"])])
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        ("rgb", ["frames"]),
+        ("flow", ["flow"]),
+        ("rgb+flow", ["frames", "flow"]),
+        ("", ["frames", "flow"]),
+    ],
+)
 def test_clip_records_carry_only_what_the_model_takes(kind: str, fields: list[str]) -> None:
     # An RGB model at 224 x 224 would otherwise carry 6.4 MB of unused flow per clip.
-    config = Config(inference=InferenceConfig(input=kind, clip_length=16, width=224,
-                                              height=224))
+    config = Config(inference=InferenceConfig(input=kind, clip_length=16, width=224, height=224))
     record = records.clip_record(facts_without_model(config))
     assert [name for name, _, _ in record.fields] == fields
     sizes = {"frames": 16 * 224 * 224 * 3, "flow": 16 * 224 * 224 * 2 * 4}

@@ -11,8 +11,20 @@ from pathlib import Path
 import pytest
 
 from daemon.config import (
-    ASSETS_DIR, ActionThreshold, CameraConfig, Config, ConfigError, DisplayConfig, EventsConfig, MotionConfig, camera_display,
-    check_model_rules, event_actions, ignored_labels, load_config, model_facts,
+    ASSETS_DIR,
+    ActionThreshold,
+    CameraConfig,
+    Config,
+    ConfigError,
+    DisplayConfig,
+    EventsConfig,
+    MotionConfig,
+    camera_display,
+    check_model_rules,
+    event_actions,
+    ignored_labels,
+    load_config,
+    model_facts,
 )
 from daemon.config.fields import name_problem, topic_prefix_problem
 from daemon.outputs.discovery import check_topic_level, check_topic_prefix
@@ -46,8 +58,10 @@ def test_model_facts_stay_out_of_the_users_config(tmp_path: Path) -> None:
 
 
 def test_events_naming_a_label_the_model_lacks_are_refused_at_boot(tmp_path: Path) -> None:
-    path = write(tmp_path, CAMERA.format(name="cam")
-                 + '[[events.actions]]\nname = "juggle"\nthreshold = 0.5\n')
+    path = write(
+        tmp_path,
+        CAMERA.format(name="cam") + '[[events.actions]]\nname = "juggle"\nthreshold = 0.5\n',
+    )
     with pytest.raises(ConfigError) as info:
         load_boot(path)
     assert (info.value.file, info.value.key) == (str(path), "events")
@@ -58,12 +72,14 @@ def test_events_naming_a_label_the_model_lacks_are_refused_at_boot(tmp_path: Pat
 def test_event_rules_against_the_model_labels() -> None:
     config = Config(cameras=(CameraConfig("cam", "test:bars"),))
     facts = model_facts(config, "m.onnx", ("idle", "wave", "fall"), 8, "rgb", 0, 0)
-    check_model_rules(config, facts, "c.toml")     # the defaults name no label
+    check_model_rules(config, facts, "c.toml")  # the defaults name no label
     assert ignored_labels(facts.labels, ()) == ("idle",)
     assert event_actions(facts.labels, ()) == ("wave", "fall")
     assert event_actions(facts.labels, ("fall",)) == ("idle", "wave")
-    for events in (EventsConfig(ignore=("sleep",)),
-                   EventsConfig(actions=(ActionThreshold("run", 0.3),))):
+    for events in (
+        EventsConfig(ignore=("sleep",)),
+        EventsConfig(actions=(ActionThreshold("run", 0.3),)),
+    ):
         bad = Config(cameras=config.cameras, events=events)
         with pytest.raises(ConfigError, match="labels the model does not have"):
             check_model_rules(bad, facts, "c.toml")
@@ -80,8 +96,10 @@ def test_camera_display_derives_port_and_recording_per_camera() -> None:
 
 def test_the_mjpeg_port_check_holds_the_port_the_camera_serves(tmp_path: Path) -> None:
     cams = "".join(CAMERA.format(name=n) for n in ("a", "b", "c"))
-    path = write(tmp_path, cams + '[display]\nmjpeg_listen = "127.0.0.1:9000"\n'
-                 '[metrics]\nlisten = "127.0.0.1:9002"\n')
+    path = write(
+        tmp_path,
+        cams + '[display]\nmjpeg_listen = "127.0.0.1:9000"\n[metrics]\nlisten = "127.0.0.1:9002"\n',
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.key == "display.mjpeg_listen"
@@ -121,12 +139,15 @@ def test_the_bundled_assets_are_found() -> None:
 def test_the_config_package_imports_nothing_heavy_and_no_pipeline_part() -> None:
     # Stages, supervisor and outputs import the config; it imports none of them (only the
     # capture table, for what a source string names), so it stays light to import.
-    code = ("import sys, daemon.config; ours = sorted(m for m in sys.modules "
-            "if m.startswith('daemon.') and m != 'daemon.capture' and not m.startswith(("
-            "'daemon.config', 'daemon.capture.table', 'daemon.ipc'))); heavy = {'cv2', 'numpy', "
-            "'onnxruntime'} & set(sys.modules); assert not ours and not heavy, (ours, heavy)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
+    code = (
+        "import sys, daemon.config; ours = sorted(m for m in sys.modules "
+        "if m.startswith('daemon.') and m != 'daemon.capture' and not m.startswith(("
+        "'daemon.config', 'daemon.capture.table', 'daemon.ipc'))); heavy = {'cv2', 'numpy', "
+        "'onnxruntime'} & set(sys.modules); assert not ours and not heavy, (ours, heavy)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -149,5 +170,5 @@ def test_a_motion_change_is_not_reported_as_a_model_change() -> None:
     new = dataclasses.replace(old, motion=MotionConfig(width=96, height=96))
     plan = plan_reload(_boot(old), _boot(new))
     assert plan.rebuild and plan.changed == ("[motion]",)
-    both = plan_reload(_boot(old), _boot(new, clip_length=16))   # and a rewritten model
+    both = plan_reload(_boot(old), _boot(new, clip_length=16))  # and a rewritten model
     assert both.changed == ("[motion]", "the model")

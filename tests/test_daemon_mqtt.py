@@ -11,14 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from daemon.exitcodes import ExitCode
 from daemon_proc import Daemon, wait_for
 from models import brightness_model
 from mosquitto_fixture import MosquittoBroker, MqttCollector
 
+from daemon.exitcodes import ExitCode
+
 START_S = 60.0
-SEGMENT_FRAMES = 24      # dark, bright, dark, bright, dark: two "bright" events
+SEGMENT_FRAMES = 24  # dark, bright, dark, bright, dark: two "bright" events
 SEGMENTS = 5
 DEVICE = "testbox"
 
@@ -33,18 +33,33 @@ def light_switch_clip(path: Path, fps: float = 30.0) -> Path:
     return path
 
 
-def mqtt_daemon(tmp: Path, broker: MosquittoBroker, source: str,
-                events_overrides: dict[str, object] | None = None, **cam: object) -> Daemon:
+def mqtt_daemon(
+    tmp: Path,
+    broker: MosquittoBroker,
+    source: str,
+    events_overrides: dict[str, object] | None = None,
+    **cam: object,
+) -> Daemon:
     model = brightness_model(tmp / "brightness.onnx")
     camera = {"name": "hall", "source": source, "width": 64, "height": 48, **cam}
     sections = {
         "daemon": {"device_id": DEVICE},
         "motion": {"width": 32, "height": 32},
         "inference": {"model": str(model), "stride": 2},
-        "events": {"ignore": ["dark"], "start_windows": 2, "end_windows": 2,
-                   "cooldown_s": 0.0, **(events_overrides or {})},
-        "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker.port,
-                 "keepalive_s": 2, "discovery": False},
+        "events": {
+            "ignore": ["dark"],
+            "start_windows": 2,
+            "end_windows": 2,
+            "cooldown_s": 0.0,
+            **(events_overrides or {}),
+        },
+        "mqtt": {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "keepalive_s": 2,
+            "discovery": False,
+        },
     }
     return Daemon(tmp, [camera], sections)
 
@@ -64,15 +79,18 @@ def events(collector: MqttCollector) -> list[dict[str, object]]:
 
 
 @pytest.mark.timeout(180)
-def test_events_reach_the_broker_with_ids_and_qos1(tmp_path, mosquitto, mqtt_collector,
-                                                   daemons) -> None:
+def test_events_reach_the_broker_with_ids_and_qos1(
+    tmp_path, mosquitto, mqtt_collector, daemons
+) -> None:
     collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/#"])
     clip = light_switch_clip(tmp_path / "lights.mp4")
     d = mqtt_daemon(tmp_path, mosquitto, str(clip), realtime=False, ring_policy="block")
     daemons.append(d.start())
     assert d.wait(START_S + 60) == ExitCode.OK, d.log()
-    collector.wait_for(lambda ms: sum(1 for m in ms if m.topic.endswith("/event")) >= 4,
-                       "two start and two end events")
+    collector.wait_for(
+        lambda ms: sum(1 for m in ms if m.topic.endswith("/event")) >= 4,
+        "two start and two end events",
+    )
     got = events(collector)
     assert [(e["action"], e["phase"]) for e in got] == [("bright", "start"), ("bright", "end")] * 2
     assert got[0]["id"] == got[1]["id"] != got[2]["id"] == got[3]["id"]
@@ -83,16 +101,18 @@ def test_events_reach_the_broker_with_ids_and_qos1(tmp_path, mosquitto, mqtt_col
 
 
 @pytest.mark.timeout(180)
-def test_the_last_window_of_a_file_makes_its_event(tmp_path, mosquitto, mqtt_collector,
-                                                   daemons) -> None:
+def test_the_last_window_of_a_file_makes_its_event(
+    tmp_path, mosquitto, mqtt_collector, daemons
+) -> None:
     # Clips of 4 frames every 2 frames end at frames 3, 5, ..., 39. With the last 3 of
     # 40 frames bright only the last clip (36..39) scores bright (0.75); the one before
     # (34..37) scores 0.30. Its result is computed after frame 39 reached the overlay.
     frames = 40
     collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/hall/event"])
     clip = lights_on_at_the_end_clip(tmp_path / "lights-on.mp4", frames, bright_frames=3)
-    d = mqtt_daemon(tmp_path, mosquitto, str(clip), {"start_windows": 1},
-                    realtime=False, ring_policy="block")
+    d = mqtt_daemon(
+        tmp_path, mosquitto, str(clip), {"start_windows": 1}, realtime=False, ring_policy="block"
+    )
     daemons.append(d.start())
     assert d.wait(START_S + 60) == ExitCode.OK, d.log()
     shown = d.frames()
@@ -101,24 +121,31 @@ def test_the_last_window_of_a_file_makes_its_event(tmp_path, mosquitto, mqtt_col
     assert shown[-1]["label"] == "bright"
     collector.wait_for(lambda ms: len(ms) >= 2, "the start and end of the last window's event")
     got = events(collector)
-    assert [(e["phase"], e["end_reason"]) for e in got] == [("start", None),
-                                                            ("end", "end_of_stream")]
+    assert [(e["phase"], e["end_reason"]) for e in got] == [
+        ("start", None),
+        ("end", "end_of_stream"),
+    ]
     assert got[0]["frame_id"] == frames - 1
 
 
 def logged_ids(d: Daemon) -> set[str]:
     """Ids of the events the daemon logged as received from its overlay."""
-    return {line.rsplit("id ", 1)[1].rstrip(")") for line in d.log().splitlines()
-            if "event hall: bright" in line}
+    return {
+        line.rsplit("id ", 1)[1].rstrip(")")
+        for line in d.log().splitlines()
+        if "event hall: bright" in line
+    }
 
 
 @pytest.mark.timeout(240)
-def test_outage_and_sigkill_lose_no_event(tmp_path, mosquitto_persistent, mqtt_collector,
-                                          daemons) -> None:
+def test_outage_and_sigkill_lose_no_event(
+    tmp_path, mosquitto_persistent, mqtt_collector, daemons
+) -> None:
     broker = mosquitto_persistent
     # A persistent session: the broker keeps QoS 1 messages for us across its restart.
-    collector = mqtt_collector(broker.port, [f"actiond/{DEVICE}/hall/event"],
-                               client_id="watcher", clean_session=False)
+    collector = mqtt_collector(
+        broker.port, [f"actiond/{DEVICE}/hall/event"], client_id="watcher", clean_session=False
+    )
     clip = light_switch_clip(tmp_path / "lights.mp4")
     d = mqtt_daemon(tmp_path, broker, str(clip), realtime=True, loop=True)
     daemons.append(d.start())
@@ -131,18 +158,20 @@ def test_outage_and_sigkill_lose_no_event(tmp_path, mosquitto_persistent, mqtt_c
     d.proc.wait(10)
     wanted = logged_ids(d)
     broker.start()
-    again = mqtt_daemon(tmp_path, broker, "test:still", fps=10)   # same state dir
+    again = mqtt_daemon(tmp_path, broker, "test:still", fps=10)  # same state dir
     daemons.append(again.start())
 
     def delivered() -> set[str]:
         return {json.loads(m.payload)["id"] for m in collector.messages()}
+
     wait_for(lambda: wanted <= delivered(), START_S, "every logged event, by id")
     assert again.stop() == ExitCode.OK
 
 
 @pytest.mark.timeout(180)
-def test_status_online_then_last_will_after_sigkill(tmp_path, mosquitto, mqtt_collector,
-                                                    daemons) -> None:
+def test_status_online_then_last_will_after_sigkill(
+    tmp_path, mosquitto, mqtt_collector, daemons
+) -> None:
     collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/status"])
     d = mqtt_daemon(tmp_path, mosquitto, "test:still", fps=10)
     daemons.append(d.start())
@@ -160,12 +189,13 @@ def test_status_online_then_last_will_after_sigkill(tmp_path, mosquitto, mqtt_co
         except FileNotFoundError:
             return True
         return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
     wait_for(lambda: all(gone(p) for p in pids), 20, "orphaned workers to exit")
 
 
 @pytest.mark.timeout(180)
 def test_unreachable_broker_is_logged_pipeline_runs_outbox_holds(tmp_path, daemons) -> None:
-    closed = MosquittoBroker(tmp_path / "never-started")   # a free port nobody listens on
+    closed = MosquittoBroker(tmp_path / "never-started")  # a free port nobody listens on
     clip = light_switch_clip(tmp_path / "lights.mp4")
     d = mqtt_daemon(tmp_path, closed, str(clip), realtime=True, loop=True)
     daemons.append(d.start())

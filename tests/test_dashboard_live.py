@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
-
-from daemon.exitcodes import ExitCode
 from daemon_proc import Daemon, free_port, wait_for
 from metrics_helpers import Labels, parse_samples, scrape_text
+
+from daemon.exitcodes import ExitCode
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "monitoring/grafana/actiond-dashboard.json"
 START_S = 60.0
@@ -36,24 +36,29 @@ def matches(matchers: str, labels: Labels) -> bool:
     """PromQL label matching (anchored regexes; a missing label is the empty string)."""
     have = dict(labels)
     for name, op, raw in MATCHER_RE.findall(matchers):
-        value = raw.encode().decode("unicode_escape")   # PromQL string escapes
+        value = raw.encode().decode("unicode_escape")  # PromQL string escapes
         got = have.get(name, "")
-        ok = {"=": got == value, "!=": got != value,
-              "=~": re.fullmatch(value, got) is not None,
-              "!~": re.fullmatch(value, got) is None}[op]
+        ok = {
+            "=": got == value,
+            "!=": got != value,
+            "=~": re.fullmatch(value, got) is not None,
+            "!~": re.fullmatch(value, got) is None,
+        }[op]
         if not ok:
             return False
     return True
 
 
-def selector_hits(expr: str, samples: dict[str, dict[Labels, float]],
-                  variables: dict[str, str]) -> dict[str, list[dict[str, str]]]:
+def selector_hits(
+    expr: str, samples: dict[str, dict[Labels, float]], variables: dict[str, str]
+) -> dict[str, list[dict[str, str]]]:
     """Each selector of `expr` (variables filled in) -> the label sets it selects."""
     for var, value in variables.items():
         expr = expr.replace(var, value)
-    return {f"{name}{{{m}}}": [dict(labels) for labels in samples.get(name, {})
-                               if matches(m, labels)]
-            for name, m in SELECTOR_RE.findall(expr)}
+    return {
+        f"{name}{{{m}}}": [dict(labels) for labels in samples.get(name, {}) if matches(m, labels)]
+        for name, m in SELECTOR_RE.findall(expr)
+    }
 
 
 def of_camera(labels: dict[str, str], camera: str) -> bool:
@@ -66,20 +71,28 @@ def test_matcher_semantics() -> None:
     assert not matches('camera=~"all"', labels)
     assert matches('ring=~"(door)\\\\..+|clips"', labels)
     assert not matches('ring=~"(yard)\\\\..+|clips"', labels)
-    assert matches('instance=~".*"', labels)     # absent label: the empty string
+    assert matches('instance=~".*"', labels)  # absent label: the empty string
 
 
 @pytest.mark.timeout(180)
 def test_choosing_a_camera_empties_no_panel_that_has_data(tmp_path: Path, daemons) -> None:
     port = free_port()
-    cams = [{"name": n, "source": "test:moving-box", "fps": 10, "width": 160, "height": 120}
-            for n in ("door", "yard")]
-    d = Daemon(tmp_path, cams, {"motion": {"width": 64, "height": 64},
-                                "metrics": {"listen": f"127.0.0.1:{port}"}})
+    cams = [
+        {"name": n, "source": "test:moving-box", "fps": 10, "width": 160, "height": 120}
+        for n in ("door", "yard")
+    ]
+    d = Daemon(
+        tmp_path,
+        cams,
+        {"motion": {"width": 64, "height": 64}, "metrics": {"listen": f"127.0.0.1:{port}"}},
+    )
     daemons.append(d.start())
     url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(lambda: d.stats("infer.0").get("frames_out_total", 0) > 0, START_S,
-             "a clip through the shared inference stage")
+    wait_for(
+        lambda: d.stats("infer.0").get("frames_out_total", 0) > 0,
+        START_S,
+        "a clip through the shared inference stage",
+    )
     samples = parse_samples(scrape_text(url))
     every = {"$__rate_interval": "1m", "$instance": ".*", "$camera": ".*"}
     # Grafana formats one chosen value of a regex variable as the escaped value itself.

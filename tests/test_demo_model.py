@@ -37,8 +37,9 @@ def model() -> ActionModel:
     return ActionModel(InferenceConfig(), str(DEFAULT_MODEL))
 
 
-def test_shipped_model_is_small_and_fits_the_config_defaults(model: ActionModel,
-                                                             tmp_path: Path) -> None:
+def test_shipped_model_is_small_and_fits_the_config_defaults(
+    model: ActionModel, tmp_path: Path
+) -> None:
     assert DEFAULT_MODEL.stat().st_size < MAX_MODEL_BYTES
     c = model.contract
     assert c.labels == ACTIONS
@@ -51,8 +52,8 @@ def test_shipped_model_is_small_and_fits_the_config_defaults(model: ActionModel,
     config.write_text('[[cameras]]\nname = "c"\nsource = "test:bars"\n')
     boot = load_boot(config)
     assert boot.model_path == str(DEFAULT_MODEL) and boot.labels == ACTIONS
-    assert boot.facts.clip_length == c.clip_length   # rings sized for the model
-    assert boot.config.inference.clip_length == 0     # the user's config is left as written
+    assert boot.facts.clip_length == c.clip_length  # rings sized for the model
+    assert boot.config.inference.clip_length == 0  # the user's config is left as written
     # Clips carry only what the model takes: flows, no colour frames.
     assert [name for name, _, _ in records.clip_record(boot.facts).fields] == ["flow"]
 
@@ -72,28 +73,37 @@ def classify(model: ActionModel, action: str, seed: int) -> str:
 @pytest.mark.timeout(120)
 def test_recognises_each_generated_action(model: ActionModel) -> None:
     # Seeds 0.. are not among the training seeds (tools/train_demo_model.py starts at 1e6).
-    predicted = {a: [classify(model, a, seed) for seed in range(CLIPS_PER_ACTION)]
-                 for a in ACTIONS}
-    accuracy = {a: sum(p == a for p in preds) / CLIPS_PER_ACTION
-                for a, preds in predicted.items()}
+    predicted = {a: [classify(model, a, seed) for seed in range(CLIPS_PER_ACTION)] for a in ACTIONS}
+    accuracy = {a: sum(p == a for p in preds) / CLIPS_PER_ACTION for a, preds in predicted.items()}
     overall = sum(accuracy.values()) / len(ACTIONS)
     assert min(accuracy.values()) >= ACCURACY_PER_ACTION, (accuracy, predicted)
     assert overall >= ACCURACY_OVERALL, (accuracy, predicted)
 
 
 @pytest.mark.timeout(180)
-def test_daemon_answers_what_the_offline_pipeline_computes(tmp_path: Path, model: ActionModel,
-                                                           daemons: list[Daemon]) -> None:
+def test_daemon_answers_what_the_offline_pipeline_computes(
+    tmp_path: Path, model: ActionModel, daemons: list[Daemon]
+) -> None:
     video = make_action_clip(tmp_path / "walk.mp4", "walk_right", seed=3, frames=40, fps=15)
-    camera = {"name": "cam1", "source": str(video), "width": 320, "height": 240,
-              "realtime": False, "ring_policy": "block"}
+    camera = {
+        "name": "cam1",
+        "source": str(video),
+        "width": 320,
+        "height": 240,
+        "realtime": False,
+        "ring_policy": "block",
+    }
     motion = MotionConfig(width=96, height=96)
-    daemon = Daemon(tmp_path, [camera], {"motion": {"width": 96, "height": 96},
-                                         "inference": {"stride": 4}})
+    daemon = Daemon(
+        tmp_path, [camera], {"motion": {"width": 96, "height": 96}, "inference": {"stride": 4}}
+    )
     daemons.append(daemon)
     assert daemon.start().wait(150) == ExitCode.OK, daemon.log()
-    shown = {f["result_frame_id"]: (f["label"], f["score"]) for f in daemon.frames()
-             if f["result_frame_id"] >= 0}
+    shown = {
+        f["result_frame_id"]: (f["label"], f["score"])
+        for f in daemon.frames()
+        if f["result_frame_id"] >= 0
+    }
     expected = offline_results(model, video, (320, 240), motion, stride=4)
     assert shown and set(shown) <= set(expected), (shown, expected)
     for frame_id, (label, score) in shown.items():
@@ -101,12 +111,18 @@ def test_daemon_answers_what_the_offline_pipeline_computes(tmp_path: Path, model
         assert score == pytest.approx(expected[frame_id][1], abs=2e-3)
 
 
-def offline_results(model: ActionModel, video: Path, size: tuple[int, int],
-                    motion: MotionConfig, stride: int) -> dict[int, tuple[str, float]]:
+def offline_results(
+    model: ActionModel, video: Path, size: tuple[int, int], motion: MotionConfig, stride: int
+) -> dict[int, tuple[str, float]]:
     """Frame id of each clip's last frame -> (top label, its score), computed offline."""
     width, height = size
-    clips = FrameClips(CameraConfig(name="cam", source="", width=width, height=height),
-                       motion, model.contract.clip_length, stride, model.clip_size(motion))
+    clips = FrameClips(
+        CameraConfig(name="cam", source="", width=width, height=height),
+        motion,
+        model.contract.clip_length,
+        stride,
+        model.clip_size(motion),
+    )
     results = {}
     capture = cv2.VideoCapture(str(video))
     index = 0

@@ -9,19 +9,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from daemon.config import DisplayConfig
-from daemon.outputs.display import (
-    DisplayUnavailable, Recorder, WindowOutput, gui_backend, open_outputs,
-)
-from display_helpers import (
-    HEIGHT, HTTP_TIMEOUT_S, WIDTH,
-    count_frames, free_port, get, make_frame,
-)
+from display_helpers import HEIGHT, HTTP_TIMEOUT_S, WIDTH, count_frames, free_port, get, make_frame
 from media import read_marker
 
+from daemon.config import DisplayConfig
+from daemon.display.outputs import (
+    DisplayUnavailable,
+    Recorder,
+    WindowOutput,
+    gui_backend,
+    open_outputs,
+)
 
 # --- window ----------------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(30)
 def test_window_without_gui_points_to_mjpeg() -> None:
@@ -33,18 +34,25 @@ def test_window_without_gui_points_to_mjpeg() -> None:
     assert "mjpeg_listen" in message and "opencv-python-headless" in message
 
 
-@pytest.mark.parametrize(("info", "expected"), [
-    ("  GUI:                           NONE\n    VTK support:  NO\n", None),
-    ("  GUI:                           GTK3\n    GTK+:         YES (ver 3.24.5)\n", "GTK3"),
-    ("  GUI:\n    QT:                          NO\n    GTK+ 2.x:                    YES\n"
-     "  Media I/O:\n    PNG:   YES\n", "GTK+ 2.x"),
-    ("  GUI:\n    QT:                          NO\n  Media I/O:\n    JPEG:    YES\n", None),
-])
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        ("  GUI:                           NONE\n    VTK support:  NO\n", None),
+        ("  GUI:                           GTK3\n    GTK+:         YES (ver 3.24.5)\n", "GTK3"),
+        (
+            "  GUI:\n    QT:                          NO\n    GTK+ 2.x:                    YES\n"
+            "  Media I/O:\n    PNG:   YES\n",
+            "GTK+ 2.x",
+        ),
+        ("  GUI:\n    QT:                          NO\n  Media I/O:\n    JPEG:    YES\n", None),
+    ],
+)
 def test_gui_backend_parses_build_information(info: str, expected: str | None) -> None:
     assert gui_backend(info) == expected
 
 
 # --- recorder and open_outputs ---------------------------------------------------------------
+
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("name", ["out.mp4", "out.avi", "out.mkv"])
@@ -111,7 +119,7 @@ def test_open_outputs_closes_what_it_opened_on_failure(tmp_path: Path) -> None:
     cfg = DisplayConfig(mjpeg_listen=f"127.0.0.1:{port}", window=True)
     with pytest.raises(DisplayUnavailable, match="mjpeg_listen"):
         open_outputs(cfg, 15.0, (WIDTH, HEIGHT))
-    with pytest.raises(ConnectionRefusedError):   # the MJPEG server opened first was stopped
+    with pytest.raises(ConnectionRefusedError):  # the MJPEG server opened first was stopped
         socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S).close()
 
 
@@ -119,4 +127,4 @@ def test_open_outputs_closes_what_it_opened_on_failure(tmp_path: Path) -> None:
 def test_no_outputs_configured() -> None:
     with open_outputs(DisplayConfig(), 15.0, (WIDTH, HEIGHT)) as outputs:
         assert not outputs.enabled
-        outputs.show(make_frame(0))   # a no-op, and must not fail
+        outputs.show(make_frame(0))  # a no-op, and must not fail

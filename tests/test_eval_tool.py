@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from media import make_clip
 
 from daemon.bench.procstats import MEDIA_DIR_ENV
 from daemon.exitcodes import ExitCode
-from media import make_clip
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,8 +41,15 @@ def run_tool(*args: str, media_env: Path | None = None) -> subprocess.CompletedP
     if media_env is not None:
         env[MEDIA_DIR_ENV] = str(media_env)
     # From another directory: the tool must not depend on the working directory.
-    return subprocess.run([sys.executable, str(TOOL), *args], cwd="/", env=env,
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    return subprocess.run(
+        [sys.executable, str(TOOL), *args],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -64,13 +71,15 @@ def test_default_media_is_where_the_benchmarks_find_clips(tmp_path: Path, media:
 
 def test_explicit_media_and_no_clip_found(tmp_path: Path, media: Path) -> None:
     labels = labels_dir(tmp_path, spec("tiny-eval-clip.mp4"))
-    done = run_tool("--labels", str(labels), "--media", str(media), "--json",
-                    media_env=tmp_path / "elsewhere")
+    done = run_tool(
+        "--labels", str(labels), "--media", str(media), "--json", media_env=tmp_path / "elsewhere"
+    )
     assert done.returncode == ExitCode.OK, done.stderr
     done = run_tool("--labels", str(labels), "--media", str(tmp_path))
     assert done.returncode == ExitCode.CONFIG
     assert done.stderr.splitlines()[-1] == (
-        f"eval_demo_model: none of the labelled clips is in {tmp_path}; pass --media DIR")
+        f"eval_demo_model: none of the labelled clips is in {tmp_path}; pass --media DIR"
+    )
 
 
 def test_a_label_the_model_does_not_have_is_one_line(tmp_path: Path, media: Path) -> None:

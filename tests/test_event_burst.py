@@ -21,15 +21,14 @@ from pathlib import Path
 
 import pytest
 import uvloop
+from metrics_helpers import parse_samples, scrape_text
+from mosquitto_fixture import MosquittoBroker, MqttCollector
 
-from daemon.config import (CameraConfig, Config, DaemonConfig, MetricsConfig, MqttConfig,
-                           model_facts)
+from daemon.config import CameraConfig, Config, DaemonConfig, MetricsConfig, MqttConfig, model_facts
 from daemon.outputs.metrics import MetricsSnapshot, snapshot_on_loop
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.metrics_view import intake_losses
 from daemon.supervisor.outputs import Outputs, open_outputs
-from metrics_helpers import parse_samples, scrape_text
-from mosquitto_fixture import MosquittoBroker, MqttCollector
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICE = "burstbox"
@@ -62,10 +61,10 @@ def burst_boot(broker: MosquittoBroker, state_dir: Path) -> Boot:
         daemon=DaemonConfig(device_id=DEVICE, state_dir=str(state_dir)),
         cameras=(CameraConfig(name=CAMERA, source="test:still"),),
         mqtt=MqttConfig(enabled=True, host=broker.host, port=broker.port, discovery=False),
-        metrics=MetricsConfig(listen="127.0.0.1:0"))
+        metrics=MetricsConfig(listen="127.0.0.1:0"),
+    )
     facts = model_facts(config, "model.onnx", ("dark", "bright"), 8, "rgb+flow", 0, 0)
-    return Boot(config, state_dir / "config.toml", "model.onnx", facts,
-                ("CPUExecutionProvider",))
+    return Boot(config, state_dir / "config.toml", "model.onnx", facts, ("CPUExecutionProvider",))
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float) -> None:
@@ -76,24 +75,39 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float)
         await asyncio.sleep(POLL_S)
 
 
-async def run_burst(boot: Boot, socket_path: Path,
-                    collector: MqttCollector) -> tuple[dict[str, float], str]:
+async def run_burst(
+    boot: Boot, socket_path: Path, collector: MqttCollector
+) -> tuple[dict[str, float], str]:
     """Open the supervisor's outputs, run the sender, wait for the broker; returns the
     sender's report and a scrape taken once everything is delivered."""
     loop = asyncio.get_running_loop()
     holder: list[Outputs] = []
-    snapshot = snapshot_on_loop(loop, lambda: MetricsSnapshot(
-        losses=intake_losses([CAMERA], holder[0].intake if holder else None)))
+    snapshot = snapshot_on_loop(
+        loop,
+        lambda: MetricsSnapshot(
+            losses=intake_losses([CAMERA], holder[0].intake if holder else None)
+        ),
+    )
     async with AsyncExitStack() as stack:
         outputs = await open_outputs(stack, boot, socket_path, snapshot)
         holder.append(outputs)
         sender = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SENDER, str(socket_path), str(BURST_EVENTS), CAMERA,
-            cwd=REPO, stdout=subprocess.PIPE)
+            sys.executable,
+            "-c",
+            SENDER,
+            str(socket_path),
+            str(BURST_EVENTS),
+            CAMERA,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+        )
         out, _ = await asyncio.wait_for(sender.communicate(), SEND_DEADLINE_S)
         report = json.loads(out)
-        await wait_until(lambda: len(collector.messages()) >= report["sent"],
-                         f"{report['sent']} events at the broker", DELIVERY_DEADLINE_S)
+        await wait_until(
+            lambda: len(collector.messages()) >= report["sent"],
+            f"{report['sent']} events at the broker",
+            DELIVERY_DEADLINE_S,
+        )
         assert outputs.server is not None
         text = await asyncio.to_thread(scrape_text, outputs.server.url)
     return report, text
@@ -101,15 +115,17 @@ async def run_burst(boot: Boot, socket_path: Path,
 
 @pytest.mark.timeout(180)
 def test_a_burst_of_1000_events_reaches_the_broker_in_order(
-        tmp_path: Path, mosquitto: MosquittoBroker,
-        mqtt_collector: Callable[..., MqttCollector]) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker, mqtt_collector: Callable[..., MqttCollector]
+) -> None:
     collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/{CAMERA}/event"])
     # A short socket path: AF_UNIX paths end at 107 bytes, pytest's tmp_path can be longer.
     with tempfile.TemporaryDirectory(prefix="actiond-burst-") as sock_dir:
-        report, text = uvloop.run(run_burst(burst_boot(mosquitto, tmp_path / "state"),
-                                            Path(sock_dir) / "events.sock", collector))
-    print(f"sender: {report['sent']} of {BURST_EVENTS} events taken in "
-          f"{report['seconds']:.2f} s")
+        report, text = uvloop.run(
+            run_burst(
+                burst_boot(mosquitto, tmp_path / "state"), Path(sock_dir) / "events.sock", collector
+            )
+        )
+    print(f"sender: {report['sent']} of {BURST_EVENTS} events taken in {report['seconds']:.2f} s")
     assert report["sent"] == BURST_EVENTS, "the sender lost events"
     ids = [json.loads(m.payload)["id"] for m in collector.messages()]
     assert ids == [f"burst-{i:04d}" for i in range(BURST_EVENTS)], "lost, doubled or reordered"

@@ -15,13 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from metrics_helpers import label_set, parse_samples
 from prometheus_client import generate_latest
 
 from daemon.config import Config, MqttConfig
 from daemon.events import EventSettings
 from daemon.ipc.events_channel import (
-    LOST_SEND_TIMEOUT, LOST_SUPERVISOR_GONE, MAX_DATAGRAM_BYTES, SNAPSHOT_TOO_LARGE,
-    EventReceiver, EventSender,
+    LOST_SEND_TIMEOUT,
+    LOST_SUPERVISOR_GONE,
+    MAX_DATAGRAM_BYTES,
+    SNAPSHOT_TOO_LARGE,
+    EventReceiver,
+    EventSender,
 )
 from daemon.ipc.stats import StatsBlock
 from daemon.outputs.metrics import MetricsSnapshot, WorkerView, make_registry
@@ -29,21 +34,26 @@ from daemon.outputs.sinks.protocol import SinkContext
 from daemon.outputs.sinks.runner import SinkRunner
 from daemon.stages.eventing import EventEmitter, event_send_timeout_s
 from daemon.stages.registry import KINDS, stats_fields
-from daemon.supervisor.intake import (LOST_MALFORMED, LOST_NOT_STORED, UNKNOWN_CAMERA,
-                                      EventIntake)
+from daemon.supervisor.intake import LOST_MALFORMED, LOST_NOT_STORED, UNKNOWN_CAMERA, EventIntake
 from daemon.supervisor.metrics_view import intake_losses
-from metrics_helpers import label_set, parse_samples
 
 pytestmark = pytest.mark.timeout(60)
 
-QUEUE_BURST = 200           # far above net.unix.max_dgram_qlen (10 on Debian)
+QUEUE_BURST = 200  # far above net.unix.max_dgram_qlen (10 on Debian)
 SHORT_TIMEOUT_S = 0.2
 DEADLINE_S = 20.0
 
 
 def record(i: int, camera: str = "front") -> dict[str, object]:
-    return {"id": f"e{i}", "camera": camera, "action": "walk", "phase": "start",
-            "score_max": 0.9, "started_at": "2026-01-01T00:00:00Z", "ended_at": None}
+    return {
+        "id": f"e{i}",
+        "camera": camera,
+        "action": "walk",
+        "phase": "start",
+        "score_max": 0.9,
+        "started_at": "2026-01-01T00:00:00Z",
+        "ended_at": None,
+    }
 
 
 @pytest.fixture
@@ -56,13 +66,14 @@ def test_a_full_queue_makes_the_sender_wait_not_drop(sock_path: Path) -> None:
     receiver = EventReceiver(sock_path)
     sender = EventSender(sock_path)
     results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.extend(
-        sender.send(record(i)) for i in range(QUEUE_BURST)))
+    thread = threading.Thread(
+        target=lambda: results.extend(sender.send(record(i)) for i in range(QUEUE_BURST))
+    )
     thread.start()
     got: list[str] = []
     deadline = time.monotonic() + DEADLINE_S
     while len(got) < QUEUE_BURST and time.monotonic() < deadline:
-        got += [str(r["id"]) for r, _ in receiver.receive(limit=3)]   # a slow reader
+        got += [str(r["id"]) for r, _ in receiver.receive(limit=3)]  # a slow reader
         time.sleep(0.001)
     thread.join(DEADLINE_S)
     receiver.close()
@@ -73,7 +84,7 @@ def test_a_full_queue_makes_the_sender_wait_not_drop(sock_path: Path) -> None:
 
 
 def test_a_supervisor_that_takes_nothing_times_out_and_is_counted(sock_path: Path) -> None:
-    receiver = EventReceiver(sock_path)   # bound, never read
+    receiver = EventReceiver(sock_path)  # bound, never read
     sender = EventSender(sock_path, SHORT_TIMEOUT_S)
     taken = 0
     while sender.send(record(taken)):
@@ -115,33 +126,51 @@ def test_send_timeout_stays_below_the_heartbeat_timeout() -> None:
         EventSender("/nonexistent", 0.0)
 
 
-def test_overlay_losses_reach_its_stats_block_and_the_scrape(sock_path: Path,
-                                                             tmp_path: Path) -> None:
+def test_overlay_losses_reach_its_stats_block_and_the_scrape(
+    sock_path: Path, tmp_path: Path
+) -> None:
     shm = tempfile.mkdtemp(prefix="actiond-ev-", dir="/dev/shm")
     block = StatsBlock.create("front.overlay.stats", stats_fields("overlay"), None, shm)
     try:
         settings = EventSettings(start_windows=1, end_windows=1, cooldown_s=0.0)
-        emitter = EventEmitter("front", ("walk", "still"), settings, str(sock_path), 80,
-                               block, SHORT_TIMEOUT_S)   # nobody listens on sock_path
+        emitter = EventEmitter(
+            "front", ("walk", "still"), settings, str(sock_path), 80, block, SHORT_TIMEOUT_S
+        )  # nobody listens on sock_path
         image = np.zeros((8, 8, 3), np.uint8)
         events = emitter.update(np.array([0.9, 0.1], np.float32), 4, 0, image)
         emitter.close()
         assert [e.phase for e in events] == ["start"]
-        view = WorkerView("front.overlay", "front", "overlay", True, 0, block.snapshot(),
-                          losses=tuple((loss.item, loss.reason, loss.field)
-                                       for loss in KINDS["overlay"].losses))
+        view = WorkerView(
+            "front.overlay",
+            "front",
+            "overlay",
+            True,
+            0,
+            block.snapshot(),
+            losses=tuple((loss.item, loss.reason, loss.field) for loss in KINDS["overlay"].losses),
+        )
     finally:
         block.close(unlink=True)
         Path(shm).rmdir()
     registry, _ = make_registry(lambda: MetricsSnapshot(workers=[view]))
     samples = parse_samples(generate_latest(registry).decode())["actiond_lost_total"]
     # The start, and the end the closing emitter sent for the open event.
-    assert samples[label_set(camera="front", stage="overlay", item="event",
-                             reason=LOST_SUPERVISOR_GONE)] == 2.0
-    assert samples[label_set(camera="front", stage="overlay", item="event",
-                             reason=LOST_SEND_TIMEOUT)] == 0.0
-    assert samples[label_set(camera="front", stage="overlay", item="snapshot",
-                             reason=SNAPSHOT_TOO_LARGE)] == 0.0
+    assert (
+        samples[
+            label_set(camera="front", stage="overlay", item="event", reason=LOST_SUPERVISOR_GONE)
+        ]
+        == 2.0
+    )
+    assert (
+        samples[label_set(camera="front", stage="overlay", item="event", reason=LOST_SEND_TIMEOUT)]
+        == 0.0
+    )
+    assert (
+        samples[
+            label_set(camera="front", stage="overlay", item="snapshot", reason=SNAPSHOT_TOO_LARGE)
+        ]
+        == 0.0
+    )
 
 
 async def _intake_run(sock_path: Path, sinks: SinkRunner) -> EventIntake:
@@ -149,7 +178,7 @@ async def _intake_run(sock_path: Path, sinks: SinkRunner) -> EventIntake:
     intake.start()
     sender = EventSender(sock_path)
     sender.send(record(0))
-    sender.send(record(1, camera="ghost"))   # a camera not configured
+    sender.send(record(1, camera="ghost"))  # a camera not configured
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as raw:
         raw.sendto(b"\x00\x00\x00\x09not json", str(sock_path))
     sender.close()
@@ -164,7 +193,7 @@ async def _intake_run(sock_path: Path, sinks: SinkRunner) -> EventIntake:
 def test_the_intake_counts_what_it_cannot_store(sock_path: Path, tmp_path: Path) -> None:
     sinks = SinkRunner(tmp_path, SinkContext("box", ("front",), ("walk",), tmp_path))
     config = Config(mqtt=MqttConfig(enabled=True))
-    sinks.swap(sinks.build(config, sinks.context, ["mqtt"]), sinks.context)   # not started
+    sinks.swap(sinks.build(config, sinks.context, ["mqtt"]), sinks.context)  # not started
     intake = asyncio.run(_intake_run(sock_path, sinks))
     assert sinks.outbox.depth() == 1
     sinks.close(0.0)
@@ -172,8 +201,12 @@ def test_the_intake_counts_what_it_cannot_store(sock_path: Path, tmp_path: Path)
     losses = intake_losses(["front"], intake)
     assert losses[("front", "intake", "event", LOST_NOT_STORED)] == 0.0
     assert losses[("ghost", "intake", "event", LOST_NOT_STORED)] == 1
-    samples = parse_samples(generate_latest(make_registry(
-        lambda: MetricsSnapshot(losses=losses))[0]).decode())
-    assert samples["actiond_lost_total"][label_set(
-        camera=UNKNOWN_CAMERA, stage="intake", item="event", reason=LOST_MALFORMED)] == 1.0
-
+    samples = parse_samples(
+        generate_latest(make_registry(lambda: MetricsSnapshot(losses=losses))[0]).decode()
+    )
+    assert (
+        samples["actiond_lost_total"][
+            label_set(camera=UNKNOWN_CAMERA, stage="intake", item="event", reason=LOST_MALFORMED)
+        ]
+        == 1.0
+    )

@@ -47,8 +47,12 @@ def sinks_boot(broker: MosquittoBroker, state_dir: Path) -> Boot:
     """test_event_burst's boot (MQTT without discovery, metrics on a free port) with the
     jsonl sink enabled too."""
     boot = burst_boot(broker, state_dir)
-    return dataclasses.replace(boot, config=dataclasses.replace(
-        boot.config, jsonl=JsonlConfig(enabled=True, path="events.jsonl")))
+    return dataclasses.replace(
+        boot,
+        config=dataclasses.replace(
+            boot.config, jsonl=JsonlConfig(enabled=True, path="events.jsonl")
+        ),
+    )
 
 
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -68,27 +72,42 @@ def lines(path: Path) -> list[str]:
 def sink_samples(outputs: Outputs) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
     assert outputs.server is not None
     samples = parse_samples(scrape_text(outputs.server.url))
-    return {name: samples.get(name, {}) for name in (
-        "actiond_sink_up", "actiond_sink_pending_events", "actiond_sink_delivered_total")}
+    return {
+        name: samples.get(name, {})
+        for name in (
+            "actiond_sink_up",
+            "actiond_sink_pending_events",
+            "actiond_sink_delivered_total",
+        )
+    }
 
 
 async def open_for_test(stack: AsyncExitStack, boot: Boot, socket_path: Path) -> Outputs:
     loop = asyncio.get_running_loop()
     holder: list[Outputs] = []
-    snapshot = snapshot_on_loop(loop, lambda: MetricsSnapshot(
-        sinks=holder[0].sink_views() if holder else ()))
+    snapshot = snapshot_on_loop(
+        loop, lambda: MetricsSnapshot(sinks=holder[0].sink_views() if holder else ())
+    )
     outputs = await open_outputs(stack, boot, socket_path, snapshot)
     holder.append(outputs)
     return outputs
 
 
-async def burst_while_broker_down(boot: Boot, socket_path: Path, jsonl: Path,
-                                  expected: list[str]) -> None:
+async def burst_while_broker_down(
+    boot: Boot, socket_path: Path, jsonl: Path, expected: list[str]
+) -> None:
     async with AsyncExitStack() as stack:
         outputs = await open_for_test(stack, boot, socket_path)
         sender = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SENDER, str(socket_path), str(EVENTS), CAMERA,
-            cwd=REPO, stdout=subprocess.PIPE)
+            sys.executable,
+            "-c",
+            SENDER,
+            str(socket_path),
+            str(EVENTS),
+            CAMERA,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+        )
         out, _ = await asyncio.wait_for(sender.communicate(), DEADLINE_S)
         assert json.loads(out)["sent"] == EVENTS
         await wait_until(lambda: lines(jsonl) == expected, "every event in the jsonl file")
@@ -97,16 +116,18 @@ async def burst_while_broker_down(boot: Boot, socket_path: Path, jsonl: Path,
         await wait_until(lambda: mqtt.view().pending == EVENTS, "MQTT's queue to hold all")
         assert jsonl_sink.view().pending == 0
         samples = await asyncio.to_thread(sink_samples, outputs)
-        assert samples["actiond_sink_up"] == {label_set(sink="mqtt"): 0,
-                                              label_set(sink="jsonl"): 1}
-        assert samples["actiond_sink_pending_events"] == {label_set(sink="mqtt"): EVENTS,
-                                                          label_set(sink="jsonl"): 0}
-        assert samples["actiond_sink_delivered_total"] == {label_set(sink="mqtt"): 0,
-                                                           label_set(sink="jsonl"): EVENTS}
+        assert samples["actiond_sink_up"] == {label_set(sink="mqtt"): 0, label_set(sink="jsonl"): 1}
+        assert samples["actiond_sink_pending_events"] == {
+            label_set(sink="mqtt"): EVENTS,
+            label_set(sink="jsonl"): 0,
+        }
+        assert samples["actiond_sink_delivered_total"] == {
+            label_set(sink="mqtt"): 0,
+            label_set(sink="jsonl"): EVENTS,
+        }
 
 
-async def restart_and_catch_up(boot: Boot, socket_path: Path,
-                               collector: MqttCollector) -> None:
+async def restart_and_catch_up(boot: Boot, socket_path: Path, collector: MqttCollector) -> None:
     async with AsyncExitStack() as stack:
         outputs = await open_for_test(stack, boot, socket_path)
         mqtt = outputs.sink("mqtt")
@@ -119,16 +140,15 @@ async def restart_and_catch_up(boot: Boot, socket_path: Path,
 
 
 def test_two_sinks_each_keep_their_own_delivery_state(
-        tmp_path: Path, mosquitto: MosquittoBroker,
-        mqtt_collector: Callable[..., MqttCollector]) -> None:
+    tmp_path: Path, mosquitto: MosquittoBroker, mqtt_collector: Callable[..., MqttCollector]
+) -> None:
     mosquitto.stop()
     state = tmp_path / "state"
     boot = sinks_boot(mosquitto, state)
     expected = [f"burst-{i:04d}" for i in range(EVENTS)]
     with tempfile.TemporaryDirectory(prefix="actiond-sinks-") as sock_dir:
         socket_path = Path(sock_dir) / "events.sock"
-        uvloop.run(burst_while_broker_down(boot, socket_path, state / "events.jsonl",
-                                           expected))
+        uvloop.run(burst_while_broker_down(boot, socket_path, state / "events.jsonl", expected))
         # Stopped in between: the file holds MQTT's events only.
         with sqlite3.connect(state / OUTBOX_FILENAME) as db:
             held = dict(db.execute("SELECT sink, COUNT(*) FROM deliveries GROUP BY sink"))
@@ -144,24 +164,34 @@ def test_two_sinks_each_keep_their_own_delivery_state(
 
 
 async def reload_enables_jsonl(boot: Boot, socket_path: Path, jsonl: Path) -> None:
-    off = dataclasses.replace(boot, config=dataclasses.replace(
-        boot.config, jsonl=JsonlConfig(enabled=False)))
+    off = dataclasses.replace(
+        boot, config=dataclasses.replace(boot.config, jsonl=JsonlConfig(enabled=False))
+    )
     async with AsyncExitStack() as stack:
         outputs = await open_for_test(stack, off, socket_path)
         assert outputs.sink("jsonl") is None and outputs.sink("mqtt") is not None
         await outputs.reconfigure(boot, {"jsonl"}, metrics=False)
         mqtt = outputs.sink("mqtt")
         sender = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SENDER, str(socket_path), "3", CAMERA, cwd=REPO,
-            stdout=subprocess.PIPE)
+            sys.executable,
+            "-c",
+            SENDER,
+            str(socket_path),
+            "3",
+            CAMERA,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+        )
         await asyncio.wait_for(sender.communicate(), DEADLINE_S)
         await wait_until(lambda: len(lines(jsonl)) == 3, "the re-opened jsonl sink to write")
         assert outputs.sink("mqtt") is mqtt, "a [jsonl] change leaves the MQTT sink running"
 
 
-def test_a_reload_opens_a_sink_section_alone(tmp_path: Path,
-                                             mosquitto: MosquittoBroker) -> None:
+def test_a_reload_opens_a_sink_section_alone(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     state = tmp_path / "state"
     with tempfile.TemporaryDirectory(prefix="actiond-sinks-") as sock_dir:
-        uvloop.run(reload_enables_jsonl(sinks_boot(mosquitto, state),
-                                        Path(sock_dir) / "events.sock", state / "events.jsonl"))
+        uvloop.run(
+            reload_enables_jsonl(
+                sinks_boot(mosquitto, state), Path(sock_dir) / "events.sock", state / "events.jsonl"
+            )
+        )

@@ -4,32 +4,44 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from daemon.events import (END_SCORES_LOW, END_STOPPED, END_STREAM_LOST, PHASE_END,
-                           PHASE_START, ActionEvent, EventSettings, EventTracker,
-                           event_actions, ignored_labels)
+from daemon.events import (
+    END_SCORES_LOW,
+    END_STOPPED,
+    END_STREAM_LOST,
+    PHASE_END,
+    PHASE_START,
+    ActionEvent,
+    EventSettings,
+    EventTracker,
+    event_actions,
+    ignored_labels,
+)
 
 pytestmark = pytest.mark.timeout(10)
 
 LABELS = ("idle", "walk", "wave")
-WINDOW_S = 0.5   # one score window every half second in these scripts
+WINDOW_S = 0.5  # one score window every half second in these scripts
 
 
 def scores(walk: float = 0.0, wave: float = 0.0, idle: float = 0.0) -> list[float]:
     return [idle, walk, wave]
 
 
-def run_script(tracker: EventTracker, script: Sequence[Sequence[float]], t0: float = 1000.0,
-               first_frame: int = 0) -> list[tuple[int, ActionEvent]]:
+def run_script(
+    tracker: EventTracker,
+    script: Sequence[Sequence[float]],
+    t0: float = 1000.0,
+    first_frame: int = 0,
+) -> list[tuple[int, ActionEvent]]:
     """Feed one window per entry; returns (window index, event) for every record."""
     out: list[tuple[int, ActionEvent]] = []
     for i, window in enumerate(script):
-        for event in tracker.update(window, frame_id=first_frame + 10 * i,
-                                    t=t0 + WINDOW_S * i):
+        for event in tracker.update(window, frame_id=first_frame + 10 * i, t=t0 + WINDOW_S * i):
             out.append((i, event))
     return out
 
@@ -56,11 +68,11 @@ def test_two_windows_start_with_first_window_time_and_stats() -> None:
     index, event = records[0]
     assert index == 2
     assert event.phase == PHASE_START and event.action == "walk" and event.camera == "cam0"
-    assert event.started_at == pytest.approx(1000.0 + WINDOW_S)   # the first 'on' window
+    assert event.started_at == pytest.approx(1000.0 + WINDOW_S)  # the first 'on' window
     assert event.ended_at is None
     assert event.score_max == pytest.approx(0.9)
     assert event.score_mean == pytest.approx(0.8)
-    assert event.frame_id == 20                    # the window that scored 0.9
+    assert event.frame_id == 20  # the window that scored 0.9
     assert tracker.active == ("walk",)
     assert tracker.best_frame_id("walk") == 20
 
@@ -77,7 +89,7 @@ def test_short_dip_does_not_end_and_counts_in_stats() -> None:
     records = run_script(tracker, walk_stream(values))
     assert [(i, e.phase) for i, e in records] == [(1, PHASE_START), (5, PHASE_END)]
     end = records[1][1]
-    assert end.ended_at == pytest.approx(1000.0 + 4 * WINDOW_S)   # first window of the end run
+    assert end.ended_at == pytest.approx(1000.0 + 4 * WINDOW_S)  # first window of the end run
     assert end.score_max == pytest.approx(1.0)
     # The short dip at window 2 belongs to the event; the trailing low run does not.
     assert end.score_mean == pytest.approx((0.8 + 0.8 + 0.2 + 1.0) / 4)
@@ -109,8 +121,11 @@ def test_cooldown_suppresses_restart_then_allows_it() -> None:
 def test_zero_cooldown_allows_immediate_restart() -> None:
     tracker = make(start_windows=1, end_windows=1, cooldown_s=0.0)
     records = run_script(tracker, walk_stream([0.9, 0.1, 0.9]))
-    assert [(i, e.phase) for i, e in records] == [(0, PHASE_START), (1, PHASE_END),
-                                                 (2, PHASE_START)]
+    assert [(i, e.phase) for i, e in records] == [
+        (0, PHASE_START),
+        (1, PHASE_END),
+        (2, PHASE_START),
+    ]
 
 
 def test_per_action_thresholds() -> None:
@@ -145,17 +160,19 @@ def test_ids_unique_and_shared_by_start_and_end() -> None:
 def test_two_actions_are_independent() -> None:
     tracker = make(start_windows=2, end_windows=2, cooldown_s=0.0)
     script = [
-        scores(walk=0.9),              # 0
-        scores(walk=0.9, wave=0.9),    # 1 walk starts
-        scores(walk=0.1, wave=0.9),    # 2 wave starts
-        scores(walk=0.1, wave=0.9),    # 3 walk ends
-        scores(walk=0.1, wave=0.1),    # 4
-        scores(walk=0.1, wave=0.1),    # 5 wave ends
+        scores(walk=0.9),  # 0
+        scores(walk=0.9, wave=0.9),  # 1 walk starts
+        scores(walk=0.1, wave=0.9),  # 2 wave starts
+        scores(walk=0.1, wave=0.9),  # 3 walk ends
+        scores(walk=0.1, wave=0.1),  # 4
+        scores(walk=0.1, wave=0.1),  # 5 wave ends
     ]
     records = run_script(tracker, script)
     assert [(i, e.action, e.phase) for i, e in records] == [
-        (1, "walk", PHASE_START), (2, "wave", PHASE_START),
-        (3, "walk", PHASE_END), (5, "wave", PHASE_END),
+        (1, "walk", PHASE_START),
+        (2, "wave", PHASE_START),
+        (3, "walk", PHASE_END),
+        (5, "wave", PHASE_END),
     ]
     walk_ids = {e.id for _, e in records if e.action == "walk"}
     wave_ids = {e.id for _, e in records if e.action == "wave"}
@@ -214,8 +231,7 @@ def test_nan_scores_count_as_off_and_stay_out_of_stats() -> None:
 
 def test_numpy_scores_and_clock_default() -> None:
     now = [50.0]
-    tracker = EventTracker("cam1", LABELS, EventSettings(start_windows=1),
-                           clock=lambda: now[0])
+    tracker = EventTracker("cam1", LABELS, EventSettings(start_windows=1), clock=lambda: now[0])
     (event,) = tracker.update(np.array([0.0, 0.95, 0.0], dtype=np.float32), frame_id=7)
     assert event.started_at == 50.0 and event.frame_id == 7
     assert event.score_max == pytest.approx(0.95, abs=1e-6)
@@ -248,12 +264,15 @@ def test_start_record_json_has_null_end() -> None:
     assert doc["duration_s"] is None and doc["has_snapshot"] is False
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"start_windows": 0}, "start_windows"),
-    ({"end_windows": 0}, "end_windows"),
-    ({"cooldown_s": -1.0}, "cooldown_s"),
-    ({"thresholds": {"walk": math.nan}}, "walk"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"start_windows": 0}, "start_windows"),
+        ({"end_windows": 0}, "end_windows"),
+        ({"cooldown_s": -1.0}, "cooldown_s"),
+        ({"thresholds": {"walk": math.nan}}, "walk"),
+    ],
+)
 def test_settings_validation(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         EventSettings(**kwargs)  # type: ignore[arg-type]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from media import BOX_STEP_PX, box_rect, pattern_frame
 
 from daemon.stages.draw import draw_overlay
 from daemon.stages.flow import METHODS, FlowEstimator, preprocess
-from media import BOX_STEP_PX, box_rect, pattern_frame
 
-CLIP_SIZE = (320, 240)     # width, height of the generated frames
+CLIP_SIZE = (320, 240)  # width, height of the generated frames
 FLOW_W, FLOW_H = 224, 224
 
 
@@ -19,8 +19,10 @@ def box_region(index: int) -> tuple[slice, slice]:
     x, y, w, h = box_rect(index, CLIP_SIZE)
     sx, sy = FLOW_W / CLIP_SIZE[0], FLOW_H / CLIP_SIZE[1]
     margin_x, margin_y = w // 4, h // 4
-    return (slice(int((y + margin_y) * sy), int((y + h - margin_y) * sy)),
-            slice(int((x + margin_x) * sx), int((x + w - margin_x) * sx)))
+    return (
+        slice(int((y + margin_y) * sy), int((y + h - margin_y) * sy)),
+        slice(int((x + margin_x) * sx), int((x + w - margin_x) * sx)),
+    )
 
 
 def flow_between(method: str, first: int, second: int) -> np.ndarray:
@@ -79,7 +81,7 @@ def test_preprocess_resizes_to_grey() -> None:
     assert gray.shape == (96, 112) and gray.dtype == np.uint8
 
 
-OVERLAY_SCALE = 2          # the overlay frame is the clip frame at twice the size
+OVERLAY_SCALE = 2  # the overlay frame is the clip frame at twice the size
 
 
 def overlay_inputs() -> tuple[np.ndarray, np.ndarray]:
@@ -100,12 +102,12 @@ def test_overlay_draws_flow_label_and_fps_on_a_copy() -> None:
     original = frame.copy()
     out = draw_overlay(frame, flow, "walking", 0.87, 24.5)
     assert out.shape == frame.shape and out.dtype == np.uint8
-    assert np.array_equal(frame, original)          # the input is not touched
+    assert np.array_equal(frame, original)  # the input is not touched
     changed = (out != frame).any(axis=2)
-    assert changed[:40, :200].any()                 # label box, top left
-    assert changed[:40, -200:].any()                # fps box, top right
+    assert changed[:40, :200].any()  # label box, top left
+    assert changed[:40, -200:].any()  # fps box, top right
     x, y, w, h = overlay_box(11)
-    assert changed[y:y + h, x:x + w].sum() > 100    # arrows over the moving box
+    assert changed[y : y + h, x : x + w].sum() > 100  # arrows over the moving box
 
 
 def test_overlay_without_motion_or_text_leaves_the_frame_unchanged() -> None:
@@ -119,8 +121,8 @@ def test_overlay_arrows_follow_the_motion() -> None:
     frame, flow = overlay_inputs()
     changed = (draw_overlay(frame, flow, "", 0.0, 0.0) != frame).any(axis=2)
     x, y, w, h = overlay_box(11)
-    inside = changed[y:y + h, x:x + w].mean()
-    outside = changed[y:y + h, x + w + 60:].mean()
+    inside = changed[y : y + h, x : x + w].mean()
+    outside = changed[y : y + h, x + w + 60 :].mean()
     assert inside > 5 * max(outside, 1e-3)
 
 

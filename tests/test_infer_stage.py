@@ -18,32 +18,32 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from daemon_proc import wait_for
 from onnx import TensorProto, helper, numpy_helper
+from ring_workers import ShmArea
 
 from daemon.config import CameraConfig, Config, InferenceConfig, MotionConfig, facts_without_model
 from daemon.exitcodes import ExitCode
 from daemon.ipc import FrameRing, Policy, RingSpec, attach_producer
+from daemon.ipc.layout import FrameMeta
 from daemon.ipc.stats import StatsBlock
 from daemon.stages import records
-from daemon.stages.records import CLIP_SCORES, ResultSpec
-from daemon.ipc.layout import FrameMeta
 from daemon.stages.infer_stage import InferArgs, InferStage
 from daemon.stages.infer_threads import LOST_NO_RING, ResultPublisher, Scored
 from daemon.stages.model import ActionModel
+from daemon.stages.records import CLIP_SCORES, ResultSpec
 from daemon.stages.registry import stats_fields
 from daemon.stages.worker import Heartbeat, WorkerSpec, worker_main
-from daemon_proc import wait_for
-from ring_workers import ShmArea
 
-pytest_plugins = ["ring_workers"]   # the shm and spawn fixtures
+pytest_plugins = ["ring_workers"]  # the shm and spawn fixtures
 
 CAMERAS = ("cam_a", "cam_b")
 LABELS = ("one", "two", "three")
 CLIP_T, SIZE = 4, 16
 CLIPS_PER_CAMERA = 3
-RING_CAPACITY = 8          # holds every clip of a test, so all can wait at once
+RING_CAPACITY = 8  # holds every clip of a test, so all can wait at once
 STEP_DEADLINE_S = 30.0
-JOIN_TIMEOUT_S = 60.0      # spawn + onnxruntime import on a loaded 2-core box
+JOIN_TIMEOUT_S = 60.0  # spawn + onnxruntime import on a loaded 2-core box
 
 
 def _write_model(path: Path, batch: int | str) -> Path:
@@ -57,14 +57,18 @@ def _write_model(path: Path, batch: int | str) -> Path:
         helper.make_node("Add", ["logits", "b"], ["scores"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("clip", TensorProto.FLOAT, [batch, 3, CLIP_T, SIZE, SIZE])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, len(LABELS)])],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    helper.set_model_props(model, {"labels": ",".join(LABELS), "layout": "NCTHW",
-                                   "input": "rgb", "clip_length": str(CLIP_T)})
+    helper.set_model_props(
+        model,
+        {"labels": ",".join(LABELS), "layout": "NCTHW", "input": "rgb", "clip_length": str(CLIP_T)},
+    )
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
@@ -84,10 +88,13 @@ class Rig:
     def spec(self) -> WorkerSpec[InferArgs]:
         rings = {"clips": str(self.clips.path)}
         rings.update({f"results:{c}": str(r.path) for c, r in self.results.items()})
-        args = InferArgs(str(self.model_path), ResultSpec(CLIP_SCORES, LABELS),
-                         (str(self.upstream.path),), facts_without_model(self.config))
-        return WorkerSpec("infer", "infer.0", "", 0, str(self.stats.path), rings, self.config,
-                          args)
+        args = InferArgs(
+            str(self.model_path),
+            ResultSpec(CLIP_SCORES, LABELS),
+            (str(self.upstream.path),),
+            facts_without_model(self.config),
+        )
+        return WorkerSpec("infer", "infer.0", "", 0, str(self.stats.path), rings, self.config, args)
 
     def close(self) -> None:
         self.upstream.close(unlink=True)
@@ -103,18 +110,33 @@ def rig_for(shm: ShmArea, tmp_path: Path) -> Iterator[Callable[[int | str], Rig]
         config = Config(
             cameras=tuple(CameraConfig(c, "test:smpte", width=32, height=24) for c in CAMERAS),
             motion=MotionConfig(width=SIZE, height=SIZE),
-            inference=InferenceConfig(model="", clip_length=CLIP_T))
+            inference=InferenceConfig(model="", clip_length=CLIP_T),
+        )
         clip_spec = records.clip_record(facts_without_model(config)).frame_spec()
         result_spec = records.result_record(ResultSpec(CLIP_SCORES, LABELS)).frame_spec()
-        clips = shm.ring("clips", RingSpec(clip_spec, RING_CAPACITY, Policy.BLOCK,
-                                           (("infer", 1),), producers=len(CAMERAS)))
-        results = {c: shm.ring(f"{c}.results", RingSpec(result_spec, RING_CAPACITY,
-                                                        Policy.DROP_OLDEST, (("overlay", 1),)))
-                   for c in CAMERAS}
+        clips = shm.ring(
+            "clips",
+            RingSpec(
+                clip_spec, RING_CAPACITY, Policy.BLOCK, (("infer", 1),), producers=len(CAMERAS)
+            ),
+        )
+        results = {
+            c: shm.ring(
+                f"{c}.results",
+                RingSpec(result_spec, RING_CAPACITY, Policy.DROP_OLDEST, (("overlay", 1),)),
+            )
+            for c in CAMERAS
+        }
         upstream = StatsBlock.create("motion.stats", ("finished",), shm.run_id, shm.dir)
         stats = StatsBlock.create("infer.stats", stats_fields("infer"), shm.run_id, shm.dir)
-        rig = Rig(config, _write_model(tmp_path / f"tiny-{batch}.onnx", batch), clips, results,
-                  upstream, stats)
+        rig = Rig(
+            config,
+            _write_model(tmp_path / f"tiny-{batch}.onnx", batch),
+            clips,
+            results,
+            upstream,
+            stats,
+        )
         made.append(rig)
         return rig
 
@@ -123,7 +145,7 @@ def rig_for(shm: ShmArea, tmp_path: Path) -> Iterator[Callable[[int | str], Rig]
         rig.close()
 
 
-Clips = dict[tuple[str, int], np.ndarray]   # (camera, frame id) -> clip record or scores
+Clips = dict[tuple[str, int], np.ndarray]  # (camera, frame id) -> clip record or scores
 
 
 def _clip(camera: int, frame_id: int, config: Config) -> np.ndarray:
@@ -180,7 +202,8 @@ def _collect(rig: Rig) -> Clips:
                     assert lease.meta.frame_id > last_id, f"{camera}: results out of order"
                     last_id = lease.meta.frame_id
                     got[(camera, lease.meta.frame_id)] = lease.array.view("float32")[
-                        : len(LABELS)].copy()
+                        : len(LABELS)
+                    ].copy()
     return got
 
 
@@ -202,15 +225,16 @@ def _check_results(rig: Rig, sent: Clips) -> None:
     assert sorted(got) == sorted(sent), f"results {sorted(got)} for clips {sorted(sent)}"
     expected = _expected(rig, sent)
     for key, scores in got.items():
-        np.testing.assert_allclose(scores, expected[key], rtol=1e-5, atol=1e-6,
-                                   err_msg=f"scores of clip {key}")
+        np.testing.assert_allclose(
+            scores, expected[key], rtol=1e-5, atol=1e-6, err_msg=f"scores of clip {key}"
+        )
     assert rig.clips.stats().occupancy == 0, "clip slots were not released"
 
 
 @pytest.mark.timeout(60)
 def test_clips_of_two_cameras_are_batched_and_routed(rig_for) -> None:
     rig = rig_for("N")
-    sent = _feed(rig)       # every clip waits in the ring before the stage starts
+    sent = _feed(rig)  # every clip waits in the ring before the stage starts
     rig.upstream.set("finished", 1)
     _run_in_process(rig)
     clips = len(sent)
@@ -238,8 +262,11 @@ def test_worker_finishes_only_after_upstream_finished_and_ring_empty(rig_for, sp
     rig = rig_for("N")
     proc = spawn(worker_main, rig.spec(), InferStage)
     sent = _feed(rig)
-    wait_for(lambda: rig.stats.get("clips_total") == len(sent) or not proc.is_alive(),
-             JOIN_TIMEOUT_S, "the worker to process every clip")
+    wait_for(
+        lambda: rig.stats.get("clips_total") == len(sent) or not proc.is_alive(),
+        JOIN_TIMEOUT_S,
+        "the worker to process every clip",
+    )
     assert proc.is_alive(), f"the worker exited ({proc.exitcode}) before upstream finished"
     # Upstream is still running: the worker must keep waiting for clips (a bounded look
     # for a wrong exit, not a synchronisation).
@@ -261,8 +288,8 @@ def test_clip_of_a_camera_without_results_ring_is_dropped_not_fatal(rig_for) -> 
     rig.upstream.set("finished", 1)
     _run_in_process(rig)
     assert rig.stats.get("clips_total") == len(sent) + 1
-    assert rig.stats.get(LOST_NO_RING.field) == 1   # counted (actiond_lost_total), not only logged
-    _check_results(rig, sent)   # every real camera's clip still lands in its own ring
+    assert rig.stats.get(LOST_NO_RING.field) == 1  # counted (actiond_lost_total), not only logged
+    _check_results(rig, sent)  # every real camera's clip still lands in its own ring
 
 
 @pytest.mark.timeout(60)
@@ -272,16 +299,22 @@ def test_a_failed_publisher_thread_fails_the_model_thread(rig_for) -> None:
     rig = rig_for("N")
     camera = CAMERAS[0]
     with attach_producer(rig.results[camera].path, 0) as out:
-        publisher = ResultPublisher({camera: out}, rig.stats, Heartbeat(rig.stats),
-                                    records.result_record(ResultSpec(CLIP_SCORES, LABELS)))
+        publisher = ResultPublisher(
+            {camera: out},
+            rig.stats,
+            Heartbeat(rig.stats),
+            records.result_record(ResultSpec(CLIP_SCORES, LABELS)),
+        )
         publisher.start()
-        too_many = np.zeros((1, 4096), np.float32)   # more scores than a result slot holds
-        assert publisher.submit(Scored((FrameMeta(1, 0, camera),), too_many, 0.0, 0.0),
-                                threading.Event())
+        too_many = np.zeros((1, 4096), np.float32)  # more scores than a result slot holds
+        assert publisher.submit(
+            Scored((FrameMeta(1, 0, camera),), too_many, 0.0, 0.0), threading.Event()
+        )
         wait_for(lambda: not publisher.is_alive(), STEP_DEADLINE_S, "the publisher to fail")
         with pytest.raises(RuntimeError, match="infer-publisher thread failed"):
             publisher.idle()
         with pytest.raises(RuntimeError, match="infer-publisher thread failed"):
-            publisher.submit(Scored((FrameMeta(2, 0, camera),), too_many[:, :3], 0.0, 0.0),
-                             threading.Event())
+            publisher.submit(
+                Scored((FrameMeta(2, 0, camera),), too_many[:, :3], 0.0, 0.0), threading.Event()
+            )
         assert publisher.stop()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 import uvloop
+from metrics_helpers import HTTP_TIMEOUT_S, histogram_series, label_set, parse_samples, scrape_text
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from ring_workers import ShmArea
@@ -24,17 +25,23 @@ import daemon
 from daemon import metrics_catalog as mc
 from daemon.ipc import FrameSpec, Policy, RingSpec, RingStats, attach_producer
 from daemon.ipc.stats import LATENCY_BUCKETS_S, StatsBlock
-from daemon.outputs.metrics import (SHARED_CAMERA, ActiondCollector, CameraView, EventMetrics,
-                                    MetricsServer, MetricsServerError, MetricsSnapshot,
-                                    WorkerView, make_registry, snapshot_on_loop)
+from daemon.outputs.metrics import (
+    SHARED_CAMERA,
+    ActiondCollector,
+    CameraView,
+    EventMetrics,
+    MetricsServer,
+    MetricsServerError,
+    MetricsSnapshot,
+    WorkerView,
+    make_registry,
+    snapshot_on_loop,
+)
 from daemon.outputs.sinks.protocol import SinkView
 from daemon.stages.registry import KINDS, stats_fields
 from daemon.stages.worker import COMMON_FIELDS
-from metrics_helpers import (
-    HTTP_TIMEOUT_S, histogram_series, label_set, parse_samples, scrape_text,
-)
 
-pytest_plugins = ["ring_workers"]   # the shm fixture: a private tmpfs dir, leak-checked
+pytest_plugins = ["ring_workers"]  # the shm fixture: a private tmpfs dir, leak-checked
 pytestmark = pytest.mark.timeout(30)
 
 FRAME = FrameSpec((8, 8, 3), "uint8")
@@ -51,7 +58,7 @@ def _fill_rings(shm: ShmArea) -> list[tuple[str, RingStats]]:
     newest = shm.ring("clips", RingSpec(FRAME, capacity=2, policy=Policy.DROP_NEWEST))
     frame = np.zeros(FRAME.shape, np.uint8)
     with attach_producer(oldest.path) as producer:
-        assert all(producer.put(frame, i, camera=CAMERA) for i in range(7))   # 3 dropped
+        assert all(producer.put(frame, i, camera=CAMERA) for i in range(7))  # 3 dropped
     with attach_producer(newest.path) as producer:
         accepted = [producer.put(frame, i, camera=CAMERA) for i in range(5)]
     assert accepted == [True, True, False, False, False]
@@ -64,8 +71,13 @@ def _fill_rings(shm: ShmArea) -> list[tuple[str, RingStats]]:
 
 def _make_blocks(shm: ShmArea) -> dict[str, StatsBlock]:
     blocks: dict[str, StatsBlock] = {}
-    for name, kind in (("source", "source"), ("motion", "motion"), ("overlay", "overlay"),
-                       ("infer.0", "infer"), ("infer.1", "infer")):
+    for name, kind in (
+        ("source", "source"),
+        ("motion", "motion"),
+        ("overlay", "overlay"),
+        ("infer.0", "infer"),
+        ("infer.1", "infer"),
+    ):
         block = StatsBlock.create(f"{name}.stats", stats_fields(kind), shm.run_id, shm.dir)
         blocks[name] = block
         block.add("frames_in_total", 10)
@@ -87,19 +99,27 @@ def _workers(blocks: dict[str, StatsBlock]) -> list[WorkerView]:
     for name, block in blocks.items():
         stage = name.split(".")[0]
         camera = "" if stage == "infer" else CAMERA
-        up = name != "infer.1"                 # one replica down: infer is not all up
+        up = name != "infer.1"  # one replica down: infer is not all up
         restarts = {"overlay": 3, "infer.0": 1, "infer.1": 4}.get(name, 0)
         views.append(kind_view(name, camera, stage, up, restarts, block.snapshot()))
     return views
 
 
-def kind_view(name: str, camera: str, stage: str, up: bool, restarts: int,
-              stats: dict[str, float]) -> WorkerView:
+def kind_view(
+    name: str, camera: str, stage: str, up: bool, restarts: int, stats: dict[str, float]
+) -> WorkerView:
     """A worker's view with what its stage kind declares, as the supervisor builds it."""
     kind = KINDS[stage]
-    return WorkerView(name, camera, stage, up, restarts, stats,
-                      tuple((e.metric, e.field) for e in kind.exports),
-                      tuple((loss.item, loss.reason, loss.field) for loss in kind.losses))
+    return WorkerView(
+        name,
+        camera,
+        stage,
+        up,
+        restarts,
+        stats,
+        tuple((e.metric, e.field) for e in kind.exports),
+        tuple((loss.item, loss.reason, loss.field) for loss in kind.losses),
+    )
 
 
 @pytest.fixture
@@ -109,13 +129,22 @@ def pipeline(shm: ShmArea) -> Iterator[MetricsSnapshot]:
     blocks = _make_blocks(shm)
     try:
         yield MetricsSnapshot(
-            workers=_workers(blocks), rings=rings,
+            workers=_workers(blocks),
+            rings=rings,
             cameras=[CameraView(CAMERA, False, 25.0), CameraView("back", True, 10.0)],
             providers=["CPUExecutionProvider"],
-            sinks=[SinkView("mqtt", up=True, delivered_total=12, pending=3,
-                            dropped_total=1, snapshots_dropped_total=2),
-                   SinkView("jsonl", up=False, delivered_total=15, pending=0,
-                            dropped_total=0)])
+            sinks=[
+                SinkView(
+                    "mqtt",
+                    up=True,
+                    delivered_total=12,
+                    pending=3,
+                    dropped_total=1,
+                    snapshots_dropped_total=2,
+                ),
+                SinkView("jsonl", up=False, delivered_total=15, pending=0, dropped_total=0),
+            ],
+        )
     finally:
         for block in blocks.values():
             block.close(unlink=True)
@@ -123,15 +152,17 @@ def pipeline(shm: ShmArea) -> Iterator[MetricsSnapshot]:
 
 @pytest.fixture
 def served(pipeline: MetricsSnapshot) -> Iterator[Served]:
-    registry, events = make_registry(lambda: pipeline, cameras=[CAMERA, "back"],
-                                     actions=["walk", "help"])
+    registry, events = make_registry(
+        lambda: pipeline, cameras=[CAMERA, "back"], actions=["walk", "help"]
+    )
     with MetricsServer("127.0.0.1:0", registry) as server:
         yield server, events
 
 
 def _expected_cumulative(values: tuple[float, ...]) -> list[tuple[float, float]]:
     return [(b, float(sum(v <= b for v in values))) for b in LATENCY_BUCKETS_S] + [
-        (float("inf"), float(len(values)))]
+        (float("inf"), float(len(values)))
+    ]
 
 
 def test_scrape_reports_stage_counters_and_histograms(served: Served) -> None:
@@ -143,13 +174,15 @@ def test_scrape_reports_stage_counters_and_histograms(served: Served) -> None:
     assert samples["actiond_stage_frames_out_total"][motion] == 9
     assert samples["actiond_stage_frames_in_total"][infer] == 20, "replicas are summed"
     assert label_set(camera="", stage="infer") not in samples["actiond_stage_frames_in_total"]
-    buckets, count, total = histogram_series(samples, "actiond_stage_processing_seconds",
-                                       camera=CAMERA, stage="motion")
+    buckets, count, total = histogram_series(
+        samples, "actiond_stage_processing_seconds", camera=CAMERA, stage="motion"
+    )
     assert buckets == _expected_cumulative(PROCESSING_S)
     assert count == len(PROCESSING_S) and total == pytest.approx(sum(PROCESSING_S))
     all_inference = tuple(s for lat in INFERENCE_S.values() for s in lat)
-    buckets, count, total = histogram_series(samples, "actiond_inference_seconds",
-                                       camera=SHARED_CAMERA)
+    buckets, count, total = histogram_series(
+        samples, "actiond_inference_seconds", camera=SHARED_CAMERA
+    )
     assert buckets == _expected_cumulative(all_inference)
     assert buckets[-1][1] == count == len(all_inference)
     assert total == pytest.approx(sum(all_inference))
@@ -176,35 +209,47 @@ def test_scrape_reports_rings_workers_cameras_and_mqtt(served: Served) -> None:
     up = samples["actiond_worker_up"]
     assert up[label_set(camera=CAMERA, stage="source")] == 1
     assert up[label_set(camera=SHARED_CAMERA, stage="infer")] == 0, "one replica is down"
-    assert samples["actiond_camera_failed"] == {label_set(camera=CAMERA): 0,
-                                                label_set(camera="back"): 1}
+    assert samples["actiond_camera_failed"] == {
+        label_set(camera=CAMERA): 0,
+        label_set(camera="back"): 1,
+    }
     assert samples["actiond_camera_expected_fps"][label_set(camera=CAMERA)] == 25.0
     assert samples["actiond_source_reconnects_total"] == {label_set(camera=CAMERA): 2}
     assert samples["actiond_source_stalls_total"] == {label_set(camera=CAMERA): 5}
     assert samples["actiond_mjpeg_viewers"] == {label_set(camera=CAMERA): 3}
     assert samples["actiond_mjpeg_viewers_refused_total"] == {label_set(camera=CAMERA): 7}
     assert samples["actiond_inference_providers_info"] == {
-        label_set(provider="CPUExecutionProvider"): 1}
+        label_set(provider="CPUExecutionProvider"): 1
+    }
     assert samples["actiond_build_info"] == {label_set(version=daemon.__version__): 1}
-    assert samples["actiond_sink_up"] == {label_set(sink="mqtt"): 1,
-                                          label_set(sink="jsonl"): 0}
-    assert samples["actiond_sink_delivered_total"] == {label_set(sink="mqtt"): 12,
-                                                       label_set(sink="jsonl"): 15}
-    assert samples["actiond_sink_pending_events"] == {label_set(sink="mqtt"): 3,
-                                                      label_set(sink="jsonl"): 0}
+    assert samples["actiond_sink_up"] == {label_set(sink="mqtt"): 1, label_set(sink="jsonl"): 0}
+    assert samples["actiond_sink_delivered_total"] == {
+        label_set(sink="mqtt"): 12,
+        label_set(sink="jsonl"): 15,
+    }
+    assert samples["actiond_sink_pending_events"] == {
+        label_set(sink="mqtt"): 3,
+        label_set(sink="jsonl"): 0,
+    }
     assert samples["actiond_sink_dropped_total"] == {
         label_set(sink="mqtt", reason="outbox_full"): 1,
-        label_set(sink="jsonl", reason="outbox_full"): 0}
-    assert samples["actiond_sink_snapshots_dropped_total"] == {label_set(sink="mqtt"): 2,
-                                                               label_set(sink="jsonl"): 0}
+        label_set(sink="jsonl", reason="outbox_full"): 0,
+    }
+    assert samples["actiond_sink_snapshots_dropped_total"] == {
+        label_set(sink="mqtt"): 2,
+        label_set(sink="jsonl"): 0,
+    }
 
 
 def test_live_values_are_read_at_scrape_time(shm: ShmArea) -> None:
     block = StatsBlock.create("live.stats", stats_fields("source"), shm.run_id, shm.dir)
     try:
+
         def snapshot() -> MetricsSnapshot:
-            return MetricsSnapshot(workers=[WorkerView("front.source", CAMERA, "source", True,
-                                                       0, block.snapshot())])
+            return MetricsSnapshot(
+                workers=[WorkerView("front.source", CAMERA, "source", True, 0, block.snapshot())]
+            )
+
         registry, _ = make_registry(snapshot)
         key = label_set(camera=CAMERA, stage="source")
         with MetricsServer("127.0.0.1:0", registry) as server:
@@ -219,8 +264,9 @@ def test_live_values_are_read_at_scrape_time(shm: ShmArea) -> None:
 def test_events_and_latency(served: Served) -> None:
     server, events = served
     before = parse_samples(scrape_text(server.url))
-    assert before["actiond_events_total"][label_set(camera="back", action="help")] == 0, \
+    assert before["actiond_events_total"][label_set(camera="back", action="help")] == 0, (
         "configured series start at zero"
+    )
     events.event(CAMERA, "walk")
     events.event(CAMERA, "walk")
     events.event("back", "help")
@@ -230,8 +276,9 @@ def test_events_and_latency(served: Served) -> None:
     assert samples["actiond_events_total"][label_set(camera=CAMERA, action="walk")] == 2
     assert samples["actiond_events_total"][label_set(camera="back", action="help")] == 1
     assert samples["actiond_events_total"][label_set(camera=CAMERA, action="help")] == 0
-    buckets, count, total = histogram_series(samples, "actiond_event_latency_seconds",
-                                             camera=CAMERA)
+    buckets, count, total = histogram_series(
+        samples, "actiond_event_latency_seconds", camera=CAMERA
+    )
     bounds = mc.HISTOGRAM_BUCKETS_S["actiond_event_latency_seconds"]
     assert [b for b, _ in buckets] == [*bounds, float("inf")]
     assert dict(buckets)[0.5] == 1 and dict(buckets)[2.0] == 2 and dict(buckets)[32.0] == 2
@@ -264,8 +311,10 @@ def test_exported_metrics_match_the_catalog(served: Served) -> None:
         for sample in family.samples:
             assert set(sample.labels) - {"le"} == set(spec.labels), sample
             if sample.name.endswith("_bucket"):
-                assert float(sample.labels["le"]) in (*mc.HISTOGRAM_BUCKETS_S[name],
-                                                      float("inf")), sample
+                assert float(sample.labels["le"]) in (
+                    *mc.HISTOGRAM_BUCKETS_S[name],
+                    float("inf"),
+                ), sample
         exported[name] = family
     assert set(exported) == {spec.name for spec in mc.CATALOG}, "every catalog metric"
     assert mc.HISTOGRAM_BUCKETS_S["actiond_stage_processing_seconds"] == LATENCY_BUCKETS_S
@@ -280,10 +329,17 @@ def test_scrape_passes_promtool_check_metrics(served: Served) -> None:
     events.event(CAMERA, "walk")
     events.latency(CAMERA, 0.7)
     text = scrape_text(server.url)
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                            text=True, timeout=PROMTOOL_TIMEOUT_S, check=False)
-    assert result.returncode == 0 and result.stdout + result.stderr == "", \
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=PROMTOOL_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout + result.stderr == "", (
         result.stdout + result.stderr
+    )
 
 
 def test_torn_histogram_read_is_exported_cumulative() -> None:
@@ -291,22 +347,30 @@ def test_torn_histogram_read_is_exported_cumulative() -> None:
     and of the count; the export must still be a valid cumulative histogram."""
     fields = stats_fields("motion")
     stats = dict.fromkeys(fields, 0.0)
-    stats.update({"processing_seconds_bucket_5": 2.0, "processing_seconds_bucket_6": 1.0,
-                  "processing_seconds_bucket_7": 3.0, "processing_seconds_count": 2.0,
-                  "processing_seconds_sum": 0.3})
+    stats.update(
+        {
+            "processing_seconds_bucket_5": 2.0,
+            "processing_seconds_bucket_6": 1.0,
+            "processing_seconds_bucket_7": 3.0,
+            "processing_seconds_count": 2.0,
+            "processing_seconds_sum": 0.3,
+        }
+    )
     view = WorkerView("front.motion", CAMERA, "motion", True, 0, stats)
     registry, _ = make_registry(lambda: MetricsSnapshot(workers=[view]))
     samples = parse_samples(generate_latest(registry).decode())
-    buckets, count, _ = histogram_series(samples, "actiond_stage_processing_seconds",
-                                   camera=CAMERA, stage="motion")
+    buckets, count, _ = histogram_series(
+        samples, "actiond_stage_processing_seconds", camera=CAMERA, stage="motion"
+    )
     counts = [c for _, c in buckets]
     assert counts == sorted(counts)
     assert counts[5:8] == [2.0, 2.0, 3.0] and count == 3.0 == counts[-1]
 
 
 def test_missing_stats_field_fails_the_scrape_naming_the_worker() -> None:
-    view = WorkerView("front.motion", CAMERA, "motion", True, 0,
-                      {"frames_in_total": 1.0, "frames_out_total": 1.0})
+    view = WorkerView(
+        "front.motion", CAMERA, "motion", True, 0, {"frames_in_total": 1.0, "frames_out_total": 1.0}
+    )
     registry, _ = make_registry(lambda: MetricsSnapshot(workers=[view]))
     with pytest.raises(KeyError, match="front.motion.*histogram_fields"):
         generate_latest(registry)
@@ -317,16 +381,28 @@ def test_a_stage_kind_the_catalog_does_not_know_is_scraped() -> None:
     catalog lacks, or one naming a field its block lacks, is left out, not a failed scrape."""
     stats = dict.fromkeys(COMMON_FIELDS, 0.0)
     stats.update({"frames_in_total": 4.0, "lost_frame_skipped_total": 2.0})
-    tap = WorkerView("front.tap", CAMERA, "tap", True, 0, stats,
-                     exports=(("actiond_tap_things_total", "things_total"),
-                              ("actiond_source_reconnects_total", "reconnects_total")),
-                     losses=(("frame", "skipped", "lost_frame_skipped_total"),
-                             ("frame", "other", "lost_frame_other_total")))
+    tap = WorkerView(
+        "front.tap",
+        CAMERA,
+        "tap",
+        True,
+        0,
+        stats,
+        exports=(
+            ("actiond_tap_things_total", "things_total"),
+            ("actiond_source_reconnects_total", "reconnects_total"),
+        ),
+        losses=(
+            ("frame", "skipped", "lost_frame_skipped_total"),
+            ("frame", "other", "lost_frame_other_total"),
+        ),
+    )
     registry, _ = make_registry(lambda: MetricsSnapshot(workers=[tap]))
     samples = parse_samples(generate_latest(registry).decode())
     assert samples["actiond_stage_frames_in_total"][label_set(camera=CAMERA, stage="tap")] == 4.0
     assert samples["actiond_lost_total"] == {
-        label_set(camera=CAMERA, stage="tap", item="frame", reason="skipped"): 2.0}
+        label_set(camera=CAMERA, stage="tap", item="frame", reason="skipped"): 2.0
+    }
     assert "actiond_source_reconnects_total" not in samples
 
 
@@ -348,7 +424,7 @@ def test_stop_releases_the_port(served: Served) -> None:
     port = server.port
     assert port > 0 and scrape_text(server.url)
     server.stop()
-    server.stop()   # idempotent
+    server.stop()  # idempotent
     assert _refused(port)
     registry, _ = make_registry(MetricsSnapshot)
     with MetricsServer(f"127.0.0.1:{port}", registry) as again:
@@ -369,10 +445,12 @@ def test_listen_errors_name_the_problem() -> None:
         _ = MetricsServer("127.0.0.1:0", registry).port
 
 
-@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop],
-                         ids=["asyncio", "uvloop"])
+@pytest.mark.parametrize(
+    "new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
 def test_snapshot_on_loop_builds_on_the_loop_thread(
-        new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     loop = new_loop()
     thread = threading.Thread(target=loop.run_forever, name="supervisor-loop")
     thread.start()
@@ -389,7 +467,7 @@ def test_snapshot_on_loop_builds_on_the_loop_thread(
         assert samples["actiond_camera_failed"] == {label_set(camera=CAMERA): 1}
         assert built_on == ["supervisor-loop"]
         wedge = threading.Event()
-        loop.call_soon_threadsafe(wedge.wait)   # a wedged loop: the scrape must fail
+        loop.call_soon_threadsafe(wedge.wait)  # a wedged loop: the scrape must fail
         try:
             with pytest.raises(TimeoutError, match="did not build a metrics snapshot"):
                 snapshot_on_loop(loop, build, timeout_s=0.2)()
@@ -415,7 +493,9 @@ def test_a_failing_snapshot_fails_the_scrape() -> None:
         raise RuntimeError("arbiter state unavailable")
 
     registry, _ = make_registry(broken)
-    with MetricsServer("127.0.0.1:0", registry) as server, \
-            pytest.raises(urllib.error.HTTPError) as err:
+    with (
+        MetricsServer("127.0.0.1:0", registry) as server,
+        pytest.raises(urllib.error.HTTPError) as err,
+    ):
         scrape_text(server.url)
     assert err.value.code == 500

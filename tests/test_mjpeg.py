@@ -10,16 +10,25 @@ import time
 import cv2
 import numpy as np
 import pytest
-
-from daemon.config import DisplayConfig
-from daemon.outputs.display import DisplayUnavailable, open_outputs
-from daemon.outputs.mjpeg import MjpegServer
 from display_helpers import (
-    HEIGHT, HTTP_TIMEOUT_S, STOP_PROMPT_S, WIDTH,
-    get, make_frame, noise_frame, open_stream, publishing,
-    read_part, running_server, wait_until,
+    HEIGHT,
+    HTTP_TIMEOUT_S,
+    STOP_PROMPT_S,
+    WIDTH,
+    get,
+    make_frame,
+    noise_frame,
+    open_stream,
+    publishing,
+    read_part,
+    running_server,
+    wait_until,
 )
 from media import read_marker
+
+from daemon.config import DisplayConfig
+from daemon.display.mjpeg import MjpegServer
+from daemon.display.outputs import DisplayUnavailable, open_outputs
 
 
 @pytest.mark.timeout(30)
@@ -46,7 +55,7 @@ def test_page_snapshot_and_stream() -> None:
     assert markers == sorted(set(markers)), f"stream frames not new each time: {markers}"
     counters = server.counters
     assert counters.clients_total == 1
-    assert counters.frames_served >= 4   # three parts and the snapshot
+    assert counters.frames_served >= 4  # three parts and the snapshot
     assert 0 < counters.frames_encoded <= counters.frames_published
 
 
@@ -84,19 +93,20 @@ def test_one_encode_per_frame_for_several_clients() -> None:
         finally:
             for conn, _ in streams:
                 conn.close()
-    counters = server.counters   # read after stop(), which drains the client threads
+    counters = server.counters  # read after stop(), which drains the client threads
     assert counters.frames_served >= 9
     assert counters.frames_encoded <= counters.frames_published, counters
 
 
 @pytest.mark.timeout(30)
 def test_client_vanishing_mid_stream_does_not_break_server(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with running_server() as server, publishing(server):
         rude = socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT_S)
         rude.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
         assert rude.recv(4096), "no stream data before the disconnect"
-        rude.close()   # unread data pending: the kernel answers the server with a reset
+        rude.close()  # unread data pending: the kernel answers the server with a reset
         wait_until(lambda: server.counters.clients == 0, "the server to notice the disconnect")
 
         conn, resp = open_stream(server.port)
@@ -120,14 +130,14 @@ def test_slow_client_never_stalls_publish() -> None:
         try:
             slow.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
             wait_until(lambda: server.counters.clients == 1, "the slow client to register")
-            for index in range(frames_to_publish):   # would hang here if publish waited
+            for index in range(frames_to_publish):  # would hang here if publish waited
                 server.publish(noise_frame(index))
             assert server.counters.frames_served < frames_to_publish
 
             def drained_and_skipped() -> bool:
                 try:
                     chunk: bytes | None = slow.recv(1 << 20, socket.MSG_DONTWAIT)
-                except BlockingIOError:   # nothing buffered right now
+                except BlockingIOError:  # nothing buffered right now
                     chunk = None
                 assert chunk != b"", "server closed the slow client"
                 return server.counters.frames_skipped > 0
@@ -146,7 +156,7 @@ def test_stop_is_prompt_and_releases_port() -> None:
     port = server.port
     server.publish(noise_frame(0))
     stuck = socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S)
-    stuck.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")     # never reads: blocks sendall
+    stuck.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")  # never reads: blocks sendall
     silent = socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT_S)
     try:
         wait_until(lambda: server.counters.clients == 1, "the stuck client to register")
@@ -195,7 +205,7 @@ def test_streams_past_max_clients_get_503_until_one_leaves() -> None:
         assert b"display.mjpeg_max_clients" in body
         assert get(server.port, "/snapshot.jpg")[0] == 200, "snapshots are not capped"
         assert server.counters.clients_refused == 1
-        for part in (first[1], first[0]):   # the response holds the socket open too
+        for part in (first[1], first[0]):  # the response holds the socket open too
             part.close()
         wait_until(lambda: server.counters.clients == 1, "the closed stream to be counted out")
         conn, resp = open_stream(server.port)
@@ -208,8 +218,10 @@ def test_streams_past_max_clients_get_503_until_one_leaves() -> None:
 def test_connections_past_streams_and_spares_are_closed_at_once() -> None:
     # Silent connections (no request) must not grow threads without bound.
     with running_server(max_clients=1) as server:
-        silent = [socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT_S)
-                  for _ in range(1 + 8)]   # max_clients + SPARE_CONNECTIONS
+        silent = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT_S)
+            for _ in range(1 + 8)
+        ]  # max_clients + SPARE_CONNECTIONS
         try:
             extra = socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT_S)
             assert extra.recv(1) == b"", "the connection past the cap was not closed"
@@ -217,5 +229,7 @@ def test_connections_past_streams_and_spares_are_closed_at_once() -> None:
         finally:
             for conn in silent:
                 conn.close()
-        wait_until(lambda: get(server.port, "/snapshot.jpg")[0] == 503,
-                   "the server to serve again once the silent connections closed")
+        wait_until(
+            lambda: get(server.port, "/snapshot.jpg")[0] == 503,
+            "the server to serve again once the silent connections closed",
+        )

@@ -10,14 +10,19 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily, Metric)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from daemon import metrics_catalog as mc
 
@@ -35,8 +40,12 @@ DATASOURCE_EXAMPLE = GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.
 PROMTOOL_TIMEOUT_S = 30
 
 REQUIRED_ALERTS = {
-    "ActiondCameraDown", "ActiondFpsBelowExpected", "ActiondDropsRising",
-    "ActiondWorkerRestarts", "ActiondSinkDown", "ActiondOutboxGrowing",
+    "ActiondCameraDown",
+    "ActiondFpsBelowExpected",
+    "ActiondDropsRising",
+    "ActiondWorkerRestarts",
+    "ActiondSinkDown",
+    "ActiondOutboxGrowing",
     "ActiondEventsLost",
 }
 # Labels Prometheus adds at scrape time, and the bucket label of histogram series.
@@ -51,14 +60,22 @@ GROUPING_RE = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        pytest.skip("promtool not found: install the Debian package `prometheus` "
-                    "(apt-get install prometheus) to check the alert rules")
+        pytest.skip(
+            "promtool not found: install the Debian package `prometheus` "
+            "(apt-get install prometheus) to check the alert rules"
+        )
     return path
 
 
 def run_promtool(promtool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=PROMTOOL_TIMEOUT_S, check=False)
+    return subprocess.run(
+        [promtool, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=PROMTOOL_TIMEOUT_S,
+        check=False,
+    )
 
 
 def load_yaml(path: Path) -> Any:
@@ -105,16 +122,22 @@ def check_expr_against_catalog(expr: str) -> list[str]:
         allowed = set(TARGET_LABELS) | set(spec.labels if spec else ())
         if name.endswith("_bucket"):
             allowed.add("le")
-        problems += [f"{name} has no label {label!r} ({expr})"
-                     for label in MATCHER_RE.findall(matchers) if label not in allowed]
+        problems += [
+            f"{name} has no label {label!r} ({expr})"
+            for label in MATCHER_RE.findall(matchers)
+            if label not in allowed
+        ]
     for group in GROUPING_RE.findall(expr):
-        problems += [f"grouping label {label!r} is on none of the metrics ({expr})"
-                     for label in (x.strip() for x in group.split(",")) if label
-                     and label not in known]
+        problems += [
+            f"grouping label {label!r} is on none of the metrics ({expr})"
+            for label in (x.strip() for x in group.split(","))
+            if label and label not in known
+        ]
     return problems
 
 
 # --- metric catalog ----------------------------------------------------------------
+
 
 def test_catalog_names_follow_conventions() -> None:
     names = [spec.name for spec in mc.CATALOG]
@@ -129,20 +152,23 @@ def test_catalog_names_follow_conventions() -> None:
             assert spec.name.endswith("_seconds"), spec.name
             buckets = mc.HISTOGRAM_BUCKETS_S[spec.name]
             assert list(buckets) == sorted(set(buckets)) and buckets[0] > 0, spec.name
-    assert set(mc.HISTOGRAM_BUCKETS_S) == {s.name for s in mc.CATALOG
-                                           if s.type == mc.HISTOGRAM}
+    assert set(mc.HISTOGRAM_BUCKETS_S) == {s.name for s in mc.CATALOG if s.type == mc.HISTOGRAM}
 
 
 def test_spec_for_series_maps_histogram_suffixes_only() -> None:
-    assert mc.spec_for_series("actiond_inference_seconds_bucket") is \
-        mc.BY_NAME["actiond_inference_seconds"]
+    assert (
+        mc.spec_for_series("actiond_inference_seconds_bucket")
+        is mc.BY_NAME["actiond_inference_seconds"]
+    )
     assert mc.spec_for_series("actiond_inference_seconds") is None
     assert mc.spec_for_series("actiond_events_total") is mc.BY_NAME["actiond_events_total"]
     assert mc.spec_for_series("actiond_events_total_count") is None
     assert mc.spec_for_series("actiond_nonexistent") is None
     assert mc.series_names(mc.BY_NAME["actiond_event_latency_seconds"]) == (
-        "actiond_event_latency_seconds_bucket", "actiond_event_latency_seconds_sum",
-        "actiond_event_latency_seconds_count")
+        "actiond_event_latency_seconds_bucket",
+        "actiond_event_latency_seconds_sum",
+        "actiond_event_latency_seconds_count",
+    )
 
 
 class _CatalogCollector:
@@ -159,10 +185,10 @@ class _CatalogCollector:
                 family.add_metric(values, 1.0)
             else:
                 family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
-                buckets = [(repr(b), float(i)) for i, b in
-                           enumerate(mc.HISTOGRAM_BUCKETS_S[spec.name])]
-                family.add_metric(values, buckets + [("+Inf", float(len(buckets)))],
-                                  sum_value=1.5)
+                buckets = [
+                    (repr(b), float(i)) for i, b in enumerate(mc.HISTOGRAM_BUCKETS_S[spec.name])
+                ]
+                family.add_metric(values, buckets + [("+Inf", float(len(buckets)))], sum_value=1.5)
             yield family
 
 
@@ -173,12 +199,19 @@ def test_catalog_exposition_passes_promtool_check_metrics(promtool: str) -> None
     for spec in mc.CATALOG:
         for series in mc.series_names(spec):
             assert re.search(rf"^{series}[{{ ]", text, re.M), f"{series} not exposed"
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                            text=True, timeout=PROMTOOL_TIMEOUT_S, check=False)
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=PROMTOOL_TIMEOUT_S,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- alert rules -----------------------------------------------------------------------
+
 
 def test_promtool_check_rules(promtool: str) -> None:
     result = run_promtool(promtool, "check", "rules", RULES.name, cwd=PROM_DIR)
@@ -222,8 +255,9 @@ def test_alerts_have_severity_and_annotations() -> None:
 
 
 def test_every_alert_is_tested_firing_and_some_not_firing() -> None:
-    cases = [case for test in load_yaml(RULES_TEST)["tests"]
-             for case in test.get("alert_rule_test", [])]
+    cases = [
+        case for test in load_yaml(RULES_TEST)["tests"] for case in test.get("alert_rule_test", [])
+    ]
     firing = {c["alertname"] for c in cases if c.get("exp_alerts")}
     quiet = {c["alertname"] for c in cases if not c.get("exp_alerts")}
     assert firing == {rule["alert"] for rule in alert_rules()}
@@ -243,12 +277,17 @@ def test_catalog_checker_rejects_unknown_names() -> None:
     assert check_expr_against_catalog("rate(actiond_frames_total[5m])")
     assert check_expr_against_catalog('actiond_worker_up{ring="x"}')
     assert check_expr_against_catalog("sum by (stage) (actiond_sink_up)")
-    assert check_expr_against_catalog("actiond_inference_seconds")   # histogram base name
-    assert check_expr_against_catalog(
-        'sum by (le) (rate(actiond_inference_seconds_bucket{camera="a"}[1m]))') == []
+    assert check_expr_against_catalog("actiond_inference_seconds")  # histogram base name
+    assert (
+        check_expr_against_catalog(
+            'sum by (le) (rate(actiond_inference_seconds_bucket{camera="a"}[1m]))'
+        )
+        == []
+    )
 
 
 # --- Grafana ---------------------------------------------------------------------------
+
 
 def test_dashboard_template_variables() -> None:
     board = dashboard()
@@ -258,8 +297,9 @@ def test_dashboard_template_variables() -> None:
     assert source["type"] == "datasource" and source["query"] == "prometheus"
     camera = variables["camera"]
     assert camera["type"] == "query"
-    assert re.fullmatch(r"label_values\(actiond_stage_frames_out_total(\{[^}]*\})?, camera\)",
-                        camera["definition"])
+    assert re.fullmatch(
+        r"label_values\(actiond_stage_frames_out_total(\{[^}]*\})?, camera\)", camera["definition"]
+    )
     assert camera["query"]["query"] == camera["definition"]
     assert camera["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
 
@@ -272,8 +312,7 @@ def test_dashboard_has_no_import_placeholders() -> None:
     for panel in walk_panels(board["panels"]):
         if panel["type"] == "row":
             continue
-        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, \
-            panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
 
@@ -286,8 +325,11 @@ def test_dashboard_layout() -> None:
     for panel in panels:
         pos = panel["gridPos"]
         assert pos["x"] >= 0 and pos["w"] > 0 and pos["x"] + pos["w"] <= 24, panel["title"]
-        area = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"])
-                for y in range(pos["y"], pos["y"] + pos["h"])}
+        area = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
         assert not area & cells, f"panel {panel['title']!r} overlaps another"
         cells |= area
 
@@ -310,11 +352,17 @@ def test_dashboard_has_required_panels() -> None:
         "histogram_quantile(0.99, sum by (camera, stage, le) "
         "(rate(actiond_stage_processing_seconds_bucket",
         "histogram_quantile(0.99, sum by (camera, le) (rate(actiond_event_latency_seconds_bucket",
-        "actiond_ring_occupancy_slots", "rate(actiond_ring_drops_total",
-        "increase(actiond_worker_restarts_total", "actiond_worker_up",
-        "increase(actiond_source_reconnects_total", "increase(actiond_source_stalls_total",
-        "actiond_inference_seconds_bucket", "increase(actiond_events_total",
-        "actiond_sink_up", "actiond_sink_pending_events", "actiond_sink_delivered_total",
+        "actiond_ring_occupancy_slots",
+        "rate(actiond_ring_drops_total",
+        "increase(actiond_worker_restarts_total",
+        "actiond_worker_up",
+        "increase(actiond_source_reconnects_total",
+        "increase(actiond_source_stalls_total",
+        "actiond_inference_seconds_bucket",
+        "increase(actiond_events_total",
+        "actiond_sink_up",
+        "actiond_sink_pending_events",
+        "actiond_sink_delivered_total",
         "sum by (camera, stage, item, reason) (increase(actiond_lost_total",
     ):
         assert needle in exprs, f"no panel queries {needle}"
@@ -322,8 +370,13 @@ def test_dashboard_has_required_panels() -> None:
 
 def test_dashboard_expressions_are_valid_promql(promtool: str, tmp_path: Path) -> None:
     """promtool parses every panel query, with Grafana's variables filled in."""
-    substitutions = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
-                     "$instance": ".*", "$camera": ".*"}
+    substitutions = {
+        "$__rate_interval": "1m",
+        "$__interval": "1m",
+        "$__range": "1h",
+        "$instance": ".*",
+        "$camera": ".*",
+    }
     records = []
     for index, expr in enumerate(dashboard_exprs()):
         if expr.startswith("label_values("):
@@ -348,5 +401,4 @@ def test_grafana_provisioning_files() -> None:
     assert datasources["apiVersion"] == 1
     (source,) = datasources["datasources"]
     assert source["type"] == "prometheus" and source["url"].startswith("http")
-    assert source["jsonData"]["timeInterval"] == load_yaml(PROM_CONFIG)["global"][
-        "scrape_interval"]
+    assert source["jsonData"]["timeInterval"] == load_yaml(PROM_CONFIG)["global"]["scrape_interval"]

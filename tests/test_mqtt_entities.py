@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mosquitto_fixture import MosquittoBroker, MqttCollector, Received, wait_until
+from test_mqtt import ACTIONS, BASE, CAMERAS, DEVICE, PublisherFactory, _event, publisher_factory
 
 from daemon.outputs.discovery import EVENT_START_ONLY_TEMPLATE
-from mosquitto_fixture import MosquittoBroker, MqttCollector, Received, wait_until
-from test_mqtt import (ACTIONS, BASE, CAMERAS, DEVICE, PublisherFactory, _event,
-                       publisher_factory)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,9 +29,9 @@ def _configs(messages: list[Received]) -> list[Received]:
     return [m for m in messages if m.topic.endswith("/config")]
 
 
-def test_home_assistant_discovery_and_resend(mosquitto: MosquittoBroker,
-                                             mqtt_collector: CollectorFactory,
-                                             make_publisher: PublisherFactory) -> None:
+def test_home_assistant_discovery_and_resend(
+    mosquitto: MosquittoBroker, mqtt_collector: CollectorFactory, make_publisher: PublisherFactory
+) -> None:
     collector = mqtt_collector(mosquitto.port, ["homeassistant/#"])
     make_publisher(mosquitto.port, discovery=True, snapshots=True)
     # per camera: the event, a binary_sensor per action, the stream sensor, the camera
@@ -57,8 +56,7 @@ def test_home_assistant_discovery_and_resend(mosquitto: MosquittoBroker,
             assert config["device_class"] == "connectivity"
             assert (config["payload_on"], config["payload_off"]) == ("online", "offline")
             continue
-        assert config["availability"] == device_only + [
-            {"topic": f"{BASE}/{camera}/availability"}]
+        assert config["availability"] == device_only + [{"topic": f"{BASE}/{camera}/availability"}]
         assert config["availability_mode"] == "all"
         if component == "event":
             assert config["name"] == f"{camera.capitalize()} action"
@@ -75,8 +73,12 @@ def test_home_assistant_discovery_and_resend(mosquitto: MosquittoBroker,
     names = {p["name"] for p in payloads.values()}
     assert "Cam1 walk" in names and "Cam2 fall" in names and "Cam1 stream" in names
     collector.publish("homeassistant/status", "online")
-    again = _configs(collector.wait_for(lambda ms: len(_configs(ms)) >= 2 * wanted,
-                                        "discovery re-sent after homeassistant/status online"))
+    again = _configs(
+        collector.wait_for(
+            lambda ms: len(_configs(ms)) >= 2 * wanted,
+            "discovery re-sent after homeassistant/status online",
+        )
+    )
     assert {m.topic for m in again[wanted:]} == set(payloads)
 
 
@@ -87,8 +89,8 @@ def test_event_entity_template_fires_on_starts_only() -> None:
 
 
 def test_camera_availability_is_retained_and_follows_the_supervisor(
-        mosquitto: MosquittoBroker, mqtt_collector: CollectorFactory,
-        make_publisher: PublisherFactory) -> None:
+    mosquitto: MosquittoBroker, mqtt_collector: CollectorFactory, make_publisher: PublisherFactory
+) -> None:
     topic = f"{BASE}/cam1/availability"
     watcher = mqtt_collector(mosquitto.port, [topic, f"{BASE}/cam2/availability"])
     publisher = make_publisher(mosquitto.port)
@@ -99,14 +101,19 @@ def test_camera_availability_is_retained_and_follows_the_supervisor(
     watcher.wait_message(topic, b"online")
     late = mqtt_collector(mosquitto.port, [topic])
     assert late.wait_message(topic, b"online").retain
-    publisher.set_camera_available("cam1", True)      # no change: nothing sent
+    publisher.set_camera_available("cam1", True)  # no change: nothing sent
     publisher.set_camera_available("cam1", False)
-    watcher.wait_for(lambda ms: [m.payload for m in ms if m.topic == topic]
-                     == [b"offline", b"online", b"offline"], "online, then offline once")
+    watcher.wait_for(
+        lambda ms: (
+            [m.payload for m in ms if m.topic == topic] == [b"offline", b"online", b"offline"]
+        ),
+        "online, then offline once",
+    )
     publisher.set_camera_available("cam1", True)
     publisher.set_camera_available("elsewhere", True)  # a camera it was not made for
-    watcher.wait_for(lambda ms: ms[-1].topic == topic and ms[-1].payload == b"online",
-                     "online again")
+    watcher.wait_for(
+        lambda ms: ms[-1].topic == topic and ms[-1].payload == b"online", "online again"
+    )
     publisher.close(timeout_s=5.0)
     fresh = mqtt_collector(mosquitto.port, [topic])
     assert fresh.wait_message(topic, b"offline").retain, "a clean stop says offline"
@@ -127,11 +134,17 @@ def _snapshots_follow_events(messages: list[Received]) -> dict[str, bytes]:
 
 
 def test_snapshots_of_events_raised_during_an_outage_arrive_with_them(
-        mosquitto_persistent: MosquittoBroker, mqtt_collector: CollectorFactory,
-        make_publisher: PublisherFactory) -> None:
+    mosquitto_persistent: MosquittoBroker,
+    mqtt_collector: CollectorFactory,
+    make_publisher: PublisherFactory,
+) -> None:
     broker = mosquitto_persistent
-    collector = mqtt_collector(broker.port, [f"{BASE}/+/event", f"{BASE}/+/snapshot"],
-                               client_id="snapshot-watch", clean_session=False)
+    collector = mqtt_collector(
+        broker.port,
+        [f"{BASE}/+/event", f"{BASE}/+/snapshot"],
+        client_id="snapshot-watch",
+        clean_session=False,
+    )
     publisher = make_publisher(broker.port, snapshots=True)
     assert publisher.wait_connected(10)
     broker.stop()
@@ -147,6 +160,7 @@ def test_snapshots_of_events_raised_during_an_outage_arrive_with_them(
 
     def delivered(ms: list[Received]) -> bool:
         return len([m for m in ms if m.topic.endswith("/snapshot")]) >= len(sent)
+
     messages = collector.wait_for(delivered, "every snapshot after the outage", 20)
     events = [json.loads(m.payload) for m in messages if m.topic.endswith("/event")]
     assert len(events) == len(sent) and all(e["has_snapshot"] for e in events)

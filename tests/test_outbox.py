@@ -52,7 +52,7 @@ def test_ack_removes_only_that_event(tmp_path: Path) -> None:
         ids = _fill(queue, 4)
         seq = _seq(queue, ids[1])
         assert queue.ack(seq) == 1
-        assert queue.ack(seq) == 0               # already gone: idempotent
+        assert queue.ack(seq) == 0  # already gone: idempotent
         assert queue.ack(9999) == 0
         assert _keys(queue) == [ids[0], ids[2], ids[3]]
         assert queue.depth() == 3 and outbox.depth() == 3 and queue.delivered_total == 1
@@ -67,8 +67,9 @@ def test_duplicate_event_id_is_ignored(tmp_path: Path) -> None:
         assert queue.depth() == 1
 
 
-def test_full_outbox_drops_oldest_and_counts(tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_full_outbox_drops_oldest_and_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="daemon.outputs.outbox")
     with Outbox(tmp_path / "o.sqlite3") as outbox:
         queue = outbox.queue("s", 3)
@@ -81,15 +82,17 @@ def test_full_outbox_drops_oldest_and_counts(tmp_path: Path,
         assert "full" in warnings[0].getMessage() and ids[0] in warnings[0].getMessage()
         # An ack makes room: the burst ends (INFO with its count), the next drop warns again.
         queue.ack(_seq(queue, ids[-1]))
-        assert any(r.levelno == logging.INFO and "4 pending events were dropped"
-                   in r.getMessage() for r in caplog.records)
+        assert any(
+            r.levelno == logging.INFO and "4 pending events were dropped" in r.getMessage()
+            for r in caplog.records
+        )
         _fill(queue, 2, start=100)
         assert queue.dropped_total == 5
         assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
 
 
 def test_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "o.sqlite3"       # the parent directory is created
+    path = tmp_path / "state" / "o.sqlite3"  # the parent directory is created
     outbox = Outbox(path)
     queue = outbox.queue("s", 100)
     ids = _fill(queue, 3)
@@ -115,7 +118,7 @@ def test_durable_settings_are_in_effect(tmp_path: Path) -> None:
             assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         finally:
             other.close()
-        assert outbox._conn.execute("PRAGMA synchronous").fetchone()[0] == 2   # FULL
+        assert outbox._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_concurrent_add_and_ack_from_two_threads(tmp_path: Path) -> None:
@@ -131,14 +134,14 @@ def test_concurrent_add_and_ack_from_two_threads(tmp_path: Path) -> None:
                     item = queue.store(f"ev-{i}", {})
                     assert item is not None
                     added.put(item.seq)
-            except BaseException as exc:   # reported by the main thread's assert
+            except BaseException as exc:  # noqa: BLE001 - the main thread's assert reports it
                 errors.append(exc)
 
         def acker() -> None:
             try:
                 for _ in range(count):
                     assert queue.ack(added.get(timeout=10)) == 1
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - the main thread's assert reports it
                 errors.append(exc)
 
         threads = [threading.Thread(target=producer), threading.Thread(target=acker)]
@@ -179,10 +182,10 @@ def test_each_sink_keeps_its_own_delivery_state(tmp_path: Path) -> None:
         assert all(items)
         assert fast.depth() == 3 and slow.depth() == 2 and slow.dropped_total == 1
         assert fast.dropped_total == 0 and _keys(fast) == ["e0", "e1", "e2"]
-        assert outbox.depth() == 3            # e0 still waits for `fast`
+        assert outbox.depth() == 3  # e0 still waits for `fast`
         fast.ack(*(i.seq for i in fast.pending()))
         assert fast.depth() == 0 and outbox.depth() == 2 and _keys(slow) == ["e1", "e2"]
-    with Outbox(path) as reopened:              # each sink's state survives a restart
+    with Outbox(path) as reopened:  # each sink's state survives a restart
         assert reopened.queue("fast", 100).depth() == 0
         slow = reopened.queue("slow", 2)
         assert _keys(slow) == ["e1", "e2"]
@@ -190,8 +193,7 @@ def test_each_sink_keeps_its_own_delivery_state(tmp_path: Path) -> None:
         assert reopened.depth() == 0
 
 
-def test_a_failed_delivery_counts_an_attempt_and_holds_the_queue_in_order(
-        tmp_path: Path) -> None:
+def test_a_failed_delivery_counts_an_attempt_and_holds_the_queue_in_order(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.sqlite3") as outbox:
         queue = outbox.queue("s", 10)
         _fill(queue, 3)

@@ -38,7 +38,7 @@ def test_snapshots_are_kept_only_for_sinks_that_want_them(tmp_path: Path) -> Non
         mqtt = outbox.queue("mqtt", 10, snapshots=True)
         item = outbox.add("b:start", {}, jpeg(2), ["jsonl", "mqtt"])
         assert item is not None and item.snapshot == jpeg(2)
-        mqtt.ack(item.seq)   # jsonl still waits for the event, nobody for the snapshot
+        mqtt.ack(item.seq)  # jsonl still waits for the event, nobody for the snapshot
         assert [r.snapshot for r in lines.pending()] == [None, None]
 
 
@@ -51,7 +51,10 @@ def test_snapshots_are_bounded_by_size_oldest_dropped_and_counted(tmp_path: Path
         assert queue.snapshots_dropped_total == 1
         assert queue.depth() == 3, "events stay when their snapshot is dropped"
         assert [(r.key, r.snapshot is not None) for r in queue.pending()] == [
-            ("e0:start", False), ("e1:start", True), ("e2:start", True)]
+            ("e0:start", False),
+            ("e1:start", True),
+            ("e2:start", True),
+        ]
         queue.store("big:start", {}, jpeg(9, 101))
         assert queue.snapshots_dropped_total == 2
         assert queue.pending()[-1].key == "big:start"
@@ -60,7 +63,7 @@ def test_snapshots_are_bounded_by_size_oldest_dropped_and_counted(tmp_path: Path
         queue = again.queue("mqtt", 10, snapshots=True)
         assert queue.depth() == 4
         queue.store("e3:start", {}, jpeg(3))
-        assert queue.snapshots_dropped_total == 1      # 120 bytes: e1's goes
+        assert queue.snapshots_dropped_total == 1  # 120 bytes: e1's goes
         assert [r.key for r in queue.pending() if r.snapshot] == ["e2:start", "e3:start"]
 
 
@@ -71,6 +74,8 @@ def test_an_event_dropped_from_a_full_outbox_takes_its_snapshot(tmp_path: Path) 
             queue.store(f"e{i}:start", {}, jpeg(i))
         assert queue.dropped_total == 1 and queue.snapshots_dropped_total == 0
         assert [(r.key, r.snapshot) for r in queue.pending()] == [
-            ("e1:start", jpeg(1)), ("e2:start", jpeg(2))]
-        queue.store("e3:start", {}, jpeg(3))   # 80 bytes held: room without dropping
+            ("e1:start", jpeg(1)),
+            ("e2:start", jpeg(2)),
+        ]
+        queue.store("e3:start", {}, jpeg(3))  # 80 bytes held: room without dropping
         assert queue.snapshots_dropped_total == 0

@@ -37,10 +37,21 @@ JPEG = b"\xff\xd8 old snapshot \xff\xd9"
 
 
 def old_record(i: int, has_snapshot: bool) -> bytes:
-    return json.dumps({"id": f"old{i}", "camera": "cam1", "action": "walk", "phase": "start",
-                       "score": 0.9, "started_at": 1.0, "ended_at": None,
-                       "event_type": "walk", "device_id": DEVICE,
-                       "has_snapshot": has_snapshot}, sort_keys=True).encode()
+    return json.dumps(
+        {
+            "id": f"old{i}",
+            "camera": "cam1",
+            "action": "walk",
+            "phase": "start",
+            "score": 0.9,
+            "started_at": 1.0,
+            "ended_at": None,
+            "event_type": "walk",
+            "device_id": DEVICE,
+            "has_snapshot": has_snapshot,
+        },
+        sort_keys=True,
+    ).encode()
 
 
 def make_old_outbox(state_dir: Path) -> None:
@@ -51,22 +62,28 @@ def make_old_outbox(state_dir: Path) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(OLD_SCHEMA)
     base = f"actiond/{DEVICE}/cam1"
-    rows = [("old0:start", f"{base}/event", old_record(0, True)),
-            ("old0:start:attachment", f"{base}/snapshot", JPEG),
-            ("old1:start", f"{base}/event", old_record(1, False)),
-            ("old2:start", f"{base}/event", old_record(2, False)),
-            ("old3:start", f"{base}/event", old_record(3, False))]
+    rows = [
+        ("old0:start", f"{base}/event", old_record(0, True)),
+        ("old0:start:attachment", f"{base}/snapshot", JPEG),
+        ("old1:start", f"{base}/event", old_record(1, False)),
+        ("old2:start", f"{base}/event", old_record(2, False)),
+        ("old3:start", f"{base}/event", old_record(3, False)),
+    ]
     for key, topic, payload in rows:
-        db.execute("INSERT INTO outbox (event_id, topic, payload, qos, created_at) "
-                   "VALUES (?, ?, ?, 1, 1.0)", (key, topic, payload))
+        db.execute(
+            "INSERT INTO outbox (event_id, topic, payload, qos, created_at) "
+            "VALUES (?, ?, ?, 1, 1.0)",
+            (key, topic, payload),
+        )
     db.execute("DELETE FROM outbox WHERE event_id = 'old1:start'")
     db.close()
 
 
 def runner(state_dir: Path, port: int) -> SinkRunner:
-    config = Config(daemon=DaemonConfig(device_id=DEVICE, state_dir=str(state_dir)),
-                    mqtt=MqttConfig(enabled=True, host="127.0.0.1", port=port,
-                                    discovery=False))
+    config = Config(
+        daemon=DaemonConfig(device_id=DEVICE, state_dir=str(state_dir)),
+        mqtt=MqttConfig(enabled=True, host="127.0.0.1", port=port, discovery=False),
+    )
     context = SinkContext(DEVICE, ("cam1",), ("walk",), state_dir)
     sinks = SinkRunner(state_dir, context)
     sinks.swap(sinks.build(config, context, ["mqtt"]), context)
@@ -93,14 +110,17 @@ def test_old_outbox_is_imported_once_in_order_with_snapshots(tmp_path: Path) -> 
     again = runner(state, 1)
     try:
         assert [i.key for i in again.outbox.pending("mqtt")] == [
-            "old0:start", "old2:start", "old3:start"]
+            "old0:start",
+            "old2:start",
+            "old3:start",
+        ]
     finally:
         again.close(0.0)
 
 
-def test_imported_events_reach_the_broker(tmp_path: Path, mosquitto: MosquittoBroker,
-                                          mqtt_collector: Callable[..., MqttCollector]
-                                          ) -> None:
+def test_imported_events_reach_the_broker(
+    tmp_path: Path, mosquitto: MosquittoBroker, mqtt_collector: Callable[..., MqttCollector]
+) -> None:
     state = tmp_path / "state"
     make_old_outbox(state)
     collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/cam1/+"])
@@ -108,6 +128,7 @@ def test_imported_events_reach_the_broker(tmp_path: Path, mosquitto: MosquittoBr
     try:
         for sink in sinks.sinks.values():
             sink.start()
+
         def delivered(ms: list[Any]) -> bool:
             return len([m for m in ms if m.topic.endswith(("/event", "/snapshot"))]) >= 4
 

@@ -27,7 +27,9 @@ def _session(name: str) -> ort.InferenceSession:
 def _input(stem: str) -> np.ndarray:
     image = REF[f"{stem}/image"]
     if stem == "nanodet-g":  # BGR, (x - mean) / std, NCHW
-        return ((image.astype(np.float32) - NANODET_MEAN_BGR) / NANODET_STD_BGR).transpose(2, 0, 1)[None]
+        return ((image.astype(np.float32) - NANODET_MEAN_BGR) / NANODET_STD_BGR).transpose(2, 0, 1)[
+            None
+        ]
     return image.astype(np.int32)[None]  # MoveNet: RGB 0..255 as int32, NHWC
 
 

@@ -7,22 +7,22 @@ import asyncio
 import json
 import signal
 import socket
-import tomllib
 import urllib.error
 from pathlib import Path
 
 import pytest
+import tomllib
+from daemon_proc import Daemon, free_port, wait_for
+from metrics_helpers import scrape_text
+from models import brightness_model
+from mosquitto_fixture import MosquittoBroker, MqttCollector
+from test_daemon_mqtt import light_switch_clip
 
 from daemon.bench.procstats import toml_document
 from daemon.exitcodes import ExitCode
 from daemon.ipc.events_channel import EventReceiver
 from daemon.outputs.metrics import MetricsServerError, MetricsSnapshot, make_registry
 from daemon.supervisor.outputs import Outputs
-from daemon_proc import Daemon, free_port, wait_for
-from metrics_helpers import scrape_text
-from models import brightness_model
-from mosquitto_fixture import MosquittoBroker, MqttCollector
-from test_daemon_mqtt import light_switch_clip
 
 START_S = 60.0
 STEP_S = 60.0
@@ -41,10 +41,14 @@ def reload_daemon(tmp: Path, broker: MosquittoBroker, metrics_listen: str = "") 
         "daemon": {"device_id": DEVICE},
         "motion": {"width": 32, "height": 32},
         "inference": {"model": str(brightness_model(tmp / "brightness.onnx")), "stride": 2},
-        "events": {"ignore": ["dark"], "start_windows": 2, "end_windows": 2,
-                   "cooldown_s": 0.0},
-        "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker.port,
-                 "keepalive_s": 2, "discovery": False},
+        "events": {"ignore": ["dark"], "start_windows": 2, "end_windows": 2, "cooldown_s": 0.0},
+        "mqtt": {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "keepalive_s": 2,
+            "discovery": False,
+        },
         "metrics": {"listen": metrics_listen},
     }
     return Daemon(tmp, [camera], sections)
@@ -91,8 +95,11 @@ def refused(url: str) -> bool:
 
 
 def events_under(collector: MqttCollector, prefix: str) -> list[dict[str, object]]:
-    return [json.loads(m.payload) for m in collector.messages()
-            if m.topic == f"{prefix}/{DEVICE}/{CAMERA}/event"]
+    return [
+        json.loads(m.payload)
+        for m in collector.messages()
+        if m.topic == f"{prefix}/{DEVICE}/{CAMERA}/event"
+    ]
 
 
 @pytest.mark.timeout(240)
@@ -125,8 +132,11 @@ def test_reload_reopens_mqtt_and_metrics(tmp_path, mosquitto, mqtt_collector, da
         taken.listen()
         busy = taken.getsockname()[1]
         reload_with(d, mqtt={"prefix": "site3"}, metrics={"listen": f"127.0.0.1:{busy}"})
-        wait_for(lambda: "reload failed, keeping the running config" in d.log(), STEP_S,
-                 "the failed reload")
+        wait_for(
+            lambda: "reload failed, keeping the running config" in d.log(),
+            STEP_S,
+            "the failed reload",
+        )
         assert answers(url_b) and d.proc.poll() is None
     assert not collector.messages(f"site3/{DEVICE}/status")
     assert d.stop() == ExitCode.OK
@@ -135,8 +145,9 @@ def test_reload_reopens_mqtt_and_metrics(tmp_path, mosquitto, mqtt_collector, da
 
 
 @pytest.mark.timeout(300)
-def test_reload_restarts_what_each_section_needs(tmp_path, mosquitto, mqtt_collector,
-                                                 daemons) -> None:
+def test_reload_restarts_what_each_section_needs(
+    tmp_path, mosquitto, mqtt_collector, daemons
+) -> None:
     collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/{CAMERA}/event"])
     d = reload_daemon(tmp_path, mosquitto)
     daemons.append(d.start())
@@ -146,10 +157,14 @@ def test_reload_restarts_what_each_section_needs(tmp_path, mosquitto, mqtt_colle
     before = pids(d)
     reload_with(d, events={"ignore": []})
     wait_for(lambda: restarted(d, before, (f"{CAMERA}.overlay",)), STEP_S, "overlay restart")
-    wait_for(lambda: any(e["action"] == "dark" for e in events_under(collector, "actiond")),
-             STEP_S, "a dark event")
+    wait_for(
+        lambda: any(e["action"] == "dark" for e in events_under(collector, "actiond")),
+        STEP_S,
+        "a dark event",
+    )
     assert pids(d, (f"{CAMERA}.source", "infer.0")) == {
-        n: before[n] for n in (f"{CAMERA}.source", "infer.0")}
+        n: before[n] for n in (f"{CAMERA}.source", "infer.0")
+    }
 
     # [display]: the overlay only.
     before = pids(d)
@@ -170,16 +185,21 @@ def test_reload_restarts_what_each_section_needs(tmp_path, mosquitto, mqtt_colle
     wait_for(lambda: " DEBUG " in d.log(), STEP_S, "debug lines")
 
     # [motion] and [inference]: the whole graph.
-    for section, values in (("motion", {"width": 24, "height": 24}),
-                            ("inference", {"stride": 3})):
+    for section, values in (("motion", {"width": 24, "height": 24}), ("inference", {"stride": 3})):
         before = pids(d)
         reload_with(d, **{section: values})
-        wait_for(lambda: restarted(d, before, ALL_WORKERS), STEP_S, f"[{section}] rebuild")
+        wait_for(lambda b=before: restarted(d, b, ALL_WORKERS), STEP_S, f"[{section}] rebuild")
 
     # [daemon] shm_dir cannot move under running workers: said, and kept.
     reload_with(d, daemon={"shm_dir": str(tmp_path)})
-    wait_for(lambda: "daemon.shm_dir changed, which takes effect only when the daemon is "
-             "restarted" in d.log(), STEP_S, "the restart-only warning")
+    wait_for(
+        lambda: (
+            "daemon.shm_dir changed, which takes effect only when the daemon is "
+            "restarted" in d.log()
+        ),
+        STEP_S,
+        "the restart-only warning",
+    )
     assert d.stop() == ExitCode.OK
     log = d.log()
     assert "stopped for the reload (exit code 0)" in log
@@ -198,7 +218,7 @@ def test_metrics_endpoint_moves_within_its_port_and_keeps_it_on_failure(tmp_path
         outputs.open_metrics(f"0.0.0.0:{port}")
         assert outputs.server.port == port and answers(f"http://127.0.0.1:{port}/metrics")
         with pytest.raises(MetricsServerError):
-            outputs.open_metrics(f"192.0.2.1:{port}")   # not an address of this host
+            outputs.open_metrics(f"192.0.2.1:{port}")  # not an address of this host
         assert answers(f"http://127.0.0.1:{port}/metrics")
     finally:
         asyncio.run(outputs.aclose())

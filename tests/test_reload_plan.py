@@ -9,14 +9,29 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import (CameraConfig, Config, DaemonConfig, DisplayConfig, EventsConfig,
-                           InferenceConfig, JsonlConfig, MetricsConfig, MotionConfig,
-                           MqttConfig, model_facts)
+from daemon.config import (
+    CameraConfig,
+    Config,
+    DaemonConfig,
+    DisplayConfig,
+    EventsConfig,
+    InferenceConfig,
+    JsonlConfig,
+    MetricsConfig,
+    MotionConfig,
+    MqttConfig,
+    model_facts,
+)
 from daemon.outputs.sinks.table import SINK_KINDS
 from daemon.supervisor import reload
 from daemon.supervisor.boot import Boot
-from daemon.supervisor.reload import (ALL_KINDS, DAEMON_KEY_EFFECTS, SECTION_EFFECTS,
-                                      plan_reload, planned_effect)
+from daemon.supervisor.reload import (
+    ALL_KINDS,
+    DAEMON_KEY_EFFECTS,
+    SECTION_EFFECTS,
+    plan_reload,
+    planned_effect,
+)
 
 CAM_A = CameraConfig(name="a", source="test:bars")
 CAM_B = CameraConfig(name="b", source="test:bars")
@@ -43,8 +58,9 @@ def test_every_config_section_and_daemon_key_has_a_planned_effect() -> None:
 
 def test_a_section_nobody_planned_for_rebuilds_everything(monkeypatch) -> None:
     """A new section is compared (fields(Config)) even before it is given an effect."""
-    monkeypatch.setattr(reload, "SECTION_EFFECTS",
-                        {k: v for k, v in SECTION_EFFECTS.items() if k != "display"})
+    monkeypatch.setattr(
+        reload, "SECTION_EFFECTS", {k: v for k, v in SECTION_EFFECTS.items() if k != "display"}
+    )
     plan = plan_reload(boot(), changed(display=DisplayConfig(jpeg_quality=50)))
     assert plan.rebuild and "[display]" in plan.reason
 
@@ -53,30 +69,49 @@ MQTT = {"mqtt"}
 BOTH = {"mqtt", "jsonl"}
 
 
-@pytest.mark.parametrize("sections, expect", [
-    ({"mqtt": MqttConfig(enabled=True, prefix="other")}, {"sinks": MQTT}),
-    ({"jsonl": JsonlConfig(enabled=True)}, {"sinks": {"jsonl"}}),
-    ({"metrics": MetricsConfig(listen="127.0.0.1:9999")}, {"metrics": True}),
-    ({"events": EventsConfig(threshold=0.9)}, {"kinds": {"overlay"}, "sinks": MQTT}),
-    ({"events": EventsConfig(threshold=0.9), "jsonl": JsonlConfig(enabled=True)},
-     {"kinds": {"overlay"}, "sinks": BOTH}),
-    ({"display": DisplayConfig(jpeg_quality=50)}, {"kinds": {"overlay"}}),
-    ({"daemon": DaemonConfig(status_interval_s=1.0)}, {"live": True}),
-    ({"daemon": DaemonConfig(log_level="debug")}, {"live": True, "kinds": {ALL_KINDS}}),
-    ({"daemon": DaemonConfig(device_id="box2")}, {"sinks": MQTT}),
-    ({"cameras": (CAM_A, dataclasses.replace(CAM_B, fps=5.0))}, {"cameras": ("b",)}),
-    ({"motion": MotionConfig(method="farneback")}, {"rebuild": True}),
-    ({"inference": InferenceConfig(stride=8)}, {"rebuild": True}),
-    ({"cameras": (CAM_A,)}, {"rebuild": True, "sinks": MQTT}),
-    ({"cameras": (CAM_A,), "mqtt": MqttConfig()}, {"rebuild": True, "sinks": MQTT}),
-])
-def test_each_section_has_its_effect(sections: dict[str, object],
-                                     expect: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    "sections, expect",
+    [
+        ({"mqtt": MqttConfig(enabled=True, prefix="other")}, {"sinks": MQTT}),
+        ({"jsonl": JsonlConfig(enabled=True)}, {"sinks": {"jsonl"}}),
+        ({"metrics": MetricsConfig(listen="127.0.0.1:9999")}, {"metrics": True}),
+        ({"events": EventsConfig(threshold=0.9)}, {"kinds": {"overlay"}, "sinks": MQTT}),
+        (
+            {"events": EventsConfig(threshold=0.9), "jsonl": JsonlConfig(enabled=True)},
+            {"kinds": {"overlay"}, "sinks": BOTH},
+        ),
+        ({"display": DisplayConfig(jpeg_quality=50)}, {"kinds": {"overlay"}}),
+        ({"daemon": DaemonConfig(status_interval_s=1.0)}, {"live": True}),
+        ({"daemon": DaemonConfig(log_level="debug")}, {"live": True, "kinds": {ALL_KINDS}}),
+        ({"daemon": DaemonConfig(device_id="box2")}, {"sinks": MQTT}),
+        ({"cameras": (CAM_A, dataclasses.replace(CAM_B, fps=5.0))}, {"cameras": ("b",)}),
+        ({"motion": MotionConfig(method="farneback")}, {"rebuild": True}),
+        ({"inference": InferenceConfig(stride=8)}, {"rebuild": True}),
+        ({"cameras": (CAM_A,)}, {"rebuild": True, "sinks": MQTT}),
+        ({"cameras": (CAM_A,), "mqtt": MqttConfig()}, {"rebuild": True, "sinks": MQTT}),
+    ],
+)
+def test_each_section_has_its_effect(
+    sections: dict[str, object], expect: dict[str, object]
+) -> None:
     plan = plan_reload(boot(), changed(**sections))
-    got = {"sinks": set(plan.sinks), "metrics": plan.metrics, "live": plan.live,
-           "rebuild": plan.rebuild, "kinds": set(plan.worker_kinds), "cameras": plan.cameras}
-    want = {"sinks": set(), "metrics": False, "live": False, "rebuild": False, "kinds": set(),
-            "cameras": (), **expect}
+    got = {
+        "sinks": set(plan.sinks),
+        "metrics": plan.metrics,
+        "live": plan.live,
+        "rebuild": plan.rebuild,
+        "kinds": set(plan.worker_kinds),
+        "cameras": plan.cameras,
+    }
+    want = {
+        "sinks": set(),
+        "metrics": False,
+        "live": False,
+        "rebuild": False,
+        "kinds": set(),
+        "cameras": (),
+        **expect,
+    }
     assert got == want
     assert not plan.empty and plan.effects()
 

@@ -22,7 +22,7 @@ from daemon.stages.records import (
 
 LABELS = ("person", "dog", "cat")
 KEYPOINTS = 17
-CLIP_SHAPE = [1, 3, 8, 64, 64]   # NCTHW
+CLIP_SHAPE = [1, 3, 8, 64, 64]  # NCTHW
 
 
 def detections(spec: ResultSpec) -> records.Result:
@@ -41,8 +41,9 @@ def detections(spec: ResultSpec) -> records.Result:
 
 
 def test_every_result_kind_has_a_record_a_drawer_and_event_scores() -> None:
-    assert set(RESULT_RECORDS) == set(RESULT_DRAWERS) == set(EVENT_SCORES) == {
-        CLIP_SCORES, DETECTIONS}
+    assert (
+        set(RESULT_RECORDS) == set(RESULT_DRAWERS) == set(EVENT_SCORES) == {CLIP_SCORES, DETECTIONS}
+    )
 
 
 def test_the_results_record_is_sized_by_the_kind_not_the_label_count() -> None:
@@ -50,8 +51,12 @@ def test_the_results_record_is_sized_by_the_kind_not_the_label_count() -> None:
     assert scores.fields == (("scores", (3,), "float32"),)
     boxes = records.result_record(ResultSpec(DETECTIONS, LABELS, keypoints=KEYPOINTS))
     assert {n: s for n, s, _ in boxes.fields} == {
-        "count": (1,), "boxes": (MAX_DETECTIONS, 4), "scores": (MAX_DETECTIONS,),
-        "classes": (MAX_DETECTIONS,), "keypoints": (MAX_DETECTIONS, KEYPOINTS, 3)}
+        "count": (1,),
+        "boxes": (MAX_DETECTIONS, 4),
+        "scores": (MAX_DETECTIONS,),
+        "classes": (MAX_DETECTIONS,),
+        "keypoints": (MAX_DETECTIONS, KEYPOINTS, 3),
+    }
     without = records.result_record(ResultSpec(DETECTIONS, LABELS, max_detections=4))
     assert "keypoints" not in {n: s for n, s, _ in without.fields}
     assert boxes.nbytes > without.nbytes > scores.nbytes
@@ -84,8 +89,13 @@ def test_the_contract_declares_the_result_kind() -> None:
     cfg = InferenceConfig()
     plain = read_contract(CLIP_SHAPE, {"input": "rgb"}, cfg, "m.onnx")
     assert plain.result == ResultSpec(CLIP_SCORES, ())
-    meta = {"input": "rgb", "labels": "person", "result_kind": "detections",
-            "max_detections": "10", "keypoints": "17"}
+    meta = {
+        "input": "rgb",
+        "labels": "person",
+        "result_kind": "detections",
+        "max_detections": "10",
+        "keypoints": "17",
+    }
     poses = read_contract(CLIP_SHAPE, meta, cfg, "pose.onnx")
     assert poses.result == ResultSpec(DETECTIONS, ("person",), 10, 17)
     with pytest.raises(ModelError, match="result_kind 'masks' is not one of clip_scores"):

@@ -9,36 +9,50 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
-
 import ring_workers as rw
+from ring_workers import ShmArea, Starter
+
 from daemon.ipc import (
-    FrameMismatch, FrameRing, FrameSpec, Policy, RingError, RingNotFound, RingSpec, RingTimeout,
-    Producer, ShmSpaceError, attach_consumer, attach_producer,
+    FrameMismatch,
+    FrameRing,
+    FrameSpec,
+    Policy,
+    Producer,
+    RingError,
+    RingNotFound,
+    RingSpec,
+    RingTimeout,
+    ShmSpaceError,
+    attach_consumer,
+    attach_producer,
 )
 from daemon.ipc import segment as segment_mod
 from daemon.ipc.layout import DROP_REASONS
-from ring_workers import ShmArea, Starter
 
-pytest_plugins = ["ring_workers"]   # the shm and spawn fixtures
+pytest_plugins = ["ring_workers"]  # the shm and spawn fixtures
 
 SMALL = FrameSpec((24, 32, 3), "uint8")
 TIMEOUT_S = 0.5
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(("shape", "dtype", "use_loan"), [
-    ((48, 64, 3), "uint8", False),
-    ((48, 64, 3), "uint8", True),
-    ((30, 40, 2), "float32", False),
-    ((1000,), "int16", True),
-])
-def test_round_trip_pixels_and_metadata(shm: ShmArea, spawn: Starter, shape: tuple[int, ...],
-                                        dtype: str, use_loan: bool) -> None:
+@pytest.mark.parametrize(
+    ("shape", "dtype", "use_loan"),
+    [
+        ((48, 64, 3), "uint8", False),
+        ((48, 64, 3), "uint8", True),
+        ((30, 40, 2), "float32", False),
+        ((1000,), "int16", True),
+    ],
+)
+def test_round_trip_pixels_and_metadata(
+    shm: ShmArea, spawn: Starter, shape: tuple[int, ...], dtype: str, use_loan: bool
+) -> None:
     ring = shm.ring("rt", RingSpec(FrameSpec(shape, dtype), capacity=4, policy=Policy.BLOCK))
     ids = list(range(30))
     ready = rw.CTX.Event()
@@ -72,8 +86,9 @@ def test_block_slow_consumer_is_lossless_and_in_order(shm: ShmArea, spawn: Start
     rw.wait_ready(worker.ready, worker.proc)
     with attach_producer(ring.path) as producer:
         for i in range(n):
-            assert producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i,
-                                timeout=rw.GET_TIMEOUT_S)
+            assert producer.put(
+                rw.frame_for(i, SMALL.shape, SMALL.dtype), i, timeout=rw.GET_TIMEOUT_S
+            )
     got = worker.result()
     assert [r.frame_id for r in got] == list(range(n))
     assert all(r.pixels_ok for r in got)
@@ -104,10 +119,13 @@ def test_an_aborted_loan_wakes_the_other_producers_of_a_full_block_ring(shm: Shm
     ring = shm.ring("abort", RingSpec(SMALL, capacity=2, policy=Policy.BLOCK, producers=2))
     frame = np.zeros(SMALL.shape, np.uint8)
     patient_s = 30.0
-    with attach_producer(ring.path, 0) as first, attach_producer(ring.path, 1) as second, \
-            attach_consumer(ring.path, "main"):
+    with (
+        attach_producer(ring.path, 0) as first,
+        attach_producer(ring.path, 1) as second,
+        attach_consumer(ring.path, "main"),
+    ):
         assert first.put(frame, 0, timeout=TIMEOUT_S)
-        loan = first.loan(timeout=TIMEOUT_S)        # the ring is now full
+        loan = first.loan(timeout=TIMEOUT_S)  # the ring is now full
         waited: list[float] = []
         waiter = threading.Thread(target=lambda: waited.append(_timed_loan(second, patient_s)))
         waiter.start()
@@ -132,8 +150,7 @@ def test_drop_oldest_slow_consumer_reads_the_newest(shm: ShmArea, spawn: Starter
     worker = rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), stop_id=n - 1, hold_s=0.01))
     rw.wait_ready(worker.ready, worker.proc)
     with attach_producer(ring.path) as producer:
-        accepted = [producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i)
-                    for i in range(n)]
+        accepted = [producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i) for i in range(n)]
     got = worker.result()
     ids = [r.frame_id for r in got]
     assert all(accepted), "drop_oldest never rejects the incoming frame"
@@ -146,18 +163,21 @@ def test_drop_oldest_slow_consumer_reads_the_newest(shm: ShmArea, spawn: Starter
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(("policy", "expect_ids", "accepted"), [
-    (Policy.DROP_NEWEST, [0, 1, 2, 3], [True] * 4 + [False] * 6),
-    (Policy.DROP_OLDEST, [6, 7, 8, 9], [True] * 10),
-])
-def test_drop_policy_with_stalled_consumer(shm: ShmArea, spawn: Starter, policy: Policy,
-                                           expect_ids: list[int], accepted: list[bool]) -> None:
+@pytest.mark.parametrize(
+    ("policy", "expect_ids", "accepted"),
+    [
+        (Policy.DROP_NEWEST, [0, 1, 2, 3], [True] * 4 + [False] * 6),
+        (Policy.DROP_OLDEST, [6, 7, 8, 9], [True] * 10),
+    ],
+)
+def test_drop_policy_with_stalled_consumer(
+    shm: ShmArea, spawn: Starter, policy: Policy, expect_ids: list[int], accepted: list[bool]
+) -> None:
     ring = shm.ring("stall", RingSpec(SMALL, capacity=4, policy=policy))
     worker = rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), wait_gate=True))
     rw.wait_ready(worker.ready, worker.proc)
     with attach_producer(ring.path) as producer:
-        results = [producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i)
-                   for i in range(10)]
+        results = [producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i) for i in range(10)]
     worker.done.set()
     worker.gate.set()
     got = worker.result()
@@ -174,14 +194,17 @@ def test_broadcast_each_group_sees_every_frame_in_order(shm: ShmArea, spawn: Sta
     spec = RingSpec(SMALL, capacity=4, policy=Policy.BLOCK, groups=(("a", 1), ("b", 1)))
     ring = shm.ring("bc", spec)
     n = 60
-    workers = [rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), group=g, stop_id=n - 1))
-               for g in ("a", "b")]
+    workers = [
+        rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), group=g, stop_id=n - 1))
+        for g in ("a", "b")
+    ]
     for worker in workers:
         rw.wait_ready(worker.ready, worker.proc)
     with attach_producer(ring.path) as producer:
         for i in range(n):
-            assert producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i,
-                                timeout=rw.GET_TIMEOUT_S)
+            assert producer.put(
+                rw.frame_for(i, SMALL.shape, SMALL.dtype), i, timeout=rw.GET_TIMEOUT_S
+            )
     for worker in workers:
         got = worker.result()
         assert [r.frame_id for r in got] == list(range(n))
@@ -194,14 +217,17 @@ def test_broadcast_each_group_sees_every_frame_in_order(shm: ShmArea, spawn: Sta
 def test_work_sharing_members_split_the_frames(shm: ShmArea, spawn: Starter) -> None:
     ring = shm.ring("ws", RingSpec(SMALL, capacity=4, policy=Policy.BLOCK, groups=(("w", 3),)))
     n = 60
-    workers = [rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), "w", m, hold_s=0.005))
-               for m in range(3)]
+    workers = [
+        rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), "w", m, hold_s=0.005))
+        for m in range(3)
+    ]
     for worker in workers:
         rw.wait_ready(worker.ready, worker.proc)
     with attach_producer(ring.path) as producer:
         for i in range(n):
-            assert producer.put(rw.frame_for(i, SMALL.shape, SMALL.dtype), i,
-                                timeout=rw.GET_TIMEOUT_S)
+            assert producer.put(
+                rw.frame_for(i, SMALL.shape, SMALL.dtype), i, timeout=rw.GET_TIMEOUT_S
+            )
     for worker in workers:
         worker.done.set()
     per_member = [[r.frame_id for r in worker.result()] for worker in workers]
@@ -275,14 +301,17 @@ def test_unknown_group_names_the_groups(shm: ShmArea) -> None:
         assert consumer.group == "overlay"
 
 
-@pytest.mark.parametrize("make", [
-    lambda: RingSpec(SMALL, capacity=1),
-    lambda: RingSpec(FrameSpec((0, 3))),
-    lambda: RingSpec(FrameSpec(())),
-    lambda: RingSpec(SMALL, groups=(("a", 0),)),
-    lambda: RingSpec(SMALL, groups=(("a", 1), ("a", 2))),
-    lambda: RingSpec(SMALL, producers=0),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RingSpec(SMALL, capacity=1),
+        lambda: RingSpec(FrameSpec((0, 3))),
+        lambda: RingSpec(FrameSpec(())),
+        lambda: RingSpec(SMALL, groups=(("a", 0),)),
+        lambda: RingSpec(SMALL, groups=(("a", 1), ("a", 2))),
+        lambda: RingSpec(SMALL, producers=0),
+    ],
+)
 def test_bad_specs_raise_value_error(make: Callable[[], RingSpec]) -> None:
     with pytest.raises(ValueError):
         make()
@@ -304,8 +333,12 @@ def test_ring_larger_than_free_space_says_how_much_and_how_to_fix(shm: ShmArea) 
 def small_tmpfs() -> Iterator[str]:
     """A 1 MiB tmpfs (needs root and mount permission; skipped otherwise)."""
     mount_dir = tempfile.mkdtemp(prefix="ring-tmpfs-")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", mount_dir],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", mount_dir],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         os.rmdir(mount_dir)
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
@@ -317,14 +350,15 @@ def small_tmpfs() -> Iterator[str]:
 
 
 def test_small_tmpfs_preflight_refuses_a_ring_that_does_not_fit(small_tmpfs: str) -> None:
-    spec = RingSpec(FrameSpec((512, 1024)), capacity=4)     # 2 MiB of frames
+    spec = RingSpec(FrameSpec((512, 1024)), capacity=4)  # 2 MiB of frames
     with pytest.raises(ShmSpaceError, match=f"need {spec.total_bytes} bytes"):
         FrameRing.create("big", spec, shm_dir=small_tmpfs)
     assert os.listdir(small_tmpfs) == []
 
 
 def test_small_tmpfs_reservation_fails_cleanly_instead_of_sigbus(
-        small_tmpfs: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_tmpfs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Another process may fill the tmpfs between the free-space check and the
     # reservation; posix_fallocate must then refuse, not leave a sparse file to SIGBUS on.
     monkeypatch.setattr(segment_mod, "check_free_space", lambda shm_dir, nbytes: None)
@@ -357,8 +391,7 @@ def test_reserved_ring_survives_a_full_tmpfs(small_tmpfs: str, spawn: Starter) -
     assert os.listdir(small_tmpfs) == []
 
 
-def test_full_shm_hint_remounts_the_mount_point_not_a_folder_inside_it(
-        small_tmpfs: str) -> None:
+def test_full_shm_hint_remounts_the_mount_point_not_a_folder_inside_it(small_tmpfs: str) -> None:
     inside = os.path.join(small_tmpfs, "actiond")
     os.mkdir(inside)
     spec = RingSpec(FrameSpec((512, 1024)), capacity=4)

@@ -9,13 +9,13 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest
-import uvloop
-
 import ring_workers as rw
-from daemon.ipc import Consumer, FrameSpec, Lease, Policy, RingSpec
+import uvloop
 from ring_workers import ShmArea, Starter
 
-pytest_plugins = ["ring_workers"]   # the shm and spawn fixtures
+from daemon.ipc import Consumer, FrameSpec, Lease, Policy, RingSpec
+
+pytest_plugins = ["ring_workers"]  # the shm and spawn fixtures
 
 SMALL = FrameSpec((16, 16, 3), "uint8")
 # Generous for a loaded 2-core box; the try_get count is what rules out polling.
@@ -39,7 +39,7 @@ async def _get_woken(consumer: CountingConsumer, go: Event) -> tuple[Lease | Non
     """Park a get_async, then let the other process put; (lease, receipt ns, parked)."""
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
     task = asyncio.create_task(consumer.get_async(timeout=rw.READY_TIMEOUT_S))
-    await asyncio.sleep(0)     # one loop turn: the task looks once, then waits on its fd
+    await asyncio.sleep(0)  # one loop turn: the task looks once, then waits on its fd
     parked = not task.done() and consumer.calls == 1
     go.set()
     lease = await task

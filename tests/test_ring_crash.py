@@ -11,15 +11,22 @@ import time
 
 import numpy as np
 import pytest
-
 import ring_workers as rw
-from daemon.ipc import (
-    Consumer, FrameRing, FrameSpec, Policy, Producer, RingSpec, RingTimeout, attach_consumer,
-    attach_producer,
-)
 from ring_workers import ShmArea, Starter
 
-pytest_plugins = ["ring_workers"]   # the shm and spawn fixtures
+from daemon.ipc import (
+    Consumer,
+    FrameRing,
+    FrameSpec,
+    Policy,
+    Producer,
+    RingSpec,
+    RingTimeout,
+    attach_consumer,
+    attach_producer,
+)
+
+pytest_plugins = ["ring_workers"]  # the shm and spawn fixtures
 
 SMALL = FrameSpec((16, 16, 3), "uint8")
 KILLS = 20
@@ -31,8 +38,7 @@ pytestmark = pytest.mark.faults
 
 
 def _put(producer: Producer, frame_id: int, timeout: float = rw.GET_TIMEOUT_S) -> bool:
-    return producer.put(rw.frame_for(frame_id, SMALL.shape, SMALL.dtype), frame_id,
-                        timeout=timeout)
+    return producer.put(rw.frame_for(frame_id, SMALL.shape, SMALL.dtype), frame_id, timeout=timeout)
 
 
 def _drain(consumer: Consumer) -> list[int]:
@@ -85,9 +91,9 @@ def test_producer_killed_holding_a_loan(shm: ShmArea, spawn: Starter) -> None:
     rw.kill(victim)
     assert ring.stats().writing == 1, "the dead producer's slot is still WRITING"
     with attach_producer(ring.path) as producer, attach_consumer(ring.path, "main") as consumer:
-        assert _put(producer, 1) and _put(producer, 2)     # the other slots still work
+        assert _put(producer, 1) and _put(producer, 2)  # the other slots still work
         with pytest.raises(RingTimeout):
-            _put(producer, 3, timeout=SHORT_TIMEOUT_S)     # ...but one slot is lost
+            _put(producer, 3, timeout=SHORT_TIMEOUT_S)  # ...but one slot is lost
         assert _drain(consumer) == [1, 2]
         assert ring.reclaim(rw.pid_of(victim)) == 1
         stats = ring.stats()
@@ -112,7 +118,8 @@ def test_producer_killed_holding_a_loan(shm: ShmArea, spawn: Starter) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("policy", [Policy.BLOCK, Policy.DROP_OLDEST])
 def test_producer_killed_at_random_points_while_publishing(
-        shm: ShmArea, spawn: Starter, policy: Policy) -> None:
+    shm: ShmArea, spawn: Starter, policy: Policy
+) -> None:
     ring = shm.ring("pub", RingSpec(SMALL, capacity=4, policy=policy))
     drainer = _Drainer(ring)
     drainer.start()
@@ -135,7 +142,7 @@ def test_producer_killed_at_random_points_while_publishing(
     drainer.finish()
     assert drainer.bad == [], f"torn frames delivered: {drainer.bad[:5]}"
     assert drainer.ids[-1] == 10**9, "frames stopped flowing after the kills"
-    for k in range(KILLS):   # each killed producer's frames arrived in order
+    for k in range(KILLS):  # each killed producer's frames arrived in order
         run = [i for i in drainer.ids if k * 1_000_000 <= i < (k + 1) * 1_000_000]
         assert run and run == sorted(set(run)), f"run {k}: {run[:10]}"
     stats = ring.stats()
@@ -160,7 +167,7 @@ def test_consumer_killed_holding_a_lease(shm: ShmArea, spawn: Starter) -> None:
         assert _drain(consumer) == [1, 2], "the other frames still reach the group"
         assert _put(producer, 3) and _put(producer, 4)
         with pytest.raises(RingTimeout):
-            _put(producer, 5, timeout=SHORT_TIMEOUT_S)      # the dead lease pins a slot
+            _put(producer, 5, timeout=SHORT_TIMEOUT_S)  # the dead lease pins a slot
         assert ring.reclaim_dead() == 1
         stats = ring.stats()
         assert (stats.leased, stats.drops["reclaimed"]) == (0, 1)
@@ -179,7 +186,8 @@ def test_consumer_killed_holding_a_lease(shm: ShmArea, spawn: Starter) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_consumer_killed_at_random_points_in_its_get_release_loop(
-        shm: ShmArea, spawn: Starter) -> None:
+    shm: ShmArea, spawn: Starter
+) -> None:
     ring = shm.ring("getrel", RingSpec(SMALL, capacity=4, policy=Policy.BLOCK))
     rng = random.Random(61120)
     bad = rw.CTX.RawValue("q", 0)
@@ -192,7 +200,7 @@ def test_consumer_killed_at_random_points_in_its_get_release_loop(
             next_id += 1
             rw.wait_ready(ready, victim)
             kill_at = time.monotonic() + rng.uniform(0.0, MAX_KILL_DELAY_S)
-            while time.monotonic() < kill_at:   # feed the victim until its kill point
+            while time.monotonic() < kill_at:  # feed the victim until its kill point
                 assert _put(producer, next_id, timeout=PROGRESS_DEADLINE_S)
                 next_id += 1
             rw.kill(victim)
@@ -207,7 +215,7 @@ def test_consumer_killed_at_random_points_in_its_get_release_loop(
     assert got[-1].frame_id == 10**9, "frames stopped flowing after the kills"
     assert all(r.pixels_ok for r in got)
     ids = [r.frame_id for r in got]
-    assert ids == sorted(ids) and len(got) <= 5     # at most the 4 queued + the sentinel
+    assert ids == sorted(ids) and len(got) <= 5  # at most the 4 queued + the sentinel
     stats = ring.stats()
     assert stats.puts == next_id + 1 and stats.free == 4
 
@@ -221,7 +229,7 @@ def test_process_killed_holding_the_lock_does_not_deadlock(shm: ShmArea, spawn: 
     probe = os.open(ring.path, os.O_RDWR)
     try:
         with pytest.raises(BlockingIOError):
-            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)   # really held by the holder
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # really held by the holder
         # A consumer that is (or soon will be) stuck waiting for the lock.
         waiter = rw.start_consumer(spawn, rw.ConsumeJob(str(ring.path), stop_id=4))
         rw.wait_ready(waiter.ready, waiter.proc)
@@ -241,7 +249,7 @@ def test_process_killed_holding_the_lock_does_not_deadlock(shm: ShmArea, spawn: 
         assert all(_put(producer, i, timeout=PROGRESS_DEADLINE_S) for i in range(5))
     got = waiter.result()
     assert [r.frame_id for r in got] == list(range(5))
-    assert ring.reclaim(rw.pid_of(holder)) == 0    # it held the lock, but no slot
+    assert ring.reclaim(rw.pid_of(holder)) == 0  # it held the lock, but no slot
     assert ring.stats().free == 3
 
 
@@ -251,7 +259,7 @@ def test_reclaim_of_a_live_process_is_a_no_op_for_others(shm: ShmArea) -> None:
     with attach_producer(ring.path) as producer, attach_consumer(ring.path, "main") as consumer:
         assert _put(producer, 1)
         lease = rw.must_get(consumer)
-        assert ring.reclaim(os.getpid() + 1_000_000) == 0   # nobody with that pid
+        assert ring.reclaim(os.getpid() + 1_000_000) == 0  # nobody with that pid
         assert ring.stats().leased == 1
         np.testing.assert_array_equal(lease.array, rw.frame_for(1, SMALL.shape, SMALL.dtype))
         lease.release()

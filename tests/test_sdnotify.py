@@ -21,8 +21,9 @@ MAX_DATAGRAM_BYTES = 4096
 
 
 @pytest.fixture(params=["path", "abstract"])
-def fake_systemd(request: pytest.FixtureRequest, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+def fake_systemd(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[socket.socket]:
     """A datagram socket standing in for systemd, announced through NOTIFY_SOCKET."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.settimeout(RECV_TIMEOUT_S)
@@ -96,8 +97,7 @@ def _notify_from_fork(notifier: SystemdNotifier, address: str) -> None:
     notifier.ready()
     notifier.watchdog()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as marker:
-        marker.sendto(b"MARKER=child" if not notifier.enabled else b"MARKER=enabled",
-                      address)
+        marker.sendto(b"MARKER=child" if not notifier.enabled else b"MARKER=enabled", address)
 
 
 def test_forked_child_does_not_notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,7 +110,8 @@ def test_forked_child_does_not_notify(tmp_path: Path, monkeypatch: pytest.Monkey
         monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
         notifier = SystemdNotifier()
         child = multiprocessing.get_context("fork").Process(
-            target=_notify_from_fork, args=(notifier, address))
+            target=_notify_from_fork, args=(notifier, address)
+        )
         child.start()
         child.join(RECV_TIMEOUT_S)
         assert child.exitcode == 0
@@ -127,7 +128,8 @@ def _report_enabled(queue: multiprocessing.queues.Queue[tuple[bool, str | None]]
 
 
 def test_unset_environment_keeps_spawned_children_silent(
-        fake_systemd: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_systemd: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "10000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     with SystemdNotifier(unset_environment=True) as notifier:
@@ -146,17 +148,21 @@ def test_unset_environment_keeps_spawned_children_silent(
         assert notifier.watchdog_interval_s() == 10.0
 
 
-@pytest.mark.parametrize(("usec", "pid", "expected"), [
-    ("30000000", "self", 30.0),
-    ("30000000", None, 30.0),
-    ("500000", "self", 0.5),
-    ("30000000", "other", None),
-    (None, "self", None),
-    ("0", "self", None),
-    ("soon", "self", None),
-])
-def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch, usec: str | None,
-                           pid: str | None, expected: float | None) -> None:
+@pytest.mark.parametrize(
+    ("usec", "pid", "expected"),
+    [
+        ("30000000", "self", 30.0),
+        ("30000000", None, 30.0),
+        ("500000", "self", 0.5),
+        ("30000000", "other", None),
+        (None, "self", None),
+        ("0", "self", None),
+        ("soon", "self", None),
+    ],
+)
+def test_watchdog_interval(
+    monkeypatch: pytest.MonkeyPatch, usec: str | None, pid: str | None, expected: float | None
+) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     for name, value in (("WATCHDOG_USEC", usec), ("WATCHDOG_PID", pid)):
         if value is None:

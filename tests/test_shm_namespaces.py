@@ -14,15 +14,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from daemon.exitcodes import ExitCode
 from daemon_proc import Daemon, wait_for
 
-START_S = 60.0          # spawning 4 workers that import cv2 + onnxruntime on 2 busy cores
+from daemon.exitcodes import ExitCode
+
+START_S = 60.0  # spawning 4 workers that import cv2 + onnxruntime on 2 busy cores
 STOP_S = 30.0
-FRAMES_AFTER = 30       # frames daemon A must still show once B runs beside it
-SMALL: dict[str, dict[str, object]] = {"motion": {"width": 32, "height": 32},
-                                       "inference": {"stride": 2}}
+FRAMES_AFTER = 30  # frames daemon A must still show once B runs beside it
+SMALL: dict[str, dict[str, object]] = {
+    "motion": {"width": 32, "height": 32},
+    "inference": {"stride": 2},
+}
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
 
 
@@ -34,11 +36,14 @@ def unshare_usable() -> str:
     """Why `unshare --pid` cannot run here, or "" when it can."""
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
-    proc = subprocess.run([*UNSHARE, "true"], capture_output=True, text=True, timeout=20,
-                          check=False)
+    proc = subprocess.run(
+        [*UNSHARE, "true"], capture_output=True, text=True, timeout=20, check=False
+    )
     if proc.returncode != 0:
-        return f"unshare --pid is not permitted here (needs root or CAP_SYS_ADMIN): " \
-               f"{proc.stderr.strip()}"
+        return (
+            f"unshare --pid is not permitted here (needs root or CAP_SYS_ADMIN): "
+            f"{proc.stderr.strip()}"
+        )
     return ""
 
 
@@ -71,8 +76,9 @@ def daemon(tmp: Path, cameras: list[dict[str, object]], shm_dir: Path | None = N
 
 
 @pytest.mark.timeout(240)
-def test_a_start_in_another_pid_namespace_keeps_a_live_daemons_rings(tmp_path: Path,
-                                                                      daemons: list[Daemon]) -> None:
+def test_a_start_in_another_pid_namespace_keeps_a_live_daemons_rings(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
     reason = unshare_usable()
     if reason:
         pytest.skip(reason)
@@ -91,27 +97,31 @@ def test_a_start_in_another_pid_namespace_keeps_a_live_daemons_rings(tmp_path: P
     try:
         wait_for(lambda: len(b.frames()) > 5, START_S, "frames from daemon B")
         shown = len(a.frames())
-        wait_for(lambda: len(a.frames()) > shown + FRAMES_AFTER or a_proc.poll() is not None,
-                 START_S, "daemon A to keep showing frames")
+        wait_for(
+            lambda: len(a.frames()) > shown + FRAMES_AFTER or a_proc.poll() is not None,
+            START_S,
+            "daemon A to keep showing frames",
+        )
         assert a_proc.poll() is None, a.log()[-4000:]
         assert run_files(a.shm_dir, a_proc.pid) == a_files
         assert "left by a dead run" not in b.log(), b.log()[-4000:]
         assert "RingNotFound" not in a.log(), a.log()[-4000:]
-        os.kill(namespace_child(b.proc.pid), signal.SIGTERM)   # unshare forwards no signal
+        os.kill(namespace_child(b.proc.pid), signal.SIGTERM)  # unshare forwards no signal
         assert b.wait(STOP_S) == ExitCode.OK, b.log()[-4000:]
         assert run_files(a.shm_dir, 1) == [], "B's clean stop removes B's files only"
         assert a.stop() == ExitCode.OK, a.log()[-4000:]
         assert a.leftovers() == []
     finally:
-        b.cleanup()   # kills unshare, whose --kill-child takes B's namespace with it
+        b.cleanup()  # kills unshare, whose --kill-child takes B's namespace with it
         for name in run_files(a.shm_dir, 1):
             # Not left to `daemons`: kill_orphans would read B's namespace-local pids.
             (a.shm_dir / name).unlink(missing_ok=True)
 
 
 @pytest.mark.timeout(240)
-def test_a_sigkilled_runs_files_are_removed_by_the_next_start(tmp_path: Path,
-                                                              daemons: list[Daemon]) -> None:
+def test_a_sigkilled_runs_files_are_removed_by_the_next_start(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
     first = daemon(tmp_path / "first", [camera("cam")])
     daemons.append(first.start())
     wait_for(lambda: len(first.frames()) > 5, START_S, "frames from the first run")
@@ -119,13 +129,15 @@ def test_a_sigkilled_runs_files_are_removed_by_the_next_start(tmp_path: Path,
     dead_pid = first.proc.pid
     dead_files = run_files(first.shm_dir, dead_pid)
     assert any(name.endswith(".lock") for name in dead_files), dead_files
-    workers = [first.worker_pid(w) for w in ("cam.source", "cam.motion", "cam.overlay",
-                                             "infer.0")]
+    workers = [first.worker_pid(w) for w in ("cam.source", "cam.motion", "cam.overlay", "infer.0")]
     first.proc.kill()
     first.proc.wait(STOP_S)
     # Its workers notice that the supervisor is gone and exit; their rings stay behind.
-    wait_for(lambda: not any(pid_running(pid) for pid in workers), STOP_S,
-             "the dead run's workers to exit")
+    wait_for(
+        lambda: not any(pid_running(pid) for pid in workers),
+        STOP_S,
+        "the dead run's workers to exit",
+    )
     assert run_files(first.shm_dir, dead_pid) == dead_files
     second = daemon(tmp_path / "second", [camera("cam")], shm_dir=first.shm_dir)
     daemons.append(second.start())

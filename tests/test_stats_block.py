@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 import ring_workers as rw
-from daemon.ipc import FrameSpec, RingError, RingNotFound, RingSpec
-from daemon.ipc.stats import HEARTBEAT, LATENCY_BUCKETS_S, PID, StatsBlock, histogram_fields
 from ring_workers import ShmArea, Starter
 
-pytest_plugins = ["ring_workers"]   # the shm and spawn fixtures
+from daemon.ipc import FrameSpec, RingError, RingNotFound, RingSpec
+from daemon.ipc.stats import HEARTBEAT, LATENCY_BUCKETS_S, PID, StatsBlock, histogram_fields
+
+pytest_plugins = ["ring_workers"]  # the shm and spawn fixtures
 
 FIELDS = ["frames_total", "fps"]
 STALE_AFTER_S = 0.2
@@ -48,7 +48,7 @@ def test_counters_and_gauges_are_visible_across_processes(shm: ShmArea, spawn: S
     stop.set()
     proc.join(rw.JOIN_TIMEOUT_S)
     assert proc.exitcode == 0
-    assert _wait_until_stale(block) >= STALE_AFTER_S      # nobody beats any more
+    assert _wait_until_stale(block) >= STALE_AFTER_S  # nobody beats any more
     assert block.get("frames_total") == 1000, "values outlive the worker"
     block.close(unlink=True)
     assert shm.leftovers() == []
@@ -62,7 +62,7 @@ def test_heartbeat_goes_stale_when_the_worker_is_killed(shm: ShmArea, spawn: Sta
     rw.wait_ready(ready, proc)
     first = block.get(HEARTBEAT)
     deadline = time.monotonic() + DEADLINE_S
-    while block.get(HEARTBEAT) == first:        # the worker keeps beating
+    while block.get(HEARTBEAT) == first:  # the worker keeps beating
         assert time.monotonic() < deadline, "heartbeat did not advance"
         time.sleep(0.005)  # polling the beat with a deadline
     rw.kill(proc)
@@ -74,7 +74,7 @@ def test_reset_and_histogram_fields(shm: ShmArea) -> None:
     block = _create(shm, "stats-hist", ["frames_total", *histogram_fields("latency_seconds")])
     block.add("frames_total", 3)
     block.observe("latency_seconds", 0.003)
-    block.observe("latency_seconds", 0.2, count=3)   # a batch of three, 0.2 s each
+    block.observe("latency_seconds", 0.2, count=3)  # a batch of three, 0.2 s each
     counts = [block.get(f"latency_seconds_bucket_{i}") for i in range(len(LATENCY_BUCKETS_S))]
     expected = [float(0.003 <= b) + 3 * float(0.2 <= b) for b in LATENCY_BUCKETS_S]
     assert counts == expected, "buckets are cumulative (Prometheus 'le')"

@@ -15,8 +15,9 @@ from daemon.supervisor.restart import CrashHistory, RestartPolicy
 from daemon.systemd import unit_timeout_stop_s
 
 REPO = Path(__file__).resolve().parent.parent
-POLICY = RestartPolicy(backoff_min_s=0.5, backoff_max_s=4.0, stable_after_s=30.0,
-                       budget=5, window_s=60.0)
+POLICY = RestartPolicy(
+    backoff_min_s=0.5, backoff_max_s=4.0, stable_after_s=30.0, budget=5, window_s=60.0
+)
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
@@ -71,12 +72,15 @@ def test_reload_without_changes_restarts_nothing() -> None:
     assert not plan.rebuild and plan.cameras == ()
 
 
-@pytest.mark.parametrize("change", [
-    {"cameras": (CAM_A,)},
-    {"cameras": (CAM_A, dataclasses.replace(CAM_B, width=320))},
-    {"cameras": (CAM_A, dataclasses.replace(CAM_B, ring_policy="block"))},
-    {"motion": MotionConfig(method="farneback")},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"cameras": (CAM_A,)},
+        {"cameras": (CAM_A, dataclasses.replace(CAM_B, width=320))},
+        {"cameras": (CAM_A, dataclasses.replace(CAM_B, ring_policy="block"))},
+        {"motion": MotionConfig(method="farneback")},
+    ],
+)
 def test_reload_that_reshapes_the_graph_rebuilds(change: dict[str, object]) -> None:
     cameras = change.pop("cameras", (CAM_A, CAM_B))
     plan = plan_reload(_boot((CAM_A, CAM_B)), _boot(cameras, **change))

@@ -12,7 +12,10 @@ import pytest
 
 from daemon.exitcodes import ExitCode
 from daemon.systemd import (
-    DEFAULT_TIMEOUT_STOP_S, parse_timespan_s, unit_settings, unit_timeout_stop_s,
+    DEFAULT_TIMEOUT_STOP_S,
+    parse_timespan_s,
+    unit_settings,
+    unit_timeout_stop_s,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,13 +26,19 @@ ANALYZE_TIMEOUT_S = 45
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None,
-    reason="systemd-analyze is not installed (apt-get install systemd); CI has it")
+    reason="systemd-analyze is not installed (apt-get install systemd); CI has it",
+)
 
 
 def analyze(*args: str) -> subprocess.CompletedProcess[str]:
     assert SYSTEMD_ANALYZE is not None
-    return subprocess.run([SYSTEMD_ANALYZE, *args], capture_output=True, text=True,
-                          timeout=ANALYZE_TIMEOUT_S, check=False)
+    return subprocess.run(
+        [SYSTEMD_ANALYZE, *args],
+        capture_output=True,
+        text=True,
+        timeout=ANALYZE_TIMEOUT_S,
+        check=False,
+    )
 
 
 def verify_problems(unit: Path) -> tuple[int, list[str]]:
@@ -62,11 +71,14 @@ def test_verify_is_clean(tmp_path: Path) -> None:
 
 
 @needs_analyze
-@pytest.mark.parametrize("edit", [
-    ("WatchdogSec=30", "WatchdogSecs=30"),
-    ("ExecStart=/usr/bin/env", "ExecStart=/nonexistent/env"),
-    ("KillMode=mixed", "KillMode=gently"),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("WatchdogSec=30", "WatchdogSecs=30"),
+        ("ExecStart=/usr/bin/env", "ExecStart=/nonexistent/env"),
+        ("KillMode=mixed", "KillMode=gently"),
+    ],
+)
 def test_verify_catches_mistakes(tmp_path: Path, edit: tuple[str, str]) -> None:
     # The check above would be worthless if verify's complaints slipped past the filter.
     returncode, problems = verify_problems(copy_unit(tmp_path, edit))
@@ -97,10 +109,20 @@ def test_unit_matches_the_code() -> None:
     assert unit_timeout_stop_s(UNIT) == 30.0
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("30", 30.0), ("30s", 30.0), ("1min 30s", 90.0), ("1min30s", 90.0), ("500ms", 0.5),
-    ("2h", 7200.0), ("1.5s", 1.5), ("250us", 0.00025), ("infinity", math.inf),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("1min 30s", 90.0),
+        ("1min30s", 90.0),
+        ("500ms", 0.5),
+        ("2h", 7200.0),
+        ("1.5s", 1.5),
+        ("250us", 0.00025),
+        ("infinity", math.inf),
+    ],
+)
 def test_parse_timespan(text: str, seconds: float) -> None:
     assert parse_timespan_s(text) == pytest.approx(seconds)
 
@@ -111,15 +133,20 @@ def test_parse_timespan_rejects(text: str) -> None:
         parse_timespan_s(text)
 
 
-@pytest.mark.parametrize(("body", "seconds"), [
-    ("[Service]\nTimeoutStopSec=45\n", 45.0),
-    ("[Service]\nTimeoutSec=20\n", 20.0),
-    ("[Service]\nTimeoutSec=20\nTimeoutStopSec=1min\n", 60.0),
-    ("[Service]\nTimeoutStopSec=10\nTimeoutStopSec=\n", DEFAULT_TIMEOUT_STOP_S),
-    ("[Service]\nType=simple\n", DEFAULT_TIMEOUT_STOP_S),
-    ("[Unit]\nTimeoutStopSec=5\n[Service]\n# TimeoutStopSec=7\nTimeoutStopSec=1min \\\n 5s\n",
-     65.0),
-])
+@pytest.mark.parametrize(
+    ("body", "seconds"),
+    [
+        ("[Service]\nTimeoutStopSec=45\n", 45.0),
+        ("[Service]\nTimeoutSec=20\n", 20.0),
+        ("[Service]\nTimeoutSec=20\nTimeoutStopSec=1min\n", 60.0),
+        ("[Service]\nTimeoutStopSec=10\nTimeoutStopSec=\n", DEFAULT_TIMEOUT_STOP_S),
+        ("[Service]\nType=simple\n", DEFAULT_TIMEOUT_STOP_S),
+        (
+            "[Unit]\nTimeoutStopSec=5\n[Service]\n# TimeoutStopSec=7\nTimeoutStopSec=1min \\\n 5s\n",
+            65.0,
+        ),
+    ],
+)
 def test_unit_timeout_stop(tmp_path: Path, body: str, seconds: float) -> None:
     path = tmp_path / "x.service"
     path.write_text(body, encoding="utf-8")

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from daemon_proc import Daemon, wait_for
 
 from daemon.exitcodes import ExitCode
-from daemon_proc import Daemon, wait_for
 
 START_S = 60.0
 WORKERS = ("cam1.source", "cam1.motion", "cam1.overlay", "infer.0")
@@ -23,15 +23,16 @@ def loads_onnxruntime(pid: int) -> bool:
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("console_script", [True, False], ids=["actiond", "python-m-daemon"])
-def test_only_the_infer_worker_loads_onnxruntime(tmp_path: Path, daemons: list[Daemon],
-                                                 console_script: bool) -> None:
+def test_only_the_infer_worker_loads_onnxruntime(
+    tmp_path: Path, daemons: list[Daemon], console_script: bool
+) -> None:
     if console_script:
         script = Path(sys.executable).with_name("actiond")
         assert script.exists(), f"{script} missing: install the package (`make test` does)"
-    camera = {"name": "cam1", "source": "test:moving-box", "width": 160, "height": 120,
-              "fps": 10}
-    d = Daemon(tmp_path, [camera], {"motion": {"width": 64, "height": 64}},
-               console_script=console_script)
+    camera = {"name": "cam1", "source": "test:moving-box", "width": 160, "height": 120, "fps": 10}
+    d = Daemon(
+        tmp_path, [camera], {"motion": {"width": 64, "height": 64}}, console_script=console_script
+    )
     daemons.append(d.start())
     wait_for(lambda: all(d.heartbeat_fresh(w) for w in WORKERS), START_S, "all workers up")
     loaded = {w: loads_onnxruntime(d.worker_pid(w)) for w in WORKERS}
@@ -42,8 +43,9 @@ def test_only_the_infer_worker_loads_onnxruntime(tmp_path: Path, daemons: list[D
 @pytest.mark.timeout(60)
 def test_the_console_script_entry_imports_nothing_heavy() -> None:
     # A spawned worker re-runs pip's `actiond` wrapper, which imports daemon.entry.
-    code = ("import sys, daemon.entry; heavy = {'cv2', 'onnxruntime', 'onnx', 'numpy', "
-            "'daemon.cli'} & set(sys.modules); assert not heavy, heavy")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    code = (
+        "import sys, daemon.entry; heavy = {'cv2', 'onnxruntime', 'onnx', 'numpy', "
+        "'daemon.cli'} & set(sys.modules); assert not heavy, heavy"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

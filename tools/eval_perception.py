@@ -10,7 +10,6 @@ labels (which frames have a person). Run with the converted candidates in --mode
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import perception_ref as P  # noqa: E402
+import perception_ref as P
 
 # Which frames have at least one person, by clip (frame ranges, end exclusive), checked by
 # eye on contact sheets (eval/perception.md says how). Clips not listed have a person in
@@ -41,7 +40,7 @@ def tiles(frame: np.ndarray, grid: int) -> list[tuple[int, int, np.ndarray]]:
     for r in range(grid):
         for c in range(grid):
             x0, y0 = min(int(c * tw * 0.75), w - tw), min(int(r * th * 0.75), h - th)
-            out.append((x0, y0, frame[y0:y0 + th, x0:x0 + tw]))
+            out.append((x0, y0, frame[y0 : y0 + th, x0 : x0 + tw]))
     return out
 
 
@@ -88,7 +87,8 @@ def run_clip(path: Path, step: int, cands, out: Path) -> None:
                 rec.setdefault(name + "_ms", []).append((time.perf_counter() - t0) * 1e3)
                 rec.setdefault(name + "_max", []).append(float(s.max()) if len(s) else 0.0)
                 rec.setdefault(name + "_boxes", []).append(
-                    np.concatenate([b, s[:, None]], 1) if len(s) else np.zeros((0, 5)))
+                    np.concatenate([b, s[:, None]], 1) if len(s) else np.zeros((0, 5))
+                )
         i += 1
     arrays = {k: np.array(v) for k, v in rec.items() if not k.endswith("_boxes")}
     for name in cands:
@@ -123,12 +123,21 @@ def report(out: Path, thresholds: dict[str, float]) -> None:
             hit = d[name + "_max"] >= thr
             pos, neg = t == 1, t == 0
             cell = f"{hit[pos].mean():.2f}" if pos.any() else "-"
-            cell += f" / FP {int(hit[neg].sum())} (max {d[name + '_max'][neg].max():.2f})" if neg.any() else ""
+            cell += (
+                f" / FP {int(hit[neg].sum())} (max {d[name + '_max'][neg].max():.2f})"
+                if neg.any()
+                else ""
+            )
             cells.append(cell)
             ms[name] += list(d[name + "_ms"])
-        print(f"| {f.name.removesuffix('.npz')} | {int((t == 1).sum())} / {int((t == 0).sum())} | "
-              + " | ".join(cells) + " |")
-    print("| median ms per frame | | " + " | ".join(f"{np.median(v):.1f}" for v in ms.values()) + " |")
+        print(
+            f"| {f.name.removesuffix('.npz')} | {int((t == 1).sum())} / {int((t == 0).sum())} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    print(
+        "| median ms per frame | | " + " | ".join(f"{np.median(v):.1f}" for v in ms.values()) + " |"
+    )
 
 
 def main() -> None:
@@ -138,12 +147,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--room-step", type=int, default=5)
     ap.add_argument("--report", action="store_true", help="print the table from --out")
-    ap.add_argument("--thresholds", default="nanodet=0.4,nanodet_tiled=0.4,multipose=0.3,"
-                    "centernet=0.3,blazepose_det=0.5")
+    ap.add_argument(
+        "--thresholds",
+        default="nanodet=0.4,nanodet_tiled=0.4,multipose=0.3,centernet=0.3,blazepose_det=0.5",
+    )
     args = ap.parse_args()
     if args.report:
-        report(args.out, {k: float(v) for k, v in
-                          (kv.split("=") for kv in args.thresholds.split(","))})
+        report(
+            args.out, {k: float(v) for k, v in (kv.split("=") for kv in args.thresholds.split(","))}
+        )
         return
     args.out.mkdir(parents=True, exist_ok=True)
     cands = candidates(args.models)

@@ -23,10 +23,23 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "daemon" / "assets" / "mod
 
 # COCO keypoint order, shared by MoveNet (single- and multi-pose).
 MOVENET_KEYPOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
 NANODET_INPUT_PX = 416
 NANODET_STRIDES_PX = (8, 16, 32)
@@ -75,7 +88,7 @@ def letterbox(frame: np.ndarray, size_px: int) -> tuple[np.ndarray, Letterbox]:
     resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
     pad_x, pad_y = (size_px - nw) // 2, (size_px - nh) // 2
     out = np.zeros((size_px, size_px, 3), np.uint8)
-    out[pad_y:pad_y + nh, pad_x:pad_x + nw] = resized
+    out[pad_y : pad_y + nh, pad_x : pad_x + nw] = resized
     return out, Letterbox(scale, float(pad_x), float(pad_y))
 
 
@@ -103,6 +116,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_max: float = NMS_IOU) -> list
 
 # --- NanoDet-g (COCO detector; the person class is used) -------------------------------
 
+
 def nanodet_input(frame: np.ndarray) -> tuple[np.ndarray, Letterbox]:
     """BGR frame -> (1, 3, 416, 416) float32, BGR, (x - mean) / std, NCHW."""
     img, lb = letterbox(frame, NANODET_INPUT_PX)
@@ -115,8 +129,9 @@ def nanodet_normalise(img: np.ndarray) -> np.ndarray:
     return x.transpose(2, 0, 1)[None]
 
 
-def nanodet_outputs_by_stride(sess: ort.InferenceSession,
-                              outs: list[np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def nanodet_outputs_by_stride(
+    sess: ort.InferenceSession, outs: list[np.ndarray]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Pairs the six outputs as {stride: (scores (N, 80), box distributions (N, 44))}."""
     by_cells: dict[int, dict[str, np.ndarray]] = {}
     for out in outs:
@@ -129,8 +144,12 @@ def nanodet_outputs_by_stride(sess: ort.InferenceSession,
     return result
 
 
-def nanodet_decode(outs: dict[int, tuple[np.ndarray, np.ndarray]], lb: Letterbox,
-                   min_score: float, cls: int = COCO_PERSON_CLASS) -> tuple[np.ndarray, np.ndarray]:
+def nanodet_decode(
+    outs: dict[int, tuple[np.ndarray, np.ndarray]],
+    lb: Letterbox,
+    min_score: float,
+    cls: int = COCO_PERSON_CLASS,
+) -> tuple[np.ndarray, np.ndarray]:
     """GFL decoding: each side's distance is the expectation of a softmax over 11 bins times
     the stride, from the cell centre ((col + 0.5) * stride, (row + 0.5) * stride)."""
     boxes, scores = [], []
@@ -157,14 +176,16 @@ def nanodet_decode(outs: dict[int, tuple[np.ndarray, np.ndarray]], lb: Letterbox
     return b, s[keep]
 
 
-def nanodet_people(sess: ort.InferenceSession, frame: np.ndarray,
-                   min_score: float) -> tuple[np.ndarray, np.ndarray]:
+def nanodet_people(
+    sess: ort.InferenceSession, frame: np.ndarray, min_score: float
+) -> tuple[np.ndarray, np.ndarray]:
     x, lb = nanodet_input(frame)
     outs = sess.run(None, {sess.get_inputs()[0].name: x})
     return nanodet_decode(nanodet_outputs_by_stride(sess, outs), lb, min_score)
 
 
 # --- MoveNet SinglePose Lightning on a person crop --------------------------------------
+
 
 def pose_crop(box: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[float, float, float]:
     """Square crop (x0, y0, side) centred on the box, POSE_CROP_SCALE x its longer side.
@@ -180,8 +201,13 @@ def movenet_crop_input(frame: np.ndarray, crop: tuple[float, float, float]) -> n
     x0, y0, side = crop
     k = MOVENET_SINGLE_INPUT_PX / side
     m = np.array([[k, 0, -x0 * k], [0, k, -y0 * k]], np.float32)
-    img = cv2.warpAffine(frame, m, (MOVENET_SINGLE_INPUT_PX, MOVENET_SINGLE_INPUT_PX),
-                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    img = cv2.warpAffine(
+        frame,
+        m,
+        (MOVENET_SINGLE_INPUT_PX, MOVENET_SINGLE_INPUT_PX),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.int32)[None]
 
 
@@ -200,8 +226,10 @@ def movenet_pose(sess: ort.InferenceSession, frame: np.ndarray, box: np.ndarray)
 
 # --- Candidates measured but not the chosen pipeline (kept for the evaluation) ----------
 
-def movenet_multipose(sess: ort.InferenceSession, frame: np.ndarray,
-                      min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def movenet_multipose(
+    sess: ort.InferenceSession, frame: np.ndarray, min_score: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MoveNet MultiPose Lightning: letterboxed 256x256 int32 RGB in; (1, 6, 56) out:
     17 x [y, x, score] then [ymin, xmin, ymax, xmax, score], all normalised to the input."""
     rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
@@ -215,8 +243,9 @@ def movenet_multipose(sess: ort.InferenceSession, frame: np.ndarray,
     return boxes, out[:, 55], np.concatenate([xy, kps[:, :, 2:]], 2)
 
 
-def centernet_people(sess: ort.InferenceSession, frame: np.ndarray,
-                     min_score: float) -> tuple[np.ndarray, np.ndarray]:
+def centernet_people(
+    sess: ort.InferenceSession, frame: np.ndarray, min_score: float
+) -> tuple[np.ndarray, np.ndarray]:
     """MB3-CenterNet (not shipped: no licence): 512x512 stretched RGB 0..255 float in;
     'tower_0/detections' (1, 100, 6): x1, y1, x2, y2 (input px), score, class (0 = person)."""
     h, w = frame.shape[:2]
@@ -239,8 +268,9 @@ def blazepose_anchors() -> np.ndarray:
     return np.concatenate(anchors).astype(np.float32)
 
 
-def blazepose_detect(sess: ort.InferenceSession, frame: np.ndarray, min_score: float,
-                     anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def blazepose_detect(
+    sess: ort.InferenceSession, frame: np.ndarray, min_score: float, anchors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """BlazePose detector: letterboxed 224x224 RGB float in [-1, 1]; outputs (1, 2254, 12)
     [dx, dy, w, h, 4 x (kx, ky)] in input px relative to the anchor centre, and (1, 2254, 1)
     score logits (sigmoid). The box is the face; keypoint 0/1 are the hip centre and a

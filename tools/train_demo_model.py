@@ -47,14 +47,22 @@ INPUT_SIZE_PX = 48
 CAMERA_SIZES = ((640, 360), (640, 360), (320, 240), (160, 120), (640, 480))
 MOTION_SIZES_PX = (224, 224, 224, 160, 112, 64)
 # (in, out, kernel, stride) of each Conv3d; spatial kernels then temporal ones: (2+1)D.
-CONVS = ((2, 12, (1, 3, 3), (1, 2, 2)), (12, 24, (1, 3, 3), (1, 2, 2)),
-         (24, 24, (3, 1, 1), (2, 1, 1)), (24, 48, (1, 3, 3), (1, 2, 2)),
-         (48, 48, (3, 1, 1), (2, 1, 1)))
-GLOBAL_FEATURES = 4 * CLIP_LENGTH        # per frame: mean flow x, y and mean |x|, |y|
+CONVS = (
+    (2, 12, (1, 3, 3), (1, 2, 2)),
+    (12, 24, (1, 3, 3), (1, 2, 2)),
+    (24, 24, (3, 1, 1), (2, 1, 1)),
+    (24, 48, (1, 3, 3), (1, 2, 2)),
+    (48, 48, (3, 1, 1), (2, 1, 1)),
+)
+GLOBAL_FEATURES = 4 * CLIP_LENGTH  # per frame: mean flow x, y and mean |x|, |y|
 # Mirror images and time reversal map each action to another (used as augmentation).
 MIRRORED = {"walk_left": "walk_right", "walk_right": "walk_left"}
-REVERSED = {"walk_left": "walk_right", "walk_right": "walk_left",
-            "walk_towards": "walk_away", "walk_away": "walk_towards"}
+REVERSED = {
+    "walk_left": "walk_right",
+    "walk_right": "walk_left",
+    "walk_towards": "walk_away",
+    "walk_away": "walk_towards",
+}
 
 
 def demo_contract() -> ModelContract:
@@ -67,9 +75,13 @@ def clip_input(job: tuple[int, int]) -> np.ndarray:
     rng = np.random.default_rng(seed)
     width, height = CAMERA_SIZES[int(rng.integers(len(CAMERA_SIZES)))]
     motion = int(MOTION_SIZES_PX[int(rng.integers(len(MOTION_SIZES_PX)))])
-    feeder = FrameClips(CameraConfig(name="train", source="", width=width, height=height),
-                        MotionConfig(width=motion, height=motion), CLIP_LENGTH, 1,
-                        (INPUT_SIZE_PX, INPUT_SIZE_PX))
+    feeder = FrameClips(
+        CameraConfig(name="train", source="", width=width, height=height),
+        MotionConfig(width=motion, height=motion),
+        CLIP_LENGTH,
+        1,
+        (INPUT_SIZE_PX, INPUT_SIZE_PX),
+    )
     clip = None
     for frame in action_frames(ACTIONS[action], seed, CLIP_LENGTH + 1):
         clip = feeder.push(frame)
@@ -78,8 +90,9 @@ def clip_input(job: tuple[int, int]) -> np.ndarray:
 
 
 def make_dataset(per_class: int, first_seed: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    jobs = [(a, first_seed + a * per_class + i) for i in range(per_class)
-            for a in range(len(ACTIONS))]
+    jobs = [
+        (a, first_seed + a * per_class + i) for i in range(per_class) for a in range(len(ACTIONS))
+    ]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         inputs = pool.map(clip_input, jobs, chunksize=16)
     return np.stack(inputs), np.array([a for a, _ in jobs], np.int64)
@@ -93,8 +106,11 @@ class DemoNet(nn.Module):
         layers: list[nn.Module] = []
         for cin, cout, kernel, stride in CONVS:
             pad = tuple(k // 2 for k in kernel)
-            layers += [nn.Conv3d(cin, cout, kernel, stride, pad, bias=False),
-                       nn.BatchNorm3d(cout), nn.ReLU()]
+            layers += [
+                nn.Conv3d(cin, cout, kernel, stride, pad, bias=False),
+                nn.BatchNorm3d(cout),
+                nn.ReLU(),
+            ]
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(CONVS[-1][1] + GLOBAL_FEATURES, classes)
@@ -109,7 +125,9 @@ def permutation(mapping: dict[str, str]) -> torch.Tensor:
     return torch.tensor([ACTIONS.index(mapping.get(a, a)) for a in ACTIONS])
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mirror (x -> -x), time reversal (flows reversed and negated) and speed scaling."""
     n = x.shape[0]
     mirror = torch.rand(n, generator=gen) < 0.5
@@ -132,9 +150,14 @@ def train(net: DemoNet, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) ->
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     for epoch in range(epochs):
         net.train()
-        order, total, correct, started = torch.randperm(len(data), generator=gen), 0.0, 0, time.time()
+        order, total, correct, started = (
+            torch.randperm(len(data), generator=gen),
+            0.0,
+            0,
+            time.time(),
+        )
         for i in range(0, len(data), 64):
-            idx = order[i:i + 64]
+            idx = order[i : i + 64]
             xb, yb = augment(data[idx].float(), labels[idx], gen)
             out = net(xb)
             loss = loss_fn(out, yb)
@@ -144,15 +167,22 @@ def train(net: DemoNet, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) ->
             sched.step()
             total += loss.item() * len(idx)
             correct += int((out.argmax(1) == yb).sum())
-        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(data):.3f}, train accuracy "
-              f"{correct / len(data):.3f} ({time.time() - started:.0f} s)", flush=True)
+        print(
+            f"epoch {epoch + 1}/{epochs}: loss {total / len(data):.3f}, train accuracy "
+            f"{correct / len(data):.3f} ({time.time() - started:.0f} s)",
+            flush=True,
+        )
 
 
 def predict(net: DemoNet, x: np.ndarray) -> np.ndarray:
     net.eval()
     with torch.no_grad():
-        return torch.cat([torch.softmax(net(torch.from_numpy(x[i:i + 256]).float()), 1)
-                          for i in range(0, len(x), 256)]).numpy()
+        return torch.cat(
+            [
+                torch.softmax(net(torch.from_numpy(x[i : i + 256]).float()), 1)
+                for i in range(0, len(x), 256)
+            ]
+        ).numpy()
 
 
 def confusion_text(truth: np.ndarray, predicted: np.ndarray) -> str:
@@ -184,14 +214,23 @@ def to_onnx(net: DemoNet, meta: dict[str, str]) -> onnx.ModelProto:
         w, b = folded(conv, bn)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
         pads = list(conv.padding) * 2
-        nodes += [helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"],
-                                   kernel_shape=list(conv.kernel_size),
-                                   strides=list(conv.stride), pads=pads),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        nodes += [
+            helper.make_node(
+                "Conv",
+                [prev, f"w{i}", f"b{i}"],
+                [f"c{i}"],
+                kernel_shape=list(conv.kernel_size),
+                strides=list(conv.stride),
+                pads=pads,
+            ),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+        ]
         prev = f"r{i}"
     head_w = net.head.weight.detach().numpy().T.copy()
-    inits += [numpy_helper.from_array(head_w, "head_w"),
-              numpy_helper.from_array(net.head.bias.detach().numpy(), "head_b")]
+    inits += [
+        numpy_helper.from_array(head_w, "head_w"),
+        numpy_helper.from_array(net.head.bias.detach().numpy(), "head_b"),
+    ]
     nodes += [
         helper.make_node("GlobalAveragePool", [prev], ["gap"]),
         helper.make_node("Flatten", ["gap"], ["pooled"], axis=1),
@@ -205,8 +244,11 @@ def to_onnx(net: DemoNet, meta: dict[str, str]) -> onnx.ModelProto:
         helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
     ]
     graph = helper.make_graph(nodes, "demo_actions", [x], [y], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
-                              producer_name="actiond tools/train_demo_model.py")
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18)],
+        producer_name="actiond tools/train_demo_model.py",
+    )
     model.ir_version = 8
     for key, value in meta.items():
         entry = model.metadata_props.add()
@@ -217,13 +259,19 @@ def to_onnx(net: DemoNet, meta: dict[str, str]) -> onnx.ModelProto:
 
 def metadata(train_acc: float, val_acc: float, clips: int) -> dict[str, str]:
     c = demo_contract()
-    return {"labels": json.dumps(list(c.labels)), "layout": c.layout, "input": c.inputs,
-            "clip_length": str(c.clip_length), "mean": "0", "std": "1",
-            "activation": "none",
-            "description": "actiond demo: motion-only actions from optical flow, trained on "
-                           f"{clips} synthetic clips (tools/train_demo_model.py); "
-                           f"synthetic accuracy train {train_acc:.3f}, held out {val_acc:.3f}; "
-                           "real-clip numbers in eval/README.md"}
+    return {
+        "labels": json.dumps(list(c.labels)),
+        "layout": c.layout,
+        "input": c.inputs,
+        "clip_length": str(c.clip_length),
+        "mean": "0",
+        "std": "1",
+        "activation": "none",
+        "description": "actiond demo: motion-only actions from optical flow, trained on "
+        f"{clips} synthetic clips (tools/train_demo_model.py); "
+        f"synthetic accuracy train {train_acc:.3f}, held out {val_acc:.3f}; "
+        "real-clip numbers in eval/README.md",
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -263,11 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"synthetic accuracy: train {train_acc:.3f}, held out {val_acc:.3f}")
     print(confusion_text(y[held], val_pred.argmax(1)))
     args.out.write_bytes(to_onnx(net, metadata(train_acc, val_acc, len(x))).SerializeToString())
-    model = ActionModel(InferenceConfig(), str(args.out))     # the daemon's own loader
+    model = ActionModel(InferenceConfig(), str(args.out))  # the daemon's own loader
     onnx_scores = model.run(x[held][:64].astype(np.float32))
     diff = float(np.abs(onnx_scores - val_pred[:64]).max())
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes); ONNX vs torch max |diff| "
-          f"{diff:.2e}")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size} bytes); ONNX vs torch max |diff| {diff:.2e}"
+    )
     return 0 if diff < 1e-3 else 1
 
 

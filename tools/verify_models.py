@@ -15,22 +15,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import convert_models as C  # noqa: E402
-import perception_ref as P  # noqa: E402
+import convert_models as C
+import perception_ref as P
 
 MEDIA = C.REPO.parent / "shared" / "media"
-FRAMES = (("one-by-one-person-detection.mp4", 300), ("walk.mkv", 40),
-          ("person-bicycle-car-detection.mp4", 20), ("head-pose-face-detection-male.mp4", 30),
-          ("eat.mkv", 30))
+FRAMES = (
+    ("one-by-one-person-detection.mp4", 300),
+    ("walk.mkv", 40),
+    ("person-bicycle-car-detection.mp4", 20),
+    ("head-pose-face-detection-male.mp4", 30),
+    ("eat.mkv", 30),
+)
 REFERENCE_FRAME = 3  # index into FRAMES used for tests/data/perception_ref.npz
 REFERENCE_NPZ = C.REPO / "tests" / "data" / "perception_ref.npz"
 REFERENCE_CELLS = 64
@@ -63,7 +65,9 @@ def model_input(name: str, frame: np.ndarray) -> np.ndarray:
         img = P.letterbox(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), 256)[0]
         return img.astype(np.float32)[None] / 255.0
     if name == "centernet.onnx":
-        return cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), (512, 512)).astype(np.float32)[None]
+        return cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), (512, 512)).astype(np.float32)[
+            None
+        ]
     raise SystemExit(f"no input recipe for {name}")
 
 
@@ -74,8 +78,9 @@ def tfjs_graph_def(model_json: Path):
 
     model = json.loads(model_json.read_text())
     C.patch_tfjs_dict(model)
-    data = b"".join((model_json.parent / p).read_bytes()
-                    for g in model["weightsManifest"] for p in g["paths"])
+    data = b"".join(
+        (model_json.parent / p).read_bytes() for g in model["weightsManifest"] for p in g["paths"]
+    )
     weights, offset = {}, 0
     for g in model["weightsManifest"]:
         for w in g["weights"]:
@@ -107,16 +112,18 @@ def unfuse_depthwise(nd):
     import tensorflow as tf
 
     fused = [f.decode() for f in nd.attr["fused_ops"].list.s]
-    dw = tf.compat.v1.NodeDef(name=nd.name + "/unfused", op="DepthwiseConv2dNative",
-                              input=list(nd.input[:2]))
+    dw = tf.compat.v1.NodeDef(
+        name=nd.name + "/unfused", op="DepthwiseConv2dNative", input=list(nd.input[:2])
+    )
     for key in ("T", "strides", "padding", "dilations", "data_format", "explicit_paddings"):
         if key in nd.attr:
             dw.attr[key].CopyFrom(nd.attr[key])
     nodes, last = [dw], dw.name
     for i, op in enumerate(fused):
         if op == "BiasAdd":
-            n = tf.compat.v1.NodeDef(name=f"{nd.name}/unfused_{i}", op="BiasAdd",
-                                     input=[last, nd.input[2]])
+            n = tf.compat.v1.NodeDef(
+                name=f"{nd.name}/unfused_{i}", op="BiasAdd", input=[last, nd.input[2]]
+            )
         elif op in ("Relu", "Relu6", "Sigmoid", "Tanh", "Elu"):
             n = tf.compat.v1.NodeDef(name=f"{nd.name}/unfused_{i}", op=op, input=[last])
         else:
@@ -173,7 +180,9 @@ def match(onnx_outs: list[np.ndarray], orig: list[np.ndarray]) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=Path, default=C.REPO / "daemon" / "assets" / "models")
-    ap.add_argument("--sources", type=Path, default=Path(tempfile.gettempdir()) / "actiond-model-sources")
+    ap.add_argument(
+        "--sources", type=Path, default=Path(tempfile.gettempdir()) / "actiond-model-sources"
+    )
     ap.add_argument("--write-reference", action="store_true")
     args = ap.parse_args()
     frames = [read_frame(c, i) for c, i in FRAMES]
@@ -193,8 +202,11 @@ def main() -> None:
                 if spec.ship and k == REFERENCE_FRAME:
                     add_reference(reference, spec.out, sess, frame, onnx_outs)
             names = [o.name for o in sess.get_outputs()]
-            print(f"{spec.out}: max abs diff over {len(frames)} frames: "
-                  + ", ".join(f"{n} {v:.3g}" for n, v in zip(names, worst)), flush=True)
+            print(
+                f"{spec.out}: max abs diff over {len(frames)} frames: "
+                + ", ".join(f"{n} {v:.3g}" for n, v in zip(names, worst)),
+                flush=True,
+            )
     if args.write_reference:
         REFERENCE_NPZ.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(REFERENCE_NPZ, **reference)
@@ -209,8 +221,9 @@ def reference_image(name: str, frame: np.ndarray) -> np.ndarray:
     return x[0].astype(np.uint8)
 
 
-def add_reference(ref: dict[str, np.ndarray], name: str, sess, frame: np.ndarray,
-                  outs: list[np.ndarray]) -> None:
+def add_reference(
+    ref: dict[str, np.ndarray], name: str, sess, frame: np.ndarray, outs: list[np.ndarray]
+) -> None:
     """Keeps the test data small: the uint8 input image, the I/O names and shapes, and per
     output its values at REFERENCE_CELLS positions (the largest ones and an even spread)."""
     stem = name.removesuffix(".onnx")
@@ -219,7 +232,7 @@ def add_reference(ref: dict[str, np.ndarray], name: str, sess, frame: np.ndarray
     ref[f"{stem}/input_shape"] = np.array(sess.get_inputs()[0].shape)
     for o, v in zip(sess.get_outputs(), outs):
         flat = v.reshape(-1)
-        top = np.argsort(-np.abs(flat))[:REFERENCE_CELLS // 2]
+        top = np.argsort(-np.abs(flat))[: REFERENCE_CELLS // 2]
         spread = np.linspace(0, flat.size - 1, REFERENCE_CELLS // 2).astype(np.int64)
         idx = np.unique(np.concatenate([top, spread]))
         ref[f"{stem}/output/{o.name}/shape"] = np.array(v.shape)

@@ -42,34 +42,64 @@ def build_conv3d_model(path: Path, batch: int | str, net: ConvNet = ConvNet()) -
     dims, macs = [net.clip_length, net.size, net.size], 0
     for i, (cin, cout, kernel, stride) in enumerate(layers):
         fan_in = cin * int(np.prod(kernel))
-        weights += [numpy_helper.from_array(
-            (rng.standard_normal((cout, cin, *kernel)) * np.sqrt(2 / fan_in)).astype(np.float32),
-            f"w{i}"), numpy_helper.from_array(np.zeros(cout, np.float32), f"b{i}")]
+        weights += [
+            numpy_helper.from_array(
+                (rng.standard_normal((cout, cin, *kernel)) * np.sqrt(2 / fan_in)).astype(
+                    np.float32
+                ),
+                f"w{i}",
+            ),
+            numpy_helper.from_array(np.zeros(cout, np.float32), f"b{i}"),
+        ]
         pads = [k // 2 for k in kernel] * 2
-        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=kernel,
-                                   strides=stride, pads=pads),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        nodes += [
+            helper.make_node(
+                "Conv",
+                [x, f"w{i}", f"b{i}"],
+                [f"c{i}"],
+                kernel_shape=kernel,
+                strides=stride,
+                pads=pads,
+            ),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+        ]
         dims = [(d + 2 * (k // 2) - k) // s + 1 for d, k, s in zip(dims, kernel, stride)]
         macs += cout * int(np.prod(dims)) * fan_in
         x = f"r{i}"
-    weights += [numpy_helper.from_array(
-        (rng.standard_normal((net.widths[-1], net.labels)) * 0.1).astype(np.float32), "fc_w"),
-        numpy_helper.from_array(np.zeros(net.labels, np.float32), "fc_b")]
-    nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"]),
-              helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
-              helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
-              helper.make_node("Softmax", ["logits"], ["scores"], axis=1)]
+    weights += [
+        numpy_helper.from_array(
+            (rng.standard_normal((net.widths[-1], net.labels)) * 0.1).astype(np.float32), "fc_w"
+        ),
+        numpy_helper.from_array(np.zeros(net.labels, np.float32), "fc_b"),
+    ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [x], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
+    ]
     shape = [batch, 3, net.clip_length, net.size, net.size]
     graph = helper.make_graph(
-        nodes, "r2plus1d_like", [helper.make_tensor_value_info("clip", TensorProto.FLOAT, shape)],
+        nodes,
+        "r2plus1d_like",
+        [helper.make_tensor_value_info("clip", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, net.labels])],
-        weights)
+        weights,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8   # readable by older onnxruntime builds on edge boxes
+    model.ir_version = 8  # readable by older onnxruntime builds on edge boxes
     labels = [f"action_{i}" for i in range(net.labels)]
-    helper.set_model_props(model, {"labels": json.dumps(labels), "layout": "NCTHW",
-                                   "input": "rgb", "clip_length": str(net.clip_length),
-                                   "mean": "127.5", "std": "64.0"})
+    helper.set_model_props(
+        model,
+        {
+            "labels": json.dumps(labels),
+            "layout": "NCTHW",
+            "input": "rgb",
+            "clip_length": str(net.clip_length),
+            "mean": "127.5",
+            "std": "64.0",
+        },
+    )
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return 2 * macs / 1e9

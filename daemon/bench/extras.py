@@ -24,5 +24,7 @@ def require(module: str, needed_for: str) -> ModuleType:
     try:
         return import_module(module)
     except ImportError as exc:
-        raise MissingExtra(f"{needed_for} needs the Python package {module!r}, which is not "
-                           f"installed; {BENCH_EXTRA_HINT}") from exc
+        raise MissingExtra(
+            f"{needed_for} needs the Python package {module!r}, which is not "
+            f"installed; {BENCH_EXTRA_HINT}"
+        ) from exc

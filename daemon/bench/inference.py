@@ -54,15 +54,15 @@ from daemon.supervisor.boot import DEFAULT_MODEL
 from daemon.supervisor.topology import Topology
 
 CTX = multiprocessing.get_context("spawn")
-DISTINCT_CLIPS = 4          # different clips per camera, cycled
-PUT_TIMEOUT_S = 60.0        # the first put waits for the worker's model load
+DISTINCT_CLIPS = 4  # different clips per camera, cycled
+PUT_TIMEOUT_S = 60.0  # the first put waits for the worker's model load
 RESULT_TIMEOUT_S = 60.0
-WARMUP_FRACTION = 0.15      # results not timed at the start of a stage run
+WARMUP_FRACTION = 0.15  # results not timed at the start of a stage run
 BARE_WARMUP_RUNS = 3
-CALIBRATION_S = 0.3         # bare runs that size the timed runs (see clips_for)
-BATCH_GAP_S = 0.0005        # results of one batch come out closer together than this
+CALIBRATION_S = 0.3  # bare runs that size the timed runs (see clips_for)
+BATCH_GAP_S = 0.0005  # results of one batch come out closer together than this
 INFER_WORKER = "infer.0"
-POLL_MS = 100               # results reader: how often to look whether the worker died
+POLL_MS = 100  # results reader: how often to look whether the worker died
 
 
 def make_clips(facts: ModelFacts, camera: int) -> list[np.ndarray]:
@@ -102,7 +102,7 @@ def feed(job: FeedJob) -> None:
             producer.put(clips[i][k % DISTINCT_CLIPS], k, camera=cams[i], timeout=PUT_TIMEOUT_S)
     for producer in producers:
         producer.close()
-    for path in job.motion_stats:   # upstream finished: the worker drains and exits
+    for path in job.motion_stats:  # upstream finished: the worker drains and exits
         block = StatsBlock.attach(path)
         block.set("finished", 1)
         block.close()
@@ -115,17 +115,19 @@ class Case:
     name: str
     model_path: str
     gflops: float | None
-    max_batch: int = 0        # inference.max_batch; 0: the model's limit
+    max_batch: int = 0  # inference.max_batch; 0: the model's limit
 
 
-def bench_config(model_path: str, model: ActionModel, cameras: int, threads: int,
-                 shm_dir: str) -> Config:
+def bench_config(
+    model_path: str, model: ActionModel, cameras: int, threads: int, shm_dir: str
+) -> Config:
     """A pipeline config of `cameras` lossless cameras around the model."""
-    cams = tuple(CameraConfig(f"cam{i}", "test:bench", ring_policy="block")
-                 for i in range(cameras))
-    return Config(daemon=DaemonConfig(shm_dir=shm_dir, log_level="warning"), cameras=cams,
-                  inference=InferenceConfig(model=model_path, threads=threads,
-                                            max_batch=model.max_batch))
+    cams = tuple(CameraConfig(f"cam{i}", "test:bench", ring_policy="block") for i in range(cameras))
+    return Config(
+        daemon=DaemonConfig(shm_dir=shm_dir, log_level="warning"),
+        cameras=cams,
+        inference=InferenceConfig(model=model_path, threads=threads, max_batch=model.max_batch),
+    )
 
 
 def stage_run(config: Config, facts: ModelFacts, rounds: int) -> dict[str, float]:
@@ -135,10 +137,16 @@ def stage_run(config: Config, facts: ModelFacts, rounds: int) -> dict[str, float
     procs: list[BaseProcess] = []
     try:
         cams = [c.name for c in config.cameras]
-        job = FeedJob(config, facts, str(topo.rings["clips"].path),
-                      tuple(str(topo.stats[f"{c}.motion"].path) for c in cams), rounds)
-        worker = CTX.Process(target=worker_main, args=(topo.workers[INFER_WORKER], InferStage),
-                             name=INFER_WORKER)
+        job = FeedJob(
+            config,
+            facts,
+            str(topo.rings["clips"].path),
+            tuple(str(topo.stats[f"{c}.motion"].path) for c in cams),
+            rounds,
+        )
+        worker = CTX.Process(
+            target=worker_main, args=(topo.workers[INFER_WORKER], InferStage), name=INFER_WORKER
+        )
         producer = CTX.Process(target=feed, args=(job,), name="bench-feed")
         procs = [worker, producer]
         for proc in procs:
@@ -150,10 +158,14 @@ def stage_run(config: Config, facts: ModelFacts, rounds: int) -> dict[str, float
             raise RuntimeError(f"infer worker exited with {worker.exitcode}")
         stats = topo.stats[INFER_WORKER]
         dropped = sum(sum(topo.rings[f"{c}.results"].stats().drops.values()) for c in cams)
-        return {"fps": window_fps(arrivals), "results": len(arrivals), "dropped": dropped,
-                "batch": stats.get("clips_total") / max(1.0, stats.get("batches_total"))}
+        return {
+            "fps": window_fps(arrivals),
+            "results": len(arrivals),
+            "dropped": dropped,
+            "batch": stats.get("clips_total") / max(1.0, stats.get("batches_total")),
+        }
     finally:
-        for proc in procs:   # only after a failure are they still running
+        for proc in procs:  # only after a failure are they still running
             if proc.is_alive():
                 proc.kill()
                 proc.join()
@@ -173,7 +185,7 @@ def _read_results(topo: Topology, expected: int, worker: BaseProcess) -> list[fl
             if not poller.poll(POLL_MS) and not worker.is_alive():
                 break
             for consumer in consumers:
-                drain(consumer.fileno())   # wake-ups: every ring is looked at anyway
+                drain(consumer.fileno())  # wake-ups: every ring is looked at anyway
                 while (lease := consumer.try_get()) is not None:
                     lease.release()
                     arrivals.append(time.perf_counter())
@@ -182,8 +194,10 @@ def _read_results(topo: Topology, expected: int, worker: BaseProcess) -> list[fl
         for consumer in consumers:
             consumer.close()
     if len(arrivals) < expected:
-        raise RuntimeError(f"only {len(arrivals)} of {expected} results came out of the "
-                           f"results rings (worker exit code {worker.exitcode})")
+        raise RuntimeError(
+            f"only {len(arrivals)} of {expected} results came out of the "
+            f"results rings (worker exit code {worker.exitcode})"
+        )
     return arrivals
 
 
@@ -221,8 +235,9 @@ def bare_session(model_path: str, model: ActionModel, threads: int) -> ort.Infer
     return ort.InferenceSession(model_path, options, providers=list(model.providers))
 
 
-def bare_run(session: ort.InferenceSession, batches: list[np.ndarray],
-             clips: int) -> tuple[float, float]:
+def bare_run(
+    session: ort.InferenceSession, batches: list[np.ndarray], clips: int
+) -> tuple[float, float]:
     """session.run in a tight loop on prepared batches: (clips/s, ms per run)."""
     batch, name = len(batches[0]), session.get_inputs()[0].name
     for j in range(BARE_WARMUP_RUNS):
@@ -235,8 +250,9 @@ def bare_run(session: ort.InferenceSession, batches: list[np.ndarray],
     return runs * batch / elapsed, 1000 * elapsed / runs
 
 
-def clips_for(session: ort.InferenceSession, batches: list[np.ndarray], clips: int,
-              min_run_s: float) -> int:
+def clips_for(
+    session: ort.InferenceSession, batches: list[np.ndarray], clips: int, min_run_s: float
+) -> int:
     """At least `clips`, and enough for each timed run to last `min_run_s`: a fast model
     is timed over many clips, so the ratio is not one scheduler hiccup."""
     batch, name = len(batches[0]), session.get_inputs()[0].name
@@ -249,8 +265,10 @@ def clips_for(session: ort.InferenceSession, batches: list[np.ndarray], clips: i
 
 def bare_batches(inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
     """The prepared clips in batches of `batch`, cycling, as the bare loop runs them."""
-    return [np.concatenate([inputs[(j + k) % len(inputs)] for k in range(batch)])
-            for j in range(0, len(inputs), batch)]
+    return [
+        np.concatenate([inputs[(j + k) % len(inputs)] for k in range(batch)])
+        for j in range(0, len(inputs), batch)
+    ]
 
 
 @dataclass(frozen=True)
@@ -259,9 +277,9 @@ class Settings:
 
     cameras: int
     threads: int
-    clips: int              # per timed run, at least
-    min_run_s: float        # per timed run, about, for fast models
-    repeats: int            # stage runs, each between two bare runs
+    clips: int  # per timed run, at least
+    min_run_s: float  # per timed run, about, for fast models
+    repeats: int  # stage runs, each between two bare runs
     shm_dir: str
 
 
@@ -273,10 +291,12 @@ def bench_case(case: Case, settings: Settings) -> dict:
     shared machine's hiccup in one run does not decide the result), and every run's
     ratio is listed.
     """
-    model = ActionModel(InferenceConfig(threads=settings.threads, max_batch=case.max_batch),
-                        case.model_path)
-    config = bench_config(case.model_path, model, settings.cameras, settings.threads,
-                          settings.shm_dir)
+    model = ActionModel(
+        InferenceConfig(threads=settings.threads, max_batch=case.max_batch), case.model_path
+    )
+    config = bench_config(
+        case.model_path, model, settings.cameras, settings.threads, settings.shm_dir
+    )
     inputs, prep_ms = prepare(config, model)
     session = bare_session(case.model_path, model, settings.threads)
     # The bare loop runs full batches (its best case) whatever batches the stage forms.
@@ -284,8 +304,10 @@ def bench_case(case: Case, settings: Settings) -> dict:
     batches = bare_batches(inputs, batch)
     clips = clips_for(session, batches, settings.clips, settings.min_run_s)
     rounds = max(2, clips // settings.cameras)
-    _progress(f"{case.name}: {settings.repeats} infer stage run(s) of {rounds * settings.cameras}"
-              f" clips from {settings.cameras} camera(s), bare loop (batch {batch}) around each")
+    _progress(
+        f"{case.name}: {settings.repeats} infer stage run(s) of {rounds * settings.cameras}"
+        f" clips from {settings.cameras} camera(s), bare loop (batch {batch}) around each"
+    )
     bare = [bare_run(session, batches, clips)]
     stages = []
     for _ in range(settings.repeats):
@@ -298,31 +320,48 @@ def bench_case(case: Case, settings: Settings) -> dict:
     # No stage that must prepare its inputs beats the slower of preparation and run.
     bound_fps = 1000 / max(prep_ms, run_ms / batch)
     stage = stages[k]
-    result = {"model": case.name, "path": case.model_path,
-              "stage_fps": round(stage["fps"], 2), "bare_fps": round(bare_fps[k], 2),
-              "ratio": round(ratios[k], 3), "ratio_runs": [round(r, 3) for r in ratios],
-              "batch": round(stage["batch"], 2), "bare_batch": batch,
-              "max_batch": model.max_batch, "threads": settings.threads,
-              "clip_shape": list(inputs[0].shape[1:]), "cameras": settings.cameras,
-              "clips": stage["results"], "results_dropped": stage["dropped"],
-              "bare_fps_runs": [round(fps, 2) for fps, _ in bare],
-              "prep_ms_per_clip": round(prep_ms, 3), "run_ms_per_batch": round(run_ms, 3),
-              "bound_fps": round(bound_fps, 2),
-              "ratio_to_bound": round(stage["fps"] / bound_fps, 3)}
+    result = {
+        "model": case.name,
+        "path": case.model_path,
+        "stage_fps": round(stage["fps"], 2),
+        "bare_fps": round(bare_fps[k], 2),
+        "ratio": round(ratios[k], 3),
+        "ratio_runs": [round(r, 3) for r in ratios],
+        "batch": round(stage["batch"], 2),
+        "bare_batch": batch,
+        "max_batch": model.max_batch,
+        "threads": settings.threads,
+        "clip_shape": list(inputs[0].shape[1:]),
+        "cameras": settings.cameras,
+        "clips": stage["results"],
+        "results_dropped": stage["dropped"],
+        "bare_fps_runs": [round(fps, 2) for fps, _ in bare],
+        "prep_ms_per_clip": round(prep_ms, 3),
+        "run_ms_per_batch": round(run_ms, 3),
+        "bound_fps": round(bound_fps, 2),
+        "ratio_to_bound": round(stage["fps"] / bound_fps, 3),
+    }
     if case.gflops is not None:
         result["gflops_per_clip"] = round(case.gflops, 3)
-    _progress(f"{case.name}: stage {result['stage_fps']} clips/s, bare {result['bare_fps']} "
-              f"clips/s, ratio {result['ratio']} (runs {result['ratio_runs']}), "
-              f"batch {result['batch']}")
+    _progress(
+        f"{case.name}: stage {result['stage_fps']} clips/s, bare {result['bare_fps']} "
+        f"clips/s, ratio {result['ratio']} (runs {result['ratio_runs']}), "
+        f"batch {result['batch']}"
+    )
     return result
 
 
 def batching_summary(cameras: int, batched: dict, single: dict) -> dict[str, float]:
     """Batching on or off with the same model file (inference.max_batch = 0 or 1)."""
-    return {"cameras": cameras, "batch": batched["batch"],
-            "batch1_stage_fps": single["stage_fps"], "batched_stage_fps": batched["stage_fps"],
-            "batch1_bare_fps": single["bare_fps"], "batched_bare_fps": batched["bare_fps"],
-            "speedup": round(batched["stage_fps"] / single["stage_fps"], 3)}
+    return {
+        "cameras": cameras,
+        "batch": batched["batch"],
+        "batch1_stage_fps": single["stage_fps"],
+        "batched_stage_fps": batched["stage_fps"],
+        "batch1_bare_fps": single["bare_fps"],
+        "batched_bare_fps": batched["bare_fps"],
+        "speedup": round(batched["stage_fps"] / single["stage_fps"], 3),
+    }
 
 
 def _progress(message: str) -> None:
@@ -330,32 +369,53 @@ def _progress(message: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clips", type=int, default=200,
-                        help="clips per timed run (stage and bare loop, per model), at least")
-    parser.add_argument("--min-seconds", type=float, default=2.0,
-                        help="a fast model runs more clips, so that each timed run lasts "
-                             "about this long")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="stage runs per model (the median ratio is reported)")
-    parser.add_argument("--cameras", type=int, default=4,
-                        help="cameras feeding the shared clips ring")
+    parser.add_argument(
+        "--clips",
+        type=int,
+        default=200,
+        help="clips per timed run (stage and bare loop, per model), at least",
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=2.0,
+        help="a fast model runs more clips, so that each timed run lasts about this long",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="stage runs per model (the median ratio is reported)"
+    )
+    parser.add_argument(
+        "--cameras", type=int, default=4, help="cameras feeding the shared clips ring"
+    )
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                        help="ONNX model to run besides the generated ones (default: the "
-                             "bundled demo model)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_MODEL,
+        help="ONNX model to run besides the generated ones (default: the bundled demo model)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.clips < 20 or args.cameras < 1 or args.threads < 1 or args.min_seconds < 0
-            or args.repeats < 1):
-        print("actiond bench inference: need --clips >= 20, --cameras >= 1, --threads >= 1, "
-              "--min-seconds >= 0, --repeats >= 1",
-              file=sys.stderr)
+    if (
+        args.clips < 20
+        or args.cameras < 1
+        or args.threads < 1
+        or args.min_seconds < 0
+        or args.repeats < 1
+    ):
+        print(
+            "actiond bench inference: need --clips >= 20, --cameras >= 1, --threads >= 1, "
+            "--min-seconds >= 0, --repeats >= 1",
+            file=sys.stderr,
+        )
         return ExitCode.CONFIG
     if not args.model.is_file():
-        print(f"actiond bench inference: model {args.model} not found: pass --model PATH",
-              file=sys.stderr)
+        print(
+            f"actiond bench inference: model {args.model} not found: pass --model PATH",
+            file=sys.stderr,
+        )
         return ExitCode.CONFIG
     work = Path(tempfile.mkdtemp(prefix="actiond-bench-"))
     shm_dir = tempfile.mkdtemp(prefix="actiond-bench-", dir="/dev/shm")
@@ -363,26 +423,35 @@ def run(args: argparse.Namespace) -> int:
         gflops = build_conv3d_model(work / "conv3d-b1.onnx", 1)
         build_conv3d_model(work / "conv3d-dyn.onnx", "N")
         name = "bundled" if args.model == DEFAULT_MODEL else args.model.stem
-        cases = [Case(name, str(args.model.resolve()), None),
-                 Case("conv3d", str(work / "conv3d-b1.onnx"), gflops),
-                 Case("conv3d-dynamic-batch", str(work / "conv3d-dyn.onnx"), gflops),
-                 Case("conv3d-dynamic-batch-max1", str(work / "conv3d-dyn.onnx"), gflops, 1)]
-        settings = Settings(args.cameras, args.threads, args.clips, args.min_seconds,
-                            args.repeats, shm_dir)
+        cases = [
+            Case(name, str(args.model.resolve()), None),
+            Case("conv3d", str(work / "conv3d-b1.onnx"), gflops),
+            Case("conv3d-dynamic-batch", str(work / "conv3d-dyn.onnx"), gflops),
+            Case("conv3d-dynamic-batch-max1", str(work / "conv3d-dyn.onnx"), gflops, 1),
+        ]
+        settings = Settings(
+            args.cameras, args.threads, args.clips, args.min_seconds, args.repeats, shm_dir
+        )
         results = [bench_case(c, settings) for c in cases]
     except ModelError as exc:
         print(f"actiond bench inference: model error: {exc}", file=sys.stderr)
         return ExitCode.BOOT
-    except RuntimeError as exc:   # a stalled or failed worker: named in the message
+    except RuntimeError as exc:  # a stalled or failed worker: named in the message
         print(f"actiond bench inference: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(shm_dir, ignore_errors=True)
-    machine = {**machine_info(), "onnxruntime": ort.__version__,
-               "providers": ort.get_available_providers()}
-    doc = {"machine": machine, "models": results,
-           "batching": batching_summary(args.cameras, batched=results[2], single=results[3])}
+    machine = {
+        **machine_info(),
+        "onnxruntime": ort.__version__,
+        "providers": ort.get_available_providers(),
+    }
+    doc = {
+        "machine": machine,
+        "models": results,
+        "batching": batching_summary(args.cameras, batched=results[2], single=results[3]),
+    }
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -21,7 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from daemon.bench.procstats import (
-    BenchDaemon, BenchError, Clip, Snapshot, count_restarts, default_clip_paths, find_clips,
+    BenchDaemon,
+    BenchError,
+    Clip,
+    Snapshot,
+    count_restarts,
+    default_clip_paths,
+    find_clips,
 )
 from daemon.exitcodes import ExitCode
 
@@ -37,8 +43,16 @@ MIB = 1024 * 1024
 
 def camera_configs(count: int, clips: list[Clip]) -> list[dict[str, object]]:
     """`count` live-camera-like cameras cam0, cam1, ... cycling through `clips`."""
-    return [{"name": f"cam{i}", "source": str(clips[i % len(clips)].path), "realtime": True,
-             "loop": True, "ring_policy": "drop_oldest"} for i in range(count)]
+    return [
+        {
+            "name": f"cam{i}",
+            "source": str(clips[i % len(clips)].path),
+            "realtime": True,
+            "loop": True,
+            "ring_policy": "drop_oldest",
+        }
+        for i in range(count)
+    ]
 
 
 def bench_sections(model: str, replicas: int) -> dict[str, dict[str, object]]:
@@ -65,7 +79,7 @@ class CameraReport:
     source_fps: float
     overlay_fps: float
     overlay_ratio: float
-    drops: dict[str, dict[str, int]]   # ring -> reason -> frames (reasons with none left out)
+    drops: dict[str, dict[str, int]]  # ring -> reason -> frames (reasons with none left out)
     drops_total: int
 
 
@@ -76,7 +90,7 @@ class ProcessReport:
     pid: int
     cpu_pct: float
     rss_mb: float
-    pss_mb: float     # shared pages divided among their sharers: these add up
+    pss_mb: float  # shared pages divided among their sharers: these add up
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,8 @@ class LoadReport:
     @property
     def drops_total(self) -> int:
         return sum(c.drops_total for c in self.per_camera.values()) + sum(
-            sum(d.values()) for d in self.shared_drops.values())
+            sum(d.values()) for d in self.shared_drops.values()
+        )
 
 
 def ring_drops(first: Snapshot, last: Snapshot, ring: str) -> dict[str, int]:
@@ -127,9 +142,15 @@ def camera_report(name: str, clip: Clip, first: Snapshot, last: Snapshot) -> Cam
 
     drops = {ring: ring_drops(first, last, f"{name}.{ring}") for ring in CAMERA_RINGS}
     overlay_fps = fps(f"{name}.overlay")
-    return CameraReport(clip.path.name, round(clip.fps, 2), fps(f"{name}.source"), overlay_fps,
-                        round(overlay_fps / clip.fps, 3), drops,
-                        sum(sum(d.values()) for d in drops.values()))
+    return CameraReport(
+        clip.path.name,
+        round(clip.fps, 2),
+        fps(f"{name}.source"),
+        overlay_fps,
+        round(overlay_fps / clip.fps, 3),
+        drops,
+        sum(sum(d.values()) for d in drops.values()),
+    )
 
 
 def process_report(first: Snapshot, last: Snapshot) -> dict[str, ProcessReport]:
@@ -139,8 +160,12 @@ def process_report(first: Snapshot, last: Snapshot) -> dict[str, ProcessReport]:
         start = first.procs.get(label)
         # A process that started within the window (a restart) used all its CPU in it.
         used_s = end.cpu_s - start.cpu_s if start and start.pid == end.pid else end.cpu_s
-        out[label] = ProcessReport(end.pid, round(100 * used_s / elapsed_s, 1),
-                                   round(end.rss_bytes / MIB, 1), round(end.pss_bytes / MIB, 1))
+        out[label] = ProcessReport(
+            end.pid,
+            round(100 * used_s / elapsed_s, 1),
+            round(end.rss_bytes / MIB, 1),
+            round(end.pss_bytes / MIB, 1),
+        )
     return out
 
 
@@ -150,9 +175,12 @@ def machine_report(first: Snapshot, last: Snapshot, daemon_cpu_pct: float) -> di
     busy = last.system_ticks[0] - first.system_ticks[0]
     total = max(last.system_ticks[1] - first.system_ticks[1], 1)
     system_pct = 100 * cores * busy / total
-    return {"cores": cores, "loadavg_1m": round(os.getloadavg()[0], 2),
-            "system_cpu_pct": round(system_pct, 1),
-            "other_cpu_pct": round(max(system_pct - daemon_cpu_pct, 0.0), 1)}
+    return {
+        "cores": cores,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "system_cpu_pct": round(system_pct, 1),
+        "other_cpu_pct": round(max(system_pct - daemon_cpu_pct, 0.0), 1),
+    }
 
 
 @dataclass(frozen=True)
@@ -181,25 +209,44 @@ def measure(count: int, plan: LoadPlan) -> LoadReport:
         last = daemon.snapshot()
         exit_code, leftovers = daemon.stop()
         restarts = count_restarts(daemon.log_text())
-    per_camera = {f"cam{i}": camera_report(f"cam{i}", clips[i % len(clips)], first, last)
-                  for i in range(count)}
+    per_camera = {
+        f"cam{i}": camera_report(f"cam{i}", clips[i % len(clips)], first, last)
+        for i in range(count)
+    }
     shared = {ring: ring_drops(first, last, ring) for ring in SHARED_RINGS}
     procs = process_report(first, last)
     cpu = round(sum(p.cpu_pct for p in procs.values()), 1)
-    totals = {"cpu_pct": cpu, "rss_mb": round(sum(p.rss_mb for p in procs.values()), 1),
-              "pss_mb": round(sum(p.pss_mb for p in procs.values()), 1),
-              "processes": len(procs),
-              "overlay_fps": round(sum(c.overlay_fps for c in per_camera.values()), 2)}
-    holds = (all(c.overlay_ratio >= HOLD_RATIO and c.drops_total == 0
-                 for c in per_camera.values())
-             and not any(shared.values()) and restarts == 0)
-    return LoadReport(count, plan.replicas, holds, HOLD_RATIO, round(last.at_s - first.at_s, 2),
-                      warmup_s, per_camera, shared, procs, totals,
-                      machine_report(first, last, cpu), restarts, exit_code, leftovers)
+    totals = {
+        "cpu_pct": cpu,
+        "rss_mb": round(sum(p.rss_mb for p in procs.values()), 1),
+        "pss_mb": round(sum(p.pss_mb for p in procs.values()), 1),
+        "processes": len(procs),
+        "overlay_fps": round(sum(c.overlay_fps for c in per_camera.values()), 2),
+    }
+    holds = (
+        all(c.overlay_ratio >= HOLD_RATIO and c.drops_total == 0 for c in per_camera.values())
+        and not any(shared.values())
+        and restarts == 0
+    )
+    return LoadReport(
+        count,
+        plan.replicas,
+        holds,
+        HOLD_RATIO,
+        round(last.at_s - first.at_s, 2),
+        warmup_s,
+        per_camera,
+        shared,
+        procs,
+        totals,
+        machine_report(first, last, cpu),
+        restarts,
+        exit_code,
+        leftovers,
+    )
 
 
-def sweep(plan: LoadPlan, min_cameras: int,
-          max_cameras: int) -> tuple[int, list[LoadReport], str]:
+def sweep(plan: LoadPlan, min_cameras: int, max_cameras: int) -> tuple[int, list[LoadReport], str]:
     """N = min, min + 1, ... until a run does not hold (or fails, or leaves something
     behind): the largest N that held (0: none did), every run, and the error that ended
     the sweep ("" if none)."""
@@ -221,24 +268,32 @@ def sweep(plan: LoadPlan, min_cameras: int,
 
 def one_line(report: LoadReport) -> str:
     fps = ", ".join(f"{c.overlay_fps}/{c.native_fps}" for c in report.per_camera.values())
-    return (f"{report.cameras} camera(s): {'HOLDS' if report.holds else 'does not hold'}"
-            f" (overlay fps {fps}; drops {report.drops_total}; cpu {report.totals['cpu_pct']}"
-            f" %; pss {report.totals['pss_mb']} MiB; other load "
-            f"{report.machine['other_cpu_pct']} %)")
+    return (
+        f"{report.cameras} camera(s): {'HOLDS' if report.holds else 'does not hold'}"
+        f" (overlay fps {fps}; drops {report.drops_total}; cpu {report.totals['cpu_pct']}"
+        f" %; pss {report.totals['pss_mb']} MiB; other load "
+        f"{report.machine['other_cpu_pct']} %)"
+    )
 
 
 def render(report: LoadReport) -> str:
     """The human-readable report of one run."""
     lines = [one_line(report)]
     for name, cam in report.per_camera.items():
-        lines.append(f"  {name} ({cam.clip}): source {cam.source_fps} fps, overlay "
-                     f"{cam.overlay_fps} fps of {cam.native_fps} native, drops "
-                     f"{cam.drops_total} {cam.drops}")
-    lines += [f"  {label}: cpu {p.cpu_pct} %, rss {p.rss_mb} MiB, pss {p.pss_mb} MiB"
-              for label, p in report.processes.items()]
-    lines.append(f"  machine: {report.machine}; shared drops {report.shared_drops}; "
-                 f"restarts {report.restarts}; exit status {report.exit_code}; "
-                 f"shm leftovers {report.leftovers or 'none'}")
+        lines.append(
+            f"  {name} ({cam.clip}): source {cam.source_fps} fps, overlay "
+            f"{cam.overlay_fps} fps of {cam.native_fps} native, drops "
+            f"{cam.drops_total} {cam.drops}"
+        )
+    lines += [
+        f"  {label}: cpu {p.cpu_pct} %, rss {p.rss_mb} MiB, pss {p.pss_mb} MiB"
+        for label, p in report.processes.items()
+    ]
+    lines.append(
+        f"  machine: {report.machine}; shared drops {report.shared_drops}; "
+        f"restarts {report.restarts}; exit status {report.exit_code}; "
+        f"shm leftovers {report.leftovers or 'none'}"
+    )
     return "\n".join(lines)
 
 
@@ -248,44 +303,82 @@ def progress(message: str) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cameras", type=int, default=1, help="cameras in one daemon")
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
-                        help="measurement window after the warm-up")
-    parser.add_argument("--warmup", type=float, default=DEFAULT_WARMUP_S,
-                        help="seconds of running before measuring")
-    parser.add_argument("--sweep", action="store_true",
-                        help="find the most cameras this machine holds (N = 1, 2, ...)")
-    parser.add_argument("--max-cameras", type=int, default=0,
-                        help=f"sweep up to M cameras (implies --sweep; default "
-                             f"{DEFAULT_MAX_CAMERAS})")
-    parser.add_argument("--min-cameras", type=int, default=1,
-                        help="start the sweep at this many cameras (skip counts known to hold)")
-    parser.add_argument("--clip", type=Path, action="append", default=[],
-                        help="clip file or directory of clips, repeatable (default: "
-                             "$ACTIOND_BENCH_MEDIA, the sample media, or the bundled clip)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=DEFAULT_SECONDS,
+        help="measurement window after the warm-up",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=DEFAULT_WARMUP_S, help="seconds of running before measuring"
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="find the most cameras this machine holds (N = 1, 2, ...)",
+    )
+    parser.add_argument(
+        "--max-cameras",
+        type=int,
+        default=0,
+        help=f"sweep up to M cameras (implies --sweep; default {DEFAULT_MAX_CAMERAS})",
+    )
+    parser.add_argument(
+        "--min-cameras",
+        type=int,
+        default=1,
+        help="start the sweep at this many cameras (skip counts known to hold)",
+    )
+    parser.add_argument(
+        "--clip",
+        type=Path,
+        action="append",
+        default=[],
+        help="clip file or directory of clips, repeatable (default: "
+        "$ACTIOND_BENCH_MEDIA, the sample media, or the bundled clip)",
+    )
     parser.add_argument("--model", default="", help="ONNX model (default: the bundled one)")
     parser.add_argument("--replicas", type=int, default=1, help="inference replicas")
     parser.add_argument("--json", action="store_true", help="print JSON only")
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.cameras < 1 or args.seconds < MIN_SECONDS or args.warmup < 0
-            or args.max_cameras < 0 or args.min_cameras < 1 or args.replicas < 1):
-        print(f"actiond bench load: need --cameras >= 1, --seconds >= {MIN_SECONDS:g}, "
-              "--warmup >= 0, --max-cameras >= 0, --min-cameras >= 1 and --replicas >= 1",
-              file=sys.stderr)
+    if (
+        args.cameras < 1
+        or args.seconds < MIN_SECONDS
+        or args.warmup < 0
+        or args.max_cameras < 0
+        or args.min_cameras < 1
+        or args.replicas < 1
+    ):
+        print(
+            f"actiond bench load: need --cameras >= 1, --seconds >= {MIN_SECONDS:g}, "
+            "--warmup >= 0, --max-cameras >= 0, --min-cameras >= 1 and --replicas >= 1",
+            file=sys.stderr,
+        )
         return ExitCode.CONFIG
     model = str(Path(args.model).resolve()) if args.model else ""
     try:
-        plan = LoadPlan(find_clips(args.clip or default_clip_paths()), args.seconds,
-                        args.warmup, model, args.replicas)
+        plan = LoadPlan(
+            find_clips(args.clip or default_clip_paths()),
+            args.seconds,
+            args.warmup,
+            model,
+            args.replicas,
+        )
         if args.sweep or args.max_cameras:
             limit = args.max_cameras or DEFAULT_MAX_CAMERAS
             held, runs, error = sweep(plan, args.min_cameras, limit)
             result: dict[str, object] = {
-                "sweep": True, "max_cameras_held": held, "min_cameras_tried": args.min_cameras,
-                "max_cameras_tried": limit, "replicas": args.replicas,
+                "sweep": True,
+                "max_cameras_held": held,
+                "min_cameras_tried": args.min_cameras,
+                "max_cameras_tried": limit,
+                "replicas": args.replicas,
                 "clips": [c.path.name for c in plan.clips],
-                "runs": [asdict(r) for r in runs], "error": error}
+                "runs": [asdict(r) for r in runs],
+                "error": error,
+            }
             text = "\n".join([*map(render, runs), f"largest camera count held: {held}"])
         else:
             runs, error = [measure(args.cameras, plan)], ""
@@ -307,8 +400,11 @@ def failure_code(runs: list[LoadReport]) -> int:
     code = ExitCode.OK
     for report in runs:
         if report.leftovers or report.exit_code != 0:
-            print(f"actiond bench load: {report.cameras} camera(s): the daemon exited with "
-                  f"status {report.exit_code} and left {report.leftovers or 'nothing'} in "
-                  "its shm dir", file=sys.stderr)
+            print(
+                f"actiond bench load: {report.cameras} camera(s): the daemon exited with "
+                f"status {report.exit_code} and left {report.leftovers or 'nothing'} in "
+                "its shm dir",
+                file=sys.stderr,
+            )
             code = ExitCode.FAILURE
     return code

@@ -91,8 +91,13 @@ def pipelined(frames: int, mode: str, replicas: dict[int, int]) -> dict[str, flo
     for i in range(len(STAGES_MS)):
         producers = replicas.get(i, 1)
         consumers = replicas.get(i + 1, 1)
-        spec = RingSpec(FrameSpec(FRAME_SHAPE), RING_CAPACITY, Policy.BLOCK,
-                        (("next", consumers),), producers=producers)
+        spec = RingSpec(
+            FrameSpec(FRAME_SHAPE),
+            RING_CAPACITY,
+            Policy.BLOCK,
+            (("next", consumers),),
+            producers=producers,
+        )
         rings.append(FrameRing.create(f"pipe{i}", spec, run_id))
     try:
         procs = _start_stages(frames, mode, replicas, rings)
@@ -102,19 +107,24 @@ def pipelined(frames: int, mode: str, replicas: dict[int, int]) -> dict[str, flo
             ring.close()
 
 
-def _start_stages(frames: int, mode: str, replicas: dict[int, int],
-                  rings: list[FrameRing]) -> list[multiprocessing.Process]:
+def _start_stages(
+    frames: int, mode: str, replicas: dict[int, int], rings: list[FrameRing]
+) -> list[multiprocessing.Process]:
     procs = []
     name, ms = STAGES_MS[0]
-    procs.append(CTX.Process(target=_source, args=(
-        StageRun(0, ms, mode, "", str(rings[0].path), 0, frames),), name=name))
+    procs.append(
+        CTX.Process(
+            target=_source,
+            args=(StageRun(0, ms, mode, "", str(rings[0].path), 0, frames),),
+            name=name,
+        )
+    )
     for i in range(1, len(STAGES_MS)):
         name, ms = STAGES_MS[i]
         n = replicas.get(i, 1)
         for member in range(n):
             quota = frames // n + (member < frames % n)
-            run = StageRun(i, ms, mode, str(rings[i - 1].path), str(rings[i].path), member,
-                           frames)
+            run = StageRun(i, ms, mode, str(rings[i - 1].path), str(rings[i].path), member, frames)
             procs.append(CTX.Process(target=_stage, args=(run, quota), name=f"{name}.{member}"))
     for proc in procs:
         proc.start()
@@ -137,10 +147,12 @@ def _sink(ring: FrameRing, frames: int, procs: list[multiprocessing.Process]) ->
     consumer.close()
     for proc in procs:
         proc.join()
-    warm = np.array(latencies_ms[len(latencies_ms) // 10:])
-    return {"fps": (frames - 1) / elapsed,
-            "latency_ms_p50": float(np.percentile(warm, 50)),
-            "latency_ms_p99": float(np.percentile(warm, 99))}
+    warm = np.array(latencies_ms[len(latencies_ms) // 10 :])
+    return {
+        "fps": (frames - 1) / elapsed,
+        "latency_ms_p50": float(np.percentile(warm, 50)),
+        "latency_ms_p99": float(np.percentile(warm, 99)),
+    }
 
 
 def run_mode(frames: int, mode: str) -> dict[str, object]:
@@ -154,13 +166,20 @@ def run_mode(frames: int, mode: str) -> dict[str, object]:
     rep = pipelined(frames, mode, {slowest_i: 2})
     return {
         "work": "waiting (sleep)" if mode == "wait" else "cpu-busy (spin)",
-        "sequential_fps": round(seq, 2), "pipelined_fps": round(pipe["fps"], 2),
-        "bound_fps": round(bound, 2), "replicated_fps": round(rep["fps"], 2),
-        "replicated_stage": STAGES_MS[slowest_i][0], "one_over_slowest_fps": 1 / slowest_s,
-        "latency_ms": {"p50": round(pipe["latency_ms_p50"], 2),
-                       "p99": round(pipe["latency_ms_p99"], 2)},
-        "replicated_latency_ms": {"p50": round(rep["latency_ms_p50"], 2),
-                                  "p99": round(rep["latency_ms_p99"], 2)},
+        "sequential_fps": round(seq, 2),
+        "pipelined_fps": round(pipe["fps"], 2),
+        "bound_fps": round(bound, 2),
+        "replicated_fps": round(rep["fps"], 2),
+        "replicated_stage": STAGES_MS[slowest_i][0],
+        "one_over_slowest_fps": 1 / slowest_s,
+        "latency_ms": {
+            "p50": round(pipe["latency_ms_p50"], 2),
+            "p99": round(pipe["latency_ms_p99"], 2),
+        },
+        "replicated_latency_ms": {
+            "p50": round(rep["latency_ms_p50"], 2),
+            "p99": round(rep["latency_ms_p99"], 2),
+        },
         "pipelined_vs_bound": round(pipe["fps"] / bound, 3),
         "pipelined_vs_sequential": round(pipe["fps"] / seq, 3),
     }

@@ -31,7 +31,7 @@ from daemon.ipc.runlock import LOCK_NAME
 from daemon.ipc.stats import PID, StatsBlock
 
 SHM_ROOT = "/dev/shm"
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]   # the directory holding `daemon`
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding `daemon`
 # The sample clips beside a development checkout (<checkout>/../shared/media, where the
 # project keeps them); ACTIOND_BENCH_MEDIA overrides it.
 MEDIA_DIR_ENV = "ACTIOND_BENCH_MEDIA"
@@ -96,12 +96,15 @@ def find_clips(paths: list[Path]) -> list[Clip]:
         else:
             raise BenchError(f"{path}: no such clip or directory; pass --clip FILE|DIR")
     if not files:
-        raise BenchError(f"no video clips ({', '.join(CLIP_SUFFIXES)}) in "
-                         f"{', '.join(map(str, paths))}; pass --clip FILE|DIR")
+        raise BenchError(
+            f"no video clips ({', '.join(CLIP_SUFFIXES)}) in "
+            f"{', '.join(map(str, paths))}; pass --clip FILE|DIR"
+        )
     return [probe_clip(p) for p in files]
 
 
 # -- /proc ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ProcSample:
@@ -128,12 +131,12 @@ def read_proc(pid: int) -> ProcSample | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     rss = re.search(r"^Rss:\s+(\d+) kB", rollup, re.MULTILINE)
     pss = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
     if fields[0] == "Z" or rss is None or pss is None:
         return None
-    cpu_s = (int(fields[11]) + int(fields[12])) / CLK_TCK_HZ   # utime + stime
+    cpu_s = (int(fields[11]) + int(fields[12])) / CLK_TCK_HZ  # utime + stime
     return ProcSample(pid, cpu_s, int(rss.group(1)) * 1024, int(pss.group(1)) * 1024, fds)
 
 
@@ -142,7 +145,7 @@ def parent_pid(pid: int) -> int:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
         return 0
-    return int(raw[raw.rindex(")") + 2:].split()[1])
+    return int(raw[raw.rindex(")") + 2 :].split()[1])
 
 
 def child_pids(pid: int) -> list[int]:
@@ -176,6 +179,7 @@ def free_port() -> int:
 
 # -- config -----------------------------------------------------------------------------
 
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -184,12 +188,11 @@ def _toml_value(value: object) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, (int, float, str)):
-        return json.dumps(value)   # a JSON string or number is a valid TOML one
+        return json.dumps(value)  # a JSON string or number is a valid TOML one
     raise TypeError(f"cannot write {type(value).__name__} {value!r} to TOML")
 
 
-def toml_document(sections: dict[str, dict[str, object]],
-                  cameras: list[dict[str, object]]) -> str:
+def toml_document(sections: dict[str, dict[str, object]], cameras: list[dict[str, object]]) -> str:
     """A config.toml text: the tables, then one [[cameras]] entry per camera."""
     lines: list[str] = []
     for name, table in sections.items():
@@ -202,6 +205,7 @@ def toml_document(sections: dict[str, dict[str, object]],
 
 
 # -- the daemon -------------------------------------------------------------------------
+
 
 @dataclass
 class Snapshot:
@@ -226,12 +230,16 @@ def count_restarts(log: str) -> int:
 class BenchDaemon:
     """`actiond run` on a generated config in a subprocess, with its own shm and state dirs."""
 
-    def __init__(self, sections: dict[str, dict[str, object]],
-                 cameras: list[dict[str, object]]) -> None:
+    def __init__(
+        self, sections: dict[str, dict[str, object]], cameras: list[dict[str, object]]
+    ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="actiond-bench-"))
         self.shm_dir = Path(tempfile.mkdtemp(prefix="actiond-bench-", dir=SHM_ROOT))
-        daemon = {"shm_dir": str(self.shm_dir), "state_dir": str(self.tmp / "state"),
-                  **sections.get("daemon", {})}
+        daemon = {
+            "shm_dir": str(self.shm_dir),
+            "state_dir": str(self.tmp / "state"),
+            **sections.get("daemon", {}),
+        }
         self.config = self.tmp / "config.toml"
         self.config.write_text(toml_document({**sections, "daemon": daemon}, cameras))
         self.log_path = self.tmp / "daemon.log"
@@ -250,8 +258,11 @@ class BenchDaemon:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon", "run", "-c", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONPATH": path})
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": path},
+            )
 
     @property
     def pid(self) -> int:
@@ -268,8 +279,10 @@ class BenchDaemon:
     def check_alive(self) -> None:
         if not self.alive():
             code = None if self.proc is None else self.proc.returncode
-            raise BenchError(f"the daemon exited (status {code}); the end of its log "
-                             f"({self.log_path}):\n{self.log_text()[-LOG_TAIL_CHARS:]}")
+            raise BenchError(
+                f"the daemon exited (status {code}); the end of its log "
+                f"({self.log_path}):\n{self.log_text()[-LOG_TAIL_CHARS:]}"
+            )
 
     def wait_flowing(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Wait until every camera's overlay has drawn a frame."""
@@ -281,8 +294,10 @@ class BenchDaemon:
                 return
             if time.monotonic() > deadline:
                 tail = self.log_text()[-LOG_TAIL_CHARS:]
-                raise BenchError(f"no frames reached every overlay within {timeout_s:.0f} s; "
-                                 f"the end of the daemon's log ({self.log_path}):\n{tail}")
+                raise BenchError(
+                    f"no frames reached every overlay within {timeout_s:.0f} s; "
+                    f"the end of the daemon's log ({self.log_path}):\n{tail}"
+                )
             time.sleep(POLL_S)
 
     def hold(self, seconds: float) -> None:
@@ -299,7 +314,7 @@ class BenchDaemon:
             try:
                 regular = stat.S_ISREG(path.stat().st_mode)
             except FileNotFoundError:
-                continue   # unlinked by a stopping daemon while we looked
+                continue  # unlinked by a stopping daemon while we looked
             if match and regular and path.name.endswith(suffix):
                 found[match.group("name").removesuffix(suffix)] = path
         return found
@@ -320,7 +335,7 @@ class BenchDaemon:
     def rings(self) -> dict[str, RingStats]:
         out = {}
         for name, path in self._segments("").items():
-            if not name.endswith(".stats") and name != LOCK_NAME:   # the run's flock file
+            if not name.endswith(".stats") and name != LOCK_NAME:  # the run's flock file
                 try:
                     out[name] = ring_stats(path)
                 except (OSError, RingError):
@@ -343,14 +358,15 @@ class BenchDaemon:
 
     def snapshot(self) -> Snapshot:
         workers = self.worker_stats()
-        at_s = time.monotonic()   # the frame counters' moment: fps divide by these
+        at_s = time.monotonic()  # the frame counters' moment: fps divide by these
         procs = {}
         for label, pid in self.processes(workers).items():
             sample = read_proc(pid)
             if sample is not None:
                 procs[label] = sample
-        return Snapshot(at_s, workers, self.rings(), procs, system_cpu_ticks(),
-                        len(self.shm_entries()))
+        return Snapshot(
+            at_s, workers, self.rings(), procs, system_cpu_ticks(), len(self.shm_entries())
+        )
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> tuple[int, list[str]]:
         """SIGTERM and wait: (exit status, names left in the shm dir)."""
@@ -361,8 +377,9 @@ class BenchDaemon:
         try:
             code = self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
-            raise BenchError(f"the daemon did not stop within {timeout_s:.0f} s of SIGTERM; "
-                             f"see {self.log_path}") from exc
+            raise BenchError(
+                f"the daemon did not stop within {timeout_s:.0f} s of SIGTERM; see {self.log_path}"
+            ) from exc
         return code, self.shm_entries()
 
     def close(self, keep_files: bool = False) -> None:

@@ -24,17 +24,23 @@ from itertools import pairwise
 from pathlib import Path
 
 from daemon.bench.procstats import (
-    BenchDaemon, BenchError, Clip, Snapshot, count_restarts, find_clips, free_port,
+    BenchDaemon,
+    BenchError,
+    Clip,
+    Snapshot,
+    count_restarts,
+    find_clips,
+    free_port,
 )
-from daemon.config import ASSETS_DIR
 from daemon.bench.report import print_report
+from daemon.config import ASSETS_DIR
 from daemon.exitcodes import ExitCode
 from daemon.ipc.stats import PID
 
 DEFAULT_INTERVAL_S = 10.0
 MIN_INTERVAL_S = 1.0
 WARMUP_MAX_S = 60.0
-WARMUP_FRACTION = 0.2      # of the soak, for soaks shorter than five warm-ups
+WARMUP_FRACTION = 0.2  # of the soak, for soaks shorter than five warm-ups
 RSS_GROWTH_LIMIT = 1.05
 SCRAPE_TIMEOUT_S = 5.0
 MIB = 1024 * 1024
@@ -54,14 +60,20 @@ def soak_sections(model: str, metrics_port: int) -> dict[str, dict[str, object]]
 
 def demo_camera(clip: Clip) -> dict[str, object]:
     """The default config's camera: a clip looping at real time, latest frame wins."""
-    return {"name": "demo", "source": str(clip.path), "realtime": True, "loop": True,
-            "ring_policy": "drop_oldest"}
+    return {
+        "name": "demo",
+        "source": str(clip.path),
+        "realtime": True,
+        "loop": True,
+        "ring_policy": "drop_oldest",
+    }
 
 
 def scrape(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                    timeout=SCRAPE_TIMEOUT_S) as resp:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics", timeout=SCRAPE_TIMEOUT_S
+        ) as resp:
             return resp.status == 200 and b"actiond_" in resp.read()
     except (urllib.error.URLError, OSError):
         return False
@@ -98,8 +110,10 @@ class SoakLog:
         stalled = 0
         for before, after in pairwise(self.samples):
             overlays = [n for n in after.workers if n.endswith(".overlay")]
-            stalled += any(after.counter(n, "frames_out_total")
-                           <= before.counter(n, "frames_out_total") for n in overlays)
+            stalled += any(
+                after.counter(n, "frames_out_total") <= before.counter(n, "frames_out_total")
+                for n in overlays
+            )
         return stalled
 
 
@@ -111,11 +125,11 @@ class ProcessGrowth:
     rss_start_mb: float
     rss_end_mb: float
     rss_max_mb: float
-    rss_growth: float       # end / start
+    rss_growth: float  # end / start
     fds_start: int
     fds_end: int
     fds_delta: int
-    rss_mb_series: list[float | None]   # at each of the report's sample_times_s (null: not alive)
+    rss_mb_series: list[float | None]  # at each of the report's sample_times_s (null: not alive)
 
 
 @dataclass(frozen=True)
@@ -154,19 +168,33 @@ def process_growth(base: Snapshot, samples: list[Snapshot]) -> dict[str, Process
     for label, last in sorted(end.procs.items()):
         first = base.procs.get(label)
         if first is None:
-            continue   # born after the baseline (a restart, counted elsewhere)
+            continue  # born after the baseline (a restart, counted elsewhere)
         peak = max(s.procs[label].rss_bytes for s in samples if label in s.procs)
-        series = [round(s.procs[label].rss_bytes / MIB, 1) if label in s.procs else None
-                  for s in samples]
+        series = [
+            round(s.procs[label].rss_bytes / MIB, 1) if label in s.procs else None for s in samples
+        ]
         out[label] = ProcessGrowth(
-            last.pid, round(first.rss_bytes / MIB, 1), round(last.rss_bytes / MIB, 1),
-            round(peak / MIB, 1), round(last.rss_bytes / first.rss_bytes, 4),
-            first.fds, last.fds, last.fds - first.fds, series)
+            last.pid,
+            round(first.rss_bytes / MIB, 1),
+            round(last.rss_bytes / MIB, 1),
+            round(peak / MIB, 1),
+            round(last.rss_bytes / first.rss_bytes, 4),
+            first.fds,
+            last.fds,
+            last.fds - first.fds,
+            series,
+        )
     return out
 
 
-def summarise(log: SoakLog, warmup_s: float, interval_s: float, restarts: int,
-              exit_code: int, leftovers: list[str]) -> SoakReport:
+def summarise(
+    log: SoakLog,
+    warmup_s: float,
+    interval_s: float,
+    restarts: int,
+    exit_code: int,
+    leftovers: list[str],
+) -> SoakReport:
     base, last, zero = log.baseline(warmup_s), log.samples[-1], log.samples[0].at_s
     procs = process_growth(base, log.samples)
     overlays = [n for n in last.workers if n.endswith(".overlay")]
@@ -174,24 +202,44 @@ def summarise(log: SoakLog, warmup_s: float, interval_s: float, restarts: int,
     growth = max((p.rss_growth for p in procs.values()), default=1.0)
     shm_delta = last.shm_entries - base.shm_entries
     pid_changes, stalled = log.pid_changes(), log.stalled_intervals()
-    ok = {"rss": growth < RSS_GROWTH_LIMIT,
-          "fds": all(p.fds_delta <= 0 for p in procs.values()),
-          "shm_entries": shm_delta <= 0,
-          "restarts": restarts == 0 and pid_changes == 0,
-          "frames_flowing": stalled == 0 and frames > 0,
-          "metrics": log.scrapes_failed == 0,
-          "clean_exit": exit_code == 0 and not leftovers}
+    ok = {
+        "rss": growth < RSS_GROWTH_LIMIT,
+        "fds": all(p.fds_delta <= 0 for p in procs.values()),
+        "shm_entries": shm_delta <= 0,
+        "restarts": restarts == 0 and pid_changes == 0,
+        "frames_flowing": stalled == 0 and frames > 0,
+        "metrics": log.scrapes_failed == 0,
+        "clean_exit": exit_code == 0 and not leftovers,
+    }
     return SoakReport(
-        round((last.at_s - zero) / 60, 3), warmup_s, len(log.samples),
-        round(base.at_s - zero, 1), procs, base.shm_entries, last.shm_entries,
-        int(sum(last.counter(n, "events_total") for n in overlays)), frames, log.scrapes_ok,
-        growth, sum(p.fds_delta for p in procs.values()), shm_delta, restarts, pid_changes,
-        stalled, log.scrapes_failed, RSS_GROWTH_LIMIT, ok, all(ok.values()), exit_code,
-        leftovers, round(interval_s, 2), [round(s.at_s - zero, 1) for s in log.samples])
+        round((last.at_s - zero) / 60, 3),
+        warmup_s,
+        len(log.samples),
+        round(base.at_s - zero, 1),
+        procs,
+        base.shm_entries,
+        last.shm_entries,
+        int(sum(last.counter(n, "events_total") for n in overlays)),
+        frames,
+        log.scrapes_ok,
+        growth,
+        sum(p.fds_delta for p in procs.values()),
+        shm_delta,
+        restarts,
+        pid_changes,
+        stalled,
+        log.scrapes_failed,
+        RSS_GROWTH_LIMIT,
+        ok,
+        all(ok.values()),
+        exit_code,
+        leftovers,
+        round(interval_s, 2),
+        [round(s.at_s - zero, 1) for s in log.samples],
+    )
 
 
-def soak(clip: Clip, seconds: float, interval_s: float, warmup_s: float,
-         model: str) -> SoakReport:
+def soak(clip: Clip, seconds: float, interval_s: float, warmup_s: float, model: str) -> SoakReport:
     port = free_port()
     log = SoakLog()
     with BenchDaemon(soak_sections(model, port), [demo_camera(clip)]) as daemon:
@@ -215,8 +263,10 @@ def soak(clip: Clip, seconds: float, interval_s: float, warmup_s: float,
 def sample_line(sample: Snapshot, elapsed_s: float) -> str:
     rss = sum(p.rss_bytes for p in sample.procs.values()) / MIB
     fds = sum(p.fds for p in sample.procs.values())
-    return (f"{elapsed_s:6.0f} s: rss {rss:.1f} MiB in {len(sample.procs)} processes, "
-            f"fds {fds}, shm entries {sample.shm_entries}")
+    return (
+        f"{elapsed_s:6.0f} s: rss {rss:.1f} MiB in {len(sample.procs)} processes, "
+        f"fds {fds}, shm entries {sample.shm_entries}"
+    )
 
 
 def progress(message: str) -> None:
@@ -224,15 +274,22 @@ def progress(message: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=30.0,
-                        help="how long to run (fractions allowed, e.g. 0.5)")
-    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S,
-                        help="seconds between samples")
-    parser.add_argument("--warmup", type=float, default=-1.0,
-                        help=f"seconds before the growth baseline (default: "
-                             f"{WARMUP_FRACTION:g} of the soak, at most {WARMUP_MAX_S:g})")
-    parser.add_argument("--clip", type=Path, default=None,
-                        help="clip to loop (default: the bundled sample clip)")
+    parser.add_argument(
+        "--minutes", type=float, default=30.0, help="how long to run (fractions allowed, e.g. 0.5)"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=DEFAULT_INTERVAL_S, help="seconds between samples"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=-1.0,
+        help=f"seconds before the growth baseline (default: "
+        f"{WARMUP_FRACTION:g} of the soak, at most {WARMUP_MAX_S:g})",
+    )
+    parser.add_argument(
+        "--clip", type=Path, default=None, help="clip to loop (default: the bundled sample clip)"
+    )
     parser.add_argument("--model", default="", help="ONNX model (default: the bundled one)")
     parser.add_argument("--json", action="store_true", help="print JSON only")
 
@@ -240,8 +297,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     seconds = args.minutes * 60
     if seconds < 2 * MIN_INTERVAL_S or args.interval < MIN_INTERVAL_S:
-        print(f"actiond bench soak: need --minutes >= {2 * MIN_INTERVAL_S / 60:.3f} and "
-              f"--interval >= {MIN_INTERVAL_S:g}", file=sys.stderr)
+        print(
+            f"actiond bench soak: need --minutes >= {2 * MIN_INTERVAL_S / 60:.3f} and "
+            f"--interval >= {MIN_INTERVAL_S:g}",
+            file=sys.stderr,
+        )
         return ExitCode.CONFIG
     warmup_s = args.warmup if args.warmup >= 0 else min(WARMUP_MAX_S, WARMUP_FRACTION * seconds)
     # A short soak still needs a few samples after its warm-up to say anything.
@@ -257,7 +317,10 @@ def run(args: argparse.Namespace) -> int:
     print_report(fields, args.json)
     failed = [target for target, ok in result.ok.items() if not ok]
     if failed:
-        print(f"actiond bench soak: targets missed: {', '.join(failed)} (exit status "
-              f"{result.exit_code}, shm leftovers {result.leftovers or 'none'})", file=sys.stderr)
+        print(
+            f"actiond bench soak: targets missed: {', '.join(failed)} (exit status "
+            f"{result.exit_code}, shm leftovers {result.leftovers or 'none'})",
+            file=sys.stderr,
+        )
         return ExitCode.FAILURE
     return ExitCode.OK

@@ -36,12 +36,13 @@ import queue
 import re
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable
+from types import MappingProxyType, ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -49,8 +50,15 @@ from daemon.bench.extras import MissingExtra, require
 from daemon.bench.report import print_report
 from daemon.exitcodes import ExitCode
 from daemon.ipc import (
-    DEFAULT_SHM_DIR, FrameRing, FrameSpec, Policy, RingSpec, ShmSpaceError, attach_consumer,
-    attach_producer, new_run_id,
+    DEFAULT_SHM_DIR,
+    FrameRing,
+    FrameSpec,
+    Policy,
+    RingSpec,
+    ShmSpaceError,
+    attach_consumer,
+    attach_producer,
+    new_run_id,
 )
 from daemon.ipc.segment import check_free_space
 
@@ -70,10 +78,10 @@ FORK = multiprocessing.get_context("fork")
 CPU_CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
 # When sysfs does not say (some containers and ARM boards): larger than most LLCs.
 FALLBACK_LLC_BYTES = 64 * 1024 * 1024
-STREAM_LLC_MULTIPLE = 2    # the streaming copy's sources, and its destinations, each span
-                           # this many last-level caches
+STREAM_LLC_MULTIPLE = 2  # the streaming copy's sources, and its destinations, each span
+# this many last-level caches
 _CACHE_SIZE_RE = re.compile(r"(\d+)([KMG]?)")
-_CACHE_UNIT_BYTES = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+_CACHE_UNIT_BYTES = MappingProxyType({"": 1, "K": 1024, "M": 1024**2, "G": 1024**3})
 
 Progress = Callable[[str], None]
 # (every frame arrived in order, receipt ns of the last warm-up frame and of the last
@@ -98,8 +106,12 @@ def _ring_consumer(path: str, total: int, ready: Event, conn: Connection) -> Non
             received[i] = time.monotonic_ns()
             latencies[i] = received[i] - meta.timestamp_ns
             in_order &= meta.frame_id == i
-    result: Result = (in_order, int(received[WARMUP_FRAMES - 1]), int(received[-1]),
-                      latencies[WARMUP_FRAMES:])
+    result: Result = (
+        in_order,
+        int(received[WARMUP_FRAMES - 1]),
+        int(received[-1]),
+        latencies[WARMUP_FRAMES:],
+    )
     conn.send(result)
     conn.close()
 
@@ -128,14 +140,14 @@ def _wait_started(ready: Event, proc: BaseProcess) -> None:
             raise RuntimeError(f"benchmark consumer did not start (exit {proc.exitcode})")
 
 
-def _run_pair(ctx: Any, target: Callable[..., None], handle: Any, frames: int,
-              send: Callable[[int], None]) -> tuple[float, np.ndarray]:
+def _run_pair(
+    ctx: Any, target: Callable[..., None], handle: Any, frames: int, send: Callable[[int], None]
+) -> tuple[float, np.ndarray]:
     """Start the consumer, send warm-up + `frames` frames; (frames/s, latencies ns)."""
     total = WARMUP_FRAMES + frames
     ready = ctx.Event()
     parent, child = ctx.Pipe(duplex=False)
-    proc: BaseProcess = ctx.Process(target=target, args=(handle, total, ready, child),
-                                    daemon=True)
+    proc: BaseProcess = ctx.Process(target=target, args=(handle, total, ready, child), daemon=True)
     proc.start()
     child.close()
     try:
@@ -155,16 +167,15 @@ def _run_pair(ctx: Any, target: Callable[..., None], handle: Any, frames: int,
     return frames / ((end_ns - warm_ns) / 1e9), latencies
 
 
-def _ring_leg(stream: list[np.ndarray], frames: int,
-              zero_copy: bool) -> tuple[float, np.ndarray]:
+def _ring_leg(stream: list[np.ndarray], frames: int, zero_copy: bool) -> tuple[float, np.ndarray]:
     frame = stream[0]
     spec = RingSpec(FrameSpec(frame.shape, frame.dtype.str), RING_CAPACITY, Policy.BLOCK)
     ring = FrameRing.create("bench-zc" if zero_copy else "bench-copy", spec, new_run_id())
     try:
         with attach_producer(ring.path) as producer:
+
             def put(i: int) -> None:
-                producer.put(stream[i % len(stream)], i, time.monotonic_ns(),
-                             timeout=GET_TIMEOUT_S)
+                producer.put(stream[i % len(stream)], i, time.monotonic_ns(), timeout=GET_TIMEOUT_S)
 
             def hand_off(i: int) -> None:
                 loan = producer.loan(GET_TIMEOUT_S)
@@ -172,8 +183,9 @@ def _ring_leg(stream: list[np.ndarray], frames: int,
                     raise RuntimeError("a block ring returned no slot")
                 loan.publish(i)
 
-            return _run_pair(SPAWN, _ring_consumer, str(ring.path), frames,
-                             hand_off if zero_copy else put)
+            return _run_pair(
+                SPAWN, _ring_consumer, str(ring.path), frames, hand_off if zero_copy else put
+            )
     finally:
         ring.close()
 
@@ -181,8 +193,13 @@ def _ring_leg(stream: list[np.ndarray], frames: int,
 def _mp_queue_fps(stream: list[np.ndarray], frames: int) -> float:
     q = SPAWN.Queue(maxsize=RING_CAPACITY)
     try:
-        fps, _ = _run_pair(SPAWN, _queue_consumer, q, frames,
-                           lambda i: q.put(stream[i % len(stream)], timeout=GET_TIMEOUT_S))
+        fps, _ = _run_pair(
+            SPAWN,
+            _queue_consumer,
+            q,
+            frames,
+            lambda i: q.put(stream[i % len(stream)], timeout=GET_TIMEOUT_S),
+        )
     finally:
         q.close()
         q.join_thread()
@@ -201,8 +218,7 @@ def _import_arrayqueues(say: Progress) -> ModuleType | None:
     return module
 
 
-def _arrayqueues_fps(stream: list[np.ndarray], frames: int,
-                     say: Progress) -> float | None:
+def _arrayqueues_fps(stream: list[np.ndarray], frames: int, say: Progress) -> float | None:
     module = _import_arrayqueues(say)
     if module is None:
         return None
@@ -215,7 +231,7 @@ def _arrayqueues_fps(stream: list[np.ndarray], frames: int,
             try:
                 q.put(stream[i % len(stream)])
                 return
-            except queue.Full:   # its only back-pressure: retry until a slot is read
+            except queue.Full:  # its only back-pressure: retry until a slot is read
                 if time.monotonic() > deadline:
                     raise RuntimeError("arrayqueues stayed full; its consumer stalled") from None
 
@@ -238,7 +254,7 @@ def last_level_cache_bytes(cache_dir: Path = CPU_CACHE_DIR) -> int:
 
 def _memcpy_cached_fps(frame: np.ndarray, frames: int) -> float:
     dst = np.empty_like(frame)
-    np.copyto(dst, frame)   # fault the destination pages in before timing
+    np.copyto(dst, frame)  # fault the destination pages in before timing
     start = time.perf_counter()
     for _ in range(frames):
         np.copyto(dst, frame)
@@ -267,18 +283,21 @@ def _ratio(a: float, b: float | None) -> float | None:
     return None if not b else round(a / b, 3)
 
 
-def run_transport_bench(frames: int, shape: tuple[int, ...],
-                        progress: Progress | None = None) -> dict[str, Any]:
+def run_transport_bench(
+    frames: int, shape: tuple[int, ...], progress: Progress | None = None
+) -> dict[str, Any]:
     """Run every leg once and return the JSON-ready result (see the module docstring)."""
     say = progress or (lambda _msg: None)
     spec = RingSpec(FrameSpec(shape), RING_CAPACITY, Policy.BLOCK)
-    check_free_space(DEFAULT_SHM_DIR, spec.total_bytes)   # before allocating anything big
+    check_free_space(DEFAULT_SHM_DIR, spec.total_bytes)  # before allocating anything big
     frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     hops = max(frames, MIN_ZERO_COPY_HOPS)
     llc_bytes = last_level_cache_bytes()
     stream = stream_frames(frame, llc_bytes)
-    say(f"sending from {len(stream)} source frames of {shape} ({STREAM_LLC_MULTIPLE} x "
-        f"the {llc_bytes >> 20} MiB last-level cache)")
+    say(
+        f"sending from {len(stream)} source frames of {shape} ({STREAM_LLC_MULTIPLE} x "
+        f"the {llc_bytes >> 20} MiB last-level cache)"
+    )
     say(f"memcpy: {frames} copies, one cached buffer ...")
     memcpy_cached = _memcpy_cached_fps(frame, frames)
     say(f"memcpy: {frames} copies, streaming ...")
@@ -288,7 +307,7 @@ def run_transport_bench(frames: int, shape: tuple[int, ...],
     say(f"ring, zero copy: {hops} hand-offs ...")
     zero_copy, _ = _ring_leg(stream, hops, zero_copy=True)
     say(f"arrayqueues: {frames} frames ...")
-    arrayqueues = _arrayqueues_fps(stream, frames, say)   # forks: before any queue thread runs
+    arrayqueues = _arrayqueues_fps(stream, frames, say)  # forks: before any queue thread runs
     say(f"multiprocessing.Queue: {frames} frames ...")
     mp_queue = _mp_queue_fps(stream, frames)
     latencies_ms = latencies_ns / 1e6
@@ -299,16 +318,21 @@ def run_transport_bench(frames: int, shape: tuple[int, ...],
         "arrayqueues_fps": None if arrayqueues is None else round(arrayqueues, 1),
         "memcpy_stream_fps": round(memcpy, 1),
         "memcpy_cached_fps": round(memcpy_cached, 1),
-        "stream_frames": len(stream), "stream_bytes": len(stream) * frame.nbytes,
+        "stream_frames": len(stream),
+        "stream_bytes": len(stream) * frame.nbytes,
         "llc_bytes": llc_bytes,
-        "ring_hop_latency_ms": {"p50": round(float(np.percentile(latencies_ms, 50)), 3),
-                                "p99": round(float(np.percentile(latencies_ms, 99)), 3)},
+        "ring_hop_latency_ms": {
+            "p50": round(float(np.percentile(latencies_ms, 50)), 3),
+            "p99": round(float(np.percentile(latencies_ms, 99)), 3),
+        },
         "ring_copy_vs_memcpy": _ratio(ring_copy, memcpy),
         "ring_copy_vs_memcpy_cached": _ratio(ring_copy, memcpy_cached),
         "ring_copy_vs_mp_queue": _ratio(ring_copy, mp_queue),
         "ring_copy_vs_arrayqueues": _ratio(ring_copy, arrayqueues),
-        "shape": list(shape), "frames": frames,
-        "python": platform.python_version(), "numpy": np.__version__,
+        "shape": list(shape),
+        "frames": frames,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
         "cpu_count": os.cpu_count(),
     }
 
@@ -317,36 +341,47 @@ def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"shape {text!r}: use integers like 1080,1920,3") from None
+        raise argparse.ArgumentTypeError(f"shape {text!r}: use integers like 1080,1920,3") from None
     if not shape or any(d <= 0 for d in shape):
         raise argparse.ArgumentTypeError(f"shape {text!r}: every dimension must be > 0")
     return shape
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
-                        help=f"frames per leg (default {DEFAULT_FRAMES}, at least {MIN_FRAMES})")
-    parser.add_argument("--shape", type=_shape, default=DEFAULT_SHAPE,
-                        help="uint8 frame shape, comma-separated (default 1080,1920,3)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=DEFAULT_FRAMES,
+        help=f"frames per leg (default {DEFAULT_FRAMES}, at least {MIN_FRAMES})",
+    )
+    parser.add_argument(
+        "--shape",
+        type=_shape,
+        default=DEFAULT_SHAPE,
+        help="uint8 frame shape, comma-separated (default 1080,1920,3)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.frames < MIN_FRAMES:
-        print(f"actiond bench transport: --frames must be at least {MIN_FRAMES}",
-              file=sys.stderr)
+        print(f"actiond bench transport: --frames must be at least {MIN_FRAMES}", file=sys.stderr)
         return ExitCode.CONFIG
     try:
         result = run_transport_bench(
-            args.frames, args.shape, lambda msg: print(f"bench transport: {msg}",
-                                                       file=sys.stderr, flush=True))
+            args.frames,
+            args.shape,
+            lambda msg: print(f"bench transport: {msg}", file=sys.stderr, flush=True),
+        )
     except ShmSpaceError as exc:
         print(f"actiond bench transport: {exc}", file=sys.stderr)
         return ExitCode.SHM
     except MemoryError:
-        print(f"actiond bench transport: not enough memory for frames of shape {args.shape}; "
-              "choose a smaller --shape", file=sys.stderr)
+        print(
+            f"actiond bench transport: not enough memory for frames of shape {args.shape}; "
+            "choose a smaller --shape",
+            file=sys.stderr,
+        )
         return ExitCode.CONFIG
     print_report(result, args.json)
     return ExitCode.OK
@@ -354,8 +389,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`actiond bench transport` as a stand-alone entry point."""
-    parser = argparse.ArgumentParser(prog="actiond bench transport",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="actiond bench transport", description=__doc__.splitlines()[0]
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -36,7 +36,9 @@ class FileCapture(OpenCVCapture):
 
     def open(self) -> bool:
         if not super().open():
-            raise SourceError(f"cannot decode video file {self.source!r}: not a video FFmpeg "
-                              "can read (corrupt, truncated or unsupported format); check it "
-                              "with ffprobe")
+            raise SourceError(
+                f"cannot decode video file {self.source!r}: not a video FFmpeg "
+                "can read (corrupt, truncated or unsupported format); check it "
+                "with ffprobe"
+            )
         return True

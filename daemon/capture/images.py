@@ -33,10 +33,12 @@ class ImageSequence:
             return None
         path = self._paths[self._next]
         self._next += 1
-        image = cv2.imread(path, cv2.IMREAD_COLOR)   # always 8-bit BGR
+        image = cv2.imread(path, cv2.IMREAD_COLOR)  # always 8-bit BGR
         if image is None:
-            raise SourceError(f"cannot decode image {path!r} of {self.source!r} (corrupt, "
-                              "or a format OpenCV does not read); replace or remove it")
+            raise SourceError(
+                f"cannot decode image {path!r} of {self.source!r} (corrupt, "
+                "or a format OpenCV does not read); replace or remove it"
+            )
         return image
 
     def release(self) -> None:

@@ -9,25 +9,33 @@ from daemon.capture.protocol import OpenOptions, SourceError
 from daemon.capture.table import TEST_PATTERNS, TEST_PREFIX
 
 TEST_DEFAULT_FPS = 10.0
-TEST_FRAME_SIZE = (640, 480)       # width, height of synthetic frames before crop/resize
-TEST_BOX_STEP_PX = 8               # moving-box: rightward motion per frame
+TEST_FRAME_SIZE = (640, 480)  # width, height of synthetic frames before crop/resize
+TEST_BOX_STEP_PX = 8  # moving-box: rightward motion per frame
 TEST_TEXTURE_SEED = 20240601
-BARS_BGR = ((255, 255, 255), (0, 255, 255), (255, 255, 0), (0, 255, 0),
-            (255, 0, 255), (0, 0, 255), (255, 0, 0), (0, 0, 0))
+BARS_BGR = (
+    (255, 255, 255),
+    (0, 255, 255),
+    (255, 255, 0),
+    (0, 255, 0),
+    (255, 0, 255),
+    (0, 0, 255),
+    (255, 0, 0),
+    (0, 0, 0),
+)
 
 
 def smooth_texture(height: int, width: int, seed: int) -> np.ndarray:
     """A smooth random grey texture: optical flow needs structure to track."""
     rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, size=(max(height // 16, 2), max(width // 16, 2)),
-                          dtype=np.uint8)
+    coarse = rng.integers(0, 256, size=(max(height // 16, 2), max(width // 16, 2)), dtype=np.uint8)
     return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
 def colour_bars(height: int, width: int) -> np.ndarray:
     """Eight vertical colour bars (BGR)."""
-    return cv2.resize(np.array([BARS_BGR], np.uint8), (width, height),
-                      interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(
+        np.array([BARS_BGR], np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
+    )
 
 
 class PatternCapture:
@@ -47,8 +55,10 @@ class PatternCapture:
 
     def open(self) -> bool:
         if self.pattern not in TEST_PATTERNS:
-            raise SourceError(f"unknown test pattern {self.pattern!r}; use test:" +
-                              " or test:".join(TEST_PATTERNS))
+            raise SourceError(
+                f"unknown test pattern {self.pattern!r}; use test:"
+                + " or test:".join(TEST_PATTERNS)
+            )
         width, height = TEST_FRAME_SIZE
         if self.pattern == "bars":
             self._background = colour_bars(height, width)
@@ -69,7 +79,7 @@ class PatternCapture:
             width, height = TEST_FRAME_SIZE
             x = (self.index * TEST_BOX_STEP_PX) % (width - box_w)
             y = (height - box_h) // 2
-            frame[y:y + box_h, x:x + box_w] = self._box
+            frame[y : y + box_h, x : x + box_w] = self._box
         self.index += 1
         return frame
 

@@ -31,8 +31,11 @@ def ffmpeg_capture_options(current: str | None) -> str:
     keys = {item.split(";", 1)[0].strip() for item in current.split("|") if item.strip()}
     if "rtsp_transport" in keys:
         if RTSP_TCP_OPTION not in current:
-            log.warning("%s=%r chooses a non-TCP RTSP transport; expect packet loss",
-                        FFMPEG_OPTIONS_ENV, current)
+            log.warning(
+                "%s=%r chooses a non-TCP RTSP transport; expect packet loss",
+                FFMPEG_OPTIONS_ENV,
+                current,
+            )
         return current
     return f"{current}|{RTSP_TCP_OPTION}"
 
@@ -44,7 +47,12 @@ class StreamCapture(OpenCVCapture):
         if self.source.startswith(RTSP_SCHEMES):
             # OpenCV reads this variable on every open, so setting it here is enough.
             os.environ[FFMPEG_OPTIONS_ENV] = ffmpeg_capture_options(
-                os.environ.get(FFMPEG_OPTIONS_ENV))
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.options.open_timeout_s * 1000),
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.options.read_timeout_s * 1000)]
+                os.environ.get(FFMPEG_OPTIONS_ENV)
+            )
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(self.options.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(self.options.read_timeout_s * 1000),
+        ]
         return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, params)

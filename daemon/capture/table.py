@@ -22,16 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:   # the protocol module imports numpy: types only here
+if TYPE_CHECKING:  # the protocol module imports numpy: types only here
     from daemon.capture.protocol import CaptureBackend, OpenOptions
 
     BackendFactory = Callable[[str, OpenOptions], CaptureBackend]
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets"   # bundled `sample:` clips
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets"  # bundled `sample:` clips
 SAMPLE_PREFIX = "sample:"
 TEST_PREFIX = "test:"
 IMAGES_PREFIX = "images:"
-TEST_PATTERNS = ("bars", "moving-box", "still")   # drawn by daemon.capture.pattern
+TEST_PATTERNS = ("bars", "moving-box", "still")  # drawn by daemon.capture.pattern
 _SAMPLE_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
 
 
@@ -71,8 +71,9 @@ class SourceTable:
         for kind in self.kinds:
             if kind.recognise(source):
                 return kind
-        raise ValueError(f"no source kind takes {source!r}; use one of "
-                         f"{', '.join(k.name for k in self.kinds)}")
+        raise ValueError(
+            f"no source kind takes {source!r}; use one of {', '.join(k.name for k in self.kinds)}"
+        )
 
     def resolve(self, source: str, config_dir: str | Path) -> str:
         """The source as the source stage opens it; ValueError names the problem."""
@@ -82,8 +83,10 @@ class SourceTable:
         """A new, unopened backend for a resolved `source`; ValueError if unresolved."""
         kind = self.kind_of(source)
         if kind.backend is None:
-            raise ValueError(f"source {source!r} was not resolved; load the config with "
-                             "daemon.config.load_config")
+            raise ValueError(
+                f"source {source!r} was not resolved; load the config with "
+                "daemon.config.load_config"
+            )
         factory = load_backend(kind.backend) if isinstance(kind.backend, str) else kind.backend
         return factory(source, options)
 
@@ -114,19 +117,23 @@ def absolute(value: str, config_dir: Path) -> Path:
 def resolve_sample(source: str, config_dir: Path) -> str:
     """`sample:<name>`: the absolute path of a clip bundled in daemon/assets."""
     name = source.removeprefix(SAMPLE_PREFIX)
-    available = sorted(p.name for p in SAMPLES_DIR.iterdir()
-                       if p.suffix.lower() in _SAMPLE_SUFFIXES)
+    available = sorted(
+        p.name for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in _SAMPLE_SUFFIXES
+    )
     if name not in available:
-        raise ValueError(f"no bundled sample named {name!r}; available: "
-                         f"{', '.join(available) or 'none'}")
+        raise ValueError(
+            f"no bundled sample named {name!r}; available: {', '.join(available) or 'none'}"
+        )
     return str(SAMPLES_DIR / name)
 
 
 def check_pattern(source: str, config_dir: Path) -> str:
     """`test:<pattern>`: one of TEST_PATTERNS."""
     if source.removeprefix(TEST_PREFIX) not in TEST_PATTERNS:
-        raise ValueError(f"unknown test pattern {source!r}; use one of "
-                         f"{', '.join(TEST_PREFIX + p for p in TEST_PATTERNS)}")
+        raise ValueError(
+            f"unknown test pattern {source!r}; use one of "
+            f"{', '.join(TEST_PREFIX + p for p in TEST_PATTERNS)}"
+        )
     return source
 
 
@@ -134,20 +141,26 @@ def resolve_file(source: str, config_dir: Path) -> str:
     """A video file: absolute, and it must exist now."""
     path = absolute(source, config_dir)
     if path.is_dir():
-        raise ValueError(f"{path} is a directory, not a video file; name one file in it "
-                         f"(one camera per file; for a folder of images use "
-                         f"{IMAGES_PREFIX}{path}/*.jpg)")
+        raise ValueError(
+            f"{path} is a directory, not a video file; name one file in it "
+            f"(one camera per file; for a folder of images use "
+            f"{IMAGES_PREFIX}{path}/*.jpg)"
+        )
     if not path.is_file():
-        raise ValueError(f"video file not found: {path} (relative paths are resolved "
-                         f"against the config file's directory; for a USB camera use "
-                         f"/dev/videoN, for a stream rtsp://...)")
+        raise ValueError(
+            f"video file not found: {path} (relative paths are resolved "
+            f"against the config file's directory; for a USB camera use "
+            f"/dev/videoN, for a stream rtsp://...)"
+        )
     return str(path)
 
 
 def matching_files(pattern: str) -> list[str]:
     """The files `pattern` (a glob) matches, in natural order (frame_2 before frame_10)."""
+
     def key(path: str) -> list[str | int]:
         return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
     return sorted((p for p in glob.glob(pattern) if os.path.isfile(p)), key=key)
 
 
@@ -156,27 +169,42 @@ def resolve_images(source: str, config_dir: Path) -> str:
     pattern = source.removeprefix(IMAGES_PREFIX)
     path = absolute(pattern, config_dir)
     if path.is_dir():
-        raise ValueError(f"{source!r} is a directory; name the images with a glob such as "
-                         f"{IMAGES_PREFIX}{path}/*.jpg")
+        raise ValueError(
+            f"{source!r} is a directory; name the images with a glob such as "
+            f"{IMAGES_PREFIX}{path}/*.jpg"
+        )
     if not matching_files(str(path)):
-        raise ValueError(f"{source!r} matches no files ({path}; relative paths are resolved "
-                         "against the config file's directory)")
+        raise ValueError(
+            f"{source!r} matches no files ({path}; relative paths are resolved "
+            "against the config file's directory)"
+        )
     return IMAGES_PREFIX + str(path)
 
 
-SOURCES = SourceTable([
-    SourceKind("sample", prefixed(SAMPLE_PREFIX), resolve_sample, None, ends=True),
-    SourceKind("test", prefixed(TEST_PREFIX), check_pattern,
-               "daemon.capture.pattern:PatternCapture"),
-    SourceKind("images", prefixed(IMAGES_PREFIX), resolve_images,
-               "daemon.capture.images:ImageSequence", ends=True),
-    SourceKind("url", lambda s: "://" in s, unchanged,
-               "daemon.capture.rtsp:StreamCapture", live=True),
-    SourceKind("device", prefixed("/dev/"), unchanged,
-               "daemon.capture.v4l2:DeviceCapture", live=True),
-    SourceKind("file", lambda s: True, resolve_file,
-               "daemon.capture.file:FileCapture", ends=True),
-])
+SOURCES = SourceTable(
+    [
+        SourceKind("sample", prefixed(SAMPLE_PREFIX), resolve_sample, None, ends=True),
+        SourceKind(
+            "test", prefixed(TEST_PREFIX), check_pattern, "daemon.capture.pattern:PatternCapture"
+        ),
+        SourceKind(
+            "images",
+            prefixed(IMAGES_PREFIX),
+            resolve_images,
+            "daemon.capture.images:ImageSequence",
+            ends=True,
+        ),
+        SourceKind(
+            "url", lambda s: "://" in s, unchanged, "daemon.capture.rtsp:StreamCapture", live=True
+        ),
+        SourceKind(
+            "device", prefixed("/dev/"), unchanged, "daemon.capture.v4l2:DeviceCapture", live=True
+        ),
+        SourceKind(
+            "file", lambda s: True, resolve_file, "daemon.capture.file:FileCapture", ends=True
+        ),
+    ]
+)
 
 
 def source_kind(source: str) -> str:

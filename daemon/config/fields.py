@@ -10,14 +10,44 @@ from __future__ import annotations
 import dataclasses
 
 from daemon.config.loader import (
-    Check, ConfigError, at_least, between, greater_than, listen_address, one_of, within,
+    Check,
+    ConfigError,
+    at_least,
+    between,
+    greater_than,
+    listen_address,
+    one_of,
+    within,
 )
 from daemon.config.schema import (
-    BACKOFF_RANGE_S, COLOUR_ORDERS, COOLDOWN_RANGE_S, HEARTBEAT_RANGE_S, INTERVAL_RANGE_S,
-    JPEG_QUALITY_RANGE, LOG_LEVELS, MAX_FPS, MAX_NAME_CHARS, MAX_TOPIC_PREFIX_CHARS, MIN_FPS,
-    MIN_RING_CAPACITY, MODEL_ACTIVATIONS, MODEL_INPUTS, MODEL_LAYOUTS, MOTION_METHODS,
-    NAME_PATTERN, RING_POLICIES, TIMEOUT_RANGE_S, CameraConfig, Config, DaemonConfig,
-    DisplayConfig, EventsConfig, InferenceConfig, JsonlConfig, MetricsConfig, MotionConfig,
+    BACKOFF_RANGE_S,
+    COLOUR_ORDERS,
+    COOLDOWN_RANGE_S,
+    HEARTBEAT_RANGE_S,
+    INTERVAL_RANGE_S,
+    JPEG_QUALITY_RANGE,
+    LOG_LEVELS,
+    MAX_FPS,
+    MAX_NAME_CHARS,
+    MAX_TOPIC_PREFIX_CHARS,
+    MIN_FPS,
+    MIN_RING_CAPACITY,
+    MODEL_ACTIVATIONS,
+    MODEL_INPUTS,
+    MODEL_LAYOUTS,
+    MOTION_METHODS,
+    NAME_PATTERN,
+    RING_POLICIES,
+    TIMEOUT_RANGE_S,
+    CameraConfig,
+    Config,
+    DaemonConfig,
+    DisplayConfig,
+    EventsConfig,
+    InferenceConfig,
+    JsonlConfig,
+    MetricsConfig,
+    MotionConfig,
     MqttConfig,
 )
 
@@ -26,21 +56,32 @@ def name_problem(value: str) -> str | None:
     """Why `value` cannot be a camera name or device id (an MQTT topic level, a metric
     label, part of file names), or None."""
     if len(value) > MAX_NAME_CHARS:
-        return (f"must be at most {MAX_NAME_CHARS} characters (got {len(value)}): it becomes "
-                "part of shared-memory and recording file names and of MQTT topics")
+        return (
+            f"must be at most {MAX_NAME_CHARS} characters (got {len(value)}): it becomes "
+            "part of shared-memory and recording file names and of MQTT topics"
+        )
     if NAME_PATTERN.fullmatch(value):
         return None
-    return (f"must be letters, digits, '_' or '-' (got {value!r}): it becomes an MQTT "
-            f"topic level and a metric label")
+    return (
+        f"must be letters, digits, '_' or '-' (got {value!r}): it becomes an MQTT "
+        f"topic level and a metric label"
+    )
 
 
 def topic_prefix_problem(value: str) -> str | None:
     """Why `value` cannot start MQTT topics (mqtt.prefix, mqtt.discovery_prefix), or None."""
     if len(value) > MAX_TOPIC_PREFIX_CHARS:
-        return (f"must be at most {MAX_TOPIC_PREFIX_CHARS} characters (got {len(value)}): "
-                "every topic starts with it")
-    if value and not set(value) & set("+#\0") and "//" not in value \
-            and not value.startswith("/") and not value.endswith("/"):
+        return (
+            f"must be at most {MAX_TOPIC_PREFIX_CHARS} characters (got {len(value)}): "
+            "every topic starts with it"
+        )
+    if (
+        value
+        and not set(value) & set("+#\0")
+        and "//" not in value
+        and not value.startswith("/")
+        and not value.endswith("/")
+    ):
         return None
     return f"must be a non-empty MQTT topic without '+', '#' or empty levels (got {value!r})"
 
@@ -48,13 +89,15 @@ def topic_prefix_problem(value: str) -> str | None:
 def _fps(value: float) -> str | None:
     if value == 0 or MIN_FPS <= value <= MAX_FPS:
         return None
-    return (f"must be 0 (the source's own rate) or between {MIN_FPS:g} and {MAX_FPS:g} "
-            f"frames per second (got {value!r})")
+    return (
+        f"must be 0 (the source's own rate) or between {MIN_FPS:g} and {MAX_FPS:g} "
+        f"frames per second (got {value!r})"
+    )
 
 
 def _optional(choices: tuple[str, ...]) -> Check:
     check = one_of(*choices)
-    return lambda v: None if v == "" else f"{check(v)}; or \"\" for the model's own"
+    return lambda v: None if v == "" else f'{check(v)}; or "" for the model\'s own'
 
 
 def _labels(value: tuple[str, ...]) -> str | None:
@@ -62,16 +105,19 @@ def _labels(value: tuple[str, ...]) -> str | None:
         return f"must be distinct, non-empty labels (got {list(value)})"
     too_long = [label for label in value if len(label) > MAX_NAME_CHARS]
     if too_long:
-        return (f"labels must be at most {MAX_NAME_CHARS} characters (got one of "
-                f"{len(too_long[0])}): they become parts of MQTT topics")
+        return (
+            f"labels must be at most {MAX_NAME_CHARS} characters (got one of "
+            f"{len(too_long[0])}): they become parts of MQTT topics"
+        )
     return None
 
 
 def _channel_values(value: tuple[float, ...]) -> str | None:
     if len(value) in (0, 1, 2, 3, 5):
         return None
-    return (f"must hold 1 value or one per input channel (3 rgb, 2 flow, 5 rgb+flow); "
-            f"got {len(value)}")
+    return (
+        f"must hold 1 value or one per input channel (3 rgb, 2 flow, 5 rgb+flow); got {len(value)}"
+    )
 
 
 def _std_values(value: tuple[float, ...]) -> str | None:
@@ -89,37 +135,61 @@ def _field_rules() -> dict[type, dict[str, Check]]:
             "log_level": one_of(*LOG_LEVELS),
             "status_interval_s": interval,
             "heartbeat_timeout_s": within(*HEARTBEAT_RANGE_S, " s"),
-            "restart_backoff_min_s": backoff, "restart_backoff_max_s": backoff,
-            "stable_after_s": interval, "crash_budget": at_least(1),
+            "restart_backoff_min_s": backoff,
+            "restart_backoff_max_s": backoff,
+            "stable_after_s": interval,
+            "crash_budget": at_least(1),
             "crash_window_s": interval,
         },
         CameraConfig: {
-            "name": name_problem, "fps": _fps, "width": positive, "height": positive,
+            "name": name_problem,
+            "fps": _fps,
+            "width": positive,
+            "height": positive,
             "ring_capacity": at_least(MIN_RING_CAPACITY),
-            "ring_policy": one_of(*RING_POLICIES), "open_timeout_s": timeout,
-            "read_timeout_s": timeout, "reconnect_backoff_min_s": backoff,
+            "ring_policy": one_of(*RING_POLICIES),
+            "open_timeout_s": timeout,
+            "read_timeout_s": timeout,
+            "reconnect_backoff_min_s": backoff,
             "reconnect_backoff_max_s": backoff,
         },
-        MotionConfig: {"method": one_of(*MOTION_METHODS), "width": positive,
-                       "height": positive},
-        InferenceConfig: {"threads": non_negative, "clip_length": non_negative,
-                          "width": non_negative, "height": non_negative,
-                          "stride": at_least(1), "replicas": at_least(1),
-                          "max_batch": non_negative,
-                          "labels": _labels, "layout": _optional(MODEL_LAYOUTS),
-                          "input": _optional(MODEL_INPUTS),
-                          "colour_order": _optional(COLOUR_ORDERS),
-                          "mean": _channel_values, "std": _std_values,
-                          "activation": _optional(MODEL_ACTIVATIONS)},
-        DisplayConfig: {"mjpeg_listen": listen_address, "jpeg_quality": between(*JPEG_QUALITY_RANGE),
-                        "mjpeg_max_clients": at_least(1)},
-        MqttConfig: {"port": between(1, 65535), "keepalive_s": between(1, 65535),
-                     "prefix": topic_prefix_problem, "discovery_prefix": topic_prefix_problem,
-                     "outbox_max_events": at_least(1)},
+        MotionConfig: {"method": one_of(*MOTION_METHODS), "width": positive, "height": positive},
+        InferenceConfig: {
+            "threads": non_negative,
+            "clip_length": non_negative,
+            "width": non_negative,
+            "height": non_negative,
+            "stride": at_least(1),
+            "replicas": at_least(1),
+            "max_batch": non_negative,
+            "labels": _labels,
+            "layout": _optional(MODEL_LAYOUTS),
+            "input": _optional(MODEL_INPUTS),
+            "colour_order": _optional(COLOUR_ORDERS),
+            "mean": _channel_values,
+            "std": _std_values,
+            "activation": _optional(MODEL_ACTIVATIONS),
+        },
+        DisplayConfig: {
+            "mjpeg_listen": listen_address,
+            "jpeg_quality": between(*JPEG_QUALITY_RANGE),
+            "mjpeg_max_clients": at_least(1),
+        },
+        MqttConfig: {
+            "port": between(1, 65535),
+            "keepalive_s": between(1, 65535),
+            "prefix": topic_prefix_problem,
+            "discovery_prefix": topic_prefix_problem,
+            "outbox_max_events": at_least(1),
+        },
         JsonlConfig: {"outbox_max_events": at_least(1)},
         MetricsConfig: {"listen": listen_address},
-        EventsConfig: {"start_windows": at_least(1), "end_windows": at_least(1),
-                       "cooldown_s": within(*COOLDOWN_RANGE_S, " s"), "threshold": _score},
+        EventsConfig: {
+            "start_windows": at_least(1),
+            "end_windows": at_least(1),
+            "cooldown_s": within(*COOLDOWN_RANGE_S, " s"),
+            "threshold": _score,
+        },
     }
 
 
@@ -132,7 +202,7 @@ def check_fields(config: Config, file: str) -> None:
     rules = _field_rules()
     for section in dataclasses.fields(config):
         value = getattr(config, section.name)
-        tables = (enumerate(value) if isinstance(value, tuple) else [(None, value)])
+        tables = enumerate(value) if isinstance(value, tuple) else [(None, value)]
         for index, table in tables:
             key = section.name if index is None else f"{section.name}[{index}]"
             for name, check in rules[type(table)].items():

@@ -24,7 +24,7 @@ else:  # pragma: no cover - exercised only on 3.10
     import tomli as tomllib
 
 T = TypeVar("T")
-Check = Callable[[Any], "str | None"]   # the reason a value is bad, or None
+Check = Callable[[Any], "str | None"]  # the reason a value is bad, or None
 
 
 class ConfigError(Exception):
@@ -52,13 +52,16 @@ def read_toml(path: Path) -> dict[str, Any]:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
-        raise ConfigError(str(path), "", "config file not found; create it (see the "
-                          "config.toml shipped with actiond) or pass its path with -c") from exc
+        raise ConfigError(
+            str(path),
+            "",
+            "config file not found; create it (see the "
+            "config.toml shipped with actiond) or pass its path with -c",
+        ) from exc
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read config file: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), "",
-                          f"not valid TOML: the file is not UTF-8 ({exc})") from exc
+        raise ConfigError(str(path), "", f"not valid TOML: the file is not UTF-8 ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message carries "(at line L, column C)".
         raise ConfigError(str(path), "", f"not valid TOML: {exc}") from exc
@@ -98,13 +101,16 @@ def describe_type(tp: Any, key: str = "...") -> str:
         return f"an array of {len(args)} {_plural(args[0])}"
     if dataclasses.is_dataclass(tp):
         return "a table"
-    return {str: "a string", int: "an integer", float: "a number",
-            bool: "a boolean (true or false)"}[tp]
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean (true or false)",
+    }[tp]
 
 
 def _plural(tp: Any) -> str:
-    return {str: "strings", int: "integers", float: "numbers", bool: "booleans"}.get(
-        tp, "values")
+    return {str: "strings", int: "integers", float: "numbers", bool: "booleans"}.get(tp, "values")
 
 
 def build(cls: type[T], table: Mapping[str, Any], key: str, file: str) -> T:
@@ -121,8 +127,7 @@ def build(cls: type[T], table: Mapping[str, Any], key: str, file: str) -> T:
     for name, f in fields.items():
         if name in table:
             values[name] = convert(table[name], hints[name], join_key(key, name), file)
-        elif (f.default is dataclasses.MISSING
-              and f.default_factory is dataclasses.MISSING):
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(file, join_key(key, name), "required key is missing")
     return cls(**values)
 
@@ -150,19 +155,21 @@ def convert(value: Any, tp: Any, key: str, file: str) -> Any:
     return _convert_scalar(value, tp, key, file)
 
 
-def _convert_tuple(value: Any, tp: Any, args: tuple[Any, ...], key: str,
-                   file: str) -> tuple[Any, ...]:
+def _convert_tuple(
+    value: Any, tp: Any, args: tuple[Any, ...], key: str, file: str
+) -> tuple[Any, ...]:
     if not isinstance(value, list):
         raise _type_error(value, tp, key, file)
     if len(args) == 2 and args[1] is Ellipsis:
         item_types = [args[0]] * len(value)
     elif len(value) != len(args):
-        raise ConfigError(file, key, f"must be {describe_type(tp)} "
-                          f"(got an array of {len(value)})")
+        raise ConfigError(file, key, f"must be {describe_type(tp)} (got an array of {len(value)})")
     else:
         item_types = list(args)
-    return tuple(convert(v, t, f"{key}[{i}]", file)
-                 for i, (v, t) in enumerate(zip(value, item_types, strict=True)))
+    return tuple(
+        convert(v, t, f"{key}[{i}]", file)
+        for i, (v, t) in enumerate(zip(value, item_types, strict=True))
+    )
 
 
 def _convert_scalar(value: Any, tp: Any, key: str, file: str) -> Any:
@@ -191,6 +198,7 @@ def _type_error(value: Any, tp: Any, key: str, file: str) -> ConfigError:
 
 # --- reusable value checks (each returns the reason a value is bad, or None) ----------
 
+
 def greater_than(low: float) -> Check:
     """Check: value > low."""
     return lambda v: None if v > low else f"must be > {low:g} (got {v!r})"
@@ -208,14 +216,14 @@ def between(low: int, high: int) -> Check:
 
 def within(low: float, high: float, unit: str = "") -> Check:
     """Check: low <= value <= high, for numbers; `unit` follows the bounds (" s")."""
-    return lambda v: None if low <= v <= high else \
-        f"must be between {low:g} and {high:g}{unit} (got {v!r})"
+    return lambda v: (
+        None if low <= v <= high else f"must be between {low:g} and {high:g}{unit} (got {v!r})"
+    )
 
 
 def one_of(*choices: str) -> Check:
     """Check: value is one of `choices`."""
-    return lambda v: None if v in choices else \
-        f"must be one of {', '.join(choices)} (got {v!r})"
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)} (got {v!r})"
 
 
 def absolute_path(value: str, base_dir: Path) -> Path:
@@ -230,8 +238,12 @@ def existing_file(value: str, base_dir: Path, key: str, file: str) -> str:
         return value
     path = absolute_path(value, base_dir)
     if not path.is_file():
-        raise ConfigError(file, key, f"file not found: {path} (relative paths are "
-                          f"resolved against the config file's directory)")
+        raise ConfigError(
+            file,
+            key,
+            f"file not found: {path} (relative paths are "
+            f"resolved against the config file's directory)",
+        )
     return str(path)
 
 
@@ -245,10 +257,12 @@ def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    bare_ipv6 = ":" in host and not text.startswith("[")   # ambiguous: "::1:80"
+    bare_ipv6 = ":" in host and not text.startswith("[")  # ambiguous: "::1:80"
     if not sep or not port_text.isdigit() or bare_ipv6:
-        raise ValueError(f'must be "host:port", e.g. "127.0.0.1:9108", "[::1]:9108" or '
-                         f'":9108" for every interface (got {text!r})')
+        raise ValueError(
+            f'must be "host:port", e.g. "127.0.0.1:9108", "[::1]:9108" or '
+            f'":9108" for every interface (got {text!r})'
+        )
     port = int(port_text)
     if port > 65535:
         raise ValueError(f"port must be 0-65535 (got {port})")

@@ -66,44 +66,54 @@ def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
     """`config` with its paths absolute against `config_dir` and checked (module docstring)."""
     cameras = []
     for i, cam in enumerate(config.cameras):
-        if not cam.enabled:     # kept as written: its file may be absent until enabled
+        if not cam.enabled:  # kept as written: its file may be absent until enabled
             cameras.append(cam)
             continue
         try:
-            cameras.append(dataclasses.replace(
-                cam, source=resolve_source(cam.source, config_dir)))
+            cameras.append(dataclasses.replace(cam, source=resolve_source(cam.source, config_dir)))
         except ValueError as exc:
             raise ConfigError(file, f"cameras[{i}].source", str(exc)) from exc
     mqtt, inference = config.mqtt, config.inference
     state_dir = config.daemon.state_dir
     shm_dir = absolute_path(config.daemon.shm_dir, config_dir)
     if not shm_dir.is_dir():
-        raise ConfigError(file, "daemon.shm_dir", f"directory not found: {shm_dir} (use a "
-                          "tmpfs such as /dev/shm)")
+        raise ConfigError(
+            file, "daemon.shm_dir", f"directory not found: {shm_dir} (use a tmpfs such as /dev/shm)"
+        )
     if len(bytes(shm_dir)) > MAX_SHM_DIR_BYTES:
-        raise ConfigError(file, "daemon.shm_dir", f"{shm_dir} is {len(bytes(shm_dir))} bytes "
-                          f"long; at most {MAX_SHM_DIR_BYTES} leave room for the event socket "
-                          "in it (a Unix socket path holds 107 bytes): use a shorter path")
-    if mqtt.enabled:   # a disabled broker's files may be absent (e.g. not yet deployed)
+        raise ConfigError(
+            file,
+            "daemon.shm_dir",
+            f"{shm_dir} is {len(bytes(shm_dir))} bytes "
+            f"long; at most {MAX_SHM_DIR_BYTES} leave room for the event socket "
+            "in it (a Unix socket path holds 107 bytes): use a shorter path",
+        )
+    if mqtt.enabled:  # a disabled broker's files may be absent (e.g. not yet deployed)
         mqtt = dataclasses.replace(
-            mqtt, ca_file=existing_file(mqtt.ca_file, config_dir, "mqtt.ca_file", file),
-            password_file=existing_file(mqtt.password_file, config_dir,
-                                        "mqtt.password_file", file))
+            mqtt,
+            ca_file=existing_file(mqtt.ca_file, config_dir, "mqtt.ca_file", file),
+            password_file=existing_file(mqtt.password_file, config_dir, "mqtt.password_file", file),
+        )
     record = _output_path(config.display.record, config_dir, "display.record", file)
     return dataclasses.replace(
-        config, cameras=tuple(cameras),
+        config,
+        cameras=tuple(cameras),
         daemon=dataclasses.replace(
-            config.daemon, shm_dir=str(shm_dir),
-            state_dir=str(absolute_path(state_dir, config_dir) if state_dir
-                          else default_state_dir()),
-            device_id=config.daemon.device_id or default_device_id()),
-        inference=dataclasses.replace(inference, model=existing_file(
-            inference.model, config_dir, "inference.model", file)),
+            config.daemon,
+            shm_dir=str(shm_dir),
+            state_dir=str(
+                absolute_path(state_dir, config_dir) if state_dir else default_state_dir()
+            ),
+            device_id=config.daemon.device_id or default_device_id(),
+        ),
+        inference=dataclasses.replace(
+            inference, model=existing_file(inference.model, config_dir, "inference.model", file)
+        ),
         display=dataclasses.replace(
             config.display,
             record=record,
-            frame_log=_output_path(config.display.frame_log, config_dir, "display.frame_log",
-                                   file)),
+            frame_log=_output_path(config.display.frame_log, config_dir, "display.frame_log", file),
+        ),
         mqtt=mqtt,
     )
 
@@ -113,6 +123,7 @@ def _output_path(value: str, config_dir: Path, key: str, file: str) -> str:
         return value
     path = absolute_path(value, config_dir)
     if not path.parent.is_dir():
-        raise ConfigError(file, key, f"directory not found: {path.parent} "
-                          f"(create it, or write elsewhere)")
+        raise ConfigError(
+            file, key, f"directory not found: {path.parent} (create it, or write elsewhere)"
+        )
     return str(path)

@@ -20,11 +20,15 @@ from pathlib import Path
 
 from daemon.config.loader import ConfigError, parse_listen
 from daemon.config.schema import (
-    RESERVED_CAMERA_NAME, CameraConfig, Config, DisplayConfig, MqttConfig,
+    RESERVED_CAMERA_NAME,
+    CameraConfig,
+    Config,
+    DisplayConfig,
+    MqttConfig,
 )
 
 _ANY_HOST = ("", "0.0.0.0", "::")
-RECORD_NUMBER_ROOM = "9999"   # a restart's recording is <stem>-<camera>.<n><suffix>
+RECORD_NUMBER_ROOM = "9999"  # a restart's recording is <stem>-<camera>.<n><suffix>
 # Clips of a pipeline sized without a model (tools, tests): the demo model's length.
 DEFAULT_CLIP_LENGTH = 8
 # Labels a model uses for "no action": they never make events (nor Home Assistant
@@ -34,19 +38,26 @@ BACKGROUND_LABELS = ("still", "idle", "nobody", "background", "none", "no_action
 
 # --- relations between keys ---------------------------------------------------------
 
+
 def check_relations(config: Config, file: str) -> None:
     """ConfigError for the first rule between keys that the config breaks."""
     d = config.daemon
-    _check_backoff(d.restart_backoff_min_s, d.restart_backoff_max_s, "daemon.restart",
-                   file)
+    _check_backoff(d.restart_backoff_min_s, d.restart_backoff_max_s, "daemon.restart", file)
     _check_cameras(config.cameras, file)
     if not config.inference.providers:
-        raise ConfigError(file, "inference.providers",
-                          'must list at least one provider, e.g. ["CPUExecutionProvider"]')
+        raise ConfigError(
+            file,
+            "inference.providers",
+            'must list at least one provider, e.g. ["CPUExecutionProvider"]',
+        )
     for i, provider in enumerate(config.inference.providers):
         if not provider.endswith("ExecutionProvider"):
-            raise ConfigError(file, f"inference.providers[{i}]", "must be an onnxruntime "
-                              f"provider name such as CPUExecutionProvider (got {provider!r})")
+            raise ConfigError(
+                file,
+                f"inference.providers[{i}]",
+                "must be an onnxruntime "
+                f"provider name such as CPUExecutionProvider (got {provider!r})",
+            )
     _check_mqtt(config.mqtt, file)
     _check_mjpeg_ports(config, file)
 
@@ -64,25 +75,38 @@ def _check_mjpeg_ports(config: Config, file: str) -> None:
     enabled = [(i, cam) for i, cam in enumerate(config.cameras) if cam.enabled]
     for index, (i, cam) in enumerate(enabled):
         port = camera_mjpeg_port(base, index)
-        derived = f"camera {cam.name} (cameras[{i}]) would serve MJPEG on port {port} " \
-                  f"(this port + its index {index} among the enabled cameras)"
+        derived = (
+            f"camera {cam.name} (cameras[{i}]) would serve MJPEG on port {port} "
+            f"(this port + its index {index} among the enabled cameras)"
+        )
         if port > 65535:
             raise ConfigError(file, key, f"{derived}, above 65535; choose a lower port")
         if port == 0 or port != metrics_port or not same_host:
             continue
         if index == 0:
-            raise ConfigError(file, key, f"{listen} is also metrics.listen "
-                              f"({config.metrics.listen}); give each server its own port")
-        raise ConfigError(file, key, f"{derived}, which is also metrics.listen "
-                          f"({config.metrics.listen}); move display.mjpeg_listen or "
-                          f"metrics.listen so that ports {base}-{base + len(enabled) - 1} "
-                          "stay clear of the metrics port")
+            raise ConfigError(
+                file,
+                key,
+                f"{listen} is also metrics.listen "
+                f"({config.metrics.listen}); give each server its own port",
+            )
+        raise ConfigError(
+            file,
+            key,
+            f"{derived}, which is also metrics.listen "
+            f"({config.metrics.listen}); move display.mjpeg_listen or "
+            f"metrics.listen so that ports {base}-{base + len(enabled) - 1} "
+            "stay clear of the metrics port",
+        )
 
 
 def _check_backoff(low: float, high: float, key: str, file: str) -> None:
     if low > high:
-        raise ConfigError(file, f"{key}_backoff_min_s", f"must be <= {key.rsplit('.')[-1]}"
-                          f"_backoff_max_s ({low:g} > {high:g})")
+        raise ConfigError(
+            file,
+            f"{key}_backoff_min_s",
+            f"must be <= {key.rsplit('.')[-1]}_backoff_max_s ({low:g} > {high:g})",
+        )
 
 
 def _check_cameras(cameras: tuple[CameraConfig, ...], file: str) -> None:
@@ -90,34 +114,54 @@ def _check_cameras(cameras: tuple[CameraConfig, ...], file: str) -> None:
     for i, cam in enumerate(cameras):
         key = f"cameras[{i}]"
         if cam.name in seen:
-            raise ConfigError(file, f"{key}.name", f"duplicate camera name {cam.name!r} "
-                              f"(also cameras[{seen[cam.name]}].name)")
+            raise ConfigError(
+                file,
+                f"{key}.name",
+                f"duplicate camera name {cam.name!r} (also cameras[{seen[cam.name]}].name)",
+            )
         seen[cam.name] = i
         if cam.name == RESERVED_CAMERA_NAME:
-            raise ConfigError(file, f"{key}.name", f"{cam.name!r} is reserved (metrics label "
-                              "of the workers shared by all cameras); pick another name")
+            raise ConfigError(
+                file,
+                f"{key}.name",
+                f"{cam.name!r} is reserved (metrics label "
+                "of the workers shared by all cameras); pick another name",
+            )
         if not cam.source:
             raise ConfigError(file, f"{key}.source", "must not be empty")
-        _check_backoff(cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s,
-                       f"{key}.reconnect", file)
+        _check_backoff(
+            cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s, f"{key}.reconnect", file
+        )
         if cam.crop is not None:
             x, y, w, h = cam.crop
             if x < 0 or y < 0 or w <= 0 or h <= 0:
-                raise ConfigError(file, f"{key}.crop", "must be [x, y, w, h] with x, y >= 0 "
-                                  f"and w, h > 0 (got {list(cam.crop)})")
+                raise ConfigError(
+                    file,
+                    f"{key}.crop",
+                    f"must be [x, y, w, h] with x, y >= 0 and w, h > 0 (got {list(cam.crop)})",
+                )
     if not any(cam.enabled for cam in cameras):
-        raise ConfigError(file, "cameras", "no enabled camera: add a [[cameras]] entry "
-                          "with a name and a source (and enabled = true)")
+        raise ConfigError(
+            file,
+            "cameras",
+            "no enabled camera: add a [[cameras]] entry "
+            "with a name and a source (and enabled = true)",
+        )
 
 
 def _check_mqtt(mqtt: MqttConfig, file: str) -> None:
     given = [k for k in ("password", "password_file", "password_env") if getattr(mqtt, k)]
     if len(given) > 1:
-        raise ConfigError(file, f"mqtt.{given[1]}", "set only one of password, "
-                          f"password_file, password_env (both {' and '.join(given)} are set)")
+        raise ConfigError(
+            file,
+            f"mqtt.{given[1]}",
+            "set only one of password, "
+            f"password_file, password_env (both {' and '.join(given)} are set)",
+        )
     if mqtt.ca_file and not mqtt.tls:
-        raise ConfigError(file, "mqtt.ca_file", "is set but tls = false; set tls = true "
-                          "or remove ca_file")
+        raise ConfigError(
+            file, "mqtt.ca_file", "is set but tls = false; set tls = true or remove ca_file"
+        )
 
 
 def check_resolved(config: Config, file: str) -> None:
@@ -130,13 +174,18 @@ def check_resolved(config: Config, file: str) -> None:
     for cam in config.cameras:
         name = f"{path.stem}-{cam.name}.{RECORD_NUMBER_ROOM}{path.suffix}"
         if cam.enabled and len(name.encode()) > name_max:
-            raise ConfigError(file, "display.record", f"camera {cam.name}'s recording would "
-                              f"be named {path.stem}-{cam.name}{path.suffix}, too long for a "
-                              f"file name here (at most {name_max} bytes with room for a "
-                              "restart's .<n>); use a shorter file name")
+            raise ConfigError(
+                file,
+                "display.record",
+                f"camera {cam.name}'s recording would "
+                f"be named {path.stem}-{cam.name}{path.suffix}, too long for a "
+                f"file name here (at most {name_max} bytes with room for a "
+                "restart's .<n>); use a shorter file name",
+            )
 
 
 # --- derived per camera ---------------------------------------------------------------
+
 
 def camera_mjpeg_port(base: int, index: int) -> int:
     """The MJPEG port of the camera at `index` among the enabled ones: the configured
@@ -159,18 +208,19 @@ def camera_display(display: DisplayConfig, camera: str, index: int) -> DisplayCo
 
 # --- the model's facts and the rules that need them -----------------------------------
 
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What the model dictates to the pipeline: the clips the motion stage makes and the
     rings carry, and the labels its scores have. Derived at boot (model_facts); the
     user's config is never rewritten with them."""
 
-    name: str                       # the model file's name, for messages; "" without one
+    name: str  # the model file's name, for messages; "" without one
     labels: tuple[str, ...]
-    clip_length: int                # T frames per clip
-    width: int                      # clip size: the model's input size, or motion's
-    height: int                     # where the model leaves it free
-    inputs: str                     # rgb | flow | rgb+flow; "" (no model): both
+    clip_length: int  # T frames per clip
+    width: int  # clip size: the model's input size, or motion's
+    height: int  # where the model leaves it free
+    inputs: str  # rgb | flow | rgb+flow; "" (no model): both
 
     @property
     def clip_size(self) -> tuple[int, int]:
@@ -178,20 +228,34 @@ class ModelFacts:
         return self.width, self.height
 
 
-def model_facts(config: Config, name: str, labels: Sequence[str], clip_length: int,
-                inputs: str, width: int, height: int) -> ModelFacts:
+def model_facts(
+    config: Config,
+    name: str,
+    labels: Sequence[str],
+    clip_length: int,
+    inputs: str,
+    width: int,
+    height: int,
+) -> ModelFacts:
     """The facts of a model whose contract says `labels`, `clip_length`, `inputs` and an
     input size `width` x `height` (0: free, then clips are made at the motion size)."""
-    return ModelFacts(name, tuple(labels), clip_length, width or config.motion.width,
-                      height or config.motion.height, inputs)
+    return ModelFacts(
+        name,
+        tuple(labels),
+        clip_length,
+        width or config.motion.width,
+        height or config.motion.height,
+        inputs,
+    )
 
 
 def facts_without_model(config: Config) -> ModelFacts:
     """Facts from [inference] alone, for tools and tests that size a pipeline without
     loading a model: its overrides where set, else DEFAULT_CLIP_LENGTH and the motion size."""
     i = config.inference
-    return model_facts(config, "", i.labels, i.clip_length or DEFAULT_CLIP_LENGTH, i.input,
-                       i.width, i.height)
+    return model_facts(
+        config, "", i.labels, i.clip_length or DEFAULT_CLIP_LENGTH, i.input, i.width, i.height
+    )
 
 
 def check_model_rules(config: Config, facts: ModelFacts, file: str) -> None:
@@ -201,9 +265,13 @@ def check_model_rules(config: Config, facts: ModelFacts, file: str) -> None:
     named = {a.name for a in config.events.actions}
     unknown = sorted((named | set(ignored_labels(labels, config.events.ignore))) - set(labels))
     if unknown:
-        raise ConfigError(file, "events", "thresholds/ignore name labels the model does not "
-                          f"have: {unknown}; known labels: {list(labels)} (the model "
-                          f"{facts.name} has labels: {', '.join(labels)})")
+        raise ConfigError(
+            file,
+            "events",
+            "thresholds/ignore name labels the model does not "
+            f"have: {unknown}; known labels: {list(labels)} (the model "
+            f"{facts.name} has labels: {', '.join(labels)})",
+        )
 
 
 def ignored_labels(labels: Sequence[str], ignore: Sequence[str]) -> tuple[str, ...]:

@@ -22,36 +22,36 @@ RESERVED_CAMERA_NAME = "all"
 # Camera names and device_id become MQTT topic levels and Prometheus label values; camera
 # names also become parts of shared-memory and recording file names (255 bytes at most).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
-MAX_NAME_CHARS = 64             # a host name's limit (the default device_id)
-MAX_TOPIC_PREFIX_CHARS = 1024   # MQTT allows 65535-byte topics; we add a few levels
+MAX_NAME_CHARS = 64  # a host name's limit (the default device_id)
+MAX_TOPIC_PREFIX_CHARS = 1024  # MQTT allows 65535-byte topics; we add a few levels
 # The event socket (actiond-<pid>-<run>-events.sock: 34 bytes with a 7-digit pid) lives in
 # shm_dir, and an AF_UNIX socket path holds at most 107 bytes.
 MAX_SHM_DIR_BYTES = 107 - len("/actiond-4194304-abcdef-events.sock")
 # Ranges of the timing keys: outside them a camera or the supervisor cannot work (1e-9
 # fps is one frame in 31 years; a 1e-9 s heartbeat timeout kills every worker at once).
-MIN_FPS, MAX_FPS = 0.1, 240.0                  # cameras[].fps; 0 means the source's own
-TIMEOUT_RANGE_S = (0.1, 3600.0)                # open/read timeouts (FFmpeg takes int ms)
-BACKOFF_RANGE_S = (0.01, 3600.0)               # restart and reconnect delays
-HEARTBEAT_RANGE_S = (1.0, 3600.0)              # workers beat every 0.5 s
-INTERVAL_RANGE_S = (0.1, 86400.0)              # status, stable-after, crash window
+MIN_FPS, MAX_FPS = 0.1, 240.0  # cameras[].fps; 0 means the source's own
+TIMEOUT_RANGE_S = (0.1, 3600.0)  # open/read timeouts (FFmpeg takes int ms)
+BACKOFF_RANGE_S = (0.01, 3600.0)  # restart and reconnect delays
+HEARTBEAT_RANGE_S = (1.0, 3600.0)  # workers beat every 0.5 s
+INTERVAL_RANGE_S = (0.1, 86400.0)  # status, stable-after, crash window
 COOLDOWN_RANGE_S = (0.0, 86400.0)
-JPEG_QUALITY_RANGE = (1, 100)                  # display.jpeg_quality (OpenCV's scale)
+JPEG_QUALITY_RANGE = (1, 100)  # display.jpeg_quality (OpenCV's scale)
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
     """[daemon]: identity, directories, logging, supervision."""
 
-    device_id: str = ""            # "" -> this machine's host name (config.paths)
-    state_dir: str = ""            # "" -> $STATE_DIRECTORY or ~/.local/state/actiond
-    shm_dir: str = "/dev/shm"      # where rings and stats blocks live (a tmpfs)
+    device_id: str = ""  # "" -> this machine's host name (config.paths)
+    state_dir: str = ""  # "" -> $STATE_DIRECTORY or ~/.local/state/actiond
+    shm_dir: str = "/dev/shm"  # where rings and stats blocks live (a tmpfs)
     log_level: str = "info"
     status_interval_s: float = 5.0
     heartbeat_timeout_s: float = 10.0
     restart_backoff_min_s: float = 0.5
     restart_backoff_max_s: float = 30.0
-    stable_after_s: float = 30.0   # running this long resets a worker's backoff
-    crash_budget: int = 5          # crashes within crash_window_s before a camera is failed
+    stable_after_s: float = 30.0  # running this long resets a worker's backoff
+    crash_budget: int = 5  # crashes within crash_window_s before a camera is failed
     crash_window_s: float = 60.0
 
 
@@ -60,30 +60,30 @@ class CameraConfig:
     """One [[cameras]] entry."""
 
     name: str
-    source: str                    # file path, rtsp://..., /dev/videoN, test:<pattern>,
-                                   # sample:<clip in daemon/assets> (resolved by load_config)
+    source: str  # file path, rtsp://..., /dev/videoN, test:<pattern>,
+    # sample:<clip in daemon/assets> (resolved by load_config)
     enabled: bool = True
-    fps: float = 0.0               # 0: the source's own rate
-    realtime: bool = True          # files: pace to fps (True) or as fast as the pipeline takes
-    loop: bool = False             # files: start again at the end
-    width: int = 640               # frames are resized to width x height before the ring
+    fps: float = 0.0  # 0: the source's own rate
+    realtime: bool = True  # files: pace to fps (True) or as fast as the pipeline takes
+    loop: bool = False  # files: start again at the end
+    width: int = 640  # frames are resized to width x height before the ring
     height: int = 360
-    crop: tuple[int, int, int, int] | None = None   # x, y, w, h in source pixels, before resize
+    crop: tuple[int, int, int, int] | None = None  # x, y, w, h in source pixels, before resize
     ring_capacity: int = 4
-    ring_policy: str = "drop_oldest"   # block | drop_oldest | drop_newest
+    ring_policy: str = "drop_oldest"  # block | drop_oldest | drop_newest
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
     reconnect_backoff_min_s: float = 0.5
     reconnect_backoff_max_s: float = 30.0
-    pipeline: str = "clip"         # the graph it runs (daemon.stages.registry.GRAPHS)
+    pipeline: str = "clip"  # the graph it runs (daemon.stages.registry.GRAPHS)
 
 
 @dataclass(frozen=True)
 class MotionConfig:
     """[motion]: preprocessing + optical flow."""
 
-    method: str = "dis"            # dis | farneback
-    width: int = 224               # flow is computed at this size
+    method: str = "dis"  # dis | farneback
+    width: int = 224  # flow is computed at this size
     height: int = 224
 
 
@@ -91,36 +91,36 @@ class MotionConfig:
 class InferenceConfig:
     """[inference]: the ONNX model and how it runs."""
 
-    model: str = ""                # path to an .onnx file; "" -> the bundled demo model
+    model: str = ""  # path to an .onnx file; "" -> the bundled demo model
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    threads: int = 1               # onnxruntime intra-op threads
-    clip_length: int = 0           # 0: from the model's metadata
-    width: int = 0                 # model input size; 0: the model's own (the motion
-    height: int = 0                # size where the model leaves it free)
-    stride: int = 4                # run the model every `stride` frames
-    replicas: int = 1              # infer worker processes sharing one input ring
-    max_batch: int = 0             # clips per model run; 0: the model's limit (see model.py)
+    threads: int = 1  # onnxruntime intra-op threads
+    clip_length: int = 0  # 0: from the model's metadata
+    width: int = 0  # model input size; 0: the model's own (the motion
+    height: int = 0  # size where the model leaves it free)
+    stride: int = 4  # run the model every `stride` frames
+    replicas: int = 1  # infer worker processes sharing one input ring
+    max_batch: int = 0  # clips per model run; 0: the model's limit (see model.py)
     # Overrides of the model's own contract (its ONNX metadata_props); empty: the model's.
-    labels: tuple[str, ...] = ()   # one per model output
-    layout: str = ""               # NCTHW | NTCHW | NT_CHW | NCHW
-    input: str = ""                # rgb | flow | rgb+flow (per frame: rgb, then flow x, y)
-    colour_order: str = ""         # rgb | bgr: channel order of the model's colour input
-    mean: tuple[float, ...] = ()   # 1 value, or one per channel of `input` (0-255 pixels,
-    std: tuple[float, ...] = ()    # flow in pixels/frame at model size): (x - mean) / std
-    activation: str = ""           # none | softmax | sigmoid, applied to the model output
+    labels: tuple[str, ...] = ()  # one per model output
+    layout: str = ""  # NCTHW | NTCHW | NT_CHW | NCHW
+    input: str = ""  # rgb | flow | rgb+flow (per frame: rgb, then flow x, y)
+    colour_order: str = ""  # rgb | bgr: channel order of the model's colour input
+    mean: tuple[float, ...] = ()  # 1 value, or one per channel of `input` (0-255 pixels,
+    std: tuple[float, ...] = ()  # flow in pixels/frame at model size): (x - mean) / std
+    activation: str = ""  # none | softmax | sigmoid, applied to the model output
 
 
 @dataclass(frozen=True)
 class DisplayConfig:
     """[display]: optional local outputs of the overlay stage."""
 
-    mjpeg_listen: str = ""         # "host:port" serves an MJPEG page; "" disables
-    window: bool = False           # needs a GUI-capable OpenCV
-    record: str = ""               # path of a video file to record the overlay to
+    mjpeg_listen: str = ""  # "host:port" serves an MJPEG page; "" disables
+    window: bool = False  # needs a GUI-capable OpenCV
+    record: str = ""  # path of a video file to record the overlay to
     jpeg_quality: int = 80
-    mjpeg_max_clients: int = 8     # streams at once; each holds a thread and uplink share
-    frame_log: str = ""            # JSON lines, one per displayed frame (frame id, the
-                                   # result joined to it, label): for debugging and tests
+    mjpeg_max_clients: int = 8  # streams at once; each holds a thread and uplink share
+    frame_log: str = ""  # JSON lines, one per displayed frame (frame id, the
+    # result joined to it, label): for debugging and tests
 
 
 @dataclass(frozen=True)
@@ -135,12 +135,12 @@ class ActionThreshold:
 class EventsConfig:
     """[events]: turning per-window scores into start/end events (hysteresis)."""
 
-    start_windows: int = 2         # consecutive windows >= threshold to start an event
-    end_windows: int = 2           # consecutive windows below it to end the event
-    cooldown_s: float = 5.0        # after an end, the same action waits this long
-    threshold: float = 0.6         # default score threshold for every action
-    ignore: tuple[str, ...] = ()   # labels that never make events; () -> the model's
-                                   # background labels (still, idle, nobody, background)
+    start_windows: int = 2  # consecutive windows >= threshold to start an event
+    end_windows: int = 2  # consecutive windows below it to end the event
+    cooldown_s: float = 5.0  # after an end, the same action waits this long
+    threshold: float = 0.6  # default score threshold for every action
+    ignore: tuple[str, ...] = ()  # labels that never make events; () -> the model's
+    # background labels (still, idle, nobody, background)
     actions: tuple[ActionThreshold, ...] = ()
 
 
@@ -171,7 +171,7 @@ class JsonlConfig:
     log shippers; an event sink with its own queue in the durable outbox."""
 
     enabled: bool = False
-    path: str = "events.jsonl"     # relative paths are under daemon.state_dir
+    path: str = "events.jsonl"  # relative paths are under daemon.state_dir
     outbox_max_events: int = 10000
 
 
@@ -179,7 +179,7 @@ class JsonlConfig:
 class MetricsConfig:
     """[metrics]: the Prometheus endpoint."""
 
-    listen: str = "127.0.0.1:9108"   # "" disables
+    listen: str = "127.0.0.1:9108"  # "" disables
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from daemon.ipc.errors import FrameMismatch, RingError, RingTimeout
 from daemon.ipc.mapping import RingMap, RingStats
 from daemon.ipc.segment import Segment
 
-
 _E = TypeVar("_E", bound="_Endpoint")
 
 
@@ -43,7 +42,7 @@ class _Endpoint:
         self._fds.clear()
         self._map.close()
 
-    def __enter__(self: _E) -> _E:   # `with attach_producer(...) as p` types p as Producer
+    def __enter__(self: _E) -> _E:  # `with attach_producer(...) as p` types p as Producer
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -53,7 +52,7 @@ class _Endpoint:
 class SlotLoan:
     """A slot lent to a producer: fill `array` in place, then publish() or abort()."""
 
-    def __init__(self, producer: "Producer", slot: int, array: np.ndarray) -> None:
+    def __init__(self, producer: Producer, slot: int, array: np.ndarray) -> None:
         self._producer, self.slot = producer, slot
         self._array: np.ndarray | None = array
         self.done = False
@@ -65,14 +64,15 @@ class SlotLoan:
             raise RingError("slot loan already published or aborted: the slot is not ours")
         return self._array
 
-    def publish(self, frame_id: int, timestamp_ns: int | None = None,
-                camera: str = "", extra: bytes = b"") -> None:
+    def publish(
+        self, frame_id: int, timestamp_ns: int | None = None, camera: str = "", extra: bytes = b""
+    ) -> None:
         self._producer._publish(self, frame_id, timestamp_ns, camera, extra)
 
     def abort(self) -> None:
         self._producer._abort(self)
 
-    def __enter__(self) -> "SlotLoan":
+    def __enter__(self) -> SlotLoan:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
@@ -88,7 +88,7 @@ class Producer(_Endpoint):
         try:
             self._open(index)
         except BaseException:
-            self.close()   # a bad index must not leak the mapping and its fds
+            self.close()  # a bad index must not leak the mapping and its fds
             raise
 
     def _open(self, index: int) -> None:
@@ -99,7 +99,8 @@ class Producer(_Endpoint):
         self._fds.append(self._fd)
         self._consumer_fds = [
             wakeup.open_fifo(wakeup.consumer_fifo(self.path, g, m))
-            for g, (_, members) in enumerate(self.spec.groups) for m in range(members)
+            for g, (_, members) in enumerate(self.spec.groups)
+            for m in range(members)
         ]
         self._fds.extend(self._consumer_fds)
         self._views = self._map.frame_views(writable=True)
@@ -125,15 +126,23 @@ class Producer(_Endpoint):
                 # do: worker.loan_slot); one that gives it up counts its own loss.
                 raise RingTimeout(
                     f"ring {self.path.name}: full for {timeout} s with policy 'block'; "
-                    "its consumers are not keeping up or are gone")
+                    "its consumers are not keeping up or are gone"
+                )
             wakeup.drain(self._fd)
 
-    def put(self, array: np.ndarray, frame_id: int, timestamp_ns: int | None = None,
-            camera: str = "", extra: bytes = b"", timeout: float | None = None) -> bool:
+    def put(
+        self,
+        array: np.ndarray,
+        frame_id: int,
+        timestamp_ns: int | None = None,
+        camera: str = "",
+        extra: bytes = b"",
+        timeout: float | None = None,
+    ) -> bool:
         """Copy `array` into the ring. False if the policy dropped it."""
         self.check_frame(array)
         self._check_meta(camera, extra)
-        loan = self.loan(timeout)   # RingTimeout: the caller keeps the frame
+        loan = self.loan(timeout)  # RingTimeout: the caller keeps the frame
         if loan is None:
             return False
         with loan:
@@ -147,14 +156,16 @@ class Producer(_Endpoint):
             raise FrameMismatch(
                 f"ring {self.path.name}: frame {array.shape} {array.dtype} does not fit "
                 f"the ring's {want.shape} {np.dtype(want.dtype)}; resize or convert it "
-                "first, or size the ring for this source")
+                "first, or size the ring for this source"
+            )
 
     def _check_meta(self, camera: str, extra: bytes) -> int:
         size = len(camera.encode()) + len(extra)
         if size > self.spec.meta_bytes:
             raise FrameMismatch(
                 f"ring {self.path.name}: camera name + extra metadata is {size} bytes, "
-                f"more than the ring's meta_bytes={self.spec.meta_bytes}")
+                f"more than the ring's meta_bytes={self.spec.meta_bytes}"
+            )
         return size
 
     def _try_loan(self) -> int:
@@ -174,7 +185,7 @@ class Producer(_Endpoint):
                 if victim >= 0:
                     w[L.C_DROP["drop_oldest"]] += 1
                     return self._take(w, L.H_SLOTS + victim * L.SLOT_WORDS, victim)
-                w[L.C_DROP["busy"]] += 1   # every slot leased: nothing to overwrite
+                w[L.C_DROP["busy"]] += 1  # every slot leased: nothing to overwrite
             elif policy is L.Policy.DROP_NEWEST:
                 w[L.C_DROP["drop_newest"]] += 1
             return -1
@@ -186,14 +197,15 @@ class Producer(_Endpoint):
         w[sw + L.S_STATE] = L.WRITING
         return slot
 
-    def _publish(self, loan: SlotLoan, frame_id: int, timestamp_ns: int | None,
-                 camera: str, extra: bytes) -> None:
+    def _publish(
+        self, loan: SlotLoan, frame_id: int, timestamp_ns: int | None, camera: str, extra: bytes
+    ) -> None:
         if loan.done:
             raise RingError("slot already published or aborted")
         self._check_meta(camera, extra)
         cam = camera.encode()
         off = self._map.meta_offset(loan.slot)
-        self._map.seg.mm[off: off + len(cam) + len(extra)] = cam + extra
+        self._map.seg.mm[off : off + len(cam) + len(extra)] = cam + extra
         ts = time.monotonic_ns() if timestamp_ns is None else timestamp_ns
         sw = L.H_SLOTS + loan.slot * L.SLOT_WORDS
         w = self._map.lock()
@@ -206,7 +218,7 @@ class Producer(_Endpoint):
             w[L.H_WRITE_SEQ] = seq + 1
             w[sw + L.S_SEQ] = seq
             w[L.C_PUTS] += 1
-            w[sw + L.S_STATE] = L.READY   # the commit: one aligned store
+            w[sw + L.S_STATE] = L.READY  # the commit: one aligned store
         finally:
             self._map.unlock()
         loan.done, loan._array = True, None
@@ -239,8 +251,9 @@ class Producer(_Endpoint):
 class Lease:
     """A consumer's hold on one published frame; `array` is a read-only zero-copy view."""
 
-    def __init__(self, consumer: "Consumer", slot: int, seq: int,
-                 array: np.ndarray, meta: L.FrameMeta) -> None:
+    def __init__(
+        self, consumer: Consumer, slot: int, seq: int, array: np.ndarray, meta: L.FrameMeta
+    ) -> None:
         self._consumer, self.slot, self.seq = consumer, slot, seq
         self._array: np.ndarray | None = array
         self.meta = meta
@@ -250,8 +263,10 @@ class Lease:
     def array(self) -> np.ndarray:
         """The frame, valid until release() (then the slot may hold another frame)."""
         if self._array is None:
-            raise RingError("lease already released: its slot may hold another frame now; "
-                            "copy what you need before release()")
+            raise RingError(
+                "lease already released: its slot may hold another frame now; "
+                "copy what you need before release()"
+            )
         return self._array
 
     def release(self) -> None:
@@ -261,7 +276,7 @@ class Lease:
             self._array = None
             self._consumer._release(self)
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -277,7 +292,7 @@ class Consumer(_Endpoint):
         try:
             self._open(group, member)
         except BaseException:
-            self.close()   # an unknown group must not leak the mapping and its fds
+            self.close()  # an unknown group must not leak the mapping and its fds
             raise
 
     def _open(self, group: str, member: int) -> None:
@@ -287,8 +302,9 @@ class Consumer(_Endpoint):
             raise RingError(f"member {member} of group {group!r}: the group has {members}")
         self._fd = wakeup.open_fifo(wakeup.consumer_fifo(self.path, self._g, member))
         self._fds.append(self._fd)
-        self._producer_fds = [wakeup.open_fifo(wakeup.producer_fifo(self.path, i))
-                              for i in range(self.spec.producers)]
+        self._producer_fds = [
+            wakeup.open_fifo(wakeup.producer_fifo(self.path, i)) for i in range(self.spec.producers)
+        ]
         self._fds.extend(self._producer_fds)
         self._views = self._map.frame_views(writable=False)
 
@@ -335,7 +351,7 @@ class Consumer(_Endpoint):
             if lease is not None:
                 return lease
             ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(self._fd, lambda: ready.done() or ready.set_result(None))
+            loop.add_reader(self._fd, lambda fut=ready: fut.done() or fut.set_result(None))
             try:
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
                 await asyncio.wait_for(ready, remaining)

@@ -29,18 +29,18 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("!I")          # length of the JSON part
-_TIMEVAL = struct.Struct("@ll")        # struct timeval for SO_SNDTIMEO
-MAX_DATAGRAM_BYTES = 200_000           # below Linux's default AF_UNIX send buffer
-SNAPSHOT_HEADROOM_BYTES = 4096         # room for the JSON header beside a snapshot
-RECV_BUFFER_BYTES = 4 * 1024 * 1024    # room for a burst of events with snapshots
-SEND_TIMEOUT_S = 2.0                   # default; callers keep it below the heartbeat timeout
+_HEADER = struct.Struct("!I")  # length of the JSON part
+_TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_SNDTIMEO
+MAX_DATAGRAM_BYTES = 200_000  # below Linux's default AF_UNIX send buffer
+SNAPSHOT_HEADROOM_BYTES = 4096  # room for the JSON header beside a snapshot
+RECV_BUFFER_BYTES = 4 * 1024 * 1024  # room for a burst of events with snapshots
+SEND_TIMEOUT_S = 2.0  # default; callers keep it below the heartbeat timeout
 
 # Why an event was lost on its way to the supervisor (the `reason` label of
 # actiond_events_lost_total), and why a snapshot was (actiond_event_snapshots_lost_total).
-LOST_SEND_TIMEOUT = "send_timeout"         # the supervisor took nothing for send_timeout_s
-LOST_SUPERVISOR_GONE = "supervisor_gone"   # no socket, or nobody reading it
-LOST_SEND_FAILED = "send_failed"           # any other error of sendto()
+LOST_SEND_TIMEOUT = "send_timeout"  # the supervisor took nothing for send_timeout_s
+LOST_SUPERVISOR_GONE = "supervisor_gone"  # no socket, or nobody reading it
+LOST_SEND_FAILED = "send_failed"  # any other error of sendto()
 LOST_REASONS = (LOST_SEND_TIMEOUT, LOST_SUPERVISOR_GONE, LOST_SEND_FAILED)
 SNAPSHOT_TOO_LARGE = "too_large"
 SNAPSHOT_LOST_REASONS = (SNAPSHOT_TOO_LARGE,)
@@ -57,8 +57,10 @@ def snapshot_lost_field(reason: str) -> str:
     return f"event_snapshots_lost_{reason}_total"
 
 
-LOSS_FIELDS = (*(lost_field(r) for r in LOST_REASONS),
-               *(snapshot_lost_field(r) for r in SNAPSHOT_LOST_REASONS))
+LOSS_FIELDS = (
+    *(lost_field(r) for r in LOST_REASONS),
+    *(snapshot_lost_field(r) for r in SNAPSHOT_LOST_REASONS),
+)
 
 
 def encode(record: dict[str, Any], snapshot: bytes | None) -> bytes:
@@ -68,8 +70,8 @@ def encode(record: dict[str, Any], snapshot: bytes | None) -> bytes:
 
 def decode(datagram: bytes) -> tuple[dict[str, Any], bytes | None]:
     (n,) = _HEADER.unpack_from(datagram)
-    record = json.loads(datagram[_HEADER.size: _HEADER.size + n])
-    snapshot = datagram[_HEADER.size + n:]
+    record = json.loads(datagram[_HEADER.size : _HEADER.size + n])
+    snapshot = datagram[_HEADER.size + n :]
     return record, snapshot or None
 
 
@@ -115,8 +117,10 @@ class EventSender:
 
     def __init__(self, path: str | Path, send_timeout_s: float = SEND_TIMEOUT_S) -> None:
         if not send_timeout_s > 0:
-            raise ValueError(f"send_timeout_s must be > 0 (got {send_timeout_s!r}): 0 "
-                             "would make a full supervisor queue drop events")
+            raise ValueError(
+                f"send_timeout_s must be > 0 (got {send_timeout_s!r}): 0 "
+                "would make a full supervisor queue drop events"
+            )
         self.path = str(path)
         self.send_timeout_s = send_timeout_s
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -125,8 +129,11 @@ class EventSender:
         # spins on EAGAIN; the kernel instead sleeps until the peer's queue has room.
         self._sock.setblocking(True)
         seconds = int(send_timeout_s)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(
-            seconds, int((send_timeout_s - seconds) * 1_000_000)))
+        self._sock.setsockopt(
+            socket.SOL_SOCKET,
+            socket.SO_SNDTIMEO,
+            _TIMEVAL.pack(seconds, int((send_timeout_s - seconds) * 1_000_000)),
+        )
         self.lost: Counter[str] = Counter()
         self.snapshots_lost: Counter[str] = Counter()
 
@@ -147,20 +154,31 @@ class EventSender:
 
     def _snapshot_lost(self, record: dict[str, Any], size: int) -> None:
         self.snapshots_lost[SNAPSHOT_TOO_LARGE] += 1
-        log.warning("event %s: its snapshot of %d bytes does not fit one datagram; sending "
-                    "the event without it (lower display.jpeg_quality)", record.get("id"), size)
+        log.warning(
+            "event %s: its snapshot of %d bytes does not fit one datagram; sending "
+            "the event without it (lower display.jpeg_quality)",
+            record.get("id"),
+            size,
+        )
 
     def _lost(self, record: dict[str, Any], exc: OSError) -> None:
         if isinstance(exc, BlockingIOError) or exc.errno == errno.EAGAIN:
-            reason, why = LOST_SEND_TIMEOUT, (f"the supervisor took no event for "
-                                              f"{self.send_timeout_s:g} s")
+            reason, why = (
+                LOST_SEND_TIMEOUT,
+                (f"the supervisor took no event for {self.send_timeout_s:g} s"),
+            )
         elif exc.errno in _GONE_ERRNOS:
             reason, why = LOST_SUPERVISOR_GONE, f"the supervisor is gone ({exc.strerror})"
         else:
             reason, why = LOST_SEND_FAILED, exc.strerror or str(exc)
         self.lost[reason] += 1
-        log.error("event %s %s of camera %s is lost: %s", record.get("id"), record.get("phase"),
-                  record.get("camera"), why)
+        log.error(
+            "event %s %s of camera %s is lost: %s",
+            record.get("id"),
+            record.get("phase"),
+            record.get("camera"),
+            why,
+        )
 
     def close(self) -> None:
         self._sock.close()

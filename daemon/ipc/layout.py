@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 
 import numpy as np
 
@@ -22,14 +23,14 @@ SPEC_BYTES = 2048
 # Ring header words.
 H_MAGIC, H_VERSION, H_NSLOTS, H_STRIDE, H_DATA_OFF, H_NGROUPS, H_WRITE_SEQ = range(7)
 H_OWNER_PID, H_SPEC_LEN = 7, 8
-H_COUNTERS = 16          # puts, then one word per drop reason
-H_GETS = 32              # one word per consumer group
-H_SLOTS = 48             # first slot record
+H_COUNTERS = 16  # puts, then one word per drop reason
+H_GETS = 32  # one word per consumer group
+H_SLOTS = 48  # first slot record
 HEADER_WORDS = H_SLOTS
 
 # Slot record words.
 S_STATE, S_SEQ, S_WRITER, S_FRAME_ID, S_TS_NS, S_CAMERA_LEN, S_EXTRA_LEN = range(7)
-S_GROUPS = 8             # one word per group: PENDING, DONE or the leaseholder's pid
+S_GROUPS = 8  # one word per group: PENDING, DONE or the leaseholder's pid
 SLOT_WORDS = S_GROUPS + MAX_GROUPS
 
 FREE, WRITING, READY = 0, 1, 2
@@ -38,13 +39,13 @@ PENDING, DONE = 0, -1
 # A `block` ring that stays full raises RingTimeout instead: the writer keeps its frame.
 DROP_REASONS = ("drop_oldest", "drop_newest", "reclaimed", "busy")
 C_PUTS = H_COUNTERS
-C_DROP = {reason: H_COUNTERS + 1 + i for i, reason in enumerate(DROP_REASONS)}
+C_DROP = MappingProxyType({reason: H_COUNTERS + 1 + i for i, reason in enumerate(DROP_REASONS)})
 
 
 class Policy(str, Enum):
     """What a full ring does with a new frame (GStreamer queue leaky modes)."""
 
-    BLOCK = "block"              # no leak: the producer waits (lossless, for files)
+    BLOCK = "block"  # no leak: the producer waits (lossless, for files)
     DROP_OLDEST = "drop_oldest"  # leaky downstream: latest wins (live sources)
     DROP_NEWEST = "drop_newest"  # leaky upstream: the incoming frame is rejected
 
@@ -76,7 +77,7 @@ class RingSpec:
     policy: Policy = Policy.DROP_OLDEST
     groups: tuple[tuple[str, int], ...] = (("main", 1),)  # (consumer group, members)
     producers: int = 1
-    meta_bytes: int = 256   # camera name + stage-defined extra bytes per frame
+    meta_bytes: int = 256  # camera name + stage-defined extra bytes per frame
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy", Policy(self.policy))
@@ -112,20 +113,26 @@ class RingSpec:
 
     def to_json(self) -> bytes:
         doc = {
-            "shape": list(self.frame.shape), "dtype": self.frame.dtype,
-            "capacity": self.capacity, "policy": self.policy.value,
-            "groups": [list(g) for g in self.groups], "producers": self.producers,
+            "shape": list(self.frame.shape),
+            "dtype": self.frame.dtype,
+            "capacity": self.capacity,
+            "policy": self.policy.value,
+            "groups": [list(g) for g in self.groups],
+            "producers": self.producers,
             "meta_bytes": self.meta_bytes,
         }
         return json.dumps(doc).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> "RingSpec":
+    def from_json(cls, raw: bytes) -> RingSpec:
         doc = json.loads(raw)
         return cls(
-            frame=FrameSpec(tuple(doc["shape"]), doc["dtype"]), capacity=doc["capacity"],
-            policy=Policy(doc["policy"]), groups=tuple(tuple(g) for g in doc["groups"]),
-            producers=doc["producers"], meta_bytes=doc["meta_bytes"],
+            frame=FrameSpec(tuple(doc["shape"]), doc["dtype"]),
+            capacity=doc["capacity"],
+            policy=Policy(doc["policy"]),
+            groups=tuple(tuple(g) for g in doc["groups"]),
+            producers=doc["producers"],
+            meta_bytes=doc["meta_bytes"],
         )
 
 
@@ -134,7 +141,7 @@ class FrameMeta:
     """Per-frame metadata that travels with the pixels."""
 
     frame_id: int
-    timestamp_ns: int = 0   # capture time, time.monotonic_ns() (system-wide clock)
+    timestamp_ns: int = 0  # capture time, time.monotonic_ns() (system-wide clock)
     camera: str = ""
     extra: bytes = field(default=b"", repr=False)
 

@@ -9,10 +9,10 @@ critical section never deadlocks the others.
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -28,12 +28,12 @@ class RingStats:
     capacity: int
     free: int
     writing: int
-    ready: int          # published, not yet taken by every group
-    leased: int         # slots some consumer is reading now
+    ready: int  # published, not yet taken by every group
+    leased: int  # slots some consumer is reading now
     puts: int
     drops: dict[str, int]
     gets: dict[str, int]
-    backlog: dict[str, int]   # per group: published frames it has not taken yet
+    backlog: dict[str, int]  # per group: published frames it has not taken yet
 
     @property
     def occupancy(self) -> int:
@@ -54,15 +54,16 @@ class RingMap:
         finally:
             head.release()
         off = L.spec_offset(capacity)
-        self.spec = L.RingSpec.from_json(bytes(mm[off: off + spec_len]))
-        self.words = memoryview(mm)[: off].cast("q")
+        self.spec = L.RingSpec.from_json(bytes(mm[off : off + spec_len]))
+        self.words = memoryview(mm)[:off].cast("q")
         self.n = capacity
         self.ngroups = len(self.spec.groups)
         self._frame_off = L._align(self.spec.meta_bytes)
         # Computed once: the spec's layout properties cost microseconds (np.prod) per call,
         # and meta_offset sits on the publish and get hot paths.
-        self._meta_offs = [self.spec.data_offset + s * self.spec.slot_stride
-                           for s in range(capacity)]
+        self._meta_offs = [
+            self.spec.data_offset + s * self.spec.slot_stride for s in range(capacity)
+        ]
         self._views: list[np.ndarray] = []
 
     @property
@@ -76,8 +77,8 @@ class RingMap:
         if len(raw) > L.SPEC_BYTES:
             raise ValueError("ring spec too large (too many or too long group names)")
         off = L.spec_offset(spec.capacity)
-        segment.mm[off: off + len(raw)] = raw
-        w = memoryview(segment.mm)[: off].cast("q")
+        segment.mm[off : off + len(raw)] = raw
+        w = memoryview(segment.mm)[:off].cast("q")
         w[L.H_NSLOTS], w[L.H_STRIDE] = spec.capacity, spec.slot_stride
         w[L.H_DATA_OFF], w[L.H_NGROUPS] = spec.data_offset, len(spec.groups)
         w[L.H_OWNER_PID], w[L.H_SPEC_LEN] = owner_pid, len(raw)
@@ -112,8 +113,9 @@ class RingMap:
             frame = self.spec.frame
             count = int(np.prod(frame.shape))
             for off in self._meta_offs:
-                view = np.frombuffer(self.seg.mm, np.dtype(frame.dtype), count,
-                                     off + self._frame_off).reshape(frame.shape)
+                view = np.frombuffer(
+                    self.seg.mm, np.dtype(frame.dtype), count, off + self._frame_off
+                ).reshape(frame.shape)
                 view.flags.writeable = writable
                 self._views.append(view)
         return self._views
@@ -125,9 +127,10 @@ class RingMap:
         w, sw = self.words, L.H_SLOTS + slot * L.SLOT_WORDS
         cam_len, extra_len = w[sw + L.S_CAMERA_LEN], w[sw + L.S_EXTRA_LEN]
         off = self.meta_offset(slot)
-        raw = bytes(self.seg.mm[off: off + cam_len + extra_len])
-        return L.FrameMeta(w[sw + L.S_FRAME_ID], w[sw + L.S_TS_NS],
-                           raw[:cam_len].decode(), raw[cam_len:])
+        raw = bytes(self.seg.mm[off : off + cam_len + extra_len])
+        return L.FrameMeta(
+            w[sw + L.S_FRAME_ID], w[sw + L.S_TS_NS], raw[:cam_len].decode(), raw[cam_len:]
+        )
 
     def is_free(self, w: memoryview, sw: int) -> bool:
         state = w[sw + L.S_STATE]
@@ -166,7 +169,7 @@ class RingMap:
             if w[sw + L.S_STATE] == L.WRITING:
                 pids.add(w[sw + L.S_WRITER])
             elif w[sw + L.S_STATE] == L.READY:
-                pids.update(v for v in w[sw + L.S_GROUPS: sw + L.S_GROUPS + self.ngroups] if v > 0)
+                pids.update(v for v in w[sw + L.S_GROUPS : sw + L.S_GROUPS + self.ngroups] if v > 0)
         return pids
 
     def reclaim_dead(self) -> int:
@@ -180,7 +183,7 @@ class RingMap:
         with self.locked() as w:
             for s in range(self.n):
                 sw = L.H_SLOTS + s * L.SLOT_WORDS
-                gs = w[sw + L.S_GROUPS: sw + L.S_GROUPS + self.ngroups].tolist()
+                gs = w[sw + L.S_GROUPS : sw + L.S_GROUPS + self.ngroups].tolist()
                 if self.is_free(w, sw):
                     free += 1
                 elif w[sw + L.S_STATE] == L.WRITING:
@@ -206,4 +209,5 @@ class RingMap:
         except BufferError as exc:
             raise RingError(
                 f"{self.path}: frame views are still referenced; release every lease "
-                "and drop its arrays before closing the ring") from exc
+                "and drop its arrays before closing the ring"
+            ) from exc

@@ -23,7 +23,7 @@ class PackedSpec:
 
     fields: tuple[tuple[str, tuple[int, ...], str], ...]
 
-    @cached_property   # views() needs them for every slot it reads
+    @cached_property  # views() needs them for every slot it reads
     def offsets(self) -> dict[str, int]:
         out, off = {}, 0
         for name, shape, dtype in self.fields:
@@ -49,5 +49,5 @@ class PackedSpec:
         for name, shape, dtype in self.fields:
             size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             off = offsets[name]
-            out[name] = buf[off: off + size].view(dtype).reshape(shape)
+            out[name] = buf[off : off + size].view(dtype).reshape(shape)
         return out

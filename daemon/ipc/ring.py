@@ -26,8 +26,9 @@ class FrameRing:
         self._fifos = fifos
 
     @classmethod
-    def create(cls, name: str, spec: L.RingSpec, run_id: str | None = None,
-               shm_dir: str = DEFAULT_SHM_DIR) -> "FrameRing":
+    def create(
+        cls, name: str, spec: L.RingSpec, run_id: str | None = None, shm_dir: str = DEFAULT_SHM_DIR
+    ) -> FrameRing:
         """Create the segment and FIFOs; raises ShmSpaceError if the space is not there."""
         file_name = segment_name(run_id or new_run_id(), name)
         segment = Segment.create(shm_dir, file_name, spec.total_bytes)
@@ -35,8 +36,11 @@ class FrameRing:
         try:
             RingMap.initialise(segment, spec, os.getpid())
             fifos = [wakeup.producer_fifo(segment.path, i) for i in range(spec.producers)]
-            fifos += [wakeup.consumer_fifo(segment.path, g, m)
-                      for g, (_, n) in enumerate(spec.groups) for m in range(n)]
+            fifos += [
+                wakeup.consumer_fifo(segment.path, g, m)
+                for g, (_, n) in enumerate(spec.groups)
+                for m in range(n)
+            ]
             for fifo in fifos:
                 wakeup.make_fifo(fifo)
         except BaseException:
@@ -90,7 +94,7 @@ class FrameRing:
         self._map.seg.unlink()
         self._map.close()
 
-    def __enter__(self) -> "FrameRing":
+    def __enter__(self) -> FrameRing:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -26,7 +26,7 @@ LOCK_NAME = "run.lock"
 # bench that made rings without one) are removed only when their pid is dead here and
 # they are this old: the pid alone is no proof across PID namespaces.
 STALE_GRACE_S = 60.0
-LOCK_WAIT_S = 2.0       # a cleaner holds a run's lock only while it unlinks a few files
+LOCK_WAIT_S = 2.0  # a cleaner holds a run's lock only while it unlinks a few files
 LOCK_POLL_S = 0.01
 # actiond-<owner pid>-<random hex>-<name>[.suffix]
 _NAME_RE = re.compile(r"^actiond-(?P<run>(?P<pid>\d+)-[0-9a-f]+)-")
@@ -50,7 +50,7 @@ class RunLock:
             try:
                 locked = _try_lock(fd)
                 if locked and _same_file(fd, path):
-                    os.write(fd, f"{os.getpid()}\n".encode())   # for a person looking
+                    os.write(fd, f"{os.getpid()}\n".encode())  # for a person looking
                     return cls(path, fd)
             except BaseException:
                 os.close(fd)
@@ -59,8 +59,9 @@ class RunLock:
             # Either a cleaner holds it (for a moment), or it unlinked the file between
             # our open and our lock: the inode we locked is gone, so make a new one.
             if not locked and time.monotonic() >= deadline:
-                raise OSError(errno.EBUSY, f"run lock {path} is held by another process "
-                              "(a run id used twice)")
+                raise OSError(
+                    errno.EBUSY, f"run lock {path} is held by another process (a run id used twice)"
+                )
             if not locked:
                 time.sleep(LOCK_POLL_S)
 
@@ -68,7 +69,7 @@ class RunLock:
         """Unlink the lock file, then drop the lock. Idempotent."""
         if self._fd < 0:
             return
-        self.path.unlink(missing_ok=True)   # still held: no cleaner can be in between
+        self.path.unlink(missing_ok=True)  # still held: no cleaner can be in between
         os.close(self._fd)
         self._fd = -1
 
@@ -131,10 +132,10 @@ def _remove_if_unlocked(shm_dir: str, names: list[str], lock_name: str) -> list[
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, PermissionError):
-        return []   # removed meanwhile by another cleaner, or another user's run
+        return []  # removed meanwhile by another cleaner, or another user's run
     try:
         if not _try_lock(fd) or not _same_file(fd, path):
-            return []   # alive (or a new lock file under that name: alive too)
+            return []  # alive (or a new lock file under that name: alive too)
         return _unlink_all(shm_dir, [*names, lock_name])
     finally:
         os.close(fd)
@@ -159,8 +160,8 @@ def _unlink_all(shm_dir: str, names: list[str]) -> list[str]:
         try:
             os.unlink(os.path.join(shm_dir, name))
         except FileNotFoundError:
-            continue   # another process cleaned it first
+            continue  # another process cleaned it first
         except PermissionError:
-            continue   # another user's file in a sticky /dev/shm: not ours to remove
+            continue  # another user's file in a sticky /dev/shm: not ours to remove
         removed.append(name)
     return removed

@@ -20,7 +20,7 @@ from pathlib import Path
 from daemon.ipc.errors import RingNotFound, ShmSpaceError
 
 DEFAULT_SHM_DIR = "/dev/shm"
-CREATING_SUFFIX = ".creating"   # a segment's name until its header is written
+CREATING_SUFFIX = ".creating"  # a segment's name until its header is written
 # actiond-<owner pid>-<random>-<name>[.suffix]: the run id (pid + random) keeps runs
 # apart; whether a run is alive is its run lock's business (runlock.py), not the pid's.
 SEGMENT_PREFIX = "actiond-"
@@ -48,10 +48,15 @@ def raise_hint(shm_dir: str) -> str:
     elif mount == os.path.realpath(shm_dir):
         remount = f"`mount -o remount,size=<bytes> {mount}` on a host, "
     else:
-        remount = (f"`mount -o remount,size=<bytes> {mount}` on a host ({mount} is the "
-                   f"mount that holds {shm_dir}), ")
-    return ("free space there, or raise the limit: " + remount
-            + "`docker run --shm-size=<bytes>` in Docker, or point `shm_dir` at a larger tmpfs")
+        remount = (
+            f"`mount -o remount,size=<bytes> {mount}` on a host ({mount} is the "
+            f"mount that holds {shm_dir}), "
+        )
+    return (
+        "free space there, or raise the limit: "
+        + remount
+        + "`docker run --shm-size=<bytes>` in Docker, or point `shm_dir` at a larger tmpfs"
+    )
 
 
 def mount_of(path: str) -> tuple[str, str]:
@@ -72,7 +77,7 @@ def mount_of(path: str) -> tuple[str, str]:
             continue
         point = _unescape(parts[4])
         inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):   # later lines stack over earlier ones
+        if inside and len(point) >= len(best):  # later lines stack over earlier ones
             best, fstype = point, rest.split()[0]
     if not best:
         best = real
@@ -108,7 +113,7 @@ class Segment:
     owner: bool
 
     @classmethod
-    def create(cls, shm_dir: str, file_name: str, nbytes: int) -> "Segment":
+    def create(cls, shm_dir: str, file_name: str, nbytes: int) -> Segment:
         """A new segment under a temporary name; publish() gives it its real name once
         its header is written, so nobody who looks for it by name sees it half made."""
         check_free_space(shm_dir, nbytes)
@@ -136,7 +141,7 @@ class Segment:
             self.path = final
 
     @classmethod
-    def attach(cls, path: Path) -> "Segment":
+    def attach(cls, path: Path) -> Segment:
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -30,7 +30,9 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 def histogram_fields(prefix: str) -> list[str]:
     """Stats fields of a histogram: one per bucket, then sum and count."""
     return [f"{prefix}_bucket_{i}" for i in range(len(LATENCY_BUCKETS_S))] + [
-        f"{prefix}_sum", f"{prefix}_count"]
+        f"{prefix}_sum",
+        f"{prefix}_count",
+    ]
 
 
 class StatsBlock:
@@ -41,25 +43,31 @@ class StatsBlock:
         head = np.ndarray((2,), np.int64, buffer=segment.mm)
         if int(head[0]) != _MAGIC:
             del head
-            segment.close()   # ours to close: the caller never gets the block
+            segment.close()  # ours to close: the caller never gets the block
             raise RingError(f"{segment.path} is not an actiond stats block")
-        raw = bytes(segment.mm[_NAMES_OFF_BYTES: _NAMES_OFF_BYTES + int(head[1])])
+        raw = bytes(segment.mm[_NAMES_OFF_BYTES : _NAMES_OFF_BYTES + int(head[1])])
         del head
         self.fields: tuple[str, ...] = tuple(json.loads(raw))
         self._index = {name: i for i, name in enumerate(self.fields)}
-        self._values = np.ndarray((len(self.fields),), np.float64, buffer=segment.mm,
-                                  offset=_VALUES_OFF_BYTES)
+        self._values = np.ndarray(
+            (len(self.fields),), np.float64, buffer=segment.mm, offset=_VALUES_OFF_BYTES
+        )
 
     @classmethod
-    def create(cls, name: str, fields: Sequence[str], run_id: str | None = None,
-               shm_dir: str = DEFAULT_SHM_DIR) -> "StatsBlock":
+    def create(
+        cls,
+        name: str,
+        fields: Sequence[str],
+        run_id: str | None = None,
+        shm_dir: str = DEFAULT_SHM_DIR,
+    ) -> StatsBlock:
         names = list(dict.fromkeys([HEARTBEAT, PID, *fields]))
         raw = json.dumps(names).encode()
         if _NAMES_OFF_BYTES + len(raw) > _VALUES_OFF_BYTES:
             raise ValueError("too many stats fields for one block")
         size = _VALUES_OFF_BYTES + 8 * len(names)
         seg = Segment.create(shm_dir, segment_name(run_id or new_run_id(), name), size)
-        seg.mm[_NAMES_OFF_BYTES: _NAMES_OFF_BYTES + len(raw)] = raw
+        seg.mm[_NAMES_OFF_BYTES : _NAMES_OFF_BYTES + len(raw)] = raw
         head = np.ndarray((2,), np.int64, buffer=seg.mm)
         head[1] = len(raw)
         head[0] = _MAGIC
@@ -68,7 +76,7 @@ class StatsBlock:
         return cls(seg)
 
     @classmethod
-    def attach(cls, path: str | Path) -> "StatsBlock":
+    def attach(cls, path: str | Path) -> StatsBlock:
         return cls(Segment.attach(Path(path)))
 
     @property

@@ -37,15 +37,16 @@ STATE_IDLE = "idle"
 PAYLOAD_ONLINE = "online"
 PAYLOAD_OFFLINE = "offline"
 DEVICE_MODEL = "actiond edge action recognition"
-DISCOVERY_QOS = 1             # what Home Assistant subscribes with: events are QoS 1
+DISCOVERY_QOS = 1  # what Home Assistant subscribes with: events are QoS 1
 # https://www.home-assistant.io/integrations/event/#device-class and
 # https://www.home-assistant.io/integrations/binary_sensor/#device-class
 EVENT_DEVICE_CLASS = "motion"
 ACTION_DEVICE_CLASS = "motion"
 STREAM_DEVICE_CLASS = "connectivity"
 # Home Assistant ignores an event message that renders empty: it fires on starts only.
-EVENT_START_ONLY_TEMPLATE = "{{ value if value_json.phase == %s else '' }}" % json.dumps(
-    PHASE_START)
+EVENT_START_ONLY_TEMPLATE = (
+    "{{ value if value_json.phase == " + json.dumps(PHASE_START) + " else '' }}"
+)
 REQUIRED_EVENT_KEYS = ("id", "camera", "action", "phase", "started_at", "ended_at")
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -62,8 +63,7 @@ def check_topic_prefix(kind: str, value: str) -> None:
     """Raise ValueError unless `value` can start topics (daemon.config.fields' rule)."""
     reason = topic_prefix_problem(value)
     if reason:
-        raise ValueError(f"{kind} {value!r} cannot be used as an MQTT topic prefix: it "
-                         f"{reason}")
+        raise ValueError(f"{kind} {value!r} cannot be used as an MQTT topic prefix: it {reason}")
 
 
 def ha_id(value: str) -> str:
@@ -128,8 +128,9 @@ class TopicLayout:
 
     def discovery(self, component: str, object_id: str) -> str:
         """Config topic of one Home Assistant entity."""
-        return (f"{self.discovery_prefix}/{component}/{ha_id(self.device_id)}/"
-                f"{ha_id(object_id)}/config")
+        return (
+            f"{self.discovery_prefix}/{component}/{ha_id(self.device_id)}/{ha_id(object_id)}/config"
+        )
 
 
 class CameraStates:
@@ -170,16 +171,16 @@ class CameraStates:
 
     def offline(self) -> list[tuple[str, str]]:
         """Every camera offline (a clean stop)."""
-        return [(self._topics.availability(camera), PAYLOAD_OFFLINE)
-                for camera in self._available]
+        return [(self._topics.availability(camera), PAYLOAD_OFFLINE) for camera in self._available]
 
     def _availability(self, camera: str) -> tuple[str, str]:
         payload = PAYLOAD_ONLINE if self._available[camera] else PAYLOAD_OFFLINE
         return self._topics.availability(camera), payload
 
 
-def event_payload(event: Mapping[str, Any], device_id: str,
-                  cameras: Sequence[str] | None = None) -> dict[str, Any]:
+def event_payload(
+    event: Mapping[str, Any], device_id: str, cameras: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The JSON record of an event (ActionEvent.to_json_dict() or alike), validated; every
     event sink gets this record (the outbox stores it).
 
@@ -193,19 +194,21 @@ def event_payload(event: Mapping[str, Any], device_id: str,
     if missing:
         raise ValueError(f"event lacks {', '.join(missing)}: {dict(event)!r}")
     if event["phase"] not in (PHASE_START, PHASE_END):
-        raise ValueError(f"event phase must be {PHASE_START!r} or {PHASE_END!r}, "
-                         f"got {event['phase']!r}")
+        raise ValueError(
+            f"event phase must be {PHASE_START!r} or {PHASE_END!r}, got {event['phase']!r}"
+        )
     if cameras is not None and event["camera"] not in cameras:
-        raise ValueError(f"unknown camera {event['camera']!r}; configured cameras: "
-                         f"{', '.join(cameras) or 'none'}")
+        raise ValueError(
+            f"unknown camera {event['camera']!r}; configured cameras: "
+            f"{', '.join(cameras) or 'none'}"
+        )
     record = {key: value for key, value in event.items() if key != "snapshot"}
     record.setdefault("event_type", event["action"])
     record["device_id"] = device_id
     try:
         json.dumps(record)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"event {event['id']!r} is not JSON-serialisable: "
-                         f"{exc}") from exc
+        raise ValueError(f"event {event['id']!r} is not JSON-serialisable: {exc}") from exc
     return record
 
 
@@ -215,12 +218,18 @@ def event_key(record: Mapping[str, Any]) -> str:
 
 
 def _device_block(device_id: str, sw_version: str) -> dict[str, object]:
-    return {"identifiers": [device_id], "name": f"actiond {device_id}",
-            "sw_version": sw_version, "model": DEVICE_MODEL, "manufacturer": "actiond"}
+    return {
+        "identifiers": [device_id],
+        "name": f"actiond {device_id}",
+        "sw_version": sw_version,
+        "model": DEVICE_MODEL,
+        "manufacturer": "actiond",
+    }
 
 
-def _common(topics: TopicLayout, camera: str | None, unique_id: str, name: str,
-            sw_version: str) -> dict[str, object]:
+def _common(
+    topics: TopicLayout, camera: str | None, unique_id: str, name: str, sw_version: str
+) -> dict[str, object]:
     """Fields every entity has; available while the daemon (and `camera`, if given) is."""
     availability = [{"topic": topics.status}]
     if camera is not None:
@@ -238,44 +247,65 @@ def _common(topics: TopicLayout, camera: str | None, unique_id: str, name: str,
     }
 
 
-def _camera_entities(topics: TopicLayout, camera: str, actions: Sequence[str],
-                     snapshots: bool, sw_version: str) -> list[tuple[str, dict[str, object]]]:
+def _camera_entities(
+    topics: TopicLayout, camera: str, actions: Sequence[str], snapshots: bool, sw_version: str
+) -> list[tuple[str, dict[str, object]]]:
     base_id, words = f"{topics.device_id}_{camera}", readable(camera)
     event = _common(topics, camera, f"{base_id}_action", f"{words} action", sw_version)
-    event.update({"state_topic": topics.event(camera), "event_types": list(actions),
-                  "value_template": EVENT_START_ONLY_TEMPLATE,
-                  "device_class": EVENT_DEVICE_CLASS})
+    event.update(
+        {
+            "state_topic": topics.event(camera),
+            "event_types": list(actions),
+            "value_template": EVENT_START_ONLY_TEMPLATE,
+            "device_class": EVENT_DEVICE_CLASS,
+        }
+    )
     entities = [(topics.discovery("event", f"{camera}_action"), event)]
     for action in actions:
-        sensor = _common(topics, camera, f"{base_id}_{action}",
-                         f"{words} {readable(action).lower()}", sw_version)
+        sensor = _common(
+            topics, camera, f"{base_id}_{action}", f"{words} {readable(action).lower()}", sw_version
+        )
         # json.dumps gives a double-quoted literal, which Jinja accepts, so any action
         # name (quotes included) compares safely.
-        sensor.update({
-            "state_topic": topics.state(camera),
-            "value_template": "{{ 'ON' if value == %s else 'OFF' }}" % json.dumps(action),
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "device_class": ACTION_DEVICE_CLASS,
-        })
+        sensor.update(
+            {
+                "state_topic": topics.state(camera),
+                "value_template": "{{ 'ON' if value == " + json.dumps(action) + " else 'OFF' }}",
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "device_class": ACTION_DEVICE_CLASS,
+            }
+        )
         entities.append((topics.discovery("binary_sensor", f"{camera}_{action}"), sensor))
     # The stream's own sensor depends on the daemon only: it says "off" (not
     # "unavailable") while the camera is lost, so automations can act on it.
     stream = _common(topics, None, f"{base_id}_camera_stream", f"{words} stream", sw_version)
-    stream.update({"state_topic": topics.availability(camera), "payload_on": PAYLOAD_ONLINE,
-                   "payload_off": PAYLOAD_OFFLINE, "device_class": STREAM_DEVICE_CLASS,
-                   "entity_category": "diagnostic"})
+    stream.update(
+        {
+            "state_topic": topics.availability(camera),
+            "payload_on": PAYLOAD_ONLINE,
+            "payload_off": PAYLOAD_OFFLINE,
+            "device_class": STREAM_DEVICE_CLASS,
+            "entity_category": "diagnostic",
+        }
+    )
     entities.append((topics.discovery("binary_sensor", f"{camera}_camera_stream"), stream))
     if snapshots:
-        camera_entity = _common(topics, camera, f"{base_id}_snapshot", f"{words} snapshot",
-                                sw_version)
+        camera_entity = _common(
+            topics, camera, f"{base_id}_snapshot", f"{words} snapshot", sw_version
+        )
         camera_entity["topic"] = topics.snapshot(camera)
         entities.append((topics.discovery("camera", f"{camera}_snapshot"), camera_entity))
     return entities
 
 
-def discovery_messages(topics: TopicLayout, cameras: Sequence[str], actions: Sequence[str],
-                       snapshots: bool, sw_version: str) -> list[tuple[str, bytes]]:
+def discovery_messages(
+    topics: TopicLayout,
+    cameras: Sequence[str],
+    actions: Sequence[str],
+    snapshots: bool,
+    sw_version: str,
+) -> list[tuple[str, bytes]]:
     """(topic, JSON payload) of every discovery config, to publish retained."""
     messages: list[tuple[str, bytes]] = []
     for camera in cameras:

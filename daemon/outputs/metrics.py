@@ -15,6 +15,7 @@ import concurrent.futures
 import errno
 import threading
 from collections.abc import Callable, Sequence
+from types import MappingProxyType
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
@@ -32,9 +33,17 @@ from daemon.outputs.metrics_collector import (
 )
 
 __all__ = [
-    "SHARED_CAMERA", "ActiondCollector", "CameraView", "EventMetrics", "HistogramCounts",
-    "MetricsServer", "MetricsServerError", "MetricsSnapshot", "WorkerView",
-    "make_registry", "snapshot_on_loop",
+    "SHARED_CAMERA",
+    "ActiondCollector",
+    "CameraView",
+    "EventMetrics",
+    "HistogramCounts",
+    "MetricsServer",
+    "MetricsServerError",
+    "MetricsSnapshot",
+    "WorkerView",
+    "make_registry",
+    "snapshot_on_loop",
 ]
 
 # A scrape waits this long for the loop; Prometheus' default scrape_timeout is 10 s.
@@ -45,11 +54,13 @@ ANY_HOST = "0.0.0.0"
 
 
 # What the usual bind errors mean for the person reading the message.
-BIND_ERRORS = {
-    errno.EADDRINUSE: ": another process listens there",
-    errno.EADDRNOTAVAIL: ": not an address of this host",
-    errno.EACCES: ": ports below 1024 need privileges",
-}
+BIND_ERRORS = MappingProxyType(
+    {
+        errno.EADDRINUSE: ": another process listens there",
+        errno.EADDRNOTAVAIL: ": not an address of this host",
+        errno.EACCES: ": ports below 1024 need privileges",
+    }
+)
 
 
 class MetricsServerError(Exception):
@@ -75,13 +86,15 @@ class MetricsServer:
             raise RuntimeError("MetricsServer.start() called twice")
         try:
             self._httpd, self._thread = start_http_server(
-                self._requested_port, self._host, self._registry)
+                self._requested_port, self._host, self._registry
+            )
         except OSError as exc:
             why = BIND_ERRORS.get(exc.errno or 0, "")
             raise MetricsServerError(
-                f"metrics.listen = \"{self._listen}\": cannot listen there "
+                f'metrics.listen = "{self._listen}": cannot listen there '
                 f"({exc.strerror or exc}{why}); set metrics.listen to a free port of this "
-                f"host, or to \"\" to disable metrics") from exc
+                f'host, or to "" to disable metrics'
+            ) from exc
 
     @property
     def port(self) -> int:
@@ -117,31 +130,39 @@ class MetricsServer:
         self.stop()
 
 
-def snapshot_on_loop(loop: asyncio.AbstractEventLoop, build: Callable[[], MetricsSnapshot],
-                     timeout_s: float = SNAPSHOT_TIMEOUT_S) -> Callable[[], MetricsSnapshot]:
+def snapshot_on_loop(
+    loop: asyncio.AbstractEventLoop,
+    build: Callable[[], MetricsSnapshot],
+    timeout_s: float = SNAPSHOT_TIMEOUT_S,
+) -> Callable[[], MetricsSnapshot]:
     """A snapshot callable for ActiondCollector that runs `build` on `loop`'s thread.
 
     A loop that does not answer within `timeout_s` fails the scrape (TimeoutError), which
     Prometheus records as up == 0: a wedged supervisor is not reported as healthy.
     """
+
     def snapshot() -> MetricsSnapshot:
         if _running_loop() is loop:
-            raise RuntimeError("snapshot_on_loop's callable would wait on its own loop; "
-                               "call `build` directly on the loop thread")
+            raise RuntimeError(
+                "snapshot_on_loop's callable would wait on its own loop; "
+                "call `build` directly on the loop thread"
+            )
         future: concurrent.futures.Future[MetricsSnapshot] = concurrent.futures.Future()
         loop.call_soon_threadsafe(_build_into, future, build)
         try:
             return future.result(timeout_s)
         except concurrent.futures.TimeoutError:
-            future.cancel()   # the loop skips the build when it gets to it
-            raise TimeoutError(f"the supervisor loop did not build a metrics snapshot "
-                               f"within {timeout_s} s") from None
+            future.cancel()  # the loop skips the build when it gets to it
+            raise TimeoutError(
+                f"the supervisor loop did not build a metrics snapshot within {timeout_s} s"
+            ) from None
 
     return snapshot
 
 
-def _build_into(future: concurrent.futures.Future[MetricsSnapshot],
-                build: Callable[[], MetricsSnapshot]) -> None:
+def _build_into(
+    future: concurrent.futures.Future[MetricsSnapshot], build: Callable[[], MetricsSnapshot]
+) -> None:
     # Not asyncio.run_coroutine_threadsafe: its cancel reaches the loop only after the
     # task's first step, so a scrape that timed out would still run the build.
     if not future.set_running_or_notify_cancel():
@@ -155,12 +176,15 @@ def _build_into(future: concurrent.futures.Future[MetricsSnapshot],
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
-    except RuntimeError:   # no loop runs in this thread: the usual case, a server thread
+    except RuntimeError:  # no loop runs in this thread: the usual case, a server thread
         return None
 
 
-def make_registry(snapshot: Callable[[], MetricsSnapshot], cameras: Sequence[str] = (),
-                  actions: Sequence[str] = ()) -> tuple[CollectorRegistry, EventMetrics]:
+def make_registry(
+    snapshot: Callable[[], MetricsSnapshot],
+    cameras: Sequence[str] = (),
+    actions: Sequence[str] = (),
+) -> tuple[CollectorRegistry, EventMetrics]:
     """A fresh registry (never prometheus_client's global one) with the collector and the
     event metrics registered; `cameras` x `actions` event series start at zero."""
     registry = CollectorRegistry()

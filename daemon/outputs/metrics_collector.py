@@ -46,7 +46,6 @@ COLLECTOR_METRICS = tuple(s.name for s in mc.CATALOG if s.name not in EVENT_METR
 
 LabelValues = tuple[str, ...]
 log = logging.getLogger(__name__)
-_warned: set[tuple[str, str]] = set()   # (stage, problem) logged once per process
 
 
 @dataclass(frozen=True)
@@ -54,9 +53,9 @@ class WorkerView:
     """One worker at scrape time: identity, liveness and a copy of its stats block."""
 
     name: str
-    camera: str                 # "" for workers shared by all cameras
-    stage: str                  # its stage kind (daemon.stages.registry)
-    up: bool                    # process running with a fresh heartbeat
+    camera: str  # "" for workers shared by all cameras
+    stage: str  # its stage kind (daemon.stages.registry)
+    up: bool  # process running with a fresh heartbeat
     restarts_total: int
     stats: Mapping[str, float]  # StatsBlock.snapshot()
     # What its stage kind declares: (metric, stats field) exported per camera, and
@@ -113,15 +112,18 @@ class HistogramCounts:
 
     def merge(self, other: HistogramCounts) -> None:
         if other.bounds != self.bounds:
-            raise ValueError(f"cannot merge histograms with bounds {other.bounds} "
-                             f"into one with bounds {self.bounds}")
+            raise ValueError(
+                f"cannot merge histograms with bounds {other.bounds} "
+                f"into one with bounds {self.bounds}"
+            )
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)]
         self.count += other.count
         self.sum += other.sum
 
     def exposition_buckets(self) -> list[tuple[str, float]]:
         return [(floatToGoString(b), c) for b, c in zip(self.bounds, self.buckets)] + [
-            ("+Inf", self.count)]
+            ("+Inf", self.count)
+        ]
 
 
 def stats_histogram(worker: WorkerView, prefix: str) -> HistogramCounts:
@@ -129,8 +131,10 @@ def stats_histogram(worker: WorkerView, prefix: str) -> HistogramCounts:
     names = [f"{prefix}_bucket_{i}" for i in range(len(LATENCY_BUCKETS_S))]
     missing = [n for n in (*names, f"{prefix}_sum", f"{prefix}_count") if n not in worker.stats]
     if missing:
-        raise KeyError(f"worker {worker.name!r} ({worker.stage}) has no stats fields "
-                       f"{missing}: its stage must declare histogram_fields({prefix!r})")
+        raise KeyError(
+            f"worker {worker.name!r} ({worker.stage}) has no stats fields "
+            f"{missing}: its stage must declare histogram_fields({prefix!r})"
+        )
     # The worker updates the fields one by one while we read them, so a scrape can see a
     # later bucket ahead of an earlier one or of the count (by one observation at most).
     # Exported buckets must be monotonic and end at the count: take running maxima.
@@ -146,7 +150,9 @@ class _Samples:
     """The samples of one scrape by metric and label values; workers that share a label
     set (the infer replicas) are summed, and their `up` is the lowest of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, warned: set[tuple[str, str]] | None = None) -> None:
+        # (stage, problem) pairs already logged: the collector keeps them across scrapes.
+        self.warned: set[tuple[str, str]] = warned if warned is not None else set()
         self._values: dict[str, dict[LabelValues, float]] = {}
         self._histograms: dict[str, dict[LabelValues, HistogramCounts]] = {}
 
@@ -174,8 +180,9 @@ class _Samples:
         if labels in series:
             series[labels].merge(counts)
         else:
-            series[labels] = HistogramCounts(counts.bounds, list(counts.buckets),
-                                             counts.count, counts.sum)
+            series[labels] = HistogramCounts(
+                counts.bounds, list(counts.buckets), counts.count, counts.sum
+            )
 
     def families(self) -> Iterator[Metric]:
         """Families in catalog order; a metric without samples is left out entirely."""
@@ -209,8 +216,10 @@ def _empty_family(spec: mc.MetricSpec) -> Metric:
 
 def _stat(worker: WorkerView, name: str) -> float:
     if name not in worker.stats:
-        raise KeyError(f"worker {worker.name!r} ({worker.stage}) has no stats field "
-                       f"{name!r}: its stage's *_FIELDS must declare it")
+        raise KeyError(
+            f"worker {worker.name!r} ({worker.stage}) has no stats field "
+            f"{name!r}: its stage's *_FIELDS must declare it"
+        )
     return worker.stats[name]
 
 
@@ -219,27 +228,32 @@ def _add_worker(samples: _Samples, worker: WorkerView) -> None:
     key = (camera, worker.stage)
     samples.add("actiond_stage_frames_in_total", key, _stat(worker, "frames_in_total"))
     samples.add("actiond_stage_frames_out_total", key, _stat(worker, "frames_out_total"))
-    samples.histogram("actiond_stage_processing_seconds", key,
-                      stats_histogram(worker, PROCESSING_PREFIX))
+    samples.histogram(
+        "actiond_stage_processing_seconds", key, stats_histogram(worker, PROCESSING_PREFIX)
+    )
     samples.add("actiond_worker_restarts_total", key, worker.restarts_total)
     samples.lowest("actiond_worker_up", key, 1.0 if worker.up else 0.0)
     for item, reason, name in worker.losses:
         if name in worker.stats:
             samples.add(mc.LOST_TOTAL, (camera, worker.stage, item, reason), worker.stats[name])
         else:
-            _warn_once(worker.stage, f"has no stats field {name!r} for its loss {item}/{reason}")
+            _warn_once(
+                samples, worker.stage, f"has no stats field {name!r} for its loss {item}/{reason}"
+            )
     for metric, name in worker.exports:
         _add_export(samples, worker, camera, metric, name)
 
 
-def _add_export(samples: _Samples, worker: WorkerView, camera: str, metric: str,
-                name: str) -> None:
+def _add_export(samples: _Samples, worker: WorkerView, camera: str, metric: str, name: str) -> None:
     """A per-camera metric a stage kind declares; one the catalog does not know (or whose
     field is missing) is left out and logged once: it never fails the scrape."""
     spec = mc.BY_NAME.get(metric)
     if spec is None or spec.labels != ("camera",):
-        _warn_once(worker.stage, f"exports {metric}, which is not a per-camera metric of "
-                                 "daemon.metrics_catalog")
+        _warn_once(
+            samples,
+            worker.stage,
+            f"exports {metric}, which is not a per-camera metric of daemon.metrics_catalog",
+        )
         return
     try:
         if spec.type == mc.HISTOGRAM:
@@ -247,12 +261,12 @@ def _add_export(samples: _Samples, worker: WorkerView, camera: str, metric: str,
         else:
             samples.add(metric, (camera,), _stat(worker, name))
     except KeyError as exc:
-        _warn_once(worker.stage, str(exc))
+        _warn_once(samples, worker.stage, str(exc))
 
 
-def _warn_once(stage: str, problem: str) -> None:
-    if (stage, problem) not in _warned:
-        _warned.add((stage, problem))
+def _warn_once(samples: _Samples, stage: str, problem: str) -> None:
+    if (stage, problem) not in samples.warned:
+        samples.warned.add((stage, problem))
         log.warning("metrics: stage %s %s; left out of the scrape", stage, problem)
 
 
@@ -267,15 +281,17 @@ def _add_sink(samples: _Samples, sink: SinkView) -> None:
     samples.add("actiond_sink_up", (sink.name,), 1.0 if sink.up else 0.0)
     samples.add("actiond_sink_delivered_total", (sink.name,), sink.delivered_total)
     samples.add("actiond_sink_pending_events", (sink.name,), sink.pending)
-    samples.add("actiond_sink_dropped_total", (sink.name, SINK_DROPPED_OUTBOX_FULL),
-                sink.dropped_total)
-    samples.add("actiond_sink_snapshots_dropped_total", (sink.name,),
-                sink.snapshots_dropped_total)
+    samples.add(
+        "actiond_sink_dropped_total", (sink.name, SINK_DROPPED_OUTBOX_FULL), sink.dropped_total
+    )
+    samples.add("actiond_sink_snapshots_dropped_total", (sink.name,), sink.snapshots_dropped_total)
 
 
-def _snapshot_samples(snapshot: MetricsSnapshot) -> _Samples:
+def _snapshot_samples(
+    snapshot: MetricsSnapshot, warned: set[tuple[str, str]] | None = None
+) -> _Samples:
     """Every collector sample of one snapshot (the families come from `.families()`)."""
-    samples = _Samples()
+    samples = _Samples(warned)
     samples.add("actiond_build_info", (__version__,), 1.0)
     for worker in snapshot.workers:
         _add_worker(samples, worker)
@@ -299,13 +315,14 @@ class ActiondCollector(Collector):
 
     def __init__(self, snapshot: Callable[[], MetricsSnapshot]) -> None:
         self._snapshot = snapshot
+        self._warned: set[tuple[str, str]] = set()  # problems logged once per collector
 
     def describe(self) -> Iterator[Metric]:
         for name in COLLECTOR_METRICS:
             yield _empty_family(mc.BY_NAME[name])
 
     def collect(self) -> Iterator[Metric]:
-        yield from _snapshot_samples(self._snapshot()).families()
+        yield from _snapshot_samples(self._snapshot(), self._warned).families()
 
 
 class EventMetrics(Collector):
@@ -337,9 +354,11 @@ class EventMetrics(Collector):
 
     def latency(self, camera: str, seconds: float) -> None:
         """Record capture -> event time; both ends must come from time.monotonic_ns()."""
-        if not seconds >= 0.0:   # also rejects NaN
-            raise ValueError(f"event latency must be >= 0 s (got {seconds!r}); take capture "
-                             f"and event times from the same monotonic clock")
+        if not seconds >= 0.0:  # also rejects NaN
+            raise ValueError(
+                f"event latency must be >= 0 s (got {seconds!r}); take capture "
+                f"and event times from the same monotonic clock"
+            )
         with self._lock:
             self._latency.setdefault(camera, HistogramCounts(self._bounds)).observe(seconds)
 

@@ -11,13 +11,10 @@ like its event; the event says `has_snapshot` accordingly.
 Camera availability (`set_camera_available`, from the supervisor) is retained per camera
 and sent again on every (re)connect; until told otherwise a camera is offline.
 
-Connection model: a manager thread owns the broker connection. Every connection uses a
-FRESH paho client (reconnect_on_failure=False) driven by paho's loop_start() thread; when
-it drops, the client and whatever paho still held in memory are thrown away, and the next
-connection publishes every pending outbox row again, in outbox order. Doing the reconnect
-ourselves (capped exponential backoff with jitter) also gives the OSError of a failed
-connect, so the log can say *why* (refused, DNS, TLS, timeout), which paho's own
-reconnect loop swallows.
+Connection model (daemon/outputs/mqtt_connection.py): a manager thread owns the broker
+connection, with a FRESH paho client each time; when it drops, the client and whatever
+paho still held in memory are thrown away, and the next connection publishes every
+pending outbox row again, in outbox order.
 
 Locks: `_send_lock` serialises every client.publish() here, so outbox order holds when a
 flush after CONNACK races new events. on_publish must not take it (paho holds its
@@ -28,15 +25,12 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.enums import MQTTErrorCode
 
 from daemon import __version__
 from daemon.config import MqttConfig
@@ -50,17 +44,8 @@ from daemon.outputs.discovery import (
     event_key,
     event_payload,
 )
-from daemon.outputs.mqtt_session import (
-    FailureLog,
-    MqttSetupError,
-    Session,
-    describe_connect_error,
-    describe_refusal,
-    disconnect_reason,
-    guarded,
-    resolve_password,
-    tls_context,
-)
+from daemon.outputs.mqtt_connection import RECONNECT_MAX_S, RECONNECT_MIN_S, MqttConnection
+from daemon.outputs.mqtt_session import MqttSetupError, Session
 from daemon.outputs.outbox import OutboxError, OutboxItem
 from daemon.outputs.outbox_queue import SinkQueue
 from daemon.outputs.sinks.protocol import SinkContext, SinkView
@@ -68,69 +53,52 @@ from daemon.outputs.sinks.protocol import SinkContext, SinkView
 log = logging.getLogger(__name__)
 paho_log = log.getChild("paho")
 
-RECONNECT_MIN_S = 0.5
-RECONNECT_MAX_S = 30.0
-RECONNECT_JITTER_FRACTION = 0.2   # spreads the reconnects of many boxes after a broker restart
-CONNECT_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
-THREAD_JOIN_GRACE_S = 2.0         # paho's loop thread notices termination within ~1 s
+THREAD_JOIN_GRACE_S = 2.0  # paho's loop thread notices termination within ~1 s
 FLUSH_BATCH_EVENTS = 500
 SINK_NAME = "mqtt"
-SNAPSHOT_PART = ":snapshot"       # in-flight key of an event's snapshot message
+SNAPSHOT_PART = ":snapshot"  # in-flight key of an event's snapshot message
 
 
-class MqttPublisher:
+class MqttPublisher(MqttConnection):
     """The MQTT sink: events (from its outbox queue), availability, state, snapshots and
     stats."""
 
     name = SINK_NAME
 
-    def __init__(self, cfg: MqttConfig, device_id: str, cameras: Sequence[str],
-                 actions: Sequence[str], queue: SinkQueue,
-                 reconnect_min_s: float = RECONNECT_MIN_S,
-                 reconnect_max_s: float = RECONNECT_MAX_S) -> None:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        device_id: str,
+        cameras: Sequence[str],
+        actions: Sequence[str],
+        queue: SinkQueue,
+        reconnect_min_s: float = RECONNECT_MIN_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
+    ) -> None:
         try:
             self._topics = TopicLayout(cfg.prefix, device_id, cfg.discovery_prefix)
             for camera in cameras:
                 check_topic_level("camera name", camera)
         except ValueError as exc:
             raise MqttSetupError(str(exc)) from exc
-        self._cfg = cfg
-        self._password = resolve_password(cfg)
-        self._tls = tls_context(cfg)
+        super().__init__(cfg, self._topics, reconnect_min_s, reconnect_max_s)
         self._cameras = tuple(cameras)
         self._actions = tuple(actions)
         self._queue = queue
-        self._reconnect_min_s = reconnect_min_s
-        self._reconnect_max_s = reconnect_max_s
-        self._send_lock = threading.Lock()
-        self._connected_cond = threading.Condition(self._send_lock)
-        self._stopping = threading.Event()
-        self._session: Session | None = None
         self._states = CameraStates(self._topics, self._cameras)
-        self._thread: threading.Thread | None = None
-        self._count_lock = threading.Lock()   # acks come from two threads (see _send)
-        self._failures = FailureLog(log, self.broker, reconnect_max_s)
+        self._count_lock = threading.Lock()  # acks come from two threads (see _send)
 
     def __repr__(self) -> str:
-        return (f"MqttPublisher(broker={self.broker}, device_id={self._topics.device_id!r}, "
-                f"connected={self.connected}, outbox_depth={self.outbox_depth})")
-
-    @property
-    def broker(self) -> str:
-        """host:port of the broker, as used in log lines."""
-        return f"{self._cfg.host}:{self._cfg.port}"
+        return (
+            f"MqttPublisher(broker={self.broker}, device_id={self._topics.device_id!r}, "
+            f"connected={self.connected}, outbox_depth={self.outbox_depth})"
+        )
 
     @property
     def topics(self) -> TopicLayout:
         """The topics this publisher uses."""
         return self._topics
-
-    @property
-    def connected(self) -> bool:
-        """True while a connection is up (CONNACK accepted, not yet lost)."""
-        session = self._session
-        return session is not None and session.connected
 
     @property
     def wants_snapshots(self) -> bool:
@@ -140,11 +108,6 @@ class MqttPublisher:
     def published_total(self) -> int:
         """Events acknowledged by the broker (PUBACK) since the outbox was opened."""
         return self._queue.delivered_total
-
-    @property
-    def connect_failures_total(self) -> int:
-        """Failed connection attempts (network errors and CONNACK refusals) since start."""
-        return self._failures.total
 
     @property
     def outbox_depth(self) -> int:
@@ -163,13 +126,14 @@ class MqttPublisher:
 
     def view(self) -> SinkView:
         q = self._queue
-        return SinkView(self.name, self.connected, q.delivered_total, q.depth(),
-                        q.dropped_total, q.snapshots_dropped_total)
-
-    def wait_connected(self, timeout_s: float) -> bool:
-        """Block until connected or timeout; for start-up checks and tests."""
-        with self._connected_cond:
-            return self._connected_cond.wait_for(lambda: self.connected, timeout_s)
+        return SinkView(
+            self.name,
+            self.connected,
+            q.delivered_total,
+            q.depth(),
+            q.dropped_total,
+            q.snapshots_dropped_total,
+        )
 
     def start(self) -> None:
         """Start the connection thread; returns at once (the broker may be down)."""
@@ -177,8 +141,13 @@ class MqttPublisher:
             raise RuntimeError("MqttPublisher.start() called twice")
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._thread.start()
-        log.info("MQTT: publishing to %s under %s/ (outbox %s, %d pending)", self.broker,
-                 self._topics.base, self._queue.path, self.outbox_depth)
+        log.info(
+            "MQTT: publishing to %s under %s/ (outbox %s, %d pending)",
+            self.broker,
+            self._topics.base,
+            self._queue.path,
+            self.outbox_depth,
+        )
 
     def close(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Publish retained offline, wait (bounded) for in-flight PUBACKs, disconnect."""
@@ -192,15 +161,21 @@ class MqttPublisher:
                 self._send(session, self._topics.status, PAYLOAD_OFFLINE, 1, retain=True)
         if session is not None:
             if not session.wait_settled(deadline):
-                log.warning("MQTT: stopping with messages still unacknowledged by %s after "
-                            "%.1f s; %d events stay in the outbox for the next start",
-                            self.broker, timeout_s, self.outbox_depth)
+                log.warning(
+                    "MQTT: stopping with messages still unacknowledged by %s after "
+                    "%.1f s; %d events stay in the outbox for the next start",
+                    self.broker,
+                    timeout_s,
+                    self.outbox_depth,
+                )
             session.client.disconnect()
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()) + THREAD_JOIN_GRACE_S)
             if self._thread.is_alive():
-                log.warning("MQTT: the connection thread did not stop within %.1f s",
-                            timeout_s + THREAD_JOIN_GRACE_S)
+                log.warning(
+                    "MQTT: the connection thread did not stop within %.1f s",
+                    timeout_s + THREAD_JOIN_GRACE_S,
+                )
 
     # ---- public publishing API (any thread; never waits for the broker) ----
 
@@ -209,8 +184,9 @@ class MqttPublisher:
         send what is pending (it included)."""
         record = item.record
         with self._send_lock:
-            state_topic, state = self._states.event(record["camera"], record["action"],
-                                                    record["phase"])
+            state_topic, state = self._states.event(
+                record["camera"], record["action"], record["phase"]
+            )
             session = self._live_session_locked()
             if session is not None:
                 self._flush_locked(session)
@@ -222,8 +198,7 @@ class MqttPublisher:
         record = event_payload(event, self._topics.device_id, self._cameras)
         item = self._queue.store(event_key(record), record, snapshot)
         if item is None:
-            log.debug("MQTT: event %s already in the outbox; not stored twice",
-                      event_key(record))
+            log.debug("MQTT: event %s already in the outbox; not stored twice", event_key(record))
             return
         self.deliver(item)
 
@@ -240,29 +215,32 @@ class MqttPublisher:
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
         """Best effort (QoS 0): the supervisor's stats plus this publisher's counters."""
         body = dict(stats)
-        body["mqtt"] = {"connected": self.connected, "published_total": self.published_total,
-                        "outbox_depth": self.outbox_depth,
-                        "outbox_dropped_total": self.outbox_dropped_total,
-                        "connect_failures_total": self.connect_failures_total}
+        body["mqtt"] = {
+            "connected": self.connected,
+            "published_total": self.published_total,
+            "outbox_depth": self.outbox_depth,
+            "outbox_dropped_total": self.outbox_dropped_total,
+            "connect_failures_total": self.connect_failures_total,
+        }
         self._send_if_connected(self._topics.stats, json.dumps(body, sort_keys=True), 0, False)
 
     # ---- sending (callers hold _send_lock) ----
 
-    def _live_session_locked(self) -> Session | None:
-        session = self._session
-        if session is None or not session.connected or self._stopping.is_set():
-            return None
-        return session
-
-    def _send_if_connected(self, topic: str, payload: str | bytes, qos: int,
-                           retain: bool) -> None:
+    def _send_if_connected(self, topic: str, payload: str | bytes, qos: int, retain: bool) -> None:
         with self._send_lock:
             session = self._live_session_locked()
             if session is not None:
                 self._send(session, topic, payload, qos, retain)
 
-    def _send(self, session: Session, topic: str, payload: str | bytes, qos: int,
-              retain: bool, key: str | None = None) -> None:
+    def _send(
+        self,
+        session: Session,
+        topic: str,
+        payload: str | bytes,
+        qos: int,
+        retain: bool,
+        key: str | None = None,
+    ) -> None:
         info = session.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             # The connection is going down; pending events are sent again after reconnect.
@@ -286,11 +264,18 @@ class MqttPublisher:
         payload = dict(item.record, has_snapshot=snapshot is not None)
         session.parts[item.seq] = 1 if snapshot is None else 2
         key = str(item.seq)
-        self._send(session, self._topics.event(camera),
-                   json.dumps(payload, sort_keys=True).encode(), 1, False, key)
+        self._send(
+            session,
+            self._topics.event(camera),
+            json.dumps(payload, sort_keys=True).encode(),
+            1,
+            False,
+            key,
+        )
         if snapshot is not None:
-            self._send(session, self._topics.snapshot(camera), snapshot, 1, False,
-                       key + SNAPSHOT_PART)
+            self._send(
+                session, self._topics.snapshot(camera), snapshot, 1, False, key + SNAPSHOT_PART
+            )
 
     def _send_birth_locked(self, session: Session) -> None:
         # The cameras' retained topics first: when `status` says online, they are current.
@@ -301,9 +286,17 @@ class MqttPublisher:
             session.client.subscribe(self._topics.ha_status, qos=1)
             self._send_discovery_locked(session)
 
+    def _session_up_locked(self, session: Session) -> None:
+        self._send_birth_locked(session)
+        self._flush_locked(session)
+
+    def _ha_online_locked(self, session: Session) -> None:
+        self._send_discovery_locked(session)
+
     def _send_discovery_locked(self, session: Session) -> None:
-        for topic, payload in discovery_messages(self._topics, self._cameras, self._actions,
-                                                 self._cfg.snapshots, __version__):
+        for topic, payload in discovery_messages(
+            self._topics, self._cameras, self._actions, self._cfg.snapshots, __version__
+        ):
             self._send(session, topic, payload, 1, retain=True)
 
     def _acked(self, session: Session, key: str | None) -> None:
@@ -313,130 +306,13 @@ class MqttPublisher:
         with self._count_lock:
             left = session.parts.pop(seq, 1) - 1
             if left > 0:
-                session.parts[seq] = left   # the event's other message is still in flight
+                session.parts[seq] = left  # the event's other message is still in flight
                 return
         try:
             self._queue.ack(seq)
         except OutboxError as exc:
             # The row stays and is sent again later: a duplicate, never a loss.
             log.error("MQTT: %s", exc)
-
-    # ---- connection management (manager thread) ----
-
-    def _run(self) -> None:
-        delay_s = self._reconnect_min_s
-        while not self._stopping.is_set():
-            session = self._open_session()
-            if session is not None:
-                was_connected = self._run_session(session)
-                if was_connected:
-                    delay_s = self._reconnect_min_s
-            if self._stopping.is_set():
-                return
-            jitter = 1.0 + random.uniform(-RECONNECT_JITTER_FRACTION, RECONNECT_JITTER_FRACTION)
-            self._stopping.wait(delay_s * jitter)
-            delay_s = min(delay_s * 2.0, self._reconnect_max_s)
-
-    def _new_client(self) -> paho.Client:
-        # reconnect_on_failure=False: the loop thread ends with the connection; _run()
-        # reconnects with a fresh client.
-        client = paho.Client(CallbackAPIVersion.VERSION2,
-                             client_id=f"actiond-{self._topics.device_id}",
-                             clean_session=True, protocol=paho.MQTTv311,
-                             reconnect_on_failure=False)
-        client.connect_timeout = CONNECT_TIMEOUT_S
-        client.suppress_exceptions = True      # a callback bug must not kill the loop thread
-        client.on_log = self._on_log
-        if self._cfg.username:
-            client.username_pw_set(self._cfg.username, self._password)
-        if self._tls is not None:
-            client.tls_set_context(self._tls)
-        client.will_set(self._topics.status, PAYLOAD_OFFLINE, qos=1, retain=True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        return client
-
-    def _open_session(self) -> Session | None:
-        client = self._new_client()
-        session = Session(client)
-        client.user_data_set(session)
-        try:
-            client.connect(self._cfg.host, self._cfg.port, self._cfg.keepalive_s)
-        except OSError as exc:
-            self._report_failure(describe_connect_error(exc, CONNECT_TIMEOUT_S))
-            return None
-        with self._send_lock:
-            self._session = session
-        client.loop_start()
-        if self._stopping.is_set():       # stop() may have looked before _session was set
-            client.disconnect()
-        return session
-
-    def _run_session(self, session: Session) -> bool:
-        session.closed.wait()
-        session.client.loop_stop()
-        with self._send_lock:
-            self._session = None
-        return session.ever_connected
-
-    def _report_failure(self, reason: str) -> None:
-        self._failures.report(reason, self.outbox_depth)
-
-    # ---- paho callbacks (paho's loop thread; userdata is the Session) ----
-
-    @guarded
-    def _on_connect(self, client: paho.Client, session: Session, flags: Any,
-                    reason: ReasonCode, properties: Any) -> None:
-        if reason.is_failure:
-            session.refused = True
-            self._report_failure(describe_refusal(reason))
-            return
-        log.info("MQTT: connected to %s; %d pending events to send", self.broker,
-                 self.outbox_depth)
-        self._failures.reset()
-        with self._send_lock:
-            session.connected = session.ever_connected = True
-            self._send_birth_locked(session)
-            self._flush_locked(session)
-            self._connected_cond.notify_all()
-
-    @guarded
-    def _on_disconnect(self, client: paho.Client, session: Session, flags: Any,
-                       reason: ReasonCode, properties: Any) -> None:
-        try:
-            if session.connected and not self._stopping.is_set():
-                log.warning("MQTT: lost the connection to %s (%s); reconnecting, events are "
-                            "kept in the outbox", self.broker, disconnect_reason(reason))
-            elif not (session.refused or self._stopping.is_set()):
-                self._report_failure(f"the connection closed before the broker accepted it "
-                                     f"({disconnect_reason(reason)}): is this an MQTT port, "
-                                     f"and does it expect TLS (mqtt.tls)?")
-        finally:
-            session.close()     # the manager thread waits for this, whatever happened above
-
-    @guarded
-    def _on_publish(self, client: paho.Client, session: Session, mid: int,
-                    reason: ReasonCode, properties: Any) -> None:
-        known, key = session.settle(mid)
-        if known:
-            self._acked(session, key)
-
-    @guarded
-    def _on_message(self, client: paho.Client, session: Session,
-                    message: paho.MQTTMessage) -> None:
-        if message.topic == self._topics.ha_status and message.payload == b"online":
-            log.info("MQTT: Home Assistant came online; sending discovery again")
-            with self._send_lock:
-                if self._live_session_locked() is session:
-                    self._send_discovery_locked(session)
-
-    def _on_log(self, client: paho.Client, session: Session, level: int, text: str) -> None:
-        # All of paho's own log goes to DEBUG: the failures that matter are reported above
-        # with their reason and advice, and paho 2.2 logs a spurious ERROR ("Client is not
-        # connected") at every clean disconnect.
-        paho_log.debug("%s", text)
 
 
 def mqtt_sink(cfg: MqttConfig, context: SinkContext, queue: SinkQueue) -> MqttPublisher:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -27,17 +28,19 @@ from daemon.config import MqttConfig
 
 log = logging.getLogger(__name__)
 
-FAILURE_LOG_REPEAT_S = 300.0      # the same failure is logged at WARNING again this often
+FAILURE_LOG_REPEAT_S = 300.0  # the same failure is logged at WARNING again this often
 
-_REFUSAL_ADVICE = {
-    "Bad user name or password": "check mqtt.username and mqtt.password/password_file/"
-                                 "password_env",
-    "Not authorized": "check mqtt.username and mqtt.password/password_file/password_env, "
-                      "and the broker's ACL",
-    "Client identifier not valid": "the broker rejected the client id: check daemon.device_id",
-    "Unsupported protocol version": "the broker does not speak MQTT 3.1.1",
-    "Server unavailable": "the broker is not ready yet",
-}
+_REFUSAL_ADVICE = MappingProxyType(
+    {
+        "Bad user name or password": "check mqtt.username and mqtt.password/password_file/"
+        "password_env",
+        "Not authorized": "check mqtt.username and mqtt.password/password_file/password_env, "
+        "and the broker's ACL",
+        "Client identifier not valid": "the broker rejected the client id: check daemon.device_id",
+        "Unsupported protocol version": "the broker does not speak MQTT 3.1.1",
+        "Server unavailable": "the broker is not ready yet",
+    }
+)
 
 
 class MqttSetupError(ValueError):
@@ -46,26 +49,37 @@ class MqttSetupError(ValueError):
 
 def resolve_password(cfg: MqttConfig) -> str | None:
     """The broker password from exactly one of password / password_file / password_env."""
-    given = [name for name, value in (("mqtt.password", cfg.password),
-                                      ("mqtt.password_file", cfg.password_file),
-                                      ("mqtt.password_env", cfg.password_env)) if value]
+    given = [
+        name
+        for name, value in (
+            ("mqtt.password", cfg.password),
+            ("mqtt.password_file", cfg.password_file),
+            ("mqtt.password_env", cfg.password_env),
+        )
+        if value
+    ]
     if len(given) > 1:
         raise MqttSetupError(f"set only one of {', '.join(given)}")
     if given and not cfg.username:
-        raise MqttSetupError(f"{given[0]} is set but mqtt.username is empty; MQTT 3.1.1 "
-                             f"sends a password only together with a user name")
+        raise MqttSetupError(
+            f"{given[0]} is set but mqtt.username is empty; MQTT 3.1.1 "
+            f"sends a password only together with a user name"
+        )
     if cfg.password_file:
         try:
             return Path(cfg.password_file).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
-            raise MqttSetupError(f"cannot read mqtt.password_file {cfg.password_file}: "
-                                 f"{exc.strerror}") from exc
+            raise MqttSetupError(
+                f"cannot read mqtt.password_file {cfg.password_file}: {exc.strerror}"
+            ) from exc
     if cfg.password_env:
         value = os.environ.get(cfg.password_env)
         if value is None:
-            raise MqttSetupError(f"mqtt.password_env names {cfg.password_env}, which is not "
-                                 f"set in the environment (systemd: Environment= or "
-                                 f"EnvironmentFile= in the unit)")
+            raise MqttSetupError(
+                f"mqtt.password_env names {cfg.password_env}, which is not "
+                f"set in the environment (systemd: Environment= or "
+                f"EnvironmentFile= in the unit)"
+            )
         return value
     return cfg.password or None
 
@@ -83,8 +97,10 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
 def describe_connect_error(exc: OSError, timeout_s: float) -> str:
     """Why a TCP/TLS connect failed, and what to check."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS certificate verification failed ({exc.verify_message}): check "
-                f"mqtt.ca_file and that mqtt.host matches the broker's certificate")
+        return (
+            f"TLS certificate verification failed ({exc.verify_message}): check "
+            f"mqtt.ca_file and that mqtt.host matches the broker's certificate"
+        )
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake failed ({exc}): check mqtt.tls and that this port speaks TLS"
     if isinstance(exc, ConnectionRefusedError):
@@ -92,8 +108,10 @@ def describe_connect_error(exc: OSError, timeout_s: float) -> str:
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the host name ({exc.strerror}): check mqtt.host"
     if isinstance(exc, TimeoutError):
-        return (f"no answer within {timeout_s:.0f} s: broker down, wrong mqtt.host, or a "
-                f"firewall drops the packets")
+        return (
+            f"no answer within {timeout_s:.0f} s: broker down, wrong mqtt.host, or a "
+            f"firewall drops the packets"
+        )
     return f"cannot connect ({exc}): check mqtt.host, mqtt.port and the network"
 
 
@@ -109,14 +127,17 @@ def guarded(callback: Callable[..., None]) -> Callable[..., None]:
 
     paho (suppress_exceptions=True) then carries on; its own note of it goes to DEBUG.
     """
+
     @functools.wraps(callback)
     def wrapper(*args: Any) -> None:
         try:
             callback(*args)
         except Exception:
-            log.exception("MQTT: unexpected error in %s; the connection carries on",
-                          callback.__name__)
+            log.exception(
+                "MQTT: unexpected error in %s; the connection carries on", callback.__name__
+            )
             raise
+
     return wrapper
 
 
@@ -142,9 +163,14 @@ class FailureLog:
         now = time.monotonic()
         last_reason, last_time = self._last
         if reason != last_reason or now - last_time >= FAILURE_LOG_REPEAT_S:
-            self._log.warning("MQTT broker %s: %s [retrying with backoff up to %g s; %d events "
-                              "kept in the outbox]", self._broker, reason, self._max_backoff_s,
-                              outbox_depth)
+            self._log.warning(
+                "MQTT broker %s: %s [retrying with backoff up to %g s; %d events "
+                "kept in the outbox]",
+                self._broker,
+                reason,
+                self._max_backoff_s,
+                outbox_depth,
+            )
             self._last = (reason, now)
         else:
             self._log.debug("MQTT broker %s: %s (attempt %d)", self._broker, reason, self.total)
@@ -161,9 +187,9 @@ class Session:
         self.client = client
         self.connected = False
         self.ever_connected = False
-        self.refused = False          # CONNACK refused: already reported
-        self.flushed_seq = 0          # outbox rows up to this seq went to this client
-        self.parts: dict[int, int] = {}   # outbox seq -> its messages awaiting PUBACK
+        self.refused = False  # CONNACK refused: already reported
+        self.flushed_seq = 0  # outbox rows up to this seq went to this client
+        self.parts: dict[int, int] = {}  # outbox seq -> its messages awaiting PUBACK
         self.closed = threading.Event()
         self._cond = threading.Condition()
         self._inflight: dict[int, tuple[str | None, int]] = {}

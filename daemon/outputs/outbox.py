@@ -79,8 +79,8 @@ class OutboxItem:
     """One pending event for one sink: delivered again until the sink acks it."""
 
     seq: int
-    key: str                     # "<event id>:<phase>": unique, so a redelivery is idempotent
-    record: Mapping[str, Any]    # the event record (JSON object)
+    key: str  # "<event id>:<phase>": unique, so a redelivery is idempotent
+    record: Mapping[str, Any]  # the event record (JSON object)
     snapshot: bytes | None
     created_at: float
     attempts: int = 0
@@ -89,26 +89,33 @@ class OutboxItem:
 class Outbox:
     """Events stored once, delivered to each sink through its own queue."""
 
-    def __init__(self, path: Path,
-                 max_snapshot_bytes: int = DEFAULT_SNAPSHOT_MAX_BYTES) -> None:
+    def __init__(self, path: Path, max_snapshot_bytes: int = DEFAULT_SNAPSHOT_MAX_BYTES) -> None:
         self.path = Path(path)
         self.max_snapshot_bytes = max_snapshot_bytes
         self._lock = threading.Lock()
         self._sinks: dict[str, SinkState] = {}
         self._snapshot_drops_logged = False
         self._conn = self._open(self.path)
-        self._depths = dict(self._conn.execute(
-            "SELECT sink, COUNT(*) FROM deliveries GROUP BY sink").fetchall())
-        self._snapshot_bytes = int(self._conn.execute(
-            "SELECT COALESCE(SUM(length(snapshot)), 0) FROM events").fetchone()[0])
+        self._depths = dict(
+            self._conn.execute("SELECT sink, COUNT(*) FROM deliveries GROUP BY sink").fetchall()
+        )
+        self._snapshot_bytes = int(
+            self._conn.execute("SELECT COALESCE(SUM(length(snapshot)), 0) FROM events").fetchone()[
+                0
+            ]
+        )
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: autocommit; writes open their own IMMEDIATE transaction.
-            conn = sqlite3.connect(str(path), timeout=SQLITE_BUSY_TIMEOUT_S,
-                                   isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                str(path),
+                timeout=SQLITE_BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             for statement in _SCHEMA:
@@ -117,7 +124,8 @@ class Outbox:
             raise OutboxError(
                 f"cannot open the event outbox {path}: {exc}. Check that the state directory "
                 f"is writable; if the file is corrupt, move it aside (its pending alerts "
-                f"are then lost) and start again") from exc
+                f"are then lost) and start again"
+            ) from exc
         return conn
 
     def __repr__(self) -> str:
@@ -126,8 +134,12 @@ class Outbox:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # ---- sinks ----
@@ -156,8 +168,9 @@ class Outbox:
 
     # ---- writes ----
 
-    def add(self, key: str, record: Mapping[str, Any], snapshot: bytes | None,
-            sinks: Sequence[str]) -> OutboxItem | None:
+    def add(
+        self, key: str, record: Mapping[str, Any], snapshot: bytes | None, sinks: Sequence[str]
+    ) -> OutboxItem | None:
         """Store an event for `sinks` (each registered with queue()) durably in one
         transaction; the snapshot only if one of them wants it. None (nothing stored)
         when `key` is present already."""
@@ -169,27 +182,40 @@ class Outbox:
             try:
                 return self._add_locked(key, payload, record, snapshot, states)
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot write to the event outbox {self.path}: {exc} "
-                                  f"(disk full or read-only state directory?)") from exc
+                raise OutboxError(
+                    f"cannot write to the event outbox {self.path}: {exc} "
+                    f"(disk full or read-only state directory?)"
+                ) from exc
 
-    def _add_locked(self, key: str, payload: str, record: Mapping[str, Any],
-                    snapshot: bytes | None, states: Mapping[str, SinkState]
-                    ) -> OutboxItem | None:
+    def _add_locked(
+        self,
+        key: str,
+        payload: str,
+        record: Mapping[str, Any],
+        snapshot: bytes | None,
+        states: Mapping[str, SinkState],
+    ) -> OutboxItem | None:
         conn, now = self._conn, time.time()
         too_big = snapshot is not None and len(snapshot) > self.max_snapshot_bytes
         stored = None if too_big or not snapshot else bytes(snapshot)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            cur = conn.execute("INSERT OR IGNORE INTO events (key, record, snapshot, "
-                               "created_at) VALUES (?, ?, ?, ?)", (key, payload, stored, now))
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO events (key, record, snapshot, "
+                "created_at) VALUES (?, ?, ?, ?)",
+                (key, payload, stored, now),
+            )
             if cur.rowcount == 0:
                 conn.execute("ROLLBACK")
                 return None
             seq = int(cur.lastrowid or 0)
-            conn.executemany("INSERT INTO deliveries (sink, seq) VALUES (?, ?)",
-                             [(name, seq) for name in states])
-            dropped = {name: self._drop_oldest_locked(name, s.depth + 1 - s.max_events)
-                       for name, s in states.items()}
+            conn.executemany(
+                "INSERT INTO deliveries (sink, seq) VALUES (?, ?)", [(name, seq) for name in states]
+            )
+            dropped = {
+                name: self._drop_oldest_locked(name, s.depth + 1 - s.max_events)
+                for name, s in states.items()
+            }
             self._snapshot_bytes += len(stored or b"") - self._delete_orphans_locked()
             freed = self._drop_snapshots_locked(self._snapshot_bytes - self.max_snapshot_bytes)
             conn.execute("COMMIT")
@@ -209,21 +235,31 @@ class Outbox:
             return []
         rows = self._conn.execute(
             "DELETE FROM deliveries WHERE sink = ? AND seq IN (SELECT seq FROM deliveries "
-            "WHERE sink = ? ORDER BY seq LIMIT ?) RETURNING seq", (sink, sink, count)).fetchall()
+            "WHERE sink = ? ORDER BY seq LIMIT ?) RETURNING seq",
+            (sink, sink, count),
+        ).fetchall()
         seqs = sorted(int(r[0]) for r in rows)
-        return [str(self._conn.execute("SELECT key FROM events WHERE seq = ?",
-                                       (seq,)).fetchone()[0]) for seq in seqs]
+        return [
+            str(self._conn.execute("SELECT key FROM events WHERE seq = ?", (seq,)).fetchone()[0])
+            for seq in seqs
+        ]
 
     def _delete_orphans_locked(self, seqs: Sequence[int] | None = None) -> int:
         """Delete events no sink waits for (among `seqs`, or all): the snapshot bytes freed."""
         where = "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq)"
         if seqs is None:
-            rows = self._conn.execute(f"DELETE FROM events WHERE {where} "
-                                      f"RETURNING length(snapshot)").fetchall()
+            rows = self._conn.execute(
+                f"DELETE FROM events WHERE {where} RETURNING length(snapshot)"
+            ).fetchall()
         else:
-            rows = [r for seq in seqs for r in self._conn.execute(
-                f"DELETE FROM events WHERE seq = ? AND {where} RETURNING length(snapshot)",
-                (seq,)).fetchall()]
+            rows = [
+                r
+                for seq in seqs
+                for r in self._conn.execute(
+                    f"DELETE FROM events WHERE seq = ? AND {where} RETURNING length(snapshot)",
+                    (seq,),
+                ).fetchall()
+            ]
         return sum(int(r[0] or 0) for r in rows)
 
     def _release_snapshots_locked(self, seqs: Sequence[int]) -> int:
@@ -235,7 +271,9 @@ class Outbox:
             row = self._conn.execute(
                 f"SELECT length(snapshot) FROM events WHERE seq = ? AND snapshot IS NOT NULL "
                 f"AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq AND "
-                f"d.sink IN ({marks}))", (seq, *wanting)).fetchone()
+                f"d.sink IN ({marks}))",
+                (seq, *wanting),
+            ).fetchone()
             if row is not None:
                 self._conn.execute("UPDATE events SET snapshot = NULL WHERE seq = ?", (seq,))
                 freed += int(row[0])
@@ -245,8 +283,9 @@ class Outbox:
         """Delete the oldest snapshots until `over_bytes` are freed: their events' seqs."""
         if over_bytes <= 0:
             return []
-        rows = self._conn.execute("SELECT seq, length(snapshot) FROM events WHERE snapshot "
-                                  "IS NOT NULL ORDER BY seq").fetchall()
+        rows = self._conn.execute(
+            "SELECT seq, length(snapshot) FROM events WHERE snapshot IS NOT NULL ORDER BY seq"
+        ).fetchall()
         seqs, freed = [], 0
         for seq, size in rows:
             if freed >= over_bytes:
@@ -267,15 +306,21 @@ class Outbox:
             try:
                 return self._ack_locked(sink, seqs)
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot write to the event outbox {self.path}: {exc} "
-                                  f"(disk full or read-only state directory?)") from exc
+                raise OutboxError(
+                    f"cannot write to the event outbox {self.path}: {exc} "
+                    f"(disk full or read-only state directory?)"
+                ) from exc
 
     def _ack_locked(self, sink: str, seqs: Sequence[int]) -> int:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            gone = sum(conn.execute("DELETE FROM deliveries WHERE sink = ? AND seq = ?",
-                                    (sink, seq)).rowcount for seq in seqs)
+            gone = sum(
+                conn.execute(
+                    "DELETE FROM deliveries WHERE sink = ? AND seq = ?", (sink, seq)
+                ).rowcount
+                for seq in seqs
+            )
             freed = self._delete_orphans_locked(seqs)
             state = self._sinks.get(sink)
             if state is not None and state.snapshots:
@@ -292,9 +337,9 @@ class Outbox:
                 state.end_burst(self.path, sink)
         return gone
 
-    def import_pending(self, sink: str,
-                       events: Sequence[tuple[str, Mapping[str, Any], bytes | None, float]]
-                       ) -> int:
+    def import_pending(
+        self, sink: str, events: Sequence[tuple[str, Mapping[str, Any], bytes | None, float]]
+    ) -> int:
         """Store (key, record, snapshot, created_at) events pending for `sink` in one
         transaction, keys already present skipped (a migration run twice): the number
         stored. No bound is applied here: the next add() applies it."""
@@ -307,17 +352,19 @@ class Outbox:
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO events (key, record, snapshot, created_at) "
                         "VALUES (?, ?, ?, ?)",
-                        (key, json.dumps(dict(record), sort_keys=True), snapshot, created_at))
+                        (key, json.dumps(dict(record), sort_keys=True), snapshot, created_at),
+                    )
                     if cur.rowcount:
-                        conn.execute("INSERT INTO deliveries (sink, seq) VALUES (?, ?)",
-                                     (sink, cur.lastrowid))
+                        conn.execute(
+                            "INSERT INTO deliveries (sink, seq) VALUES (?, ?)",
+                            (sink, cur.lastrowid),
+                        )
                         stored += 1
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise OutboxError(f"cannot write to the event outbox {self.path}: "
-                                  f"{exc}") from exc
+                raise OutboxError(f"cannot write to the event outbox {self.path}: {exc}") from exc
             self._snapshot_bytes = self._count_snapshot_bytes_locked()
             if sink in self._sinks:
                 self._sinks[sink].depth += stored
@@ -329,30 +376,42 @@ class Outbox:
         """A delivery of `seq` to `sink` failed: count the attempt, wait until next_try."""
         with self._lock:
             try:
-                self._conn.execute("UPDATE deliveries SET attempts = attempts + 1, next_try "
-                                   "= ? WHERE sink = ? AND seq = ?", (next_try, sink, seq))
+                self._conn.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, next_try "
+                    "= ? WHERE sink = ? AND seq = ?",
+                    (next_try, sink, seq),
+                )
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot write to the event outbox {self.path}: "
-                                  f"{exc}") from exc
+                raise OutboxError(f"cannot write to the event outbox {self.path}: {exc}") from exc
 
     # ---- reads ----
 
-    def pending(self, sink: str, limit: int = DEFAULT_PENDING_LIMIT,
-                after_seq: int = 0) -> list[OutboxItem]:
+    def pending(
+        self, sink: str, limit: int = DEFAULT_PENDING_LIMIT, after_seq: int = 0
+    ) -> list[OutboxItem]:
         """Up to `limit` of `sink`'s pending events with seq > after_seq, oldest first,
         stopping before the first one that waits for its next try (order is kept)."""
         with self._lock:
             rows = self._query(
                 "SELECT e.seq, e.key, e.record, e.snapshot, e.created_at, d.attempts, "
                 "d.next_try FROM deliveries d JOIN events e ON e.seq = d.seq WHERE d.sink = ? "
-                "AND d.seq > ? ORDER BY d.seq LIMIT ?", (sink, after_seq, limit))
+                "AND d.seq > ? ORDER BY d.seq LIMIT ?",
+                (sink, after_seq, limit),
+            )
         items, now = [], time.time()
         for seq, key, record, snapshot, created_at, attempts, next_try in rows:
             if next_try > now:
                 break
-            items.append(OutboxItem(int(seq), str(key), json.loads(record),
-                                    None if snapshot is None else bytes(snapshot),
-                                    float(created_at), int(attempts)))
+            items.append(
+                OutboxItem(
+                    int(seq),
+                    str(key),
+                    json.loads(record),
+                    None if snapshot is None else bytes(snapshot),
+                    float(created_at),
+                    int(attempts),
+                )
+            )
         return items
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
@@ -363,11 +422,13 @@ class Outbox:
 
     # ---- drop accounting (counted always: exported as metrics) ----
 
-    def _note_snapshot_drops(self, seqs: list[int], too_big: bool,
-                             states: Mapping[str, SinkState]) -> None:
+    def _note_snapshot_drops(
+        self, seqs: list[int], too_big: bool, states: Mapping[str, SinkState]
+    ) -> None:
         for seq in seqs:
-            for (name,) in self._conn.execute("SELECT sink FROM deliveries WHERE seq = ?",
-                                              (seq,)).fetchall():
+            for (name,) in self._conn.execute(
+                "SELECT sink FROM deliveries WHERE seq = ?", (seq,)
+            ).fetchall():
                 state = self._sinks.get(str(name))
                 if state is not None and state.snapshots:
                     state.snapshots_dropped_total += 1
@@ -377,9 +438,14 @@ class Outbox:
             # Counted every time (exported as a metric); logged at WARNING only the first time.
             level = logging.DEBUG if self._snapshot_drops_logged else logging.WARNING
             self._snapshot_drops_logged = True
-            log.log(level, "event outbox %s: dropped %d event snapshot(s) to stay within %d bytes "
-                        "of snapshots; their events are kept", self.path,
-                        len(seqs) + int(too_big), self.max_snapshot_bytes)
+            log.log(
+                level,
+                "event outbox %s: dropped %d event snapshot(s) to stay within %d bytes "
+                "of snapshots; their events are kept",
+                self.path,
+                len(seqs) + int(too_big),
+                self.max_snapshot_bytes,
+            )
 
     def close(self) -> None:
         """Close the database; later calls raise OutboxError."""

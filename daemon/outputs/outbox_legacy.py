@@ -39,8 +39,13 @@ def import_legacy_outbox(outbox: Outbox, state_dir: Path) -> int:
         part = old.with_name(old.name + suffix)
         if part.exists():
             part.rename(part.with_name(old.name + IMPORTED_SUFFIX + suffix))
-    log.info("event outbox: imported %d pending MQTT events from %s (renamed to %s%s)",
-             stored, old, old.name, IMPORTED_SUFFIX)
+    log.info(
+        "event outbox: imported %d pending MQTT events from %s (renamed to %s%s)",
+        stored,
+        old,
+        old.name,
+        IMPORTED_SUFFIX,
+    )
     return stored
 
 
@@ -48,21 +53,27 @@ def _read(path: Path) -> list[tuple[str, dict[str, Any], bytes | None, float]]:
     try:
         conn = sqlite3.connect(str(path))
         try:
-            rows = conn.execute("SELECT event_id, payload, created_at FROM outbox "
-                                "ORDER BY seq").fetchall()
+            rows = conn.execute(
+                "SELECT event_id, payload, created_at FROM outbox ORDER BY seq"
+            ).fetchall()
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        raise OutboxError(f"cannot read the previous release's MQTT outbox {path}: {exc}. "
-                          f"Move it aside (its pending alerts are then lost) and start "
-                          f"again") from exc
-    snapshots = {str(key).removesuffix(_ATTACHMENT_SUFFIX): bytes(payload)
-                 for key, payload, _ in rows if str(key).endswith(_ATTACHMENT_SUFFIX)}
+        raise OutboxError(
+            f"cannot read the previous release's MQTT outbox {path}: {exc}. "
+            f"Move it aside (its pending alerts are then lost) and start "
+            f"again"
+        ) from exc
+    snapshots = {
+        str(key).removesuffix(_ATTACHMENT_SUFFIX): bytes(payload)
+        for key, payload, _ in rows
+        if str(key).endswith(_ATTACHMENT_SUFFIX)
+    }
     events = []
     for key, payload, created_at in rows:
         if str(key).endswith(_ATTACHMENT_SUFFIX):
             continue
         record = json.loads(bytes(payload))
-        record.pop("has_snapshot", None)   # the MQTT sink says it again when it sends
+        record.pop("has_snapshot", None)  # the MQTT sink says it again when it sends
         events.append((str(key), record, snapshots.get(str(key)), float(created_at)))
     return events

@@ -39,19 +39,30 @@ class SinkState:
             return
         self.dropped_total += len(dropped)
         if self.burst_drops == 0:
-            log.warning("event outbox %s is full for sink %s (%d events): dropping its oldest "
-                        "pending events, first %s; the sink has been failing for long, or "
-                        "raise %s.outbox_max_events", path, sink, self.max_events,
-                        dropped[0], sink)
+            log.warning(
+                "event outbox %s is full for sink %s (%d events): dropping its oldest "
+                "pending events, first %s; the sink has been failing for long, or "
+                "raise %s.outbox_max_events",
+                path,
+                sink,
+                self.max_events,
+                dropped[0],
+                sink,
+            )
         else:
             log.debug("event outbox full for sink %s: dropped %s", sink, ", ".join(dropped))
         self.burst_drops += len(dropped)
 
     def end_burst(self, path: Path, sink: str) -> None:
         if self.burst_drops:
-            log.info("event outbox %s has room again for sink %s; %d pending events were "
-                     "dropped while it was full (%d since start)", path, sink,
-                     self.burst_drops, self.dropped_total)
+            log.info(
+                "event outbox %s has room again for sink %s; %d pending events were "
+                "dropped while it was full (%d since start)",
+                path,
+                sink,
+                self.burst_drops,
+                self.dropped_total,
+            )
             self.burst_drops = 0
 
 
@@ -68,8 +79,9 @@ class SinkQueue:
     def path(self) -> Path:
         return self._outbox.path
 
-    def store(self, key: str, record: Mapping[str, Any],
-              snapshot: bytes | None = None) -> OutboxItem | None:
+    def store(
+        self, key: str, record: Mapping[str, Any], snapshot: bytes | None = None
+    ) -> OutboxItem | None:
         """Store an event for this sink alone (a sink used on its own: tests, tools);
         the supervisor stores each event once for every sink (Outbox.add)."""
         return self._outbox.add(key, record, snapshot, [self.sink])

@@ -29,8 +29,15 @@ from daemon.config import CameraConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backoff", "FrameSource", "SourceError", "apply_crop", "crop_and_resize",
-           "period_ns", "plausible_fps"]
+__all__ = [
+    "Backoff",
+    "FrameSource",
+    "SourceError",
+    "apply_crop",
+    "crop_and_resize",
+    "period_ns",
+    "plausible_fps",
+]
 # RTSP streams often report their 90 kHz clock or nonsense as fps; such values mean "unknown".
 MAX_PLAUSIBLE_FPS = 240.0
 # Replay pacing that falls further behind than this resynchronises instead of bursting.
@@ -57,13 +64,16 @@ def apply_crop(frame: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray
     frame_h, frame_w = frame.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, frame_w), min(y + h, frame_h)
     if x1 <= x0 or y1 <= y0:
-        raise SourceError(f"crop {crop} (x, y, w, h) lies outside the {frame_w}x{frame_h} "
-                          "source frame; fix the camera's crop")
+        raise SourceError(
+            f"crop {crop} (x, y, w, h) lies outside the {frame_w}x{frame_h} "
+            "source frame; fix the camera's crop"
+        )
     return frame[y0:y1, x0:x1]
 
 
-def crop_and_resize(frame: np.ndarray, crop: tuple[int, int, int, int] | None,
-                    width: int, height: int) -> np.ndarray:
+def crop_and_resize(
+    frame: np.ndarray, crop: tuple[int, int, int, int] | None, width: int, height: int
+) -> np.ndarray:
     """A new contiguous BGR uint8 (height, width, 3) image from any decoded frame."""
     if frame.ndim == 2:
         frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
@@ -72,7 +82,7 @@ def crop_and_resize(frame: np.ndarray, crop: tuple[int, int, int, int] | None,
     if crop is not None:
         frame = apply_crop(frame, crop)
     if frame.shape[:2] == (height, width):
-        return frame.copy()   # never hand out the decoder's (or a pattern's) own buffer
+        return frame.copy()  # never hand out the decoder's (or a pattern's) own buffer
     shrinking = frame.shape[1] > width
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(frame, (width, height), interpolation=interpolation)
@@ -114,8 +124,9 @@ class FrameSource:
         self.source = source
         kind = table.kind_of(source)
         self.kind, self._live = kind.name, kind.live
-        options = OpenOptions(open_timeout_s=cam.open_timeout_s,
-                              read_timeout_s=cam.read_timeout_s, fps=cam.fps)
+        options = OpenOptions(
+            open_timeout_s=cam.open_timeout_s, read_timeout_s=cam.read_timeout_s, fps=cam.fps
+        )
         try:
             self._backend: CaptureBackend = table.backend(source, options)
         except ValueError as exc:
@@ -126,12 +137,12 @@ class FrameSource:
         self.stalls_total = 0
         self.frames_skipped_total = 0
         self.native_fps = 0.0
-        self._pending: np.ndarray | None = None   # frame decoded by open() to prove the file
+        self._pending: np.ndarray | None = None  # frame decoded by open() to prove the file
         self._backoff = Backoff(cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s)
         self._period_ns = 0
         self._next_due_ns: int | None = None
-        self._connected_s = 0.0       # when the live capture opened (monotonic)
-        self._frames_since_open = 0   # frames the live capture gave since then
+        self._connected_s = 0.0  # when the live capture opened (monotonic)
+        self._frames_since_open = 0  # frames the live capture gave since then
         self._opened = False
         self._closed = False
         self._never_set = threading.Event()
@@ -184,20 +195,25 @@ class FrameSource:
     # Replayed sources: files, test patterns, image sequences.
 
     def _open_replayable(self) -> None:
-        if not self._backend.open():   # replay backends raise with the reason instead
+        if not self._backend.open():  # replay backends raise with the reason instead
             raise SourceError(f"cannot open {self.source!r}; fix the camera's source")
         frame = self._backend.read()
         if frame is None:
             self._backend.release()
-            raise SourceError(f"video file {self.source!r} holds no decodable video frames "
-                              "(corrupt or truncated); check it with ffprobe")
+            raise SourceError(
+                f"video file {self.source!r} holds no decodable video frames "
+                "(corrupt or truncated); check it with ffprobe"
+            )
         self._connected, self._pending = True, frame
         self.native_fps = plausible_fps(self._backend.fps)
         rate = self.cam.fps if self.cam.fps > 0 else self.native_fps
         self._period_ns = period_ns(rate) if self.cam.realtime else 0
         if self.cam.realtime and rate == 0:
-            log.warning("camera %s: %s reports no frame rate and fps is not set; "
-                        "reading unpaced", self.cam.name, self.source)
+            log.warning(
+                "camera %s: %s reports no frame rate and fps is not set; reading unpaced",
+                self.cam.name,
+                self.source,
+            )
 
     def _read_replayable(self, stop: threading.Event) -> tuple[np.ndarray, int] | None:
         frame = self._next_replay_frame()
@@ -209,7 +225,7 @@ class FrameSource:
         if self._pending is not None:
             frame, self._pending = self._pending, None
             return frame
-        if not self._connected:   # released at the end of a non-looping replay
+        if not self._connected:  # released at the end of a non-looping replay
             return None
         decoded = self._backend.read()
         if decoded is not None:
@@ -240,15 +256,17 @@ class FrameSource:
 
     def _open_live(self) -> None:
         if not self._backend.open():
-            log.warning("camera %s: cannot open %s; retrying with backoff",
-                        self.cam.name, self.source)
+            log.warning(
+                "camera %s: cannot open %s; retrying with backoff", self.cam.name, self.source
+            )
             return
         self._connected = True
         self._connected_s, self._frames_since_open = time.monotonic(), 0
         self.native_fps = plausible_fps(self._backend.fps)
         self._period_ns = period_ns(self.cam.fps)
-        log.info("camera %s: opened %s (%.1f fps reported)",
-                 self.cam.name, self.source, self.native_fps)
+        log.info(
+            "camera %s: opened %s (%.1f fps reported)", self.cam.name, self.source, self.native_fps
+        )
 
     def _read_live(self, stop: threading.Event) -> tuple[np.ndarray, int] | None:
         while not stop.is_set():
@@ -262,7 +280,7 @@ class FrameSource:
                 self._lose_stream(elapsed_s)
                 continue
             if elapsed_s > self.cam.read_timeout_s:
-                self.stalls_total += 1   # a device read that blocked past the timeout
+                self.stalls_total += 1  # a device read that blocked past the timeout
             self._frames_since_open += 1
             self._backoff.reset()
             now_ns = time.monotonic_ns()
@@ -276,11 +294,18 @@ class FrameSource:
         stalled = read_s >= self.cam.read_timeout_s * STALL_TIMEOUT_SHARE
         if stalled:
             self.stalls_total += 1
-        what = (f"no frame within read_timeout_s ({self.cam.read_timeout_s:g} s)" if stalled
-                else "stream lost")
-        log.warning("camera %s: %s after %.1f s of streaming (%d frames); reconnecting",
-                    self.cam.name, what, time.monotonic() - self._connected_s,
-                    self._frames_since_open)
+        what = (
+            f"no frame within read_timeout_s ({self.cam.read_timeout_s:g} s)"
+            if stalled
+            else "stream lost"
+        )
+        log.warning(
+            "camera %s: %s after %.1f s of streaming (%d frames); reconnecting",
+            self.cam.name,
+            what,
+            time.monotonic() - self._connected_s,
+            self._frames_since_open,
+        )
         self._release()
 
     def _reconnect(self, stop: threading.Event) -> None:
@@ -297,6 +322,7 @@ class FrameSource:
         if due_ns is not None and now_ns < due_ns - int(self._period_ns * LIVE_RATE_TOLERANCE):
             return False
         on_schedule = due_ns is not None and now_ns - due_ns < self._period_ns
-        self._next_due_ns = (due_ns if due_ns is not None and on_schedule
-                             else now_ns) + self._period_ns
+        self._next_due_ns = (
+            due_ns if due_ns is not None and on_schedule else now_ns
+        ) + self._period_ns
         return True

@@ -16,7 +16,7 @@ from daemon.config import CameraConfig, MotionConfig
 from daemon.stages.capture import crop_and_resize
 from daemon.stages.flow import FlowEstimator, clip_entry
 
-Entry = tuple[np.ndarray, np.ndarray]   # one frame of a clip: colour (h, w, 3), flow (h, w, 2)
+Entry = tuple[np.ndarray, np.ndarray]  # one frame of a clip: colour (h, w, 3), flow (h, w, 2)
 
 
 class ClipMaker:
@@ -59,14 +59,19 @@ class ClipMaker:
 class FrameClips:
     """Raw decoded frames in, the daemon's clips out (see the module docstring)."""
 
-    def __init__(self, camera: CameraConfig, motion: MotionConfig, length: int, stride: int,
-                 clip_size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        camera: CameraConfig,
+        motion: MotionConfig,
+        length: int,
+        stride: int,
+        clip_size: tuple[int, int],
+    ) -> None:
         self._camera = camera
         self._flow = FlowEstimator(motion.method, motion.width, motion.height)
         self._maker = ClipMaker(length, stride, *clip_size)
 
     def push(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Feed one decoded frame; the clip ending with it when one is due."""
-        frame = crop_and_resize(raw, self._camera.crop, self._camera.width,
-                                self._camera.height)
+        frame = crop_and_resize(raw, self._camera.crop, self._camera.width, self._camera.height)
         return self._maker.clip() if self._maker.push(frame, self._flow(frame)) else None

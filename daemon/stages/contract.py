@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from daemon.config import (
     COLOUR_ORDERS,
@@ -36,8 +37,8 @@ from daemon.config import (
 )
 from daemon.stages.records import CLIP_SCORES, MAX_DETECTIONS, RESULT_KINDS, ResultSpec
 
-CHANNELS = {"rgb": 3, "flow": 2, "rgb+flow": 5}
-RANKS = {"NCTHW": 5, "NTCHW": 5, "NT_CHW": 4, "NCHW": 4}
+CHANNELS = MappingProxyType({"rgb": 3, "flow": 2, "rgb+flow": 5})
+RANKS = MappingProxyType({"NCTHW": 5, "NTCHW": 5, "NT_CHW": 4, "NCHW": 4})
 
 
 class ModelError(Exception):
@@ -50,9 +51,9 @@ class ModelContract:
 
     labels: tuple[str, ...]
     layout: str
-    inputs: str                     # rgb | flow | rgb+flow
+    inputs: str  # rgb | flow | rgb+flow
     clip_length: int
-    height: int                     # 0: whatever size the clip has
+    height: int  # 0: whatever size the clip has
     width: int
     colour_order: str = "rgb"
     mean: tuple[float, ...] = (0.0,)
@@ -73,18 +74,23 @@ class ModelContract:
         return CHANNELS[self.inputs]
 
 
-def read_contract(shape: list, meta: dict[str, str], cfg: InferenceConfig,
-                  name: str) -> ModelContract:
+def read_contract(
+    shape: list, meta: dict[str, str], cfg: InferenceConfig, name: str
+) -> ModelContract:
     """The contract of a model with input `shape` and metadata `meta`, overridden by cfg."""
     if len(shape) not in (4, 5):
-        raise ModelError(f"model {name}: input has rank {len(shape)} {shape}: expected 5 "
-                         "(NCTHW, NTCHW clips) or 4 (NT_CHW, NCHW)")
+        raise ModelError(
+            f"model {name}: input has rank {len(shape)} {shape}: expected 5 "
+            "(NCTHW, NTCHW clips) or 4 (NT_CHW, NCHW)"
+        )
     kind = cfg.input or meta.get("input", "")
     layout = cfg.layout or meta.get("layout", "") or _guess_layout(shape, kind, name)
     _check_choice(layout, MODEL_LAYOUTS, "layout", name)
     if RANKS[layout] != len(shape):
-        raise ModelError(f"model {name}: layout {layout} needs a rank-{RANKS[layout]} "
-                         f"input, but the input shape is {shape} (rank {len(shape)})")
+        raise ModelError(
+            f"model {name}: layout {layout} needs a rank-{RANKS[layout]} "
+            f"input, but the input shape is {shape} (rank {len(shape)})"
+        )
     kind, t = _input_and_length(shape, layout, meta, cfg, name)
     height = _spatial(shape[-2], meta, "height", name, cfg.height)
     width = _spatial(shape[-1], meta, "width", name, cfg.width)
@@ -96,25 +102,44 @@ def read_contract(shape: list, meta: dict[str, str], cfg: InferenceConfig,
     std = cfg.std or _floats(meta.get("std", "1"), "std", name)
     for key, values in (("mean", mean), ("std", std)):
         if len(values) not in (1, CHANNELS[kind]):
-            raise ModelError(f"model {name}: {key} has {len(values)} values: expected 1 or "
-                             f"{CHANNELS[kind]} (one per channel of input {kind})")
+            raise ModelError(
+                f"model {name}: {key} has {len(values)} values: expected 1 or "
+                f"{CHANNELS[kind]} (one per channel of input {kind})"
+            )
     if any(v == 0 for v in std):
         raise ModelError(f"model {name}: std must not be 0 (got {list(std)})")
     labels = cfg.labels or _labels(meta.get("labels", ""), name)
     result_kind = meta.get("result_kind", CLIP_SCORES)
     if result_kind not in RESULT_KINDS:
-        raise ModelError(f"model {name}: metadata result_kind {result_kind!r} is not one of "
-                         f"{', '.join(RESULT_KINDS)}")
-    max_detections = _int(meta.get("max_detections", str(MAX_DETECTIONS)), "max_detections",
-                          name) or MAX_DETECTIONS
+        raise ModelError(
+            f"model {name}: metadata result_kind {result_kind!r} is not one of "
+            f"{', '.join(RESULT_KINDS)}"
+        )
+    max_detections = (
+        _int(meta.get("max_detections", str(MAX_DETECTIONS)), "max_detections", name)
+        or MAX_DETECTIONS
+    )
     keypoints = _int(meta.get("keypoints", "0"), "keypoints", name)
-    return ModelContract(tuple(labels), layout, kind, t, height, width, colour,
-                         tuple(mean), tuple(std), activation, result_kind, max_detections,
-                         keypoints)
+    return ModelContract(
+        tuple(labels),
+        layout,
+        kind,
+        t,
+        height,
+        width,
+        colour,
+        tuple(mean),
+        tuple(std),
+        activation,
+        result_kind,
+        max_detections,
+        keypoints,
+    )
 
 
-def _input_and_length(shape: list, layout: str, meta: dict[str, str], cfg: InferenceConfig,
-                      name: str) -> tuple[str, int]:
+def _input_and_length(
+    shape: list, layout: str, meta: dict[str, str], cfg: InferenceConfig, name: str
+) -> tuple[str, int]:
     """The per-frame input kind and the clip length T, checked against the shape."""
     c_dim = fixed_dim(shape[{"NCTHW": 1, "NTCHW": 2, "NT_CHW": 1, "NCHW": 1}[layout]])
     kind = cfg.input or meta.get("input", "")
@@ -122,33 +147,45 @@ def _input_and_length(shape: list, layout: str, meta: dict[str, str], cfg: Infer
         guess = [k for k, n in CHANNELS.items() if n == c_dim]
         kind = guess[0] if guess else ""
     if not kind:
-        raise ModelError(f"model {name}: cannot tell whether input {shape} ({layout}) takes "
-                         "rgb, flow or rgb+flow: set metadata `input` or inference.input")
+        raise ModelError(
+            f"model {name}: cannot tell whether input {shape} ({layout}) takes "
+            "rgb, flow or rgb+flow: set metadata `input` or inference.input"
+        )
     _check_choice(kind, MODEL_INPUTS, "input", name)
     per_frame = CHANNELS[kind]
     t_shape = {"NCTHW": fixed_dim(shape[2]), "NTCHW": fixed_dim(shape[1])}.get(layout, 0)
     if layout == "NCHW" and c_dim:
         if c_dim % per_frame:
-            raise ModelError(f"model {name}: input {shape} has {c_dim} channels, not a "
-                             f"multiple of {per_frame} ({kind} per frame, layout NCHW)")
+            raise ModelError(
+                f"model {name}: input {shape} has {c_dim} channels, not a "
+                f"multiple of {per_frame} ({kind} per frame, layout NCHW)"
+            )
         t_shape = c_dim // per_frame
     elif c_dim and c_dim != per_frame:
-        raise ModelError(f"model {name}: input {shape} ({layout}) has {c_dim} channels per "
-                         f"frame: expected {per_frame} for input {kind}")
+        raise ModelError(
+            f"model {name}: input {shape} ({layout}) has {c_dim} channels per "
+            f"frame: expected {per_frame} for input {kind}"
+        )
     t_meta = _int(meta.get("clip_length", "0"), "clip_length", name)
     if t_shape and t_meta and t_shape != t_meta:
-        raise ModelError(f"model {name}: metadata clip_length {t_meta} conflicts with its "
-                         f"input shape {shape} ({layout}: T = {t_shape})")
+        raise ModelError(
+            f"model {name}: metadata clip_length {t_meta} conflicts with its "
+            f"input shape {shape} ({layout}: T = {t_shape})"
+        )
     if t_shape and cfg.clip_length and cfg.clip_length != t_shape:
-        raise ModelError(f"clip length conflict: inference.clip_length = {cfg.clip_length}"
-                         f" but model {name} takes T = {t_shape} (input {shape}, {layout}); "
-                         f"set clip_length = 0 or {t_shape}")
+        raise ModelError(
+            f"clip length conflict: inference.clip_length = {cfg.clip_length}"
+            f" but model {name} takes T = {t_shape} (input {shape}, {layout}); "
+            f"set clip_length = 0 or {t_shape}"
+        )
     t = cfg.clip_length or t_shape or t_meta or (1 if layout == "NCHW" else 0)
     if layout == "NT_CHW" and not t and fixed_dim(shape[0]):
-        t = fixed_dim(shape[0])               # a fixed N*T axis with nothing else said: N = 1
+        t = fixed_dim(shape[0])  # a fixed N*T axis with nothing else said: N = 1
     if not t:
-        raise ModelError(f"model {name}: the clip length is not fixed by input {shape} "
-                         f"({layout}): set metadata `clip_length` or inference.clip_length")
+        raise ModelError(
+            f"model {name}: the clip length is not fixed by input {shape} "
+            f"({layout}): set metadata `clip_length` or inference.clip_length"
+        )
     return kind, t
 
 
@@ -160,25 +197,32 @@ def _guess_layout(shape: list, kind: str, name: str) -> str:
     wanted = {CHANNELS[kind]} if kind in CHANNELS else set(CHANNELS.values())
     fits = [lay for lay, axis in (("NCTHW", 1), ("NTCHW", 2)) if fixed_dim(shape[axis]) in wanted]
     if len(fits) > 1:
-        raise ModelError(f"model {name}: cannot tell the layout of input {shape}: set "
-                         "metadata `layout` or inference.layout (NCTHW or NTCHW)")
+        raise ModelError(
+            f"model {name}: cannot tell the layout of input {shape}: set "
+            "metadata `layout` or inference.layout (NCTHW or NTCHW)"
+        )
     return fits[0] if fits else "NCTHW"
 
 
 def _check_choice(value: str, choices: tuple[str, ...], key: str, name: str) -> None:
     if value not in choices:
-        raise ModelError(f"model {name}: {key} {value!r} is not one of "
-                         f"{', '.join(choices)} (metadata `{key}` or inference.{key})")
+        raise ModelError(
+            f"model {name}: {key} {value!r} is not one of "
+            f"{', '.join(choices)} (metadata `{key}` or inference.{key})"
+        )
 
 
 def _spatial(dim: object, meta: dict[str, str], key: str, name: str, override: int) -> int:
     given = _int(meta.get(key, "0"), key, name)
     if fixed_dim(dim) and given and given != dim:
-        raise ModelError(f"model {name}: metadata {key} {given} conflicts with its input "
-                         f"{key} {dim}")
+        raise ModelError(
+            f"model {name}: metadata {key} {given} conflicts with its input {key} {dim}"
+        )
     if fixed_dim(dim) and override and override != dim:
-        raise ModelError(f"model {name}: inference.{key} = {override} conflicts with its "
-                         f"input {key} {dim}: set {key} = 0 or {dim}")
+        raise ModelError(
+            f"model {name}: inference.{key} = {override} conflicts with its "
+            f"input {key} {dim}: set {key} = 0 or {dim}"
+        )
     return override or fixed_dim(dim) or given
 
 
@@ -202,8 +246,9 @@ def _floats(raw: str, key: str, name: str) -> tuple[float, ...]:
         value = json.loads(raw) if raw.strip().startswith("[") else raw.split(",")
         floats = tuple(float(v) for v in (value if isinstance(value, list) else [value]))
     except (ValueError, TypeError) as exc:
-        raise ModelError(f"model {name}: metadata {key} must be a number or a list of "
-                         f"numbers (got {raw!r})") from exc
+        raise ModelError(
+            f"model {name}: metadata {key} must be a number or a list of numbers (got {raw!r})"
+        ) from exc
     return floats
 
 

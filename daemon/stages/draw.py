@@ -5,6 +5,7 @@ detections)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -18,22 +19,22 @@ from daemon.stages.records import (
     top_label,
 )
 
-FLOW_GRID_STEP_PX = 16        # arrow spacing, in output pixels
-FLOW_ARROW_GAIN = 3.0         # arrows are this many times the per-frame motion
-FLOW_MIN_ARROW_PX = 1.5       # shorter arrows (still areas, noise) are not drawn
-ARROW_HEAD_SHARE = 0.3        # head length as a share of the arrow
+FLOW_GRID_STEP_PX = 16  # arrow spacing, in output pixels
+FLOW_ARROW_GAIN = 3.0  # arrows are this many times the per-frame motion
+FLOW_MIN_ARROW_PX = 1.5  # shorter arrows (still areas, noise) are not drawn
+ARROW_HEAD_SHARE = 0.3  # head length as a share of the arrow
 ARROW_HEAD_ANGLE_RAD = np.pi / 6
 FLOW_BGR = (0, 255, 0)
 TEXT_BGR = (255, 255, 255)
 TEXT_BACKGROUND_BGR = (0, 0, 0)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-FONT_SCALE_PER_PX = 1 / 600   # text scales with frame height
+FONT_SCALE_PER_PX = 1 / 600  # text scales with frame height
 MIN_FONT_SCALE = 0.4
 TEXT_MARGIN_PX = 6
 BOX_BGR = (0, 200, 255)
 KEYPOINT_BGR = (255, 0, 255)
 KEYPOINT_RADIUS_PX = 3
-KEYPOINT_MIN_SCORE = 0.3      # keypoints the model is less sure of are not drawn
+KEYPOINT_MIN_SCORE = 0.3  # keypoints the model is less sure of are not drawn
 
 
 def flow_arrows(flow: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -51,8 +52,9 @@ def flow_arrows(flow: np.ndarray, width: int, height: int) -> np.ndarray:
     keep = np.hypot(vectors[:, 0], vectors[:, 1]) >= FLOW_MIN_ARROW_PX
     tails, vectors = tails[keep], vectors[keep]
     tips = tails + vectors
-    heads = [tips - ARROW_HEAD_SHARE * rotate(vectors, sign * ARROW_HEAD_ANGLE_RAD)
-             for sign in (1, -1)]
+    heads = [
+        tips - ARROW_HEAD_SHARE * rotate(vectors, sign * ARROW_HEAD_ANGLE_RAD) for sign in (1, -1)
+    ]
     arrows = np.stack([tails, tips, heads[0], tips, heads[1]], axis=1)
     return np.rint(arrows).astype(np.int32)
 
@@ -60,8 +62,10 @@ def flow_arrows(flow: np.ndarray, width: int, height: int) -> np.ndarray:
 def rotate(vectors: np.ndarray, angle_rad: float) -> np.ndarray:
     """(N, 2) vectors rotated by `angle_rad`."""
     cos, sin = np.cos(angle_rad), np.sin(angle_rad)
-    return np.stack([vectors[:, 0] * cos - vectors[:, 1] * sin,
-                     vectors[:, 0] * sin + vectors[:, 1] * cos], axis=1)
+    return np.stack(
+        [vectors[:, 0] * cos - vectors[:, 1] * sin, vectors[:, 0] * sin + vectors[:, 1] * cos],
+        axis=1,
+    )
 
 
 def put_text_box(image: np.ndarray, text: str, origin_x: int, scale: float) -> None:
@@ -71,20 +75,29 @@ def put_text_box(image: np.ndarray, text: str, origin_x: int, scale: float) -> N
     (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, thickness)
     x = origin_x if origin_x >= 0 else image.shape[1] + origin_x - text_w
     box_bottom = text_h + baseline + 2 * TEXT_MARGIN_PX
-    cv2.rectangle(image, (x - TEXT_MARGIN_PX, 0), (x + text_w + TEXT_MARGIN_PX, box_bottom),
-                  TEXT_BACKGROUND_BGR, cv2.FILLED)
-    cv2.putText(image, text, (x, TEXT_MARGIN_PX + text_h), FONT, scale, TEXT_BGR,
-                thickness, cv2.LINE_AA)
+    cv2.rectangle(
+        image,
+        (x - TEXT_MARGIN_PX, 0),
+        (x + text_w + TEXT_MARGIN_PX, box_bottom),
+        TEXT_BACKGROUND_BGR,
+        cv2.FILLED,
+    )
+    cv2.putText(
+        image, text, (x, TEXT_MARGIN_PX + text_h), FONT, scale, TEXT_BGR, thickness, cv2.LINE_AA
+    )
 
 
-def draw_overlay(frame_bgr: np.ndarray, flow: np.ndarray | None, label: str, score: float,
-                 fps: float) -> np.ndarray:
+def draw_overlay(
+    frame_bgr: np.ndarray, flow: np.ndarray | None, label: str, score: float, fps: float
+) -> np.ndarray:
     """A new BGR image: `frame_bgr` with flow arrows (flow of any size is scaled to the
     frame), `label` and `score` at the top left and `fps` at the top right. An empty
     label or fps <= 0 is left out."""
     if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
-        raise ValueError(f"draw_overlay needs a BGR uint8 (H, W, 3) frame, got "
-                         f"{frame_bgr.dtype} {frame_bgr.shape}")
+        raise ValueError(
+            f"draw_overlay needs a BGR uint8 (H, W, 3) frame, got "
+            f"{frame_bgr.dtype} {frame_bgr.shape}"
+        )
     if flow is not None and (flow.ndim != 3 or flow.shape[2] != 2):
         raise ValueError(f"draw_overlay needs flow of shape (h, w, 2), got {flow.shape}")
     image = frame_bgr.copy()
@@ -116,23 +129,36 @@ def _draw_detections(image: np.ndarray, spec: ResultSpec, result: Result) -> Non
         cv2.rectangle(image, (x0, y0), (x1, y1), BOX_BGR, 2)
         cls = int(result["classes"][i])
         name = spec.labels[cls] if 0 <= cls < len(spec.labels) else str(cls)
-        cv2.putText(image, f"{name} {float(result['scores'][i]):.2f}", (x0, max(y0 - 4, 12)),
-                    FONT, scale, BOX_BGR, 1, cv2.LINE_AA)
+        cv2.putText(
+            image,
+            f"{name} {float(result['scores'][i]):.2f}",
+            (x0, max(y0 - 4, 12)),
+            FONT,
+            scale,
+            BOX_BGR,
+            1,
+            cv2.LINE_AA,
+        )
         if "keypoints" in result:
             for x, y, score in result["keypoints"][i]:
                 if score >= KEYPOINT_MIN_SCORE:
-                    cv2.circle(image, (int(x * width), int(y * height)), KEYPOINT_RADIUS_PX,
-                               KEYPOINT_BGR, cv2.FILLED, cv2.LINE_AA)
+                    cv2.circle(
+                        image,
+                        (int(x * width), int(y * height)),
+                        KEYPOINT_RADIUS_PX,
+                        KEYPOINT_BGR,
+                        cv2.FILLED,
+                        cv2.LINE_AA,
+                    )
 
 
 def _font_scale(image: np.ndarray) -> float:
     return max(image.shape[0] * FONT_SCALE_PER_PX, MIN_FONT_SCALE)
 
 
-RESULT_DRAWERS: Mapping[str, Callable[[np.ndarray, ResultSpec, Result], None]] = {
-    CLIP_SCORES: _draw_clip_scores,
-    DETECTIONS: _draw_detections,
-}
+RESULT_DRAWERS: Mapping[str, Callable[[np.ndarray, ResultSpec, Result], None]] = MappingProxyType(
+    {CLIP_SCORES: _draw_clip_scores, DETECTIONS: _draw_detections}
+)
 
 
 def draw_result(image: np.ndarray, spec: ResultSpec, result: Result | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -31,18 +32,14 @@ from daemon.ipc.events_channel import (
 )
 from daemon.ipc.stats import StatsBlock
 from daemon.stages.kinds import EVENT, SNAPSHOT, Loss
-from daemon.stages.records import (
-    CLIP_SCORES,
-    DETECTIONS,
-    Result,
-    ResultSpec,
-    detection_count,
-)
+from daemon.stages.records import CLIP_SCORES, DETECTIONS, Result, ResultSpec, detection_count
 
 # Events (and snapshots) lost on the way to the supervisor, by reason: counted in the
 # overlay's stats block, exported as actiond_lost_total{item="event"|"snapshot"}.
-EVENT_LOSSES = (*(Loss(EVENT, r) for r in LOST_REASONS),
-                *(Loss(SNAPSHOT, r) for r in SNAPSHOT_LOST_REASONS))
+EVENT_LOSSES = (
+    *(Loss(EVENT, r) for r in LOST_REASONS),
+    *(Loss(SNAPSHOT, r) for r in SNAPSHOT_LOST_REASONS),
+)
 # A blocked event send stalls the overlay's step, which beats its heartbeat: wait at most
 # this share of the heartbeat timeout, so backpressure never gets the overlay killed.
 SEND_TIMEOUT_HEARTBEAT_SHARE = 0.4
@@ -51,7 +48,6 @@ SEND_TIMEOUT_HEARTBEAT_SHARE = 0.4
 def event_send_timeout_s(heartbeat_timeout_s: float) -> float:
     """How long an overlay waits for the supervisor to take one event."""
     return min(SEND_TIMEOUT_S, SEND_TIMEOUT_HEARTBEAT_SHARE * heartbeat_timeout_s)
-
 
 
 def _clip_scores(spec: ResultSpec, result: Result) -> np.ndarray:
@@ -69,10 +65,9 @@ def _detection_scores(spec: ResultSpec, result: Result) -> np.ndarray:
 
 
 # What the event tracker's hysteresis runs on, per result kind: one score per label.
-EVENT_SCORES: Mapping[str, Callable[[ResultSpec, Result], np.ndarray]] = {
-    CLIP_SCORES: _clip_scores,
-    DETECTIONS: _detection_scores,
-}
+EVENT_SCORES: Mapping[str, Callable[[ResultSpec, Result], np.ndarray]] = MappingProxyType(
+    {CLIP_SCORES: _clip_scores, DETECTIONS: _detection_scores}
+)
 
 
 def event_scores(spec: ResultSpec, result: Result) -> np.ndarray:
@@ -84,9 +79,13 @@ def event_settings(cfg: EventsConfig, labels: Sequence[str]) -> EventSettings:
     """EventSettings from [events]; ValueError names a label the model does not have."""
     ignore = ignored_labels(labels, cfg.ignore)
     settings = EventSettings(
-        start_windows=cfg.start_windows, end_windows=cfg.end_windows,
-        cooldown_s=cfg.cooldown_s, default_threshold=cfg.threshold,
-        thresholds={a.name: a.threshold for a in cfg.actions}, ignore=frozenset(ignore))
+        start_windows=cfg.start_windows,
+        end_windows=cfg.end_windows,
+        cooldown_s=cfg.cooldown_s,
+        default_threshold=cfg.threshold,
+        thresholds={a.name: a.threshold for a in cfg.actions},
+        ignore=frozenset(ignore),
+    )
     EventTracker("check", labels, settings)  # raises ValueError on unknown labels
     return settings
 
@@ -94,18 +93,26 @@ def event_settings(cfg: EventsConfig, labels: Sequence[str]) -> EventSettings:
 class EventEmitter:
     """Tracks one camera's actions and sends each event with a JPEG of its best frame."""
 
-    def __init__(self, camera: str, labels: Sequence[str], settings: EventSettings,
-                 socket_path: str, jpeg_quality: int, stats: StatsBlock | None = None,
-                 send_timeout_s: float = SEND_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        camera: str,
+        labels: Sequence[str],
+        settings: EventSettings,
+        socket_path: str,
+        jpeg_quality: int,
+        stats: StatsBlock | None = None,
+        send_timeout_s: float = SEND_TIMEOUT_S,
+    ) -> None:
         self._tracker = EventTracker(camera, labels, settings)
         self._sender = EventSender(socket_path, send_timeout_s)
-        self._stats = stats   # EVENT_LOSSES' fields, if the caller's block has them
+        self._stats = stats  # EVENT_LOSSES' fields, if the caller's block has them
         self._quality = jpeg_quality
         self._best: dict[str, bytes] = {}
         self.sent_total = 0
 
-    def update(self, scores: np.ndarray, frame_id: int, capture_ts_ns: int,
-               image: np.ndarray) -> list[ActionEvent]:
+    def update(
+        self, scores: np.ndarray, frame_id: int, capture_ts_ns: int, image: np.ndarray
+    ) -> list[ActionEvent]:
         """Feed one window's scores (in frame order); sends and returns its events."""
         events = self._tracker.update(scores, frame_id, time.time())
         for action in self._tracker.active:
@@ -138,8 +145,11 @@ class EventEmitter:
 
     def _send(self, event: ActionEvent, capture_ts_ns: int, snapshot: bytes | None) -> None:
         # The JPEG travels beside the record, not in the event: say whether there is one.
-        record = {**event.to_json_dict(), "capture_ts_ns": capture_ts_ns,
-                  "has_snapshot": snapshot is not None}
+        record = {
+            **event.to_json_dict(),
+            "capture_ts_ns": capture_ts_ns,
+            "has_snapshot": snapshot is not None,
+        }
         if self._sender.send(record, snapshot):
             self.sent_total += 1
         self._count_losses()
@@ -149,8 +159,7 @@ class EventEmitter:
         add, never set)."""
         if self._stats is None:
             return
-        for counts, item in ((self._sender.lost, EVENT),
-                             (self._sender.snapshots_lost, SNAPSHOT)):
+        for counts, item in ((self._sender.lost, EVENT), (self._sender.snapshots_lost, SNAPSHOT)):
             for reason, n in counts.items():
                 self._stats.add(Loss(item, reason).field, n)
             counts.clear()

@@ -46,8 +46,9 @@ class FlowEstimator:
         self.width = width
         self.height = height
         self._previous: np.ndarray | None = None
-        self._dis = (cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-                     if method == "dis" else None)
+        self._dis = (
+            cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST) if method == "dis" else None
+        )
 
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
         """Flow from the previous frame to `frame_bgr` (any size; resized internally)."""
@@ -58,17 +59,26 @@ class FlowEstimator:
         if self._dis is not None:
             return self._dis.calc(previous, current, None)
         return cv2.calcOpticalFlowFarneback(
-            previous, current, None, FARNEBACK_PYR_SCALE, FARNEBACK_LEVELS,
-            FARNEBACK_WINDOW_PX, FARNEBACK_ITERATIONS, FARNEBACK_POLY_N,
-            FARNEBACK_POLY_SIGMA, 0)
+            previous,
+            current,
+            None,
+            FARNEBACK_PYR_SCALE,
+            FARNEBACK_LEVELS,
+            FARNEBACK_WINDOW_PX,
+            FARNEBACK_ITERATIONS,
+            FARNEBACK_POLY_N,
+            FARNEBACK_POLY_SIGMA,
+            0,
+        )
 
     def reset(self) -> None:
         """Forget the previous frame (after a gap or a source reconnect)."""
         self._previous = None
 
 
-def clip_entry(frame_bgr: np.ndarray, flow: np.ndarray, width: int,
-               height: int) -> tuple[np.ndarray, np.ndarray]:
+def clip_entry(
+    frame_bgr: np.ndarray, flow: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One frame of an inference clip at (height, width): the colour frame (uint8) and its
     flow (float32), resized with the vectors rescaled to pixels at that size. float32
     because converting float16 back costs inference more than the ring bytes it saves."""
@@ -81,7 +91,8 @@ def resize_flow(flow: np.ndarray, width: int, height: int) -> np.ndarray:
     fh, fw = flow.shape[:2]
     if (fh, fw) != (height, width):
         flow = _resize(flow.astype(np.float32, copy=False), width, height) * np.array(
-            [width / fw, height / fh], np.float32)
+            [width / fw, height / fh], np.float32
+        )
     return flow.astype(np.float32, copy=False)
 
 

@@ -51,24 +51,25 @@ from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec
 log = logging.getLogger(__name__)
 
 # clips_total / batches_total is the mean batch size; max_batch is the model's limit.
-INFER_FIELDS = ("clips_total", "batches_total", "max_batch",
-                *histogram_fields("inference_seconds"))
+INFER_FIELDS = ("clips_total", "batches_total", "max_batch", *histogram_fields("inference_seconds"))
 RESULTS_CAPACITY = 8
 
 
 @dataclass(frozen=True)
 class InferArgs:
-    model: str                        # the ONNX file
-    result: records.ResultSpec        # what one result holds (the results rings' record)
-    upstream_stats: tuple[str, ...]   # every camera's motion worker: have they finished?
-    facts: ModelFacts                 # the clips the model takes (the clips ring's record)
+    model: str  # the ONNX file
+    result: records.ResultSpec  # what one result holds (the results rings' record)
+    upstream_stats: tuple[str, ...]  # every camera's motion worker: have they finished?
+    facts: ModelFacts  # the clips the model takes (the clips ring's record)
 
 
 class InferStage:
     """Runs the model on batches of clips; each clip's scores go to the results ring of
     its camera, under the clip's frame id."""
 
-    def __init__(self, spec: WorkerSpec[InferArgs], stats: StatsBlock, heartbeat: Heartbeat) -> None:
+    def __init__(
+        self, spec: WorkerSpec[InferArgs], stats: StatsBlock, heartbeat: Heartbeat
+    ) -> None:
         self._spec, self._stats, self._heartbeat = spec, stats, heartbeat
         self._clip = records.clip_record(spec.args.facts)
         self._model: ActionModel | None = None
@@ -87,8 +88,9 @@ class InferStage:
         self._in = attach_consumer(self._spec.rings["clips"], KIND.name, self._spec.replica)
         for camera, path in self._spec.camera_rings("results").items():
             self._out[camera] = attach_producer(path, self._spec.slot("results"))
-        self._publisher = ResultPublisher(self._out, self._stats, self._heartbeat,
-                                          records.result_record(self._spec.args.result))
+        self._publisher = ResultPublisher(
+            self._out, self._stats, self._heartbeat, records.result_record(self._spec.args.result)
+        )
         self._publisher.start()
         self._feeder = BatchFeeder(self._in, self._model, self._clip, self._upstream)
         self._feeder.start()
@@ -97,7 +99,7 @@ class InferStage:
         model, feeder, publisher = self._model, self._feeder, self._publisher
         if model is None or feeder is None or publisher is None:
             raise RuntimeError("InferStage.step() called before open()")
-        finished = feeder.finished()   # before waiting: no batch slips past
+        finished = feeder.finished()  # before waiting: no batch slips past
         batch = feeder.next_batch(STEP_WAIT_S)
         if batch is None:
             return not (finished and publisher.idle())
@@ -128,8 +130,9 @@ class InferStage:
 
 def _results_ring(ctx: RingContext) -> RingShape:
     # Only the newest results matter to the overlay, which joins them by frame id.
-    return RingShape(records.result_record(ctx.result).frame_spec(), RESULTS_CAPACITY,
-                     Policy.DROP_OLDEST)
+    return RingShape(
+        records.result_record(ctx.result).frame_spec(), RESULTS_CAPACITY, Policy.DROP_OLDEST
+    )
 
 
 def _args(ctx: WorkerContext) -> InferArgs:
@@ -141,9 +144,15 @@ def _replicas(config: Config) -> int:
 
 
 KIND = StageKind(
-    name="infer", factory=InferStage, scope=SHARED,
+    name="infer",
+    factory=InferStage,
+    scope=SHARED,
     inputs=(InPort("clips"),),
     outputs=(OutPort("results", ring="results", item=RESULT, shape=_results_ring),),
-    args=_args, stats_fields=INFER_FIELDS, losses=(LOST_NO_RING,),
+    args=_args,
+    stats_fields=INFER_FIELDS,
+    losses=(LOST_NO_RING,),
     exports=(Export("actiond_inference_seconds", "inference_seconds"),),
-    replicas=_replicas, status_unit="clips/s")
+    replicas=_replicas,
+    status_unit="clips/s",
+)

@@ -37,7 +37,7 @@ from daemon.stages.worker import STEP_WAIT_S, Heartbeat, loan_slot
 
 log = logging.getLogger(__name__)
 
-THREAD_JOIN_S = 5.0   # a helper's longest step: one ring wait plus one clip or one batch
+THREAD_JOIN_S = 5.0  # a helper's longest step: one ring wait plus one clip or one batch
 # Batch buffers: the model runs one while the feeder fills the other. Reused, so a batch
 # costs no allocation and no page faults, and its memory stays in cache.
 BATCH_BUFFERS = 2
@@ -50,9 +50,9 @@ LOST_NO_RING = Loss(RESULT, "no_ring")
 class Batch:
     """Clips taken from the ring and prepared into the first rows of a batch buffer."""
 
-    buffer: np.ndarray               # (max_batch, ...) float32, owned by the feeder's pool
-    metas: tuple[FrameMeta, ...]     # frame id, timestamp and camera of each clip
-    prep_s: float                    # time spent preparing it (not waiting for clips)
+    buffer: np.ndarray  # (max_batch, ...) float32, owned by the feeder's pool
+    metas: tuple[FrameMeta, ...]  # frame id, timestamp and camera of each clip
+    prep_s: float  # time spent preparing it (not waiting for clips)
 
     @property
     def inputs(self) -> np.ndarray:
@@ -65,7 +65,7 @@ class Scored:
     """A batch's scores, on their way to the results rings."""
 
     metas: tuple[FrameMeta, ...]
-    scores: np.ndarray               # (len(metas), labels)
+    scores: np.ndarray  # (len(metas), labels)
     prep_s: float
     run_s: float
 
@@ -84,8 +84,7 @@ class HelperThread:
     def check(self) -> None:
         """Raise what stopped the thread, so the worker fails instead of idling."""
         if self._error is not None:
-            raise RuntimeError(f"{self._thread.name} thread failed: {self._error}") \
-                from self._error
+            raise RuntimeError(f"{self._thread.name} thread failed: {self._error}") from self._error
 
     def stop(self) -> bool:
         """Stop the thread; False if it did not end in time (it may still hold views)."""
@@ -119,11 +118,12 @@ class BatchFeeder(HelperThread):
     the slot is free for the producer while the clip waits for and goes through the model.
     """
 
-    def __init__(self, consumer: Consumer, model: ActionModel, clip: PackedSpec,
-                 upstream: Upstream) -> None:
+    def __init__(
+        self, consumer: Consumer, model: ActionModel, clip: PackedSpec, upstream: Upstream
+    ) -> None:
         super().__init__("infer-feeder")
         self._in, self._model, self._clip, self._upstream = consumer, model, clip, upstream
-        _, height, width, _ = clip.fields[0][1]   # (T, H, W, C): frames and flows alike
+        _, height, width, _ = clip.fields[0][1]  # (T, H, W, C): frames and flows alike
         shape = (model.max_batch, *model.input_shape(height, width))
         self._free: queue.Queue[np.ndarray] = queue.Queue()
         for _ in range(BATCH_BUFFERS):
@@ -142,7 +142,7 @@ class BatchFeeder(HelperThread):
         except queue.Empty:
             self.check()
             if not self.is_alive() and not self.finished():
-                raise RuntimeError("infer feeder thread stopped without finishing")
+                raise RuntimeError("infer feeder thread stopped without finishing") from None
             return None
 
     def recycle(self, batch: Batch) -> None:
@@ -183,8 +183,7 @@ class BatchFeeder(HelperThread):
         while lease is not None:
             with lease:
                 fields = self._clip.views(lease.array)
-                self._model.make_input(fields.get("frames"), fields.get("flow"),
-                                       buffer[len(metas)])
+                self._model.make_input(fields.get("frames"), fields.get("flow"), buffer[len(metas)])
                 metas.append(lease.meta)
             if len(metas) == len(buffer):
                 break
@@ -208,15 +207,20 @@ class ResultPublisher(HelperThread):
     each camera's results stay in clip order.
     """
 
-    def __init__(self, outputs: dict[str, Producer], stats: StatsBlock,
-                 heartbeat: Heartbeat, record: PackedSpec) -> None:
+    def __init__(
+        self,
+        outputs: dict[str, Producer],
+        stats: StatsBlock,
+        heartbeat: Heartbeat,
+        record: PackedSpec,
+    ) -> None:
         super().__init__("infer-publisher")
         self._out, self._stats, self._heartbeat = outputs, stats, heartbeat
         self._record = record
         self._queue: queue.Queue[Scored] = queue.Queue(maxsize=1)
-        self._pending = 0                  # submitted and not yet published
+        self._pending = 0  # submitted and not yet published
         self._lock = threading.Lock()
-        self._unrouted: set[str] = set()   # cameras without a results ring, logged once
+        self._unrouted: set[str] = set()  # cameras without a results ring, logged once
 
     def submit(self, scored: Scored, stop: threading.Event) -> bool:
         """Queue a batch's scores; waits while the previous batch is still being published
@@ -259,8 +263,11 @@ class ResultPublisher(HelperThread):
             self._stats.add(LOST_NO_RING.field)
             if meta.camera not in self._unrouted:
                 self._unrouted.add(meta.camera)
-                log.warning("clips from camera %r: this worker has no results ring for it; "
-                            "their scores are dropped", meta.camera)
+                log.warning(
+                    "clips from camera %r: this worker has no results ring for it; "
+                    "their scores are dropped",
+                    meta.camera,
+                )
             return
         loan = loan_slot(out, self._stop, self._heartbeat)
         if loan is None:

@@ -26,8 +26,8 @@ from daemon.ipc.stats import StatsBlock
 from daemon.stages.records import ResultSpec
 from daemon.stages.worker import COMMON_FIELDS, StageFactory
 
-PER_CAMERA = "per_camera"   # one worker per camera
-SHARED = "shared"           # one set of replicas serving every camera
+PER_CAMERA = "per_camera"  # one worker per camera
+SHARED = "shared"  # one set of replicas serving every camera
 SCOPES = (PER_CAMERA, SHARED)
 # What travels on an edge, and what a loss loses (the `item` label of actiond_lost_total).
 FRAME, CLIP, RESULT, EVENT, SNAPSHOT = "frame", "clip", "result", "event", "snapshot"
@@ -51,7 +51,7 @@ class RingContext:
     config: Config
     cameras: tuple[CameraConfig, ...]
     result: ResultSpec
-    facts: ModelFacts                    # what the model dictates: clip length, size, input
+    facts: ModelFacts  # what the model dictates: clip length, size, input
 
     @property
     def camera(self) -> CameraConfig:
@@ -113,14 +113,14 @@ class WorkerContext:
     """What a kind's argument builder may use for one worker."""
 
     config: Config
-    camera: CameraConfig | None          # None for a shared worker
-    camera_index: int                    # the camera's index among the enabled ones
+    camera: CameraConfig | None  # None for a shared worker
+    camera_index: int  # the camera's index among the enabled ones
     model_path: str
     result: ResultSpec
-    facts: ModelFacts                    # what the model dictates: clip length, size, input
+    facts: ModelFacts  # what the model dictates: clip length, size, input
     events_socket: str
-    upstream_stats: tuple[str, ...]      # stats blocks of the workers feeding `follows` ports
-    origin_stats: str                    # stats block of the camera's origin worker ("")
+    upstream_stats: tuple[str, ...]  # stats blocks of the workers feeding `follows` ports
+    origin_stats: str  # stats block of the camera's origin worker ("")
 
 
 def no_args(ctx: WorkerContext) -> None:
@@ -154,8 +154,9 @@ class StageKind:
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
-            raise ValueError(f"stage kind {self.name}: scope {self.scope!r} is not one of "
-                             f"{', '.join(SCOPES)}")
+            raise ValueError(
+                f"stage kind {self.name}: scope {self.scope!r} is not one of {', '.join(SCOPES)}"
+            )
         bad = [loss.item for loss in self.losses if loss.item not in ITEMS]
         bad += [port.item for port in self.outputs if port.item not in ITEMS]
         if bad:
@@ -181,8 +182,10 @@ def _port(ports: tuple[Any, ...], name: str, kind: str, what: str) -> Any:
     for port in ports:
         if port.name == name:
             return port
-    raise KeyError(f"stage kind {kind} has no {what} port {name!r} "
-                   f"(it has {', '.join(p.name for p in ports) or 'none'})")
+    raise KeyError(
+        f"stage kind {kind} has no {what} port {name!r} "
+        f"(it has {', '.join(p.name for p in ports) or 'none'})"
+    )
 
 
 @dataclass(frozen=True)
@@ -236,8 +239,7 @@ class Graph:
             kinds[edge.consumer].input(edge.input)
             key = (edge.consumer, edge.input)
             if key in fed:
-                raise ValueError(f"graph {self.name}: {edge.consumer}.{edge.input} is fed "
-                                 "twice")
+                raise ValueError(f"graph {self.name}: {edge.consumer}.{edge.input} is fed twice")
             fed[key] = edge.producer
         for stage in self.stages:
             for port in kinds[stage].inputs:

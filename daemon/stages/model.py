@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -23,9 +24,9 @@ from daemon.stages.records import CLIP_SCORES
 
 log = logging.getLogger(__name__)
 
-DYNAMIC_MAX_BATCH = 8     # clips per run when the model's batch dimension is free
-DRY_RUN_SIZE_PX = 64      # input size of the load-time check where the model leaves it free
-_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+DYNAMIC_MAX_BATCH = 8  # clips per run when the model's batch dimension is free
+DRY_RUN_SIZE_PX = 64  # input size of the load-time check where the model leaves it free
+_INPUT_TYPES = MappingProxyType({"tensor(float)": np.float32, "tensor(float16)": np.float16})
 
 
 class ActionModel:
@@ -34,17 +35,21 @@ class ActionModel:
     def __init__(self, cfg: InferenceConfig, model_path: str) -> None:
         self.path = Path(model_path)
         if not self.path.is_file():
-            raise ModelError(f"model file not found: {self.path} (set inference.model to "
-                             "an .onnx file, or \"\" for the bundled demo model)")
+            raise ModelError(
+                f"model file not found: {self.path} (set inference.model to "
+                'an .onnx file, or "" for the bundled demo model)'
+            )
         try:
             options = ort.SessionOptions()
             options.intra_op_num_threads = cfg.threads
             options.inter_op_num_threads = 1
-            self.session = ort.InferenceSession(str(self.path), options,
-                                                providers=_providers(cfg.providers))
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=_providers(cfg.providers)
+            )
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
-            raise ModelError(f"model {self.path}: cannot be loaded (not a valid ONNX "
-                             f"model?): {exc}") from exc
+            raise ModelError(
+                f"model {self.path}: cannot be loaded (not a valid ONNX model?): {exc}"
+            ) from exc
         self.providers = tuple(self.session.get_providers())
         log.info("model %s: providers in use %s", self.path.name, ", ".join(self.providers))
         spec = self._input_spec()
@@ -55,15 +60,18 @@ class ActionModel:
         if self.contract.result_kind != CLIP_SCORES:
             # The record, drawing and events of other kinds exist; their decoders come
             # with the first model that answers them.
-            raise ModelError(f"model {self.path.name}: result_kind "
-                             f"{self.contract.result_kind!r}: this runner decodes "
-                             f"{CLIP_SCORES} models only")
+            raise ModelError(
+                f"model {self.path.name}: result_kind "
+                f"{self.contract.result_kind!r}: this runner decodes "
+                f"{CLIP_SCORES} models only"
+            )
         limit, self._fixed_batch = _batch_limits(shape, self.contract)
         self.max_batch = _chosen_batch(cfg.max_batch, limit, self._fixed_batch, self.path.name)
         self.contract = self._check_output(self.contract)
 
-    def make_input(self, frames: np.ndarray | None, flow: np.ndarray | None,
-                   out: np.ndarray | None = None) -> np.ndarray:
+    def make_input(
+        self, frames: np.ndarray | None, flow: np.ndarray | None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """(1, ...) model input from T frames (T,h,w,3 uint8 BGR) and flows (T,h,w,2), or
         that input without its batch axis written into `out` (see prepare_input); the
         kind the model does not take may be None."""
@@ -73,8 +81,9 @@ class ActionModel:
         """What this model dictates to a pipeline run with `config` (daemon.config.rules:
         clips at its input size, or the motion size where it leaves its size free)."""
         c = self.contract
-        return model_facts(config, self.path.name, c.labels, c.clip_length, c.inputs,
-                           c.width, c.height)
+        return model_facts(
+            config, self.path.name, c.labels, c.clip_length, c.inputs, c.width, c.height
+        )
 
     def clip_size(self, motion: MotionConfig) -> tuple[int, int]:
         """(width, height) of the clips made for this model (see `facts`)."""
@@ -88,16 +97,21 @@ class ActionModel:
         """Scores (N, labels) float32 for N inputs from make_input stacked on axis 0."""
         expected = sample_shape(self.contract)
         if batch.ndim != len(expected) + 1 or any(
-                e and e != d for e, d in zip(expected, batch.shape[1:], strict=True)):
-            raise ModelError(f"model {self.path.name}: batch of shape {list(batch.shape)} "
-                             f"does not fit (N, {', '.join(map(str, expected))})")
-        parts = [self._run_chunk(batch[i:i + self.max_batch])
-                 for i in range(0, batch.shape[0], self.max_batch)]
+            e and e != d for e, d in zip(expected, batch.shape[1:], strict=True)
+        ):
+            raise ModelError(
+                f"model {self.path.name}: batch of shape {list(batch.shape)} "
+                f"does not fit (N, {', '.join(map(str, expected))})"
+            )
+        parts = [
+            self._run_chunk(batch[i : i + self.max_batch])
+            for i in range(0, batch.shape[0], self.max_batch)
+        ]
         return _activate(np.concatenate(parts), self.contract.activation)
 
     def _run_chunk(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        if self._fixed_batch and n < self._fixed_batch:   # pad up to the fixed batch size
+        if self._fixed_batch and n < self._fixed_batch:  # pad up to the fixed batch size
             x = np.concatenate([x, np.zeros((self._fixed_batch - n, *x.shape[1:]), x.dtype)])
         rows = x.shape[0]
         if self.contract.layout == "NT_CHW":
@@ -106,21 +120,27 @@ class ActionModel:
         out = np.asarray(out, dtype=np.float32)
         t = self.contract.clip_length
         if self.contract.layout == "NT_CHW" and t > 1 and out.shape[0] == rows * t:
-            out = out.reshape(rows, t, -1).mean(axis=1)   # per-frame scores: average (TSM)
+            out = out.reshape(rows, t, -1).mean(axis=1)  # per-frame scores: average (TSM)
         if out.size % rows:
-            raise ModelError(f"model {self.path.name}: output shape {list(out.shape)} does "
-                             f"not split into {rows} rows of scores")
+            raise ModelError(
+                f"model {self.path.name}: output shape {list(out.shape)} does "
+                f"not split into {rows} rows of scores"
+            )
         return out.reshape(rows, -1)[:n]
 
     def _input_spec(self) -> ort.NodeArg:
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise ModelError(f"model {self.path.name} has {len(inputs)} inputs "
-                             f"({', '.join(i.name for i in inputs)}): actiond feeds one "
-                             "tensor (put rgb and flow on the channel axis: input rgb+flow)")
+            raise ModelError(
+                f"model {self.path.name} has {len(inputs)} inputs "
+                f"({', '.join(i.name for i in inputs)}): actiond feeds one "
+                "tensor (put rgb and flow on the channel axis: input rgb+flow)"
+            )
         if inputs[0].type not in _INPUT_TYPES:
-            raise ModelError(f"model {self.path.name}: input {inputs[0].name!r} is "
-                             f"{inputs[0].type}: expected tensor(float) or tensor(float16)")
+            raise ModelError(
+                f"model {self.path.name}: input {inputs[0].name!r} is "
+                f"{inputs[0].type}: expected tensor(float) or tensor(float16)"
+            )
         return inputs[0]
 
     def _check_output(self, c: ModelContract) -> ModelContract:
@@ -129,21 +149,29 @@ class ActionModel:
         except ModelError:
             raise
         except Exception as exc:  # onnxruntime's runtime errors have no common base class
-            raise ModelError(f"model {self.path.name} fails on a zero clip of shape "
-                             f"{list(_feed_shape(c, 1))} ({c.layout}, T={c.clip_length}, "
-                             f"{c.inputs}): {exc}") from exc
+            raise ModelError(
+                f"model {self.path.name} fails on a zero clip of shape "
+                f"{list(_feed_shape(c, 1))} ({c.layout}, T={c.clip_length}, "
+                f"{c.inputs}): {exc}"
+            ) from exc
         n = scores.shape[1]
         if not c.labels:
             return dataclasses.replace(c, labels=tuple(f"class_{i}" for i in range(n)))
         if len(c.labels) != n:
-            raise ModelError(f"model {self.path.name} has {len(c.labels)} labels "
-                             f"({', '.join(c.labels)}) but its output has {n} scores "
-                             f"per clip: fix the `labels` metadata or inference.labels")
+            raise ModelError(
+                f"model {self.path.name} has {len(c.labels)} labels "
+                f"({', '.join(c.labels)}) but its output has {n} scores "
+                f"per clip: fix the `labels` metadata or inference.labels"
+            )
         return c
 
 
-def prepare_input(c: ModelContract, frames: np.ndarray | None, flow: np.ndarray | None,
-                  out: np.ndarray | None = None) -> np.ndarray:
+def prepare_input(
+    c: ModelContract,
+    frames: np.ndarray | None,
+    flow: np.ndarray | None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """One clip as the model takes it: a new array with a leading batch axis of 1, or
     written into `out` (one row of a batch buffer, shaped `sample_shape`) and `out`.
 
@@ -165,8 +193,10 @@ def prepare_input(c: ModelContract, frames: np.ndarray | None, flow: np.ndarray 
     if out is None:
         return _fill(c, np.empty(shape, np.float32), rgb, flows)[None]
     if out.shape != shape or out.dtype != np.float32:
-        raise ModelError(f"clip input of shape {list(shape)} does not fit a batch row of "
-                         f"shape {list(out.shape)} ({out.dtype})")
+        raise ModelError(
+            f"clip input of shape {list(shape)} does not fit a batch row of "
+            f"shape {list(out.shape)} ({out.dtype})"
+        )
     return _fill(c, out, rgb, flows)
 
 
@@ -176,13 +206,16 @@ def _newest(stack: np.ndarray | None, what: str, c: ModelContract) -> np.ndarray
     if stack is None:
         raise ModelError(f"clip has no {what} but the model takes input {c.inputs}")
     if len(stack) < t:
-        raise ModelError(f"clip has {len(stack)} frames but the model takes {t}: set "
-                         "inference.clip_length = 0 (the model's own)")
+        raise ModelError(
+            f"clip has {len(stack)} frames but the model takes {t}: set "
+            "inference.clip_length = 0 (the model's own)"
+        )
     return stack[-t:]
 
 
-def _fill(c: ModelContract, x: np.ndarray, rgb: np.ndarray | None,
-          flows: np.ndarray | None) -> np.ndarray:
+def _fill(
+    c: ModelContract, x: np.ndarray, rgb: np.ndarray | None, flows: np.ndarray | None
+) -> np.ndarray:
     """Write colour then flow channels into `x` (one clip, C-contiguous); (x - mean) / std."""
     view = _thwc_view(c, x)
     channel = 0
@@ -204,17 +237,21 @@ def _thwc_view(c: ModelContract, x: np.ndarray) -> np.ndarray:
     """One clip's input array seen as (T, H, W, C), whatever the layout."""
     if c.layout == "NCTHW":
         return x.transpose(1, 2, 3, 0)
-    if c.layout == "NCHW":      # time-major channels: (T*C, H, W) is (T, C, H, W)
+    if c.layout == "NCHW":  # time-major channels: (T*C, H, W) is (T, C, H, W)
         return x.reshape(c.clip_length, c.channels, *x.shape[1:]).transpose(0, 2, 3, 1)
-    return x.transpose(0, 2, 3, 1)   # NTCHW, and NT_CHW (run() folds T into the batch)
+    return x.transpose(0, 2, 3, 1)  # NTCHW, and NT_CHW (run() folds T into the batch)
 
 
 def sample_shape(c: ModelContract, height: int = 0, width: int = 0) -> tuple[int, ...]:
     """The shape of one make_input clip without its batch axis; sizes the model leaves
     free take `height` and `width` (0: any size)."""
     t, ch, h, w = c.clip_length, c.channels, c.height or height, c.width or width
-    return {"NCTHW": (ch, t, h, w), "NTCHW": (t, ch, h, w), "NT_CHW": (t, ch, h, w),
-            "NCHW": (t * ch, h, w)}[c.layout]
+    return {
+        "NCTHW": (ch, t, h, w),
+        "NTCHW": (t, ch, h, w),
+        "NT_CHW": (t, ch, h, w),
+        "NCHW": (t * ch, h, w),
+    }[c.layout]
 
 
 def _batch_limits(shape: list, c: ModelContract) -> tuple[int, int]:
@@ -224,8 +261,10 @@ def _batch_limits(shape: list, c: ModelContract) -> tuple[int, int]:
         return DYNAMIC_MAX_BATCH, 0
     if c.layout == "NT_CHW":
         if lead % c.clip_length:
-            raise ModelError(f"model input {shape} (NT_CHW): leading axis {lead} is not a "
-                             f"multiple of the clip length {c.clip_length}")
+            raise ModelError(
+                f"model input {shape} (NT_CHW): leading axis {lead} is not a "
+                f"multiple of the clip length {c.clip_length}"
+            )
         lead //= c.clip_length
     return lead, lead
 
@@ -235,8 +274,10 @@ def _chosen_batch(wanted: int, limit: int, fixed: int, name: str) -> int:
     if not wanted:
         return limit
     if fixed and wanted > fixed:
-        raise ModelError(f"inference.max_batch = {wanted}, but model {name} takes batches "
-                         f"of exactly {fixed}: set max_batch = 0 or at most {fixed}")
+        raise ModelError(
+            f"inference.max_batch = {wanted}, but model {name} takes batches "
+            f"of exactly {fixed}: set max_batch = 0 or at most {fixed}"
+        )
     return wanted
 
 
@@ -263,8 +304,9 @@ def _resize_stack(clip: np.ndarray, height: int, width: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
     out = np.empty((t, height, width, ch), clip.dtype)
     for i in range(t):
-        out[i] = cv2.resize(clip[i], (width, height),
-                            interpolation=interpolation).reshape(height, width, ch)
+        out[i] = cv2.resize(clip[i], (width, height), interpolation=interpolation).reshape(
+            height, width, ch
+        )
     return out
 
 
@@ -280,8 +322,11 @@ def _providers(wanted: tuple[str, ...]) -> list[str]:
     chosen = [p for p in wanted if p in available]
     missing = [p for p in wanted if p not in available]
     if missing:
-        log.warning("onnxruntime providers %s are not available here (have %s); "
-                    "falling back", ", ".join(missing), ", ".join(available))
+        log.warning(
+            "onnxruntime providers %s are not available here (have %s); falling back",
+            ", ".join(missing),
+            ", ".join(available),
+        )
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen

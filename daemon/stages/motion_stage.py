@@ -35,14 +35,16 @@ VIEW_CAPACITY = 4
 
 @dataclass(frozen=True)
 class MotionArgs:
-    upstream_stats: tuple[str, ...]   # the camera's source: has it finished?
-    facts: ModelFacts                 # the clips the model takes (length, size, input)
+    upstream_stats: tuple[str, ...]  # the camera's source: has it finished?
+    facts: ModelFacts  # the clips the model takes (length, size, input)
 
 
 class MotionStage:
     """Consumes the frames ring, produces the view ring and the shared clips ring."""
 
-    def __init__(self, spec: WorkerSpec[MotionArgs], stats: StatsBlock, heartbeat: Heartbeat) -> None:
+    def __init__(
+        self, spec: WorkerSpec[MotionArgs], stats: StatsBlock, heartbeat: Heartbeat
+    ) -> None:
         self._spec, self._stats, self._heartbeat = spec, stats, heartbeat
         cfg = spec.config
         self._cam = next(c for c in cfg.cameras if c.name == spec.camera)
@@ -77,8 +79,9 @@ class MotionStage:
         timed(self._stats, started)
         return True
 
-    def _publish_view(self, frame: np.ndarray, flow: np.ndarray, meta: FrameMeta,
-                      stop: threading.Event) -> None:
+    def _publish_view(
+        self, frame: np.ndarray, flow: np.ndarray, meta: FrameMeta, stop: threading.Event
+    ) -> None:
         loan = loan_slot(self._out_view, stop, self._heartbeat)
         if loan is None:
             return  # dropped by the view ring's policy (counted there)
@@ -94,7 +97,7 @@ class MotionStage:
             return
         with loan:
             fields = self._clip.views(loan.array)
-            frames, flows = fields.get("frames"), fields.get("flow")   # what the model takes
+            frames, flows = fields.get("frames"), fields.get("flow")  # what the model takes
             for i, (small, flow) in enumerate(self._clips.entries()):
                 if frames is not None:
                     frames[i] = small
@@ -112,8 +115,9 @@ class MotionStage:
 
 def _view_ring(ctx: RingContext) -> RingShape:
     cam = ctx.camera
-    return RingShape(records.view_record(cam, ctx.config).frame_spec(), VIEW_CAPACITY,
-                     Policy(cam.ring_policy))
+    return RingShape(
+        records.view_record(cam, ctx.config).frame_spec(), VIEW_CAPACITY, Policy(cam.ring_policy)
+    )
 
 
 def _clips_ring(ctx: RingContext) -> RingShape:
@@ -122,9 +126,11 @@ def _clips_ring(ctx: RingContext) -> RingShape:
     # Latest clip wins for live cameras; files that asked for lossless keep every clip.
     lossless = bool(cams) and all(c.ring_policy == "block" for c in cams)
     # Room for every camera's newest clip plus one per replica: batches form.
-    return RingShape(records.clip_record(ctx.facts).frame_spec(),
-                     max(4, 2 * replicas, len(cams) + replicas),
-                     Policy.BLOCK if lossless else Policy.DROP_OLDEST)
+    return RingShape(
+        records.clip_record(ctx.facts).frame_spec(),
+        max(4, 2 * replicas, len(cams) + replicas),
+        Policy.BLOCK if lossless else Policy.DROP_OLDEST,
+    )
 
 
 def _args(ctx: WorkerContext) -> MotionArgs:
@@ -132,8 +138,13 @@ def _args(ctx: WorkerContext) -> MotionArgs:
 
 
 KIND = StageKind(
-    name="motion", factory=MotionStage,
+    name="motion",
+    factory=MotionStage,
     inputs=(InPort("in"),),
-    outputs=(OutPort("view", ring="view", item=FRAME, shape=_view_ring),
-             OutPort("clips", ring="clips", item=CLIP, shape=_clips_ring)),
-    args=_args, stats_fields=MOTION_FIELDS)
+    outputs=(
+        OutPort("view", ring="view", item=FRAME, shape=_view_ring),
+        OutPort("clips", ring="clips", item=CLIP, shape=_clips_ring),
+    ),
+    args=_args,
+    stats_fields=MOTION_FIELDS,
+)

@@ -28,10 +28,10 @@ import numpy as np
 
 from daemon.capture.table import SOURCES
 from daemon.config import camera_display
+from daemon.display.outputs import DisplayOutputs, DisplayUnavailable, open_outputs
 from daemon.events import END_END_OF_STREAM, END_STOPPED, END_STREAM_LOST
 from daemon.ipc import Consumer, attach_consumer
 from daemon.ipc.stats import StatsBlock
-from daemon.outputs.display import DisplayOutputs, DisplayUnavailable, open_outputs
 from daemon.stages import records
 from daemon.stages.draw import draw_overlay, draw_result
 from daemon.stages.eventing import (
@@ -41,21 +41,20 @@ from daemon.stages.eventing import (
     event_send_timeout_s,
     event_settings,
 )
-from daemon.stages.kinds import (
-    FRAME,
-    RESULT,
-    Export,
-    InPort,
-    Loss,
-    StageKind,
-    WorkerContext,
-)
+from daemon.stages.kinds import FRAME, RESULT, Export, InPort, Loss, StageKind, WorkerContext
 from daemon.stages.upstream import SourceState, Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, timed
 
-OVERLAY_FIELDS = ("last_frame_id", "last_result_frame_id", "frame_order_errors_total",
-                  "results_total", "display_fps", "events_total",
-                  "mjpeg_viewers", "mjpeg_viewers_refused_total")
+OVERLAY_FIELDS = (
+    "last_frame_id",
+    "last_result_frame_id",
+    "frame_order_errors_total",
+    "results_total",
+    "display_fps",
+    "events_total",
+    "mjpeg_viewers",
+    "mjpeg_viewers_refused_total",
+)
 # Frame ids that never reached the overlay (dropped upstream, by a ring or a stage).
 LOST_GAP = Loss(FRAME, "gap")
 # Frames an MJPEG viewer missed by reading slower than the overlay publishes (summed
@@ -70,7 +69,7 @@ RESULTS_KEPT = 64
 # At the end of a file: how long to wait for the results of the last clips (normally
 # they come within one inference; they never come if a clip was dropped or lost).
 LAST_RESULTS_WAIT_S = 5.0
-DEFAULT_FPS = 10.0        # recorder frame rate when the camera's fps is left to the source
+DEFAULT_FPS = 10.0  # recorder frame rate when the camera's fps is left to the source
 FPS_WINDOW_S = 2.0
 
 log = logging.getLogger(__name__)
@@ -78,18 +77,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class OverlayArgs:
-    result: records.ResultSpec     # what a result holds, and the model's labels
-    camera_index: int              # the camera's index (its MJPEG port offset)
-    events_socket: str             # "" : no events
+    result: records.ResultSpec  # what a result holds, and the model's labels
+    camera_index: int  # the camera's index (its MJPEG port offset)
+    events_socket: str  # "" : no events
     frame_log: str
-    upstream_stats: tuple[str, ...]   # the camera's motion worker: has it finished?
-    source_stats: str                 # the camera's source: is its stream up?
+    upstream_stats: tuple[str, ...]  # the camera's motion worker: has it finished?
+    source_stats: str  # the camera's source: is its stream up?
 
 
 class OverlayStage:
     """Consumes the view ring and the camera's results ring; draws and displays."""
 
-    def __init__(self, spec: WorkerSpec[OverlayArgs], stats: StatsBlock, heartbeat: Heartbeat) -> None:
+    def __init__(
+        self, spec: WorkerSpec[OverlayArgs], stats: StatsBlock, heartbeat: Heartbeat
+    ) -> None:
         self._spec, self._stats = spec, stats
         cfg = spec.config
         self._cam = next(c for c in cfg.cameras if c.name == spec.camera)
@@ -111,28 +112,35 @@ class OverlayStage:
         self._upstream = Upstream(list(spec.args.upstream_stats))
         self._source = SourceState(spec.args.source_stats)
         self._finite = SOURCES.kind_of(self._cam.source).ends and not self._cam.loop
-        self._held: tuple[int, np.ndarray, np.ndarray] | None = None   # id, frame, flow
+        self._held: tuple[int, np.ndarray, np.ndarray] | None = None  # id, frame, flow
         self._finish_deadline: float | None = None
         self._end_reason = END_STOPPED
 
     def open(self) -> None:
         self._frames_in = attach_consumer(self._spec.rings["view"], KIND.name)
         self._results_in = attach_consumer(self._spec.rings["results"], KIND.name)
-        display = camera_display(self._spec.config.display, self._cam.name,
-                                 self._spec.args.camera_index)
+        display = camera_display(
+            self._spec.config.display, self._cam.name, self._spec.args.camera_index
+        )
         fps = self._cam.fps or DEFAULT_FPS
         try:
-            self._outputs = open_outputs(display, fps, (self._cam.width, self._cam.height),
-                                         title=self._cam.name)
+            self._outputs = open_outputs(
+                display, fps, (self._cam.width, self._cam.height), title=self._cam.name
+            )
         except (DisplayUnavailable, ValueError) as exc:
             raise StageFatal(f"camera {self._cam.name}: display: {exc}") from exc
         socket_path = self._spec.args.events_socket
         if socket_path and self._labels:
             settings = event_settings(self._spec.config.events, self._labels)
             self._events = EventEmitter(
-                self._cam.name, self._labels, settings, socket_path,
-                self._spec.config.display.jpeg_quality, self._stats,
-                event_send_timeout_s(self._spec.config.daemon.heartbeat_timeout_s))
+                self._cam.name,
+                self._labels,
+                settings,
+                socket_path,
+                self._spec.config.display.jpeg_quality,
+                self._stats,
+                event_send_timeout_s(self._spec.config.daemon.heartbeat_timeout_s),
+            )
         log_path = self._spec.args.frame_log
         if log_path:
             self._frame_log = open(log_path, "a", encoding="utf-8")
@@ -149,8 +157,10 @@ class OverlayStage:
             frame_id = lease.meta.frame_id
             fields = self._view.views(lease.array)
             if self._finite:
-                held, self._held = self._held, (frame_id, fields["frame"].copy(),
-                                                fields["flow"].copy())
+                held, self._held = (
+                    self._held,
+                    (frame_id, fields["frame"].copy(), fields["flow"].copy()),
+                )
             else:
                 self._show(frame_id, fields["frame"], fields["flow"])
         if held is not None:
@@ -179,8 +189,9 @@ class OverlayStage:
             result, capture_ns = self._results[result_id]
             self._fed_result_id = result_id
             scores = event_scores(self._result, result)
-            self._stats.add("events_total", len(self._events.update(scores, result_id,
-                                                                     capture_ns, image)))
+            self._stats.add(
+                "events_total", len(self._events.update(scores, result_id, capture_ns, image))
+            )
 
     def _idle(self) -> bool:
         """No frame within a step. A lost live stream ends the open events; a finished
@@ -203,8 +214,9 @@ class OverlayStage:
             return
         ended = self._events.end_all(END_STREAM_LOST)
         self._stats.add("events_total", len(ended))
-        log.info("camera %s: stream lost; ended %s", self._cam.name,
-                 ", ".join(e.action for e in ended))
+        log.info(
+            "camera %s: stream lost; ended %s", self._cam.name, ", ".join(e.action for e in ended)
+        )
 
     def _last_results_in(self) -> bool:
         """True once a result came for every clip the motion stage sent (or, if some
@@ -219,9 +231,14 @@ class OverlayStage:
         if now < self._finish_deadline:
             return False
         self._stats.add(LOST_NOT_ARRIVED.field, expected - received)
-        log.warning("camera %s: %d of %d clip results did not arrive within %.0f s of the "
-                    "end of the stream; finishing without them", self._cam.name,
-                    expected - received, expected, LAST_RESULTS_WAIT_S)
+        log.warning(
+            "camera %s: %d of %d clip results did not arrive within %.0f s of the "
+            "end of the stream; finishing without them",
+            self._cam.name,
+            expected - received,
+            expected,
+            LAST_RESULTS_WAIT_S,
+        )
         return True
 
     def _count_viewers(self) -> None:
@@ -231,8 +248,9 @@ class OverlayStage:
         counters = mjpeg.counters
         self._stats.set("mjpeg_viewers", counters.clients)
         # The stats block outlives a restarted overlay: add what is new since last time.
-        self._stats.add("mjpeg_viewers_refused_total",
-                        counters.clients_refused - self._viewers_refused)
+        self._stats.add(
+            "mjpeg_viewers_refused_total", counters.clients_refused - self._viewers_refused
+        )
         self._viewers_refused = counters.clients_refused
         self._stats.add(LOST_VIEWER_BEHIND.field, counters.frames_skipped - self._viewer_skips)
         self._viewer_skips = counters.frames_skipped
@@ -272,8 +290,13 @@ class OverlayStage:
         self._stats.set("last_result_frame_id", result_id)
         if self._frame_log is not None:
             # Every camera's overlay appends to the same file: say whose frame it is.
-            record = {"camera": self._cam.name, "frame_id": frame_id,
-                      "result_frame_id": result_id, "label": label, "score": round(score, 4)}
+            record = {
+                "camera": self._cam.name,
+                "frame_id": frame_id,
+                "result_frame_id": result_id,
+                "label": label,
+                "score": round(score, 4),
+            }
             self._frame_log.write(json.dumps(record) + "\n")
             self._frame_log.flush()
 
@@ -292,15 +315,27 @@ class OverlayStage:
 
 
 def _args(ctx: WorkerContext) -> OverlayArgs:
-    return OverlayArgs(ctx.result, ctx.camera_index, ctx.events_socket,
-                       ctx.config.display.frame_log, ctx.upstream_stats, ctx.origin_stats)
+    return OverlayArgs(
+        ctx.result,
+        ctx.camera_index,
+        ctx.events_socket,
+        ctx.config.display.frame_log,
+        ctx.upstream_stats,
+        ctx.origin_stats,
+    )
 
 
 KIND = StageKind(
-    name="overlay", factory=OverlayStage,
+    name="overlay",
+    factory=OverlayStage,
     # Results are a side input: the overlay ends with its frames, and waits (bounded)
     # for the last clips' results itself.
     inputs=(InPort("view"), InPort("results", follows=False)),
-    args=_args, stats_fields=OVERLAY_FIELDS, losses=OVERLAY_LOSSES,
-    exports=(Export("actiond_mjpeg_viewers", "mjpeg_viewers"),
-             Export("actiond_mjpeg_viewers_refused_total", "mjpeg_viewers_refused_total")))
+    args=_args,
+    stats_fields=OVERLAY_FIELDS,
+    losses=OVERLAY_LOSSES,
+    exports=(
+        Export("actiond_mjpeg_viewers", "mjpeg_viewers"),
+        Export("actiond_mjpeg_viewers_refused_total", "mjpeg_viewers_refused_total"),
+    ),
+)

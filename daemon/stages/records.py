@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -21,8 +22,12 @@ from daemon.ipc.packed import PackedSpec
 def view_record(cam: CameraConfig, config: Config) -> PackedSpec:
     """motion -> overlay: the camera frame and its flow."""
     m = config.motion
-    return PackedSpec((("frame", (cam.height, cam.width, 3), "uint8"),
-                       ("flow", (m.height, m.width, 2), "float32")))
+    return PackedSpec(
+        (
+            ("frame", (cam.height, cam.width, 3), "uint8"),
+            ("flow", (m.height, m.width, 2), "float32"),
+        )
+    )
 
 
 def clip_record(facts: ModelFacts) -> PackedSpec:
@@ -33,7 +38,7 @@ def clip_record(facts: ModelFacts) -> PackedSpec:
     carry 6.4 MB of unused flow in every 8.8 MB clip.
     """
     (w, h), t = facts.clip_size, facts.clip_length
-    kind = facts.inputs     # "" (facts without a model, e.g. in tools): both
+    kind = facts.inputs  # "" (facts without a model, e.g. in tools): both
     fields = []
     if kind != "flow":
         fields.append(("frames", (t, h, w, 3), "uint8"))
@@ -42,12 +47,12 @@ def clip_record(facts: ModelFacts) -> PackedSpec:
     return PackedSpec(tuple(fields))
 
 
-CLIP_SCORES = "clip_scores"     # one score per label for the clip ending at the frame id
-DETECTIONS = "detections"       # per frame: up to max_detections boxes, scores, classes,
-                                # and optionally keypoints per box
-MAX_DETECTIONS = 32             # detections per frame a record has room for
-KEYPOINT_VALUES = 3             # x, y, score per keypoint
-BOX_VALUES = 4                  # x0, y0, x1, y1, as shares of the frame's width/height
+CLIP_SCORES = "clip_scores"  # one score per label for the clip ending at the frame id
+DETECTIONS = "detections"  # per frame: up to max_detections boxes, scores, classes,
+# and optionally keypoints per box
+MAX_DETECTIONS = 32  # detections per frame a record has room for
+KEYPOINT_VALUES = 3  # x, y, score per keypoint
+BOX_VALUES = 4  # x0, y0, x1, y1, as shares of the frame's width/height
 
 Result = dict[str, np.ndarray]  # a result record's fields, copied out of its slot
 
@@ -58,8 +63,8 @@ class ResultSpec:
 
     kind: str = CLIP_SCORES
     labels: tuple[str, ...] = ()
-    max_detections: int = MAX_DETECTIONS   # detections only
-    keypoints: int = 0                     # detections only: keypoints per box (0: none)
+    max_detections: int = MAX_DETECTIONS  # detections only
+    keypoints: int = 0  # detections only: keypoints per box (0: none)
 
 
 def _clip_scores_record(spec: ResultSpec) -> PackedSpec:
@@ -69,8 +74,11 @@ def _clip_scores_record(spec: ResultSpec) -> PackedSpec:
 def _detections_record(spec: ResultSpec) -> PackedSpec:
     n = spec.max_detections
     fields: list[tuple[str, tuple[int, ...], str]] = [
-        ("count", (1,), "int32"), ("boxes", (n, BOX_VALUES), "float32"),
-        ("scores", (n,), "float32"), ("classes", (n,), "int32")]
+        ("count", (1,), "int32"),
+        ("boxes", (n, BOX_VALUES), "float32"),
+        ("scores", (n,), "float32"),
+        ("classes", (n,), "int32"),
+    ]
     if spec.keypoints:
         fields.append(("keypoints", (n, spec.keypoints, KEYPOINT_VALUES), "float32"))
     return PackedSpec(tuple(fields))
@@ -106,10 +114,12 @@ class ResultRecord:
     top: Callable[[Result, tuple[str, ...]], tuple[str, float]]
 
 
-RESULT_RECORDS: Mapping[str, ResultRecord] = {
-    CLIP_SCORES: ResultRecord(_clip_scores_record, _clip_scores_top),
-    DETECTIONS: ResultRecord(_detections_record, _detections_top),
-}
+RESULT_RECORDS: Mapping[str, ResultRecord] = MappingProxyType(
+    {
+        CLIP_SCORES: ResultRecord(_clip_scores_record, _clip_scores_top),
+        DETECTIONS: ResultRecord(_detections_record, _detections_top),
+    }
+)
 RESULT_KINDS = tuple(RESULT_RECORDS)
 
 

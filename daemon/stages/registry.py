@@ -13,26 +13,29 @@ from daemon.stages import infer_stage, motion_stage, overlay_stage, source_stage
 from daemon.stages.kinds import Graph, StageKind
 from daemon.stages.worker import StageFactory
 
-KINDS: Mapping[str, StageKind] = MappingProxyType({k.name: k for k in (
-    source_stage.KIND,
-    motion_stage.KIND,
-    infer_stage.KIND,
-    overlay_stage.KIND,
-)})
+KINDS: Mapping[str, StageKind] = MappingProxyType(
+    {
+        k.name: k
+        for k in (source_stage.KIND, motion_stage.KIND, infer_stage.KIND, overlay_stage.KIND)
+    }
+)
 
 # The README's diagram: source -> motion -> infer -> overlay, motion -> overlay.
-CLIP_GRAPH = Graph("clip", edges=(
-    "source.out -> motion.in",
-    "motion.view -> overlay.view",
-    "motion.clips -> infer.clips",
-    "infer.results -> overlay.results",
-))
+CLIP_GRAPH = Graph(
+    "clip",
+    edges=(
+        "source.out -> motion.in",
+        "motion.view -> overlay.view",
+        "motion.clips -> infer.clips",
+        "infer.results -> overlay.results",
+    ),
+)
 
 GRAPHS: Mapping[str, Graph] = MappingProxyType({g.name: g for g in (CLIP_GRAPH,)})
 DEFAULT_PIPELINE = CLIP_GRAPH.name
 
 for _graph in GRAPHS.values():
-    _graph.check(dict(KINDS))   # a graph that names an undeclared port fails at import
+    _graph.check(dict(KINDS))  # a graph that names an undeclared port fails at import
 
 
 def stats_fields(kind: str) -> tuple[str, ...]:

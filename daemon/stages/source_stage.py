@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 
 # stream_up: 1 while frames flow, 0 before the first and while a live stream is lost
 # (read by the overlay to end open events and by the supervisor for camera availability).
-SOURCE_FIELDS = ("reconnects_total", "stalls_total", "source_fps", "last_frame_id",
-                 "stream_up")
+SOURCE_FIELDS = ("reconnects_total", "stalls_total", "source_fps", "last_frame_id", "stream_up")
 # Live frames the capture skipped to honour the camera's fps (not a fault, but frames
 # that never enter the pipeline).
 LOST_FPS_LIMIT = Loss(FRAME, "fps_limit")
@@ -37,15 +36,16 @@ LOST_FPS_LIMIT = Loss(FRAME, "fps_limit")
 
 @dataclass(frozen=True)
 class SourceArgs:
-    source: str                 # the camera's source (resolved by the config loader)
-    first_frame_id: int = 0     # a restarted source continues its frame ids
+    source: str  # the camera's source (resolved by the config loader)
+    first_frame_id: int = 0  # a restarted source continues its frame ids
 
 
 class SourceStage:
     """Reads frames from a FrameSource and puts them into the camera's frames ring."""
 
-    def __init__(self, spec: WorkerSpec[SourceArgs], stats: StatsBlock,
-                 heartbeat: Heartbeat) -> None:
+    def __init__(
+        self, spec: WorkerSpec[SourceArgs], stats: StatsBlock, heartbeat: Heartbeat
+    ) -> None:
         self._spec, self._stats, self._heartbeat = spec, stats, heartbeat
         self._cam = next(c for c in spec.config.cameras if c.name == spec.camera)
         self._source = FrameSource(self._cam, spec.args.source)
@@ -55,7 +55,7 @@ class SourceStage:
         self._skipped_counted = 0
 
     def open(self) -> None:
-        self._stats.set("stream_up", 0)   # a restarted worker has no stream yet
+        self._stats.set("stream_up", 0)  # a restarted worker has no stream yet
         self._out = attach_producer(self._spec.rings["out"])
         try:
             self._source.open()
@@ -73,7 +73,7 @@ class SourceStage:
             raise StageFatal(f"camera {self._cam.name}: {exc}") from exc
         self._update_counters()
         if item is None:
-            return stop.is_set()   # end of a finite file: the stage has finished
+            return stop.is_set()  # end of a finite file: the stage has finished
         frame, ts_ns = item
         self._stats.set("stream_up", 1)
         self._stats.add("frames_in_total")
@@ -108,8 +108,9 @@ class SourceStage:
 
 def _frames_ring(ctx: RingContext) -> RingShape:
     cam = ctx.camera
-    return RingShape(FrameSpec((cam.height, cam.width, 3), "uint8"), cam.ring_capacity,
-                     Policy(cam.ring_policy))
+    return RingShape(
+        FrameSpec((cam.height, cam.width, 3), "uint8"), cam.ring_capacity, Policy(cam.ring_policy)
+    )
 
 
 def _args(ctx: WorkerContext) -> SourceArgs:
@@ -125,9 +126,16 @@ def _respawn(args: SourceArgs, stats: StatsBlock) -> SourceArgs:
 
 
 KIND = StageKind(
-    name="source", factory=SourceStage,
+    name="source",
+    factory=SourceStage,
     outputs=(OutPort("out", ring="frames", item=FRAME, shape=_frames_ring),),
-    args=_args, stats_fields=SOURCE_FIELDS, losses=(LOST_FPS_LIMIT,),
-    exports=(Export("actiond_source_reconnects_total", "reconnects_total"),
-             Export("actiond_source_stalls_total", "stalls_total")),
-    origin=True, respawn=_respawn)
+    args=_args,
+    stats_fields=SOURCE_FIELDS,
+    losses=(LOST_FPS_LIMIT,),
+    exports=(
+        Export("actiond_source_reconnects_total", "reconnects_total"),
+        Export("actiond_source_stalls_total", "stalls_total"),
+    ),
+    origin=True,
+    respawn=_respawn,
+)

@@ -16,9 +16,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from setproctitle import setproctitle, setthreadtitle
 
@@ -30,12 +31,18 @@ from daemon.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
-STEP_WAIT_S = 0.25        # longest ring wait inside one step: bounds the heartbeat period
-BEAT_PERIOD_S = 0.5       # helper thread's beat period during blocking sections
+STEP_WAIT_S = 0.25  # longest ring wait inside one step: bounds the heartbeat period
+BEAT_PERIOD_S = 0.5  # helper thread's beat period during blocking sections
 
-OPENED = "opened_monotonic_s"   # when open() returned: the stage is up, not just beating
-COMMON_FIELDS = ("frames_in_total", "frames_out_total", "busy_seconds_total",
-                 "finished", OPENED, *histogram_fields("processing_seconds"))
+OPENED = "opened_monotonic_s"  # when open() returned: the stage is up, not just beating
+COMMON_FIELDS = (
+    "frames_in_total",
+    "frames_out_total",
+    "busy_seconds_total",
+    "finished",
+    OPENED,
+    *histogram_fields("processing_seconds"),
+)
 
 
 ArgsT = TypeVar("ArgsT")
@@ -45,15 +52,15 @@ ArgsT = TypeVar("ArgsT")
 class WorkerSpec(Generic[ArgsT]):
     """Everything a worker process needs; picklable for the spawn context."""
 
-    kind: str                     # a stage kind of daemon.stages.registry
-    name: str                     # unique, e.g. "demo.source" or "infer.1"
-    camera: str                   # "" for workers shared by all cameras
+    kind: str  # a stage kind of daemon.stages.registry
+    name: str  # unique, e.g. "demo.source" or "infer.1"
+    camera: str  # "" for workers shared by all cameras
     replica: int
     stats_path: str
-    rings: dict[str, str]         # port -> ring path ("<port>:<camera>" for a shared
-                                  # worker's per-camera outputs)
+    rings: dict[str, str]  # port -> ring path ("<port>:<camera>" for a shared
+    # worker's per-camera outputs)
     config: Config
-    args: ArgsT                   # the stage's own arguments (its kind's dataclass)
+    args: ArgsT  # the stage's own arguments (its kind's dataclass)
     # port -> this worker's producer index on the port's ring (rings with several producers)
     slots: dict[str, int] = field(default_factory=dict)
 
@@ -63,8 +70,11 @@ class WorkerSpec(Generic[ArgsT]):
     def camera_rings(self, port: str) -> dict[str, str]:
         """camera -> ring path of a shared worker's per-camera output `port`."""
         prefix = f"{port}:"
-        return {role[len(prefix):]: path for role, path in self.rings.items()
-                if role.startswith(prefix)}
+        return {
+            role[len(prefix) :]: path
+            for role, path in self.rings.items()
+            if role.startswith(prefix)
+        }
 
 
 class StageFatal(Exception):
@@ -138,7 +148,7 @@ def run_stage(spec: WorkerSpec[Any], factory: StageFactory) -> int:
     # title that `ps` and `top` show instead of "python3 -c from multiprocessing.spawn".
     setup_logging(spec.config.daemon.log_level)
     setproctitle(process_title(spec))
-    setthreadtitle(spec.name)   # `top` shows this 15-character name: "demo.source"
+    setthreadtitle(spec.name)  # `top` shows this 15-character name: "demo.source"
     stats = StatsBlock.attach(spec.stats_path)
     heartbeat = Heartbeat(stats)
     heartbeat.start()

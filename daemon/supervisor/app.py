@@ -11,9 +11,9 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Callable
 
 from daemon.config import ConfigError
 from daemon.exitcodes import ExitCode
@@ -21,7 +21,6 @@ from daemon.ipc import RunLock, clean_stale, new_run_id
 from daemon.ipc.segment import segment_name
 from daemon.outputs.metrics import MetricsSnapshot, snapshot_on_loop
 from daemon.stages.contract import ModelError
-from daemon.systemd import SystemdNotifier
 from daemon.supervisor.arbiter import Arbiter
 from daemon.supervisor.availability import camera_availability
 from daemon.supervisor.boot import Boot
@@ -31,16 +30,17 @@ from daemon.supervisor.reload import ALL_KINDS, ReloadPlan, kept_value, plan_rel
 from daemon.supervisor.restart import RestartPolicy
 from daemon.supervisor.status import RateMeter, status_line
 from daemon.supervisor.topology import Topology
+from daemon.systemd import SystemdNotifier
 
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 # Shutdown stages (seconds). Their sum must stay below the unit's TimeoutStopSec (30 s).
-SOURCE_STOP_S = 3.0      # sources stop reading
-DRAIN_S = 3.0            # frames already in the rings reach the end
-WORKER_STOP_S = 4.0      # SIGTERM to the rest, then SIGKILL
-KILL_WAIT_S = 2.0        # reaping after SIGKILL
-OUTPUTS_STOP_S = 6.0     # events drained, metrics endpoint, MQTT offline + flush
+SOURCE_STOP_S = 3.0  # sources stop reading
+DRAIN_S = 3.0  # frames already in the rings reach the end
+WORKER_STOP_S = 4.0  # SIGTERM to the rest, then SIGKILL
+KILL_WAIT_S = 2.0  # reaping after SIGKILL
+OUTPUTS_STOP_S = 6.0  # events drained, metrics endpoint, MQTT offline + flush
 SHUTDOWN_BUDGET_S = SOURCE_STOP_S + DRAIN_S + OUTPUTS_STOP_S + WORKER_STOP_S + KILL_WAIT_S
 
 
@@ -54,8 +54,12 @@ class Supervisor:
         shm_dir = Path(boot.config.daemon.shm_dir)
         self.events_socket = shm_dir / segment_name(self.run_id, "events.sock")
         self.topology = self._new_topology(boot)
-        self.arbiter = Arbiter(self.topology, RestartPolicy.from_config(boot.config.daemon),
-                               boot.config.daemon.heartbeat_timeout_s, self._camera_failed)
+        self.arbiter = Arbiter(
+            self.topology,
+            RestartPolicy.from_config(boot.config.daemon),
+            boot.config.daemon.heartbeat_timeout_s,
+            self._camera_failed,
+        )
         # Unset NOTIFY_SOCKET so workers cannot inherit it: only the main PID notifies.
         self.notifier = SystemdNotifier(unset_environment=True)
         self._stop = asyncio.Event()
@@ -63,7 +67,7 @@ class Supervisor:
         self._ready = False
         self._last_status_s = 0.0
         self._meter = RateMeter()
-        self.outputs = AsyncExitStack()   # events, MQTT, metrics: closed LIFO at shutdown
+        self.outputs = AsyncExitStack()  # events, MQTT, metrics: closed LIFO at shutdown
         self._open: Outputs | None = None
 
     async def run(self) -> int:
@@ -80,10 +84,12 @@ class Supervisor:
             # Scrapes build their snapshot on this loop: no thread reads a topology the
             # loop is changing.
             snapshot = snapshot_on_loop(loop, self._metrics_snapshot)
-            self._open = await open_outputs(self.outputs, self.boot, self.events_socket,
-                                            snapshot)
-            for sig, handler in ((signal.SIGTERM, self.handle_term), (signal.SIGINT, self.handle_int),
-                                 (signal.SIGHUP, self.handle_hup)):
+            self._open = await open_outputs(self.outputs, self.boot, self.events_socket, snapshot)
+            for sig, handler in (
+                (signal.SIGTERM, self.handle_term),
+                (signal.SIGINT, self.handle_int),
+                (signal.SIGHUP, self.handle_hup),
+            ):
                 loop.add_signal_handler(sig, handler)
             self.arbiter.spawn_workers()
             await self._main_loop()
@@ -91,10 +97,10 @@ class Supervisor:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            await self.outputs.aclose()   # idempotent: already closed after a clean stop
+            await self.outputs.aclose()  # idempotent: already closed after a clean stop
             self.topology.close()
             self.notifier.close()
-            run_lock.release()   # last: our files are gone
+            run_lock.release()  # last: our files are gone
 
     # -- signals: handlers only set events ------------------------------------------
 
@@ -137,7 +143,7 @@ class Supervisor:
             log.info("pipeline running: %d workers", len(self.arbiter.workers))
             self.notifier.ready("running")
         if self._ready and self.arbiter.all_fresh():
-            self.notifier.watchdog()   # only when every heartbeat is fresh
+            self.notifier.watchdog()  # only when every heartbeat is fresh
         now = time.monotonic()
         if now - self._last_status_s >= self.boot.config.daemon.status_interval_s:
             self._last_status_s = now
@@ -145,8 +151,9 @@ class Supervisor:
             log.info("%s", line)
             self.notifier.status(line)
             if self._open is not None:
-                self._open.publish_stats({"status": line,
-                                          "failed_cameras": sorted(self.arbiter.failed_cameras)})
+                self._open.publish_stats(
+                    {"status": line, "failed_cameras": sorted(self.arbiter.failed_cameras)}
+                )
 
     def _settled_reason(self) -> str:
         failed = sorted(self.arbiter.failed_cameras)
@@ -157,8 +164,14 @@ class Supervisor:
         return f"every camera has ended or failed (failed: {', '.join(failed)}): stopping"
 
     def _new_topology(self, boot: Boot) -> Topology:
-        return Topology(boot.config, self.run_id, boot.model_path, boot.facts,
-                        str(self.events_socket), boot.result_spec)
+        return Topology(
+            boot.config,
+            self.run_id,
+            boot.model_path,
+            boot.facts,
+            str(self.events_socket),
+            boot.result_spec,
+        )
 
     def _metrics_snapshot(self) -> MetricsSnapshot:
         """Built on the loop at scrape time (see snapshot_on_loop)."""
@@ -187,9 +200,12 @@ class Supervisor:
             return
         plan = plan_reload(self.boot, new)
         for key in plan.kept:
-            log.warning("reload: %s changed, which takes effect only when the daemon is "
-                        "restarted (systemctl restart actiond); still using %s", key,
-                        kept_value(self.boot, key))
+            log.warning(
+                "reload: %s changed, which takes effect only when the daemon is "
+                "restarted (systemctl restart actiond); still using %s",
+                key,
+                kept_value(self.boot, key),
+            )
         if plan.empty:
             log.info("reload: nothing else changed in %s", self.boot.config_path)
             return
@@ -207,15 +223,13 @@ class Supervisor:
         if plan.live:
             daemon = plan.boot.config.daemon
             logging.getLogger().setLevel(daemon.log_level.upper())
-            self.arbiter.reconfigure(RestartPolicy.from_config(daemon),
-                                     daemon.heartbeat_timeout_s)
+            self.arbiter.reconfigure(RestartPolicy.from_config(daemon), daemon.heartbeat_timeout_s)
         self.notifier.ready("reloaded")
 
     async def _apply_to_workers(self, plan: ReloadPlan) -> None:
         config = plan.boot.config
         if plan.rebuild:
-            await self.arbiter.stop_workers(list(self.arbiter.workers), WORKER_STOP_S,
-                                            "the reload")
+            await self.arbiter.stop_workers(list(self.arbiter.workers), WORKER_STOP_S, "the reload")
             self.topology.close()
             self.topology = self._new_topology(plan.boot)
             self.topology.build()
@@ -225,8 +239,9 @@ class Supervisor:
             self.arbiter.spawn_workers()
             return
         # Every spec gets the new config (a worker restarted later runs with it too).
-        restart = {name for camera in plan.cameras
-                   for name in self.topology.respec_camera(camera, config)}
+        restart = {
+            name for camera in plan.cameras for name in self.topology.respec_camera(camera, config)
+        }
         self.topology.respec(config)
         for name, spec in self.topology.workers.items():
             if ALL_KINDS in plan.worker_kinds or spec.kind in plan.worker_kinds:

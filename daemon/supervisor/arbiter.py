@@ -14,9 +14,9 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
-from typing import Callable
 
 from daemon.exitcodes import ExitCode
 from daemon.stages.worker import OPENED, worker_main
@@ -41,7 +41,7 @@ class WorkerState:
     restart: asyncio.TimerHandle | None = None
     finished: bool = False
     failed: bool = False
-    stop_reason: str = ""       # set while we stop it on purpose (e.g. "the reload")
+    stop_reason: str = ""  # set while we stop it on purpose (e.g. "the reload")
     restarts_total: int = 0
     exits: list[int] = field(default_factory=list)
 
@@ -53,8 +53,13 @@ class WorkerState:
 class Arbiter:
     """Keeps every worker of a topology running, or marks its camera failed."""
 
-    def __init__(self, topology: Topology, policy: RestartPolicy, heartbeat_timeout_s: float,
-                 on_camera_failed: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        policy: RestartPolicy,
+        heartbeat_timeout_s: float,
+        on_camera_failed: Callable[[str], None],
+    ) -> None:
         self.topology = topology
         self.policy = policy
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -78,8 +83,9 @@ class Arbiter:
         if kind.respawn is not None:
             # E.g. a restarted source continues the frame ids from its stats block.
             spec = replace(spec, args=kind.respawn(spec.args, self.topology.stats[name]))
-        process = MP_CONTEXT.Process(target=worker_main, args=(spec, kind.factory),
-                                     name=name, daemon=False)
+        process = MP_CONTEXT.Process(
+            target=worker_main, args=(spec, kind.factory), name=name, daemon=False
+        )
         process.start()
         state.process, state.started_at, state.term_sent_at = process, time.monotonic(), None
         state.finished, state.stop_reason = False, ""
@@ -105,10 +111,9 @@ class Arbiter:
         stats = self.topology.stats.get(name)
         finished = code == 0 and stats is not None and stats.get("finished") == 1
         if state.stop_reason:
-            log.info("%s (pid %s) stopped for %s (%s)", name, pid, state.stop_reason,
-                     _cause(code))
+            log.info("%s (pid %s) stopped for %s (%s)", name, pid, state.stop_reason, _cause(code))
             state.stop_reason = ""
-            return   # whoever stopped it starts it again
+            return  # whoever stopped it starts it again
         if self.stopping or state.failed:
             return  # we stopped it on purpose
         if finished:
@@ -134,8 +139,12 @@ class Arbiter:
         now = time.monotonic()
         delay = state.history.record(now, now - state.started_at)
         if delay is None:
-            log.error("%s crashed %d times within %.0f s: giving up on it", state.name,
-                      len(state.history.times), self.policy.window_s)
+            log.error(
+                "%s crashed %d times within %.0f s: giving up on it",
+                state.name,
+                len(state.history.times),
+                self.policy.window_s,
+            )
             self.fail(camera or None, state.name)
             return
         log.warning("%s (pid %s) died (%s); restarting in %.1f s", state.name, pid, cause, delay)
@@ -147,7 +156,9 @@ class Arbiter:
     def fail(self, camera: str | None, worker: str) -> None:
         """Give up on a camera (or, for a shared worker, on every camera)."""
         self.workers[worker].failed = True
-        cameras = [camera] if camera else [c for c in self.cameras() if c not in self.failed_cameras]
+        cameras = (
+            [camera] if camera else [c for c in self.cameras() if c not in self.failed_cameras]
+        )
         for cam in cameras:
             if cam in self.failed_cameras:
                 continue
@@ -192,8 +203,12 @@ class Arbiter:
                 continue
             age = self.heartbeat_age_s(name, now)
             if age > self.heartbeat_timeout_s:
-                log.error("%s (pid %s) has not beaten for %.1f s: terminating it",
-                          name, state.process.pid, age)
+                log.error(
+                    "%s (pid %s) has not beaten for %.1f s: terminating it",
+                    name,
+                    state.process.pid,
+                    age,
+                )
                 state.term_sent_at = now
                 self.kill_worker(name, signal.SIGTERM)
 
@@ -242,14 +257,18 @@ class Arbiter:
         """Every live worker beat recently (the systemd watchdog condition)."""
         now = time.monotonic()
         live = [n for n, s in self.workers.items() if s.alive]
-        return bool(live) and all(self.heartbeat_age_s(n, now) < self.heartbeat_timeout_s
-                                  for n in live)
+        return bool(live) and all(
+            self.heartbeat_age_s(n, now) < self.heartbeat_timeout_s for n in live
+        )
 
     def all_started(self) -> bool:
         """Every worker has opened its stage since it was spawned: a source that cannot
         open its file fails before this holds, so READY never precedes an exit 5."""
-        return all(s.alive and self.topology.stats[n].get(OPENED) >= s.started_at
-                   for n, s in self.workers.items() if not (s.finished or s.failed))
+        return all(
+            s.alive and self.topology.stats[n].get(OPENED) >= s.started_at
+            for n, s in self.workers.items()
+            if not (s.finished or s.failed)
+        )
 
     def settled(self) -> bool:
         """Every camera's own workers have finished or failed, and none is running: the

@@ -23,9 +23,17 @@ def camera_availability(topology: Topology, arbiter: Arbiter) -> dict[str, bool]
         if not topology.kinds[spec.kind].origin:
             continue
         state, block = arbiter.workers.get(name), topology.stats.get(name)
-        running = (state is not None and state.alive and not state.failed
-                   and block is not None and block.get(OPENED) >= state.started_at)
-        available[spec.camera] = (running and block is not None
-                                  and block.get("stream_up") == 1
-                                  and spec.camera not in arbiter.failed_cameras)
+        running = (
+            state is not None
+            and state.alive
+            and not state.failed
+            and block is not None
+            and block.get(OPENED) >= state.started_at
+        )
+        available[spec.camera] = (
+            running
+            and block is not None
+            and block.get("stream_up") == 1
+            and spec.camera not in arbiter.failed_cameras
+        )
     return available

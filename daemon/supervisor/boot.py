@@ -6,8 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import (ASSETS_DIR, Config, ConfigError, ModelFacts, check_model_rules,
-                           load_config)
+from daemon.config import (
+    ASSETS_DIR,
+    Config,
+    ConfigError,
+    ModelFacts,
+    check_model_rules,
+    load_config,
+)
 from daemon.stages.model import ActionModel
 from daemon.stages.records import CLIP_SCORES, ResultSpec
 from daemon.stages.registry import GRAPHS
@@ -30,8 +36,8 @@ class Boot:
     model_path: str
     facts: ModelFacts
     providers: tuple[str, ...]
-    result: ResultSpec | None = None     # what the model's results hold (its contract's
-                                         # result_kind); None: clip scores over the labels
+    result: ResultSpec | None = None  # what the model's results hold (its contract's
+    # result_kind); None: clip scores over the labels
 
     @property
     def result_spec(self) -> ResultSpec:
@@ -48,17 +54,20 @@ def load_boot(config_path: Path) -> Boot:
     config = load_config(config_path)
     check_pipelines(config, str(config_path))
     model_path = config.inference.model or str(DEFAULT_MODEL)
-    model = ActionModel(config.inference, model_path)   # validates the model contract
+    model = ActionModel(config.inference, model_path)  # validates the model contract
     facts = model.facts(config)
     check_model_rules(config, facts, str(config_path))
-    return Boot(config, Path(config_path), model_path, facts, model.providers,
-                model.contract.result)
+    return Boot(
+        config, Path(config_path), model_path, facts, model.providers, model.contract.result
+    )
 
 
 def check_pipelines(config: Config, file: str) -> None:
     """ConfigError for a camera whose `pipeline` names no graph."""
     for index, cam in enumerate(config.cameras):
         if cam.pipeline not in GRAPHS:
-            raise ConfigError(file, f"cameras[{index}].pipeline",
-                              f"{cam.pipeline!r} is not a pipeline; use one of: "
-                              f"{', '.join(GRAPHS)}")
+            raise ConfigError(
+                file,
+                f"cameras[{index}].pipeline",
+                f"{cam.pipeline!r} is not a pipeline; use one of: {', '.join(GRAPHS)}",
+            )

@@ -33,19 +33,20 @@ from daemon.outputs.sinks.runner import SinkRunner
 log = logging.getLogger(__name__)
 
 MAX_PENDING_EVENTS = 32
-LOST_NOT_STORED = "not_stored"         # the outbox could not store it, or it is not a
-                                       # valid record (a camera not configured)
-LOST_MALFORMED = "malformed"           # a datagram that is not an event record
+LOST_NOT_STORED = "not_stored"  # the outbox could not store it, or it is not a
+# valid record (a camera not configured)
+LOST_MALFORMED = "malformed"  # a datagram that is not an event record
 INTAKE_LOST_REASONS = (LOST_NOT_STORED, LOST_MALFORMED)
-UNKNOWN_CAMERA = "all"                 # the camera label of a record that names none
+UNKNOWN_CAMERA = "all"  # the camera label of a record that names none
 T = TypeVar("T")
 
 
 class EventIntake:
     """Takes event records off the socket and hands them to the sinks and the metrics."""
 
-    def __init__(self, receiver: EventReceiver, sinks: SinkRunner | None,
-                 metrics: EventMetrics | None) -> None:
+    def __init__(
+        self, receiver: EventReceiver, sinks: SinkRunner | None, metrics: EventMetrics | None
+    ) -> None:
         self._receiver, self._sinks, self._metrics = receiver, sinks, metrics
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -53,7 +54,7 @@ class EventIntake:
         self._closed = False
         self._pending = 0
         self.received_total = 0
-        self.lost: Counter[tuple[str, str]] = Counter()   # (camera, reason) -> events
+        self.lost: Counter[tuple[str, str]] = Counter()  # (camera, reason) -> events
 
     @property
     def sinks(self) -> SinkRunner | None:
@@ -87,7 +88,7 @@ class EventIntake:
     def _on_readable(self) -> None:
         self._take(max(0, MAX_PENDING_EVENTS - self._pending))
         if self._pending >= MAX_PENDING_EVENTS:
-            self._pause()   # the overlays wait in sendto() until the writer catches up
+            self._pause()  # the overlays wait in sendto() until the writer catches up
 
     def _take(self, limit: int | None) -> None:
         malformed = self._receiver.malformed_total
@@ -95,13 +96,24 @@ class EventIntake:
             self.handle(record, snapshot)
         if self._receiver.malformed_total > malformed:
             self.lost[(UNKNOWN_CAMERA, LOST_MALFORMED)] += (
-                self._receiver.malformed_total - malformed)
+                self._receiver.malformed_total - malformed
+            )
 
     def handle(self, record: dict[str, Any], snapshot: bytes | None) -> None:
         self.received_total += 1
-        camera, action, phase = record.get("camera", ""), record.get("action", ""), record.get("phase")
-        log.info("event %s: %s %s (score %.2f, id %s)", camera, action, phase,
-                 float(record.get("score_max", 0.0)), record.get("id"))
+        camera, action, phase = (
+            record.get("camera", ""),
+            record.get("action", ""),
+            record.get("phase"),
+        )
+        log.info(
+            "event %s: %s %s (score %.2f, id %s)",
+            camera,
+            action,
+            phase,
+            float(record.get("score_max", 0.0)),
+            record.get("id"),
+        )
         if self._metrics is not None and phase == "start":
             self._metrics.event(camera, action)
             capture_ns = int(record.get("capture_ts_ns") or 0)
@@ -125,17 +137,22 @@ class EventIntake:
         if exc is not None:
             camera = str(record.get("camera") or UNKNOWN_CAMERA)
             self.lost[(camera, LOST_NOT_STORED)] += 1
-            log.error("event %s %s of camera %s is lost: it could not be stored in the event "
-                      "outbox: %s", record.get("id"), record.get("phase"), camera, exc)
+            log.error(
+                "event %s %s of camera %s is lost: it could not be stored in the event outbox: %s",
+                record.get("id"),
+                record.get("phase"),
+                camera,
+                exc,
+            )
         if self._pending < MAX_PENDING_EVENTS:
             self._resume()
 
     async def close(self) -> None:
         """Take what is still queued (the overlays' last events), write it, close."""
         self._pause()
-        self._loop = asyncio.get_running_loop()   # also when start() never ran
+        self._loop = asyncio.get_running_loop()  # also when start() never ran
         self._closed = True
         self._take(None)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown)
-        await asyncio.sleep(0)   # run the writer's last call_soon_threadsafe callbacks
+        await asyncio.sleep(0)  # run the writer's last call_soon_threadsafe callbacks
         self._receiver.close()

@@ -20,9 +20,12 @@ from daemon.supervisor.intake import (
 )
 
 
-def metrics_snapshot(arbiter: Arbiter, providers: tuple[str, ...],
-                     sinks: Sequence[SinkView] = (),
-                     intake: EventIntake | None = None) -> MetricsSnapshot:
+def metrics_snapshot(
+    arbiter: Arbiter,
+    providers: tuple[str, ...],
+    sinks: Sequence[SinkView] = (),
+    intake: EventIntake | None = None,
+) -> MetricsSnapshot:
     """Read every stats block and ring now (on the supervisor's loop, at scrape time)."""
     topology = arbiter.topology
     workers = []
@@ -31,38 +34,62 @@ def metrics_snapshot(arbiter: Arbiter, providers: tuple[str, ...],
         if block is None:
             continue  # a reload is rebuilding the topology
         fresh = bool(state and state.alive) and (
-            arbiter.heartbeat_age_s(name) < arbiter.heartbeat_timeout_s)
+            arbiter.heartbeat_age_s(name) < arbiter.heartbeat_timeout_s
+        )
         kind = topology.kinds[spec.kind]
-        workers.append(WorkerView(
-            name=name, camera=spec.camera, stage=spec.kind, up=fresh,
-            restarts_total=state.restarts_total if state else 0, stats=block.snapshot(),
-            exports=tuple((e.metric, e.field) for e in kind.exports),
-            losses=tuple((loss.item, loss.reason, loss.field) for loss in kind.losses)))
+        workers.append(
+            WorkerView(
+                name=name,
+                camera=spec.camera,
+                stage=spec.kind,
+                up=fresh,
+                restarts_total=state.restarts_total if state else 0,
+                stats=block.snapshot(),
+                exports=tuple((e.metric, e.field) for e in kind.exports),
+                losses=tuple((loss.item, loss.reason, loss.field) for loss in kind.losses),
+            )
+        )
     rings = [(name, ring.stats()) for name, ring in list(topology.rings.items())]
     # The native rate of each camera, from its origin worker (e.g. the source).
-    native = {spec.camera: topology.stats[name].get("source_fps")
-              for name, spec in topology.workers.items()
-              if topology.kinds[spec.kind].origin and name in topology.stats}
-    cameras = [CameraView(cam.name, cam.name in arbiter.failed_cameras,
-                          cam.fps or native.get(cam.name, 0.0))
-               for cam in topology.config.cameras if cam.enabled]
-    return MetricsSnapshot(workers, rings, cameras, providers, tuple(sinks),
-                           intake_losses([c.name for c in cameras], intake))
+    native = {
+        spec.camera: topology.stats[name].get("source_fps")
+        for name, spec in topology.workers.items()
+        if topology.kinds[spec.kind].origin and name in topology.stats
+    }
+    cameras = [
+        CameraView(
+            cam.name, cam.name in arbiter.failed_cameras, cam.fps or native.get(cam.name, 0.0)
+        )
+        for cam in topology.config.cameras
+        if cam.enabled
+    ]
+    return MetricsSnapshot(
+        workers,
+        rings,
+        cameras,
+        providers,
+        tuple(sinks),
+        intake_losses([c.name for c in cameras], intake),
+    )
 
 
-INTAKE_STAGE = "intake"   # the stage label of the events the supervisor's intake lost
+INTAKE_STAGE = "intake"  # the stage label of the events the supervisor's intake lost
 EVENT_ITEM = "event"
 
 
-def intake_losses(cameras: list[str], intake: EventIntake | None
-                  ) -> Mapping[tuple[str, str, str, str], float]:
+def intake_losses(
+    cameras: list[str], intake: EventIntake | None
+) -> Mapping[tuple[str, str, str, str], float]:
     """The events the supervisor lost, as (camera, stage, item, reason) of
     actiond_lost_total, with every camera's series present from zero."""
     losses: dict[tuple[str, str, str, str], float] = {
-        (camera, INTAKE_STAGE, EVENT_ITEM, reason): 0.0 for camera in cameras
-        for reason in INTAKE_LOST_REASONS if reason != LOST_MALFORMED}
+        (camera, INTAKE_STAGE, EVENT_ITEM, reason): 0.0
+        for camera in cameras
+        for reason in INTAKE_LOST_REASONS
+        if reason != LOST_MALFORMED
+    }
     losses[(UNKNOWN_CAMERA, INTAKE_STAGE, EVENT_ITEM, LOST_MALFORMED)] = 0.0
-    for (camera, reason), count in (intake.lost.items() if intake is not None else ()):
+    for (camera, reason), count in intake.lost.items() if intake is not None else ():
         key = (camera, INTAKE_STAGE, EVENT_ITEM, reason)
         losses[key] = losses.get(key, 0.0) + count
     return losses

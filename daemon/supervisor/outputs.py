@@ -36,12 +36,7 @@ from daemon.outputs.metrics import (
     make_registry,
 )
 from daemon.outputs.sinks.protocol import EventSink, SinkContext, SinkView
-from daemon.outputs.sinks.runner import (
-    SinkRunner,
-    SinkSetupError,
-    close_sinks,
-    sink_context,
-)
+from daemon.outputs.sinks.runner import SinkRunner, SinkSetupError, close_sinks, sink_context
 from daemon.outputs.sinks.table import SINK_KINDS
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.intake import EventIntake
@@ -69,15 +64,20 @@ class Outputs:
     """The open outputs: the event socket, intake and outbox (open for the whole run),
     the event sinks and the metrics endpoint (re-opened by a reload)."""
 
-    def __init__(self, receiver: EventReceiver, registry: CollectorRegistry,
-                 event_metrics: EventMetrics, sinks: SinkRunner | None = None) -> None:
+    def __init__(
+        self,
+        receiver: EventReceiver,
+        registry: CollectorRegistry,
+        event_metrics: EventMetrics,
+        sinks: SinkRunner | None = None,
+    ) -> None:
         self.receiver = receiver
         self.registry = registry
         self.event_metrics = event_metrics
         self.sinks = sinks
         self.intake = EventIntake(receiver, sinks, event_metrics)
         self.server: MetricsServer | None = None
-        self._listen = ""   # what `server` was opened with
+        self._listen = ""  # what `server` was opened with
         self._closed = False
 
     def sink(self, name: str) -> EventSink | None:
@@ -102,12 +102,15 @@ class Outputs:
         SinkSetupError, with nothing changed, when one cannot be made."""
         await self._swap_sinks(boot, await self._build_sinks(boot, names))
 
-    async def _build_sinks(self, boot: Boot, names: Collection[str]
-                           ) -> dict[str, EventSink | None]:
+    async def _build_sinks(self, boot: Boot, names: Collection[str]) -> dict[str, EventSink | None]:
         if self.sinks is None:
             return {}
-        return await asyncio.to_thread(self.sinks.build, boot.config, boot_sink_context(boot),
-                                       [n for n in SINK_KINDS if n in names])
+        return await asyncio.to_thread(
+            self.sinks.build,
+            boot.config,
+            boot_sink_context(boot),
+            [n for n in SINK_KINDS if n in names],
+        )
 
     async def _swap_sinks(self, boot: Boot, built: dict[str, EventSink | None]) -> None:
         """Swap `built` in between two records, close the old ones (the MQTT sink says
@@ -122,8 +125,9 @@ class Outputs:
         for sink in built.values():
             if sink is not None:
                 sink.start()
-                log.info("event sink %s: started (%r; %d pending)", sink.name, sink,
-                         sink.view().pending)
+                log.info(
+                    "event sink %s: started (%r; %d pending)", sink.name, sink, sink.view().pending
+                )
 
     # -- metrics ------------------------------------------------------------------------
 
@@ -186,7 +190,7 @@ class Outputs:
         if self._closed:
             return
         self._closed = True
-        await self.intake.close()   # the overlays' last events into the outbox
+        await self.intake.close()  # the overlays' last events into the outbox
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -202,8 +206,9 @@ def _same_port(listen: str, port: int) -> bool:
         return False
 
 
-async def open_outputs(stack: AsyncExitStack, boot: Boot, events_socket: Path,
-                       snapshot: Callable[[], MetricsSnapshot]) -> Outputs:
+async def open_outputs(
+    stack: AsyncExitStack, boot: Boot, events_socket: Path, snapshot: Callable[[], MetricsSnapshot]
+) -> Outputs:
     """Open the event socket, the event sinks and metrics; their closing is pushed onto
     `stack`. SinkSetupError when an enabled sink cannot be opened."""
     receiver = EventReceiver(events_socket)

@@ -14,7 +14,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Any, Union
+from types import MappingProxyType
+from typing import Any
 
 from daemon.config import CameraConfig, Config
 from daemon.outputs.sinks.runner import enabled_sinks
@@ -23,14 +24,14 @@ from daemon.supervisor.boot import Boot
 
 # Camera fields that size or shape the camera's rings: changing one rebuilds the graph.
 RING_SHAPING_FIELDS = ("width", "height", "ring_capacity", "ring_policy", "enabled")
-ALL_KINDS = "*"   # in ReloadPlan.worker_kinds: every worker
+ALL_KINDS = "*"  # in ReloadPlan.worker_kinds: every worker
 
 
 class Effect(Enum):
     """What a changed config value needs, from the lightest to the heaviest."""
 
     LIVE = "applied by the supervisor at once"
-    SINKS = "the event sinks re-opened"     # the changed sections', or every one
+    SINKS = "the event sinks re-opened"  # the changed sections', or every one
     METRICS = "the metrics endpoint re-opened"
     OVERLAYS = "every camera's overlay restarted"
     WORKERS = "every worker restarted"
@@ -40,37 +41,43 @@ class Effect(Enum):
 
 
 Effects = frozenset[Effect]
-SectionEffect = Union[Effects, Mapping[str, Effects]]
+SectionEffect = Effects | Mapping[str, Effects]
 
 
 def _e(*effects: Effect) -> Effects:
     return frozenset(effects)
 
 
-DAEMON_KEY_EFFECTS: Mapping[str, Effects] = {
-    "device_id": _e(Effect.SINKS),              # in every record; MQTT topics and client id
-    "state_dir": _e(Effect.RESTART),            # holds the open outbox file
-    "shm_dir": _e(Effect.RESTART),              # holds the live rings and event socket
-    "log_level": _e(Effect.LIVE, Effect.WORKERS),
-    "status_interval_s": _e(Effect.LIVE),
-    # Workers derive their event send timeout from it (below the heartbeat timeout).
-    "heartbeat_timeout_s": _e(Effect.LIVE, Effect.WORKERS),
-    "restart_backoff_min_s": _e(Effect.LIVE), "restart_backoff_max_s": _e(Effect.LIVE),
-    "stable_after_s": _e(Effect.LIVE), "crash_budget": _e(Effect.LIVE),
-    "crash_window_s": _e(Effect.LIVE),
-}
-SECTION_EFFECTS: Mapping[str, SectionEffect] = {
-    "daemon": DAEMON_KEY_EFFECTS,
-    "cameras": _e(Effect.CAMERAS),     # or GRAPH: see _camera_changes
-    "motion": _e(Effect.GRAPH),        # flow size shapes the view and clip rings
-    "inference": _e(Effect.GRAPH),     # the model shapes the clip and result rings
-    "display": _e(Effect.OVERLAYS),
-    # The overlays track events; Home Assistant is offered the actions that make events.
-    "events": _e(Effect.OVERLAYS, Effect.SINKS),
-    "metrics": _e(Effect.METRICS),
-    # Every event sink's section (the sink table): that sink re-opened.
-    **{name: _e(Effect.SINKS) for name in SINK_KINDS},
-}
+DAEMON_KEY_EFFECTS: Mapping[str, Effects] = MappingProxyType(
+    {
+        "device_id": _e(Effect.SINKS),  # in every record; MQTT topics and client id
+        "state_dir": _e(Effect.RESTART),  # holds the open outbox file
+        "shm_dir": _e(Effect.RESTART),  # holds the live rings and event socket
+        "log_level": _e(Effect.LIVE, Effect.WORKERS),
+        "status_interval_s": _e(Effect.LIVE),
+        # Workers derive their event send timeout from it (below the heartbeat timeout).
+        "heartbeat_timeout_s": _e(Effect.LIVE, Effect.WORKERS),
+        "restart_backoff_min_s": _e(Effect.LIVE),
+        "restart_backoff_max_s": _e(Effect.LIVE),
+        "stable_after_s": _e(Effect.LIVE),
+        "crash_budget": _e(Effect.LIVE),
+        "crash_window_s": _e(Effect.LIVE),
+    }
+)
+SECTION_EFFECTS: Mapping[str, SectionEffect] = MappingProxyType(
+    {
+        "daemon": DAEMON_KEY_EFFECTS,
+        "cameras": _e(Effect.CAMERAS),  # or GRAPH: see _camera_changes
+        "motion": _e(Effect.GRAPH),  # flow size shapes the view and clip rings
+        "inference": _e(Effect.GRAPH),  # the model shapes the clip and result rings
+        "display": _e(Effect.OVERLAYS),
+        # The overlays track events; Home Assistant is offered the actions that make events.
+        "events": _e(Effect.OVERLAYS, Effect.SINKS),
+        "metrics": _e(Effect.METRICS),
+        # Every event sink's section (the sink table): that sink re-opened.
+        **{name: _e(Effect.SINKS) for name in SINK_KINDS},
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -78,13 +85,13 @@ class ReloadPlan:
     """What to change; `boot` is what the daemon runs with afterwards."""
 
     boot: Boot
-    changed: tuple[str, ...] = ()          # "[mqtt]", "daemon.log_level", "camera b"
-    kept: tuple[str, ...] = ()             # keys needing a restart, kept at running values
+    changed: tuple[str, ...] = ()  # "[mqtt]", "daemon.log_level", "camera b"
+    kept: tuple[str, ...] = ()  # keys needing a restart, kept at running values
     rebuild: bool = False
-    reason: str = ""                       # why the whole pipeline is rebuilt
-    cameras: tuple[str, ...] = ()          # cameras whose workers restart
-    worker_kinds: frozenset[str] = frozenset()   # kinds restarted everywhere (ALL_KINDS)
-    sinks: frozenset[str] = frozenset()    # event sink sections re-opened
+    reason: str = ""  # why the whole pipeline is rebuilt
+    cameras: tuple[str, ...] = ()  # cameras whose workers restart
+    worker_kinds: frozenset[str] = frozenset()  # kinds restarted everywhere (ALL_KINDS)
+    sinks: frozenset[str] = frozenset()  # event sink sections re-opened
     metrics: bool = False
     live: bool = False
 
@@ -123,8 +130,8 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
     new, kept = _keep_restart_only(old, new)
     changed: list[str] = []
     effects: set[Effect] = set()
-    graph: list[str] = []   # what forces a rebuild, for the log
-    every_sink = False      # a change every sink's records carry (device_id, [events])
+    graph: list[str] = []  # what forces a rebuild, for the log
+    every_sink = False  # a change every sink's records carry (device_id, [events])
     for section in fields(Config):
         before, after = getattr(old.config, section.name), getattr(new.config, section.name)
         if before == after:
@@ -145,19 +152,30 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
         reason, cameras = _camera_changes(old.config, new.config)
         graph += [reason] if reason else []
     rebuild = bool(graph)
-    kinds = frozenset({ALL_KINDS} if Effect.WORKERS in effects
-                      else {"overlay"} if Effect.OVERLAYS in effects else ())
+    kinds = frozenset(
+        {ALL_KINDS}
+        if Effect.WORKERS in effects
+        else {"overlay"}
+        if Effect.OVERLAYS in effects
+        else ()
+    )
     # The sinks know the cameras and actions (MQTT topics, Home Assistant discovery).
-    names_changed = (_enabled(old.config) != _enabled(new.config) or old.labels != new.labels)
+    names_changed = _enabled(old.config) != _enabled(new.config) or old.labels != new.labels
     return ReloadPlan(
-        new, tuple(changed), tuple(kept), rebuild, ", ".join(graph),
-        () if rebuild else cameras, frozenset() if rebuild else kinds,
+        new,
+        tuple(changed),
+        tuple(kept),
+        rebuild,
+        ", ".join(graph),
+        () if rebuild else cameras,
+        frozenset() if rebuild else kinds,
         sinks=_sinks_to_reopen(old.config, new.config, changed, every_sink or names_changed),
-        metrics=Effect.METRICS in effects, live=Effect.LIVE in effects)
+        metrics=Effect.METRICS in effects,
+        live=Effect.LIVE in effects,
+    )
 
 
-def _sinks_to_reopen(old: Config, new: Config, changed: list[str],
-                     every: bool) -> frozenset[str]:
+def _sinks_to_reopen(old: Config, new: Config, changed: list[str], every: bool) -> frozenset[str]:
     """The changed sink sections; with `every` (device_id, [events], the cameras or the
     model changed: what every sink's records or names carry), every sink running before
     or after."""
@@ -189,12 +207,16 @@ def _keep_restart_only(old: Boot, new: Boot) -> tuple[Boot, list[str]]:
         if not isinstance(table, Mapping):
             continue
         before, after = getattr(old.config, section.name), getattr(config, section.name)
-        restore = {key: getattr(before, key) for key in _changed_keys(before, after)
-                   if Effect.RESTART in table.get(key, ())}
+        restore = {
+            key: getattr(before, key)
+            for key in _changed_keys(before, after)
+            if Effect.RESTART in table.get(key, ())
+        }
         if restore:
             kept += [f"{section.name}.{key}" for key in restore]
-            config = dataclasses.replace(config, **{
-                section.name: dataclasses.replace(after, **restore)})
+            config = dataclasses.replace(
+                config, **{section.name: dataclasses.replace(after, **restore)}
+            )
     return dataclasses.replace(new, config=config), kept
 
 
@@ -228,4 +250,3 @@ def kept_value(boot: Boot, key: str) -> object:
     """The running value of a "section.key" the plan kept."""
     section, _, name = key.partition(".")
     return getattr(getattr(boot.config, section), name)
-

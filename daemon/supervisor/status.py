@@ -32,8 +32,11 @@ def status_line(topology: Topology, arbiter: Arbiter, meter: RateMeter) -> str:
         if camera in arbiter.failed_cameras:
             parts.append(f"{camera}: FAILED")
             continue
-        rates = [f"{spec.kind} {_rate(topology, meter, name):.1f}"
-                 for name, spec in topology.workers.items() if spec.camera == camera]
+        rates = [
+            f"{spec.kind} {_rate(topology, meter, name):.1f}"
+            for name, spec in topology.workers.items()
+            if spec.camera == camera
+        ]
         parts.append(f"{camera}: {' '.join(rates)} fps, drops {_drops(topology, camera)}")
     shared: dict[str, list[str]] = {}
     for name, spec in topology.workers.items():
@@ -42,8 +45,7 @@ def status_line(topology: Topology, arbiter: Arbiter, meter: RateMeter) -> str:
     for kind, names in shared.items():
         rate = sum(_rate(topology, meter, n) for n in names)
         unit = topology.kinds[kind].status_unit
-        parts.append(f"{kind} {rate:.1f} {unit} x{len(names)}, drops "
-                     f"{_drops(topology, '', kind)}")
+        parts.append(f"{kind} {rate:.1f} {unit} x{len(names)}, drops {_drops(topology, '', kind)}")
     restarts = sum(s.restarts_total for s in arbiter.workers.values())
     parts[-1:] = [f"{parts[-1]}, restarts {restarts}"] if parts else [f"restarts {restarts}"]
     return " | ".join(parts)
@@ -55,7 +57,12 @@ def _rate(topology: Topology, meter: RateMeter, worker: str) -> float:
 
 def _drops(topology: Topology, camera: str, consumer: str = "") -> int:
     """Drops of a camera's rings, or (camera "") of the shared rings `consumer` reads."""
-    return int(sum(sum(topology.rings[name].stats().drops.values())
-                   for name, use in topology.ring_uses.items()
-                   if name in topology.rings and use.camera == camera
-                   and (camera or use.consumer == consumer)))
+    return int(
+        sum(
+            sum(topology.rings[name].stats().drops.values())
+            for name, use in topology.ring_uses.items()
+            if name in topology.rings
+            and use.camera == camera
+            and (camera or use.consumer == consumer)
+        )
+    )

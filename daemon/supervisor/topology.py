@@ -26,7 +26,7 @@ from daemon.stages.worker import WorkerSpec
 
 log = logging.getLogger(__name__)
 
-STATS_BLOCK_BYTES = 16384   # upper bound of one worker's stats block, for the space check
+STATS_BLOCK_BYTES = 16384  # upper bound of one worker's stats block, for the space check
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,11 @@ class RingUse:
     """One ring of the graph: the edge it carries, and its camera ("" when shared)."""
 
     name: str
-    producer: str          # stage kinds
+    producer: str  # stage kinds
     consumer: str
     item: str
     camera: str
-    cameras: tuple[str, ...]   # the cameras whose items pass through it
+    cameras: tuple[str, ...]  # the cameras whose items pass through it
 
 
 @dataclass
@@ -49,10 +49,10 @@ class WorkerPlan:
     name: str
     camera: str
     replica: int
-    rings: dict[str, str] = field(default_factory=dict)    # port -> ring name
+    rings: dict[str, str] = field(default_factory=dict)  # port -> ring name
     slots: dict[str, int] = field(default_factory=dict)
-    upstream: list[str] = field(default_factory=list)      # worker names
-    origin: str = ""                                       # worker name
+    upstream: list[str] = field(default_factory=list)  # worker names
+    origin: str = ""  # worker name
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Topology:
     model_path: str
     facts: ModelFacts
     events_socket: str = ""
-    result: ResultSpec | None = None     # default: clip scores over facts.labels
+    result: ResultSpec | None = None  # default: clip scores over facts.labels
     kinds: Mapping[str, StageKind] = field(default_factory=lambda: KINDS)
     graphs: Mapping[str, Graph] = field(default_factory=lambda: GRAPHS)
     rings: dict[str, FrameRing] = field(default_factory=dict)
@@ -108,17 +108,20 @@ class Topology:
         specs = {name: self._ring_spec(use, edges[name][0]) for name, use in self.ring_uses.items()}
         # One check for the whole graph: the error names everything that is needed, not
         # just the ring that happened not to fit.
-        check_free_space(self.config.daemon.shm_dir,
-                         sum(spec.total_bytes for spec in specs.values())
-                         + len(self.plans) * STATS_BLOCK_BYTES)
+        check_free_space(
+            self.config.daemon.shm_dir,
+            sum(spec.total_bytes for spec in specs.values()) + len(self.plans) * STATS_BLOCK_BYTES,
+        )
         for name, spec in specs.items():
-            self.rings[name] = FrameRing.create(name, spec, self.run_id,
-                                                self.config.daemon.shm_dir)
+            self.rings[name] = FrameRing.create(name, spec, self.run_id, self.config.daemon.shm_dir)
         for plan in self.plans.values():
             # Stats blocks outlive worker restarts: counters stay monotonic for Prometheus.
             self.stats[plan.name] = StatsBlock.create(
-                f"{plan.name}.stats", self.kinds[plan.kind].all_stats_fields, self.run_id,
-                self.config.daemon.shm_dir)
+                f"{plan.name}.stats",
+                self.kinds[plan.kind].all_stats_fields,
+                self.run_id,
+                self.config.daemon.shm_dir,
+            )
         for plan in self.plans.values():
             self.workers[plan.name] = self._spec(plan)
 
@@ -138,21 +141,33 @@ class Topology:
                 cameras = (old.cameras if old else ()) + (cam.name,)
                 item = self.kinds[edge.producer].output(edge.output).item
                 shared = self.kinds[edge.consumer].shared
-                uses[name] = RingUse(name, edge.producer, edge.consumer, item,
-                                     "" if shared else cam.name, cameras)
+                uses[name] = RingUse(
+                    name, edge.producer, edge.consumer, item, "" if shared else cam.name, cameras
+                )
                 edges.setdefault(name, []).append(edge)
         return uses, edges
 
     def _ring_spec(self, use: RingUse, edge: Edge) -> RingSpec:
         producer, consumer = self.kinds[use.producer], self.kinds[use.consumer]
         cams = tuple(c for c in self.cameras() if c.name in use.cameras)
-        shape = producer.output(edge.output).shape(RingContext(
-            config=self.config, cameras=cams, facts=self.facts, result=self.result_spec))
-        producers = (producer.replicas(self.config) if producer.shared
-                     else len(cams) if consumer.shared else 1)
+        shape = producer.output(edge.output).shape(
+            RingContext(config=self.config, cameras=cams, facts=self.facts, result=self.result_spec)
+        )
+        producers = (
+            producer.replicas(self.config)
+            if producer.shared
+            else len(cams)
+            if consumer.shared
+            else 1
+        )
         members = consumer.replicas(self.config) if consumer.shared else 1
-        return RingSpec(shape.frame, shape.capacity, shape.policy, ((consumer.name, members),),
-                        producers=max(1, producers))
+        return RingSpec(
+            shape.frame,
+            shape.capacity,
+            shape.policy,
+            ((consumer.name, members),),
+            producers=max(1, producers),
+        )
 
     def _plan_workers(self, edges: dict[str, list[Edge]]) -> dict[str, WorkerPlan]:
         plans: dict[str, WorkerPlan] = {}
@@ -162,8 +177,10 @@ class Topology:
                 kind = self.kinds[kind_name]
                 if kind.shared:
                     if kind_name not in shared:
-                        shared[kind_name] = [WorkerPlan(kind_name, f"{kind_name}.{r}", "", r)
-                                             for r in range(kind.replicas(self.config))]
+                        shared[kind_name] = [
+                            WorkerPlan(kind_name, f"{kind_name}.{r}", "", r)
+                            for r in range(kind.replicas(self.config))
+                        ]
                     continue
                 name = f"{cam.name}.{kind_name}"
                 plans[name] = WorkerPlan(kind_name, name, cam.name, 0)
@@ -174,23 +191,35 @@ class Topology:
             for cam_name, edge in zip(use.cameras, ring_edges):
                 self._connect(plans, shared, ring, use, cam_name, edge)
         for plan in plans.values():
-            origin = [p.name for p in plans.values() if p.camera == plan.camera
-                      and plan.camera and self.kinds[p.kind].origin]
+            origin = [
+                p.name
+                for p in plans.values()
+                if p.camera == plan.camera and plan.camera and self.kinds[p.kind].origin
+            ]
             plan.origin = origin[0] if origin else ""
         return plans
 
-    def _connect(self, plans: dict[str, WorkerPlan], shared: dict[str, list[WorkerPlan]],
-                 ring: str, use: RingUse, camera: str, edge: Edge) -> None:
+    def _connect(
+        self,
+        plans: dict[str, WorkerPlan],
+        shared: dict[str, list[WorkerPlan]],
+        ring: str,
+        use: RingUse,
+        camera: str,
+        edge: Edge,
+    ) -> None:
         """Give one camera's edge to the workers at its ends."""
         producers = shared.get(edge.producer) or [plans[f"{camera}.{edge.producer}"]]
         consumers = shared.get(edge.consumer) or [plans[f"{camera}.{edge.consumer}"]]
         for index, plan in enumerate(producers):
             # A shared producer writes each camera's ring under "<port>:<camera>".
-            port = (f"{edge.output}:{camera}" if self.kinds[plan.kind].shared and use.camera
-                    else edge.output)
+            port = (
+                f"{edge.output}:{camera}"
+                if self.kinds[plan.kind].shared and use.camera
+                else edge.output
+            )
             plan.rings[port] = ring
-            plan.slots[port] = (index if self.kinds[plan.kind].shared
-                                else use.cameras.index(camera))
+            plan.slots[port] = index if self.kinds[plan.kind].shared else use.cameras.index(camera)
         follows = self.kinds[edge.consumer].input(edge.input).follows
         for plan in consumers:
             plan.rings[edge.input] = ring
@@ -201,15 +230,28 @@ class Topology:
         cams = self.cameras()
         index = next((i for i, c in enumerate(cams) if c.name == plan.camera), 0)
         ctx = WorkerContext(
-            config=self.config, camera=cams[index] if plan.camera else None,
-            camera_index=index, model_path=self.model_path, facts=self.facts,
-            result=self.result_spec, events_socket=self.events_socket,
+            config=self.config,
+            camera=cams[index] if plan.camera else None,
+            camera_index=index,
+            model_path=self.model_path,
+            facts=self.facts,
+            result=self.result_spec,
+            events_socket=self.events_socket,
             upstream_stats=tuple(str(self.stats[n].path) for n in plan.upstream),
-            origin_stats=str(self.stats[plan.origin].path) if plan.origin else "")
+            origin_stats=str(self.stats[plan.origin].path) if plan.origin else "",
+        )
         rings = {port: str(self.rings[ring].path) for port, ring in plan.rings.items()}
-        return WorkerSpec(plan.kind, plan.name, plan.camera, plan.replica,
-                          str(self.stats[plan.name].path), rings, self.config,
-                          self.kinds[plan.kind].args(ctx), dict(plan.slots))
+        return WorkerSpec(
+            plan.kind,
+            plan.name,
+            plan.camera,
+            plan.replica,
+            str(self.stats[plan.name].path),
+            rings,
+            self.config,
+            self.kinds[plan.kind].args(ctx),
+            dict(plan.slots),
+        )
 
     # -- changes -------------------------------------------------------------------------
 

@@ -70,8 +70,14 @@ class JsonlSink:
 
     def view(self) -> SinkView:
         q = self._queue
-        return SinkView(self.name, self._up, q.delivered_total, q.depth(), q.dropped_total,
-                        q.snapshots_dropped_total)
+        return SinkView(
+            self.name,
+            self._up,
+            q.delivered_total,
+            q.depth(),
+            q.dropped_total,
+            q.snapshots_dropped_total,
+        )
 
     def close(self, timeout_s: float) -> None:
         """Write what is pending (bounded by timeout_s), then stop the thread."""
@@ -80,8 +86,12 @@ class JsonlSink:
         if self._thread is not None:
             self._thread.join(timeout_s + THREAD_JOIN_GRACE_S)
             if self._thread.is_alive():
-                log.warning("jsonl: the writer thread did not stop within %.1f s; %d events "
-                            "stay in the outbox", timeout_s, self._queue.depth())
+                log.warning(
+                    "jsonl: the writer thread did not stop within %.1f s; %d events "
+                    "stay in the outbox",
+                    timeout_s,
+                    self._queue.depth(),
+                )
 
     # ---- the writer thread ----
 
@@ -107,8 +117,7 @@ class JsonlSink:
         items = self._queue.pending(BATCH_EVENTS)
         if not items:
             return 0
-        lines = b"".join(json.dumps(dict(i.record), sort_keys=True).encode() + b"\n"
-                         for i in items)
+        lines = b"".join(json.dumps(dict(i.record), sort_keys=True).encode() + b"\n" for i in items)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
@@ -117,7 +126,7 @@ class JsonlSink:
                 _write_all(fd, lines)
                 os.fsync(fd)
             except OSError:
-                os.ftruncate(fd, start)   # no half line for the next try to append to
+                os.ftruncate(fd, start)  # no half line for the next try to append to
                 raise
         finally:
             os.close(fd)
@@ -132,14 +141,21 @@ class JsonlSink:
         reason = str(exc)
         level = logging.DEBUG if reason == self._last_error else logging.WARNING
         self._last_error = reason
-        log.log(level, "jsonl: cannot write events to %s: %s [retrying in %.1f s; %d events "
-                "kept in the outbox]", self.path, reason, delay_s, self._queue.depth())
+        log.log(
+            level,
+            "jsonl: cannot write events to %s: %s [retrying in %.1f s; %d events "
+            "kept in the outbox]",
+            self.path,
+            reason,
+            delay_s,
+            self._queue.depth(),
+        )
         if not isinstance(exc, OSError):
             return
         try:
             head = self._queue.pending(1)
             if head:
-                self._queue.retry_later(head[0].seq, 0.0)   # counts the attempt on the event
+                self._queue.retry_later(head[0].seq, 0.0)  # counts the attempt on the event
         except OutboxError as err:
             log.error("jsonl: %s", err)
 
@@ -147,7 +163,7 @@ class JsonlSink:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def jsonl_sink(cfg: JsonlConfig, context: SinkContext, queue: SinkQueue) -> JsonlSink:

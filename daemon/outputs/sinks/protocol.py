@@ -28,7 +28,7 @@ class SinkContext:
 
     device_id: str
     cameras: tuple[str, ...]
-    actions: tuple[str, ...]       # the labels that make events (Home Assistant offers them)
+    actions: tuple[str, ...]  # the labels that make events (Home Assistant offers them)
     state_dir: Path
 
 
@@ -40,7 +40,7 @@ class SinkView:
     up: bool
     delivered_total: int
     pending: int
-    dropped_total: int              # oldest events dropped from its full queue
+    dropped_total: int  # oldest events dropped from its full queue
     snapshots_dropped_total: int = 0
 
 

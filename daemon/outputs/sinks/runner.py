@@ -68,8 +68,9 @@ class SinkRunner:
             self._outbox = outbox
         return self._outbox
 
-    def build(self, config: Config, context: SinkContext,
-              names: Sequence[str]) -> dict[str, EventSink | None]:
+    def build(
+        self, config: Config, context: SinkContext, names: Sequence[str]
+    ) -> dict[str, EventSink | None]:
         """New (not started) sinks for the sections `names` (None where disabled);
         SinkSetupError, with nothing left open, when one cannot be made."""
         built: dict[str, EventSink | None] = {}
@@ -88,14 +89,12 @@ class SinkRunner:
             raise SinkSetupError(f"[{name}]: {exc}") from exc
         return built
 
-    def swap(self, new: Mapping[str, EventSink | None], context: SinkContext
-             ) -> list[EventSink]:
+    def swap(self, new: Mapping[str, EventSink | None], context: SinkContext) -> list[EventSink]:
         """Run `new` in place of the sinks of the same names (on the writer thread,
         between two records); the replaced sinks, to be closed by the caller."""
         replaced = [self.sinks[name] for name in new if name in self.sinks]
         merged = {**self.sinks, **new}
-        self.sinks = {name: sink for name in SINK_KINDS
-                      if (sink := merged.get(name)) is not None}
+        self.sinks = {name: sink for name in SINK_KINDS if (sink := merged.get(name)) is not None}
         self.context = context
         return replaced
 
@@ -142,6 +141,9 @@ def close_sinks(sinks: Sequence[EventSink], timeout_s: float) -> None:
 
 
 def sink_context(config: Config, actions: Sequence[str]) -> SinkContext:
-    return SinkContext(config.daemon.device_id,
-                       tuple(c.name for c in config.cameras if c.enabled), tuple(actions),
-                       Path(config.daemon.state_dir))
+    return SinkContext(
+        config.daemon.device_id,
+        tuple(c.name for c in config.cameras if c.enabled),
+        tuple(actions),
+        Path(config.daemon.state_dir),
+    )

@@ -32,7 +32,6 @@ class SinkKind:
     factory: SinkFactory
 
 
-SINK_KINDS: Mapping[str, SinkKind] = MappingProxyType({
-    "mqtt": SinkKind(MqttConfig, mqtt_sink),
-    "jsonl": SinkKind(JsonlConfig, jsonl_sink),
-})
+SINK_KINDS: Mapping[str, SinkKind] = MappingProxyType(
+    {"mqtt": SinkKind(MqttConfig, mqtt_sink), "jsonl": SinkKind(JsonlConfig, jsonl_sink)}
+)

@@ -1,6 +1,6 @@
 """The latest frame of an MJPEG view, encoded at most once, and its counters.
 
-Shared by the HTTP server's client threads (daemon.outputs.mjpeg) and the overlay stage
+Shared by the HTTP server's client threads (daemon.display.mjpeg) and the overlay stage
 that publishes into it; every method is thread-safe.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from daemon.config import JPEG_QUALITY_RANGE, DisplayConfig
 
-JPEG_QUALITY_MIN, JPEG_QUALITY_MAX = JPEG_QUALITY_RANGE   # the config's rule (config.schema)
+JPEG_QUALITY_MIN, JPEG_QUALITY_MAX = JPEG_QUALITY_RANGE  # the config's rule (config.schema)
 DEFAULT_MAX_CLIENTS = DisplayConfig().mjpeg_max_clients
 
 
@@ -22,13 +22,13 @@ DEFAULT_MAX_CLIENTS = DisplayConfig().mjpeg_max_clients
 class MjpegCounters:
     """Counters for metrics; ``MjpegServer.counters`` hands out consistent copies."""
 
-    clients: int = 0            # stream clients connected now
-    clients_total: int = 0      # stream clients ever connected
-    clients_refused: int = 0    # stream clients turned away: max_clients were connected
-    frames_published: int = 0   # frames handed to publish()
-    frames_encoded: int = 0     # JPEG encodes (at most one per published frame)
-    frames_served: int = 0      # JPEGs sent: stream parts plus snapshots
-    frames_skipped: int = 0     # frames stream clients missed by being slower than publish
+    clients: int = 0  # stream clients connected now
+    clients_total: int = 0  # stream clients ever connected
+    clients_refused: int = 0  # stream clients turned away: max_clients were connected
+    frames_published: int = 0  # frames handed to publish()
+    frames_encoded: int = 0  # JPEG encodes (at most one per published frame)
+    frames_served: int = 0  # JPEGs sent: stream parts plus snapshots
+    frames_skipped: int = 0  # frames stream clients missed by being slower than publish
 
 
 class FrameHub:

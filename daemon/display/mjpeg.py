@@ -18,24 +18,25 @@ import logging
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from daemon.config import parse_listen
-from daemon.outputs.framehub import DEFAULT_MAX_CLIENTS, FrameHub, MjpegCounters
+from daemon.display.framehub import DEFAULT_MAX_CLIENTS, FrameHub, MjpegCounters
 
 log = logging.getLogger(__name__)
 
 BOUNDARY = "frame"
-CLIENT_WAIT_SLICE_S = 0.5      # a waiting client re-checks for shutdown this often
+CLIENT_WAIT_SLICE_S = 0.5  # a waiting client re-checks for shutdown this often
 CLIENT_SOCKET_TIMEOUT_S = 10.0  # a client that reads nothing this long is dropped
-SERVE_POLL_S = 0.1             # serve_forever's poll interval bounds stop() latency
-STOP_DRAIN_S = 2.0             # how long stop() waits for client threads to finish
-SPARE_CONNECTIONS = 8          # page and snapshot requests beyond the streams
+SERVE_POLL_S = 0.1  # serve_forever's poll interval bounds stop() latency
+STOP_DRAIN_S = 2.0  # how long stop() waits for client threads to finish
+SPARE_CONNECTIONS = 8  # page and snapshot requests beyond the streams
 REFUSED_RETRY_AFTER_S = 5
 CLIENT_GONE_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -55,11 +56,12 @@ class _Server(ThreadingHTTPServer):
     """ThreadingHTTPServer that remembers its open connections so stop() can cut them."""
 
     daemon_threads = True
-    block_on_close = False   # we drain with a deadline instead of an unbounded join
+    block_on_close = False  # we drain with a deadline instead of an unbounded join
     allow_reuse_port = False  # never share the port with another server
 
-    def __init__(self, addr: tuple[str, int], family: socket.AddressFamily,
-                 hub: FrameHub, title: str) -> None:
+    def __init__(
+        self, addr: tuple[str, int], family: socket.AddressFamily, hub: FrameHub, title: str
+    ) -> None:
         self.address_family = family
         self.hub = hub
         self.page = PAGE_TEMPLATE.format(title=html.escape(title)).encode()
@@ -81,8 +83,11 @@ class _Server(ThreadingHTTPServer):
             if not full:
                 self._conns.add(request)
         if full:
-            log.warning("MJPEG: %d connections open; closing one from %s", len(self._conns),
-                        client_address[0] if client_address else "?")
+            log.warning(
+                "MJPEG: %d connections open; closing one from %s",
+                len(self._conns),
+                client_address[0] if client_address else "?",
+            )
             socketserver.TCPServer.shutdown_request(self, request)
             return
         super().process_request(request, client_address)
@@ -105,7 +110,7 @@ class _Server(ThreadingHTTPServer):
         for conn in conns:
             try:
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError as exc:   # the client closed it first: nothing left to cut
+            except OSError as exc:  # the client closed it first: nothing left to cut
                 log.debug("MJPEG: shutdown of a closed client socket: %s", exc)
 
     def wait_drained(self, timeout_s: float) -> bool:
@@ -121,23 +126,29 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = CLIENT_SOCKET_TIMEOUT_S
     server_version = "actiond-mjpeg"
 
-    def do_GET(self) -> None:  # noqa: N802 (name fixed by BaseHTTPRequestHandler)
+    def do_GET(self) -> None:
         routes: dict[str, Callable[[], None]] = {
-            "/": self._send_page, "/index.html": self._send_page,
-            "/stream.mjpg": self._send_stream, "/snapshot.jpg": self._send_snapshot,
+            "/": self._send_page,
+            "/index.html": self._send_page,
+            "/stream.mjpg": self._send_stream,
+            "/snapshot.jpg": self._send_snapshot,
         }
         route = routes.get(urlsplit(self.path).path)
         try:
             if route is None:
-                self._send_text(HTTPStatus.NOT_FOUND,
-                                "not found: try /, /stream.mjpg or /snapshot.jpg\n")
+                self._send_text(
+                    HTTPStatus.NOT_FOUND, "not found: try /, /stream.mjpg or /snapshot.jpg\n"
+                )
             else:
                 route()
         except CLIENT_GONE_ERRORS as exc:
             log.debug("MJPEG: client %s went away: %s", self.client_address, exc)
         except TimeoutError:
-            log.debug("MJPEG: client %s stopped reading for %.0f s; dropped",
-                      self.client_address, CLIENT_SOCKET_TIMEOUT_S)
+            log.debug(
+                "MJPEG: client %s stopped reading for %.0f s; dropped",
+                self.client_address,
+                CLIENT_SOCKET_TIMEOUT_S,
+            )
 
     def _send_page(self) -> None:
         self._send_body(HTTPStatus.OK, "text/html; charset=utf-8", self.server.page)
@@ -145,9 +156,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_snapshot(self) -> None:
         latest = self.server.hub.latest()
         if latest is None:
-            self._send_text(HTTPStatus.SERVICE_UNAVAILABLE,
-                            "no frame yet: the overlay stage has not produced a frame; "
-                            "retry in a moment\n", retry_after_s=1)
+            self._send_text(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "no frame yet: the overlay stage has not produced a frame; retry in a moment\n",
+                retry_after_s=1,
+            )
             return
         self._send_body(HTTPStatus.OK, "image/jpeg", latest[1])
         self.server.hub.count_served(skipped=0)
@@ -155,12 +168,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_stream(self) -> None:
         hub = self.server.hub
         if not hub.client_joined():
-            log.warning("MJPEG: %d streams open (display.mjpeg_max_clients); refused %s",
-                        hub.max_clients, self.client_address[0])
-            self._send_text(HTTPStatus.SERVICE_UNAVAILABLE,
-                            f"too many viewers: {hub.max_clients} streams are open; close "
-                            "one, or raise display.mjpeg_max_clients\n",
-                            retry_after_s=REFUSED_RETRY_AFTER_S)
+            log.warning(
+                "MJPEG: %d streams open (display.mjpeg_max_clients); refused %s",
+                hub.max_clients,
+                self.client_address[0],
+            )
+            self._send_text(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"too many viewers: {hub.max_clients} streams are open; close "
+                "one, or raise display.mjpeg_max_clients\n",
+                retry_after_s=REFUSED_RETRY_AFTER_S,
+            )
             return
         try:
             self.send_response(HTTPStatus.OK)
@@ -185,8 +203,13 @@ class _Handler(BaseHTTPRequestHandler):
         extra = {"Retry-After": str(retry_after_s)} if retry_after_s else {}
         self._send_body(status, "text/plain; charset=utf-8", text.encode(), extra)
 
-    def _send_body(self, status: HTTPStatus, content_type: str, body: bytes,
-                   extra_headers: dict[str, str] | None = None) -> None:
+    def _send_body(
+        self,
+        status: HTTPStatus,
+        content_type: str,
+        body: bytes,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -196,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("MJPEG %s: " + format, self.client_address[0], *args)
 
 
@@ -214,8 +237,14 @@ class MjpegServer:
     ``counters`` returns a copy of its MjpegCounters for metrics.
     """
 
-    def __init__(self, listen: str, jpeg_quality: int = 80, *, title: str = "actiond",
-                 max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
+    def __init__(
+        self,
+        listen: str,
+        jpeg_quality: int = 80,
+        *,
+        title: str = "actiond",
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+    ) -> None:
         self.listen = listen
         try:
             host, port = parse_listen(listen)
@@ -241,8 +270,9 @@ class MjpegServer:
                 f"display.mjpeg_listen = {self.listen!r}: cannot listen on {host}:{port} "
                 f"({exc.strerror}); choose a free port (0 picks one) or '' to disable",
             ) from exc
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        args=(SERVE_POLL_S,), name="mjpeg-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(SERVE_POLL_S,), name="mjpeg-http", daemon=True
+        )
         self._thread.start()
         shown_host = f"[{host}]" if ":" in host else host
         log.info("MJPEG view on http://%s:%d/", shown_host, self.port)
@@ -269,8 +299,7 @@ class MjpegServer:
         server.server_close()
         thread.join()
         if not server.wait_drained(STOP_DRAIN_S):
-            log.warning("MJPEG: some client threads still running %.1f s after stop",
-                        STOP_DRAIN_S)
+            log.warning("MJPEG: some client threads still running %.1f s after stop", STOP_DRAIN_S)
         self._server = self._thread = None
 
     @property

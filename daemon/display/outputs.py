@@ -13,19 +13,21 @@ import os
 import re
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 import cv2
 import numpy as np
 
 from daemon.config import DisplayConfig
-from daemon.outputs.mjpeg import MjpegServer
+from daemon.display.mjpeg import MjpegServer
 
 log = logging.getLogger(__name__)
 
-WINDOW_WAIT_MS = 1   # waitKey pumps the GUI event loop; 1 ms keeps the pipeline moving
+WINDOW_WAIT_MS = 1  # waitKey pumps the GUI event loop; 1 ms keeps the pipeline moving
 # Codecs that the FFmpeg in opencv-python wheels can write without GPL encoders.
-FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v",
-                    ".avi": "MJPG", ".mkv": "XVID"}
+FOURCC_BY_SUFFIX = MappingProxyType(
+    {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+)
 NO_GUI_MESSAGE = (
     "display.window = true needs a GUI-capable OpenCV (pip install opencv-python instead of "
     "opencv-python-headless, and a DISPLAY); use display.mjpeg_listen to watch in a browser "
@@ -50,9 +52,9 @@ def gui_backend(build_info: str) -> str | None:
     if value:
         return None if value.upper() == "NONE" else value
     indent = len(match.group(1))
-    for line in build_info[match.end():].splitlines()[1:]:
+    for line in build_info[match.end() :].splitlines()[1:]:
         if line.strip() and len(line) - len(line.lstrip()) <= indent:
-            break   # left the GUI section
+            break  # left the GUI section
         name, _, state = line.strip().partition(":")
         if state.strip().upper().startswith("YES") and name.strip() != "VTK support":
             return name.strip()
@@ -93,7 +95,7 @@ class WindowOutput:
         """Destroy the window."""
         try:
             cv2.destroyWindow(self.title)
-        except cv2.error as exc:   # the user closed it already; nothing left to destroy
+        except cv2.error as exc:  # the user closed it already; nothing left to destroy
             log.debug("window %r already gone: %s", self.title, exc)
 
 
@@ -119,8 +121,9 @@ class Recorder:
                 "create it or choose another path"
             )
         target = unused_path(target)
-        self._writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*fourcc),
-                                       float(fps), (int(size[0]), int(size[1])))
+        self._writer = cv2.VideoWriter(
+            str(target), cv2.VideoWriter_fourcc(*fourcc), float(fps), (int(size[0]), int(size[1]))
+        )
         if not self._writer.isOpened():
             raise DisplayUnavailable(
                 f"display.record = {path!r}: OpenCV cannot open a {fourcc} writer for it; check "
@@ -168,7 +171,7 @@ class DisplayOutputs:
         self.mjpeg: MjpegServer | None = None
         self.window: WindowOutput | None = None
         self.recorder: Recorder | None = None
-        self._opened: list[str] = []   # attribute names in opening order, for LIFO close
+        self._opened: list[str] = []  # attribute names in opening order, for LIFO close
 
     def add(self, output: MjpegServer | WindowOutput | Recorder) -> None:
         """Take ownership of an opened output."""
@@ -204,7 +207,7 @@ class DisplayOutputs:
                     output.stop()
                 else:
                     output.close()
-            except Exception as exc:   # keep closing the rest; the first error is re-raised
+            except Exception as exc:  # keep closing the rest; the first error is re-raised
                 log.exception("closing display output %s failed", name)
                 first_error = first_error or exc
         if first_error is not None:
@@ -217,14 +220,16 @@ class DisplayOutputs:
         self.close()
 
 
-def open_outputs(cfg: DisplayConfig, fps: float, size: tuple[int, int],
-                 title: str = "actiond") -> DisplayOutputs:
+def open_outputs(
+    cfg: DisplayConfig, fps: float, size: tuple[int, int], title: str = "actiond"
+) -> DisplayOutputs:
     """Open the outputs ``cfg`` enables; on any failure closes those already opened."""
     outputs = DisplayOutputs()
     try:
         if cfg.mjpeg_listen:
-            server = MjpegServer(cfg.mjpeg_listen, cfg.jpeg_quality, title=title,
-                                 max_clients=cfg.mjpeg_max_clients)
+            server = MjpegServer(
+                cfg.mjpeg_listen, cfg.jpeg_quality, title=title, max_clients=cfg.mjpeg_max_clients
+            )
             try:
                 server.start()
             except OSError as exc:
