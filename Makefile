@@ -21,7 +21,7 @@ VENV_DIR := $(DESTDIR)$(PREFIX)
 # systemd is told about the new unit only on a real install on a box that runs systemd.
 SYSTEMD_RUNNING := $(if $(DESTDIR),,$(wildcard /run/systemd/system))
 
-.PHONY: run test bench system-packages clean install uninstall
+.PHONY: run test check bench system-packages clean install uninstall
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,14 @@ run: $(VENV)/.installed
 system-packages:
 	.ci/install-system-packages
 
-test: system-packages $(VENV)/.installed
+# Lint, format and types first (seconds), then the tests: one command, as CI runs it.
+test: system-packages $(VENV)/.installed check
 	$(BIN)/python -m pytest
+
+check: $(VENV)/.installed
+	$(BIN)/ruff check daemon tests tools
+	$(BIN)/ruff format --check daemon tests tools
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed
 	$(BIN)/actiond bench transport --json
