@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.context import SpawnProcess
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def pipelined(frames: int, mode: str, replicas: dict[int, int]) -> dict[str, flo
 
 def _start_stages(
     frames: int, mode: str, replicas: dict[int, int], rings: list[FrameRing]
-) -> list[multiprocessing.Process]:
+) -> list[SpawnProcess]:
     procs = []
     name, ms = STAGES_MS[0]
     procs.append(
@@ -131,7 +132,7 @@ def _start_stages(
     return procs
 
 
-def _sink(ring: FrameRing, frames: int, procs: list[multiprocessing.Process]) -> dict[str, float]:
+def _sink(ring: FrameRing, frames: int, procs: list[SpawnProcess]) -> dict[str, float]:
     consumer = ring.consumer("next")
     latencies_ms, first_s, got = [], 0.0, 0
     while got < frames:

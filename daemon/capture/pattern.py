@@ -73,7 +73,7 @@ class PatternCapture:
         """The next frame (always one while open)."""
         if self._background is None:
             return None
-        frame = self._background.copy()
+        frame: np.ndarray = self._background.copy()
         if self.pattern == "moving-box":
             box_h, box_w = self._box.shape[:2]
             width, height = TEST_FRAME_SIZE

@@ -29,7 +29,7 @@ from pathlib import Path
 from daemon.capture.table import SAMPLE_PREFIX as SAMPLE_PREFIX
 from daemon.capture.table import TEST_PATTERNS as TEST_PATTERNS
 from daemon.capture.table import TEST_PREFIX as TEST_PREFIX
-from daemon.capture.table import resolve_source
+from daemon.capture.table import resolve_source as resolve_source
 from daemon.capture.table import source_kind as source_kind
 from daemon.config.loader import ConfigError, absolute_path, existing_file
 from daemon.config.schema import MAX_SHM_DIR_BYTES, Config

@@ -122,7 +122,7 @@ class Recorder:
             )
         target = unused_path(target)
         self._writer = cv2.VideoWriter(
-            str(target), cv2.VideoWriter_fourcc(*fourcc), float(fps), (int(size[0]), int(size[1]))
+            str(target), cv2.VideoWriter.fourcc(*fourcc), float(fps), (int(size[0]), int(size[1]))
         )
         if not self._writer.isOpened():
             raise DisplayUnavailable(

@@ -22,6 +22,12 @@ from daemon.ipc.segment import Segment
 _E = TypeVar("_E", bound="_Endpoint")
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    """add_reader's callback for get_async: the ring's wakeup fd became readable."""
+    if not fut.done():
+        fut.set_result(None)
+
+
 class _Endpoint:
     def __init__(self, path: Path) -> None:
         self._map = RingMap(Segment.attach(Path(path)))
@@ -351,7 +357,7 @@ class Consumer(_Endpoint):
             if lease is not None:
                 return lease
             ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(self._fd, lambda fut=ready: fut.done() or fut.set_result(None))
+            loop.add_reader(self._fd, _wake, ready)
             try:
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
                 await asyncio.wait_for(ready, remaining)

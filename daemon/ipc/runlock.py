@@ -17,7 +17,6 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Self
 
 from daemon.ipc.segment import DEFAULT_SHM_DIR, pid_alive, segment_name
 
@@ -73,7 +72,7 @@ class RunLock:
         os.close(self._fd)
         self._fd = -1
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> RunLock:
         return self
 
     def __exit__(self, *exc: object) -> None:

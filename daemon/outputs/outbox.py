@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from daemon.outputs.outbox_queue import SinkQueue, SinkState
 
@@ -131,7 +131,7 @@ class Outbox:
     def __repr__(self) -> str:
         return f"Outbox({str(self.path)!r}, sinks={sorted(self._sinks)}, depth={self.depth()})"
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Outbox:
         return self
 
     def __exit__(

@@ -82,7 +82,8 @@ def crop_and_resize(
     if crop is not None:
         frame = apply_crop(frame, crop)
     if frame.shape[:2] == (height, width):
-        return frame.copy()  # never hand out the decoder's (or a pattern's) own buffer
+        copied: np.ndarray = frame.copy()  # never hand out the decoder's (or a pattern's) buffer
+        return copied
     shrinking = frame.shape[1] > width
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(frame, (width, height), interpolation=interpolation)

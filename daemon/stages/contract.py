@@ -25,6 +25,7 @@ key in [inference]; the input shape wins over metadata where it is fixed):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -39,6 +40,8 @@ from daemon.stages.records import CLIP_SCORES, MAX_DETECTIONS, RESULT_KINDS, Res
 
 CHANNELS = MappingProxyType({"rgb": 3, "flow": 2, "rgb+flow": 5})
 RANKS = MappingProxyType({"NCTHW": 5, "NTCHW": 5, "NT_CHW": 4, "NCHW": 4})
+# An ONNX input shape as onnxruntime gives it: fixed sizes, symbolic names or None.
+InputShape = Sequence[int | str | None]
 
 
 class ModelError(Exception):
@@ -75,7 +78,7 @@ class ModelContract:
 
 
 def read_contract(
-    shape: list, meta: dict[str, str], cfg: InferenceConfig, name: str
+    shape: InputShape, meta: dict[str, str], cfg: InferenceConfig, name: str
 ) -> ModelContract:
     """The contract of a model with input `shape` and metadata `meta`, overridden by cfg."""
     if len(shape) not in (4, 5):
@@ -138,7 +141,7 @@ def read_contract(
 
 
 def _input_and_length(
-    shape: list, layout: str, meta: dict[str, str], cfg: InferenceConfig, name: str
+    shape: InputShape, layout: str, meta: dict[str, str], cfg: InferenceConfig, name: str
 ) -> tuple[str, int]:
     """The per-frame input kind and the clip length T, checked against the shape."""
     c_dim = fixed_dim(shape[{"NCTHW": 1, "NTCHW": 2, "NT_CHW": 1, "NCHW": 1}[layout]])
@@ -189,7 +192,7 @@ def _input_and_length(
     return kind, t
 
 
-def _guess_layout(shape: list, kind: str, name: str) -> str:
+def _guess_layout(shape: InputShape, kind: str, name: str) -> str:
     """NCHW for rank 4; for rank 5 the axis holding the channels (NCTHW when neither
     does, so that the channel check names the mismatch)."""
     if len(shape) == 4:

@@ -56,7 +56,7 @@ def flow_arrows(flow: np.ndarray, width: int, height: int) -> np.ndarray:
         tips - ARROW_HEAD_SHARE * rotate(vectors, sign * ARROW_HEAD_ANGLE_RAD) for sign in (1, -1)
     ]
     arrows = np.stack([tails, tips, heads[0], tips, heads[1]], axis=1)
-    return np.rint(arrows).astype(np.int32)
+    return np.asarray(np.rint(arrows), dtype=np.int32)
 
 
 def rotate(vectors: np.ndarray, angle_rad: float) -> np.ndarray:
@@ -100,7 +100,7 @@ def draw_overlay(
         )
     if flow is not None and (flow.ndim != 3 or flow.shape[2] != 2):
         raise ValueError(f"draw_overlay needs flow of shape (h, w, 2), got {flow.shape}")
-    image = frame_bgr.copy()
+    image: np.ndarray = frame_bgr.copy()
     height, width = image.shape[:2]
     if flow is not None:
         arrows = flow_arrows(flow, width, height)
@@ -153,7 +153,7 @@ def _draw_detections(image: np.ndarray, spec: ResultSpec, result: Result) -> Non
 
 
 def _font_scale(image: np.ndarray) -> float:
-    return max(image.shape[0] * FONT_SCALE_PER_PX, MIN_FONT_SCALE)
+    return max(int(image.shape[0]) * FONT_SCALE_PER_PX, MIN_FONT_SCALE)
 
 
 RESULT_DRAWERS: Mapping[str, Callable[[np.ndarray, ResultSpec, Result], None]] = MappingProxyType(

@@ -47,7 +47,7 @@ class FlowEstimator:
         self.height = height
         self._previous: np.ndarray | None = None
         self._dis = (
-            cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST) if method == "dis" else None
+            cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_FAST) if method == "dis" else None
         )
 
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
@@ -56,12 +56,14 @@ class FlowEstimator:
         previous, self._previous = self._previous, current
         if previous is None:
             return np.zeros((self.height, self.width, 2), np.float32)
+        # flow=None: OpenCV allocates the output; the stubs type `flow` as a required array.
         if self._dis is not None:
-            return self._dis.calc(previous, current, None)
-        return cv2.calcOpticalFlowFarneback(
+            flow = self._dis.calc(previous, current, None)  # type: ignore[call-overload]
+            return np.asarray(flow, dtype=np.float32)
+        flow = cv2.calcOpticalFlowFarneback(
             previous,
             current,
-            None,
+            None,  # type: ignore[call-overload]
             FARNEBACK_PYR_SCALE,
             FARNEBACK_LEVELS,
             FARNEBACK_WINDOW_PX,
@@ -70,6 +72,7 @@ class FlowEstimator:
             FARNEBACK_POLY_SIGMA,
             0,
         )
+        return np.asarray(flow, dtype=np.float32)
 
     def reset(self) -> None:
         """Forget the previous frame (after a gap or a source reconnect)."""

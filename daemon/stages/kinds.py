@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from daemon.config import CameraConfig, Config, ModelFacts
 from daemon.ipc import FrameSpec, Policy
@@ -178,7 +178,10 @@ class StageKind:
         return _port(self.outputs, name, self.name, "output")
 
 
-def _port(ports: tuple[Any, ...], name: str, kind: str, what: str) -> Any:
+_Port = TypeVar("_Port", InPort, OutPort)
+
+
+def _port(ports: tuple[_Port, ...], name: str, kind: str, what: str) -> _Port:
     for port in ports:
         if port.name == name:
             return port

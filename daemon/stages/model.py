@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from daemon.config import Config, InferenceConfig, ModelFacts, MotionConfig, model_facts
-from daemon.stages.contract import ModelContract, ModelError, fixed_dim, read_contract
+from daemon.stages.contract import InputShape, ModelContract, ModelError, fixed_dim, read_contract
 from daemon.stages.flow import resize_flow
 from daemon.stages.records import CLIP_SCORES
 
@@ -116,8 +116,8 @@ class ActionModel:
         rows = x.shape[0]
         if self.contract.layout == "NT_CHW":
             x = x.reshape(rows * x.shape[1], *x.shape[2:])
-        (out,) = self.session.run(None, {self.input_name: x.astype(self._dtype, copy=False)})[:1]
-        out = np.asarray(out, dtype=np.float32)
+        (raw,) = self.session.run(None, {self.input_name: x.astype(self._dtype, copy=False)})[:1]
+        out = np.asarray(raw, dtype=np.float32)
         t = self.contract.clip_length
         if self.contract.layout == "NT_CHW" and t > 1 and out.shape[0] == rows * t:
             out = out.reshape(rows, t, -1).mean(axis=1)  # per-frame scores: average (TSM)
@@ -188,7 +188,9 @@ def prepare_input(
         rgb = _resize_stack(rgb, c.height, c.width)
     if c.inputs != "rgb":
         flows = _resize_flow(_newest(flow, "flows", c), c.height, c.width)
-    height, width = (rgb if rgb is not None else flows).shape[1:3]
+    stack = rgb if rgb is not None else flows
+    assert stack is not None, f"a model's input is rgb, flow or both, not {c.inputs!r}"
+    height, width = stack.shape[1:3]
     shape = sample_shape(c, height, width)
     if out is None:
         return _fill(c, np.empty(shape, np.float32), rgb, flows)[None]
@@ -236,10 +238,10 @@ def _fill(
 def _thwc_view(c: ModelContract, x: np.ndarray) -> np.ndarray:
     """One clip's input array seen as (T, H, W, C), whatever the layout."""
     if c.layout == "NCTHW":
-        return x.transpose(1, 2, 3, 0)
+        return np.transpose(x, (1, 2, 3, 0))
     if c.layout == "NCHW":  # time-major channels: (T*C, H, W) is (T, C, H, W)
-        return x.reshape(c.clip_length, c.channels, *x.shape[1:]).transpose(0, 2, 3, 1)
-    return x.transpose(0, 2, 3, 1)  # NTCHW, and NT_CHW (run() folds T into the batch)
+        return np.transpose(x.reshape(c.clip_length, c.channels, *x.shape[1:]), (0, 2, 3, 1))
+    return np.transpose(x, (0, 2, 3, 1))  # NTCHW, and NT_CHW (run() folds T into the batch)
 
 
 def sample_shape(c: ModelContract, height: int = 0, width: int = 0) -> tuple[int, ...]:
@@ -254,7 +256,7 @@ def sample_shape(c: ModelContract, height: int = 0, width: int = 0) -> tuple[int
     }[c.layout]
 
 
-def _batch_limits(shape: list, c: ModelContract) -> tuple[int, int]:
+def _batch_limits(shape: InputShape, c: ModelContract) -> tuple[int, int]:
     """(max_batch, fixed batch size or 0) from the input's leading axis."""
     lead = fixed_dim(shape[0])
     if not lead:
@@ -289,9 +291,9 @@ def _feed_shape(c: ModelContract, batch: int) -> tuple[int, ...]:
 def _activate(scores: np.ndarray, activation: str) -> np.ndarray:
     if activation == "softmax":
         e = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
     if activation == "sigmoid":
-        return (1.0 / (1.0 + np.exp(-scores))).astype(np.float32)
+        return np.asarray(1.0 / (1.0 + np.exp(-scores)), dtype=np.float32)
     return scores
 
 

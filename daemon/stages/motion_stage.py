@@ -27,7 +27,7 @@ from daemon.stages.kinds import (
     WorkerContext,
 )
 from daemon.stages.upstream import Upstream
-from daemon.stages.worker import STEP_WAIT_S, Heartbeat, WorkerSpec, loan_slot, timed
+from daemon.stages.worker import STEP_WAIT_S, Heartbeat, WorkerSpec, loan_slot, opened, timed
 
 MOTION_FIELDS = ("clips_total",)
 VIEW_CAPACITY = 4
@@ -64,7 +64,7 @@ class MotionStage:
         self._out_clip = attach_producer(self._spec.rings["clips"], self._spec.slot("clips"))
 
     def step(self, stop: threading.Event) -> bool:
-        lease = self._in.get(STEP_WAIT_S)
+        lease = opened(self._in, "the frames ring").get(STEP_WAIT_S)
         if lease is None:
             return not self._upstream.finished()
         with lease:
@@ -82,7 +82,7 @@ class MotionStage:
     def _publish_view(
         self, frame: np.ndarray, flow: np.ndarray, meta: FrameMeta, stop: threading.Event
     ) -> None:
-        loan = loan_slot(self._out_view, stop, self._heartbeat)
+        loan = loan_slot(opened(self._out_view, "the view ring"), stop, self._heartbeat)
         if loan is None:
             return  # dropped by the view ring's policy (counted there)
         with loan:
@@ -92,7 +92,7 @@ class MotionStage:
             loan.publish(meta.frame_id, meta.timestamp_ns, meta.camera)
 
     def _publish_clip(self, meta: FrameMeta, stop: threading.Event) -> None:
-        loan = loan_slot(self._out_clip, stop, self._heartbeat)
+        loan = loan_slot(opened(self._out_clip, "the clips ring"), stop, self._heartbeat)
         if loan is None:
             return
         with loan:

@@ -43,7 +43,7 @@ from daemon.stages.eventing import (
 )
 from daemon.stages.kinds import FRAME, RESULT, Export, InPort, Loss, StageKind, WorkerContext
 from daemon.stages.upstream import SourceState, Upstream
-from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, timed
+from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, opened, timed
 
 OVERLAY_FIELDS = (
     "last_frame_id",
@@ -147,7 +147,7 @@ class OverlayStage:
 
     def step(self, stop: threading.Event) -> bool:
         self._collect_results()
-        lease = self._frames_in.get(STEP_WAIT_S)
+        lease = opened(self._frames_in, "the view ring").get(STEP_WAIT_S)
         if lease is None:
             return self._idle()
         started = time.perf_counter()
@@ -175,7 +175,7 @@ class OverlayStage:
         draw_result(image, self._result, result)
         self._feed_events(frame_id, image)
         self._check_order(frame_id)
-        self._outputs.show(image)
+        opened(self._outputs, "the display outputs").show(image)
         self._count_viewers()
         self._log_frame(frame_id, result_id, label, score)
 
@@ -256,7 +256,8 @@ class OverlayStage:
         self._viewer_skips = counters.frames_skipped
 
     def _collect_results(self) -> None:
-        while (lease := self._results_in.try_get()) is not None:
+        results_in = opened(self._results_in, "the results ring")
+        while (lease := results_in.try_get()) is not None:
             with lease:
                 result = records.read_result(self._result_record, lease.array)
                 self._results[lease.meta.frame_id] = (result, lease.meta.timestamp_ns)

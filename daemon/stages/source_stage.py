@@ -22,7 +22,7 @@ from daemon.stages.kinds import (
     StageKind,
     WorkerContext,
 )
-from daemon.stages.worker import Heartbeat, StageFatal, WorkerSpec, loan_slot, timed
+from daemon.stages.worker import Heartbeat, StageFatal, WorkerSpec, loan_slot, opened, timed
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,10 @@ class SourceStage:
         self._stats.set("stream_up", 1)
         self._stats.add("frames_in_total")
         started = time.perf_counter()
-        self._out.check_frame(frame)
+        out = opened(self._out, "the frames ring")
+        out.check_frame(frame)
         frame_id, self._frame_id = self._frame_id, self._frame_id + 1
-        loan = loan_slot(self._out, stop, self._heartbeat)
+        loan = loan_slot(out, stop, self._heartbeat)
         if loan is None:
             return True  # dropped by the ring's policy (counted there) or stopping
         with loan:

@@ -46,6 +46,7 @@ COMMON_FIELDS = (
 
 
 ArgsT = TypeVar("ArgsT")
+OpenedT = TypeVar("OpenedT")
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,14 @@ def timed(stats: StatsBlock, started_s: float) -> None:
     stats.observe("processing_seconds", elapsed)
     stats.add("busy_seconds_total", elapsed)
     stats.add("frames_out_total")
+
+
+def opened(endpoint: OpenedT | None, what: str) -> OpenedT:
+    """What a stage's open() set (a ring endpoint, the display outputs). run_stage calls
+    step() only after open() returned, so only close() can meet one unset (open() failed
+    part way); anything else finding it unset is a bug in the stage."""
+    assert endpoint is not None, f"{what} used before the stage's open()"
+    return endpoint
 
 
 def loan_slot(producer: Producer, stop: threading.Event, heartbeat: Heartbeat) -> SlotLoan | None:

@@ -47,5 +47,5 @@ class CrashHistory:
             self.times.popleft()
         if len(self.times) > self.policy.budget:
             return None
-        delay = self.policy.backoff_min_s * 2 ** (self.consecutive - 1)
+        delay = self.policy.backoff_min_s * 2.0 ** (self.consecutive - 1)
         return min(delay, self.policy.backoff_max_s)
