@@ -7,11 +7,11 @@ import asyncio
 import json
 import signal
 import socket
+import tomllib
 import urllib.error
 from pathlib import Path
 
 import pytest
-import tomllib
 from daemon_proc import Daemon, free_port, wait_for
 from metrics_helpers import scrape_text
 from models import brightness_model

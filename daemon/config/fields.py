@@ -126,50 +126,12 @@ def _std_values(value: tuple[float, ...]) -> str | None:
 
 
 def _field_rules() -> dict[type, dict[str, Check]]:
-    positive, non_negative = greater_than(0), at_least(0)
-    interval, backoff = within(*INTERVAL_RANGE_S, " s"), within(*BACKOFF_RANGE_S, " s")
-    timeout = within(*TIMEOUT_RANGE_S, " s")
+    positive = greater_than(0)
     return {
-        DaemonConfig: {
-            "device_id": lambda v: None if v == "" else name_problem(v),
-            "log_level": one_of(*LOG_LEVELS),
-            "status_interval_s": interval,
-            "heartbeat_timeout_s": within(*HEARTBEAT_RANGE_S, " s"),
-            "restart_backoff_min_s": backoff,
-            "restart_backoff_max_s": backoff,
-            "stable_after_s": interval,
-            "crash_budget": at_least(1),
-            "crash_window_s": interval,
-        },
-        CameraConfig: {
-            "name": name_problem,
-            "fps": _fps,
-            "width": positive,
-            "height": positive,
-            "ring_capacity": at_least(MIN_RING_CAPACITY),
-            "ring_policy": one_of(*RING_POLICIES),
-            "open_timeout_s": timeout,
-            "read_timeout_s": timeout,
-            "reconnect_backoff_min_s": backoff,
-            "reconnect_backoff_max_s": backoff,
-        },
+        DaemonConfig: _daemon_rules(),
+        CameraConfig: _camera_rules(),
         MotionConfig: {"method": one_of(*MOTION_METHODS), "width": positive, "height": positive},
-        InferenceConfig: {
-            "threads": non_negative,
-            "clip_length": non_negative,
-            "width": non_negative,
-            "height": non_negative,
-            "stride": at_least(1),
-            "replicas": at_least(1),
-            "max_batch": non_negative,
-            "labels": _labels,
-            "layout": _optional(MODEL_LAYOUTS),
-            "input": _optional(MODEL_INPUTS),
-            "colour_order": _optional(COLOUR_ORDERS),
-            "mean": _channel_values,
-            "std": _std_values,
-            "activation": _optional(MODEL_ACTIVATIONS),
-        },
+        InferenceConfig: _inference_rules(),
         DisplayConfig: {
             "mjpeg_listen": listen_address,
             "jpeg_quality": between(*JPEG_QUALITY_RANGE),
@@ -190,6 +152,61 @@ def _field_rules() -> dict[type, dict[str, Check]]:
             "cooldown_s": within(*COOLDOWN_RANGE_S, " s"),
             "threshold": _score,
         },
+    }
+
+
+def _daemon_rules() -> dict[str, Check]:
+    """[daemon]: names, log level, intervals and the crash budget."""
+    interval, backoff = within(*INTERVAL_RANGE_S, " s"), within(*BACKOFF_RANGE_S, " s")
+    return {
+        "device_id": lambda v: None if v == "" else name_problem(v),
+        "log_level": one_of(*LOG_LEVELS),
+        "status_interval_s": interval,
+        "heartbeat_timeout_s": within(*HEARTBEAT_RANGE_S, " s"),
+        "restart_backoff_min_s": backoff,
+        "restart_backoff_max_s": backoff,
+        "stable_after_s": interval,
+        "crash_budget": at_least(1),
+        "crash_window_s": interval,
+    }
+
+
+def _camera_rules() -> dict[str, Check]:
+    """[[cameras]]: rates, sizes, the frames ring, and the source's timeouts."""
+    positive = greater_than(0)
+    backoff, timeout = within(*BACKOFF_RANGE_S, " s"), within(*TIMEOUT_RANGE_S, " s")
+    return {
+        "name": name_problem,
+        "fps": _fps,
+        "width": positive,
+        "height": positive,
+        "ring_capacity": at_least(MIN_RING_CAPACITY),
+        "ring_policy": one_of(*RING_POLICIES),
+        "open_timeout_s": timeout,
+        "read_timeout_s": timeout,
+        "reconnect_backoff_min_s": backoff,
+        "reconnect_backoff_max_s": backoff,
+    }
+
+
+def _inference_rules() -> dict[str, Check]:
+    """[inference]: threads, sizes and batching, and the model contract's overrides."""
+    non_negative = at_least(0)
+    return {
+        "threads": non_negative,
+        "clip_length": non_negative,
+        "width": non_negative,
+        "height": non_negative,
+        "stride": at_least(1),
+        "replicas": at_least(1),
+        "max_batch": non_negative,
+        "labels": _labels,
+        "layout": _optional(MODEL_LAYOUTS),
+        "input": _optional(MODEL_INPUTS),
+        "colour_order": _optional(COLOUR_ORDERS),
+        "mean": _channel_values,
+        "std": _std_values,
+        "activation": _optional(MODEL_ACTIVATIONS),
     }
 
 

@@ -11,17 +11,12 @@ import dataclasses
 import datetime
 import difflib
 import math
-import sys
+import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on 3.10
-    import tomli as tomllib
 
 T = TypeVar("T")
 Check = Callable[[Any], "str | None"]  # the reason a value is bad, or None

@@ -361,7 +361,7 @@ class Consumer(_Endpoint):
             try:
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
                 await asyncio.wait_for(ready, remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
             finally:
                 loop.remove_reader(self._fd)

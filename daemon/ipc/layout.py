@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 
 import numpy as np
@@ -42,7 +42,7 @@ C_PUTS = H_COUNTERS
 C_DROP = MappingProxyType({reason: H_COUNTERS + 1 + i for i, reason in enumerate(DROP_REASONS)})
 
 
-class Policy(str, Enum):
+class Policy(StrEnum):
     """What a full ring does with a new frame (GStreamer queue leaky modes)."""
 
     BLOCK = "block"  # no leak: the producer waits (lossless, for files)
@@ -141,7 +141,7 @@ class FrameMeta:
     """Per-frame metadata that travels with the pixels."""
 
     frame_id: int
-    timestamp_ns: int = 0  # capture time, time.monotonic_ns() (system-wide clock)
+    timestamp_ns: int = 0  # capture time: monotonic_ns (live) or media time (replays)
     camera: str = ""
     extra: bytes = field(default=b"", repr=False)
 

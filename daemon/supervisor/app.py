@@ -122,7 +122,7 @@ class Supervisor:
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), TICK_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass  # a tick passed without a stop request: do the periodic duties
             if self._reload.is_set():
                 self._reload.clear()
@@ -267,7 +267,7 @@ class Supervisor:
             await arbiter.wait_gone(rest, KILL_WAIT_S)
         try:
             await asyncio.wait_for(self.outputs.aclose(), OUTPUTS_STOP_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("outputs did not close within %.0f s", OUTPUTS_STOP_S)
         cameras = set(arbiter.cameras())
         if cameras and cameras <= arbiter.failed_cameras:
