@@ -173,6 +173,44 @@ def test_overlay_losses_reach_its_stats_block_and_the_scrape(
     )
 
 
+def test_each_blocked_send_starts_with_a_fresh_heartbeat(sock_path: Path) -> None:
+    """One overlay step that sends several events into a full queue: the emitter beats
+    before each send, so no gap between beats exceeds one send timeout (before, the
+    step's sends added up past the heartbeat timeout and the overlay was killed)."""
+    receiver = EventReceiver(sock_path)  # bound, never read
+    filler = EventSender(sock_path, SHORT_TIMEOUT_S)
+    taken = 0
+    while filler.send(record(taken)):
+        taken += 1
+        assert taken < QUEUE_BURST, "the sender never had to wait"
+    beats: list[float] = []
+    labels = ("walk", "run", "wave")
+    settings = EventSettings(start_windows=1, end_windows=1, cooldown_s=0.0)
+    emitter = EventEmitter(
+        "front",
+        labels,
+        settings,
+        str(sock_path),
+        80,
+        None,
+        SHORT_TIMEOUT_S,
+        beat=lambda: beats.append(time.monotonic()),
+    )
+    image = np.zeros((8, 8, 3), np.uint8)
+    try:
+        events = emitter.update(np.full(len(labels), 0.9, np.float32), 4, 0, image)
+        ended = time.monotonic()
+    finally:
+        emitter.close()  # ends the three events: three more blocked sends
+        filler.close()
+        receiver.close()
+    assert len(events) == len(labels) and len(beats) >= len(labels)
+    marks = [*beats[: len(labels)], ended]
+    gaps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    assert sum(gaps) >= 2 * SHORT_TIMEOUT_S, "the sends did not block"
+    assert max(gaps) < 2 * SHORT_TIMEOUT_S, gaps
+
+
 async def _intake_run(sock_path: Path, sinks: SinkRunner) -> EventIntake:
     intake = EventIntake(EventReceiver(sock_path), sinks, None)
     intake.start()

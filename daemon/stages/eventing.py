@@ -40,8 +40,9 @@ EVENT_LOSSES = (
     *(Loss(EVENT, r) for r in LOST_REASONS),
     *(Loss(SNAPSHOT, r) for r in SNAPSHOT_LOST_REASONS),
 )
-# A blocked event send stalls the overlay's step, which beats its heartbeat: wait at most
-# this share of the heartbeat timeout, so backpressure never gets the overlay killed.
+# A blocked event send stalls the overlay's step: wait at most this share of the heartbeat
+# timeout, and beat before each send (EventEmitter's `beat`), so backpressure never gets the
+# overlay killed, however many events one step sends.
 SEND_TIMEOUT_HEARTBEAT_SHARE = 0.4
 
 
@@ -102,9 +103,11 @@ class EventEmitter:
         jpeg_quality: int,
         stats: StatsBlock | None = None,
         send_timeout_s: float = SEND_TIMEOUT_S,
+        beat: Callable[[], None] | None = None,
     ) -> None:
         self._tracker = EventTracker(camera, labels, settings)
         self._sender = EventSender(socket_path, send_timeout_s)
+        self._beat = beat  # the worker's Heartbeat.beat: each send starts with a fresh beat
         self._stats = stats  # EVENT_LOSSES' fields, if the caller's block has them
         self._quality = jpeg_quality
         self._best: dict[str, bytes] = {}
@@ -150,6 +153,8 @@ class EventEmitter:
             "capture_ts_ns": capture_ts_ns,
             "has_snapshot": snapshot is not None,
         }
+        if self._beat is not None:
+            self._beat()
         if self._sender.send(record, snapshot):
             self.sent_total += 1
         self._count_losses()

@@ -91,7 +91,7 @@ class OverlayStage:
     def __init__(
         self, spec: WorkerSpec[OverlayArgs], stats: StatsBlock, heartbeat: Heartbeat
     ) -> None:
-        self._spec, self._stats = spec, stats
+        self._spec, self._stats, self._heartbeat = spec, stats, heartbeat
         cfg = spec.config
         self._cam = next(c for c in cfg.cameras if c.name == spec.camera)
         self._view = records.view_record(self._cam, cfg)
@@ -140,6 +140,7 @@ class OverlayStage:
                 self._spec.config.display.jpeg_quality,
                 self._stats,
                 event_send_timeout_s(self._spec.config.daemon.heartbeat_timeout_s),
+                beat=self._heartbeat.beat,  # a step may send many events, each may block
             )
         log_path = self._spec.args.frame_log
         if log_path:
