@@ -14,6 +14,11 @@ twice (MQTT QoS 1 redelivery, outbox replay after a restart) drop the duplicate.
 record says why it ended (`end_reason`): the scores fell (END_SCORES_LOW), the camera's
 stream was lost (END_STREAM_LOST), the stream ended (END_END_OF_STREAM: a finite file),
 or the camera's pipeline stopped (END_STOPPED: shutdown, reload, a restarted worker).
+
+Time: the tracker runs on the frames' capture times (EventClock.seconds), never on the
+wall clock: time.monotonic_ns() for a live source, media time for a replayed file (see
+daemon.stages.media_clock). So a file gives the same events whatever its replay speed.
+EventClock turns those times into what a record says (epoch seconds, media seconds).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -42,6 +47,47 @@ END_SCORES_LOW = "scores_low"
 END_STREAM_LOST = "stream_lost"
 END_END_OF_STREAM = "end_of_stream"
 END_STOPPED = "stopped"
+NS_PER_S = 1_000_000_000
+
+
+class EventClock:
+    """One camera's capture times (the rings' timestamps, ns) as an event record says them.
+
+    `live`: capture times are time.monotonic_ns() (network streams, devices); otherwise
+    they are a replay's media time, which runs ahead of the clock when a file is read
+    unpaced. seconds() gives the time base of every window and cooldown.
+    """
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self._epoch_offset_s: float | None = None
+
+    def seconds(self, capture_ns: int) -> float:
+        """The capture time in seconds: what windows, dwell and cooldown run on."""
+        t_s = capture_ns / NS_PER_S
+        self._offset(t_s)
+        return t_s
+
+    def epoch_s(self, t_s: float) -> float:
+        """Wall-clock (epoch) seconds of capture time `t_s`. Live: when it was captured.
+        Replay: when it would have been shown by a real-time playback that reached the
+        first frame this clock saw at the moment it saw it."""
+        return t_s + self._offset(t_s)
+
+    def media_s(self, t_s: float) -> float | None:
+        """Seconds into the replayed stream (None for a live source)."""
+        return None if self.live else t_s
+
+    def latency_stamp(self, capture_ns: int) -> int:
+        """The capture time to measure capture -> event latency from, 0 for none: only a
+        live source's capture times come from the clock that latency is read on."""
+        return capture_ns if self.live else 0
+
+    def _offset(self, t_s: float) -> float:
+        if self._epoch_offset_s is None:
+            base_s = time.monotonic() if self.live else t_s
+            self._epoch_offset_s = time.time() - base_s
+        return self._epoch_offset_s
 
 
 @dataclass(frozen=True)
@@ -75,7 +121,7 @@ class EventSettings:
 
 
 def _iso_utc(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -88,8 +134,8 @@ class ActionEvent:
     phase: str  # PHASE_START | PHASE_END
     score_max: float
     score_mean: float
-    started_at: float  # epoch seconds of the first window of the occurrence
-    ended_at: float | None  # epoch seconds of the first low window; None for start
+    started_at: float  # capture time (s, see EventClock) of the occurrence's first window
+    ended_at: float | None  # capture time (s) of the first low window; None for start
     frame_id: int  # the window with the highest score so far
     snapshot: bytes | None = field(default=None, repr=False)  # JPEG, filled by the caller
     end_reason: str | None = None  # END_*; None for a start record
@@ -98,8 +144,19 @@ class ActionEvent:
         """A copy carrying the JPEG of frame `frame_id` (the record itself is frozen)."""
         return dataclasses.replace(self, snapshot=jpeg)
 
-    def to_json_dict(self) -> dict[str, Any]:
-        """JSON-ready fields; the snapshot bytes are left out (they travel separately)."""
+    def to_json_dict(self, clock: EventClock | None = None) -> dict[str, Any]:
+        """JSON-ready fields; the snapshot bytes are left out (they travel separately).
+
+        With `clock`, started_at/ended_at are capture times it converts (epoch fields,
+        plus media_start_s/media_end_s for a replay); without, they are epoch seconds.
+        """
+        started = self.started_at if clock is None else clock.epoch_s(self.started_at)
+        ended = self.ended_at
+        media_start = media_end = None
+        if clock is not None:
+            media_start = clock.media_s(self.started_at)
+            if ended is not None:
+                media_end, ended = clock.media_s(ended), clock.epoch_s(ended)
         return {
             "id": self.id,
             "camera": self.camera,
@@ -107,11 +164,13 @@ class ActionEvent:
             "phase": self.phase,
             "score_max": self.score_max,
             "score_mean": self.score_mean,
-            "started_at": _iso_utc(self.started_at),
-            "started_at_epoch": self.started_at,
-            "ended_at": None if self.ended_at is None else _iso_utc(self.ended_at),
-            "ended_at_epoch": self.ended_at,
+            "started_at": _iso_utc(started),
+            "started_at_epoch": started,
+            "ended_at": None if ended is None else _iso_utc(ended),
+            "ended_at_epoch": ended,
             "duration_s": None if self.ended_at is None else self.ended_at - self.started_at,
+            "media_start_s": media_start,
+            "media_end_s": media_end,
             "frame_id": self.frame_id,
             "end_reason": self.end_reason,
             "has_snapshot": self.snapshot is not None,

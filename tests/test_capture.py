@@ -76,6 +76,21 @@ def span_s(reads: list[tuple[np.ndarray, int]]) -> float:
     return (reads[-1][1] - reads[0][1]) / 1e9
 
 
+def read_timed(frames: FrameSource, limit: int = 2000) -> tuple[list[int], list[int]]:
+    """(capture timestamps, wall-clock arrival times) of every frame until the end: a
+    replay's capture times are its media time, so pacing shows only in the arrivals."""
+    captured, arrived = [], []
+    while len(captured) < limit and (got := frames.read()) is not None:
+        arrived.append(time.monotonic_ns())
+        captured.append(got[1])
+    return captured, arrived
+
+
+def wall_span_s(arrived_ns: list[int]) -> float:
+    """Seconds between the first and last arrival."""
+    return (arrived_ns[-1] - arrived_ns[0]) / 1e9
+
+
 @pytest.fixture(autouse=True)
 def ffmpeg_options_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start each test without OPENCV_FFMPEG_CAPTURE_OPTIONS; opening an rtsp:// source
@@ -142,37 +157,47 @@ def test_file_reads_every_frame_in_order_at_the_configured_size(tmp_path: Path) 
 @pytest.mark.timeout(30)
 def test_realtime_file_is_paced_to_its_fps(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=12, size=(160, 120), fps=20)
-    reads = read_all(opened(str(clip), realtime=True))
+    captured, arrived = read_timed(opened(str(clip), realtime=True))
     expected_s = 11 / 20
-    assert len(reads) == 12
-    assert span_s(reads) >= 0.9 * expected_s
-    assert span_s(reads) < 3 * expected_s
-    gaps_s = np.diff([ts for _, ts in reads]) / 1e9
+    assert len(arrived) == 12
+    assert wall_span_s(arrived) >= 0.9 * expected_s
+    assert wall_span_s(arrived) < 3 * expected_s
+    gaps_s = np.diff(arrived) / 1e9
     assert float(np.median(gaps_s)) == pytest.approx(1 / 20, rel=0.3)
+    # The frames carry their media time: the file's presentation times from 0.
+    assert captured == [round(i * 1e9 / 20) for i in range(12)]
 
 
 @pytest.mark.timeout(30)
 def test_camera_fps_overrides_the_file_rate(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=12, size=(160, 120), fps=2)
-    reads = read_all(opened(str(clip), realtime=True, fps=40.0))
-    assert span_s(reads) >= 0.9 * 11 / 40
-    assert span_s(reads) < 0.5 * 11 / 2  # nowhere near the file's own 2 fps
+    _, arrived = read_timed(opened(str(clip), realtime=True, fps=40.0))
+    assert wall_span_s(arrived) >= 0.9 * 11 / 40
+    assert wall_span_s(arrived) < 0.5 * 11 / 2  # nowhere near the file's own 2 fps
 
 
 @pytest.mark.timeout(30)
 def test_unpaced_file_reads_faster_than_its_fps(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=12, size=(160, 120), fps=2)
-    reads = read_all(opened(str(clip), realtime=False))
-    assert len(reads) == 12
-    assert span_s(reads) < 0.5 * 11 / 2
+    captured, arrived = read_timed(opened(str(clip), realtime=False))
+    assert len(arrived) == 12
+    assert wall_span_s(arrived) < 0.5 * 11 / 2
+    # ... yet with the same media time as a paced replay: 0.5 s apart, whatever the speed.
+    assert captured == [i * 500_000_000 for i in range(12)]
 
 
 @pytest.mark.timeout(30)
 def test_loop_starts_again_at_the_end(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=5, size=(160, 120), fps=10)
     frames = opened(str(clip), loop=True)
-    markers = [read_marker(next_frame(frames)) for _ in range(12)]
-    assert markers == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]
+    reads = [frames.read() for _ in range(12)]
+    assert [read_marker(got[0]) for got in reads if got is not None] == [
+        *(0, 1, 2, 3, 4),
+        *(0, 1, 2, 3, 4),
+        *(0, 1),
+    ]
+    # Media time goes on across the loop, one frame period after the last frame.
+    assert [got[1] for got in reads if got is not None] == [i * 100_000_000 for i in range(12)]
 
 
 @pytest.mark.timeout(30)
@@ -246,9 +271,10 @@ def test_moving_box_moves_left_to_right() -> None:
 @pytest.mark.timeout(30)
 def test_pattern_is_paced_to_camera_fps() -> None:
     frames = opened("test:still", realtime=True, fps=25.0)
-    reads = read_all(frames, limit=8)
-    assert len(reads) == 8
-    assert span_s(reads) >= 0.9 * 7 / 25
+    captured, arrived = read_timed(frames, limit=8)
+    assert len(arrived) == 8
+    assert wall_span_s(arrived) >= 0.9 * 7 / 25
+    assert captured == [i * 40_000_000 for i in range(8)]  # no PTS: frame index / fps
 
 
 def test_unknown_pattern_is_a_clear_error() -> None:

@@ -42,3 +42,10 @@ class FileCapture(OpenCVCapture):
                 "with ffprobe"
             )
         return True
+
+    def position_s(self) -> float | None:
+        """The PTS of the frame read last (FFmpeg's CAP_PROP_POS_MSEC after a read)."""
+        if self._cap is None:
+            return None
+        msec = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+        return msec / 1000.0 if msec >= 0.0 else None

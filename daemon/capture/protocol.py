@@ -15,7 +15,7 @@ This module imports nothing of ours, so backends and tests can implement it free
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -64,4 +64,19 @@ class CaptureBackend(Protocol):
     @property
     def fps(self) -> float:
         """The frame rate the open source reports; 0.0 when unknown or not open."""
+        ...
+
+
+@runtime_checkable
+class PresentationClock(Protocol):
+    """A backend that knows when each frame is meant to be shown (a video file's PTS).
+
+    FrameSource stamps a replay's frames with this media time, so everything downstream
+    runs on the file's own clock, whatever the replay speed. Backends without it (image
+    sequences, patterns) get frame index / frame rate instead.
+    """
+
+    def position_s(self) -> float | None:
+        """Presentation time in seconds of the frame read() returned last; None when
+        the container does not say."""
         ...

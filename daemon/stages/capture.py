@@ -3,7 +3,10 @@
 FrameSource opens the backend that daemon.capture.table names for the source (video
 files, RTSP/network streams, V4L2 devices, test patterns, image sequences...) and hands
 out BGR frames already cropped and resized to the camera's configured size, each with
-its capture time (time.monotonic_ns()). Nothing here depends on the backend:
+its capture time: time.monotonic_ns() for live sources, the frame's media time for
+replays (daemon.stages.media_clock: the file's PTS, continuing across loops), so that
+events from a file do not depend on the replay speed. Nothing here depends on the
+backend:
 
 - Replays (files, `test:<pattern>`, `images:<glob>`) are paced to their frame rate when
   cam.realtime, else as fast as read() is called; cam.loop starts them again at the end.
@@ -23,9 +26,10 @@ import time
 import cv2
 import numpy as np
 
-from daemon.capture.protocol import CaptureBackend, OpenOptions, SourceError
+from daemon.capture.protocol import CaptureBackend, OpenOptions, PresentationClock, SourceError
 from daemon.capture.table import SOURCES, SourceTable
 from daemon.config import CameraConfig
+from daemon.stages.media_clock import MediaClock
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +124,9 @@ class FrameSource:
     its own); kind is the name of the source's kind there.
     """
 
-    def __init__(self, cam: CameraConfig, source: str, table: SourceTable = SOURCES) -> None:
+    def __init__(
+        self, cam: CameraConfig, source: str, table: SourceTable = SOURCES, first_media_ns: int = 0
+    ) -> None:
         self.cam = cam
         self.source = source
         kind = table.kind_of(source)
@@ -138,7 +144,9 @@ class FrameSource:
         self.stalls_total = 0
         self.frames_skipped_total = 0
         self.native_fps = 0.0
-        self._pending: np.ndarray | None = None  # frame decoded by open() to prove the file
+        # The frame decoded by open() to prove the file, with its media time.
+        self._pending: tuple[np.ndarray, int] | None = None
+        self._media = MediaClock(first_media_ns)
         self._backoff = Backoff(cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s)
         self._period_ns = 0
         self._next_due_ns: int | None = None
@@ -168,8 +176,9 @@ class FrameSource:
             self._open_replayable()
 
     def read(self, stop: threading.Event | None = None) -> tuple[np.ndarray, int] | None:
-        """(frame, capture time in monotonic ns), or None at the end of a non-looping
-        replay, after close(), or once `stop` is set."""
+        """(frame, capture time in ns: monotonic for live sources, media time for
+        replays), or None at the end of a non-looping replay, after close(), or once
+        `stop` is set."""
         stop = stop if stop is not None else self._never_set
         if not self._opened:
             self.open()
@@ -193,20 +202,26 @@ class FrameSource:
             self._backend.release()
             self._connected = False
 
+    @property
+    def last_media_ns(self) -> int | None:
+        """A replay's latest media time (None for live sources and before a frame)."""
+        return self._media.last_ns
+
     # Replayed sources: files, test patterns, image sequences.
 
     def _open_replayable(self) -> None:
         if not self._backend.open():  # replay backends raise with the reason instead
             raise SourceError(f"cannot open {self.source!r}; fix the camera's source")
-        frame = self._backend.read()
-        if frame is None:
+        self.native_fps = plausible_fps(self._backend.fps)
+        self._media.start_pass(self.native_fps or self.cam.fps)
+        first = self._decode_replay()
+        if first is None:
             self._backend.release()
             raise SourceError(
                 f"video file {self.source!r} holds no decodable video frames "
                 "(corrupt or truncated); check it with ffprobe"
             )
-        self._connected, self._pending = True, frame
-        self.native_fps = plausible_fps(self._backend.fps)
+        self._connected, self._pending = True, first
         rate = self.cam.fps if self.cam.fps > 0 else self.native_fps
         self._period_ns = period_ns(rate) if self.cam.realtime else 0
         if self.cam.realtime and rate == 0:
@@ -217,18 +232,27 @@ class FrameSource:
             )
 
     def _read_replayable(self, stop: threading.Event) -> tuple[np.ndarray, int] | None:
-        frame = self._next_replay_frame()
-        if frame is None or not self._pace(stop):
+        got = self._next_replay_frame()
+        if got is None or not self._pace(stop):
             return None
-        return frame, time.monotonic_ns()
+        return got
 
-    def _next_replay_frame(self) -> np.ndarray | None:
+    def _decode_replay(self) -> tuple[np.ndarray, int] | None:
+        """The backend's next frame with its media time (see daemon.stages.media_clock)."""
+        frame = self._backend.read()
+        if frame is None:
+            return None
+        backend = self._backend
+        position = backend.position_s() if isinstance(backend, PresentationClock) else None
+        return frame, self._media.stamp(position)
+
+    def _next_replay_frame(self) -> tuple[np.ndarray, int] | None:
         if self._pending is not None:
-            frame, self._pending = self._pending, None
-            return frame
+            got, self._pending = self._pending, None
+            return got
         if not self._connected:  # released at the end of a non-looping replay
             return None
-        decoded = self._backend.read()
+        decoded = self._decode_replay()
         if decoded is not None:
             return decoded
         self._release()

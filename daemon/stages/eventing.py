@@ -3,11 +3,14 @@
 The overlay sees results in frame order (it joins them to frames by id), so it is where
 the per-camera EventTracker runs; it also has the pixels for the snapshot of the best
 frame. Records leave through the supervisor's event socket, not the frame rings.
+
+The hysteresis runs on the frames' capture times (daemon.events.EventClock): media time
+for a replayed file, so it gives the same events at any replay speed; the monotonic
+clock for a live source, which alone feeds the capture -> event latency metric.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
@@ -20,6 +23,7 @@ from daemon.events import (
     END_STREAM_LOST,
     PHASE_END,
     ActionEvent,
+    EventClock,
     EventSettings,
     EventTracker,
     ignored_labels,
@@ -103,9 +107,12 @@ class EventEmitter:
         jpeg_quality: int,
         stats: StatsBlock | None = None,
         send_timeout_s: float = SEND_TIMEOUT_S,
+        live: bool = True,
         beat: Callable[[], None] | None = None,
     ) -> None:
         self._tracker = EventTracker(camera, labels, settings)
+        self._clock = EventClock(live)  # live: capture times are the monotonic clock
+        self._last_t_s: float | None = None  # capture time of the latest window
         self._sender = EventSender(socket_path, send_timeout_s)
         self._beat = beat  # the worker's Heartbeat.beat: each send starts with a fresh beat
         self._stats = stats  # EVENT_LOSSES' fields, if the caller's block has them
@@ -117,7 +124,8 @@ class EventEmitter:
         self, scores: np.ndarray, frame_id: int, capture_ts_ns: int, image: np.ndarray
     ) -> list[ActionEvent]:
         """Feed one window's scores (in frame order); sends and returns its events."""
-        events = self._tracker.update(scores, frame_id, time.time())
+        self._last_t_s = self._clock.seconds(capture_ts_ns)
+        events = self._tracker.update(scores, frame_id, self._last_t_s)
         for action in self._tracker.active:
             if self._tracker.best_frame_id(action) == frame_id:
                 self._best[action] = self._jpeg(image)
@@ -134,8 +142,9 @@ class EventEmitter:
         return self._tracker.active
 
     def end_all(self, reason: str = END_STREAM_LOST) -> list[ActionEvent]:
-        """End every open event now, saying why (a lost stream, the end of a file)."""
-        events = self._tracker.flush(time.time(), reason)
+        """End every open event at the latest window's capture time, saying why (a lost
+        stream, the end of a file)."""
+        events = self._tracker.flush(self._last_t_s or 0.0, reason)
         for event in events:
             self._send(event, 0, self._best.pop(event.action, None))
         return events
@@ -149,8 +158,8 @@ class EventEmitter:
     def _send(self, event: ActionEvent, capture_ts_ns: int, snapshot: bytes | None) -> None:
         # The JPEG travels beside the record, not in the event: say whether there is one.
         record = {
-            **event.to_json_dict(),
-            "capture_ts_ns": capture_ts_ns,
+            **event.to_json_dict(self._clock),
+            "capture_ts_ns": self._clock.latency_stamp(capture_ts_ns),
             "has_snapshot": snapshot is not None,
         }
         if self._beat is not None:

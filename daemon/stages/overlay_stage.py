@@ -140,6 +140,7 @@ class OverlayStage:
                 self._spec.config.display.jpeg_quality,
                 self._stats,
                 event_send_timeout_s(self._spec.config.daemon.heartbeat_timeout_s),
+                live=SOURCES.kind_of(self._cam.source).live,  # else media time: no latency
                 beat=self._heartbeat.beat,  # a step may send many events, each may block
             )
         log_path = self._spec.args.frame_log

@@ -22,13 +22,22 @@ from daemon.stages.kinds import (
     StageKind,
     WorkerContext,
 )
+from daemon.stages.media_clock import FALLBACK_MEDIA_FPS
 from daemon.stages.worker import Heartbeat, StageFatal, WorkerSpec, loan_slot, opened, timed
 
 log = logging.getLogger(__name__)
 
 # stream_up: 1 while frames flow, 0 before the first and while a live stream is lost
 # (read by the overlay to end open events and by the supervisor for camera availability).
-SOURCE_FIELDS = ("reconnects_total", "stalls_total", "source_fps", "last_frame_id", "stream_up")
+# last_capture_ns: the capture time published last (a restarted replay continues after it).
+SOURCE_FIELDS = (
+    "reconnects_total",
+    "stalls_total",
+    "source_fps",
+    "last_frame_id",
+    "stream_up",
+    "last_capture_ns",
+)
 # Live frames the capture skipped to honour the camera's fps (not a fault, but frames
 # that never enter the pipeline).
 LOST_FPS_LIMIT = Loss(FRAME, "fps_limit")
@@ -38,6 +47,7 @@ LOST_FPS_LIMIT = Loss(FRAME, "fps_limit")
 class SourceArgs:
     source: str  # the camera's source (resolved by the config loader)
     first_frame_id: int = 0  # a restarted source continues its frame ids
+    first_media_ns: int = 0  # ... and a replay its media time (capture times never go back)
 
 
 class SourceStage:
@@ -48,7 +58,9 @@ class SourceStage:
     ) -> None:
         self._spec, self._stats, self._heartbeat = spec, stats, heartbeat
         self._cam = next(c for c in spec.config.cameras if c.name == spec.camera)
-        self._source = FrameSource(self._cam, spec.args.source)
+        self._source = FrameSource(
+            self._cam, spec.args.source, first_media_ns=spec.args.first_media_ns
+        )
         self._out: Producer | None = None
         self._frame_id = spec.args.first_frame_id
         # The stats block outlives a restarted source: add what is new since last time.
@@ -88,6 +100,7 @@ class SourceStage:
             np.copyto(loan.array, frame)
             loan.publish(frame_id, ts_ns, self._cam.name)
         self._stats.set("last_frame_id", frame_id)
+        self._stats.set("last_capture_ns", ts_ns)
         timed(self._stats, started)
         return True
 
@@ -122,8 +135,15 @@ def _args(ctx: WorkerContext) -> SourceArgs:
 
 def _respawn(args: SourceArgs, stats: StatsBlock) -> SourceArgs:
     # A restarted source continues the frame ids, so they stay monotonic downstream.
-    nxt = int(stats.get("last_frame_id")) + 1 if stats.get("frames_out_total") else 0
-    return replace(args, first_frame_id=nxt)
+    if not stats.get("frames_out_total"):
+        return args
+    fps = stats.get("source_fps")
+    period_ns = int(1e9 / (fps if fps > 0 else FALLBACK_MEDIA_FPS))
+    return replace(
+        args,
+        first_frame_id=int(stats.get("last_frame_id")) + 1,
+        first_media_ns=int(stats.get("last_capture_ns")) + period_ns,
+    )
 
 
 KIND = StageKind(
