@@ -21,6 +21,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     **{leaf: frozenset() for leaf in LEAVES},
     "config": frozenset({"capture"}),
     "events": frozenset({"config"}),
+    # Tracks and person-centred actions: pure logic over detections and the config.
+    "people": frozenset({"config"}),
     "metrics_catalog": frozenset({"ipc"}),
     # Runs inside the overlay worker: MJPEG view, window, recorder. Not under outputs/,
     # which the supervisor runs (sinks, metrics endpoint): a worker never loads those.

@@ -49,6 +49,7 @@ from daemon.config.schema import (
     MetricsConfig,
     MotionConfig,
     MqttConfig,
+    PeopleConfig,
 )
 
 
@@ -152,6 +153,37 @@ def _field_rules() -> dict[type, dict[str, Check]]:
             "cooldown_s": within(*COOLDOWN_RANGE_S, " s"),
             "threshold": _score,
         },
+        PeopleConfig: _people_rules(),
+    }
+
+
+def _people_rules() -> dict[str, Check]:
+    """[people]: durations in seconds of media time, lengths in body units."""
+    duration, fraction = within(0.0, 86400.0, " s"), within(0.0, 10.0)
+    positive_s = within(0.01, 86400.0, " s")
+    return {
+        "keypoint_score": _score,
+        "confirm_hits": at_least(1),
+        "confirm_window_s": duration,
+        "lost_after_s": positive_s,
+        "match_iou": _score,
+        "start_s": duration,
+        "end_s": duration,
+        "cooldown_s": within(*COOLDOWN_RANGE_S, " s"),
+        "walk_window_s": positive_s,
+        "walk_speed": greater_than(0),
+        "walk_growth": greater_than(0),
+        "raised_margin": fraction,
+        "wave_window_s": positive_s,
+        "wave_swings": at_least(1),
+        "wave_amplitude": greater_than(0),
+        "gesture_window_s": positive_s,
+        "gesture_speed": greater_than(0),
+        "fall_window_s": positive_s,
+        "fall_drop": greater_than(0),
+        "horizontal_deg": within(0.0, 90.0, " degrees"),
+        "lying_s": duration,
+        "loiter_s": duration,
     }
 
 

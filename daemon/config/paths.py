@@ -32,7 +32,7 @@ from daemon.capture.table import TEST_PREFIX as TEST_PREFIX
 from daemon.capture.table import resolve_source as resolve_source
 from daemon.capture.table import source_kind as source_kind
 from daemon.config.loader import ConfigError, absolute_path, existing_file
-from daemon.config.schema import MAX_SHM_DIR_BYTES, Config
+from daemon.config.schema import MAX_SHM_DIR_BYTES, Config, PeopleConfig
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
@@ -115,7 +115,19 @@ def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
             frame_log=_output_path(config.display.frame_log, config_dir, "display.frame_log", file),
         ),
         mqtt=mqtt,
+        people=_people_paths(config.people, config_dir, file),
     )
+
+
+def _people_paths(people: PeopleConfig, config_dir: Path, file: str) -> PeopleConfig:
+    """[people] with each skeleton classifier's model path absolute and checked."""
+    classifiers = tuple(
+        dataclasses.replace(
+            c, model=existing_file(c.model, config_dir, f"people.classifiers[{i}].model", file)
+        )
+        for i, c in enumerate(people.classifiers)
+    )
+    return dataclasses.replace(people, classifiers=classifiers)
 
 
 def _output_path(value: str, config_dir: Path, key: str, file: str) -> str:

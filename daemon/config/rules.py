@@ -20,11 +20,16 @@ from pathlib import Path
 
 from daemon.config.loader import ConfigError, parse_listen
 from daemon.config.schema import (
+    MIN_ZONE_POINTS,
+    PEOPLE_ACTIONS,
     RESERVED_CAMERA_NAME,
+    ZONE_KINDS,
     CameraConfig,
     Config,
     DisplayConfig,
     MqttConfig,
+    PeopleConfig,
+    ZoneConfig,
 )
 
 _ANY_HOST = ("", "0.0.0.0", "::")
@@ -60,6 +65,7 @@ def check_relations(config: Config, file: str) -> None:
             )
     _check_mqtt(config.mqtt, file)
     _check_mjpeg_ports(config, file)
+    _check_people(config.people, file)
 
 
 def _check_mjpeg_ports(config: Config, file: str) -> None:
@@ -132,6 +138,7 @@ def _check_cameras(cameras: tuple[CameraConfig, ...], file: str) -> None:
         _check_backoff(
             cam.reconnect_backoff_min_s, cam.reconnect_backoff_max_s, f"{key}.reconnect", file
         )
+        _check_zones(cam.zones, f"{key}.zones", file)
         if cam.crop is not None:
             x, y, w, h = cam.crop
             if x < 0 or y < 0 or w <= 0 or h <= 0:
@@ -147,6 +154,55 @@ def _check_cameras(cameras: tuple[CameraConfig, ...], file: str) -> None:
             "no enabled camera: add a [[cameras]] entry "
             "with a name and a source (and enabled = true)",
         )
+
+
+def _check_zones(zones: tuple[ZoneConfig, ...], key: str, file: str) -> None:
+    """Each zone: a unique name, a known kind, >= 3 points inside the frame (0..1)."""
+    seen: dict[str, int] = {}
+    for i, zone in enumerate(zones):
+        at = f"{key}[{i}]"
+        if not zone.name.strip() or zone.name in seen:
+            again = f" (also {key}[{seen[zone.name]}].name)" if zone.name in seen else ""
+            raise ConfigError(file, f"{at}.name", f"must be a unique, non-empty name{again}")
+        seen[zone.name] = i
+        if zone.kind not in ZONE_KINDS:
+            raise ConfigError(
+                file, f"{at}.kind", f"must be one of {', '.join(ZONE_KINDS)} (got {zone.kind!r})"
+            )
+        if len(zone.points) < MIN_ZONE_POINTS:
+            raise ConfigError(
+                file,
+                f"{at}.points",
+                f"must hold at least {MIN_ZONE_POINTS} [x, y] points (got {len(zone.points)})",
+            )
+        for j, (x, y) in enumerate(zone.points):
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ConfigError(
+                    file,
+                    f"{at}.points[{j}]",
+                    f"must be [x, y] in 0..1 of the frame's width and height (got [{x}, {y}])",
+                )
+
+
+def _check_people(people: PeopleConfig, file: str) -> None:
+    for i, action in enumerate(people.actions):
+        if action not in PEOPLE_ACTIONS:
+            raise ConfigError(
+                file,
+                f"people.actions[{i}]",
+                f"unknown action {action!r}; known: {', '.join(PEOPLE_ACTIONS)}",
+            )
+    if len(set(people.actions)) != len(people.actions):
+        raise ConfigError(file, "people.actions", f"lists an action twice: {list(people.actions)}")
+    for i, classifier in enumerate(people.classifiers):
+        if not 0.0 <= classifier.threshold <= 1.0:
+            raise ConfigError(
+                file,
+                f"people.classifiers[{i}].threshold",
+                f"must be a score between 0 and 1 (got {classifier.threshold!r})",
+            )
+        if not classifier.model:
+            raise ConfigError(file, f"people.classifiers[{i}].model", "must not be empty")
 
 
 def _check_mqtt(mqtt: MqttConfig, file: str) -> None:

@@ -36,6 +36,22 @@ HEARTBEAT_RANGE_S = (1.0, 3600.0)  # workers beat every 0.5 s
 INTERVAL_RANGE_S = (0.1, 86400.0)  # status, stable-after, crash window
 COOLDOWN_RANGE_S = (0.0, 86400.0)
 JPEG_QUALITY_RANGE = (1, 100)  # display.jpeg_quality (OpenCV's scale)
+ZONE_KINDS = ("include", "exclude")  # cameras[].zones[].kind
+MIN_ZONE_POINTS = 3
+# What daemon.people can report ([people] actions): each rule's action name.
+PEOPLE_ACTIONS = (
+    "in_zone",
+    "loitering",
+    "walking_left",
+    "walking_right",
+    "walking_towards",
+    "walking_away",
+    "hand_raised",
+    "waving",
+    "gesturing",
+    "fall",
+    "lying",
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,16 @@ class DaemonConfig:
     stable_after_s: float = 30.0  # running this long resets a worker's backoff
     crash_budget: int = 5  # crashes within crash_window_s before a camera is failed
     crash_window_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    """One cameras[].zones entry: a polygon in normalised frame coordinates (0..1, x to
+    the right, y down). A person is in it when the middle of their box's bottom edge is."""
+
+    name: str
+    points: tuple[tuple[float, float], ...]  # at least 3 [x, y] pairs
+    kind: str = "include"  # include: actions are reported there; exclude: never
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,7 @@ class CameraConfig:
     reconnect_backoff_min_s: float = 0.5
     reconnect_backoff_max_s: float = 30.0
     pipeline: str = "clip"  # the graph it runs (daemon.stages.registry.GRAPHS)
+    zones: tuple[ZoneConfig, ...] = ()  # polygons for [people]'s zone rules
 
 
 @dataclass(frozen=True)
@@ -145,6 +172,62 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class SkeletonModelConfig:
+    """One [[people.classifiers]] entry: a user's ONNX skeleton classifier (keypoint
+    sequences in, label scores out; the contract is in daemon/people/skeleton.py)."""
+
+    model: str  # path to the .onnx file
+    threshold: float = 0.6  # a label's score at or above this counts as 'on'
+    ignore: tuple[str, ...] = ()  # labels that never make events
+
+
+@dataclass(frozen=True)
+class PeopleConfig:
+    """[people]: tracks and person-centred actions (daemon.people). Every duration is
+    in seconds of media time (the frames' capture time); lengths relative to the
+    person's size are in body units (torso length, shoulder to hip)."""
+
+    actions: tuple[str, ...] = PEOPLE_ACTIONS  # the rules that make events
+    keypoint_score: float = 0.3  # keypoints scored below this are not used
+    # Tracker: a detection opens a tentative track; it counts (confirmed) once seen
+    # confirm_hits times within confirm_window_s (so the analysis rate must give that
+    # many frames in the window); a track unseen lost_after_s ends.
+    confirm_hits: int = 3
+    confirm_window_s: float = 1.0
+    lost_after_s: float = 1.0
+    match_iou: float = 0.1  # least box overlap to continue a track
+    # Hysteresis of every action: on this long to start, off this long to end, then
+    # the same action of the same person waits cooldown_s.
+    start_s: float = 0.4
+    end_s: float = 1.0
+    cooldown_s: float = 5.0
+    # Walking, over walk_window_s: left/right when the body (shoulders, else the box
+    # centre) crosses the frame at walk_speed body units per second or more;
+    # towards/away when the body's size grows/shrinks by walk_growth of itself per second.
+    walk_window_s: float = 1.0
+    walk_speed: float = 1.0
+    walk_growth: float = 0.15
+    # Hands: a wrist this far above its shoulder (body units) is raised; waving is a
+    # raised wrist swinging sideways at least wave_swings times (each at least
+    # wave_amplitude body units) within wave_window_s; gesturing is a wrist in front of
+    # the torso moving at least gesture_speed body units per second over gesture_window_s.
+    raised_margin: float = 0.1
+    wave_window_s: float = 2.0
+    wave_swings: int = 2
+    wave_amplitude: float = 0.15
+    gesture_window_s: float = 1.0
+    gesture_speed: float = 0.5
+    # Fall: the hips drop at least fall_drop body units within fall_window_s and the
+    # torso ends up more than horizontal_deg from vertical; lying: horizontal lying_s.
+    fall_window_s: float = 1.0
+    fall_drop: float = 1.0
+    horizontal_deg: float = 60.0
+    lying_s: float = 10.0
+    loiter_s: float = 30.0  # in one zone this long: loitering
+    classifiers: tuple[SkeletonModelConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class MqttConfig:
     """[mqtt]: alerts to a broker."""
 
@@ -192,6 +275,7 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    people: PeopleConfig = field(default_factory=PeopleConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -73,6 +73,8 @@ SECTION_EFFECTS: Mapping[str, SectionEffect] = MappingProxyType(
         "display": _e(Effect.OVERLAYS),
         # The overlays track events; Home Assistant is offered the actions that make events.
         "events": _e(Effect.OVERLAYS, Effect.SINKS),
+        # The people engine runs beside the events; discovery offers its actions.
+        "people": _e(Effect.OVERLAYS, Effect.SINKS),
         "metrics": _e(Effect.METRICS),
         # Every event sink's section (the sink table): that sink re-opened.
         **{name: _e(Effect.SINKS) for name in SINK_KINDS},
