@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.bench.transport import FALLBACK_LLC_BYTES, last_level_cache_bytes
+from daemon.bench.memcpy_ref import FALLBACK_LLC_BYTES, last_level_cache_bytes
 from daemon.cli import BENCHES
 
 TRANSPORT_KEYS = {

@@ -18,7 +18,7 @@ import pytest
 from media import make_clip
 from models import brightness_model
 
-from daemon.bench.procstats import child_pids, read_proc
+from daemon.bench.proc import child_pids, read_proc
 from daemon.exitcodes import ExitCode
 
 REPO = Path(__file__).resolve().parent.parent

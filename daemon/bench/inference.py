@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import select
@@ -34,18 +33,18 @@ import time
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from daemon.bench.bare_loop import bare_batches, bare_run, bare_session, clips_for, prepare
+from daemon.bench.clip_feed import FeedJob, feed
 from daemon.bench.convnet import build_conv3d_model
 from daemon.bench.report import machine_info
 from daemon.config import CameraConfig, Config, DaemonConfig, InferenceConfig, ModelFacts
 from daemon.exitcodes import ExitCode
-from daemon.ipc import attach_producer
-from daemon.ipc.stats import StatsBlock
 from daemon.ipc.wakeup import drain
-from daemon.stages import records
 from daemon.stages.contract import ModelError
 from daemon.stages.infer_stage import InferStage
 from daemon.stages.model import ActionModel
@@ -54,58 +53,11 @@ from daemon.supervisor.boot import DEFAULT_MODEL
 from daemon.supervisor.topology import Topology
 
 CTX = multiprocessing.get_context("spawn")
-DISTINCT_CLIPS = 4  # different clips per camera, cycled
-PUT_TIMEOUT_S = 60.0  # the first put waits for the worker's model load
 RESULT_TIMEOUT_S = 60.0
 WARMUP_FRACTION = 0.15  # results not timed at the start of a stage run
-BARE_WARMUP_RUNS = 3
-CALIBRATION_S = 0.3  # bare runs that size the timed runs (see clips_for)
 BATCH_GAP_S = 0.0005  # results of one batch come out closer together than this
 INFER_WORKER = "infer.0"
 POLL_MS = 100  # results reader: how often to look whether the worker died
-
-
-def make_clips(facts: ModelFacts, camera: int) -> list[np.ndarray]:
-    """DISTINCT_CLIPS packed clip records for one camera (the same in every process)."""
-    record = records.clip_record(facts)
-    rng = np.random.default_rng(camera)
-    out = []
-    for _ in range(DISTINCT_CLIPS):
-        buf = np.zeros(record.nbytes, np.uint8)
-        fields = record.views(buf)
-        if "frames" in fields:
-            fields["frames"][...] = rng.integers(0, 256, fields["frames"].shape, dtype=np.uint8)
-        if "flow" in fields:
-            fields["flow"][...] = rng.normal(0, 2, fields["flow"].shape)
-        out.append(buf)
-    return out
-
-
-@dataclass(frozen=True)
-class FeedJob:
-    """What the producer process puts: `rounds` clips per camera, then end-of-stream."""
-
-    config: Config
-    facts: ModelFacts
-    clips_ring: str
-    motion_stats: tuple[str, ...]
-    rounds: int
-
-
-def feed(job: FeedJob) -> None:
-    """Producer process: plays every camera's motion stage into the clips ring."""
-    cams = [c.name for c in job.config.cameras]
-    clips = [make_clips(job.facts, i) for i in range(len(cams))]
-    producers = [attach_producer(job.clips_ring, i) for i in range(len(cams))]
-    for k in range(job.rounds):
-        for i, producer in enumerate(producers):
-            producer.put(clips[i][k % DISTINCT_CLIPS], k, camera=cams[i], timeout=PUT_TIMEOUT_S)
-    for producer in producers:
-        producer.close()
-    for path in job.motion_stats:  # upstream finished: the worker drains and exits
-        block = StatsBlock.attach(path)
-        block.set("finished", 1)
-        block.close()
 
 
 @dataclass(frozen=True)
@@ -215,62 +167,6 @@ def window_fps(arrivals: list[float]) -> float:
     return (last - start) / float(times[last] - times[start])
 
 
-def prepare(config: Config, model: ActionModel) -> tuple[list[np.ndarray], float]:
-    """The bench clips as model inputs (make_input), and the ms that took per clip."""
-    facts = model.facts(config)
-    record = records.clip_record(facts)
-    packed = [buf for i in range(len(config.cameras)) for buf in make_clips(facts, i)]
-    started = time.perf_counter()
-    inputs = []
-    for buf in packed:
-        fields = record.views(buf)
-        inputs.append(model.make_input(fields.get("frames"), fields.get("flow")))
-    return inputs, 1000 * (time.perf_counter() - started) / len(inputs)
-
-
-def bare_session(model_path: str, model: ActionModel, threads: int) -> ort.InferenceSession:
-    """A session like the stage's (same providers and threads), for the bare loop."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(model_path, options, providers=list(model.providers))
-
-
-def bare_run(
-    session: ort.InferenceSession, batches: list[np.ndarray], clips: int
-) -> tuple[float, float]:
-    """session.run in a tight loop on prepared batches: (clips/s, ms per run)."""
-    batch, name = len(batches[0]), session.get_inputs()[0].name
-    for j in range(BARE_WARMUP_RUNS):
-        session.run(None, {name: batches[j % len(batches)]})
-    runs = max(1, clips // batch)
-    started = time.perf_counter()
-    for j in range(runs):
-        session.run(None, {name: batches[j % len(batches)]})
-    elapsed = time.perf_counter() - started
-    return runs * batch / elapsed, 1000 * elapsed / runs
-
-
-def clips_for(
-    session: ort.InferenceSession, batches: list[np.ndarray], clips: int, min_run_s: float
-) -> int:
-    """At least `clips`, and enough for each timed run to last `min_run_s`: a fast model
-    is timed over many clips, so the ratio is not one scheduler hiccup."""
-    batch, name = len(batches[0]), session.get_inputs()[0].name
-    runs, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < CALIBRATION_S:
-        session.run(None, {name: batches[runs % len(batches)]})
-        runs += 1
-    return max(clips, math.ceil(runs * batch / elapsed * min_run_s))
-
-
-def bare_batches(inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
-    """The prepared clips in batches of `batch`, cycling, as the bare loop runs them."""
-    return [
-        np.concatenate([inputs[(j + k) % len(inputs)] for k in range(batch)])
-        for j in range(0, len(inputs), batch)
-    ]
-
-
 @dataclass(frozen=True)
 class Settings:
     """The command line's choices, the same for every model."""
@@ -283,7 +179,23 @@ class Settings:
     shm_dir: str
 
 
-def bench_case(case: Case, settings: Settings) -> dict:
+# One model's result: a JSON object (numbers, the model's name and path, lists of runs).
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Runs:
+    """What was measured for one model: every stage run, and the bare runs around them."""
+
+    stages: list[dict[str, float]]  # stage_run's answers
+    bare: list[tuple[float, float]]  # bare_run's (clips/s, ms per run), one more than stages
+    prep_ms: float  # make_input, per clip
+    batch: int  # the bare loop's batch
+    max_batch: int
+    clip_shape: list[int]
+
+
+def bench_case(case: Case, settings: Settings) -> Result:
     """stage_fps, bare_fps and their ratio for one model.
 
     The bare loop runs before the first stage run and after every one, so each stage run
@@ -291,6 +203,17 @@ def bench_case(case: Case, settings: Settings) -> dict:
     shared machine's hiccup in one run does not decide the result), and every run's
     ratio is listed.
     """
+    result = summarise(case, settings, measure(case, settings))
+    _progress(
+        f"{case.name}: stage {result['stage_fps']} clips/s, bare {result['bare_fps']} "
+        f"clips/s, ratio {result['ratio']} (runs {result['ratio_runs']}), "
+        f"batch {result['batch']}"
+    )
+    return result
+
+
+def measure(case: Case, settings: Settings) -> Runs:
+    """The bare loop, then `settings.repeats` times a stage run followed by the bare loop."""
     model = ActionModel(
         InferenceConfig(threads=settings.threads, max_batch=case.max_batch), case.model_path
     )
@@ -313,14 +236,20 @@ def bench_case(case: Case, settings: Settings) -> dict:
     for _ in range(settings.repeats):
         stages.append(stage_run(config, model.facts(config), rounds))
         bare.append(bare_run(session, batches, clips))
+    return Runs(stages, bare, prep_ms, batch, model.max_batch, list(inputs[0].shape[1:]))
+
+
+def summarise(case: Case, settings: Settings, runs: Runs) -> Result:
+    """The reported run (median ratio), every run's ratio, and the bound on the stage."""
+    bare, batch = runs.bare, runs.batch
     bare_fps = [(bare[i][0] + bare[i + 1][0]) / 2 for i in range(settings.repeats)]
-    ratios = [stage["fps"] / fps for stage, fps in zip(stages, bare_fps)]
+    ratios = [stage["fps"] / fps for stage, fps in zip(runs.stages, bare_fps)]
     k = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
     run_ms = float(np.median([ms for _, ms in bare]))
     # No stage that must prepare its inputs beats the slower of preparation and run.
-    bound_fps = 1000 / max(prep_ms, run_ms / batch)
-    stage = stages[k]
-    result = {
+    bound_fps = 1000 / max(runs.prep_ms, run_ms / batch)
+    stage = runs.stages[k]
+    result: Result = {
         "model": case.name,
         "path": case.model_path,
         "stage_fps": round(stage["fps"], 2),
@@ -329,29 +258,24 @@ def bench_case(case: Case, settings: Settings) -> dict:
         "ratio_runs": [round(r, 3) for r in ratios],
         "batch": round(stage["batch"], 2),
         "bare_batch": batch,
-        "max_batch": model.max_batch,
+        "max_batch": runs.max_batch,
         "threads": settings.threads,
-        "clip_shape": list(inputs[0].shape[1:]),
+        "clip_shape": runs.clip_shape,
         "cameras": settings.cameras,
         "clips": stage["results"],
         "results_dropped": stage["dropped"],
         "bare_fps_runs": [round(fps, 2) for fps, _ in bare],
-        "prep_ms_per_clip": round(prep_ms, 3),
+        "prep_ms_per_clip": round(runs.prep_ms, 3),
         "run_ms_per_batch": round(run_ms, 3),
         "bound_fps": round(bound_fps, 2),
         "ratio_to_bound": round(stage["fps"] / bound_fps, 3),
     }
     if case.gflops is not None:
         result["gflops_per_clip"] = round(case.gflops, 3)
-    _progress(
-        f"{case.name}: stage {result['stage_fps']} clips/s, bare {result['bare_fps']} "
-        f"clips/s, ratio {result['ratio']} (runs {result['ratio_runs']}), "
-        f"batch {result['batch']}"
-    )
     return result
 
 
-def batching_summary(cameras: int, batched: dict, single: dict) -> dict[str, float]:
+def batching_summary(cameras: int, batched: Result, single: Result) -> dict[str, float]:
     """Batching on or off with the same model file (inference.max_batch = 0 or 1)."""
     return {
         "cameras": cameras,
@@ -398,41 +322,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (
-        args.clips < 20
-        or args.cameras < 1
-        or args.threads < 1
-        or args.min_seconds < 0
-        or args.repeats < 1
-    ):
-        print(
-            "actiond bench inference: need --clips >= 20, --cameras >= 1, --threads >= 1, "
-            "--min-seconds >= 0, --repeats >= 1",
-            file=sys.stderr,
-        )
-        return ExitCode.CONFIG
-    if not args.model.is_file():
-        print(
-            f"actiond bench inference: model {args.model} not found: pass --model PATH",
-            file=sys.stderr,
-        )
+    problem = _argument_problem(args)
+    if problem:
+        print(f"actiond bench inference: {problem}", file=sys.stderr)
         return ExitCode.CONFIG
     work = Path(tempfile.mkdtemp(prefix="actiond-bench-"))
     shm_dir = tempfile.mkdtemp(prefix="actiond-bench-", dir="/dev/shm")
     try:
-        gflops = build_conv3d_model(work / "conv3d-b1.onnx", 1)
-        build_conv3d_model(work / "conv3d-dyn.onnx", "N")
-        name = "bundled" if args.model == DEFAULT_MODEL else args.model.stem
-        cases = [
-            Case(name, str(args.model.resolve()), None),
-            Case("conv3d", str(work / "conv3d-b1.onnx"), gflops),
-            Case("conv3d-dynamic-batch", str(work / "conv3d-dyn.onnx"), gflops),
-            Case("conv3d-dynamic-batch-max1", str(work / "conv3d-dyn.onnx"), gflops, 1),
-        ]
         settings = Settings(
             args.cameras, args.threads, args.clips, args.min_seconds, args.repeats, shm_dir
         )
-        results = [bench_case(c, settings) for c in cases]
+        results = [bench_case(c, settings) for c in _cases(args.model, work)]
     except ModelError as exc:
         print(f"actiond bench inference: model error: {exc}", file=sys.stderr)
         return ExitCode.BOOT
@@ -442,6 +342,42 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(shm_dir, ignore_errors=True)
+    _print_results(args.cameras, results, as_json=args.json)
+    return ExitCode.OK
+
+
+def _argument_problem(args: argparse.Namespace) -> str:
+    """What is wrong with the command line, or ""."""
+    if (
+        args.clips < 20
+        or args.cameras < 1
+        or args.threads < 1
+        or args.min_seconds < 0
+        or args.repeats < 1
+    ):
+        return (
+            "need --clips >= 20, --cameras >= 1, --threads >= 1, --min-seconds >= 0, --repeats >= 1"
+        )
+    if not args.model.is_file():
+        return f"model {args.model} not found: pass --model PATH"
+    return ""
+
+
+def _cases(model: Path, work: Path) -> list[Case]:
+    """The user's model (default: the bundled one) and the generated Conv3D models, written
+    into `work`: batch fixed at 1, a free batch, and the free batch with max_batch = 1."""
+    gflops = build_conv3d_model(work / "conv3d-b1.onnx", 1)
+    build_conv3d_model(work / "conv3d-dyn.onnx", "N")
+    name = "bundled" if model == DEFAULT_MODEL else model.stem
+    return [
+        Case(name, str(model.resolve()), None),
+        Case("conv3d", str(work / "conv3d-b1.onnx"), gflops),
+        Case("conv3d-dynamic-batch", str(work / "conv3d-dyn.onnx"), gflops),
+        Case("conv3d-dynamic-batch-max1", str(work / "conv3d-dyn.onnx"), gflops, 1),
+    ]
+
+
+def _print_results(cameras: int, results: list[Result], as_json: bool) -> None:
     machine = {
         **machine_info(),
         "onnxruntime": ort.__version__,
@@ -450,12 +386,11 @@ def run(args: argparse.Namespace) -> int:
     doc = {
         "machine": machine,
         "models": results,
-        "batching": batching_summary(args.cameras, batched=results[2], single=results[3]),
+        "batching": batching_summary(cameras, batched=results[2], single=results[3]),
     }
-    if args.json:
+    if as_json:
         print(json.dumps(doc, indent=2))
     else:
         for result in results:
             print(json.dumps(result))
         print(json.dumps(doc["batching"]))
-    return ExitCode.OK

@@ -15,16 +15,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from daemon.bench.load_report import (
+    LoadReport,
+    camera_report,
+    machine_report,
+    one_line,
+    process_report,
+    render,
+    ring_drops,
+)
 from daemon.bench.procstats import (
     BenchDaemon,
     BenchError,
     Clip,
-    Snapshot,
     count_restarts,
     default_clip_paths,
     find_clips,
@@ -36,9 +43,7 @@ DEFAULT_SECONDS = 20.0
 DEFAULT_WARMUP_S = 5.0
 DEFAULT_MAX_CAMERAS = 16
 MIN_SECONDS = 2.0
-CAMERA_RINGS = ("frames", "view", "results")
 SHARED_RINGS = ("clips",)
-MIB = 1024 * 1024
 
 
 def camera_configs(count: int, clips: list[Clip]) -> list[dict[str, object]]:
@@ -68,119 +73,6 @@ def bench_sections(model: str, replicas: int) -> dict[str, dict[str, object]]:
         inference["model"] = model
     sections["inference"] = inference
     return sections
-
-
-@dataclass(frozen=True)
-class CameraReport:
-    """One camera over the measurement window."""
-
-    clip: str
-    native_fps: float
-    source_fps: float
-    overlay_fps: float
-    overlay_ratio: float
-    drops: dict[str, dict[str, int]]  # ring -> reason -> frames (reasons with none left out)
-    drops_total: int
-
-
-@dataclass(frozen=True)
-class ProcessReport:
-    """One process over the measurement window: CPU % of one core, RSS at the end."""
-
-    pid: int
-    cpu_pct: float
-    rss_mb: float
-    pss_mb: float  # shared pages divided among their sharers: these add up
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """One run of bench load."""
-
-    cameras: int
-    replicas: int
-    holds: bool
-    hold_ratio: float
-    seconds: float
-    warmup_s: float
-    per_camera: dict[str, CameraReport]
-    shared_drops: dict[str, dict[str, int]]
-    processes: dict[str, ProcessReport]
-    totals: dict[str, float]
-    machine: dict[str, float]
-    restarts: int
-    exit_code: int
-    leftovers: list[str]
-
-    @property
-    def drops_total(self) -> int:
-        return sum(c.drops_total for c in self.per_camera.values()) + sum(
-            sum(d.values()) for d in self.shared_drops.values()
-        )
-
-
-def ring_drops(first: Snapshot, last: Snapshot, ring: str) -> dict[str, int]:
-    """Frames `ring` dropped between the snapshots, by reason (reasons with none left out)."""
-    before = first.rings.get(ring)
-    after = last.rings.get(ring)
-    if after is None:
-        return {}
-    drops = {}
-    for reason, count in after.drops.items():
-        delta = count - (before.drops.get(reason, 0) if before else 0)
-        if delta:
-            drops[reason] = int(delta)
-    return drops
-
-
-def camera_report(name: str, clip: Clip, first: Snapshot, last: Snapshot) -> CameraReport:
-    elapsed_s = last.at_s - first.at_s
-
-    def fps(worker: str) -> float:
-        count = last.counter(worker, "frames_out_total") - first.counter(worker, "frames_out_total")
-        return round(count / elapsed_s, 2)
-
-    drops = {ring: ring_drops(first, last, f"{name}.{ring}") for ring in CAMERA_RINGS}
-    overlay_fps = fps(f"{name}.overlay")
-    return CameraReport(
-        clip.path.name,
-        round(clip.fps, 2),
-        fps(f"{name}.source"),
-        overlay_fps,
-        round(overlay_fps / clip.fps, 3),
-        drops,
-        sum(sum(d.values()) for d in drops.values()),
-    )
-
-
-def process_report(first: Snapshot, last: Snapshot) -> dict[str, ProcessReport]:
-    elapsed_s = last.at_s - first.at_s
-    out = {}
-    for label, end in sorted(last.procs.items()):
-        start = first.procs.get(label)
-        # A process that started within the window (a restart) used all its CPU in it.
-        used_s = end.cpu_s - start.cpu_s if start and start.pid == end.pid else end.cpu_s
-        out[label] = ProcessReport(
-            end.pid,
-            round(100 * used_s / elapsed_s, 1),
-            round(end.rss_bytes / MIB, 1),
-            round(end.pss_bytes / MIB, 1),
-        )
-    return out
-
-
-def machine_report(first: Snapshot, last: Snapshot, daemon_cpu_pct: float) -> dict[str, float]:
-    """What the whole machine did meanwhile: other load makes the numbers pessimistic."""
-    cores = os.cpu_count() or 1
-    busy = last.system_ticks[0] - first.system_ticks[0]
-    total = max(last.system_ticks[1] - first.system_ticks[1], 1)
-    system_pct = 100 * cores * busy / total
-    return {
-        "cores": cores,
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-        "system_cpu_pct": round(system_pct, 1),
-        "other_cpu_pct": round(max(system_pct - daemon_cpu_pct, 0.0), 1),
-    }
 
 
 @dataclass(frozen=True)
@@ -266,37 +158,6 @@ def sweep(plan: LoadPlan, min_cameras: int, max_cameras: int) -> tuple[int, list
     return held, runs, ""
 
 
-def one_line(report: LoadReport) -> str:
-    fps = ", ".join(f"{c.overlay_fps}/{c.native_fps}" for c in report.per_camera.values())
-    return (
-        f"{report.cameras} camera(s): {'HOLDS' if report.holds else 'does not hold'}"
-        f" (overlay fps {fps}; drops {report.drops_total}; cpu {report.totals['cpu_pct']}"
-        f" %; pss {report.totals['pss_mb']} MiB; other load "
-        f"{report.machine['other_cpu_pct']} %)"
-    )
-
-
-def render(report: LoadReport) -> str:
-    """The human-readable report of one run."""
-    lines = [one_line(report)]
-    for name, cam in report.per_camera.items():
-        lines.append(
-            f"  {name} ({cam.clip}): source {cam.source_fps} fps, overlay "
-            f"{cam.overlay_fps} fps of {cam.native_fps} native, drops "
-            f"{cam.drops_total} {cam.drops}"
-        )
-    lines += [
-        f"  {label}: cpu {p.cpu_pct} %, rss {p.rss_mb} MiB, pss {p.pss_mb} MiB"
-        for label, p in report.processes.items()
-    ]
-    lines.append(
-        f"  machine: {report.machine}; shared drops {report.shared_drops}; "
-        f"restarts {report.restarts}; exit status {report.exit_code}; "
-        f"shm leftovers {report.leftovers or 'none'}"
-    )
-    return "\n".join(lines)
-
-
 def progress(message: str) -> None:
     print(f"bench load: {message}", file=sys.stderr, flush=True)
 
@@ -367,19 +228,7 @@ def run(args: argparse.Namespace) -> int:
             args.replicas,
         )
         if args.sweep or args.max_cameras:
-            limit = args.max_cameras or DEFAULT_MAX_CAMERAS
-            held, runs, error = sweep(plan, args.min_cameras, limit)
-            result: dict[str, object] = {
-                "sweep": True,
-                "max_cameras_held": held,
-                "min_cameras_tried": args.min_cameras,
-                "max_cameras_tried": limit,
-                "replicas": args.replicas,
-                "clips": [c.path.name for c in plan.clips],
-                "runs": [asdict(r) for r in runs],
-                "error": error,
-            }
-            text = "\n".join([*map(render, runs), f"largest camera count held: {held}"])
+            runs, result, text, error = sweep_output(plan, args.min_cameras, args.max_cameras)
         else:
             runs, error = [measure(args.cameras, plan)], ""
             progress(one_line(runs[0]))
@@ -393,6 +242,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"actiond bench load: {error}", file=sys.stderr)
         return ExitCode.FAILURE
     return failure_code(runs)
+
+
+def sweep_output(
+    plan: LoadPlan, min_cameras: int, max_cameras: int
+) -> tuple[list[LoadReport], dict[str, object], str, str]:
+    """A sweep up to `max_cameras` (0: DEFAULT_MAX_CAMERAS): its runs, its JSON document,
+    its text and the error that ended it ("" if none)."""
+    limit = max_cameras or DEFAULT_MAX_CAMERAS
+    held, runs, error = sweep(plan, min_cameras, limit)
+    result: dict[str, object] = {
+        "sweep": True,
+        "max_cameras_held": held,
+        "min_cameras_tried": min_cameras,
+        "max_cameras_tried": limit,
+        "replicas": plan.replicas,
+        "clips": [c.path.name for c in plan.clips],
+        "runs": [asdict(r) for r in runs],
+        "error": error,
+    }
+    text = "\n".join([*map(render, runs), f"largest camera count held: {held}"])
+    return runs, result, text, error
 
 
 def failure_code(runs: list[LoadReport]) -> int:

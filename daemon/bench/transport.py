@@ -28,25 +28,29 @@ time.monotonic_ns(), which is system-wide.
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing
 import os
 import platform
 import queue
-import re
 import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
-from pathlib import Path
-from types import MappingProxyType, ModuleType
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from daemon.bench.extras import MissingExtra, require
+from daemon.bench.memcpy_ref import (
+    STREAM_LLC_MULTIPLE,
+    last_level_cache_bytes,
+    memcpy_cached_fps,
+    memcpy_stream_fps,
+    stream_frames,
+)
 from daemon.bench.report import print_report
 from daemon.exitcodes import ExitCode
 from daemon.ipc import (
@@ -75,13 +79,6 @@ SPAWN = multiprocessing.get_context("spawn")
 # refuse to travel to a spawn child; it is meant to be used with fork, so its consumer
 # is forked (this process runs no asyncio loop and, at that point, no threads).
 FORK = multiprocessing.get_context("fork")
-CPU_CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
-# When sysfs does not say (some containers and ARM boards): larger than most LLCs.
-FALLBACK_LLC_BYTES = 64 * 1024 * 1024
-STREAM_LLC_MULTIPLE = 2  # the streaming copy's sources, and its destinations, each span
-# this many last-level caches
-_CACHE_SIZE_RE = re.compile(r"(\d+)([KMG]?)")
-_CACHE_UNIT_BYTES = MappingProxyType({"": 1, "K": 1024, "M": 1024**2, "G": 1024**3})
 
 Progress = Callable[[str], None]
 # (every frame arrived in order, receipt ns of the last warm-up frame and of the last
@@ -239,46 +236,6 @@ def _arrayqueues_fps(stream: list[np.ndarray], frames: int, say: Progress) -> fl
     return fps
 
 
-def last_level_cache_bytes(cache_dir: Path = CPU_CACHE_DIR) -> int:
-    """The largest cache of cpu0 (sysfs index*/size, e.g. "32768K"), else FALLBACK_LLC_BYTES."""
-    sizes = []
-    for path in cache_dir.glob("index*/size"):
-        try:
-            match = _CACHE_SIZE_RE.fullmatch(path.read_text().strip())
-        except OSError:
-            continue
-        if match:
-            sizes.append(int(match[1]) * _CACHE_UNIT_BYTES[match[2]])
-    return max(sizes, default=FALLBACK_LLC_BYTES)
-
-
-def _memcpy_cached_fps(frame: np.ndarray, frames: int) -> float:
-    dst = np.empty_like(frame)
-    np.copyto(dst, frame)  # fault the destination pages in before timing
-    start = time.perf_counter()
-    for _ in range(frames):
-        np.copyto(dst, frame)
-    return frames / (time.perf_counter() - start)
-
-
-def stream_frames(frame: np.ndarray, llc_bytes: int) -> list[np.ndarray]:
-    """Copies of `frame` that together span STREAM_LLC_MULTIPLE last-level caches."""
-    count = max(2, math.ceil(STREAM_LLC_MULTIPLE * llc_bytes / frame.nbytes))
-    return [frame.copy() for _ in range(count)]
-
-
-def _memcpy_stream_fps(stream: list[np.ndarray], frames: int) -> float:
-    """Copies from the stream's cycle of sources into as many destinations."""
-    # Writing every destination faults its pages in (np.zeros would not: calloc maps them
-    # lazily), and leaves the first ones out of the cache by the time the timed copies
-    # reach them.
-    targets = [source.copy() for source in stream]
-    start = time.perf_counter()
-    for i in range(frames):
-        np.copyto(targets[i % len(stream)], stream[i % len(stream)])
-    return frames / (time.perf_counter() - start)
-
-
 def _ratio(a: float, b: float | None) -> float | None:
     return None if not b else round(a / b, 3)
 
@@ -299,9 +256,9 @@ def run_transport_bench(
         f"the {llc_bytes >> 20} MiB last-level cache)"
     )
     say(f"memcpy: {frames} copies, one cached buffer ...")
-    memcpy_cached = _memcpy_cached_fps(frame, frames)
+    memcpy_cached = memcpy_cached_fps(frame, frames)
     say(f"memcpy: {frames} copies, streaming ...")
-    memcpy = _memcpy_stream_fps(stream, frames)
+    memcpy = memcpy_stream_fps(stream, frames)
     say(f"ring, one copy: {frames} frames ...")
     ring_copy, latencies_ns = _ring_leg(stream, frames, zero_copy=False)
     say(f"ring, zero copy: {hops} hand-offs ...")
@@ -310,7 +267,6 @@ def run_transport_bench(
     arrayqueues = _arrayqueues_fps(stream, frames, say)  # forks: before any queue thread runs
     say(f"multiprocessing.Queue: {frames} frames ...")
     mp_queue = _mp_queue_fps(stream, frames)
-    latencies_ms = latencies_ns / 1e6
     return {
         "ring_copy_fps": round(ring_copy, 1),
         "ring_zero_copy_hops_per_s": round(zero_copy, 1),
@@ -321,10 +277,7 @@ def run_transport_bench(
         "stream_frames": len(stream),
         "stream_bytes": len(stream) * frame.nbytes,
         "llc_bytes": llc_bytes,
-        "ring_hop_latency_ms": {
-            "p50": round(float(np.percentile(latencies_ms, 50)), 3),
-            "p99": round(float(np.percentile(latencies_ms, 99)), 3),
-        },
+        "ring_hop_latency_ms": _hop_latency_ms(latencies_ns),
         "ring_copy_vs_memcpy": _ratio(ring_copy, memcpy),
         "ring_copy_vs_memcpy_cached": _ratio(ring_copy, memcpy_cached),
         "ring_copy_vs_mp_queue": _ratio(ring_copy, mp_queue),
@@ -334,6 +287,15 @@ def run_transport_bench(
         "python": platform.python_version(),
         "numpy": np.__version__,
         "cpu_count": os.cpu_count(),
+    }
+
+
+def _hop_latency_ms(latencies_ns: np.ndarray) -> dict[str, float]:
+    """The median and 99th percentile of the ring's hand-off latencies, in ms."""
+    latencies_ms = latencies_ns / 1e6
+    return {
+        "p50": round(float(np.percentile(latencies_ms, 50)), 3),
+        "p99": round(float(np.percentile(latencies_ms, 99)), 3),
     }
 
 
