@@ -32,7 +32,7 @@ from daemon.capture.table import TEST_PREFIX as TEST_PREFIX
 from daemon.capture.table import resolve_source as resolve_source
 from daemon.capture.table import source_kind as source_kind
 from daemon.config.loader import ConfigError, absolute_path, existing_file
-from daemon.config.schema import MAX_SHM_DIR_BYTES, Config, PeopleConfig
+from daemon.config.schema import MAX_SHM_DIR_BYTES, CameraConfig, Config, PeopleConfig
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
@@ -64,30 +64,10 @@ def default_device_id() -> str:
 
 def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
     """`config` with its paths absolute against `config_dir` and checked (module docstring)."""
-    cameras = []
-    for i, cam in enumerate(config.cameras):
-        if not cam.enabled:  # kept as written: its file may be absent until enabled
-            cameras.append(cam)
-            continue
-        try:
-            cameras.append(dataclasses.replace(cam, source=resolve_source(cam.source, config_dir)))
-        except ValueError as exc:
-            raise ConfigError(file, f"cameras[{i}].source", str(exc)) from exc
+    cameras = _camera_sources(config, config_dir, file)
     mqtt, inference = config.mqtt, config.inference
     state_dir = config.daemon.state_dir
-    shm_dir = absolute_path(config.daemon.shm_dir, config_dir)
-    if not shm_dir.is_dir():
-        raise ConfigError(
-            file, "daemon.shm_dir", f"directory not found: {shm_dir} (use a tmpfs such as /dev/shm)"
-        )
-    if len(bytes(shm_dir)) > MAX_SHM_DIR_BYTES:
-        raise ConfigError(
-            file,
-            "daemon.shm_dir",
-            f"{shm_dir} is {len(bytes(shm_dir))} bytes "
-            f"long; at most {MAX_SHM_DIR_BYTES} leave room for the event socket "
-            "in it (a Unix socket path holds 107 bytes): use a shorter path",
-        )
+    shm_dir = _shm_dir(config, config_dir, file)
     if mqtt.enabled:  # a disabled broker's files may be absent (e.g. not yet deployed)
         mqtt = dataclasses.replace(
             mqtt,
@@ -97,7 +77,7 @@ def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
     record = _output_path(config.display.record, config_dir, "display.record", file)
     return dataclasses.replace(
         config,
-        cameras=tuple(cameras),
+        cameras=cameras,
         daemon=dataclasses.replace(
             config.daemon,
             shm_dir=str(shm_dir),
@@ -128,6 +108,39 @@ def _people_paths(people: PeopleConfig, config_dir: Path, file: str) -> PeopleCo
         for i, c in enumerate(people.classifiers)
     )
     return dataclasses.replace(people, classifiers=classifiers)
+
+
+def _camera_sources(config: Config, config_dir: Path, file: str) -> tuple[CameraConfig, ...]:
+    """The cameras with their sources resolved (daemon.capture.table); a disabled camera is
+    kept as written: its file may be absent until it is enabled."""
+    cameras = []
+    for i, cam in enumerate(config.cameras):
+        if not cam.enabled:
+            cameras.append(cam)
+            continue
+        try:
+            cameras.append(dataclasses.replace(cam, source=resolve_source(cam.source, config_dir)))
+        except ValueError as exc:
+            raise ConfigError(file, f"cameras[{i}].source", str(exc)) from exc
+    return tuple(cameras)
+
+
+def _shm_dir(config: Config, config_dir: Path, file: str) -> Path:
+    """daemon.shm_dir, absolute, an existing directory, and short enough for the socket."""
+    shm_dir = absolute_path(config.daemon.shm_dir, config_dir)
+    if not shm_dir.is_dir():
+        raise ConfigError(
+            file, "daemon.shm_dir", f"directory not found: {shm_dir} (use a tmpfs such as /dev/shm)"
+        )
+    if len(bytes(shm_dir)) > MAX_SHM_DIR_BYTES:
+        raise ConfigError(
+            file,
+            "daemon.shm_dir",
+            f"{shm_dir} is {len(bytes(shm_dir))} bytes "
+            f"long; at most {MAX_SHM_DIR_BYTES} leave room for the event socket "
+            "in it (a Unix socket path holds 107 bytes): use a shorter path",
+        )
+    return shm_dir
 
 
 def _output_path(value: str, config_dir: Path, key: str, file: str) -> str:

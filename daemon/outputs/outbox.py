@@ -43,6 +43,13 @@ from types import TracebackType
 from typing import Any
 
 from daemon.outputs.outbox_queue import SinkQueue, SinkState
+from daemon.outputs.outbox_store import (
+    SCHEMA,
+    delete_orphans,
+    drop_oldest,
+    drop_snapshots,
+    release_snapshots,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +58,6 @@ SQLITE_BUSY_TIMEOUT_S = 5.0
 DEFAULT_PENDING_LIMIT = 1000
 # Snapshots kept for undelivered events: a few hundred JPEGs of a few tens of kB.
 DEFAULT_SNAPSHOT_MAX_BYTES = 32 * 1024 * 1024
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        key TEXT NOT NULL UNIQUE,
-        record TEXT NOT NULL,
-        snapshot BLOB,
-        created_at REAL NOT NULL)""",
-    # One row per (sink, event) not yet delivered; attempts/next_try: failed deliveries
-    # and when the sink may try the row again (0: at once).
-    """CREATE TABLE IF NOT EXISTS deliveries (
-        sink TEXT NOT NULL,
-        seq INTEGER NOT NULL REFERENCES events(seq),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_try REAL NOT NULL DEFAULT 0,
-        PRIMARY KEY (sink, seq)) WITHOUT ROWID""",
-)
 
 
 class OutboxError(RuntimeError):
@@ -118,7 +108,7 @@ class Outbox:
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 conn.execute(statement)
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(
@@ -213,11 +203,14 @@ class Outbox:
                 "INSERT INTO deliveries (sink, seq) VALUES (?, ?)", [(name, seq) for name in states]
             )
             dropped = {
-                name: self._drop_oldest_locked(name, s.depth + 1 - s.max_events)
+                name: drop_oldest(conn, name, s.depth + 1 - s.max_events)
                 for name, s in states.items()
             }
-            self._snapshot_bytes += len(stored or b"") - self._delete_orphans_locked()
-            freed = self._drop_snapshots_locked(self._snapshot_bytes - self.max_snapshot_bytes)
+            self._snapshot_bytes += len(stored or b"") - delete_orphans(conn)
+            freed, freed_bytes = drop_snapshots(
+                conn, self._snapshot_bytes - self.max_snapshot_bytes
+            )
+            self._snapshot_bytes -= freed_bytes
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -228,73 +221,6 @@ class Outbox:
             state.note_drops(self.path, name, dropped[name])
         self._note_snapshot_drops(freed, too_big, states)
         return OutboxItem(seq, key, record, stored, now)
-
-    def _drop_oldest_locked(self, sink: str, count: int) -> list[str]:
-        """Delete `sink`'s `count` oldest deliveries: the keys of their events."""
-        if count <= 0:
-            return []
-        rows = self._conn.execute(
-            "DELETE FROM deliveries WHERE sink = ? AND seq IN (SELECT seq FROM deliveries "
-            "WHERE sink = ? ORDER BY seq LIMIT ?) RETURNING seq",
-            (sink, sink, count),
-        ).fetchall()
-        seqs = sorted(int(r[0]) for r in rows)
-        return [
-            str(self._conn.execute("SELECT key FROM events WHERE seq = ?", (seq,)).fetchone()[0])
-            for seq in seqs
-        ]
-
-    def _delete_orphans_locked(self, seqs: Sequence[int] | None = None) -> int:
-        """Delete events no sink waits for (among `seqs`, or all): the snapshot bytes freed."""
-        where = "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq)"
-        if seqs is None:
-            rows = self._conn.execute(
-                f"DELETE FROM events WHERE {where} RETURNING length(snapshot)"
-            ).fetchall()
-        else:
-            rows = [
-                r
-                for seq in seqs
-                for r in self._conn.execute(
-                    f"DELETE FROM events WHERE seq = ? AND {where} RETURNING length(snapshot)",
-                    (seq,),
-                ).fetchall()
-            ]
-        return sum(int(r[0] or 0) for r in rows)
-
-    def _release_snapshots_locked(self, seqs: Sequence[int]) -> int:
-        """Delete the snapshots of `seqs` that no sink still waiting wants: bytes freed."""
-        wanting = [name for name, state in self._sinks.items() if state.snapshots]
-        marks = ", ".join("?" * len(wanting))
-        freed = 0
-        for seq in seqs:
-            row = self._conn.execute(
-                f"SELECT length(snapshot) FROM events WHERE seq = ? AND snapshot IS NOT NULL "
-                f"AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq AND "
-                f"d.sink IN ({marks}))",
-                (seq, *wanting),
-            ).fetchone()
-            if row is not None:
-                self._conn.execute("UPDATE events SET snapshot = NULL WHERE seq = ?", (seq,))
-                freed += int(row[0])
-        return freed
-
-    def _drop_snapshots_locked(self, over_bytes: int) -> list[int]:
-        """Delete the oldest snapshots until `over_bytes` are freed: their events' seqs."""
-        if over_bytes <= 0:
-            return []
-        rows = self._conn.execute(
-            "SELECT seq, length(snapshot) FROM events WHERE snapshot IS NOT NULL ORDER BY seq"
-        ).fetchall()
-        seqs, freed = [], 0
-        for seq, size in rows:
-            if freed >= over_bytes:
-                break
-            self._conn.execute("UPDATE events SET snapshot = NULL WHERE seq = ?", (seq,))
-            seqs.append(int(seq))
-            freed += int(size)
-        self._snapshot_bytes -= freed
-        return seqs
 
     def _count_snapshot_bytes_locked(self) -> int:
         return int(self._query("SELECT COALESCE(SUM(length(snapshot)), 0) FROM events")[0][0])
@@ -321,10 +247,11 @@ class Outbox:
                 ).rowcount
                 for seq in seqs
             )
-            freed = self._delete_orphans_locked(seqs)
+            freed = delete_orphans(conn, seqs)
             state = self._sinks.get(sink)
             if state is not None and state.snapshots:
-                freed += self._release_snapshots_locked(seqs)
+                wanting = [name for name, other in self._sinks.items() if other.snapshots]
+                freed += release_snapshots(conn, seqs, wanting)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

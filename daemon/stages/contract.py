@@ -101,28 +101,9 @@ def read_contract(
     _check_choice(colour, COLOUR_ORDERS, "colour_order", name)
     activation = cfg.activation or meta.get("activation", "none")
     _check_choice(activation, MODEL_ACTIVATIONS, "activation", name)
-    mean = cfg.mean or _floats(meta.get("mean", "0"), "mean", name)
-    std = cfg.std or _floats(meta.get("std", "1"), "std", name)
-    for key, values in (("mean", mean), ("std", std)):
-        if len(values) not in (1, CHANNELS[kind]):
-            raise ModelError(
-                f"model {name}: {key} has {len(values)} values: expected 1 or "
-                f"{CHANNELS[kind]} (one per channel of input {kind})"
-            )
-    if any(v == 0 for v in std):
-        raise ModelError(f"model {name}: std must not be 0 (got {list(std)})")
+    mean, std = _normalisation(kind, meta, cfg, name)
     labels = cfg.labels or _labels(meta.get("labels", ""), name)
-    result_kind = meta.get("result_kind", CLIP_SCORES)
-    if result_kind not in RESULT_KINDS:
-        raise ModelError(
-            f"model {name}: metadata result_kind {result_kind!r} is not one of "
-            f"{', '.join(RESULT_KINDS)}"
-        )
-    max_detections = (
-        _int(meta.get("max_detections", str(MAX_DETECTIONS)), "max_detections", name)
-        or MAX_DETECTIONS
-    )
-    keypoints = _int(meta.get("keypoints", "0"), "keypoints", name)
+    result_kind, max_detections, keypoints = _result(meta, name)
     return ModelContract(
         tuple(labels),
         layout,
@@ -138,6 +119,39 @@ def read_contract(
         max_detections,
         keypoints,
     )
+
+
+def _normalisation(
+    kind: str, meta: dict[str, str], cfg: InferenceConfig, name: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std): 1 value or one per channel of input `kind`, std never 0."""
+    mean = cfg.mean or _floats(meta.get("mean", "0"), "mean", name)
+    std = cfg.std or _floats(meta.get("std", "1"), "std", name)
+    for key, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, CHANNELS[kind]):
+            raise ModelError(
+                f"model {name}: {key} has {len(values)} values: expected 1 or "
+                f"{CHANNELS[kind]} (one per channel of input {kind})"
+            )
+    if any(v == 0 for v in std):
+        raise ModelError(f"model {name}: std must not be 0 (got {list(std)})")
+    return tuple(mean), tuple(std)
+
+
+def _result(meta: dict[str, str], name: str) -> tuple[str, int, int]:
+    """What one result holds, from the metadata: (result_kind, max_detections, keypoints)."""
+    result_kind = meta.get("result_kind", CLIP_SCORES)
+    if result_kind not in RESULT_KINDS:
+        raise ModelError(
+            f"model {name}: metadata result_kind {result_kind!r} is not one of "
+            f"{', '.join(RESULT_KINDS)}"
+        )
+    max_detections = (
+        _int(meta.get("max_detections", str(MAX_DETECTIONS)), "max_detections", name)
+        or MAX_DETECTIONS
+    )
+    keypoints = _int(meta.get("keypoints", "0"), "keypoints", name)
+    return result_kind, max_detections, keypoints
 
 
 def _input_and_length(

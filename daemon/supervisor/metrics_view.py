@@ -27,6 +27,21 @@ def metrics_snapshot(
     intake: EventIntake | None = None,
 ) -> MetricsSnapshot:
     """Read every stats block and ring now (on the supervisor's loop, at scrape time)."""
+    workers = worker_views(arbiter)
+    rings = [(name, ring.stats()) for name, ring in list(arbiter.topology.rings.items())]
+    cameras = camera_views(arbiter)
+    return MetricsSnapshot(
+        workers,
+        rings,
+        cameras,
+        providers,
+        tuple(sinks),
+        intake_losses([c.name for c in cameras], intake),
+    )
+
+
+def worker_views(arbiter: Arbiter) -> list[WorkerView]:
+    """Each worker's stats block, liveness and restarts, with what its kind exports."""
     topology = arbiter.topology
     workers = []
     for name, spec in list(topology.workers.items()):
@@ -49,28 +64,25 @@ def metrics_snapshot(
                 losses=tuple((loss.item, loss.reason, loss.field) for loss in kind.losses),
             )
         )
-    rings = [(name, ring.stats()) for name, ring in list(topology.rings.items())]
-    # The native rate of each camera, from its origin worker (e.g. the source).
+    return workers
+
+
+def camera_views(arbiter: Arbiter) -> list[CameraView]:
+    """Every enabled camera: failed or not, and its frame rate (configured, else the
+    native rate its origin worker, e.g. the source, measured)."""
+    topology = arbiter.topology
     native = {
         spec.camera: topology.stats[name].get("source_fps")
         for name, spec in topology.workers.items()
         if topology.kinds[spec.kind].origin and name in topology.stats
     }
-    cameras = [
+    return [
         CameraView(
             cam.name, cam.name in arbiter.failed_cameras, cam.fps or native.get(cam.name, 0.0)
         )
         for cam in topology.config.cameras
         if cam.enabled
     ]
-    return MetricsSnapshot(
-        workers,
-        rings,
-        cameras,
-        providers,
-        tuple(sinks),
-        intake_losses([c.name for c in cameras], intake),
-    )
 
 
 INTAKE_STAGE = "intake"  # the stage label of the events the supervisor's intake lost
