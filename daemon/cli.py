@@ -19,6 +19,9 @@ from daemon.exitcodes import ExitCode
 from daemon.ipc import ShmSpaceError
 from daemon.logs import setup_logging
 from daemon.outputs.metrics import MetricsServerError
+from daemon.outputs.mqtt_session import MqttSetupError
+from daemon.outputs.outbox import OutboxError
+from daemon.outputs.sinks.runner import SinkSetupError
 from daemon.stages.contract import ModelError
 from daemon.supervisor.app import Supervisor
 from daemon.supervisor.boot import Boot, load_boot
@@ -100,6 +103,20 @@ def _boot(path: Path) -> Boot | None:
     return None
 
 
+def _sink_setup_failed(config: Path, exc: Exception) -> int:
+    """An event sink or its outbox could not be opened at start-up: one line, and CONFIG
+    for a setting of the sink's section (fix the file), BOOT for the state directory or
+    the outbox file (unwritable, corrupt, disk full: systemd restarts on BOOT, so a disk
+    that has room again, or a file moved aside, lets the next start succeed)."""
+    cause = exc.__cause__ if isinstance(exc, SinkSetupError) else exc
+    if isinstance(cause, ValueError):  # MqttSetupError, a section's value a sink refuses
+        log.error("%s: event sink %s; fix it in the config and start again", config, exc)
+        return ExitCode.CONFIG
+    hint = "" if isinstance(cause, OutboxError) else "; check the path and its permissions"
+    log.error("%s: event sink %s%s", config, exc, hint)
+    return ExitCode.BOOT
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     boot = _boot(args.config)
     if boot is None:
@@ -131,3 +148,5 @@ def cmd_run(args: argparse.Namespace) -> int:
     except MetricsServerError as exc:
         log.error("%s: %s", args.config, exc)
         return ExitCode.LISTEN
+    except (SinkSetupError, OutboxError, MqttSetupError) as exc:
+        return _sink_setup_failed(args.config, exc)
