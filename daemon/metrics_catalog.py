@@ -132,6 +132,13 @@ CATALOG: tuple[MetricSpec, ...] = (
         "Reads that timed out or returned no frame on an open stream.",
     ),
     MetricSpec(
+        "actiond_analysis_skipped_total",
+        COUNTER,
+        ("camera",),
+        "Frames the person pipeline's gate did not send for analysis (no motion, or above "
+        "the camera's analyse_fps): skipped by design, not lost.",
+    ),
+    MetricSpec(
         "actiond_mjpeg_viewers",
         GAUGE,
         ("camera",),

@@ -152,7 +152,7 @@ BAD_CONFIGS = [
         "unknown-second-camera-key",
         BASE_CAMERA + '[[cameras]]\nname = "b"\nsource = "test:bars"\ncolour = 1\n',
         "cameras[1].colour",
-        "valid keys here: crop, enabled, fps",
+        "valid keys here: analyse_fps, crop, enabled, fps",
     ),
     (
         "unknown-motion-key",

@@ -77,6 +77,7 @@ def _make_blocks(shm: ShmArea) -> dict[str, StatsBlock]:
         ("overlay", "overlay"),
         ("infer.0", "infer"),
         ("infer.1", "infer"),
+        ("gate", "gate"),
     ):
         block = StatsBlock.create(f"{name}.stats", stats_fields(kind), shm.run_id, shm.dir)
         blocks[name] = block

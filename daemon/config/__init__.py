@@ -62,6 +62,7 @@ from daemon.config.schema import (
     MotionConfig,
     MqttConfig,
     PeopleConfig,
+    PerceptionConfig,
     SkeletonModelConfig,
     ZoneConfig,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "MotionConfig",
     "MqttConfig",
     "PeopleConfig",
+    "PerceptionConfig",
     "SkeletonModelConfig",
     "ZoneConfig",
     "camera_display",

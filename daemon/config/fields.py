@@ -29,6 +29,7 @@ from daemon.config.schema import (
     LOG_LEVELS,
     MAX_FPS,
     MAX_NAME_CHARS,
+    MAX_PEOPLE,
     MAX_TOPIC_PREFIX_CHARS,
     MIN_FPS,
     MIN_RING_CAPACITY,
@@ -50,6 +51,7 @@ from daemon.config.schema import (
     MotionConfig,
     MqttConfig,
     PeopleConfig,
+    PerceptionConfig,
 )
 
 
@@ -133,6 +135,7 @@ def _field_rules() -> dict[type, dict[str, Check]]:
         CameraConfig: _camera_rules(),
         MotionConfig: {"method": one_of(*MOTION_METHODS), "width": positive, "height": positive},
         InferenceConfig: _inference_rules(),
+        PerceptionConfig: _perception_rules(),
         DisplayConfig: {
             "mjpeg_listen": listen_address,
             "jpeg_quality": between(*JPEG_QUALITY_RANGE),
@@ -154,6 +157,62 @@ def _field_rules() -> dict[type, dict[str, Check]]:
             "threshold": _score,
         },
         PeopleConfig: _people_rules(),
+    }
+
+
+def _daemon_rules() -> dict[str, Check]:
+    """[daemon]: names, log level, intervals and the crash budget."""
+    interval, backoff = within(*INTERVAL_RANGE_S, " s"), within(*BACKOFF_RANGE_S, " s")
+    return {
+        "device_id": lambda v: None if v == "" else name_problem(v),
+        "log_level": one_of(*LOG_LEVELS),
+        "status_interval_s": interval,
+        "heartbeat_timeout_s": within(*HEARTBEAT_RANGE_S, " s"),
+        "restart_backoff_min_s": backoff,
+        "restart_backoff_max_s": backoff,
+        "stable_after_s": interval,
+        "crash_budget": at_least(1),
+        "crash_window_s": interval,
+    }
+
+
+def _camera_rules() -> dict[str, Check]:
+    """[[cameras]]: rates, sizes, the frames ring, and the source's timeouts."""
+    positive = greater_than(0)
+    backoff, timeout = within(*BACKOFF_RANGE_S, " s"), within(*TIMEOUT_RANGE_S, " s")
+    return {
+        "name": name_problem,
+        "fps": _fps,
+        "analyse_fps": within(MIN_FPS, MAX_FPS, " fps"),
+        "width": positive,
+        "height": positive,
+        "ring_capacity": at_least(MIN_RING_CAPACITY),
+        "ring_policy": one_of(*RING_POLICIES),
+        "open_timeout_s": timeout,
+        "read_timeout_s": timeout,
+        "reconnect_backoff_min_s": backoff,
+        "reconnect_backoff_max_s": backoff,
+    }
+
+
+def _inference_rules() -> dict[str, Check]:
+    """[inference]: threads, sizes and batching, and the model contract's overrides."""
+    non_negative = at_least(0)
+    return {
+        "threads": non_negative,
+        "clip_length": non_negative,
+        "width": non_negative,
+        "height": non_negative,
+        "stride": at_least(1),
+        "replicas": at_least(1),
+        "max_batch": non_negative,
+        "labels": _labels,
+        "layout": _optional(MODEL_LAYOUTS),
+        "input": _optional(MODEL_INPUTS),
+        "colour_order": _optional(COLOUR_ORDERS),
+        "mean": _channel_values,
+        "std": _std_values,
+        "activation": _optional(MODEL_ACTIVATIONS),
     }
 
 
@@ -187,58 +246,15 @@ def _people_rules() -> dict[str, Check]:
     }
 
 
-def _daemon_rules() -> dict[str, Check]:
-    """[daemon]: names, log level, intervals and the crash budget."""
-    interval, backoff = within(*INTERVAL_RANGE_S, " s"), within(*BACKOFF_RANGE_S, " s")
+def _perception_rules() -> dict[str, Check]:
+    """[perception]: the person models and the gate."""
     return {
-        "device_id": lambda v: None if v == "" else name_problem(v),
-        "log_level": one_of(*LOG_LEVELS),
-        "status_interval_s": interval,
-        "heartbeat_timeout_s": within(*HEARTBEAT_RANGE_S, " s"),
-        "restart_backoff_min_s": backoff,
-        "restart_backoff_max_s": backoff,
-        "stable_after_s": interval,
-        "crash_budget": at_least(1),
-        "crash_window_s": interval,
-    }
-
-
-def _camera_rules() -> dict[str, Check]:
-    """[[cameras]]: rates, sizes, the frames ring, and the source's timeouts."""
-    positive = greater_than(0)
-    backoff, timeout = within(*BACKOFF_RANGE_S, " s"), within(*TIMEOUT_RANGE_S, " s")
-    return {
-        "name": name_problem,
-        "fps": _fps,
-        "width": positive,
-        "height": positive,
-        "ring_capacity": at_least(MIN_RING_CAPACITY),
-        "ring_policy": one_of(*RING_POLICIES),
-        "open_timeout_s": timeout,
-        "read_timeout_s": timeout,
-        "reconnect_backoff_min_s": backoff,
-        "reconnect_backoff_max_s": backoff,
-    }
-
-
-def _inference_rules() -> dict[str, Check]:
-    """[inference]: threads, sizes and batching, and the model contract's overrides."""
-    non_negative = at_least(0)
-    return {
-        "threads": non_negative,
-        "clip_length": non_negative,
-        "width": non_negative,
-        "height": non_negative,
-        "stride": at_least(1),
+        "threads": at_least(0),
         "replicas": at_least(1),
-        "max_batch": non_negative,
-        "labels": _labels,
-        "layout": _optional(MODEL_LAYOUTS),
-        "input": _optional(MODEL_INPUTS),
-        "colour_order": _optional(COLOUR_ORDERS),
-        "mean": _channel_values,
-        "std": _std_values,
-        "activation": _optional(MODEL_ACTIVATIONS),
+        "min_score": _score,
+        "max_people": between(1, MAX_PEOPLE),
+        "motion_min_share": _score,
+        "keepalive_fps": within(MIN_FPS, MAX_FPS, " fps"),
     }
 
 

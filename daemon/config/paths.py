@@ -32,7 +32,13 @@ from daemon.capture.table import TEST_PREFIX as TEST_PREFIX
 from daemon.capture.table import resolve_source as resolve_source
 from daemon.capture.table import source_kind as source_kind
 from daemon.config.loader import ConfigError, absolute_path, existing_file
-from daemon.config.schema import MAX_SHM_DIR_BYTES, CameraConfig, Config, PeopleConfig
+from daemon.config.schema import (
+    MAX_SHM_DIR_BYTES,
+    CameraConfig,
+    Config,
+    PeopleConfig,
+    PerceptionConfig,
+)
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
@@ -89,6 +95,7 @@ def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
         inference=dataclasses.replace(
             inference, model=existing_file(inference.model, config_dir, "inference.model", file)
         ),
+        perception=_perception_paths(config.perception, config_dir, file),
         display=dataclasses.replace(
             config.display,
             record=record,
@@ -108,6 +115,17 @@ def _people_paths(people: PeopleConfig, config_dir: Path, file: str) -> PeopleCo
         for i, c in enumerate(people.classifiers)
     )
     return dataclasses.replace(people, classifiers=classifiers)
+
+
+def _perception_paths(
+    perception: PerceptionConfig, config_dir: Path, file: str
+) -> PerceptionConfig:
+    """The person models' files, absolute and checked ("" stays: the shipped ones)."""
+    return dataclasses.replace(
+        perception,
+        detector=existing_file(perception.detector, config_dir, "perception.detector", file),
+        pose=existing_file(perception.pose, config_dir, "perception.pose", file),
+    )
 
 
 def _camera_sources(config: Config, config_dir: Path, file: str) -> tuple[CameraConfig, ...]:

@@ -36,6 +36,7 @@ HEARTBEAT_RANGE_S = (1.0, 3600.0)  # workers beat every 0.5 s
 INTERVAL_RANGE_S = (0.1, 86400.0)  # status, stable-after, crash window
 COOLDOWN_RANGE_S = (0.0, 86400.0)
 JPEG_QUALITY_RANGE = (1, 100)  # display.jpeg_quality (OpenCV's scale)
+MAX_PEOPLE = 32  # perception.max_people: a detections record has room for this many
 ZONE_KINDS = ("include", "exclude")  # cameras[].zones[].kind
 MIN_ZONE_POINTS = 3
 # What daemon.people can report ([people] actions): each rule's action name.
@@ -97,6 +98,10 @@ class CameraConfig:
     crop: tuple[int, int, int, int] | None = None  # x, y, w, h in source pixels, before resize
     ring_capacity: int = 4
     ring_policy: str = "drop_oldest"  # block | drop_oldest | drop_newest
+    # pipeline "person": frames analysed per second while something moves (the gate),
+    # and the detector run tiled (full frame + 2 x 2 tiles, ~5x the cost) for small people
+    analyse_fps: float = 5.0
+    tiled_detection: bool = False
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
     reconnect_backoff_min_s: float = 0.5
@@ -135,6 +140,23 @@ class InferenceConfig:
     mean: tuple[float, ...] = ()  # 1 value, or one per channel of `input` (0-255 pixels,
     std: tuple[float, ...] = ()  # flow in pixels/frame at model size): (x - mean) / std
     activation: str = ""  # none | softmax | sigmoid, applied to the model output
+
+
+@dataclass(frozen=True)
+class PerceptionConfig:
+    """[perception]: the person models of pipeline "person" (detect stage) and its gate."""
+
+    detector: str = ""  # person detector .onnx; "" -> the shipped NanoDet-g
+    pose: str = ""  # pose model .onnx (per person crop); "" -> the shipped MoveNet Lightning
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    threads: int = 1  # onnxruntime intra-op threads per replica
+    replicas: int = 1  # detect worker processes shared by every person camera
+    min_score: float = 0.4  # person score a detection needs (eval/perception.md)
+    max_people: int = 16  # people per frame kept (the best), each one pose call
+    # The gate: a frame moves when at least this share of a small grey image's pixels
+    # changed since the last frame; a still scene is analysed at keepalive_fps.
+    motion_min_share: float = 0.002
+    keepalive_fps: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -201,10 +223,10 @@ class PeopleConfig:
     start_s: float = 0.4
     end_s: float = 1.0
     cooldown_s: float = 5.0
-    # Walking, over walk_window_s: left/right when the body (shoulders, else the box
-    # centre) crosses the frame at walk_speed body units per second or more;
+    # Walking, over walk_window_s, upright: left/right when the body (hips, else
+    # shoulders, else the box centre) crosses the frame at walk_speed body units/s;
     # towards/away when the body's size grows/shrinks by walk_growth of itself per second.
-    walk_window_s: float = 1.0
+    walk_window_s: float = 0.6
     walk_speed: float = 1.0
     walk_growth: float = 0.15
     # Hands: a wrist this far above its shoulder (body units) is raised; waving is a
@@ -273,6 +295,7 @@ class Config:
     cameras: tuple[CameraConfig, ...] = ()
     motion: MotionConfig = field(default_factory=MotionConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     people: PeopleConfig = field(default_factory=PeopleConfig)

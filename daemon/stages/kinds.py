@@ -217,6 +217,9 @@ class Graph:
 
     name: str
     edges: tuple[str, ...]
+    # What this graph's results hold, when its own stage makes them (the person
+    # pipeline's detections); None: the configured model's (its contract says).
+    result: Callable[[Config], ResultSpec] | None = None
 
     @cached_property
     def parsed(self) -> tuple[Edge, ...]:

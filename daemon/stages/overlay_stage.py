@@ -69,6 +69,7 @@ RESULTS_KEPT = 64
 # At the end of a file: how long to wait for the results of the last clips (normally
 # they come within one inference; they never come if a clip was dropped or lost).
 LAST_RESULTS_WAIT_S = 5.0
+KEYPOINT_SURE = 0.3  # a keypoint scored at least this is counted in the frame log
 DEFAULT_FPS = 10.0  # recorder frame rate when the camera's fps is left to the source
 FPS_WINDOW_S = 2.0
 
@@ -179,7 +180,7 @@ class OverlayStage:
         self._check_order(frame_id)
         opened(self._outputs, "the display outputs").show(image)
         self._count_viewers()
-        self._log_frame(frame_id, result_id, label, score)
+        self._log_frame(frame_id, result_id, label, score, _people_seen(result))
 
     def _feed_events(self, frame_id: int, image: np.ndarray) -> None:
         """Feed every result not yet fed, up to this frame, once and in frame order: the
@@ -289,17 +290,21 @@ class OverlayStage:
         self._stats.set("display_fps", fps)
         return fps
 
-    def _log_frame(self, frame_id: int, result_id: int, label: str, score: float) -> None:
+    def _log_frame(
+        self, frame_id: int, result_id: int, label: str, score: float, people: list[int]
+    ) -> None:
         self._stats.set("last_result_frame_id", result_id)
         if self._frame_log is not None:
             # Every camera's overlay appends to the same file: say whose frame it is.
-            record = {
+            record: dict[str, object] = {
                 "camera": self._cam.name,
                 "frame_id": frame_id,
                 "result_frame_id": result_id,
                 "label": label,
                 "score": round(score, 4),
             }
+            if people:  # detections: per person, how many keypoints are sure
+                record["people_keypoints"] = people
             self._frame_log.write(json.dumps(record) + "\n")
             self._frame_log.flush()
 
@@ -315,6 +320,15 @@ class OverlayStage:
                 endpoint.close()
         self._upstream.close()
         self._source.close()
+
+
+def _people_seen(result: records.Result | None) -> list[int]:
+    """Per detection of a result with keypoints, its keypoints scored >= 0.3 (for the
+    frame log); [] for other results."""
+    if result is None or "keypoints" not in result:
+        return []
+    n = records.detection_count(result)
+    return [int(v) for v in (result["keypoints"][:n, :, 2] >= KEYPOINT_SURE).sum(axis=1)]
 
 
 def _args(ctx: WorkerContext) -> OverlayArgs:

@@ -30,6 +30,24 @@ def view_record(cam: CameraConfig, config: Config) -> PackedSpec:
     )
 
 
+def analysis_record(frame_bytes: int) -> PackedSpec:
+    """gate -> detect (one ring for every person camera): `size` = (width, height), then
+    the frame's BGR bytes, in a slot as large as the largest camera's frame."""
+    return PackedSpec((("size", (2,), "int32"), ("frame", (frame_bytes,), "uint8")))
+
+
+def analysis_frame_bytes(cams: tuple[CameraConfig, ...]) -> int:
+    """The largest BGR frame of these cameras, in bytes."""
+    return max(c.width * c.height * 3 for c in cams)
+
+
+def analysis_record_of(slot_bytes: int) -> PackedSpec:
+    """The analysis record of a ring whose slots hold `slot_bytes` (what a consumer reads
+    from the ring, without knowing which cameras feed it)."""
+    offset = analysis_record(1).offsets["frame"]
+    return analysis_record(slot_bytes - offset)
+
+
 def clip_record(facts: ModelFacts) -> PackedSpec:
     """motion -> infer: the last T frames and/or flows, already at the model's input size
     (resizing once per frame in motion costs far less than per clip in infer).
@@ -55,6 +73,8 @@ KEYPOINT_VALUES = 3  # x, y, score per keypoint
 BOX_VALUES = 4  # x0, y0, x1, y1, as shares of the frame's width/height
 
 Result = dict[str, np.ndarray]  # a result record's fields, copied out of its slot
+PERSON_LABELS = ("person",)  # the person pipeline's one class
+COCO_KEYPOINTS = 17  # the pose model's keypoints per person (COCO order)
 
 
 @dataclass(frozen=True)
@@ -65,6 +85,12 @@ class ResultSpec:
     labels: tuple[str, ...] = ()
     max_detections: int = MAX_DETECTIONS  # detections only
     keypoints: int = 0  # detections only: keypoints per box (0: none)
+
+
+def person_result(config: Config) -> ResultSpec:
+    """What the person pipeline's results hold: up to perception.max_people people, each
+    a box, a score and 17 keypoints (shares of the frame's width/height)."""
+    return ResultSpec(DETECTIONS, PERSON_LABELS, config.perception.max_people, COCO_KEYPOINTS)
 
 
 def _clip_scores_record(spec: ResultSpec) -> PackedSpec:

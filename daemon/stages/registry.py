@@ -9,14 +9,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from daemon.stages import infer_stage, motion_stage, overlay_stage, source_stage
+from daemon.stages import (
+    detect_stage,
+    gate_stage,
+    infer_stage,
+    motion_stage,
+    overlay_stage,
+    source_stage,
+)
 from daemon.stages.kinds import Graph, StageKind
+from daemon.stages.records import person_result
 from daemon.stages.worker import StageFactory
 
 KINDS: Mapping[str, StageKind] = MappingProxyType(
     {
         k.name: k
-        for k in (source_stage.KIND, motion_stage.KIND, infer_stage.KIND, overlay_stage.KIND)
+        for k in (
+            source_stage.KIND,
+            motion_stage.KIND,
+            infer_stage.KIND,
+            overlay_stage.KIND,
+            gate_stage.KIND,
+            detect_stage.KIND,
+        )
     }
 )
 
@@ -31,7 +46,20 @@ CLIP_GRAPH = Graph(
     ),
 )
 
-GRAPHS: Mapping[str, Graph] = MappingProxyType({g.name: g for g in (CLIP_GRAPH,)})
+# People, not motion: the gate sends frames that moved (at the camera's analyse_fps) to
+# the shared person models; the overlay tracks the people and makes their events.
+PERSON_GRAPH = Graph(
+    "person",
+    edges=(
+        "source.out -> gate.in",
+        "gate.view -> overlay.view",
+        "gate.frames -> detect.frames",
+        "detect.results -> overlay.results",
+    ),
+    result=person_result,
+)
+
+GRAPHS: Mapping[str, Graph] = MappingProxyType({g.name: g for g in (CLIP_GRAPH, PERSON_GRAPH)})
 DEFAULT_PIPELINE = CLIP_GRAPH.name
 
 for _graph in GRAPHS.values():

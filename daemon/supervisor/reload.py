@@ -70,6 +70,7 @@ SECTION_EFFECTS: Mapping[str, SectionEffect] = MappingProxyType(
         "cameras": _e(Effect.CAMERAS),  # or GRAPH: see _camera_changes
         "motion": _e(Effect.GRAPH),  # flow size shapes the view and clip rings
         "inference": _e(Effect.GRAPH),  # the model shapes the clip and result rings
+        "perception": _e(Effect.GRAPH),  # the detect replicas and the person models
         "display": _e(Effect.OVERLAYS),
         # The overlays track events; Home Assistant is offered the actions that make events.
         "events": _e(Effect.OVERLAYS, Effect.SINKS),

@@ -87,6 +87,13 @@ class Topology:
     def graph_of(self, cam: CameraConfig) -> Graph:
         return self.graphs[cam.pipeline]
 
+    def result_for(self, cams: tuple[CameraConfig, ...]) -> ResultSpec:
+        """What the results of these cameras' graph hold: the graph's own (the person
+        pipeline's detections) or the model's."""
+        own = {self.graph_of(c).result for c in cams} - {None}
+        make = own.pop() if len(own) == 1 else None
+        return make(self.config) if make is not None else self.result_spec
+
     def cameras(self) -> list[CameraConfig]:
         return [c for c in self.config.cameras if c.enabled]
 
@@ -151,7 +158,9 @@ class Topology:
         producer, consumer = self.kinds[use.producer], self.kinds[use.consumer]
         cams = tuple(c for c in self.cameras() if c.name in use.cameras)
         shape = producer.output(edge.output).shape(
-            RingContext(config=self.config, cameras=cams, facts=self.facts, result=self.result_spec)
+            RingContext(
+                config=self.config, cameras=cams, facts=self.facts, result=self.result_for(cams)
+            )
         )
         producers = (
             producer.replicas(self.config)
@@ -229,13 +238,14 @@ class Topology:
     def _spec(self, plan: WorkerPlan) -> WorkerSpec[Any]:
         cams = self.cameras()
         index = next((i for i, c in enumerate(cams) if c.name == plan.camera), 0)
+        camera = cams[index] if plan.camera else None
         ctx = WorkerContext(
             config=self.config,
-            camera=cams[index] if plan.camera else None,
+            camera=camera,
             camera_index=index,
             model_path=self.model_path,
             facts=self.facts,
-            result=self.result_spec,
+            result=self.result_for((camera,)) if camera else self.result_spec,
             events_socket=self.events_socket,
             upstream_stats=tuple(str(self.stats[n].path) for n in plan.upstream),
             origin_stats=str(self.stats[plan.origin].path) if plan.origin else "",
