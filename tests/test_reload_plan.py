@@ -23,6 +23,7 @@ from daemon.config import (
     model_facts,
 )
 from daemon.outputs.sinks.table import SINK_KINDS
+from daemon.stages.registry import KINDS
 from daemon.supervisor import reload
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.reload import (
@@ -147,3 +148,19 @@ def test_a_new_model_rebuilds_and_reopens_the_sinks() -> None:
 def test_no_change_plans_nothing() -> None:
     plan = plan_reload(boot(), boot())
     assert plan.empty and plan.effects() == "nothing to restart"
+
+
+def test_the_kinds_restarted_for_a_section_are_those_that_declare_it() -> None:
+    """reload names no stage: a section whose effect is STAGES restarts the kinds that
+    declare it in reload_sections, and every declared section has that effect."""
+    declared = {s for kind in KINDS.values() for s in kind.reload_sections}
+    staged = {
+        name
+        for name, effect in SECTION_EFFECTS.items()
+        if not isinstance(effect, dict) and reload.Effect.STAGES in effect
+    }
+    assert declared == staged
+    assert declared <= {f.name for f in fields(Config)}, "not a config section"
+    display = plan_reload(boot(), changed(display=DisplayConfig(jpeg_quality=50)))
+    readers = {name for name, kind in KINDS.items() if "display" in kind.reload_sections}
+    assert display.worker_kinds == readers and "overlay" in readers

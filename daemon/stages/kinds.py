@@ -136,6 +136,9 @@ class StageKind:
     respawn: new arguments for a worker started again, from its stats block (a source
     continues its frame ids).
     status_unit: the unit of the rate the status line shows for a shared kind.
+    reload_sections: config sections its workers read only when they start: a reload
+    that changes one restarts every worker of this kind (the overlay: [display], [events],
+    [people]).
     """
 
     name: str
@@ -151,6 +154,7 @@ class StageKind:
     respawn: Callable[[Any, StatsBlock], Any] | None = None
     replicas: Callable[[Config], int] = lambda config: 1
     status_unit: str = "fps"
+    reload_sections: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:

@@ -355,4 +355,7 @@ KIND = StageKind(
         Export("actiond_mjpeg_viewers", "mjpeg_viewers"),
         Export("actiond_mjpeg_viewers_refused_total", "mjpeg_viewers_refused_total"),
     ),
+    # The MJPEG view, window and recorder, the event tracker and the people engine are
+    # made at start.
+    reload_sections=frozenset({"display", "events", "people"}),
 )

@@ -20,6 +20,7 @@ from typing import Any
 from daemon.config import CameraConfig, Config
 from daemon.outputs.sinks.runner import enabled_sinks
 from daemon.outputs.sinks.table import SINK_KINDS
+from daemon.stages.registry import KINDS
 from daemon.supervisor.boot import Boot
 
 # Camera fields that size or shape the camera's rings: changing one rebuilds the graph.
@@ -33,7 +34,7 @@ class Effect(Enum):
     LIVE = "applied by the supervisor at once"
     SINKS = "the event sinks re-opened"  # the changed sections', or every one
     METRICS = "the metrics endpoint re-opened"
-    OVERLAYS = "every camera's overlay restarted"
+    STAGES = "the stage kinds that read it at start restarted"  # StageKind.reload_sections
     WORKERS = "every worker restarted"
     CAMERAS = "the changed cameras' workers restarted"
     GRAPH = "the whole pipeline rebuilt"
@@ -71,11 +72,11 @@ SECTION_EFFECTS: Mapping[str, SectionEffect] = MappingProxyType(
         "motion": _e(Effect.GRAPH),  # flow size shapes the view and clip rings
         "inference": _e(Effect.GRAPH),  # the model shapes the clip and result rings
         "perception": _e(Effect.GRAPH),  # the detect replicas and the person models
-        "display": _e(Effect.OVERLAYS),
+        "display": _e(Effect.STAGES),
         # The overlays track events; Home Assistant is offered the actions that make events.
-        "events": _e(Effect.OVERLAYS, Effect.SINKS),
+        "events": _e(Effect.STAGES, Effect.SINKS),
         # The people engine runs beside the events; discovery offers its actions.
-        "people": _e(Effect.OVERLAYS, Effect.SINKS),
+        "people": _e(Effect.STAGES, Effect.SINKS),
         "metrics": _e(Effect.METRICS),
         # Every event sink's section (the sink table): that sink re-opened.
         **{name: _e(Effect.SINKS) for name in SINK_KINDS},
@@ -135,6 +136,7 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
     effects: set[Effect] = set()
     graph: list[str] = []  # what forces a rebuild, for the log
     every_sink = False  # a change every sink's records carry (device_id, [events])
+    read_at_start: set[str] = set()  # changed sections that stage kinds read at start
     for section in fields(Config):
         before, after = getattr(old.config, section.name), getattr(new.config, section.name)
         if before == after:
@@ -147,6 +149,7 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
             effects |= effect
             every_sink |= Effect.SINKS in effect and section.name not in SINK_KINDS
             graph += [what] if Effect.GRAPH in effect else []
+            read_at_start |= {section.name} if Effect.STAGES in effect else set()
     if _model_changed(old, new):
         changed.append("the model")
         graph.append("the model")
@@ -155,13 +158,7 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
         reason, cameras = _camera_changes(old.config, new.config)
         graph += [reason] if reason else []
     rebuild = bool(graph)
-    kinds = frozenset(
-        {ALL_KINDS}
-        if Effect.WORKERS in effects
-        else {"overlay"}
-        if Effect.OVERLAYS in effects
-        else ()
-    )
+    kinds = frozenset({ALL_KINDS}) if Effect.WORKERS in effects else _kinds_reading(read_at_start)
     # The sinks know the cameras and actions (MQTT topics, Home Assistant discovery).
     names_changed = _enabled(old.config) != _enabled(new.config) or old.labels != new.labels
     return ReloadPlan(
@@ -176,6 +173,11 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
         metrics=Effect.METRICS in effects,
         live=Effect.LIVE in effects,
     )
+
+
+def _kinds_reading(sections: set[str]) -> frozenset[str]:
+    """The stage kinds that read one of `sections` only at start (their reload_sections)."""
+    return frozenset(name for name, kind in KINDS.items() if kind.reload_sections & sections)
 
 
 def _sinks_to_reopen(old: Config, new: Config, changed: list[str], every: bool) -> frozenset[str]:
