@@ -13,8 +13,26 @@ from collections.abc import Sequence
 import numpy as np
 
 from daemon.config import PeopleConfig
-from daemon.people.body import body_unit, box_height, hips, is_horizontal, point, shoulders
-from daemon.people.person import L_SHOULDER, L_WRIST, R_SHOULDER, R_WRIST, Sample, box_centre
+from daemon.people.body import (
+    body_unit,
+    box_height,
+    hips,
+    is_horizontal,
+    midpoint,
+    point,
+    shoulders,
+    torso_angle_deg,
+)
+from daemon.people.person import (
+    L_HIP,
+    L_SHOULDER,
+    L_WRIST,
+    R_HIP,
+    R_SHOULDER,
+    R_WRIST,
+    Sample,
+    box_centre,
+)
 
 ARMS = ((L_WRIST, L_SHOULDER), (R_WRIST, R_SHOULDER))
 MIN_WINDOW_SAMPLES = 3
@@ -26,6 +44,9 @@ EDGE_MARGIN = 0.02
 # Wrist paths are measured on this grid of media time (the nearest sample to each
 # point), so their length does not grow with the analysis rate's keypoint jitter.
 PATH_GRID_S = 0.2
+# People walk upright: a torso leaning further than this from vertical is not walking
+# (it is falling, bending or lying).
+WALK_MAX_LEAN_DEG = 45.0
 
 
 def window(history: Sequence[Sample], span_s: float) -> list[Sample]:
@@ -53,12 +74,13 @@ def walking(history: Sequence[Sample], cfg: PeopleConfig, frame_height: int) -> 
     if not samples:
         return set()
     k = cfg.keypoint_score
+    lean = torso_angle_deg(samples[-1], k)
+    if (lean is not None and lean > WALK_MAX_LEAN_DEG) or is_horizontal(
+        samples[-1], k, cfg.horizontal_deg
+    ):
+        return set()  # falling or lying: not walking
     t = np.array([s.t_s for s in samples])
-    tops = [shoulders(s, k) for s in samples]
-    if all(p is not None for p in tops):
-        x = np.array([float(p[0]) for p in tops if p is not None])
-    else:
-        x = np.array([box_centre(s.box)[0] for s in samples])
+    x = _positions_x(samples, k)
     units = np.array([body_unit(s, k) for s in samples])
     actions = set()
     speed = slope(t, x) / float(np.median(units))
@@ -71,6 +93,17 @@ def walking(history: Sequence[Sample], cfg: PeopleConfig, frame_height: int) -> 
     if abs(growth) >= cfg.walk_growth:
         actions.add("walking_towards" if growth > 0 else "walking_away")
     return actions
+
+
+def _positions_x(samples: Sequence[Sample], min_score: float) -> np.ndarray:
+    """Where the body is across the frame: the hips where every sample shows them (the
+    body's centre; arms and a turning head move the box), else the shoulders, else the
+    box centre."""
+    for left, right in ((L_HIP, R_HIP), (L_SHOULDER, R_SHOULDER)):
+        parts = [midpoint(s, left, right, min_score) for s in samples]
+        if all(p is not None for p in parts):
+            return np.array([float(p[0]) for p in parts if p is not None])
+    return np.array([box_centre(s.box)[0] for s in samples])
 
 
 def _sizes(samples: Sequence[Sample], min_score: float) -> np.ndarray:
