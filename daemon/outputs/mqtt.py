@@ -16,9 +16,14 @@ connection, with a FRESH paho client each time; when it drops, the client and wh
 paho still held in memory are thrown away, and the next connection publishes every
 pending outbox row again, in outbox order.
 
-Locks: `_send_lock` serialises every client.publish() here, so outbox order holds when a
-flush after CONNACK races new events. on_publish must not take it (paho holds its
-out-message mutex there, which publish() needs): it only touches the mqtt_session.Session.
+Threads: the sink's own sender thread does every client.publish() (birth messages and the
+outbox flush after CONNACK, new events, retained state, stats), under `_send_lock`, so
+outbox order holds. `deliver` (the intake's writer thread), `set_camera_available` and
+`publish_stats` (the supervisor's loop) never wait for it: they note the work under the
+short `_state_lock` (retained topics: the latest payload per topic wins) and wake it, so a
+long flush (1000 rows, snapshots) or a slow broker stalls neither the loop nor the writer.
+on_publish must not take `_send_lock` (paho holds its out-message mutex there, which
+publish() needs): it only touches the mqtt_session.Session.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ log = logging.getLogger(__name__)
 paho_log = log.getChild("paho")
 
 STOP_TIMEOUT_S = 5.0
+SEND_RETRY_S = 1.0  # after a flush that could not read the outbox
 THREAD_JOIN_GRACE_S = 2.0  # paho's loop thread notices termination within ~1 s
 FLUSH_BATCH_EVENTS = 500
 SINK_NAME = "mqtt"
@@ -88,6 +94,14 @@ class MqttPublisher(MqttConnection):
         self._queue = queue
         self._states = CameraStates(self._topics, self._cameras)
         self._count_lock = threading.Lock()  # acks come from two threads (see _send)
+        self._state_lock = threading.Lock()  # _states and the work due (never held to send)
+        self._retained_due: dict[str, str] = {}  # topic -> latest payload, to send
+        self._stats_due: str | None = None
+        self._discovery_due = False
+        self._born: Session | None = None  # the session that got its birth messages
+        self._wake = threading.Event()
+        self._closing = threading.Event()  # the sender's last pass, then it ends
+        self._sender: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return (
@@ -140,6 +154,8 @@ class MqttPublisher(MqttConnection):
         if self._thread is not None:
             raise RuntimeError("MqttPublisher.start() called twice")
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
+        self._sender = threading.Thread(target=self._run_sender, name="mqtt-sender", daemon=True)
+        self._sender.start()
         self._thread.start()
         log.info(
             "MQTT: publishing to %s under %s/ (outbox %s, %d pending)",
@@ -152,13 +168,12 @@ class MqttPublisher(MqttConnection):
     def close(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Publish retained offline, wait (bounded) for in-flight PUBACKs, disconnect."""
         deadline = time.monotonic() + timeout_s
-        self._stopping.set()
-        with self._send_lock:
-            session = self._session
-            if session is not None and session.connected:
-                for topic, payload in self._states.offline():
-                    self._send(session, topic, payload, 1, retain=True)
-                self._send(session, self._topics.status, PAYLOAD_OFFLINE, 1, retain=True)
+        self._closing.set()  # the sender sends what is due, once more, then ends
+        self._wake.set()
+        if self._sender is not None:
+            self._sender.join(max(0.0, deadline - time.monotonic()))
+        self._stopping.set()  # a sender still flushing stops after its current row
+        session = self._say_offline(deadline)
         if session is not None:
             if not session.wait_settled(deadline):
                 log.warning(
@@ -177,20 +192,33 @@ class MqttPublisher(MqttConnection):
                     timeout_s + THREAD_JOIN_GRACE_S,
                 )
 
-    # ---- public publishing API (any thread; never waits for the broker) ----
+    def _say_offline(self, deadline: float) -> Session | None:
+        """Retained offline for every camera and the device (a clean stop); the session."""
+        if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            log.warning("MQTT: the sender is stuck; stopping without saying offline")
+            return self._session
+        try:
+            session = self._session
+            if session is not None and session.connected:
+                with self._state_lock:
+                    offline = self._states.offline()
+                for topic, payload in offline:
+                    self._send(session, topic, payload, 1, retain=True)
+                self._send(session, self._topics.status, PAYLOAD_OFFLINE, 1, retain=True)
+            return session
+        finally:
+            self._send_lock.release()
+
+    # ---- public publishing API (any thread; never waits: the sender thread sends) ----
 
     def deliver(self, item: OutboxItem) -> None:
-        """`item` is in the outbox: update the camera's retained state and, if connected,
-        send what is pending (it included)."""
+        """`item` is in the outbox: update the camera's retained state and have the sender
+        send what is pending (it included), then the state."""
         record = item.record
-        with self._send_lock:
-            state_topic, state = self._states.event(
-                record["camera"], record["action"], record["phase"]
-            )
-            session = self._live_session_locked()
-            if session is not None:
-                self._flush_locked(session)
-                self._send(session, state_topic, state, 1, retain=True)
+        with self._state_lock:
+            topic, state = self._states.event(record["camera"], record["action"], record["phase"])
+            self._retained_due[topic] = state
+        self._wake.set()
 
     def publish_event(self, event: Mapping[str, Any], snapshot: bytes | None = None) -> None:
         """Store an event for this sink alone, then deliver it: for a publisher used on its
@@ -205,12 +233,11 @@ class MqttPublisher(MqttConnection):
     def set_camera_available(self, camera: str, available: bool) -> None:
         """Whether the camera's frames flow; published retained when it changes. A camera
         this publisher was not made for (added by a reload) is left to the next one."""
-        with self._send_lock:
+        with self._state_lock:
             changed = self._states.set_available(camera, available)
-            session = self._live_session_locked()
-            if session is not None:
-                for topic, payload in changed:
-                    self._send(session, topic, payload, 1, retain=True)
+            self._retained_due.update(changed)
+        if changed:
+            self._wake.set()
 
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
         """Best effort (QoS 0): the supervisor's stats plus this publisher's counters."""
@@ -222,15 +249,56 @@ class MqttPublisher(MqttConnection):
             "outbox_dropped_total": self.outbox_dropped_total,
             "connect_failures_total": self.connect_failures_total,
         }
-        self._send_if_connected(self._topics.stats, json.dumps(body, sort_keys=True), 0, False)
+        if not self.connected:
+            return  # best effort: stats are not kept for a later connection
+        with self._state_lock:
+            self._stats_due = json.dumps(body, sort_keys=True)
+        self._wake.set()
 
-    # ---- sending (callers hold _send_lock) ----
+    # ---- the sender thread (sends under _send_lock) ----
 
-    def _send_if_connected(self, topic: str, payload: str | bytes, qos: int, retain: bool) -> None:
-        with self._send_lock:
-            session = self._live_session_locked()
-            if session is not None:
-                self._send(session, topic, payload, qos, retain)
+    def _run_sender(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            closing = self._closing.is_set()
+            if self._stopping.is_set():
+                return
+            try:
+                with self._send_lock:
+                    session = self._live_session_locked()
+                    if session is not None:
+                        self._send_due_locked(session)
+            except OutboxError as exc:
+                log.error("MQTT: %s [retrying in %.0f s]", exc, SEND_RETRY_S)
+                if closing or self._stopping.wait(SEND_RETRY_S):
+                    return
+                self._wake.set()
+            if closing:
+                return
+
+    def _send_due_locked(self, session: Session) -> None:
+        """Birth messages (a new connection), the outbox rows not yet sent on this
+        connection, then the retained state and stats noted since."""
+        if self._born is not session:
+            with self._state_lock:
+                retained = self._states.retained()
+                self._retained_due.clear()
+                self._discovery_due = False
+            self._send_birth_locked(session, retained)
+            self._born = session
+        with self._state_lock:
+            discovery, self._discovery_due = self._discovery_due, False
+        if discovery:
+            self._send_discovery_locked(session)
+        self._flush_locked(session)
+        with self._state_lock:
+            retained, self._retained_due = list(self._retained_due.items()), {}
+            stats, self._stats_due = self._stats_due, None
+        for topic, payload in retained:
+            self._send(session, topic, payload, 1, retain=True)
+        if stats is not None:
+            self._send(session, self._topics.stats, stats, 0, False)
 
     def _send(
         self,
@@ -254,6 +322,8 @@ class MqttPublisher(MqttConnection):
             if not items:
                 return
             for item in items:
+                if self._stopping.is_set():
+                    return  # the rest stays pending for the next start
                 self._send_item_locked(session, item)
                 session.flushed_seq = item.seq
 
@@ -277,21 +347,22 @@ class MqttPublisher(MqttConnection):
                 session, self._topics.snapshot(camera), snapshot, 1, False, key + SNAPSHOT_PART
             )
 
-    def _send_birth_locked(self, session: Session) -> None:
+    def _send_birth_locked(self, session: Session, retained: list[tuple[str, str]]) -> None:
         # The cameras' retained topics first: when `status` says online, they are current.
-        for topic, payload in self._states.retained():
+        for topic, payload in retained:
             self._send(session, topic, payload, 1, retain=True)
         self._send(session, self._topics.status, PAYLOAD_ONLINE, 1, retain=True)
         if self._cfg.discovery:
             session.client.subscribe(self._topics.ha_status, qos=1)
             self._send_discovery_locked(session)
 
-    def _session_up_locked(self, session: Session) -> None:
-        self._send_birth_locked(session)
-        self._flush_locked(session)
+    def _session_up(self, session: Session) -> None:
+        self._wake.set()  # the sender sends the birth messages, then the outbox
 
-    def _ha_online_locked(self, session: Session) -> None:
-        self._send_discovery_locked(session)
+    def _ha_online(self, session: Session) -> None:
+        with self._state_lock:
+            self._discovery_due = True
+        self._wake.set()
 
     def _send_discovery_locked(self, session: Session) -> None:
         for topic, payload in discovery_messages(

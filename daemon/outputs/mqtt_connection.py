@@ -4,9 +4,10 @@ capped exponential backoff with jitter, and paho's callbacks.
 
 Doing the reconnect ourselves gives the OSError of a failed connect, so the log can say
 *why* (refused, DNS, TLS, timeout), which paho's own reconnect loop swallows. What a
-connection carries is the subclass's: `_session_up_locked` (birth messages and the
-outbox flush), `_acked` (a PUBACK for a tracked message), `_ha_online_locked`
-(Home Assistant restarted) and `outbox_depth` (for the log lines).
+connection carries is the subclass's: `_session_up` (a new connection: birth messages and
+the outbox flush are due), `_acked` (a PUBACK for a tracked message), `_ha_online`
+(Home Assistant restarted) and `outbox_depth` (for the log lines). The hooks run on
+paho's thread and must not send: they hand the work to the subclass's sender thread.
 """
 
 from __future__ import annotations
@@ -67,13 +68,13 @@ class MqttConnection:
     def outbox_depth(self) -> int:
         raise NotImplementedError
 
-    def _session_up_locked(self, session: Session) -> None:
+    def _session_up(self, session: Session) -> None:
         raise NotImplementedError
 
     def _acked(self, session: Session, key: str | None) -> None:
         raise NotImplementedError
 
-    def _ha_online_locked(self, session: Session) -> None:
+    def _ha_online(self, session: Session) -> None:
         raise NotImplementedError
 
     def _live_session_locked(self) -> Session | None:
@@ -183,8 +184,8 @@ class MqttConnection:
         self._failures.reset()
         with self._send_lock:
             session.connected = session.ever_connected = True
-            self._session_up_locked(session)
             self._connected_cond.notify_all()
+        self._session_up(session)
 
     @guarded
     def _on_disconnect(
@@ -219,9 +220,7 @@ class MqttConnection:
     def _on_message(self, client: paho.Client, session: Session, message: paho.MQTTMessage) -> None:
         if message.topic == self._topics.ha_status and message.payload == b"online":
             log.info("MQTT: Home Assistant came online; sending discovery again")
-            with self._send_lock:
-                if self._live_session_locked() is session:
-                    self._ha_online_locked(session)
+            self._ha_online(session)
 
     def _on_log(self, client: paho.Client, session: Session, level: int, text: str) -> None:
         # All of paho's own log goes to DEBUG: the failures that matter are reported above

@@ -74,10 +74,13 @@ class EventSink(Protocol):
         wait for a network or a disk."""
 
     def set_camera_available(self, camera: str, available: bool) -> None:
-        """Live camera state (frames flow or not); a sink without live state ignores it."""
+        """Live camera state (frames flow or not); a sink without live state ignores it.
+        Called on the supervisor's loop every tick: must not wait for a network, a disk or
+        a lock its sending holds (note it and wake the sink's own thread)."""
 
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
-        """The supervisor's periodic status; best effort, may be ignored."""
+        """The supervisor's periodic status; best effort, may be ignored. Called on the
+        supervisor's loop: must not wait, like set_camera_available."""
 
     def view(self) -> SinkView:
         """Its state for the metrics (cheap; called on the supervisor's loop)."""
