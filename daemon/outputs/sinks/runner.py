@@ -3,9 +3,10 @@
 The supervisor's outputs own one SinkRunner. `store` (on the intake's writer thread)
 checks an event record once, stores it once in the outbox pending for every running
 sink, and hands it to each. A reload builds the new sinks of the changed sections first
-(`build`: a section that cannot work changes nothing), swaps them in on the writer
-thread (`swap`: every record before goes to the old set, every later one to the new),
-then closes the old ones. Closing is one protocol, `EventSink.close(timeout_s)`, called
+(`build`: a section that cannot work changes nothing; a running sink's outbox state,
+its bound and whether snapshots are kept, is left alone), swaps them in on the writer
+thread (`swap`: every record before goes to the old set, every later one to the new; the
+new bounds apply from there), then closes the old ones. Closing is one protocol, `EventSink.close(timeout_s)`, called
 in the reverse order of opening within one shared deadline (aiohttp's runner).
 """
 
@@ -21,6 +22,7 @@ from daemon.config import Config
 from daemon.outputs.discovery import event_key, event_payload
 from daemon.outputs.outbox import OUTBOX_FILENAME, Outbox, OutboxError
 from daemon.outputs.outbox_legacy import import_legacy_outbox
+from daemon.outputs.outbox_queue import SinkQueue
 from daemon.outputs.sinks.protocol import EventSink, SinkConfig, SinkContext, SinkView
 from daemon.outputs.sinks.table import SINK_KINDS
 
@@ -50,6 +52,8 @@ class SinkRunner:
         self.context = context
         self.sinks: dict[str, EventSink] = {}
         self._outbox: Outbox | None = None
+        # Built, not yet swapped in: name -> (sink, outbox_max_events, wants snapshots).
+        self._planned: dict[str, tuple[EventSink, int, bool]] = {}
 
     def __repr__(self) -> str:
         return f"SinkRunner({list(self.sinks)}, state_dir={str(self.state_dir)!r})"
@@ -74,25 +78,42 @@ class SinkRunner:
         """New (not started) sinks for the sections `names` (None where disabled);
         SinkSetupError, with nothing left open, when one cannot be made."""
         built: dict[str, EventSink | None] = {}
+        self._planned = {}
         try:
             for name in names:
                 section = sink_config(config, name)
                 if not section.enabled:
                     built[name] = None
                     continue
-                queue = self.outbox.queue(name, section.outbox_max_events)
+                snapshots = SINK_KINDS[name].snapshots(section)
+                queue = self._queue(name, section.outbox_max_events, snapshots)
                 sink = SINK_KINDS[name].factory(section, context, queue)
-                self.outbox.queue(name, section.outbox_max_events, sink.wants_snapshots)
+                self._planned[name] = (sink, section.outbox_max_events, snapshots)
                 built[name] = sink
         except (ValueError, OSError, OutboxError) as exc:
             close_sinks([made for made in built.values() if made is not None], 0.0)
             raise SinkSetupError(f"[{name}]: {exc}") from exc
         return built
 
+    def _queue(self, name: str, max_events: int, snapshots: bool) -> SinkQueue:
+        """The queue of sink `name`; its bounds are set here only when no sink of that
+        name has outbox state yet (else `swap` sets them, on the writer thread)."""
+        if max_events < 1:
+            raise ValueError(f"outbox_max_events must be >= 1, got {max_events}")
+        try:
+            self.outbox.sink_state(name)
+        except KeyError:
+            return self.outbox.queue(name, max_events, snapshots)
+        return SinkQueue(self.outbox, name)
+
     def swap(self, new: Mapping[str, EventSink | None], context: SinkContext) -> list[EventSink]:
         """Run `new` in place of the sinks of the same names (on the writer thread,
         between two records); the replaced sinks, to be closed by the caller."""
         replaced = [self.sinks[name] for name in new if name in self.sinks]
+        for name, sink in new.items():
+            planned = self._planned.pop(name, None)
+            if sink is not None and planned is not None and planned[0] is sink:
+                self.outbox.queue(name, planned[1], planned[2])  # the new bounds, from now
         merged = {**self.sinks, **new}
         self.sinks = {name: sink for name in SINK_KINDS if (sink := merged.get(name)) is not None}
         self.context = context

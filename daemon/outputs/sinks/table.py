@@ -26,12 +26,26 @@ SinkFactory = Callable[[Any, SinkContext, SinkQueue], EventSink]
 
 @dataclass(frozen=True)
 class SinkKind:
-    """One kind of event sink: its config section's dataclass and its factory."""
+    """One kind of event sink: its config section's dataclass, its factory, and whether
+    a section makes it send snapshots (the outbox keeps them for it; read from the config
+    so a reload need not touch the running sink's outbox state before the swap)."""
 
     config: type
     factory: SinkFactory
+    snapshots: Callable[[Any], bool]
+
+
+def _mqtt_snapshots(section: MqttConfig) -> bool:
+    return section.snapshots
+
+
+def _no_snapshots(section: object) -> bool:
+    return False
 
 
 SINK_KINDS: Mapping[str, SinkKind] = MappingProxyType(
-    {"mqtt": SinkKind(MqttConfig, mqtt_sink), "jsonl": SinkKind(JsonlConfig, jsonl_sink)}
+    {
+        "mqtt": SinkKind(MqttConfig, mqtt_sink, _mqtt_snapshots),
+        "jsonl": SinkKind(JsonlConfig, jsonl_sink, _no_snapshots),
+    }
 )
