@@ -8,9 +8,10 @@ reload that replaces the sink object.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,9 @@ class SinkState:
     dropped_total: int = 0
     snapshots_dropped_total: int = 0
     burst_drops: int = 0
+    # Held by a sink's thread over one batch (pending -> write -> ack): a replaced sink's
+    # thread still finishing its batch and its replacement never take the same rows.
+    batch_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
 
     def note_drops(self, path: Path, sink: str, dropped: list[str]) -> None:
         """Count drops (always: exported); log a burst's start at WARNING, once."""
@@ -98,6 +102,12 @@ class SinkQueue:
         """Delivering `seq` failed: count the attempt; pending() holds it (and every later
         event, to keep the order) back for `delay_s`."""
         self._outbox.retry_later(self.sink, seq, time.time() + delay_s)
+
+    @property
+    def batch_lock(self) -> threading.Lock:
+        """Held over one batch by the thread delivering for this sink (kept across a
+        reload: the old sink's thread and the new one's take turns)."""
+        return self._outbox.sink_state(self.sink).batch_lock
 
     def depth(self) -> int:
         """Events waiting for this sink."""

@@ -9,6 +9,11 @@ A failed write (disk full, a directory gone) is cut back to the last whole line,
 once per reason, counted as an attempt on the event and retried with capped backoff; the
 events wait in the outbox meanwhile (bounded by outbox_max_events). No rotation: log
 shippers and logrotate's copytruncate handle that.
+
+Closing is bounded: the thread writes what is pending until close's timeout, then ends
+after its current batch. Each batch (pending -> write -> ack) holds the queue's
+batch_lock, so a replacement sink (a reload) never writes the rows a closed sink's thread
+is still finishing: no line is written twice.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class JsonlSink:
         self._queue = queue
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._abandoned = False  # close() gave up waiting: end after the current batch
         self._thread: threading.Thread | None = None
         self._up = True
         self._last_error = ""
@@ -86,6 +92,7 @@ class JsonlSink:
         if self._thread is not None:
             self._thread.join(timeout_s + THREAD_JOIN_GRACE_S)
             if self._thread.is_alive():
+                self._abandoned = True
                 log.warning(
                     "jsonl: the writer thread did not stop within %.1f s; %d events "
                     "stay in the outbox",
@@ -100,6 +107,8 @@ class JsonlSink:
         while True:
             try:
                 wrote = self._write_pending()
+            except _Abandoned:
+                return
             except (OSError, OutboxError) as exc:
                 self._failed(exc, delay_s)
                 if self._stopping.wait(delay_s):
@@ -114,6 +123,12 @@ class JsonlSink:
                 self._wake.clear()
 
     def _write_pending(self) -> int:
+        with self._queue.batch_lock:
+            if self._abandoned:
+                raise _Abandoned
+            return self._write_batch()
+
+    def _write_batch(self) -> int:
         items = self._queue.pending(BATCH_EVENTS)
         if not items:
             return 0
@@ -158,6 +173,10 @@ class JsonlSink:
                 self._queue.retry_later(head[0].seq, 0.0)  # counts the attempt on the event
         except OutboxError as err:
             log.error("jsonl: %s", err)
+
+
+class _Abandoned(Exception):
+    """close() returned: this thread writes nothing more."""
 
 
 def _write_all(fd: int, data: bytes) -> None:
