@@ -37,6 +37,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "logs",
             "display",
             "metrics_catalog",
+            "people",
             "__init__",
         }
     ),

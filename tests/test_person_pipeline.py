@@ -3,6 +3,7 @@ overlay, on the bundled clip of real people walking into a room one by one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,40 @@ def test_people_with_keypoints_reach_the_overlay(tmp_path: Path) -> None:
         daemon.cleanup()
     log = daemon.log()
     assert "nanodet-g.onnx: providers in use CPUExecutionProvider" in log
+
+
+def _events(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def test_people_events_carry_track_box_and_zone(tmp_path: Path) -> None:
+    # One include zone over the whole room: a confirmed person is in it (in_zone), and
+    # the start and end records of that occurrence share one id.
+    room = {"name": "room", "kind": "include", "points": [[0, 0], [1, 0], [1, 1], [0, 1]]}
+    events_file = tmp_path / "state" / "events.jsonl"
+    daemon = Daemon(
+        tmp_path,
+        [person_camera(zones=[room])],
+        {"jsonl": {"enabled": True, "path": str(events_file)}},
+    ).start()
+    try:
+        start = wait_for(
+            lambda: [e for e in _events(events_file) if e["action"] == "in_zone"], 120, "in_zone"
+        )
+        assert isinstance(start, list)
+        first = start[0]
+        assert first["phase"] == "start" and first["zone"] == "room"
+        assert isinstance(first["track_id"], int) and first["track_id"] >= 1
+        box = first["box"]
+        assert isinstance(box, list) and len(box) == 4 and box[0] < box[2] and box[1] < box[3]
+        assert first["media_start_s"] is not None and first["has_snapshot"] is True
+        assert daemon.stop() == 0
+    finally:
+        daemon.cleanup()
+    records = _events(events_file)
+    ends = [e for e in records if e["id"] == first["id"] and e["phase"] == "end"]
+    assert len(ends) == 1, records
+    assert ends[0]["track_id"] == first["track_id"] and ends[0]["zone"] == "room"

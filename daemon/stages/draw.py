@@ -4,7 +4,7 @@ detections)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import cv2
@@ -12,6 +12,7 @@ import numpy as np
 
 from daemon.stages.records import (
     CLIP_SCORES,
+    COCO_KEYPOINTS,
     DETECTIONS,
     Result,
     ResultSpec,
@@ -35,6 +36,17 @@ BOX_BGR = (0, 200, 255)
 KEYPOINT_BGR = (255, 0, 255)
 KEYPOINT_RADIUS_PX = 3
 KEYPOINT_MIN_SCORE = 0.3  # keypoints the model is less sure of are not drawn
+SKELETON_BGR = (255, 255, 0)
+# Bones between the 17 COCO keypoints (nose, eyes, ears, shoulders, elbows, wrists, hips,
+# knees, ankles), drawn when a detection has exactly those.
+COCO_SKELETON = (
+    (5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12), (11, 12),
+    (11, 13), (13, 15), (12, 14), (14, 16), (0, 1), (0, 2), (1, 3), (2, 4),
+)  # fmt: skip
+ZONE_BGR: Mapping[str, tuple[int, int, int]] = MappingProxyType(
+    {"include": (0, 220, 0), "exclude": (0, 0, 230)}
+)
+TRACK_BGR = (255, 255, 255)
 
 
 def flow_arrows(flow: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -140,6 +152,7 @@ def _draw_detections(image: np.ndarray, spec: ResultSpec, result: Result) -> Non
             cv2.LINE_AA,
         )
         if "keypoints" in result:
+            _draw_skeleton(image, result["keypoints"][i], size)
             for x, y, score in result["keypoints"][i]:
                 if score >= KEYPOINT_MIN_SCORE:
                     cv2.circle(
@@ -150,6 +163,37 @@ def _draw_detections(image: np.ndarray, spec: ResultSpec, result: Result) -> Non
                         cv2.FILLED,
                         cv2.LINE_AA,
                     )
+
+
+def _draw_skeleton(image: np.ndarray, keypoints: np.ndarray, size: np.ndarray) -> None:
+    """Bones between sure keypoints ((17, 3) in shares of the frame), COCO order only."""
+    if len(keypoints) != COCO_KEYPOINTS:
+        return
+    xy = np.rint(keypoints[:, :2] * size).astype(int)
+    sure = keypoints[:, 2] >= KEYPOINT_MIN_SCORE
+    for a, b in COCO_SKELETON:
+        if sure[a] and sure[b]:
+            pa, pb = (int(xy[a, 0]), int(xy[a, 1])), (int(xy[b, 0]), int(xy[b, 1]))
+            cv2.line(image, pa, pb, SKELETON_BGR, 2, cv2.LINE_AA)
+
+
+def draw_people(
+    image: np.ndarray,
+    tracks: Sequence[tuple[int, tuple[float, float, float, float]]],
+    zones: Sequence[tuple[str, str, np.ndarray]],
+) -> None:
+    """Zones (name, kind, (N, 1, 2) polygon in pixels) and track ids ("#3" above each
+    (track id, box in pixels)), drawn in place."""
+    scale = _font_scale(image) * 0.8
+    for name, kind, polygon in zones:
+        colour = ZONE_BGR.get(kind, TRACK_BGR)
+        points = np.rint(polygon).astype(np.int32)
+        cv2.polylines(image, [points], True, colour, 2, cv2.LINE_AA)
+        x, y = (int(v) for v in points.reshape(-1, 2).min(axis=0))
+        cv2.putText(image, name, (x + 4, y + 16), FONT, scale, colour, 1, cv2.LINE_AA)
+    for track_id, (x1, _, _, y2) in tracks:
+        origin = (int(x1) + 2, max(int(y2) - 6, 12))
+        cv2.putText(image, f"#{track_id}", origin, FONT, scale * 1.2, TRACK_BGR, 2, cv2.LINE_AA)
 
 
 def _font_scale(image: np.ndarray) -> float:

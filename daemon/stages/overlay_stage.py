@@ -33,7 +33,7 @@ from daemon.events import END_END_OF_STREAM, END_STOPPED, END_STREAM_LOST
 from daemon.ipc import Consumer, attach_consumer
 from daemon.ipc.stats import StatsBlock
 from daemon.stages import records
-from daemon.stages.draw import draw_overlay, draw_result
+from daemon.stages.draw import draw_overlay, draw_people, draw_result
 from daemon.stages.eventing import (
     EVENT_LOSSES,
     EventEmitter,
@@ -42,6 +42,7 @@ from daemon.stages.eventing import (
     event_settings,
 )
 from daemon.stages.kinds import FRAME, RESULT, Export, InPort, Loss, StageKind, WorkerContext
+from daemon.stages.people_eventing import PeopleEmitter, feeds_people
 from daemon.stages.upstream import SourceState, Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, opened, timed
 
@@ -102,6 +103,7 @@ class OverlayStage:
         self._results: OrderedDict[int, tuple[records.Result, int]] = OrderedDict()
         self._fed_result_id = -1
         self._events: EventEmitter | None = None
+        self._people: PeopleEmitter | None = None  # detections with keypoints: people
         self._last_id = int(stats.get("last_frame_id")) if stats.get("frames_in_total") else -1
         self._fps_marks: list[float] = []
         self._frames_in: Consumer | None = None
@@ -131,7 +133,18 @@ class OverlayStage:
         except (DisplayUnavailable, ValueError) as exc:
             raise StageFatal(f"camera {self._cam.name}: display: {exc}") from exc
         socket_path = self._spec.args.events_socket
-        if socket_path and self._labels:
+        if socket_path and feeds_people(self._result):
+            self._people = PeopleEmitter(
+                self._cam,
+                self._spec.config.people,
+                socket_path,
+                self._spec.config.display.jpeg_quality,
+                self._stats,
+                event_send_timeout_s(self._spec.config.daemon.heartbeat_timeout_s),
+                live=SOURCES.kind_of(self._cam.source).live,
+                beat=self._heartbeat.beat,
+            )
+        elif socket_path and self._labels:
             settings = event_settings(self._spec.config.events, self._labels)
             self._events = EventEmitter(
                 self._cam.name,
@@ -177,6 +190,10 @@ class OverlayStage:
         image = draw_overlay(frame, flow, "", 0.0, self._fps())
         draw_result(image, self._result, result)
         self._feed_events(frame_id, image)
+        if self._people is not None:  # track ids and zones; the drawing is the snapshot
+            tracks = [(t.track_id, t.box) for t in self._people.tracks]
+            draw_people(image, tracks, self._people.engine.zones.polygons)
+            self._people.send_pending(image)
         self._check_order(frame_id)
         opened(self._outputs, "the display outputs").show(image)
         self._count_viewers()
@@ -185,16 +202,18 @@ class OverlayStage:
     def _feed_events(self, frame_id: int, image: np.ndarray) -> None:
         """Feed every result not yet fed, up to this frame, once and in frame order: the
         tracker counts windows, so none may be skipped when several arrive together."""
-        if self._events is None:
+        if self._events is None and self._people is None:
             return
         due = sorted(r for r in self._results if self._fed_result_id < r <= frame_id)
         for result_id in due:
             result, capture_ns = self._results[result_id]
             self._fed_result_id = result_id
-            scores = event_scores(self._result, result)
-            self._stats.add(
-                "events_total", len(self._events.update(scores, result_id, capture_ns, image))
-            )
+            if self._people is not None:  # its events are sent once the frame is drawn
+                self._stats.add("events_total", self._people.update(result, result_id, capture_ns))
+            elif self._events is not None:
+                scores = event_scores(self._result, result)
+                events = self._events.update(scores, result_id, capture_ns, image)
+                self._stats.add("events_total", len(events))
 
     def _idle(self) -> bool:
         """No frame within a step. A lost live stream ends the open events; a finished
@@ -213,6 +232,9 @@ class OverlayStage:
         # Results still on their way belong to frames before the loss: they must not
         # count towards an event once frames flow again.
         self._fed_result_id = max(self._fed_result_id, self._last_id)
+        if self._people is not None and self._people.active:
+            self._stats.add("events_total", self._people.end_all(END_STREAM_LOST))
+            log.info("camera %s: stream lost; ended the people's events", self._cam.name)
         if self._events is None or not self._events.active:
             return
         ended = self._events.end_all(END_STREAM_LOST)
@@ -267,7 +289,8 @@ class OverlayStage:
             self._stats.add("results_total")
         while len(self._results) > RESULTS_KEPT:
             result_id, _ = self._results.popitem(last=False)
-            if self._events is not None and result_id > self._fed_result_id:
+            fed = self._events is not None or self._people is not None
+            if fed and result_id > self._fed_result_id:
                 self._stats.add(LOST_EVICTED.field)
 
     def _result_for(self, frame_id: int) -> tuple[int, records.Result | None, int]:
@@ -311,6 +334,8 @@ class OverlayStage:
     def close(self) -> None:
         if self._events is not None:
             self._events.close(self._end_reason)
+        if self._people is not None:
+            self._people.close(self._end_reason)
         if self._outputs is not None:
             self._outputs.close()
         if self._frame_log is not None:

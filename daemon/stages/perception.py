@@ -30,11 +30,6 @@ DEFAULT_DETECTOR = MODELS_DIR / "nanodet-g.onnx"
 DEFAULT_POSE = MODELS_DIR / "movenet-lightning.onnx"
 
 KEYPOINTS = 17  # COCO order: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles
-# Skeleton edges between COCO keypoints, for drawing.
-SKELETON = (
-    (5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12), (11, 12),
-    (11, 13), (13, 15), (12, 14), (14, 16), (0, 1), (0, 2), (1, 3), (2, 4),
-)  # fmt: skip
 NANODET_INPUT_PX = 416
 NANODET_STRIDES_PX = (8, 16, 32)
 NANODET_CLASSES = 80
