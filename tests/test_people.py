@@ -78,19 +78,31 @@ def test_confirmation_needs_hits_within_the_window() -> None:
 
 def test_two_people_keep_their_ids_and_a_returning_person_gets_a_new_one() -> None:
     def two(t: float) -> list[Pose]:
-        if 4.0 <= t < 6.0:  # the right one is hidden for 2 s (> lost_after_s)
+        if 4.0 <= t < 7.0:  # the right one is hidden for 3 s (> lost_after_s)
             return [Pose(x=100 + 20 * t)]
         return [Pose(x=100 + 20 * t), Pose(x=540 - 20 * t)]
 
     engine = PeopleEngine(CAMERA, PeopleConfig(), FRAME_SIZE, classifiers=[])
     ids_by_side: dict[str, set[int]] = {"left": set(), "right": set()}
-    for t, persons in frames(two, 8.0):
+    for t, persons in frames(two, 9.0):
         for tr in engine.update(persons, t).tracks:
             if tr.confirmed and tr.last_seen_s == t:
-                side = "left" if tr.box[0] < 320 - 20 * t / 2 else "right"
+                side = "left" if (tr.box[0] + tr.box[2]) / 2 < 320 else "right"
                 ids_by_side[side].add(tr.track_id)
     assert ids_by_side["left"] == {1}
     assert ids_by_side["right"] == {2, 3}  # lost at 4 s, a new track after it returns
+
+
+def test_a_second_box_on_the_same_person_is_not_a_second_person() -> None:
+    engine = PeopleEngine(CAMERA, PeopleConfig(), FRAME_SIZE, classifiers=[])
+    for t, persons in frames(walker(1.0), 3.0):
+        # From 1 s on the detector also boxes the person with what they ride or carry:
+        # a larger box holding the person's box.
+        if t >= 1.0:
+            x1, y1, x2, y2 = persons[0].box
+            persons.append(Person((x1 - 20, y1, x2 + 20, y2 + 30), 0.5, persons[0].keypoints))
+        update = engine.update(persons, t)
+    assert [(tr.track_id, tr.confirmed) for tr in update.tracks] == [(1, True)]
 
 
 def walker(speed_units_s: float) -> Callable[[float], list[Pose]]:

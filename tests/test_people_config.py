@@ -85,3 +85,19 @@ def test_good_people_config_loads(tmp_path: Path) -> None:
     people = config.people  # type: ignore[attr-defined]
     assert (people.actions, people.lying_s) == (("in_zone", "fall"), 4.0)
     assert people.classifiers[0].model == str(tmp_path / "models" / "m.onnx")
+
+
+PERSON_CAMERA = CAMERA + 'pipeline = "person"\n'
+
+
+def test_tracker_times_must_fit_the_analysis_rates(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, PERSON_CAMERA + "analyse_fps = 1.5\n")
+    assert info.value.key == "people.confirm_window_s"
+    assert "camera cam analyses 1.5 frames/s" in info.value.reason
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, PERSON_CAMERA + "[people]\nlost_after_s = 1.0\n")
+    assert info.value.key == "people.lost_after_s"
+    assert "keepalive_fps = 1" in info.value.reason
+    # The same values on a clip-model camera: [people] does not run there.
+    load(tmp_path, CAMERA + "analyse_fps = 1.5\n[people]\nlost_after_s = 1.0\n")

@@ -33,6 +33,7 @@ from daemon.config.schema import (
 )
 
 _ANY_HOST = ("", "0.0.0.0", "::")
+PERSON_PIPELINE = "person"  # the graph whose cameras run [people]
 RECORD_NUMBER_ROOM = "9999"  # a restart's recording is <stem>-<camera>.<n><suffix>
 # Clips of a pipeline sized without a model (tools, tests): the demo model's length.
 DEFAULT_CLIP_LENGTH = 8
@@ -66,6 +67,7 @@ def check_relations(config: Config, file: str) -> None:
     _check_mqtt(config.mqtt, file)
     _check_mjpeg_ports(config, file)
     _check_people(config.people, file)
+    _check_people_rates(config, file)
 
 
 def _check_mjpeg_ports(config: Config, file: str) -> None:
@@ -203,6 +205,34 @@ def _check_people(people: PeopleConfig, file: str) -> None:
             )
         if not classifier.model:
             raise ConfigError(file, f"people.classifiers[{i}].model", "must not be empty")
+
+
+def _check_people_rates(config: Config, file: str) -> None:
+    """The tracker's times against the rates a person camera analyses frames at:
+    analyse_fps while something moves, perception.keepalive_fps while all is still."""
+    people, keepalive_fps = config.people, config.perception.keepalive_fps
+    for cam in config.cameras:
+        if not cam.enabled or cam.pipeline != PERSON_PIPELINE:
+            continue
+        needed_s = (people.confirm_hits - 1) / cam.analyse_fps
+        if needed_s > people.confirm_window_s:
+            raise ConfigError(
+                file,
+                "people.confirm_window_s",
+                f"camera {cam.name} analyses {cam.analyse_fps:g} frames/s, so "
+                f"confirm_hits = {people.confirm_hits} sightings take {needed_s:g} s, "
+                f"longer than {people.confirm_window_s:g} s: no one would ever be tracked; "
+                "raise confirm_window_s or analyse_fps, or lower confirm_hits",
+            )
+    if any(c.enabled and c.pipeline == PERSON_PIPELINE for c in config.cameras):
+        if people.lost_after_s <= 1.0 / keepalive_fps:
+            raise ConfigError(
+                file,
+                "people.lost_after_s",
+                f"must be longer than the {1.0 / keepalive_fps:g} s between the frames of a "
+                f"still scene (perception.keepalive_fps = {keepalive_fps:g}): a person "
+                "standing still would lose their track (and id) between two of them",
+            )
 
 
 def _check_mqtt(mqtt: MqttConfig, file: str) -> None:

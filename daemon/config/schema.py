@@ -216,7 +216,7 @@ class PeopleConfig:
     # many frames in the window); a track unseen lost_after_s ends.
     confirm_hits: int = 3
     confirm_window_s: float = 1.0
-    lost_after_s: float = 1.0
+    lost_after_s: float = 2.5  # > 1 / perception.keepalive_fps (a still scene)
     match_iou: float = 0.1  # least box overlap to continue a track
     # Hysteresis of every action: on this long to start, off this long to end, then
     # the same action of the same person waits cooldown_s.
