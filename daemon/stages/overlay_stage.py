@@ -42,7 +42,7 @@ from daemon.stages.eventing import (
     event_settings,
 )
 from daemon.stages.kinds import FRAME, RESULT, Export, InPort, Loss, StageKind, WorkerContext
-from daemon.stages.people_eventing import PeopleEmitter, feeds_people
+from daemon.stages.people_eventing import PeopleEmitter
 from daemon.stages.upstream import SourceState, Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, opened, timed
 
@@ -133,7 +133,7 @@ class OverlayStage:
         except (DisplayUnavailable, ValueError) as exc:
             raise StageFatal(f"camera {self._cam.name}: display: {exc}") from exc
         socket_path = self._spec.args.events_socket
-        if socket_path and feeds_people(self._result):
+        if socket_path and records.feeds_people(self._result):
             self._people = PeopleEmitter(
                 self._cam,
                 self._spec.config.people,

@@ -27,15 +27,9 @@ from daemon.ipc.events_channel import SEND_TIMEOUT_S, EventSender
 from daemon.ipc.stats import StatsBlock
 from daemon.people import PHASE_END, PeopleEngine, Person, PersonEvent, Track
 from daemon.stages.kinds import EVENT, SNAPSHOT, Loss
-from daemon.stages.records import COCO_KEYPOINTS, DETECTIONS, Result, ResultSpec, detection_count
+from daemon.stages.records import Result, detection_count
 
 Key = tuple[int, str, str]  # (track id, action, zone): one open occurrence
-
-
-def feeds_people(spec: ResultSpec) -> bool:
-    """Whether results of this kind go to the people engine: detections with the 17 COCO
-    keypoints per box (the person pipeline's)."""
-    return spec.kind == DETECTIONS and spec.keypoints == COCO_KEYPOINTS
 
 
 def persons_of(result: Result, size: tuple[int, int]) -> list[Person]:

@@ -93,6 +93,12 @@ def person_result(config: Config) -> ResultSpec:
     return ResultSpec(DETECTIONS, PERSON_LABELS, config.perception.max_people, COCO_KEYPOINTS)
 
 
+def feeds_people(spec: ResultSpec) -> bool:
+    """Whether results of this kind go to the people engine (tracks, person actions):
+    detections with the 17 COCO keypoints per box, as the person pipeline makes."""
+    return spec.kind == DETECTIONS and spec.keypoints == COCO_KEYPOINTS
+
+
 def _clip_scores_record(spec: ResultSpec) -> PackedSpec:
     return PackedSpec((("scores", (len(spec.labels),), "float32"),))
 

@@ -3,6 +3,7 @@ starts, so a bad config or model stops the daemon with exit code 2 instead of lo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from daemon.config import (
     load_config,
 )
 from daemon.stages.model import ActionModel
-from daemon.stages.records import CLIP_SCORES, ResultSpec
+from daemon.stages.records import CLIP_SCORES, ResultSpec, feeds_people
 from daemon.stages.registry import GRAPHS
 
 # Trained by tools/train_demo_model.py; what it can and cannot tell apart: eval/README.md.
@@ -42,6 +43,18 @@ class Boot:
     @property
     def result_spec(self) -> ResultSpec:
         return self.result or ResultSpec(CLIP_SCORES, self.facts.labels)
+
+    def actions(self, clip_actions: Sequence[str]) -> tuple[str, ...]:
+        """What the enabled cameras' events can be called, in order: `clip_actions` (of
+        the clip model's labels) for cameras whose results are scores, the people
+        engine's rule actions ([people] actions) for cameras on the person pipeline."""
+        names: dict[str, None] = {}
+        for cam in self.config.cameras:
+            if cam.enabled:
+                make = GRAPHS[cam.pipeline].result
+                people = make is not None and feeds_people(make(self.config))
+                names.update(dict.fromkeys(self.config.people.actions if people else clip_actions))
+        return tuple(names)
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -57,7 +57,10 @@ def enabled_cameras(boot: Boot) -> list[str]:
 
 def boot_sink_context(boot: Boot) -> SinkContext:
     # Home Assistant is offered the labels that make events, not `idle` & co.
-    return sink_context(boot.config, event_actions(boot.labels, boot.config.events.ignore))
+    # Cameras on the person pipeline offer the people engine's actions.
+    return sink_context(
+        boot.config, boot.actions(event_actions(boot.labels, boot.config.events.ignore))
+    )
 
 
 class Outputs:
@@ -183,7 +186,7 @@ class Outputs:
                 raise OutputsError(str(exc)) from exc
         if sinks:
             await self._swap_sinks(boot, built)
-        self.event_metrics.add_series(enabled_cameras(boot), boot.labels)
+        self.event_metrics.add_series(enabled_cameras(boot), boot.actions(boot.labels))
 
     async def aclose(self) -> None:
         """Close every output, last-opened-first. Idempotent."""
@@ -212,7 +215,9 @@ async def open_outputs(
     """Open the event socket, the event sinks and metrics; their closing is pushed onto
     `stack`. SinkSetupError when an enabled sink cannot be opened."""
     receiver = EventReceiver(events_socket)
-    registry, event_metrics = make_registry(snapshot, enabled_cameras(boot), boot.labels)
+    registry, event_metrics = make_registry(
+        snapshot, enabled_cameras(boot), boot.actions(boot.labels)
+    )
     sinks = SinkRunner(Path(boot.config.daemon.state_dir), boot_sink_context(boot))
     outputs = Outputs(receiver, registry, event_metrics, sinks)
     stack.push_async_callback(outputs.aclose)
