@@ -13,27 +13,27 @@ from daemon.people import Person
 
 FRAME_SIZE = (640, 360)
 
-# Upright figure, feet at (0, 0), height 1 (y up is negative in frame coordinates):
-# (x, y) per COCO keypoint.
+# Upright figure facing the camera (so its left side is on the image's right), feet
+# at (0, 0), height 1 (y up is negative in frame coordinates): (x, y) per COCO keypoint.
 _UPRIGHT = np.array(
     [
         (0.0, -0.93),  # nose
-        (-0.02, -0.95),
         (0.02, -0.95),
-        (-0.05, -0.93),
+        (-0.02, -0.95),
         (0.05, -0.93),
-        (-0.12, -0.80),  # left shoulder (image left: the person faces the camera)
-        (0.12, -0.80),
-        (-0.15, -0.64),  # elbows
-        (0.15, -0.64),
-        (-0.15, -0.50),  # wrists, hanging at the hips
-        (0.15, -0.50),
-        (-0.08, -0.50),  # hips
-        (0.08, -0.50),
-        (-0.08, -0.26),  # knees
-        (0.08, -0.26),
-        (-0.08, 0.0),  # ankles
-        (0.08, 0.0),
+        (-0.05, -0.93),
+        (0.12, -0.80),  # left shoulder (on the image's right)
+        (-0.12, -0.80),
+        (0.15, -0.64),  # elbows
+        (-0.15, -0.64),
+        (0.15, -0.50),  # wrists, hanging at the hips
+        (-0.15, -0.50),
+        (0.08, -0.50),  # hips
+        (-0.08, -0.50),
+        (0.08, -0.26),  # knees
+        (-0.08, -0.26),
+        (0.08, 0.0),  # ankles
+        (-0.08, 0.0),
     ]
 )
 TORSO = 0.30  # shoulder-to-hip length of the figure, in heights
@@ -43,7 +43,8 @@ L_WRIST, R_WRIST = 9, 10
 @dataclass
 class Pose:
     """Where the figure is at one time: feet at (x, y) pixels, height px, tilt_deg
-    (0 upright, 90 lying), and wrists moved by offsets in heights (dx, dy)."""
+    (0 upright, 90 lying), wrists moved by offsets in heights (dx, dy), and whether
+    it faces the camera (False: seen from behind, its left side on the image's left)."""
 
     x: float = 320.0
     y: float = 300.0
@@ -51,12 +52,15 @@ class Pose:
     tilt_deg: float = 0.0
     wrists: dict[int, tuple[float, float]] = field(default_factory=dict)
     score: float = 0.9
+    facing: bool = True
 
 
 def person(pose: Pose) -> Person:
     pts = _UPRIGHT.copy()
     for index, (dx, dy) in pose.wrists.items():
         pts[index] += (dx, dy)
+    if not pose.facing:
+        pts[:, 0] *= -1
     a = math.radians(pose.tilt_deg)
     rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
     pts = pts @ rot.T * pose.height + (pose.x, pose.y)

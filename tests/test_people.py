@@ -150,16 +150,20 @@ def test_waving() -> None:
 
 
 def test_gesturing_in_front_of_the_body() -> None:
-    def hands(moving: bool) -> Callable[[float], list[Pose]]:
+    def hands(moving: bool, facing: bool = True) -> Callable[[float], list[Pose]]:
         def poses(t: float) -> list[Pose]:
             phase = 2 * math.pi * 0.8 * t if moving else 0.0
             dx, dy = 0.04 * math.cos(phase), 0.04 * math.sin(phase)
-            return [Pose(wrists={L_WRIST: (0.12 + dx, -0.15 + dy), R_WRIST: (-0.12, -0.15)})]
+            wrists = {L_WRIST: (-0.12 + dx, -0.15 + dy), R_WRIST: (0.12, -0.15)}
+            return [Pose(wrists=wrists, facing=facing)]
 
         return poses
 
     assert starts(run(hands(True), 4.0)) == [("gesturing", 1)]
     assert starts(run(hands(False), 4.0)) == []
+    # Seen from behind, hands in front of the body are hidden: the pose model's wrists
+    # there are guesses, and nobody is gesturing at the camera.
+    assert starts(run(hands(True, facing=False), 4.0)) == []
 
 
 def fall_at(t_fall_s: float, duration_s: float = 0.4) -> Callable[[float], list[Pose]]:

@@ -166,8 +166,9 @@ def _reversals(xs: Sequence[float], amplitude: float) -> int:
 
 def gesturing(history: Sequence[Sample], cfg: PeopleConfig) -> bool:
     """A wrist in front of the torso (between the shoulders' sides, from shoulder height
-    to about the hips) moving at gesture_speed body units per second or more, relative
-    to the shoulders, over gesture_window_s."""
+    to about the hips) of a person facing the camera, moving at gesture_speed body units
+    per second or more, relative to the shoulders, over gesture_window_s. From behind,
+    hands in front of the body are hidden and the pose model only guesses the wrists."""
     samples = window(history, cfg.gesture_window_s)
     for wrist, _ in ARMS:
         path: list[tuple[float, np.ndarray]] = []
@@ -200,8 +201,8 @@ def _in_front(sample: Sample, wrist: int, min_score: float) -> np.ndarray | None
     of the torso; else None."""
     w = point(sample, wrist, min_score)
     ls, rs = point(sample, L_SHOULDER, min_score), point(sample, R_SHOULDER, min_score)
-    if w is None or ls is None or rs is None:
-        return None
+    if w is None or ls is None or rs is None or ls[0] <= rs[0]:
+        return None  # unseen, or seen from behind (the left shoulder on the image's left)
     unit = body_unit(sample, min_score)
     rel = (w - (ls + rs) / 2) / unit
     half_width = abs(float(ls[0] - rs[0])) / 2 / unit + 0.25
