@@ -1,4 +1,4 @@
-"""Command line: `actiond run | check-config | bench ... | version`."""
+"""Command line: `actiond run | check-config | bench ... | eval ... | version`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from daemon.supervisor.app import Supervisor
 from daemon.supervisor.boot import Boot, load_boot
 
 log = logging.getLogger("actiond")
+EVAL_HELP = "score labelled clips run through a real daemon (`actiond eval --help`)"
 DEFAULT_CONFIG = "config.toml"
 # `actiond bench NAME` runs daemon.bench.NAME, imported only then: the benchmarks need
 # packages the daemon does not (the bench extra), and `run` has no use for their code.
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         return run_bench(args.bench, rest)
+    if args.command == "eval":
+        return run_eval(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.func(args))
@@ -73,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="bench", required=True)
     for name, summary in BENCHES.items():
         benches.add_parser(name, help=summary, add_help=False)
+    sub.add_parser("eval", help=EVAL_HELP, add_help=False)
     return parser
 
 
@@ -91,6 +95,18 @@ def run_bench(name: str, argv: list[str]) -> int:
     except MissingExtra as exc:
         print(f"actiond bench {name}: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
+
+
+def run_eval(argv: list[str]) -> int:
+    """`actiond eval`: daemon.evaluate.command, imported only then (like a bench)."""
+    module = import_module("daemon.evaluate.command")
+    parser = argparse.ArgumentParser(
+        prog="actiond eval",
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv)))
 
 
 def _boot(path: Path) -> Boot | None:

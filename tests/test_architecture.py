@@ -59,10 +59,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "bench": frozenset(
         {"capture", "config", "exitcodes", "ipc", "stages", "supervisor", "logs", "__init__"}
     ),
+    # `actiond eval`: runs labelled clips through a real daemon (a subprocess) and scores
+    # its events; it needs the people engine's zone action names, nothing of the daemon.
+    "evaluate": frozenset({"exitcodes", "people", "__init__"}),
     "cli": frozenset(
         {
             "bench",
             "config",
+            "evaluate",
             "exitcodes",
             "ipc",
             "logs",
