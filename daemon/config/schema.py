@@ -232,7 +232,8 @@ class PeopleConfig:
     # Hands: a wrist this far above its shoulder (body units) is raised; waving is a
     # raised wrist swinging sideways at least wave_swings times (each at least
     # wave_amplitude body units) within wave_window_s; gesturing is a wrist in front of
-    # the torso moving at least gesture_speed body units per second over gesture_window_s.
+    # the torso of a person facing the camera, moving at least gesture_speed body units
+    # per second over gesture_window_s.
     raised_margin: float = 0.1
     wave_window_s: float = 2.0
     wave_swings: int = 2
