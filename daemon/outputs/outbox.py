@@ -10,8 +10,9 @@ rows, and across a daemon restart every sink resumes where it stopped.
 
 Durability: WAL journal with synchronous=FULL. In WAL mode synchronous=NORMAL does not
 fsync the WAL at commit, so the last events before a power cut can vanish; edge boxes do
-lose power, and events are rare (a few per minute), so one fsync per add/ack is cheap and
-`add()` really is durable when it returns.
+lose power, so `add()` really is durable when it returns. A burst must not cost one fsync
+per event (20-100 ms each on an SD card): `add_many()` stores every event the writer has
+at hand in ONE transaction (group commit), all or nothing.
 
 Bound and drop policy, per sink: at most `max_events` pending rows for each sink. When an
 add finds a sink's queue full, that sink's OLDEST pending rows are deleted to make room
@@ -45,6 +46,7 @@ from typing import Any
 from daemon.outputs.outbox_queue import SinkQueue, SinkState
 from daemon.outputs.outbox_store import (
     SCHEMA,
+    AddBatch,
     delete_orphans,
     drop_oldest,
     drop_snapshots,
@@ -58,6 +60,10 @@ SQLITE_BUSY_TIMEOUT_S = 5.0
 DEFAULT_PENDING_LIMIT = 1000
 # Snapshots kept for undelivered events: a few hundred JPEGs of a few tens of kB.
 DEFAULT_SNAPSHOT_MAX_BYTES = 32 * 1024 * 1024
+
+
+# add_many's events: (key, record, snapshot, the sinks it is for).
+NewEvent = tuple[str, Mapping[str, Any], bytes | None, Sequence[str]]
 
 
 class OutboxError(RuntimeError):
@@ -164,63 +170,79 @@ class Outbox:
         """Store an event for `sinks` (each registered with queue()) durably in one
         transaction; the snapshot only if one of them wants it. None (nothing stored)
         when `key` is present already."""
-        payload = json.dumps(dict(record), sort_keys=True)
-        with self._lock:
-            states = {name: self._sinks[name] for name in sinks}
-            if not any(s.snapshots for s in states.values()):
-                snapshot = None
-            try:
-                return self._add_locked(key, payload, record, snapshot, states)
-            except sqlite3.Error as exc:
-                raise OutboxError(
-                    f"cannot write to the event outbox {self.path}: {exc} "
-                    f"(disk full or read-only state directory?)"
-                ) from exc
+        return self.add_many([(key, record, snapshot, sinks)])[0]
 
-    def _add_locked(
+    def add_many(self, events: Sequence[NewEvent]) -> list[OutboxItem | None]:
+        """Store (key, record, snapshot, sinks) events like add(), all in ONE transaction
+        (one fsync): all of them, or none (OutboxError). Per event, its item or None."""
+        with self._lock:
+            batch = AddBatch(time.time())
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                items = [self._insert_locked(batch, *event) for event in events]
+                self._snapshot_bytes += batch.snapshot_bytes - delete_orphans(conn)
+                over = self._snapshot_bytes - self.max_snapshot_bytes
+                freed, freed_bytes = drop_snapshots(conn, over)
+                self._snapshot_bytes -= freed_bytes
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback_locked()
+                if isinstance(exc, sqlite3.Error):
+                    raise OutboxError(
+                        f"cannot write to the event outbox {self.path}: {exc} "
+                        f"(disk full or read-only state directory?)"
+                    ) from exc
+                raise
+            for name, depth in batch.depths.items():
+                self._sinks[name].depth = depth
+                self._sinks[name].note_drops(self.path, name, batch.dropped[name])
+            self._note_snapshot_drops(freed, batch.too_big)
+            return items
+
+    def _rollback_locked(self) -> None:
+        """Undo a failed write (a failed COMMIT may have ended the transaction already);
+        never raises over the caller's error."""
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            self._snapshot_bytes = self._count_snapshot_bytes_locked()
+        except (sqlite3.Error, OutboxError) as exc:
+            log.debug("event outbox %s: rollback: %s", self.path, exc)
+
+    def _insert_locked(
         self,
+        batch: AddBatch,
         key: str,
-        payload: str,
         record: Mapping[str, Any],
         snapshot: bytes | None,
-        states: Mapping[str, SinkState],
+        sinks: Sequence[str],
     ) -> OutboxItem | None:
-        conn, now = self._conn, time.time()
+        """One event of add_many's transaction (its bookkeeping in `batch`)."""
+        conn, states = self._conn, {name: self._sinks[name] for name in sinks}
+        if not any(s.snapshots for s in states.values()):
+            snapshot = None
         too_big = snapshot is not None and len(snapshot) > self.max_snapshot_bytes
         stored = None if too_big or not snapshot else bytes(snapshot)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO events (key, record, snapshot, "
-                "created_at) VALUES (?, ?, ?, ?)",
-                (key, payload, stored, now),
-            )
-            if cur.rowcount == 0:
-                conn.execute("ROLLBACK")
-                return None
-            seq = int(cur.lastrowid or 0)
-            conn.executemany(
-                "INSERT INTO deliveries (sink, seq) VALUES (?, ?)", [(name, seq) for name in states]
-            )
-            dropped = {
-                name: drop_oldest(conn, name, s.depth + 1 - s.max_events)
-                for name, s in states.items()
-            }
-            self._snapshot_bytes += len(stored or b"") - delete_orphans(conn)
-            freed, freed_bytes = drop_snapshots(
-                conn, self._snapshot_bytes - self.max_snapshot_bytes
-            )
-            self._snapshot_bytes -= freed_bytes
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            self._snapshot_bytes = self._count_snapshot_bytes_locked()
-            raise
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO events (key, record, snapshot, created_at) VALUES (?, ?, ?, ?)",
+            (key, json.dumps(dict(record), sort_keys=True), stored, batch.now),
+        )
+        if cur.rowcount == 0:
+            return None
+        seq = int(cur.lastrowid or 0)
+        conn.executemany(
+            "INSERT INTO deliveries (sink, seq) VALUES (?, ?)", [(name, seq) for name in states]
+        )
         for name, state in states.items():
-            state.depth += 1 - len(dropped[name])
-            state.note_drops(self.path, name, dropped[name])
-        self._note_snapshot_drops(freed, too_big, states)
-        return OutboxItem(seq, key, record, stored, now)
+            depth = batch.depths.get(name, state.depth) + 1
+            dropped = drop_oldest(conn, name, depth - state.max_events)
+            batch.depths[name] = depth - len(dropped)
+            batch.dropped.setdefault(name, []).extend(dropped)
+        batch.snapshot_bytes += len(stored or b"")
+        if too_big:
+            batch.too_big.append(list(states.values()))
+        return OutboxItem(seq, key, record, stored, batch.now)
 
     def _count_snapshot_bytes_locked(self) -> int:
         return int(self._query("SELECT COALESCE(SUM(length(snapshot)), 0) FROM events")[0][0])
@@ -254,7 +276,7 @@ class Outbox:
                 freed += release_snapshots(conn, seqs, wanting)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback_locked()  # a failed COMMIT may have ended it: keep its error
             raise
         self._snapshot_bytes -= freed
         if state is not None:
@@ -289,8 +311,7 @@ class Outbox:
                         stored += 1
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                self._rollback_locked()
                 raise OutboxError(f"cannot write to the event outbox {self.path}: {exc}") from exc
             self._snapshot_bytes = self._count_snapshot_bytes_locked()
             if sink in self._sinks:
@@ -349,9 +370,7 @@ class Outbox:
 
     # ---- drop accounting (counted always: exported as metrics) ----
 
-    def _note_snapshot_drops(
-        self, seqs: list[int], too_big: bool, states: Mapping[str, SinkState]
-    ) -> None:
+    def _note_snapshot_drops(self, seqs: list[int], too_big: list[list[SinkState]]) -> None:
         for seq in seqs:
             for (name,) in self._conn.execute(
                 "SELECT sink FROM deliveries WHERE seq = ?", (seq,)
@@ -359,8 +378,9 @@ class Outbox:
                 state = self._sinks.get(str(name))
                 if state is not None and state.snapshots:
                     state.snapshots_dropped_total += 1
-        for state in states.values():
-            state.snapshots_dropped_total += int(too_big and state.snapshots)
+        for states in too_big:  # per event whose snapshot alone was over the bound
+            for state in states:
+                state.snapshots_dropped_total += int(state.snapshots)
         if seqs or too_big:
             # Counted every time (exported as a metric); logged at WARNING only the first time.
             level = logging.DEBUG if self._snapshot_drops_logged else logging.WARNING
@@ -370,7 +390,7 @@ class Outbox:
                 "event outbox %s: dropped %d event snapshot(s) to stay within %d bytes "
                 "of snapshots; their events are kept",
                 self.path,
-                len(seqs) + int(too_big),
+                len(seqs) + len(too_big),
                 self.max_snapshot_bytes,
             )
 

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.outputs.outbox_queue import SinkState
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -23,6 +28,17 @@ SCHEMA = (
         next_try REAL NOT NULL DEFAULT 0,
         PRIMARY KEY (sink, seq)) WITHOUT ROWID""",
 )
+
+
+@dataclass
+class AddBatch:
+    """Outbox.add_many's bookkeeping inside its transaction, applied once it commits."""
+
+    now: float
+    depths: dict[str, int] = field(default_factory=dict)  # sink -> depth after the batch
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # sink -> keys dropped
+    snapshot_bytes: int = 0
+    too_big: list[list[SinkState]] = field(default_factory=list)  # per oversized snapshot
 
 
 def drop_oldest(conn: sqlite3.Connection, sink: str, count: int) -> list[str]:

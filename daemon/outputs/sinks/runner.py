@@ -122,17 +122,40 @@ class SinkRunner:
     def store(self, event: Mapping[str, Any], snapshot: bytes | None) -> None:
         """Check the record, store it once for every running sink, hand it to each.
         ValueError (a bad record) or OutboxError (not stored): the caller counts it lost."""
+        outcome = self.store_many([(event, snapshot)])[0]
+        if outcome is not None:
+            raise outcome
+
+    def store_many(
+        self, events: Sequence[tuple[Mapping[str, Any], bytes | None]]
+    ) -> list[Exception | None]:
+        """Like store() for each event, the valid ones in ONE outbox transaction (group
+        commit: one fsync for a burst): per event None (stored, or already there) or why
+        it is lost (ValueError: a bad record; OutboxError: none of them was stored)."""
+        outcomes: list[Exception | None] = [None] * len(events)
         sinks = list(self.sinks.values())
         if not sinks:
-            return
-        record = event_payload(event, self.context.device_id, self.context.cameras)
-        key = event_key(record)
-        item = self.outbox.add(key, record, snapshot, [s.name for s in sinks])
-        if item is None:
-            log.debug("event %s already in the outbox; not stored twice", key)
-            return
-        for sink in sinks:
-            sink.deliver(item)
+            return outcomes
+        names, valid, entries = [s.name for s in sinks], [], []
+        for i, (event, snapshot) in enumerate(events):
+            try:
+                record = event_payload(event, self.context.device_id, self.context.cameras)
+            except ValueError as exc:
+                outcomes[i] = exc
+                continue
+            valid.append(i)
+            entries.append((event_key(record), record, snapshot, names))
+        try:
+            items = self.outbox.add_many(entries) if entries else []
+        except OutboxError as exc:
+            return [exc if i in valid else outcome for i, outcome in enumerate(outcomes)]
+        for (key, *_), item in zip(entries, items, strict=True):
+            if item is None:
+                log.debug("event %s already in the outbox; not stored twice", key)
+                continue
+            for sink in sinks:
+                sink.deliver(item)
+        return outcomes
 
     def set_camera_available(self, camera: str, available: bool) -> None:
         for sink in self.sinks.values():
