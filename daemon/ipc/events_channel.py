@@ -33,11 +33,14 @@ _HEADER = struct.Struct("!I")  # length of the JSON part
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_SNDTIMEO
 MAX_DATAGRAM_BYTES = 200_000  # below Linux's default AF_UNIX send buffer
 SNAPSHOT_HEADROOM_BYTES = 4096  # room for the JSON header beside a snapshot
-RECV_BUFFER_BYTES = 4 * 1024 * 1024  # room for a burst of events with snapshots
+# For AF_UNIX datagrams the receiver's queue is bounded by net.unix.max_dgram_qlen
+# datagrams and by each sender's SO_SNDBUF (a datagram is charged to its sender until
+# read), not by this; set anyway, it bounds the bytes a reader may have queued.
+RECV_BUFFER_BYTES = 4 * 1024 * 1024
 SEND_TIMEOUT_S = 2.0  # default; callers keep it below the heartbeat timeout
 
-# Why an event was lost on its way to the supervisor (the `reason` label of
-# actiond_events_lost_total), and why a snapshot was (actiond_event_snapshots_lost_total).
+# Why an event, or its snapshot, was lost on its way to the supervisor: the `reason` label
+# of actiond_lost_total{stage="overlay",item="event"|"snapshot"}.
 LOST_SEND_TIMEOUT = "send_timeout"  # the supervisor took nothing for send_timeout_s
 LOST_SUPERVISOR_GONE = "supervisor_gone"  # no socket, or nobody reading it
 LOST_SEND_FAILED = "send_failed"  # any other error of sendto()
@@ -45,22 +48,6 @@ LOST_REASONS = (LOST_SEND_TIMEOUT, LOST_SUPERVISOR_GONE, LOST_SEND_FAILED)
 SNAPSHOT_TOO_LARGE = "too_large"
 SNAPSHOT_LOST_REASONS = (SNAPSHOT_TOO_LARGE,)
 _GONE_ERRNOS = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTCONN)
-
-
-def lost_field(reason: str) -> str:
-    """The stats-block field that counts events lost for `reason`."""
-    return f"events_lost_{reason}_total"
-
-
-def snapshot_lost_field(reason: str) -> str:
-    """The stats-block field that counts snapshots lost for `reason`."""
-    return f"event_snapshots_lost_{reason}_total"
-
-
-LOSS_FIELDS = (
-    *(lost_field(r) for r in LOST_REASONS),
-    *(snapshot_lost_field(r) for r in SNAPSHOT_LOST_REASONS),
-)
 
 
 def encode(record: dict[str, Any], snapshot: bytes | None) -> bytes:

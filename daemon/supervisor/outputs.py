@@ -3,9 +3,9 @@ durable outbox (daemon/outputs/sinks/), the metrics endpoint.
 
 `open_outputs` opens them in order and registers one close on the supervisor's
 AsyncExitStack. `Outputs.aclose` closes them last-opened-first (aiohttp's runner): the
-intake takes and writes the overlays' last events, the metrics endpoint goes, the sinks
-close in reverse order within one deadline (MQTT says offline and flushes what it can),
-the outbox file closes, then the event socket.
+intake takes and writes the overlays' last events and closes the event socket, the
+metrics endpoint goes, the sinks close in reverse order within one deadline (MQTT says
+offline and flushes what it can), then the outbox file closes.
 
 A reload re-opens the changed sink sections and the metrics endpoint with the new config
 (`reconfigure`), while the event socket, the intake and the outbox stay open: no event
@@ -36,7 +36,13 @@ from daemon.outputs.metrics import (
     make_registry,
 )
 from daemon.outputs.sinks.protocol import EventSink, SinkContext, SinkView
-from daemon.outputs.sinks.runner import SinkRunner, SinkSetupError, close_sinks, sink_context
+from daemon.outputs.sinks.runner import (
+    SinkRunner,
+    SinkSetupError,
+    close_sinks,
+    enabled_cameras,
+    sink_context,
+)
 from daemon.outputs.sinks.table import SINK_KINDS
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.intake import EventIntake
@@ -49,10 +55,6 @@ SINKS_CLOSE_S = 3.0
 
 class OutputsError(Exception):
     """A reload's new sink or metrics settings cannot be used; nothing was changed."""
-
-
-def enabled_cameras(boot: Boot) -> list[str]:
-    return [c.name for c in boot.config.cameras if c.enabled]
 
 
 def boot_sink_context(boot: Boot) -> SinkContext:
@@ -186,20 +188,19 @@ class Outputs:
                 raise OutputsError(str(exc)) from exc
         if sinks:
             await self._swap_sinks(boot, built)
-        self.event_metrics.add_series(enabled_cameras(boot), boot.actions(boot.labels))
+        self.event_metrics.add_series(enabled_cameras(boot.config), boot.actions(boot.labels))
 
     async def aclose(self) -> None:
         """Close every output, last-opened-first. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        await self.intake.close()  # the overlays' last events into the outbox
+        await self.intake.close()  # the overlays' last events in the outbox; the socket
         if self.server is not None:
             self.server.stop()
             self.server = None
         if self.sinks is not None:
             await asyncio.to_thread(self.sinks.close, SINKS_CLOSE_S)
-        self.receiver.close()
 
 
 def _same_port(listen: str, port: int) -> bool:
@@ -216,7 +217,7 @@ async def open_outputs(
     `stack`. SinkSetupError when an enabled sink cannot be opened."""
     receiver = EventReceiver(events_socket)
     registry, event_metrics = make_registry(
-        snapshot, enabled_cameras(boot), boot.actions(boot.labels)
+        snapshot, enabled_cameras(boot.config), boot.actions(boot.labels)
     )
     sinks = SinkRunner(Path(boot.config.daemon.state_dir), boot_sink_context(boot))
     outputs = Outputs(receiver, registry, event_metrics, sinks)

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from daemon.config import CameraConfig, Config
-from daemon.outputs.sinks.runner import enabled_sinks
+from daemon.outputs.sinks.runner import enabled_cameras, enabled_sinks
 from daemon.outputs.sinks.table import SINK_KINDS
 from daemon.stages.registry import KINDS
 from daemon.supervisor.boot import Boot
@@ -160,7 +160,9 @@ def plan_reload(old: Boot, new: Boot) -> ReloadPlan:
     rebuild = bool(graph)
     kinds = frozenset({ALL_KINDS}) if Effect.WORKERS in effects else _kinds_reading(read_at_start)
     # The sinks know the cameras and actions (MQTT topics, Home Assistant discovery).
-    names_changed = _enabled(old.config) != _enabled(new.config) or old.labels != new.labels
+    names_changed = (
+        enabled_cameras(old.config) != enabled_cameras(new.config) or old.labels != new.labels
+    )
     return ReloadPlan(
         new,
         tuple(changed),
@@ -223,10 +225,6 @@ def _keep_restart_only(old: Boot, new: Boot) -> tuple[Boot, list[str]]:
                 config, **{section.name: dataclasses.replace(after, **restore)}
             )
     return dataclasses.replace(new, config=config), kept
-
-
-def _enabled(config: Config) -> list[str]:
-    return [c.name for c in config.cameras if c.enabled]
 
 
 def _camera_changes(old: Config, new: Config) -> tuple[str, tuple[str, ...]]:

@@ -38,6 +38,11 @@ def sink_config(config: Config, name: str) -> SinkConfig:
     return section
 
 
+def enabled_cameras(config: Config) -> tuple[str, ...]:
+    """The names of the cameras enabled in `config`, in its order."""
+    return tuple(c.name for c in config.cameras if c.enabled)
+
+
 def enabled_sinks(config: Config) -> tuple[str, ...]:
     """The sink sections enabled in `config`, in the table's order."""
     return tuple(name for name in SINK_KINDS if sink_config(config, name).enabled)
@@ -187,7 +192,7 @@ def close_sinks(sinks: Sequence[EventSink], timeout_s: float) -> None:
 def sink_context(config: Config, actions: Sequence[str]) -> SinkContext:
     return SinkContext(
         config.daemon.device_id,
-        tuple(c.name for c in config.cameras if c.enabled),
+        enabled_cameras(config),
         tuple(actions),
         Path(config.daemon.state_dir),
     )
