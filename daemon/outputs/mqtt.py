@@ -16,14 +16,13 @@ connection, with a FRESH paho client each time; when it drops, the client and wh
 paho still held in memory are thrown away, and the next connection publishes every
 pending outbox row again, in outbox order.
 
-Threads: the sink's own sender thread does every client.publish() (birth messages and the
-outbox flush after CONNACK, new events, retained state, stats), under `_send_lock`, so
-outbox order holds. `deliver` (the intake's writer thread), `set_camera_available` and
-`publish_stats` (the supervisor's loop) never wait for it: they note the work under the
-short `_state_lock` (retained topics: the latest payload per topic wins) and wake it, so a
-long flush (1000 rows, snapshots) or a slow broker stalls neither the loop nor the writer.
-on_publish must not take `_send_lock` (paho holds its out-message mutex there, which
-publish() needs): it only touches the mqtt_session.Session.
+Threads: the sink's own sender thread does every client.publish() (birth and outbox flush
+after CONNACK, events, retained state, stats) under `_send_lock`, so outbox order holds,
+and acks PUBACKed events in the outbox together. `deliver` (the intake's writer thread),
+`set_camera_available` and `publish_stats` (the loop) only note the work under the short
+`_state_lock` (retained topics: the latest payload wins) and wake it: a long flush or a
+slow broker stalls neither. on_publish must not take `_send_lock` (paho holds its
+out-message mutex there, which publish() needs).
 """
 
 from __future__ import annotations
@@ -67,8 +66,7 @@ SNAPSHOT_PART = ":snapshot"  # in-flight key of an event's snapshot message
 
 
 class MqttPublisher(MqttConnection):
-    """The MQTT sink: events (from its outbox queue), availability, state, snapshots and
-    stats."""
+    """The MQTT sink: events (its outbox queue), availability, state, snapshots, stats."""
 
     name = SINK_NAME
 
@@ -94,6 +92,7 @@ class MqttPublisher(MqttConnection):
         self._queue = queue
         self._states = CameraStates(self._topics, self._cameras)
         self._count_lock = threading.Lock()  # acks come from two threads (see _send)
+        self._acks_due: list[int] = []  # outbox seqs fully PUBACKed, not yet acked there
         self._state_lock = threading.Lock()  # _states and the work due (never held to send)
         self._retained_due: dict[str, str] = {}  # topic -> latest payload, to send
         self._stats_due: str | None = None
@@ -175,7 +174,9 @@ class MqttPublisher(MqttConnection):
         self._stopping.set()  # a sender still flushing stops after its current row
         session = self._say_offline(deadline)
         if session is not None:
-            if not session.wait_settled(deadline):
+            settled = session.wait_settled(deadline)
+            self._ack_due()  # the PUBACKs that came after the sender's last pass
+            if not settled:
                 log.warning(
                     "MQTT: stopping with messages still unacknowledged by %s after "
                     "%.1f s; %d events stay in the outbox for the next start",
@@ -212,8 +213,7 @@ class MqttPublisher(MqttConnection):
     # ---- public publishing API (any thread; never waits: the sender thread sends) ----
 
     def deliver(self, item: OutboxItem) -> None:
-        """`item` is in the outbox: update the camera's retained state and have the sender
-        send what is pending (it included), then the state."""
+        """`item` is in the outbox: the sender sends what is pending, then the new state."""
         record = item.record
         with self._state_lock:
             topic, state = self._states.event(record["camera"], record["action"], record["phase"])
@@ -262,6 +262,7 @@ class MqttPublisher(MqttConnection):
             self._wake.wait()
             self._wake.clear()
             closing = self._closing.is_set()
+            self._ack_due()
             if self._stopping.is_set():
                 return
             try:
@@ -278,8 +279,7 @@ class MqttPublisher(MqttConnection):
                 return
 
     def _send_due_locked(self, session: Session) -> None:
-        """Birth messages (a new connection), the outbox rows not yet sent on this
-        connection, then the retained state and stats noted since."""
+        """Birth (a new connection), the rows not yet sent on it, then state and stats."""
         if self._born is not session:
             with self._state_lock:
                 retained = self._states.retained()
@@ -379,10 +379,19 @@ class MqttPublisher(MqttConnection):
             if left > 0:
                 session.parts[seq] = left  # the event's other message is still in flight
                 return
+            self._acks_due.append(seq)
+        self._wake.set()  # the sender acks them together: one outbox transaction
+
+    def _ack_due(self) -> None:
+        """Ack in the outbox, at once, every event whose PUBACKs came (sender or close)."""
+        with self._count_lock:
+            seqs, self._acks_due = self._acks_due, []
+        if not seqs:
+            return
         try:
-            self._queue.ack(seq)
+            self._queue.ack(*seqs)
         except OutboxError as exc:
-            # The row stays and is sent again later: a duplicate, never a loss.
+            # The rows stay and are sent again later: duplicates, never a loss.
             log.error("MQTT: %s", exc)
 
 
