@@ -4,6 +4,7 @@ daemons (the person pipeline and the demo clip model), the JSON report, bad inpu
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,12 @@ def test_eval_runs_the_person_pipeline_and_prints_a_table(tmp_path: Path) -> Non
     done = actiond_eval(tmp_path, "--clips", str(clips), "--labels", str(labels))
     assert done.returncode == ExitCode.OK, done.stderr
     assert "clips without people: 1, 2.0 s of media, 0 event(s)" in done.stdout
+    # The frame log says how many frames were analysed for people (none has one).
+    assert re.search(
+        r"people detected in 0 of 0 analysed frames with people, in \d+ of "
+        r"[1-9]\d* without",
+        done.stdout,
+    ), done.stdout
     assert done.stdout.splitlines()[0].split()[:3] == ["action", "labels", "events"]
 
 

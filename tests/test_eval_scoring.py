@@ -18,7 +18,14 @@ from daemon.evaluate.labels import (
     load_labels,
 )
 from daemon.evaluate.replay import ReplayError, join_records
-from daemon.evaluate.scoring import NO_TRACK, DetectedEvent, match_events, score_clip, summarise
+from daemon.evaluate.scoring import (
+    NO_TRACK,
+    DetectedEvent,
+    match_events,
+    presence,
+    score_clip,
+    summarise,
+)
 
 
 def every(_action: str) -> bool:
@@ -132,6 +139,30 @@ def test_id_switches_count_extra_track_ids_per_person_and_run() -> None:
     assert (summary.id_switches, summary.people_tracked) == (2, 4)
     untracked = score_clip(clip, [seen(1.0, 2.0, track=NO_TRACK)], every)
     assert untracked.id_switches == 0 and untracked.tracks_by_person() == {}
+
+
+def test_presence_compares_detections_with_the_labelled_frames() -> None:
+    clip = ClipLabels(
+        clip="p.mp4",
+        fps=10.0,
+        frames=10,
+        people_present=True,
+        people=(LabelledPerson(1, ((2, 5),)), LabelledPerson(2, ((4, 7),))),
+        events=(),
+        optional=(),
+        zones=(),
+        people_config={},
+        uncertainty_s=0.0,
+    )
+    # Frames 2-6 have someone; 0, 1, 7 (analysed) do not; 8 and 9 were not analysed.
+    detections = {0: 0, 1: 1, 2: 1, 3: 0, 4: 2, 5: 1, 6: 0, 7: 0}
+    seen = presence(clip, detections)
+    assert (seen.people_frames, seen.people_frames_detected) == (5, 3)
+    assert (seen.empty_frames, seen.empty_frames_detected) == (3, 1)
+    assert seen.to_json()["frame_recall"] == pytest.approx(0.6)
+    score = score_clip(clip, [], every)
+    score.presence = seen
+    assert summarise([score, score]).presence.people_frames == 10
 
 
 def test_records_join_into_events_by_id() -> None:

@@ -28,7 +28,14 @@ from daemon.evaluate.replay import (
     load_base_config,
     replay,
 )
-from daemon.evaluate.scoring import ClipScore, DetectedEvent, Summary, score_clip, summarise
+from daemon.evaluate.scoring import (
+    ClipScore,
+    DetectedEvent,
+    Summary,
+    presence,
+    score_clip,
+    summarise,
+)
 from daemon.exitcodes import ExitCode
 from daemon.people.engine import ZONE_ACTIONS
 
@@ -81,12 +88,14 @@ def run(args: argparse.Namespace) -> int:
         for scenario, scored in scenarios(label, args.pipeline):
             started = time.monotonic()
             try:
-                events = _named(replay(plan, clip, scenario, label.duration_s), args.pipeline)
+                replayed = replay(plan, clip, scenario, label.duration_s)
             except ReplayError as exc:
                 print(f"actiond eval: {clip.name} ({scenario.name}): {exc}", file=sys.stderr)
                 return ExitCode.FAILURE
-            score = score_clip(label, events, scored)
+            score = score_clip(label, _named(replayed.events, args.pipeline), scored)
             score.run = scenario.name
+            if scenario.name == "plain":  # the frames are the same in every scenario
+                score.presence = presence(label, replayed.detections)
             scores.append(score)
             progress(_clip_line(index, len(labels), scenario, score, time.monotonic() - started))
     summary = summarise(scores)
@@ -167,6 +176,13 @@ def report_text(summary: Summary) -> str:
         f"media, {summary.empty_events} event(s)"
         + ("" if per_hour is None else f" = {per_hour:.1f} false alarms per hour")
     )
+    seen = summary.presence
+    if seen.people_frames or seen.empty_frames:  # a pipeline that detects people
+        lines.append(
+            f"people detected in {seen.people_frames_detected} of {seen.people_frames} "
+            f"analysed frames with people, in {seen.empty_frames_detected} of "
+            f"{seen.empty_frames} without"
+        )
     lines.append(
         f"track ID switches: {summary.id_switches} "
         f"({summary.people_tracked} labelled person-runs with matched events)"
@@ -200,4 +216,5 @@ def _clip_json(score: ClipScore) -> dict[str, Any]:
             for m in score.missed
         ],
         "id_switches": score.id_switches,
+        "people_seen": score.presence.to_json(),
     }

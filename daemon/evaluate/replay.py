@@ -146,6 +146,7 @@ def config_text(plan: ReplayPlan, clip: Path, scenario: Scenario, work: Path, sh
     sections["metrics"] = {"listen": ""}
     sections["mqtt"] = {"enabled": False}
     sections["jsonl"] = {"enabled": True, "path": str(work / "events.jsonl")}
+    sections["display"] = {"frame_log": str(work / "frames.jsonl")}
     width, height = clip_size(clip)
     camera = {
         **plan.base.camera,
@@ -163,8 +164,17 @@ def config_text(plan: ReplayPlan, clip: Path, scenario: Scenario, work: Path, sh
     return toml_document(sections, camera)
 
 
-def replay(plan: ReplayPlan, clip: Path, scenario: Scenario, media_s: float) -> list[DetectedEvent]:
-    """Run `clip` through a daemon and return its events (ReplayError when it fails)."""
+@dataclass(frozen=True)
+class Replayed:
+    """What one run of a clip gave: its events, and the people detected per analysed
+    frame (frame index -> detections; empty for a pipeline without detections)."""
+
+    events: list[DetectedEvent]
+    detections: Mapping[int, int]
+
+
+def replay(plan: ReplayPlan, clip: Path, scenario: Scenario, media_s: float) -> Replayed:
+    """Run `clip` through a daemon and return what it found (ReplayError when it fails)."""
     work = Path(tempfile.mkdtemp(prefix="actiond-eval-"))
     shm = Path(tempfile.mkdtemp(prefix="actiond-eval-", dir=SHM_ROOT))
     try:
@@ -172,7 +182,7 @@ def replay(plan: ReplayPlan, clip: Path, scenario: Scenario, media_s: float) -> 
         config.write_text(config_text(plan, clip, scenario, work, shm))
         timeout_s = plan.timeout_s or RUN_BASE_S + RUN_PER_MEDIA_S * media_s
         _run_daemon(config, work / "daemon.log", timeout_s)
-        return read_events(work / "events.jsonl")
+        return Replayed(read_events(work / "events.jsonl"), read_detections(work / "frames.jsonl"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(shm, ignore_errors=True)
@@ -211,6 +221,21 @@ def _run_daemon(config: Path, log_path: Path, timeout_s: float) -> None:
 
 def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if path.exists() else ""
+
+
+def read_detections(path: Path) -> dict[int, int]:
+    """People detected per analysed frame, from the overlay's frame log: each line names
+    the result it drew (result_frame_id, -1 for none) and that result's detections (a
+    frame index of a fresh, non-looping replay is its frame id)."""
+    if not path.exists():
+        return {}
+    found = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        result = int(record.get("result_frame_id", -1))
+        if result >= 0:
+            found[result] = len(record.get("people_keypoints", []))
+    return found
 
 
 def read_events(path: Path) -> list[DetectedEvent]:

@@ -13,7 +13,7 @@ labels) should all carry one track id; each extra id is a switch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,47 @@ class DetectedEvent:
 
 
 @dataclass
+class Presence:
+    """Analysed frames with and without labelled people, and those with a detection."""
+
+    people_frames: int = 0
+    people_frames_detected: int = 0
+    empty_frames: int = 0
+    empty_frames_detected: int = 0
+
+    def add(self, other: Presence) -> None:
+        self.people_frames += other.people_frames
+        self.people_frames_detected += other.people_frames_detected
+        self.empty_frames += other.empty_frames
+        self.empty_frames_detected += other.empty_frames_detected
+
+    def to_json(self) -> dict[str, Any]:
+        p, e = self.people_frames, self.empty_frames
+        return {
+            "frames_with_people": p,
+            "detected_in_them": self.people_frames_detected,
+            "frame_recall": self.people_frames_detected / p if p else None,
+            "frames_without_people": e,
+            "detected_in_them_falsely": self.empty_frames_detected,
+        }
+
+
+def presence(labels: ClipLabels, detections: Mapping[int, int]) -> Presence:
+    """Compare the people detected per analysed frame (frame index -> detections) with
+    the frames the labels say someone is visible in."""
+    visible = {f for person in labels.people for a, b in person.visible for f in range(a, b)}
+    counts = Presence()
+    for frame, found in detections.items():
+        if frame in visible:
+            counts.people_frames += 1
+            counts.people_frames_detected += found > 0
+        else:
+            counts.empty_frames += 1
+            counts.empty_frames_detected += found > 0
+    return counts
+
+
+@dataclass
 class ClipScore:
     """The outcome of matching one clip's events to its labels."""
 
@@ -46,6 +87,7 @@ class ClipScore:
     dont_care: list[tuple[DetectedEvent, LabelledEvent]] = field(default_factory=list)
     false_alarms: list[DetectedEvent] = field(default_factory=list)
     missed: list[LabelledEvent] = field(default_factory=list)
+    presence: Presence = field(default_factory=Presence)
 
     def tracks_by_person(self) -> dict[int, set[int]]:
         """Track ids of the events matched to each labelled person."""
@@ -170,6 +212,7 @@ class Summary:
     # Per daemon run (a zone scenario is a second run, with its own track ids).
     id_switches: int
     people_tracked: int  # labelled persons with at least one matched event, per run
+    presence: Presence
 
     @property
     def false_alarms_per_hour(self) -> float | None:
@@ -187,6 +230,7 @@ class Summary:
             },
             "id_switches": self.id_switches,
             "people_tracked": self.people_tracked,
+            "people_seen": self.presence.to_json(),
         }
 
 
@@ -213,6 +257,9 @@ def summarise(scores: Sequence[ClipScore]) -> Summary:
         overall.missed += c.missed
         overall.dont_care += c.dont_care
     empty = {s.clip: s for s in scores if not s.people_present}
+    seen = Presence()
+    for score in scores:
+        seen.add(score.presence)
     return Summary(
         actions=actions,
         overall=overall,
@@ -221,4 +268,5 @@ def summarise(scores: Sequence[ClipScore]) -> Summary:
         empty_events=sum(len(s.false_alarms) for s in scores if not s.people_present),
         id_switches=sum(s.id_switches for s in scores),
         people_tracked=sum(len(s.tracks_by_person()) for s in scores),
+        presence=seen,
     )
