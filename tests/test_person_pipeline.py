@@ -94,3 +94,31 @@ def test_people_events_carry_track_box_and_zone(tmp_path: Path) -> None:
     ends = [e for e in records if e["id"] == first["id"] and e["phase"] == "end"]
     assert len(ends) == 1, records
     assert ends[0]["track_id"] == first["track_id"] and ends[0]["zone"] == "room"
+
+
+def test_a_person_camera_beside_a_clip_camera(tmp_path: Path) -> None:
+    # Each camera's results ring and overlay take its own graph's result kind: people
+    # (with keypoints) on one, the clip model's scores on the other, in one daemon. The
+    # person camera is tiled and smaller than the clip one (the shared analysis ring is
+    # sized for the largest person camera; the tiled flag travels with each frame).
+    clip_cam = {"name": "hall", "source": "test:moving-box", "fps": 10.0}
+    person = person_camera(width=480, height=270, tiled_detection=True)
+    daemon = Daemon(tmp_path, [clip_cam, person]).start()
+    try:
+
+        def shown() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+            frames = daemon.frames()
+            people = [f for f in frames if f["camera"] == "room" and f.get("people_keypoints")]
+            hall = [
+                f for f in frames if f["camera"] == "hall" and int(str(f["result_frame_id"])) >= 0
+            ]
+            return people, hall
+
+        wait_for(lambda: all(shown()), 120, "people on room and clip results on hall")
+        people, hall = shown()
+        assert all("people_keypoints" not in f for f in hall)
+        assert all(f["label"] == "person" for f in people)
+        assert daemon.stats("detect.0")["people_total"] >= 1
+        assert daemon.stop() == 0
+    finally:
+        daemon.cleanup()

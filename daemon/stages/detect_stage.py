@@ -74,7 +74,6 @@ class DetectStage:
         self._p = cfg.perception
         self._result = records.person_result(cfg)
         self._record = records.result_record(self._result)
-        self._tiled = {c.name: c.tiled_detection for c in cfg.cameras}
         self._models: PersonModels | None = None
         self._in: Consumer | None = None
         self._out: dict[str, Producer] = {}
@@ -107,20 +106,20 @@ class DetectStage:
             self._stats.add("frames_in_total")
             meta = lease.meta
             fields = self._analysis.views(lease.array)
-            w, h = (int(v) for v in fields["size"])
+            w, h, tiled = (int(v) for v in fields["info"])
             # A copy: the slot is reused once released.
             frame = fields["frame"][: h * w * 3].reshape(h, w, 3).copy()
-        people = self._people(frame, meta.camera)
+        people = self._people(frame, bool(tiled))
         self._publish(people, (w, h), meta, stop)
         self._stats.observe("detect_seconds", time.perf_counter() - started)
         timed(self._stats, started)
         return True
 
-    def _people(self, frame: np.ndarray, camera: str) -> People:
+    def _people(self, frame: np.ndarray, tiled: bool) -> People:
         models, p = self._models, self._p
         assert models is not None
         t0 = time.perf_counter()
-        detect = models.detect_tiled if self._tiled.get(camera) else models.detect
+        detect = models.detect_tiled if tiled else models.detect
         boxes, scores = detect(frame, p.min_score)
         boxes, scores = boxes[: p.max_people], scores[: p.max_people]
         t1 = time.perf_counter()

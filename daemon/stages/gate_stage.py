@@ -110,7 +110,9 @@ class GateStage:
             h, w = frame.shape[:2]
             fields = self._analysis.views(loan.array)
             fields["frame"][: frame.size] = frame.reshape(-1)
-            fields["size"][...] = (w, h)
+            # How to analyse it travels with the frame: a reload that changes a camera
+            # restarts its gate, not the shared detect replicas.
+            fields["info"][...] = (w, h, int(self._cam.tiled_detection))
             loan.publish(meta.frame_id, meta.timestamp_ns, meta.camera)
         self._stats.add("clips_total")
 

@@ -31,9 +31,10 @@ def view_record(cam: CameraConfig, config: Config) -> PackedSpec:
 
 
 def analysis_record(frame_bytes: int) -> PackedSpec:
-    """gate -> detect (one ring for every person camera): `size` = (width, height), then
+    """gate -> detect (one ring for every person camera): `info` = (width, height, tiled:
+    the camera's tiled_detection, 0 or 1), then
     the frame's BGR bytes, in a slot as large as the largest camera's frame."""
-    return PackedSpec((("size", (2,), "int32"), ("frame", (frame_bytes,), "uint8")))
+    return PackedSpec((("info", (3,), "int32"), ("frame", (frame_bytes,), "uint8")))
 
 
 def analysis_frame_bytes(cams: tuple[CameraConfig, ...]) -> int:
