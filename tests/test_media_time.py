@@ -31,6 +31,8 @@ CLIP_FPS = 15.0
 SCENES = (("walk_right", 1, 40), ("idle", 0, 40), ("walk_right", 3, 40), ("idle", 1, 40))
 SCENES_END = (("walk_left", 1, 40),)
 COOLDOWN_S = 2.0
+# A real clip of someone signing (see ../shared/media/ATTRIBUTION.md), when present.
+SIGNING_CLIP = Path(__file__).resolve().parents[2] / "shared" / "media" / "walk.mkv"
 RUN_S = 150.0
 
 
@@ -118,17 +120,23 @@ def make_scenes_clip(path: Path) -> Path:
 
 
 def replay_events(
-    daemons: list[Daemon], tmp: Path, clip: Path, realtime: bool
+    daemons: list[Daemon],
+    tmp: Path,
+    clip: Path,
+    realtime: bool,
+    size: tuple[int, int] = ACTION_SIZE,
+    pipeline: str = "clip",
 ) -> list[dict[str, object]]:
     """The event records (start and end) a real daemon writes for one replay of `clip`."""
     tmp.mkdir()
     camera = {
         "name": "cam",
         "source": str(clip),
-        "width": ACTION_SIZE[0],
-        "height": ACTION_SIZE[1],
+        "width": size[0],
+        "height": size[1],
         "realtime": realtime,
         "ring_policy": "block",
+        "pipeline": pipeline,
     }
     sinks = {"jsonl": {"enabled": True, "path": str(tmp / "events.jsonl")}}
     d = Daemon(tmp, [camera], {"events": {"cooldown_s": COOLDOWN_S}, **sinks})
@@ -156,3 +164,20 @@ def test_a_file_gives_the_same_events_paced_and_unpaced(tmp_path: Path, daemons)
     clip_s = sum(n for *_, n in SCENES + SCENES_END) / CLIP_FPS
     for record in paced:
         assert 0.0 <= float(record["media_start_s"]) <= clip_s  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not SIGNING_CLIP.exists(), reason=f"{SIGNING_CLIP} is not on this machine")
+def test_the_person_pipeline_gives_the_same_events_paced_and_unpaced(
+    tmp_path: Path, daemons
+) -> None:
+    # A real person signing (a gesture event): the analysis rate, the tracks' windows and
+    # the event hysteresis all run on media time.
+    runs = [
+        replay_events(daemons, tmp_path / f"run{rt}", SIGNING_CLIP, rt, (640, 480), "person")
+        for rt in (False, True)
+    ]
+    assert [r for r in runs[0] if r["phase"] == "start"], runs[0]
+    keys = ("action", "phase", "media_start_s", "media_end_s", "end_reason", "track_id")
+    unpaced, paced = (sorted(tuple(r[k] for k in keys) for r in run) for run in runs)
+    assert unpaced == paced
