@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import pytest
 from daemon_proc import Daemon, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
+BUNDLED = "daemon/assets/one-by-one-person-detection.mp4"
 CLIP = "sample:one-by-one-person-detection.mp4"  # 10 fps; nobody until frame 61
 PEOPLE_FRAMES = 8  # frames shown with a person and keypoints before we stop
 
@@ -122,3 +124,32 @@ def test_a_person_camera_beside_a_clip_camera(tmp_path: Path) -> None:
         assert daemon.stop() == 0
     finally:
         daemon.cleanup()
+
+
+def _clip_of_people(path: Path, first: int, count: int) -> Path:
+    """`count` frames of the bundled clip from `first` (a person in view), as an mp4."""
+    cap = cv2.VideoCapture(str(Path(__file__).resolve().parent.parent / BUNDLED))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, first)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (768, 432))
+    for _ in range(count):
+        ok, frame = cap.read()
+        assert ok
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_a_file_ends_after_its_last_analysed_frame(tmp_path: Path) -> None:
+    # Lossless and unpaced: every frame the gate sends gets its result before the daemon
+    # ends, and the last frames are drawn with the people found in them.
+    clip = _clip_of_people(tmp_path / "people.mp4", 300, 30)
+    cam = person_camera(source=str(clip), realtime=False, ring_policy="block")
+    daemon = Daemon(tmp_path, [cam]).start()
+    try:
+        assert daemon.wait(120) == 0, daemon.log()
+    finally:
+        daemon.cleanup()
+    frames = daemon.frames()
+    assert [f["frame_id"] for f in frames] == list(range(30))
+    assert frames[-1].get("people_keypoints") and frames[-1]["label"] == "person"
+    assert "did not arrive" not in daemon.log()
