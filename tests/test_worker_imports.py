@@ -49,3 +49,29 @@ def test_the_console_script_entry_imports_nothing_heavy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+PERSON_WORKERS = ("room.source", "room.gate", "room.overlay", "detect.0")
+
+
+@pytest.mark.timeout(180)
+def test_the_person_overlay_does_not_load_onnxruntime(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    # The people engine imports onnxruntime only to open a user's skeleton classifier;
+    # with none configured the overlay must not carry it. The detect replicas run models.
+    camera = {
+        "name": "room",
+        "source": "sample:one-by-one-person-detection.mp4",
+        "pipeline": "person",
+        "width": 320,
+        "height": 180,
+        "analyse_fps": 2.0,
+        "loop": True,
+    }
+    d = Daemon(tmp_path, [camera])
+    daemons.append(d.start())
+    wait_for(lambda: all(d.heartbeat_fresh(w) for w in PERSON_WORKERS), START_S, "all workers up")
+    loaded = {w: loads_onnxruntime(d.worker_pid(w)) for w in PERSON_WORKERS}
+    assert loaded == {w: w.startswith("detect.") for w in PERSON_WORKERS}
+    assert d.stop() == ExitCode.OK, d.log()

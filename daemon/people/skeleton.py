@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
 from daemon.config import SkeletonModelConfig
 from daemon.people.person import KEYPOINT_COUNT, Sample
@@ -152,7 +151,11 @@ def _activate(raw: np.ndarray, activation: str) -> np.ndarray:
 
 
 def load_classifier(cfg: SkeletonModelConfig, threads: int = 1) -> SkeletonClassifier:
-    """Opens the model (CPU) and reads its contract; SkeletonModelError if it is unfit."""
+    """Opens the model (CPU) and reads its contract; SkeletonModelError if it is unfit.
+    onnxruntime (about 20 MiB per process) is imported here, so an overlay worker with no
+    classifier configured never loads it (tests/test_worker_imports.py)."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
