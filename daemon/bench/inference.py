@@ -41,6 +41,7 @@ import onnxruntime as ort
 from daemon.bench.bare_loop import bare_batches, bare_run, bare_session, clips_for, prepare
 from daemon.bench.clip_feed import FeedJob, feed
 from daemon.bench.convnet import build_conv3d_model
+from daemon.bench.detect_bench import bench_detect
 from daemon.bench.report import machine_info
 from daemon.config import CameraConfig, Config, DaemonConfig, InferenceConfig, ModelFacts
 from daemon.exitcodes import ExitCode
@@ -103,7 +104,7 @@ def stage_run(config: Config, facts: ModelFacts, rounds: int) -> dict[str, float
         procs = [worker, producer]
         for proc in procs:
             proc.start()
-        arrivals = _read_results(topo, rounds * len(cams), worker)
+        arrivals = read_results(topo, rounds * len(cams), worker)
         producer.join(RESULT_TIMEOUT_S)
         worker.join(RESULT_TIMEOUT_S)
         if worker.exitcode != ExitCode.OK:
@@ -124,7 +125,7 @@ def stage_run(config: Config, facts: ModelFacts, rounds: int) -> dict[str, float
         topo.close()
 
 
-def _read_results(topo: Topology, expected: int, worker: BaseProcess) -> list[float]:
+def read_results(topo: Topology, expected: int, worker: BaseProcess) -> list[float]:
     """Arrival times (perf_counter) of every result, read as the overlay would."""
     consumers = [topo.rings[f"{c.name}.results"].consumer("overlay") for c in topo.config.cameras]
     poller = select.poll()
@@ -333,6 +334,7 @@ def run(args: argparse.Namespace) -> int:
             args.cameras, args.threads, args.clips, args.min_seconds, args.repeats, shm_dir
         )
         results = [bench_case(c, settings) for c in _cases(args.model, work)]
+        person = bench_detect(args.cameras, args.threads, args.clips, args.repeats, shm_dir)
     except ModelError as exc:
         print(f"actiond bench inference: model error: {exc}", file=sys.stderr)
         return ExitCode.BOOT
@@ -342,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(shm_dir, ignore_errors=True)
-    _print_results(args.cameras, results, as_json=args.json)
+    _print_results(args.cameras, results, person, as_json=args.json)
     return ExitCode.OK
 
 
@@ -377,7 +379,7 @@ def _cases(model: Path, work: Path) -> list[Case]:
     ]
 
 
-def _print_results(cameras: int, results: list[Result], as_json: bool) -> None:
+def _print_results(cameras: int, results: list[Result], person: Result, as_json: bool) -> None:
     machine = {
         **machine_info(),
         "onnxruntime": ort.__version__,
@@ -387,6 +389,7 @@ def _print_results(cameras: int, results: list[Result], as_json: bool) -> None:
         "machine": machine,
         "models": results,
         "batching": batching_summary(cameras, batched=results[2], single=results[3]),
+        "person": person,
     }
     if as_json:
         print(json.dumps(doc, indent=2))
@@ -394,3 +397,4 @@ def _print_results(cameras: int, results: list[Result], as_json: bool) -> None:
         for result in results:
             print(json.dumps(result))
         print(json.dumps(doc["batching"]))
+        print(json.dumps(person))
