@@ -137,11 +137,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     boot = _boot(args.config)
     if boot is None:
         return ExitCode.CONFIG
-    cams = [c.name for c in boot.config.cameras if c.enabled]
-    print(
-        f"{args.config}: OK ({len(cams)} camera(s): {', '.join(cams)}; model "
-        f"{Path(boot.model_path).name} with labels {', '.join(boot.labels)})"
-    )
+    cams = [c for c in boot.config.cameras if c.enabled]
+    each = "; ".join(boot.camera_line(c) for c in cams)
+    print(f"{args.config}: OK ({len(cams)} camera(s): {each})")
     return ExitCode.OK
 
 

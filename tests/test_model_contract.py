@@ -464,4 +464,4 @@ def test_check_config_names_a_model_that_does_not_fit(tmp_path: Path) -> None:
     good = build_model(tmp_path / "good.onnx", ["N", 3, T, H, W], {"labels": "p,q,r"})
     result = check_config(tmp_path, good)
     assert result.returncode == 0, result.stderr
-    assert "labels p, q, r" in result.stdout
+    assert "pipeline clip (model good.onnx), actions p, q, r" in result.stdout

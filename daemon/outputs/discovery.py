@@ -302,13 +302,15 @@ def _camera_entities(
 def discovery_messages(
     topics: TopicLayout,
     cameras: Sequence[str],
-    actions: Sequence[str],
+    actions: Sequence[str] | Mapping[str, Sequence[str]],
     snapshots: bool,
     sw_version: str,
 ) -> list[tuple[str, bytes]]:
-    """(topic, JSON payload) of every discovery config, to publish retained."""
+    """(topic, JSON payload) of every discovery config, to publish retained. `actions`:
+    each camera's own (a mapping by camera name), or one list for every camera."""
     messages: list[tuple[str, bytes]] = []
     for camera in cameras:
-        for topic, config in _camera_entities(topics, camera, actions, snapshots, sw_version):
+        own = actions.get(camera, ()) if isinstance(actions, Mapping) else actions
+        for topic, config in _camera_entities(topics, camera, own, snapshots, sw_version):
             messages.append((topic, json.dumps(config, sort_keys=True).encode()))
     return messages

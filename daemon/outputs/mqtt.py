@@ -75,7 +75,7 @@ class MqttPublisher(MqttConnection):
         cfg: MqttConfig,
         device_id: str,
         cameras: Sequence[str],
-        actions: Sequence[str],
+        actions: Sequence[str] | Mapping[str, Sequence[str]],  # one list, or per camera
         queue: SinkQueue,
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
@@ -88,7 +88,7 @@ class MqttPublisher(MqttConnection):
             raise MqttSetupError(str(exc)) from exc
         super().__init__(cfg, self._topics, reconnect_min_s, reconnect_max_s)
         self._cameras = tuple(cameras)
-        self._actions = tuple(actions)
+        self._actions = dict(actions) if isinstance(actions, Mapping) else tuple(actions)
         self._queue = queue
         self._states = CameraStates(self._topics, self._cameras)
         self._count_lock = threading.Lock()  # acks come from two threads (see _send)
@@ -397,4 +397,4 @@ class MqttPublisher(MqttConnection):
 
 def mqtt_sink(cfg: MqttConfig, context: SinkContext, queue: SinkQueue) -> MqttPublisher:
     """The sink table's factory; MqttSetupError when [mqtt] cannot work."""
-    return MqttPublisher(cfg, context.device_id, context.cameras, context.actions, queue)
+    return MqttPublisher(cfg, context.device_id, context.cameras, context.by_camera, queue)

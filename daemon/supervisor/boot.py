@@ -9,14 +9,24 @@ from pathlib import Path
 
 from daemon.config import (
     ASSETS_DIR,
+    CameraConfig,
     Config,
     ConfigError,
     ModelFacts,
     check_model_rules,
+    facts_without_model,
     load_config,
 )
+from daemon.events import event_actions
+from daemon.stages.actions import (
+    camera_actions,
+    clip_model_needed,
+    person_actions,
+    runs_clip_model,
+    runs_people,
+)
 from daemon.stages.model import ActionModel
-from daemon.stages.records import CLIP_SCORES, ResultSpec, feeds_people
+from daemon.stages.records import CLIP_SCORES, ResultSpec
 from daemon.stages.registry import GRAPHS
 
 # Trained by tools/train_demo_model.py; what it can and cannot tell apart: eval/README.md.
@@ -39,6 +49,9 @@ class Boot:
     providers: tuple[str, ...]
     result: ResultSpec | None = None  # what the model's results hold (its contract's
     # result_kind); None: clip scores over the labels
+    # The people engine's actions ([people] rules + skeleton classifiers' labels), read
+    # at boot; None: the [people] rules alone (tests that build a Boot by hand).
+    people_actions: tuple[str, ...] | None = None
 
     @property
     def result_spec(self) -> ResultSpec:
@@ -51,10 +64,24 @@ class Boot:
         names: dict[str, None] = {}
         for cam in self.config.cameras:
             if cam.enabled:
-                make = GRAPHS[cam.pipeline].result
-                people = make is not None and feeds_people(make(self.config))
-                names.update(dict.fromkeys(self.config.people.actions if people else clip_actions))
+                names.update(dict.fromkeys(self.camera_actions(cam, clip_actions)))
         return tuple(names)
+
+    def camera_actions(self, cam: CameraConfig, clip_actions: Sequence[str]) -> tuple[str, ...]:
+        """What this camera's events can be called (see actions)."""
+        people = self.people_actions
+        return camera_actions(
+            self.config, cam, clip_actions, self.config.people.actions if people is None else people
+        )
+
+    def camera_line(self, cam: CameraConfig) -> str:
+        """check-config's words for one camera: its pipeline, the clip model it runs (if
+        it runs one) and the actions its events can have."""
+        model = ""
+        if runs_clip_model(self.config, cam):
+            model = f" (model {Path(self.model_path).name})"
+        actions = self.camera_actions(cam, event_actions(self.labels, self.config.events.ignore))
+        return f"{cam.name}: pipeline {cam.pipeline}{model}, actions {', '.join(actions) or '-'}"
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -63,16 +90,33 @@ class Boot:
 
 
 def load_boot(config_path: Path) -> Boot:
-    """Load and check the config and the model; ConfigError or ModelError on a problem."""
+    """Load and check the config, the clip model (only when a camera runs it) and the
+    skeleton classifiers (only when a camera feeds the people engine); ConfigError or
+    ModelError on a problem."""
     config = load_config(config_path)
     check_pipelines(config, str(config_path))
+    people = _people_actions(config, str(config_path))
+    if not clip_model_needed(config):
+        facts = facts_without_model(config)
+        return Boot(config, Path(config_path), "", facts, (), None, people)
     model_path = config.inference.model or str(DEFAULT_MODEL)
     model = ActionModel(config.inference, model_path)  # validates the model contract
     facts = model.facts(config)
     check_model_rules(config, facts, str(config_path))
     return Boot(
-        config, Path(config_path), model_path, facts, model.providers, model.contract.result
+        config, Path(config_path), model_path, facts, model.providers, model.contract.result, people
     )
+
+
+def _people_actions(config: Config, file: str) -> tuple[str, ...] | None:
+    """The people engine's actions when a camera feeds it; ConfigError naming
+    people.classifiers when a skeleton classifier cannot be used."""
+    if not any(runs_people(config, c) for c in config.cameras if c.enabled):
+        return None
+    try:
+        return person_actions(config.people)
+    except ValueError as exc:
+        raise ConfigError(file, "people.classifiers", str(exc)) from exc
 
 
 def check_pipelines(config: Config, file: str) -> None:

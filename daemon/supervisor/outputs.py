@@ -58,11 +58,13 @@ class OutputsError(Exception):
 
 
 def boot_sink_context(boot: Boot) -> SinkContext:
-    # Home Assistant is offered the labels that make events, not `idle` & co.
-    # Cameras on the person pipeline offer the people engine's actions.
-    return sink_context(
-        boot.config, boot.actions(event_actions(boot.labels, boot.config.events.ignore))
-    )
+    # Home Assistant is offered, per camera, the labels that make events, not `idle` &
+    # co.: a camera on the person pipeline the people engine's actions (skeleton
+    # classifiers' labels included), a clip camera its model's.
+    clip = event_actions(boot.labels, boot.config.events.ignore)
+    cameras = [c for c in boot.config.cameras if c.enabled]
+    per_camera = {c.name: boot.camera_actions(c, clip) for c in cameras}
+    return sink_context(boot.config, boot.actions(clip), per_camera)
 
 
 class Outputs:

@@ -15,7 +15,7 @@ runner calls it from a thread, in the reverse order of opening. A sink is closed
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,8 +28,20 @@ class SinkContext:
 
     device_id: str
     cameras: tuple[str, ...]
-    actions: tuple[str, ...]  # the labels that make events (Home Assistant offers them)
+    actions: tuple[str, ...]  # the labels that make events, all cameras together
     state_dir: Path
+    # Each camera's own actions (its pipeline's: the people engine's or the clip
+    # model's); a camera missing here offers `actions`.
+    per_camera: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def camera_actions(self, camera: str) -> tuple[str, ...]:
+        """What this camera's events can be called (Home Assistant offers them)."""
+        return self.per_camera.get(camera, self.actions)
+
+    @property
+    def by_camera(self) -> dict[str, tuple[str, ...]]:
+        """Every camera's actions, by name."""
+        return {camera: self.camera_actions(camera) for camera in self.cameras}
 
 
 @dataclass(frozen=True)

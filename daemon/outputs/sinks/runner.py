@@ -189,10 +189,14 @@ def close_sinks(sinks: Sequence[EventSink], timeout_s: float) -> None:
         sink.close(max(0.0, deadline - time.monotonic()))
 
 
-def sink_context(config: Config, actions: Sequence[str]) -> SinkContext:
+def sink_context(
+    config: Config, actions: Sequence[str], per_camera: Mapping[str, Sequence[str]] | None = None
+) -> SinkContext:
+    """`actions`: all cameras' together; `per_camera`: each camera's own."""
     return SinkContext(
         config.daemon.device_id,
         enabled_cameras(config),
         tuple(actions),
         Path(config.daemon.state_dir),
+        {name: tuple(names) for name, names in (per_camera or {}).items()},
     )
