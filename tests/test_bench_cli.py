@@ -109,3 +109,8 @@ def test_inference_bench_compares_stage_and_bare_loop_for_each_model() -> None:
     assert models["conv3d-dynamic-batch-max1"]["max_batch"] == 1
     assert models["conv3d-dynamic-batch-max1"]["batch"] == 1
     assert result["batching"]["cameras"] == 2
+    person = result["person"]  # the detect stage on real frames with people in them
+    assert person["stage_fps"] > 0 and person["bare_fps"] > 0
+    assert person["ratio"] == pytest.approx(person["stage_fps"] / person["bare_fps"], abs=2e-3)
+    assert person["frames"] >= 40 and person["results_dropped"] == 0
+    assert person["people_per_frame"] >= 1 and person["stage_people_per_frame"] >= 1
