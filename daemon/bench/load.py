@@ -27,6 +27,15 @@ from daemon.bench.load_report import (
     process_report,
     render,
     ring_drops,
+    stage_cpu,
+    totals_report,
+)
+from daemon.bench.load_stream import (
+    STREAMS,
+    StreamServer,
+    latency_buckets,
+    latency_report,
+    made_stream,
 )
 from daemon.bench.procstats import (
     BenchDaemon,
@@ -35,6 +44,7 @@ from daemon.bench.procstats import (
     count_restarts,
     default_clip_paths,
     find_clips,
+    free_port,
 )
 from daemon.exitcodes import ExitCode
 
@@ -43,21 +53,23 @@ DEFAULT_SECONDS = 20.0
 DEFAULT_WARMUP_S = 5.0
 DEFAULT_MAX_CAMERAS = 16
 MIN_SECONDS = 2.0
-SHARED_RINGS = ("clips",)
+SHARED_RINGS = ("clips", "analysis")  # the clip pipeline's and the person pipeline's
 
 
-def camera_configs(count: int, clips: list[Clip]) -> list[dict[str, object]]:
-    """`count` live-camera-like cameras cam0, cam1, ... cycling through `clips`."""
-    return [
-        {
-            "name": f"cam{i}",
-            "source": str(clips[i % len(clips)].path),
-            "realtime": True,
-            "loop": True,
-            "ring_policy": "drop_oldest",
-        }
-        for i in range(count)
-    ]
+def camera_configs(count: int, plan: LoadPlan, url: str = "") -> list[dict[str, object]]:
+    """`count` live-camera-like cameras cam0, cam1, ... cycling through the plan's clips
+    (paced files), or all reading the stream at `url`."""
+    cams: list[dict[str, object]] = []
+    for i in range(count):
+        cam: dict[str, object] = {"name": f"cam{i}", "ring_policy": "drop_oldest"}
+        if url:
+            cam["source"] = url
+        else:
+            cam.update(source=str(plan.clips[i % len(plan.clips)].path), realtime=True, loop=True)
+        if plan.pipeline == "person":
+            cam.update(pipeline="person", analyse_fps=plan.analyse_fps)
+        cams.append(cam)
+    return cams
 
 
 def bench_sections(model: str, replicas: int) -> dict[str, dict[str, object]]:
@@ -84,21 +96,34 @@ class LoadPlan:
     warmup_s: float
     model: str
     replicas: int
+    pipeline: str = "clip"
+    stream: str = ""  # a made live stream (load_stream.STREAMS) instead of paced files
+    analyse_fps: float = 5.0  # person pipeline: frames analysed per second per camera
 
 
 def measure(count: int, plan: LoadPlan) -> LoadReport:
-    """One run of `count` cameras through one daemon."""
+    """One run of `count` cameras through one daemon (and a stream server if asked)."""
+    if not plan.stream:
+        return _measure(count, plan, "")
+    with StreamServer(plan.clips[0]) as server:
+        return _measure(count, plan, server.url)
+
+
+def _measure(count: int, plan: LoadPlan, url: str) -> LoadReport:
     clips, seconds, warmup_s = plan.clips, plan.seconds, plan.warmup_s
-    cameras = camera_configs(count, clips)
-    with BenchDaemon(bench_sections(plan.model, plan.replicas), cameras) as daemon:
+    cameras = camera_configs(count, plan, url)
+    sections = bench_sections(plan.model, plan.replicas)
+    metrics = f"127.0.0.1:{free_port()}"
+    sections["metrics"] = {"listen": metrics}  # capture -> event latency
+    with BenchDaemon(sections, cameras) as daemon:
         progress(f"{count} camera(s): starting the daemon")
         daemon.start()
         daemon.wait_flowing()
         daemon.hold(warmup_s)
         progress(f"{count} camera(s): measuring for {seconds:g} s")
-        first = daemon.snapshot()
+        first, lat0 = daemon.snapshot(), latency_buckets(f"http://{metrics}/metrics")
         daemon.hold(seconds)
-        last = daemon.snapshot()
+        last, lat1 = daemon.snapshot(), latency_buckets(f"http://{metrics}/metrics")
         exit_code, leftovers = daemon.stop()
         restarts = count_restarts(daemon.log_text())
     per_camera = {
@@ -107,14 +132,8 @@ def measure(count: int, plan: LoadPlan) -> LoadReport:
     }
     shared = {ring: ring_drops(first, last, ring) for ring in SHARED_RINGS}
     procs = process_report(first, last)
-    cpu = round(sum(p.cpu_pct for p in procs.values()), 1)
-    totals = {
-        "cpu_pct": cpu,
-        "rss_mb": round(sum(p.rss_mb for p in procs.values()), 1),
-        "pss_mb": round(sum(p.pss_mb for p in procs.values()), 1),
-        "processes": len(procs),
-        "overlay_fps": round(sum(c.overlay_fps for c in per_camera.values()), 2),
-    }
+    totals = totals_report(procs, per_camera)
+    cpu = totals["cpu_pct"]
     holds = (
         all(c.overlay_ratio >= HOLD_RATIO and c.drops_total == 0 for c in per_camera.values())
         and not any(shared.values())
@@ -135,6 +154,10 @@ def measure(count: int, plan: LoadPlan) -> LoadReport:
         restarts,
         exit_code,
         leftovers,
+        stage_cpu(procs, count),
+        latency_report(lat0, lat1),
+        plan.pipeline,
+        plan.stream,
     )
 
 
@@ -200,7 +223,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model", default="", help="ONNX model (default: the bundled one)")
     parser.add_argument("--replicas", type=int, default=1, help="inference replicas")
+    _add_person_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON only")
+
+
+def _add_person_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pipeline",
+        choices=("clip", "person"),
+        default="clip",
+        help="the cameras' pipeline (person: gate -> detect -> overlay with the people engine)",
+    )
+    parser.add_argument(
+        "--stream",
+        choices=("", *STREAMS),
+        default="",
+        help="instead of --clip: the bundled room clip made into a 1080p H.264 15 fps file "
+        "(once, by GStreamer's x264enc through gst-launch-1.0; OpenCV's FFmpeg writer here "
+        "has no H.264 encoder; cached in $TMPDIR/actiond-bench-cache) and served live as "
+        "MPEG-TS over TCP by gst-launch-1.0, one client per camera",
+    )
+    parser.add_argument(
+        "--analyse-fps", type=float, default=5.0, help="person pipeline: analysed frames/s"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,21 +256,26 @@ def run(args: argparse.Namespace) -> int:
         or args.max_cameras < 0
         or args.min_cameras < 1
         or args.replicas < 1
+        or args.analyse_fps <= 0
     ):
         print(
             f"actiond bench load: need --cameras >= 1, --seconds >= {MIN_SECONDS:g}, "
-            "--warmup >= 0, --max-cameras >= 0, --min-cameras >= 1 and --replicas >= 1",
+            "--warmup >= 0, --max-cameras >= 0, --min-cameras >= 1, --replicas >= 1 and "
+            "--analyse-fps > 0",
             file=sys.stderr,
         )
         return ExitCode.CONFIG
     model = str(Path(args.model).resolve()) if args.model else ""
     try:
         plan = LoadPlan(
-            find_clips(args.clip or default_clip_paths()),
+            _clips(args),
             args.seconds,
             args.warmup,
             model,
             args.replicas,
+            args.pipeline,
+            args.stream,
+            args.analyse_fps,
         )
         if args.sweep or args.max_cameras:
             runs, result, text, error = sweep_output(plan, args.min_cameras, args.max_cameras)
@@ -242,6 +292,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"actiond bench load: {error}", file=sys.stderr)
         return ExitCode.FAILURE
     return failure_code(runs)
+
+
+def _clips(args: argparse.Namespace) -> list[Clip]:
+    if not args.stream:
+        return find_clips(args.clip or default_clip_paths())
+    progress(f"stream {args.stream}: made from the bundled clip (once; cached)")
+    return [made_stream(args.stream)]
 
 
 def sweep_output(

@@ -5,7 +5,7 @@ memory, the machine's other load; and the report as text."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daemon.bench.procstats import Clip, Snapshot
 
@@ -54,6 +54,10 @@ class LoadReport:
     restarts: int
     exit_code: int
     leftovers: list[str]
+    stage_cpu_pct: dict[str, float] = field(default_factory=dict)  # by stage kind, all workers
+    latency: dict[str, float | None] = field(default_factory=dict)  # capture -> event
+    pipeline: str = "clip"
+    stream: str = ""
 
     @property
     def drops_total(self) -> int:
@@ -112,6 +116,31 @@ def process_report(first: Snapshot, last: Snapshot) -> dict[str, ProcessReport]:
     return out
 
 
+def totals_report(
+    procs: dict[str, ProcessReport], per_camera: dict[str, CameraReport]
+) -> dict[str, float]:
+    """The daemon's processes together, and every camera's overlay frames/s together."""
+    return {
+        "cpu_pct": round(sum(p.cpu_pct for p in procs.values()), 1),
+        "rss_mb": round(sum(p.rss_mb for p in procs.values()), 1),
+        "pss_mb": round(sum(p.pss_mb for p in procs.values()), 1),
+        "processes": len(procs),
+        "overlay_fps": round(sum(c.overlay_fps for c in per_camera.values()), 2),
+    }
+
+
+def stage_cpu(procs: dict[str, ProcessReport], cameras: int) -> dict[str, float]:
+    """CPU % (100 = one core) by stage kind: cam0.source + cam1.source -> source, detect.0
+    -> detect; other processes (supervisor, helpers) under their own label."""
+    names = {f"cam{i}" for i in range(cameras)}
+    out: dict[str, float] = {}
+    for label, p in procs.items():
+        head, _, rest = label.partition(".")
+        kind = rest if head in names and rest else head
+        out[kind] = round(out.get(kind, 0.0) + p.cpu_pct, 1)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def machine_report(first: Snapshot, last: Snapshot, daemon_cpu_pct: float) -> dict[str, float]:
     """What the whole machine did meanwhile: other load makes the numbers pessimistic."""
     cores = os.cpu_count() or 1
@@ -132,7 +161,19 @@ def one_line(report: LoadReport) -> str:
         f"{report.cameras} camera(s): {'HOLDS' if report.holds else 'does not hold'}"
         f" (overlay fps {fps}; drops {report.drops_total}; cpu {report.totals['cpu_pct']}"
         f" %; pss {report.totals['pss_mb']} MiB; other load "
-        f"{report.machine['other_cpu_pct']} %)"
+        f"{report.machine['other_cpu_pct']} %; load average "
+        f"{report.machine['loadavg_1m']}{_latency_text(report.latency)})"
+    )
+
+
+def _latency_text(latency: dict[str, float | None]) -> str:
+    if not latency:
+        return ""
+    if not latency.get("events"):
+        return "; no events, no latency"
+    return (
+        f"; {latency['events']:g} events, capture -> event p50 {latency['p50_s']} s, "
+        f"p99 {latency['p99_s']} s"
     )
 
 
@@ -145,6 +186,7 @@ def render(report: LoadReport) -> str:
             f"{cam.overlay_fps} fps of {cam.native_fps} native, drops "
             f"{cam.drops_total} {cam.drops}"
         )
+    lines.append(f"  cpu % by stage: {report.stage_cpu_pct}")
     lines += [
         f"  {label}: cpu {p.cpu_pct} %, rss {p.rss_mb} MiB, pss {p.pss_mb} MiB"
         for label, p in report.processes.items()
