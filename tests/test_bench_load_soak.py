@@ -8,6 +8,7 @@ keys, types and values make sense, and leave no shared memory behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from media import make_clip
 from models import brightness_model
 
+from daemon.bench.load_stream import latency_report
 from daemon.bench.proc import child_pids, read_proc
 from daemon.exitcodes import ExitCode
 
@@ -131,6 +133,7 @@ def test_bench_soak_reports_growth_and_targets(media: list[str]) -> None:
     [
         ("load", ["--cameras", "0"]),
         ("load", ["--seconds", "0.5"]),
+        ("load", ["--analyse-fps", "0"]),
         ("soak", ["--minutes", "0.01"]),
         ("soak", ["--interval", "0"]),
     ],
@@ -163,3 +166,34 @@ def test_read_proc_samples_a_live_child_and_not_a_dead_one() -> None:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
     assert read_proc(child.pid) is None and child.pid not in child_pids(os.getpid())
+
+
+def test_latency_quantiles_interpolate_inside_the_histogram_buckets() -> None:
+    before = {0.25: 1.0, 0.5: 1.0, 1.0: 1.0, math.inf: 1.0}
+    after = {0.25: 3.0, 0.5: 9.0, 1.0: 11.0, math.inf: 11.0}  # 10 events in the window
+    report = latency_report(before, after)
+    assert report["events"] == 10
+    assert report["p50_s"] == pytest.approx(0.25 + 0.25 * (5 - 2) / 6, abs=1e-3)
+    assert report["p99_s"] == pytest.approx(0.5 + 0.5 * (9.9 - 8) / 2, abs=1e-3)
+    assert latency_report(after, after) == {"events": 0, "p50_s": None, "p99_s": None}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_bench_load_person_pipeline_on_the_made_1080p_stream() -> None:
+    done = bench(
+        "load",
+        ["--pipeline", "person", "--stream", "1080p15", "--cameras", "1", "--seconds", "4"]
+        + ["--warmup", "1", "--json"],
+        timeout_s=380,
+    )
+    assert done.returncode == ExitCode.OK, done.stderr
+    report = json.loads(done.stdout)
+    assert report["pipeline"] == "person" and report["stream"] == "1080p15"
+    cam = report["per_camera"]["cam0"]
+    assert cam["native_fps"] == pytest.approx(15.0) and cam["source_fps"] > 0
+    assert set(report["shared_drops"]) == {"analysis"}
+    assert {"source", "gate", "detect", "overlay"} <= set(report["stage_cpu_pct"])
+    assert set(report["latency"]) == {"events", "p50_s", "p99_s"}
+    assert report["machine"]["loadavg_1m"] >= 0
+    assert report["restarts"] == 0 and report["exit_code"] == 0 and report["leftovers"] == []

@@ -18,6 +18,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from daemon.bench.load_report import (
     LoadReport,
@@ -53,7 +54,8 @@ DEFAULT_SECONDS = 20.0
 DEFAULT_WARMUP_S = 5.0
 DEFAULT_MAX_CAMERAS = 16
 MIN_SECONDS = 2.0
-SHARED_RINGS = ("clips", "analysis")  # the clip pipeline's and the person pipeline's
+# The ring every camera of a pipeline feeds (a dropped item there is an analysis lost).
+SHARED_RINGS = MappingProxyType({"clip": ("clips",), "person": ("analysis",)})
 
 
 def camera_configs(count: int, plan: LoadPlan, url: str = "") -> list[dict[str, object]]:
@@ -84,6 +86,7 @@ def bench_sections(model: str, replicas: int) -> dict[str, dict[str, object]]:
     if model:
         inference["model"] = model
     sections["inference"] = inference
+    sections["perception"] = {"replicas": replicas}  # the person pipeline's detect stage
     return sections
 
 
@@ -130,7 +133,7 @@ def _measure(count: int, plan: LoadPlan, url: str) -> LoadReport:
         f"cam{i}": camera_report(f"cam{i}", clips[i % len(clips)], first, last)
         for i in range(count)
     }
-    shared = {ring: ring_drops(first, last, ring) for ring in SHARED_RINGS}
+    shared = {ring: ring_drops(first, last, ring) for ring in SHARED_RINGS[plan.pipeline]}
     procs = process_report(first, last)
     totals = totals_report(procs, per_camera)
     cpu = totals["cpu_pct"]
@@ -222,7 +225,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "$ACTIOND_BENCH_MEDIA, the sample media, or the bundled clip)",
     )
     parser.add_argument("--model", default="", help="ONNX model (default: the bundled one)")
-    parser.add_argument("--replicas", type=int, default=1, help="inference replicas")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="inference (clip) or detect (person) replicas"
+    )
     _add_person_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON only")
 
