@@ -107,6 +107,9 @@ class CameraConfig:
     reconnect_backoff_min_s: float = 0.5
     reconnect_backoff_max_s: float = 30.0
     pipeline: str = "clip"  # the graph it runs (daemon.stages.registry.GRAPHS)
+    # pipeline "clip": the clip model's events start only while a person is seen (the
+    # shared person detector also runs on this camera, at analyse_fps while it moves)
+    require_person: bool = False
     zones: tuple[ZoneConfig, ...] = ()  # polygons for [people]'s zone rules
 
 

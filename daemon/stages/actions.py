@@ -11,18 +11,18 @@ from collections.abc import Sequence
 from daemon.config import PEOPLE_ACTIONS, CameraConfig, Config, PeopleConfig
 from daemon.people import SkeletonModelError, load_classifier
 from daemon.stages.records import feeds_people
-from daemon.stages.registry import GRAPHS
+from daemon.stages.registry import graph_for
 
 
 def runs_clip_model(config: Config, cam: CameraConfig) -> bool:
     """Whether this camera's graph runs the configured clip model (its results are the
     model's: the graph declares no result of its own)."""
-    return GRAPHS[cam.pipeline].result is None
+    return graph_for(cam).result is None
 
 
 def runs_people(config: Config, cam: CameraConfig) -> bool:
     """Whether this camera's results go to the people engine."""
-    make = GRAPHS[cam.pipeline].result
+    make = graph_for(cam).result
     return make is not None and feeds_people(make(config))
 
 

@@ -64,7 +64,8 @@ class GateStage:
 
     def open(self) -> None:
         self._in = attach_consumer(self._spec.rings["in"], KIND.name)
-        self._out_view = attach_producer(self._spec.rings["view"], self._spec.slot("view"))
+        if "view" in self._spec.rings:  # graph clip_with_people: motion makes the view
+            self._out_view = attach_producer(self._spec.rings["view"], self._spec.slot("view"))
         self._out_frames = attach_producer(self._spec.rings["frames"], self._spec.slot("frames"))
         self._analysis = records.analysis_record_of(int(self._out_frames.spec.frame.nbytes))
 

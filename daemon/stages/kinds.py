@@ -64,10 +64,13 @@ class RingContext:
 @dataclass(frozen=True)
 class InPort:
     """An input port. `follows`: the stage ends once the workers feeding this port have
-    finished and its ring is drained (the stream's port, not a side input)."""
+    finished and its ring is drained (the stream's port, not a side input). `optional`:
+    a graph may leave it unfed (the overlay's `people`, fed only where a clip camera
+    requires a person)."""
 
     name: str
     follows: bool = True
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -253,5 +256,5 @@ class Graph:
             fed[key] = edge.producer
         for stage in self.stages:
             for port in kinds[stage].inputs:
-                if (stage, port.name) not in fed:
+                if (stage, port.name) not in fed and not port.optional:
                     raise ValueError(f"graph {self.name}: nothing feeds {stage}.{port.name}")

@@ -43,6 +43,7 @@ from daemon.stages.eventing import (
 )
 from daemon.stages.kinds import FRAME, RESULT, Export, InPort, Loss, StageKind, WorkerContext
 from daemon.stages.people_eventing import PeopleEmitter
+from daemon.stages.presence import PEOPLE_PORT, Presence
 from daemon.stages.upstream import SourceState, Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, opened, timed
 
@@ -104,6 +105,7 @@ class OverlayStage:
         self._fed_result_id = -1
         self._events: EventEmitter | None = None
         self._people: PeopleEmitter | None = None  # detections with keypoints: people
+        self._presence: Presence | None = None  # require_person: who the detector found
         self._last_id = int(stats.get("last_frame_id")) if stats.get("frames_in_total") else -1
         self._fps_marks: list[float] = []
         self._frames_in: Consumer | None = None
@@ -122,6 +124,10 @@ class OverlayStage:
     def open(self) -> None:
         self._frames_in = attach_consumer(self._spec.rings["view"], KIND.name)
         self._results_in = attach_consumer(self._spec.rings["results"], KIND.name)
+        if "people" in self._spec.rings:
+            cfg, fps = self._spec.config, self._cam.analyse_fps
+            ring = self._spec.rings["people"]
+            self._presence = Presence(ring, cfg, fps, KIND.name, self._labels)
         display = camera_display(
             self._spec.config.display, self._cam.name, self._spec.args.camera_index
         )
@@ -212,6 +218,8 @@ class OverlayStage:
                 self._stats.add("events_total", self._people.update(result, result_id, capture_ns))
             elif self._events is not None:
                 scores = event_scores(self._result, result)
+                if self._presence is not None:  # require_person: starts only with people
+                    scores = self._presence.gate(scores, capture_ns, self._events.active)
                 events = self._events.update(scores, result_id, capture_ns, image)
                 self._stats.add("events_total", len(events))
 
@@ -281,6 +289,8 @@ class OverlayStage:
         self._viewer_skips = counters.frames_skipped
 
     def _collect_results(self) -> None:
+        if self._presence is not None:
+            self._presence.collect()
         results_in = opened(self._results_in, "the results ring")
         while (lease := results_in.try_get()) is not None:
             with lease:
@@ -340,7 +350,7 @@ class OverlayStage:
             self._outputs.close()
         if self._frame_log is not None:
             self._frame_log.close()
-        for endpoint in (self._frames_in, self._results_in):
+        for endpoint in (self._frames_in, self._results_in, self._presence):
             if endpoint is not None:
                 endpoint.close()
         self._upstream.close()
@@ -372,7 +382,7 @@ KIND = StageKind(
     factory=OverlayStage,
     # Results are a side input: the overlay ends with its frames, and waits (bounded)
     # for the last clips' results itself.
-    inputs=(InPort("view"), InPort("results", follows=False)),
+    inputs=(InPort("view"), InPort("results", follows=False), PEOPLE_PORT),
     args=_args,
     stats_fields=OVERLAY_FIELDS,
     losses=OVERLAY_LOSSES,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from daemon.config import CameraConfig
 from daemon.stages import (
     detect_stage,
     gate_stage,
@@ -59,8 +60,38 @@ PERSON_GRAPH = Graph(
     result=person_result,
 )
 
-GRAPHS: Mapping[str, Graph] = MappingProxyType({g.name: g for g in (CLIP_GRAPH, PERSON_GRAPH)})
+# The clip model's events gated on a person being present (cameras[].require_person):
+# the source also sends its frames to a gate, which passes the moved ones (analyse_fps)
+# to the shared person detector, whose results reach the overlay's `people` port. (A
+# later edge writing a ring name already used gets "<camera>.<producer>.<ring>".)
+CLIP_PEOPLE_GRAPH = Graph(
+    "clip_with_people",
+    edges=(
+        *CLIP_GRAPH.edges,
+        "source.tee -> gate.in",
+        "gate.frames -> detect.frames",
+        "detect.results -> overlay.people",
+    ),
+)
+
+GRAPHS: Mapping[str, Graph] = MappingProxyType(
+    {g.name: g for g in (CLIP_GRAPH, PERSON_GRAPH, CLIP_PEOPLE_GRAPH)}
+)
 DEFAULT_PIPELINE = CLIP_GRAPH.name
+# pipeline -> the graph a camera with require_person = true runs instead
+PERSON_GATED: Mapping[str, str] = MappingProxyType({CLIP_GRAPH.name: CLIP_PEOPLE_GRAPH.name})
+
+
+def graph_name(cam: CameraConfig) -> str:
+    """The name of the graph this camera runs: its `pipeline`, or that pipeline's
+    person-gated variant when it sets require_person (boot checks that one exists)."""
+    return PERSON_GATED.get(cam.pipeline, cam.pipeline) if cam.require_person else cam.pipeline
+
+
+def graph_for(cam: CameraConfig) -> Graph:
+    """The graph this camera runs (see graph_name)."""
+    return GRAPHS[graph_name(cam)]
+
 
 for _graph in GRAPHS.values():
     _graph.check(dict(KINDS))  # a graph that names an undeclared port fails at import

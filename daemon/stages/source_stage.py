@@ -62,6 +62,7 @@ class SourceStage:
             self._cam, spec.args.source, first_media_ns=spec.args.first_media_ns
         )
         self._out: Producer | None = None
+        self._tee: Producer | None = None  # a second copy (graph clip_with_people: the gate)
         self._frame_id = spec.args.first_frame_id
         # The stats block outlives a restarted source: add what is new since last time.
         self._skipped_counted = 0
@@ -69,6 +70,8 @@ class SourceStage:
     def open(self) -> None:
         self._stats.set("stream_up", 0)  # a restarted worker has no stream yet
         self._out = attach_producer(self._spec.rings["out"])
+        if "tee" in self._spec.rings:
+            self._tee = attach_producer(self._spec.rings["tee"])
         try:
             self._source.open()
         except SourceError as exc:
@@ -99,6 +102,11 @@ class SourceStage:
         with loan:
             np.copyto(loan.array, frame)
             loan.publish(frame_id, ts_ns, self._cam.name)
+        tee = loan_slot(self._tee, stop, self._heartbeat) if self._tee is not None else None
+        if tee is not None:  # None: dropped by the tee ring's policy (counted there)
+            with tee:
+                np.copyto(tee.array, frame)
+                tee.publish(frame_id, ts_ns, self._cam.name)
         self._stats.set("last_frame_id", frame_id)
         self._stats.set("last_capture_ns", ts_ns)
         timed(self._stats, started)
@@ -116,8 +124,9 @@ class SourceStage:
 
     def close(self) -> None:
         self._source.close()
-        if self._out is not None:
-            self._out.close()
+        for out in (self._out, self._tee):
+            if out is not None:
+                out.close()
 
 
 def _frames_ring(ctx: RingContext) -> RingShape:
@@ -149,7 +158,10 @@ def _respawn(args: SourceArgs, stats: StatsBlock) -> SourceArgs:
 KIND = StageKind(
     name="source",
     factory=SourceStage,
-    outputs=(OutPort("out", ring="frames", item=FRAME, shape=_frames_ring),),
+    outputs=(
+        OutPort("out", ring="frames", item=FRAME, shape=_frames_ring),
+        OutPort("tee", ring="tee", item=FRAME, shape=_frames_ring),  # optional second copy
+    ),
     args=_args,
     stats_fields=SOURCE_FIELDS,
     losses=(LOST_FPS_LIMIT,),

@@ -27,7 +27,7 @@ from daemon.stages.actions import (
 )
 from daemon.stages.model import ActionModel
 from daemon.stages.records import CLIP_SCORES, ResultSpec
-from daemon.stages.registry import GRAPHS
+from daemon.stages.registry import GRAPHS, PERSON_GATED
 
 # Trained by tools/train_demo_model.py; what it can and cannot tell apart: eval/README.md.
 DEFAULT_MODEL = ASSETS_DIR / "demo-actions.onnx"
@@ -127,4 +127,11 @@ def check_pipelines(config: Config, file: str) -> None:
                 file,
                 f"cameras[{index}].pipeline",
                 f"{cam.pipeline!r} is not a pipeline; use one of: {', '.join(GRAPHS)}",
+            )
+        if cam.require_person and cam.pipeline not in PERSON_GATED:
+            raise ConfigError(
+                file,
+                f"cameras[{index}].require_person",
+                f"pipeline {cam.pipeline!r} has no person-gated variant (only "
+                f"{', '.join(PERSON_GATED)} has); the person pipeline needs no gate",
             )

@@ -24,7 +24,10 @@ from daemon.stages.registry import KINDS
 from daemon.supervisor.boot import Boot
 
 # Camera fields that size or shape the camera's rings: changing one rebuilds the graph.
-RING_SHAPING_FIELDS = ("width", "height", "ring_capacity", "ring_policy", "enabled")
+RING_SHAPING_FIELDS = (
+    *("width", "height", "ring_capacity", "ring_policy", "enabled"),
+    *("pipeline", "require_person"),  # another graph: other rings and workers
+)
 ALL_KINDS = "*"  # in ReloadPlan.worker_kinds: every worker
 
 

@@ -21,7 +21,7 @@ from daemon.ipc.segment import check_free_space
 from daemon.ipc.stats import StatsBlock
 from daemon.stages.kinds import Edge, Graph, RingContext, StageKind, WorkerContext
 from daemon.stages.records import CLIP_SCORES, ResultSpec
-from daemon.stages.registry import GRAPHS, KINDS
+from daemon.stages.registry import GRAPHS, KINDS, graph_name
 from daemon.stages.worker import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Topology:
         return self.kinds[self.workers[worker].kind]
 
     def graph_of(self, cam: CameraConfig) -> Graph:
-        return self.graphs[cam.pipeline]
+        return self.graphs[graph_name(cam)]
 
     def result_for(self, cams: tuple[CameraConfig, ...]) -> ResultSpec:
         """What the results of these cameras' graph hold: the graph's own (the person
@@ -134,16 +134,26 @@ class Topology:
 
     # -- planning ------------------------------------------------------------------------
 
-    def _ring_name(self, edge: Edge, camera: str) -> str:
+    def _ring_name(self, edge: Edge, camera: str, graph: Graph) -> str:
+        """The ring's name: "<ring>" (shared consumer) or "<camera>.<ring>"; a later edge
+        of the graph writing a per-camera ring of a name already used gets
+        "<camera>.<producer>.<ring>"."""
         port = self.kinds[edge.producer].output(edge.output)
-        return port.ring if self.kinds[edge.consumer].shared else f"{camera}.{port.ring}"
+        if self.kinds[edge.consumer].shared:
+            return port.ring
+        for other in graph.parsed[: graph.parsed.index(edge)]:
+            used = self.kinds[other.producer].output(other.output).ring
+            if used == port.ring and not self.kinds[other.consumer].shared:
+                return f"{camera}.{edge.producer}.{port.ring}"
+        return f"{camera}.{port.ring}"
 
     def _plan_rings(self) -> tuple[dict[str, RingUse], dict[str, list[Edge]]]:
         uses: dict[str, RingUse] = {}
         edges: dict[str, list[Edge]] = {}
         for cam in self.cameras():
-            for edge in self.graph_of(cam).parsed:
-                name = self._ring_name(edge, cam.name)
+            graph = self.graph_of(cam)
+            for edge in graph.parsed:
+                name = self._ring_name(edge, cam.name, graph)
                 old = uses.get(name)
                 cameras = (old.cameras if old else ()) + (cam.name,)
                 item = self.kinds[edge.producer].output(edge.output).item
