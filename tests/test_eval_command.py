@@ -82,6 +82,7 @@ def test_eval_scores_a_walk_and_an_empty_scene(tmp_path: Path) -> None:
     assert report["actions"]["walking_right"]["hits"] == 1
     assert report["actions"]["walking_right"]["recall"] == 1.0
     assert report["no_people"]["clips"] == 1
+    assert report["people_seen"]["frames_with_people"] == 0  # a clip model detects nobody
     assert report["no_people"]["media_hours"] == pytest.approx(45 / FPS / 3600)
     runs = {c["clip"]: c for c in report["clips"]}
     assert runs["empty.mp4"]["false_alarms"] == []
