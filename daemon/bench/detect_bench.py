@@ -17,19 +17,17 @@ stage_fps / bare_fps, the run with the median ratio reported.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from dataclasses import dataclass, replace
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from daemon.bench.stage_harness import run_stage, window_fps
 from daemon.config import CameraConfig, Config, DaemonConfig, PerceptionConfig, facts_without_model
-from daemon.exitcodes import ExitCode
 from daemon.ipc import Producer, attach_producer
 from daemon.ipc.packed import PackedSpec
 from daemon.ipc.stats import StatsBlock
@@ -43,7 +41,6 @@ from daemon.stages.perception import (
     nanodet_input,
     pose_crop,
 )
-from daemon.stages.worker import worker_main
 from daemon.supervisor.topology import Topology
 
 ROOM_CLIP = Path(__file__).resolve().parent.parent / "assets" / "one-by-one-person-detection.mp4"
@@ -53,7 +50,6 @@ DISTINCT_FRAMES = 12  # frames with someone in them, cycled
 PUT_TIMEOUT_S = 60.0  # the first put waits for the worker's models to load
 DETECT_WORKER = "detect.0"
 BARE_WARMUP_FRAMES = 3
-CTX = multiprocessing.get_context("spawn")
 
 
 @dataclass(frozen=True)
@@ -179,45 +175,22 @@ def _put(producer: Producer, record: PackedSpec, frame: np.ndarray, k: int, came
 
 def stage_run(config: Config, rounds: int) -> dict[str, float]:
     """Frames/s through the real analysis ring -> detect worker -> results rings."""
-    from daemon.bench.inference import RESULT_TIMEOUT_S, read_results, window_fps
-
     topo = Topology(config, f"bench{os.getpid()}", "", facts_without_model(config))
     topo.build()
-    procs: list[BaseProcess] = []
     try:
         cams = tuple(c.name for c in config.cameras)
-        job = DetectFeed(
-            cams,
-            str(topo.rings["analysis"].path),
-            tuple(str(topo.stats[f"{c}.gate"].path) for c in cams),
-            rounds,
-        )
-        worker = CTX.Process(
-            target=worker_main, args=(topo.workers[DETECT_WORKER], DetectStage), name=DETECT_WORKER
-        )
-        producer = CTX.Process(target=feed, args=(job,), name="bench-feed")
-        procs = [worker, producer]
-        for proc in procs:
-            proc.start()
-        arrivals = read_results(topo, rounds * len(cams), worker)
-        producer.join(RESULT_TIMEOUT_S)
-        worker.join(RESULT_TIMEOUT_S)
-        if worker.exitcode != ExitCode.OK:
-            raise RuntimeError(f"detect worker exited with {worker.exitcode}")
+        gates = tuple(str(topo.stats[f"{c}.gate"].path) for c in cams)
+        job = DetectFeed(cams, str(topo.rings["analysis"].path), gates, rounds)
+        run = run_stage(topo, DETECT_WORKER, DetectStage, feed, job, rounds * len(cams))
         stats = topo.stats[DETECT_WORKER]
         frames = max(1.0, stats.get("frames_out_total") or stats.get("frames_in_total"))
-        dropped = sum(sum(topo.rings[f"{c}.results"].stats().drops.values()) for c in cams)
         return {
-            "fps": window_fps(arrivals),
-            "results": len(arrivals),
-            "dropped": dropped,
+            "fps": window_fps(run.arrivals),
+            "results": len(run.arrivals),
+            "dropped": run.dropped,
             "people_per_frame": stats.get("people_total") / frames,
         }
     finally:
-        for proc in procs:  # only after a failure are they still running
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
         topo.close()
 
 

@@ -23,15 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
-import select
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -43,22 +39,16 @@ from daemon.bench.clip_feed import FeedJob, feed
 from daemon.bench.convnet import build_conv3d_model
 from daemon.bench.detect_bench import bench_detect
 from daemon.bench.report import machine_info
+from daemon.bench.stage_harness import run_stage, window_fps
 from daemon.config import CameraConfig, Config, DaemonConfig, InferenceConfig, ModelFacts
 from daemon.exitcodes import ExitCode
-from daemon.ipc.wakeup import drain
 from daemon.stages.contract import ModelError
 from daemon.stages.infer_stage import InferStage
 from daemon.stages.model import ActionModel
-from daemon.stages.worker import worker_main
 from daemon.supervisor.boot import DEFAULT_MODEL
 from daemon.supervisor.topology import Topology
 
-CTX = multiprocessing.get_context("spawn")
-RESULT_TIMEOUT_S = 60.0
-WARMUP_FRACTION = 0.15  # results not timed at the start of a stage run
-BATCH_GAP_S = 0.0005  # results of one batch come out closer together than this
 INFER_WORKER = "infer.0"
-POLL_MS = 100  # results reader: how often to look whether the worker died
 
 
 @dataclass(frozen=True)
@@ -87,85 +77,20 @@ def stage_run(config: Config, facts: ModelFacts, rounds: int) -> dict[str, float
     """Clips/s through the real clips ring -> infer worker -> results rings."""
     topo = Topology(config, f"bench{os.getpid()}", config.inference.model, facts)
     topo.build()
-    procs: list[BaseProcess] = []
     try:
         cams = [c.name for c in config.cameras]
-        job = FeedJob(
-            config,
-            facts,
-            str(topo.rings["clips"].path),
-            tuple(str(topo.stats[f"{c}.motion"].path) for c in cams),
-            rounds,
-        )
-        worker = CTX.Process(
-            target=worker_main, args=(topo.workers[INFER_WORKER], InferStage), name=INFER_WORKER
-        )
-        producer = CTX.Process(target=feed, args=(job,), name="bench-feed")
-        procs = [worker, producer]
-        for proc in procs:
-            proc.start()
-        arrivals = read_results(topo, rounds * len(cams), worker)
-        producer.join(RESULT_TIMEOUT_S)
-        worker.join(RESULT_TIMEOUT_S)
-        if worker.exitcode != ExitCode.OK:
-            raise RuntimeError(f"infer worker exited with {worker.exitcode}")
+        motion = tuple(str(topo.stats[f"{c}.motion"].path) for c in cams)
+        job = FeedJob(config, facts, str(topo.rings["clips"].path), motion, rounds)
+        run = run_stage(topo, INFER_WORKER, InferStage, feed, job, rounds * len(cams))
         stats = topo.stats[INFER_WORKER]
-        dropped = sum(sum(topo.rings[f"{c}.results"].stats().drops.values()) for c in cams)
         return {
-            "fps": window_fps(arrivals),
-            "results": len(arrivals),
-            "dropped": dropped,
+            "fps": window_fps(run.arrivals),
+            "results": len(run.arrivals),
+            "dropped": run.dropped,
             "batch": stats.get("clips_total") / max(1.0, stats.get("batches_total")),
         }
     finally:
-        for proc in procs:  # only after a failure are they still running
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
         topo.close()
-
-
-def read_results(topo: Topology, expected: int, worker: BaseProcess) -> list[float]:
-    """Arrival times (perf_counter) of every result, read as the overlay would."""
-    consumers = [topo.rings[f"{c.name}.results"].consumer("overlay") for c in topo.config.cameras]
-    poller = select.poll()
-    for consumer in consumers:
-        poller.register(consumer.fileno(), select.POLLIN)
-    arrivals: list[float] = []
-    deadline = time.monotonic() + RESULT_TIMEOUT_S
-    try:
-        while len(arrivals) < expected and time.monotonic() < deadline:
-            if not poller.poll(POLL_MS) and not worker.is_alive():
-                break
-            for consumer in consumers:
-                drain(consumer.fileno())  # wake-ups: every ring is looked at anyway
-                while (lease := consumer.try_get()) is not None:
-                    lease.release()
-                    arrivals.append(time.perf_counter())
-                    deadline = time.monotonic() + RESULT_TIMEOUT_S
-    finally:
-        for consumer in consumers:
-            consumer.close()
-    if len(arrivals) < expected:
-        raise RuntimeError(
-            f"only {len(arrivals)} of {expected} results came out of the "
-            f"results rings (worker exit code {worker.exitcode})"
-        )
-    return arrivals
-
-
-def window_fps(arrivals: list[float]) -> float:
-    """Results/s after the warm-up, over whole batches: the window opens at the last
-    result of a batch, so no batch is half inside it."""
-    times = np.asarray(arrivals)
-    batch_ends = np.flatnonzero(np.diff(times) > BATCH_GAP_S)
-    skip = int(len(times) * WARMUP_FRACTION)
-    starts = batch_ends[batch_ends >= skip]
-    start = int(starts[0]) if len(starts) else 0
-    last = len(times) - 1
-    if last <= start:
-        raise RuntimeError("too few results to time: raise --clips")
-    return (last - start) / float(times[last] - times[start])
 
 
 @dataclass(frozen=True)
