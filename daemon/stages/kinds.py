@@ -124,6 +124,7 @@ class WorkerContext:
     events_socket: str
     upstream_stats: tuple[str, ...]  # stats blocks of the workers feeding `follows` ports
     origin_stats: str  # stats block of the camera's origin worker ("")
+    live_slot: str = ""  # the camera's live JPEG slot (daemon.ipc.liveslot); "" for none
 
 
 def no_args(ctx: WorkerContext) -> None:

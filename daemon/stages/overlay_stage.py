@@ -42,6 +42,7 @@ from daemon.stages.eventing import (
     event_settings,
 )
 from daemon.stages.kinds import FRAME, RESULT, Export, InPort, Loss, StageKind, WorkerContext
+from daemon.stages.overlay_taps import TAP_LOSSES, FrameTaps
 from daemon.stages.people_eventing import PeopleEmitter
 from daemon.stages.presence import PEOPLE_PORT, Presence
 from daemon.stages.upstream import SourceState, Upstream
@@ -66,12 +67,11 @@ LOST_VIEWER_BEHIND = Loss(FRAME, "viewer_behind")
 LOST_EVICTED = Loss(RESULT, "evicted")
 # Results of a file's last clips that had not come LAST_RESULTS_WAIT_S after its end.
 LOST_NOT_ARRIVED = Loss(RESULT, "not_arrived")
-OVERLAY_LOSSES = (LOST_GAP, LOST_VIEWER_BEHIND, LOST_EVICTED, LOST_NOT_ARRIVED, *EVENT_LOSSES)
+OVERLAY_LOSSES = (LOST_GAP, LOST_VIEWER_BEHIND, LOST_EVICTED, LOST_NOT_ARRIVED)
 RESULTS_KEPT = 64
 # At the end of a file: how long to wait for the results of the last clips (normally
 # they come within one inference; they never come if a clip was dropped or lost).
 LAST_RESULTS_WAIT_S = 5.0
-KEYPOINT_SURE = 0.3  # a keypoint scored at least this is counted in the frame log
 DEFAULT_FPS = 10.0  # recorder frame rate when the camera's fps is left to the source
 FPS_WINDOW_S = 2.0
 
@@ -86,6 +86,7 @@ class OverlayArgs:
     frame_log: str
     upstream_stats: tuple[str, ...]  # the camera's motion worker: has it finished?
     source_stats: str  # the camera's source: is its stream up?
+    live_slot: str  # the console's live JPEG slot ("": none)
 
 
 class OverlayStage:
@@ -120,6 +121,7 @@ class OverlayStage:
         self._held: tuple[int, np.ndarray, np.ndarray] | None = None  # id, frame, flow
         self._finish_deadline: float | None = None
         self._end_reason = END_STOPPED
+        self._taps: FrameTaps | None = None  # the live slot's feed
 
     def open(self) -> None:
         self._frames_in = attach_consumer(self._spec.rings["view"], KIND.name)
@@ -138,6 +140,7 @@ class OverlayStage:
             )
         except (DisplayUnavailable, ValueError) as exc:
             raise StageFatal(f"camera {self._cam.name}: display: {exc}") from exc
+        self._taps = FrameTaps(self._spec.args.live_slot, self._cam, self._spec.config, self._stats)
         socket_path = self._spec.args.events_socket
         if socket_path and records.feeds_people(self._result):
             self._people = PeopleEmitter(
@@ -202,8 +205,9 @@ class OverlayStage:
             self._people.send_pending(image)
         self._check_order(frame_id)
         opened(self._outputs, "the display outputs").show(image)
+        opened(self._taps, "the frame taps").show(image, frame_id)
         self._count_viewers()
-        self._log_frame(frame_id, result_id, label, score, _people_seen(result))
+        self._log_frame(frame_id, result_id, label, score, records.people_seen(result))
 
     def _feed_events(self, frame_id: int, image: np.ndarray) -> None:
         """Feed every result not yet fed, up to this frame, once and in frame order: the
@@ -348,6 +352,8 @@ class OverlayStage:
             self._people.close(self._end_reason)
         if self._outputs is not None:
             self._outputs.close()
+        if self._taps is not None:
+            self._taps.close()
         if self._frame_log is not None:
             self._frame_log.close()
         for endpoint in (self._frames_in, self._results_in, self._presence):
@@ -355,15 +361,6 @@ class OverlayStage:
                 endpoint.close()
         self._upstream.close()
         self._source.close()
-
-
-def _people_seen(result: records.Result | None) -> list[int]:
-    """Per detection of a result with keypoints, its keypoints scored >= 0.3 (for the
-    frame log); [] for other results."""
-    if result is None or "keypoints" not in result:
-        return []
-    n = records.detection_count(result)
-    return [int(v) for v in (result["keypoints"][:n, :, 2] >= KEYPOINT_SURE).sum(axis=1)]
 
 
 def _args(ctx: WorkerContext) -> OverlayArgs:
@@ -374,6 +371,7 @@ def _args(ctx: WorkerContext) -> OverlayArgs:
         ctx.config.display.frame_log,
         ctx.upstream_stats,
         ctx.origin_stats,
+        ctx.live_slot,
     )
 
 
@@ -385,7 +383,7 @@ KIND = StageKind(
     inputs=(InPort("view"), InPort("results", follows=False), PEOPLE_PORT),
     args=_args,
     stats_fields=OVERLAY_FIELDS,
-    losses=OVERLAY_LOSSES,
+    losses=(*OVERLAY_LOSSES, *EVENT_LOSSES, *TAP_LOSSES),
     exports=(
         Export("actiond_mjpeg_viewers", "mjpeg_viewers"),
         Export("actiond_mjpeg_viewers_refused_total", "mjpeg_viewers_refused_total"),

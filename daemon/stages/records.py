@@ -139,6 +139,18 @@ def detection_count(result: Result) -> int:
     return int(np.clip(result["count"][0], 0, len(result["scores"])))
 
 
+KEYPOINT_SURE = 0.3  # a keypoint scored at least this is counted in the frame log
+
+
+def people_seen(result: Result | None) -> list[int]:
+    """Per detection of a result with keypoints, its keypoints scored >= KEYPOINT_SURE
+    (for the frame log); [] for other results."""
+    if result is None or "keypoints" not in result:
+        return []
+    n = detection_count(result)
+    return [int(v) for v in (result["keypoints"][:n, :, 2] >= KEYPOINT_SURE).sum(axis=1)]
+
+
 @dataclass(frozen=True)
 class ResultRecord:
     """One result kind's record: its layout and the label a frame shows for it."""

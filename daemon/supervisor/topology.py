@@ -11,13 +11,16 @@ camera's ring of an output port. Nothing here names a stage: it walks the declar
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from daemon.config import CameraConfig, Config, ModelFacts
 from daemon.ipc import FrameRing, RingSpec
-from daemon.ipc.segment import check_free_space
+from daemon.ipc.liveslot import create_slot, slot_bytes_for
+from daemon.ipc.segment import check_free_space, segment_name
 from daemon.ipc.stats import StatsBlock
 from daemon.stages.kinds import Edge, Graph, RingContext, StageKind, WorkerContext
 from daemon.stages.records import CLIP_SCORES, ResultSpec
@@ -72,6 +75,7 @@ class Topology:
     workers: dict[str, WorkerSpec[Any]] = field(default_factory=dict)
     ring_uses: dict[str, RingUse] = field(default_factory=dict)
     plans: dict[str, WorkerPlan] = field(default_factory=dict)
+    live_slots: dict[str, str] = field(default_factory=dict)  # camera -> slot file
 
     @property
     def result_spec(self) -> ResultSpec:
@@ -117,7 +121,9 @@ class Topology:
         # just the ring that happened not to fit.
         check_free_space(
             self.config.daemon.shm_dir,
-            sum(spec.total_bytes for spec in specs.values()) + len(self.plans) * STATS_BLOCK_BYTES,
+            sum(spec.total_bytes for spec in specs.values())
+            + len(self.plans) * STATS_BLOCK_BYTES
+            + sum(slot_bytes_for(c.width, c.height) for c in self.cameras()),
         )
         for name, spec in specs.items():
             self.rings[name] = FrameRing.create(name, spec, self.run_id, self.config.daemon.shm_dir)
@@ -129,8 +135,17 @@ class Topology:
                 self.run_id,
                 self.config.daemon.shm_dir,
             )
+        for cam in self.cameras():
+            path = self.live_slot_path(cam.name)
+            create_slot(path, slot_bytes_for(cam.width, cam.height))
+            self.live_slots[cam.name] = path
         for plan in self.plans.values():
             self.workers[plan.name] = self._spec(plan)
+
+    def live_slot_path(self, camera: str) -> str:
+        """The file of the camera's live JPEG slot (daemon.ipc.liveslot): beside the
+        rings, with the run's prefix, so the run lock's clean-up removes a dead run's."""
+        return live_slot_path(self.config.daemon.shm_dir, self.run_id, camera)
 
     # -- planning ------------------------------------------------------------------------
 
@@ -259,6 +274,7 @@ class Topology:
             events_socket=self.events_socket,
             upstream_stats=tuple(str(self.stats[n].path) for n in plan.upstream),
             origin_stats=str(self.stats[plan.origin].path) if plan.origin else "",
+            live_slot=self.live_slots.get(plan.camera, ""),
         )
         rings = {port: str(self.rings[ring].path) for port, ring in plan.rings.items()}
         return WorkerSpec(
@@ -297,5 +313,13 @@ class Topology:
             ring.close()
         for block in reversed(list(self.stats.values())):
             block.close(unlink=True)
+        for path in self.live_slots.values():
+            Path(path).unlink(missing_ok=True)
         self.rings.clear()
         self.stats.clear()
+        self.live_slots.clear()
+
+
+def live_slot_path(shm_dir: str, run_id: str, camera: str) -> str:
+    """The live JPEG slot file of `camera` in run `run_id` ("<prefix>-<camera>.live")."""
+    return os.path.join(shm_dir, segment_name(run_id, f"{camera}.live"))
