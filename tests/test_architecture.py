@@ -27,6 +27,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     # Runs inside the overlay worker: MJPEG view, window, recorder. Not under outputs/,
     # which the supervisor runs (sinks, metrics endpoint): a worker never loads those.
     "display": frozenset({"config", "ipc"}),
+    # The web console (aiohttp, in the supervisor): history, pages, API, live images. The
+    # console sink (outputs/sinks/console.py) runs it.
+    "console": frozenset({"config", "ipc"}),
     "stages": frozenset(
         {
             "capture",
@@ -41,7 +44,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "__init__",
         }
     ),
-    "outputs": frozenset({"config", "events", "ipc", "metrics_catalog", "__init__"}),
+    "outputs": frozenset({"config", "console", "events", "ipc", "metrics_catalog", "__init__"}),
     "supervisor": frozenset(
         {
             "capture",

@@ -587,7 +587,9 @@ def test_shipped_config_loads() -> None:
     assert (demo.realtime, demo.loop, demo.ring_policy) == (True, True, "drop_oldest")
     assert config.mqtt.enabled is False
     assert config.metrics.listen == "127.0.0.1:9108"
-    assert config.display.mjpeg_listen == "127.0.0.1:8090"
+    # The web console shows every camera on one port; the old per-camera page is off.
+    assert config.display.mjpeg_listen == ""
+    assert (config.console.enabled, config.console.listen) == (True, "127.0.0.1:8090")
     assert Path(config.daemon.state_dir).is_absolute()
 
 

@@ -165,12 +165,12 @@ def service_dir(path: Path) -> Path:
 
 
 def service_config(installed: Path, dest: Path, metrics_port: int) -> Path:
-    """The installed config.toml with a free metrics port and no MJPEG view (tests run in
-    parallel), readable by the service user as /etc/actiond is."""
+    """The installed config.toml with a free metrics port and the console on a port the
+    OS picks (tests run in parallel), readable by the service user as /etc/actiond is."""
     text = installed.read_text()
     for old, new in (
         ('listen = "127.0.0.1:9108"', f'listen = "127.0.0.1:{metrics_port}"'),
-        ('mjpeg_listen = "127.0.0.1:8090"', 'mjpeg_listen = ""'),
+        ('listen = "127.0.0.1:8090"', 'listen = "127.0.0.1:0"'),
     ):
         assert text.count(old) == 1, old
         text = text.replace(old, new)

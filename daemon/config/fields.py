@@ -42,6 +42,7 @@ from daemon.config.schema import (
     TIMEOUT_RANGE_S,
     CameraConfig,
     Config,
+    ConsoleConfig,
     DaemonConfig,
     DisplayConfig,
     EventsConfig,
@@ -149,6 +150,13 @@ def _field_rules() -> dict[type, dict[str, Check]]:
             "outbox_max_events": at_least(1),
         },
         JsonlConfig: {"outbox_max_events": at_least(1)},
+        ConsoleConfig: {
+            "listen": listen_address,
+            "history_max_age_days": greater_than(0),
+            "history_max_events": at_least(1),
+            "history_max_mb": greater_than(0),
+            "outbox_max_events": at_least(1),
+        },
         MetricsConfig: {"listen": listen_address},
         EventsConfig: {
             "start_windows": at_least(1),

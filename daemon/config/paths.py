@@ -11,7 +11,8 @@ device id.
   (`source_kind()` names it); adding a backend adds a kind there, not here. A disabled
   camera's source is left as written (its file may not exist yet).
 - inference.model (when set; "" stays "" and means the bundled demo model) must exist;
-  mqtt.ca_file and mqtt.password_file must exist when mqtt is enabled; daemon.shm_dir
+  mqtt.ca_file and mqtt.password_file must exist when mqtt is enabled (and
+  console.auth_token_file when the console is); daemon.shm_dir
   and the directories of display.record and display.frame_log must exist. These and
   daemon.state_dir are made absolute against the config file's directory; an empty
   daemon.state_dir becomes default_state_dir().
@@ -80,6 +81,12 @@ def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
             ca_file=existing_file(mqtt.ca_file, config_dir, "mqtt.ca_file", file),
             password_file=existing_file(mqtt.password_file, config_dir, "mqtt.password_file", file),
         )
+    console = config.console
+    if console.enabled:
+        token_file = existing_file(
+            console.auth_token_file, config_dir, "console.auth_token_file", file
+        )
+        console = dataclasses.replace(console, auth_token_file=token_file)
     record = _output_path(config.display.record, config_dir, "display.record", file)
     return dataclasses.replace(
         config,
@@ -103,6 +110,7 @@ def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
         ),
         mqtt=mqtt,
         people=_people_paths(config.people, config_dir, file),
+        console=console,
     )
 
 

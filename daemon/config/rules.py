@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.config.console_rules import check_console
 from daemon.config.loader import ConfigError, parse_listen
 from daemon.config.schema import (
     MIN_ZONE_POINTS,
@@ -66,6 +67,7 @@ def check_relations(config: Config, file: str) -> None:
             )
     _check_mqtt(config.mqtt, file)
     _check_mjpeg_ports(config, file)
+    check_console(config, file)
     _check_people(config.people, file)
     _check_people_rates(config, file)
 

@@ -285,6 +285,22 @@ class JsonlConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """[console]: the web console (cameras live, event history with snapshots and clips,
+    a JSON API), served by the supervisor; an event sink that keeps its own history."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:8090"
+    # A non-loopback listen needs one of these (check-config refuses it without).
+    auth_token_file: str = ""
+    auth_token_env: str = ""
+    history_max_age_days: float = 30.0
+    history_max_events: int = 10000
+    history_max_mb: float = 1024.0  # records and snapshots together
+    outbox_max_events: int = 10000
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """[metrics]: the Prometheus endpoint."""
 
@@ -305,4 +321,5 @@ class Config:
     people: PeopleConfig = field(default_factory=PeopleConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -28,7 +28,7 @@ from daemon.supervisor.metrics_view import metrics_snapshot
 from daemon.supervisor.outputs import Outputs, OutputsError, open_outputs
 from daemon.supervisor.reload import ALL_KINDS, ReloadPlan, kept_value, plan_reload
 from daemon.supervisor.restart import RestartPolicy
-from daemon.supervisor.status import RateMeter, status_line
+from daemon.supervisor.status import RateMeter, camera_stats, status_line
 from daemon.supervisor.topology import Topology
 from daemon.systemd import SystemdNotifier
 
@@ -84,7 +84,9 @@ class Supervisor:
             # Scrapes build their snapshot on this loop: no thread reads a topology the
             # loop is changing.
             snapshot = snapshot_on_loop(loop, self._metrics_snapshot)
-            self._open = await open_outputs(self.outputs, self.boot, self.events_socket, snapshot)
+            self._open = await open_outputs(
+                self.outputs, self.boot, self.events_socket, snapshot, self.run_id
+            )
             for sig, handler in (
                 (signal.SIGTERM, self.handle_term),
                 (signal.SIGINT, self.handle_int),
@@ -152,7 +154,11 @@ class Supervisor:
             self.notifier.status(line)
             if self._open is not None:
                 self._open.publish_stats(
-                    {"status": line, "failed_cameras": sorted(self.arbiter.failed_cameras)}
+                    {
+                        "status": line,
+                        "failed_cameras": sorted(self.arbiter.failed_cameras),
+                        "cameras": camera_stats(self.topology, self.arbiter),
+                    }
                 )
 
     def _settled_reason(self) -> str:

@@ -46,6 +46,7 @@ from daemon.outputs.sinks.runner import (
 from daemon.outputs.sinks.table import SINK_KINDS
 from daemon.supervisor.boot import Boot
 from daemon.supervisor.intake import EventIntake
+from daemon.supervisor.topology import live_slot_path
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,17 @@ class OutputsError(Exception):
     """A reload's new sink or metrics settings cannot be used; nothing was changed."""
 
 
-def boot_sink_context(boot: Boot) -> SinkContext:
+def boot_sink_context(boot: Boot, run_id: str = "") -> SinkContext:
     # Home Assistant is offered, per camera, the labels that make events, not `idle` &
     # co.: a camera on the person pipeline the people engine's actions (skeleton
     # classifiers' labels included), a clip camera its model's.
     clip = event_actions(boot.labels, boot.config.events.ignore)
     cameras = [c for c in boot.config.cameras if c.enabled]
     per_camera = {c.name: boot.camera_actions(c, clip) for c in cameras}
-    return sink_context(boot.config, boot.actions(clip), per_camera)
+    # The console's live images: each camera's live slot in this run (none without one).
+    shm_dir = boot.config.daemon.shm_dir
+    slots = {c.name: Path(live_slot_path(shm_dir, run_id, c.name)) for c in cameras if run_id}
+    return sink_context(boot.config, boot.actions(clip), per_camera, slots)
 
 
 class Outputs:
@@ -85,6 +89,7 @@ class Outputs:
         self.intake = EventIntake(receiver, sinks, event_metrics)
         self.server: MetricsServer | None = None
         self._listen = ""  # what `server` was opened with
+        self.run_id = ""  # the run whose live slots the console reads
         self._closed = False
 
     def sink(self, name: str) -> EventSink | None:
@@ -115,7 +120,7 @@ class Outputs:
         return await asyncio.to_thread(
             self.sinks.build,
             boot.config,
-            boot_sink_context(boot),
+            boot_sink_context(boot, self.run_id),
             [n for n in SINK_KINDS if n in names],
         )
 
@@ -126,7 +131,7 @@ class Outputs:
         sinks = self.sinks
         if sinks is None:
             return
-        context = boot_sink_context(boot)
+        context = boot_sink_context(boot, self.run_id)
         old = await self.intake.in_order(lambda: sinks.swap(built, context))
         await asyncio.to_thread(close_sinks, old, SINKS_CLOSE_S)
         for sink in built.values():
@@ -213,7 +218,11 @@ def _same_port(listen: str, port: int) -> bool:
 
 
 async def open_outputs(
-    stack: AsyncExitStack, boot: Boot, events_socket: Path, snapshot: Callable[[], MetricsSnapshot]
+    stack: AsyncExitStack,
+    boot: Boot,
+    events_socket: Path,
+    snapshot: Callable[[], MetricsSnapshot],
+    run_id: str = "",
 ) -> Outputs:
     """Open the event socket, the event sinks and metrics; their closing is pushed onto
     `stack`. SinkSetupError when an enabled sink cannot be opened."""
@@ -221,8 +230,9 @@ async def open_outputs(
     registry, event_metrics = make_registry(
         snapshot, enabled_cameras(boot.config), boot.actions(boot.labels)
     )
-    sinks = SinkRunner(Path(boot.config.daemon.state_dir), boot_sink_context(boot))
+    sinks = SinkRunner(Path(boot.config.daemon.state_dir), boot_sink_context(boot, run_id))
     outputs = Outputs(receiver, registry, event_metrics, sinks)
+    outputs.run_id = run_id
     stack.push_async_callback(outputs.aclose)
     await outputs.open_sinks(boot, SINK_KINDS)
     outputs.open_metrics(boot.config.metrics.listen)

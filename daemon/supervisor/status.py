@@ -51,6 +51,37 @@ def status_line(topology: Topology, arbiter: Arbiter, meter: RateMeter) -> str:
     return " | ".join(parts)
 
 
+def camera_stats(topology: Topology, arbiter: Arbiter) -> dict[str, dict[str, object]]:
+    """Per camera (the console's board reads it from the published stats): its source's
+    frame count, its rings' drops, its workers' restarts, whether its source runs or has
+    finished, and whether the camera was given up."""
+    cameras: dict[str, dict[str, object]] = {}
+    for camera in arbiter.cameras():
+        restarts = sum(
+            s.restarts_total
+            for name, s in arbiter.workers.items()
+            if name in topology.workers and topology.workers[name].camera == camera
+        )
+        cameras[camera] = {
+            "frames_total": 0,
+            "drops": _drops(topology, camera),
+            "restarts": restarts,
+            "source_running": False,
+            "finished": False,
+            "failed": camera in arbiter.failed_cameras,
+        }
+    for name, spec in topology.workers.items():
+        state = arbiter.workers.get(name)
+        if spec.camera in cameras and topology.kinds[spec.kind].origin and state is not None:
+            block = topology.stats.get(name)
+            cameras[spec.camera].update(
+                frames_total=block.get("frames_out_total") if block is not None else 0,
+                source_running=state.alive and not state.failed,
+                finished=state.finished,
+            )
+    return cameras
+
+
 def _rate(topology: Topology, meter: RateMeter, worker: str) -> float:
     return meter.rate(worker, topology.stats[worker].get("frames_out_total"))
 

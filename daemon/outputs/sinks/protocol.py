@@ -33,6 +33,9 @@ class SinkContext:
     # Each camera's own actions (its pipeline's: the people engine's or the clip
     # model's); a camera missing here offers `actions`.
     per_camera: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Each camera's live JPEG slot (daemon/ipc/liveslot.py, filled by its overlay while
+    # a reader asks): the console's live images. Empty where no run is known (tests).
+    live_slots: Mapping[str, Path] = field(default_factory=dict)
 
     def camera_actions(self, camera: str) -> tuple[str, ...]:
         """What this camera's events can be called (Home Assistant offers them)."""

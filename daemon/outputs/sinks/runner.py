@@ -190,13 +190,18 @@ def close_sinks(sinks: Sequence[EventSink], timeout_s: float) -> None:
 
 
 def sink_context(
-    config: Config, actions: Sequence[str], per_camera: Mapping[str, Sequence[str]] | None = None
+    config: Config,
+    actions: Sequence[str],
+    per_camera: Mapping[str, Sequence[str]] | None = None,
+    live_slots: Mapping[str, Path] | None = None,
 ) -> SinkContext:
-    """`actions`: all cameras' together; `per_camera`: each camera's own."""
+    """`actions`: all cameras' together; `per_camera`: each camera's own; `live_slots`:
+    each camera's live JPEG slot file."""
     return SinkContext(
         config.daemon.device_id,
         enabled_cameras(config),
         tuple(actions),
         Path(config.daemon.state_dir),
         {name: tuple(names) for name, names in (per_camera or {}).items()},
+        dict(live_slots or {}),
     )

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from daemon.config import JsonlConfig, MqttConfig
+from daemon.config import ConsoleConfig, JsonlConfig, MqttConfig
 from daemon.outputs.mqtt import mqtt_sink
 from daemon.outputs.outbox_queue import SinkQueue
+from daemon.outputs.sinks.console import console_sink
 from daemon.outputs.sinks.jsonl import jsonl_sink
 from daemon.outputs.sinks.protocol import EventSink, SinkContext
 
@@ -39,6 +40,10 @@ def _mqtt_snapshots(section: MqttConfig) -> bool:
     return section.snapshots
 
 
+def _snapshots(section: object) -> bool:
+    return True
+
+
 def _no_snapshots(section: object) -> bool:
     return False
 
@@ -47,5 +52,6 @@ SINK_KINDS: Mapping[str, SinkKind] = MappingProxyType(
     {
         "mqtt": SinkKind(MqttConfig, mqtt_sink, _mqtt_snapshots),
         "jsonl": SinkKind(JsonlConfig, jsonl_sink, _no_snapshots),
+        "console": SinkKind(ConsoleConfig, console_sink, _snapshots),
     }
 )
