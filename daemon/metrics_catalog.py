@@ -9,7 +9,8 @@ by its base name and is exposed as `<name>_bucket`, `<name>_sum` and `<name>_cou
 Labels are bounded by configuration (camera, stage, ring, reason, action, provider) and
 by the declared stage kinds (stage, item, reason). Workers shared by all cameras (the
 infer replicas) carry camera="all"; replicas are summed into one series per (camera,
-stage).
+stage). Every series also carries `device` (COMMON_LABELS): daemon.device_id, so a fleet
+of boxes on one Prometheus is told apart by name (the dashboard's device selector).
 
 Losses have one family, actiond_lost_total{camera,stage,item,reason}: every place a
 frame, clip, result, event or snapshot can be lost declares a (item, reason) on its
@@ -50,6 +51,11 @@ class MetricSpec(NamedTuple):
 
 
 LOST_TOTAL = "actiond_lost_total"
+# The daemon adds this label to every series it exports, valued daemon.device_id
+# (daemon.outputs.metrics.DeviceLabel): boxes sharing a Prometheus stay apart by name.
+# It is not repeated in each spec's labels below.
+DEVICE_LABEL = "device"
+COMMON_LABELS = (DEVICE_LABEL,)
 
 CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec(
@@ -112,6 +118,13 @@ CATALOG: tuple[MetricSpec, ...] = (
         GAUGE,
         ("camera",),
         "1 when a camera exhausted its crash budget and was stopped, else 0.",
+    ),
+    MetricSpec(
+        "actiond_camera_up",
+        GAUGE,
+        ("camera",),
+        "1 while the camera's frames flow (its source runs and has its stream), else 0: "
+        "what its MQTT availability topic says.",
     ),
     MetricSpec(
         "actiond_camera_expected_fps",

@@ -20,11 +20,15 @@ def scrape_text(url: str) -> str:
         return response.read().decode()
 
 
-def parse_samples(text: str) -> dict[str, dict[Labels, float]]:
+def parse_samples(text: str, keep_device: bool = False) -> dict[str, dict[Labels, float]]:
+    """name -> label set -> value. The daemon's constant `device` label (on every series,
+    daemon.metrics_catalog.COMMON_LABELS) is left out unless `keep_device`: one daemon's
+    tests look series up by their own labels (tests/test_fleet.py checks `device`)."""
     out: dict[str, dict[Labels, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            out.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
+            labels = {k: v for k, v in sample.labels.items() if keep_device or k != "device"}
+            out.setdefault(sample.name, {})[frozenset(labels.items())] = sample.value
     return out
 
 

@@ -94,7 +94,7 @@ def test_choosing_a_camera_empties_no_panel_that_has_data(tmp_path: Path, daemon
         "a clip through the shared inference stage",
     )
     samples = parse_samples(scrape_text(url))
-    every = {"$__rate_interval": "1m", "$instance": ".*", "$camera": ".*"}
+    every = {"$__rate_interval": "1m", "$device": ".*", "$camera": ".*"}
     # Grafana formats one chosen value of a regex variable as the escaped value itself.
     door = {**every, "$camera": "door"}
     emptied, leaked = [], []

@@ -48,8 +48,9 @@ REQUIRED_ALERTS = {
     "ActiondOutboxGrowing",
     "ActiondEventsLost",
 }
-# Labels Prometheus adds at scrape time, and the bucket label of histogram series.
-TARGET_LABELS = {"instance", "job"}
+# Labels Prometheus adds at scrape time and the daemon's label on every series (device);
+# the bucket label of histogram series is added where it applies.
+TARGET_LABELS = {"instance", "job", *mc.COMMON_LABELS}
 METRIC_RE = re.compile(r"\bactiond_[A-Za-z0-9_]+\b")
 SELECTOR_RE = re.compile(r"\b(actiond_[A-Za-z0-9_]+)\s*\{([^}]*)\}")
 MATCHER_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
@@ -295,6 +296,11 @@ def test_dashboard_template_variables() -> None:
     variables = {v["name"]: v for v in board["templating"]["list"]}
     source = variables["datasource"]
     assert source["type"] == "datasource" and source["query"] == "prometheus"
+    device = variables["device"]
+    assert device["type"] == "query" and device["multi"] and device["includeAll"]
+    assert device["definition"] == "label_values(actiond_build_info, device)"
+    assert device["query"]["query"] == device["definition"]
+    assert "instance" not in variables, "the device selector replaces the address one"
     camera = variables["camera"]
     assert camera["type"] == "query"
     assert re.fullmatch(
@@ -374,7 +380,7 @@ def test_dashboard_expressions_are_valid_promql(promtool: str, tmp_path: Path) -
         "$__rate_interval": "1m",
         "$__interval": "1m",
         "$__range": "1h",
-        "$instance": ".*",
+        "$device": ".*",
         "$camera": ".*",
     }
     records = []
@@ -390,6 +396,49 @@ def test_dashboard_expressions_are_valid_promql(promtool: str, tmp_path: Path) -
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}))
     result = run_promtool(promtool, "check", "rules", path.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_dashboard_query_filters_on_the_device() -> None:
+    """A box chosen in the device selector: no panel shows another box's series."""
+    for expr in dashboard_exprs():
+        if expr == "label_values(actiond_build_info, device)":
+            continue
+        selectors = SELECTOR_RE.findall(expr)
+        bare = METRIC_RE.findall(SELECTOR_RE.sub("", expr))
+        assert selectors and bare == [], f"a metric without a selector in {expr}"
+        for name, matchers in selectors:
+            assert 'device=~"$device"' in matchers, f"{name} is not filtered on $device in {expr}"
+
+
+# The fleet row's queries: (panel title, one series per box by these labels).
+FLEET_PANELS = {
+    "Cameras up": "sum by (device) (actiond_camera_up{",
+    "Cameras down": "sum by (device) (1 - actiond_camera_up{",
+    "Events per hour": "sum by (device) (increase(actiond_events_total{",
+    "Outbox depth": "sum by (device, sink) (actiond_sink_pending_events{",
+    "Worker restarts (1 h)": "sum by (device) (increase(actiond_worker_restarts_total{",
+}
+
+
+def fleet_row(board: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels between the first row and the next one."""
+    panels = board["panels"]
+    assert panels[0]["type"] == "row" and panels[0]["title"].startswith("Fleet"), (
+        "the fleet row is not the dashboard's first row"
+    )
+    rest = panels[1:]
+    end = next((i for i, p in enumerate(rest) if p["type"] == "row"), len(rest))
+    return rest[:end]
+
+
+def test_dashboard_opens_with_the_fleet_row() -> None:
+    row = fleet_row(dashboard())
+    assert {p["title"] for p in row} == set(FLEET_PANELS)
+    for panel in row:
+        (target,) = panel["targets"]
+        assert target["expr"].startswith(FLEET_PANELS[panel["title"]]), target["expr"]
+        assert target["legendFormat"].startswith("{{device}}")
+        assert target["instant"] and panel["gridPos"]["y"] == 1
 
 
 def test_grafana_provisioning_files() -> None:

@@ -14,14 +14,16 @@ import asyncio
 import concurrent.futures
 import errno
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import MappingProxyType
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import CollectorRegistry
 
 from daemon.config import parse_listen
+from daemon.metrics_catalog import DEVICE_LABEL
 from daemon.outputs.metrics_collector import (
     SHARED_CAMERA,
     ActiondCollector,
@@ -36,6 +38,7 @@ __all__ = [
     "SHARED_CAMERA",
     "ActiondCollector",
     "CameraView",
+    "DeviceLabel",
     "EventMetrics",
     "HistogramCounts",
     "MetricsServer",
@@ -180,15 +183,52 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+class DeviceLabel:
+    """The value of the `device` label on every series: daemon.device_id. A reload that
+    changes the id sets `value`; the next scrape carries the new one."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value  # one reference swap: safe to read from the server's threads
+
+
+class _WithDevice:
+    """`inner`'s families with the label device=<device.value> first on every sample:
+    one box's series stay apart from another's on a shared Prometheus, under a name the
+    dashboard can offer (the `instance` label is an address)."""
+
+    def __init__(self, inner: ActiondCollector | EventMetrics, device: DeviceLabel) -> None:
+        self._inner, self._device = inner, device
+
+    def describe(self) -> Iterator[Metric]:
+        return self._inner.describe()
+
+    def collect(self) -> Iterator[Metric]:
+        device = self._device.value
+        for family in self._inner.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            out.samples = [
+                sample._replace(labels={DEVICE_LABEL: device, **sample.labels})
+                for sample in family.samples
+            ]
+            yield out
+
+
 def make_registry(
     snapshot: Callable[[], MetricsSnapshot],
     cameras: Sequence[str] = (),
     actions: Sequence[str] = (),
+    device: DeviceLabel | None = None,
 ) -> tuple[CollectorRegistry, EventMetrics]:
     """A fresh registry (never prometheus_client's global one) with the collector and the
-    event metrics registered; `cameras` x `actions` event series start at zero."""
+    event metrics registered; `cameras` x `actions` event series start at zero. With
+    `device` (the daemon always passes it) every series carries device=<device.value>."""
     registry = CollectorRegistry()
     events = EventMetrics(cameras, actions)
-    registry.register(ActiondCollector(snapshot))
-    registry.register(events)
+    collector = ActiondCollector(snapshot)
+    if device is None:
+        registry.register(collector)
+        registry.register(events)
+    else:
+        registry.register(_WithDevice(collector, device))
+        registry.register(_WithDevice(events, device))
     return registry, events

@@ -74,6 +74,7 @@ class CameraView:
     name: str
     failed: bool
     expected_fps: float
+    up: bool = False  # frames flow now (what the MQTT availability topic says)
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,7 @@ def _snapshot_samples(
     for camera in snapshot.cameras:
         samples.add("actiond_camera_failed", (camera.name,), 1.0 if camera.failed else 0.0)
         samples.add("actiond_camera_expected_fps", (camera.name,), camera.expected_fps)
+        samples.add("actiond_camera_up", (camera.name,), 1.0 if camera.up else 0.0)
     for provider in dict.fromkeys(snapshot.providers):
         samples.add("actiond_inference_providers_info", (provider,), 1.0)
     for sink in snapshot.sinks:

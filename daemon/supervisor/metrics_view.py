@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from daemon.outputs.metrics import CameraView, MetricsSnapshot, WorkerView
 from daemon.outputs.sinks.protocol import SinkView
 from daemon.supervisor.arbiter import Arbiter
+from daemon.supervisor.availability import camera_availability
 from daemon.supervisor.intake import (
     INTAKE_LOST_REASONS,
     LOST_MALFORMED,
@@ -68,17 +69,21 @@ def worker_views(arbiter: Arbiter) -> list[WorkerView]:
 
 
 def camera_views(arbiter: Arbiter) -> list[CameraView]:
-    """Every enabled camera: failed or not, and its frame rate (configured, else the
-    native rate its origin worker, e.g. the source, measured)."""
+    """Every enabled camera: failed or not, its frame rate (configured, else the native
+    rate its origin worker, e.g. the source, measured), and whether its frames flow."""
     topology = arbiter.topology
     native = {
         spec.camera: topology.stats[name].get("source_fps")
         for name, spec in topology.workers.items()
         if topology.kinds[spec.kind].origin and name in topology.stats
     }
+    available = camera_availability(topology, arbiter)
     return [
         CameraView(
-            cam.name, cam.name in arbiter.failed_cameras, cam.fps or native.get(cam.name, 0.0)
+            cam.name,
+            cam.name in arbiter.failed_cameras,
+            cam.fps or native.get(cam.name, 0.0),
+            available.get(cam.name, False),
         )
         for cam in topology.config.cameras
         if cam.enabled

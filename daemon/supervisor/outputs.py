@@ -29,6 +29,7 @@ from daemon.config import parse_listen
 from daemon.events import event_actions
 from daemon.ipc.events_channel import EventReceiver
 from daemon.outputs.metrics import (
+    DeviceLabel,
     EventMetrics,
     MetricsServer,
     MetricsServerError,
@@ -81,6 +82,7 @@ class Outputs:
         registry: CollectorRegistry,
         event_metrics: EventMetrics,
         sinks: SinkRunner | None = None,
+        device: DeviceLabel | None = None,
     ) -> None:
         self.receiver = receiver
         self.registry = registry
@@ -88,6 +90,7 @@ class Outputs:
         self.sinks = sinks
         self.intake = EventIntake(receiver, sinks, event_metrics)
         self.server: MetricsServer | None = None
+        self.device = device  # the `device` label of every series (a reload renames it)
         self._listen = ""  # what `server` was opened with
         self.run_id = ""  # the run whose live slots the console reads
         self._closed = False
@@ -195,6 +198,8 @@ class Outputs:
                 raise OutputsError(str(exc)) from exc
         if sinks:
             await self._swap_sinks(boot, built)
+        if self.device is not None:
+            self.device.value = boot.config.daemon.device_id
         self.event_metrics.add_series(enabled_cameras(boot.config), boot.actions(boot.labels))
 
     async def aclose(self) -> None:
@@ -227,11 +232,12 @@ async def open_outputs(
     """Open the event socket, the event sinks and metrics; their closing is pushed onto
     `stack`. SinkSetupError when an enabled sink cannot be opened."""
     receiver = EventReceiver(events_socket)
+    device = DeviceLabel(boot.config.daemon.device_id)
     registry, event_metrics = make_registry(
-        snapshot, enabled_cameras(boot.config), boot.actions(boot.labels)
+        snapshot, enabled_cameras(boot.config), boot.actions(boot.labels), device
     )
     sinks = SinkRunner(Path(boot.config.daemon.state_dir), boot_sink_context(boot, run_id))
-    outputs = Outputs(receiver, registry, event_metrics, sinks)
+    outputs = Outputs(receiver, registry, event_metrics, sinks, device)
     outputs.run_id = run_id
     stack.push_async_callback(outputs.aclose)
     await outputs.open_sinks(boot, SINK_KINDS)
