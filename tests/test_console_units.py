@@ -204,6 +204,10 @@ def _check_config(tmp_path: Path, console: str) -> subprocess.CompletedProcess[s
         ),
         ('listen = ":8090"\n', "needs a login token"),
         ('listen = "127.0.0.1:9108"\n', "console.listen: port 9108 is also metrics.listen"),
+        (
+            'listen = "127.0.0.1:8090"\n[display]\nmjpeg_listen = ":8090"\n',
+            "port 8090 is also display.mjpeg_listen (camera a's derived port 8090)",
+        ),
         ('listen = "10.1.2.3:8090"\nauth_token_file = "absent"\n', "console.auth_token_file"),
         (
             'listen = "0.0.0.0:8090"\nauth_token_file = "t"\nauth_token_env = "T"\n',
