@@ -215,7 +215,8 @@ CATALOG: tuple[MetricSpec, ...] = (
         COUNTER,
         ("sink", "reason"),
         "Events an event sink never delivered, by reason (outbox_full: dropped "
-        "oldest first from its full queue in the outbox).",
+        "oldest first from its full queue in the outbox; rejected: every webhook "
+        "receiver refused it with a 4xx other than 408/429, or a redirect).",
     ),
     MetricSpec(
         "actiond_sink_snapshots_dropped_total",

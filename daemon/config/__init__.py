@@ -65,6 +65,7 @@ from daemon.config.schema import (
     PeopleConfig,
     PerceptionConfig,
     SkeletonModelConfig,
+    WebhookConfig,
     ZoneConfig,
 )
 
@@ -98,6 +99,7 @@ __all__ = [
     "PeopleConfig",
     "PerceptionConfig",
     "SkeletonModelConfig",
+    "WebhookConfig",
     "ZoneConfig",
     "camera_display",
     "check_model_rules",

@@ -53,7 +53,9 @@ from daemon.config.schema import (
     MqttConfig,
     PeopleConfig,
     PerceptionConfig,
+    WebhookConfig,
 )
+from daemon.config.webhook_rules import webhook_field_rules
 
 
 def name_problem(value: str) -> str | None:
@@ -150,6 +152,7 @@ def _field_rules() -> dict[type, dict[str, Check]]:
             "outbox_max_events": at_least(1),
         },
         JsonlConfig: {"outbox_max_events": at_least(1)},
+        WebhookConfig: webhook_field_rules(),
         ConsoleConfig: {
             "listen": listen_address,
             "history_max_age_days": greater_than(0),

@@ -40,6 +40,7 @@ from daemon.config.schema import (
     PeopleConfig,
     PerceptionConfig,
 )
+from daemon.config.webhook_rules import webhook_paths
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
@@ -87,6 +88,7 @@ def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
             console.auth_token_file, config_dir, "console.auth_token_file", file
         )
         console = dataclasses.replace(console, auth_token_file=token_file)
+    webhook = webhook_paths(config.webhook, config_dir, file)
     record = _output_path(config.display.record, config_dir, "display.record", file)
     return dataclasses.replace(
         config,
@@ -110,6 +112,7 @@ def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
         ),
         mqtt=mqtt,
         people=_people_paths(config.people, config_dir, file),
+        webhook=webhook,
         console=console,
     )
 

@@ -32,6 +32,7 @@ from daemon.config.schema import (
     PeopleConfig,
     ZoneConfig,
 )
+from daemon.config.webhook_rules import check_webhook
 
 _ANY_HOST = ("", "0.0.0.0", "::")
 PERSON_PIPELINE = "person"  # the graph whose cameras run [people]
@@ -66,6 +67,7 @@ def check_relations(config: Config, file: str) -> None:
                 f"provider name such as CPUExecutionProvider (got {provider!r})",
             )
     _check_mqtt(config.mqtt, file)
+    check_webhook(config.webhook, file)
     _check_mjpeg_ports(config, file)
     check_console(config, file)
     _check_people(config.people, file)

@@ -308,6 +308,22 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class WebhookConfig:
+    """[webhook]: every event record POSTed as JSON to each URL, retried with backoff,
+    optionally signed (HMAC-SHA256); an event sink with its own queue in the outbox."""
+
+    enabled: bool = False
+    urls: tuple[str, ...] = ()  # http:// or https://; each must take every event
+    timeout_s: float = 10.0  # per request: the connect, and each wait for the answer
+    retry_min_s: float = 1.0  # backoff after a failed try, doubled per failure
+    retry_max_s: float = 300.0  # ... up to this (a longer Retry-After is capped too)
+    secret_file: str = ""  # the HMAC secret, from a file or an environment variable
+    secret_env: str = ""
+    ca_file: str = ""  # https: trust this CA (e.g. a self-signed receiver); "" system CAs
+    outbox_max_events: int = 10000
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
@@ -323,3 +339,4 @@ class Config:
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)

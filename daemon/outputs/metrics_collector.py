@@ -289,6 +289,8 @@ def _add_sink(samples: _Samples, sink: SinkView) -> None:
         "actiond_sink_dropped_total", (sink.name, SINK_DROPPED_OUTBOX_FULL), sink.dropped_total
     )
     samples.add("actiond_sink_snapshots_dropped_total", (sink.name,), sink.snapshots_dropped_total)
+    for reason, count in sink.other_drops:
+        samples.add("actiond_sink_dropped_total", (sink.name, reason), count)
 
 
 def _snapshot_samples(

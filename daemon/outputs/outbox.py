@@ -247,19 +247,19 @@ class Outbox:
     def _count_snapshot_bytes_locked(self) -> int:
         return int(self._query("SELECT COALESCE(SUM(length(snapshot)), 0) FROM events")[0][0])
 
-    def ack(self, sink: str, seqs: Sequence[int]) -> int:
-        """`sink` delivered these events: delete its rows (and events no sink waits for)
-        in one transaction; the number of rows that were there."""
+    def ack(self, sink: str, seqs: Sequence[int], delivered: bool = True) -> int:
+        """`sink` delivered (or dropped) these events: delete its rows (and events no sink
+        waits for) in one transaction; the number of rows that were there."""
         with self._lock:
             try:
-                return self._ack_locked(sink, seqs)
+                return self._ack_locked(sink, seqs, delivered)
             except sqlite3.Error as exc:
                 raise OutboxError(
                     f"cannot write to the event outbox {self.path}: {exc} "
                     f"(disk full or read-only state directory?)"
                 ) from exc
 
-    def _ack_locked(self, sink: str, seqs: Sequence[int]) -> int:
+    def _ack_locked(self, sink: str, seqs: Sequence[int], delivered: bool) -> int:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -281,7 +281,7 @@ class Outbox:
         self._snapshot_bytes -= freed
         if state is not None:
             state.depth -= gone
-            state.delivered_total += gone
+            state.delivered_total += gone if delivered else 0
             if gone:
                 state.end_burst(self.path, sink)
         return gone

@@ -32,6 +32,8 @@ class SinkState:
     dropped_total: int = 0
     snapshots_dropped_total: int = 0
     burst_drops: int = 0
+    drops: dict[str, int] = field(default_factory=dict, compare=False)  # by reason, not
+    # outbox_full: events the sink gave up on (webhook: every receiver refused it)
     # Held by a sink's thread over one batch (pending -> write -> ack): a replaced sink's
     # thread still finishing its batch and its replacement never take the same rows.
     batch_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
@@ -97,6 +99,19 @@ class SinkQueue:
     def ack(self, *seqs: int) -> int:
         """These events are delivered; the number that were still pending."""
         return self._outbox.ack(self.sink, seqs)
+
+    def drop(self, reason: str, *seqs: int) -> int:
+        """The sink gave up on these events for good (not delivered): they leave its
+        queue and are counted under `reason`; the number that were still pending."""
+        gone = self._outbox.ack(self.sink, seqs, delivered=False)
+        drops = self._outbox.sink_state(self.sink).drops
+        drops[reason] = drops.get(reason, 0) + gone
+        return gone
+
+    @property
+    def other_drops(self) -> tuple[tuple[str, int], ...]:
+        """(reason, count) of the events dropped by `drop`, by reason."""
+        return tuple(sorted(self._outbox.sink_state(self.sink).drops.copy().items()))
 
     def retry_later(self, seq: int, delay_s: float) -> None:
         """Delivering `seq` failed: count the attempt; pending() holds it (and every later

@@ -57,6 +57,7 @@ class SinkView:
     pending: int
     dropped_total: int  # oldest events dropped from its full queue
     snapshots_dropped_total: int = 0
+    other_drops: tuple[tuple[str, int], ...] = ()  # (reason, count): given up for good
 
 
 class SinkConfig(Protocol):

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from daemon.config import ConsoleConfig, JsonlConfig, MqttConfig
+from daemon.config import ConsoleConfig, JsonlConfig, MqttConfig, WebhookConfig
 from daemon.outputs.mqtt import mqtt_sink
 from daemon.outputs.outbox_queue import SinkQueue
 from daemon.outputs.sinks.console import console_sink
 from daemon.outputs.sinks.jsonl import jsonl_sink
 from daemon.outputs.sinks.protocol import EventSink, SinkContext
+from daemon.outputs.sinks.webhook import webhook_sink
 
 SinkFactory = Callable[[Any, SinkContext, SinkQueue], EventSink]
 
@@ -53,5 +54,6 @@ SINK_KINDS: Mapping[str, SinkKind] = MappingProxyType(
         "mqtt": SinkKind(MqttConfig, mqtt_sink, _mqtt_snapshots),
         "jsonl": SinkKind(JsonlConfig, jsonl_sink, _no_snapshots),
         "console": SinkKind(ConsoleConfig, console_sink, _snapshots),
+        "webhook": SinkKind(WebhookConfig, webhook_sink, _no_snapshots),
     }
 )

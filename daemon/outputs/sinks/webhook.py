@@ -1,0 +1,313 @@
+"""The webhook sink ([webhook]): every event record POSTed as JSON to each configured
+URL, with retries, an optional HMAC signature, and the durable outbox behind it.
+
+A thread takes the sink's pending events from the outbox in order and POSTs each to
+every URL (webhook_http.py: the request, the signature, what an answer means). An event
+leaves the outbox when every URL has answered it for good: 2xx (delivered) or a
+permanent refusal (4xx other than 408/429, or a redirect). A URL that does not answer,
+times out, or answers 5xx/408/429 holds that event, and every later one, back: the
+thread waits (exponential backoff with jitter, retry_min_s .. retry_max_s, or the
+server's Retry-After when longer, capped alike) and tries again, sending only to the
+URLs that have not yet answered. So one down receiver delays the others, and order is
+kept for all. An event every URL refused is dropped and counted (reason "rejected");
+one that some URL accepted counts as delivered (the refusal is logged).
+
+Delivery is at least once: a daemon stopped between a receiver's 2xx and the outbox's
+ack, or a retry after an answer that never arrived, sends the event again with the same
+`X-Actiond-Event-Id` / `Idempotency-Key` (`<event id>:<phase>`), by which a receiver
+drops repeats. After a restart the sink sends `queue.pending()` first, in order.
+
+Nothing here blocks the supervisor: `deliver` (the writer thread) only wakes the thread.
+Each request is bounded by timeout_s (connect, and each wait for the server's bytes);
+`close(timeout_s)` lets the thread send what it can until then, then aborts the request
+in progress (shutdown of its socket) and returns; the events stay in the outbox. Each
+batch holds the queue's batch_lock, so a replacement sink (a reload) never sends the
+rows a closed sink's thread is still finishing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from daemon.config import WebhookConfig
+from daemon.outputs.outbox import OutboxError, OutboxItem
+from daemon.outputs.outbox_queue import SinkQueue
+from daemon.outputs.sinks.protocol import SinkContext, SinkView
+from daemon.outputs.sinks.webhook_http import (
+    Outcome,
+    Target,
+    Verdict,
+    request_body,
+    request_headers,
+    retry_delay_s,
+)
+
+log = logging.getLogger(__name__)
+
+SINK_NAME = "webhook"
+DROP_REJECTED = "rejected"  # actiond_sink_dropped_total{reason}: every URL refused it
+BATCH_EVENTS = 100
+ABORT_GRACE_S = 0.5  # close(): after aborting the request in progress
+OUTBOX_RETRY_S = 1.0  # the outbox could not be read or written
+
+
+class WebhookSetupError(ValueError):
+    """[webhook] cannot work (its secret cannot be read, no URL): a config error."""
+
+
+class WebhookSink:
+    """POSTs each event record to every URL (see the module docstring)."""
+
+    name = SINK_NAME
+    wants_snapshots = False
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        queue: SinkQueue,
+        secret: bytes | None = None,
+        retry_s: tuple[float, float] = (1.0, 300.0),
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if not targets:
+            raise WebhookSetupError("webhook.urls is empty: name at least one URL")
+        self.targets = tuple(targets)
+        self._queue = queue
+        self._secret = secret
+        self._retry_min_s, self._retry_max_s = retry_s
+        self._rand = rand
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._abandoned = False  # close() gave up waiting: send nothing more
+        self._thread: threading.Thread | None = None
+        self._up = True
+        self._last_error = ""
+        self.failures_total = 0  # tries that will be retried (also each event's attempts)
+        # The answers the head event got so far, by URL index (a retry skips those URLs).
+        self._head: tuple[int, dict[int, Verdict]] = (0, {})
+
+    def __repr__(self) -> str:
+        urls = ", ".join(t.url for t in self.targets)
+        return f"WebhookSink([{urls}], pending={self._queue.depth()})"
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("WebhookSink.start() called twice")
+        self._thread = threading.Thread(target=self._run, name="sink-webhook", daemon=True)
+        self._thread.start()
+
+    def deliver(self, item: OutboxItem) -> None:
+        self._wake.set()
+
+    def set_camera_available(self, camera: str, available: bool) -> None:
+        """Webhooks carry events only; camera state is not sent."""
+
+    def publish_stats(self, stats: Mapping[str, Any]) -> None:
+        """Webhooks carry events only; the status is not sent."""
+
+    def view(self) -> SinkView:
+        q = self._queue
+        return SinkView(
+            self.name,
+            self._up,
+            q.delivered_total,
+            q.depth(),
+            q.dropped_total,
+            q.snapshots_dropped_total,
+            q.other_drops,
+        )
+
+    def close(self, timeout_s: float) -> None:
+        """Send what is pending until timeout_s, then abort the request in progress."""
+        self._stopping.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+            if thread.is_alive():
+                self._abandoned = True
+                for target in self.targets:
+                    target.abort()
+                thread.join(ABORT_GRACE_S)
+            if thread.is_alive():
+                log.warning(
+                    "webhook: a request still runs %.1f s after close; %d events stay in "
+                    "the outbox",
+                    timeout_s + ABORT_GRACE_S,
+                    self._queue.depth(),
+                )
+                return  # the thread closes its connections when its request ends
+        for target in self.targets:
+            target.close()
+
+    # ---- the sender thread ----
+
+    def _run(self) -> None:
+        failures = 0
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    failure = self._send_pending()
+                except OutboxError as exc:
+                    log.error("webhook: %s", exc)
+                    failure = Outcome("retry", str(exc), OUTBOX_RETRY_S)
+                if failure is None:
+                    failures = 0
+                    if self._stopping.is_set():
+                        return
+                    self._wake.wait()
+                    continue
+                if self._stopping.is_set():
+                    log.debug("webhook: stopped while delivering: %s", failure.detail)
+                    return
+                failures += 1
+                delay_s = self._retry_delay_s(failure, failures)
+                self._failed(failure, delay_s)
+                if self._stopping.wait(delay_s):
+                    return
+        except _Abandoned:
+            return
+        finally:
+            if self._abandoned:
+                for target in self.targets:
+                    target.close()
+
+    def _retry_delay_s(self, failure: Outcome, failures: int) -> float:
+        return retry_delay_s(failure, failures, self._retry_min_s, self._retry_max_s, self._rand)
+
+    def _send_pending(self) -> Outcome | None:
+        """Send batches until none is pending (None) or a try fails (its Outcome)."""
+        while True:
+            with self._queue.batch_lock:
+                if self._abandoned:
+                    raise _Abandoned
+                items = self._queue.pending(BATCH_EVENTS)
+                if not items:
+                    return None
+                failure = self._send_batch(items)
+            if failure is not None:
+                return failure
+
+    def _send_batch(self, items: Sequence[OutboxItem]) -> Outcome | None:
+        delivered: list[int] = []
+        rejected: list[int] = []
+        try:
+            for item in items:
+                outcome = self._send_item(item)
+                if outcome.verdict == "retry":
+                    self.failures_total += 1
+                    self._queue.retry_later(item.seq, 0.0)  # counts the attempt on the event
+                    return outcome
+                (delivered if outcome.verdict == "delivered" else rejected).append(item.seq)
+            return None
+        finally:
+            if delivered:
+                self._queue.ack(*delivered)
+            if rejected:
+                self._queue.drop(DROP_REJECTED, *rejected)
+
+    def _send_item(self, item: OutboxItem) -> Outcome:
+        """POST one event to every URL that has not answered it yet."""
+        if self._head[0] != item.seq:
+            self._head = (item.seq, {})
+        answers = self._head[1]
+        body = request_body(item.record)
+        for index, target in enumerate(self.targets):
+            if index in answers:
+                continue
+            if self._abandoned:
+                raise _Abandoned
+            headers = request_headers(item.key, body, self._secret, int(time.time()))
+            outcome = target.post(body, headers, time.time)
+            if outcome.verdict == "retry":
+                return Outcome("retry", f"{target.url}: {outcome.detail}", outcome.retry_after_s)
+            if outcome.verdict == "rejected":
+                log.warning(
+                    "webhook: %s refused event %s: %s; not sent there again",
+                    target.url,
+                    item.key,
+                    outcome.detail,
+                )
+            answers[index] = outcome.verdict
+        self._recovered()
+        verdict: Verdict = "delivered" if "delivered" in answers.values() else "rejected"
+        return Outcome(verdict, item.key)
+
+    def _recovered(self) -> None:
+        if not self._up:
+            log.info(
+                "webhook: delivering again (%d failed tries since start); %d events pending",
+                self.failures_total,
+                self._queue.depth(),
+            )
+        self._up, self._last_error = True, ""
+
+    def _failed(self, failure: Outcome, delay_s: float) -> None:
+        self._up = False
+        level = logging.DEBUG if failure.detail == self._last_error else logging.WARNING
+        self._last_error = failure.detail
+        log.log(
+            level,
+            "webhook: cannot deliver: %s [retrying in %.1f s; %d events kept in the outbox]",
+            failure.detail,
+            delay_s,
+            self._queue.depth(),
+        )
+
+
+class _Abandoned(Exception):
+    """close() returned: this thread sends nothing more."""
+
+
+def read_secret(cfg: WebhookConfig) -> bytes | None:
+    """The signing secret from webhook.secret_file or webhook.secret_env (never logged)."""
+    if cfg.secret_file and cfg.secret_env:
+        raise WebhookSetupError("set only one of webhook.secret_file and webhook.secret_env")
+    if cfg.secret_file:
+        try:
+            text = Path(cfg.secret_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise WebhookSetupError(
+                f"cannot read webhook.secret_file {cfg.secret_file}: {why}"
+            ) from exc
+        where = f"webhook.secret_file {cfg.secret_file}"
+    elif cfg.secret_env:
+        value = os.environ.get(cfg.secret_env)
+        if value is None:
+            raise WebhookSetupError(
+                f"webhook.secret_env names {cfg.secret_env}, which is not set in the "
+                "environment (systemd: Environment= or EnvironmentFile= in the unit)"
+            )
+        text, where = value, f"webhook.secret_env {cfg.secret_env}"
+    else:
+        return None
+    if not text:
+        raise WebhookSetupError(f"{where} is empty; put the shared secret there")
+    return text.encode()
+
+
+def _tls_context(cfg: WebhookConfig) -> ssl.SSLContext | None:
+    if not any(url.startswith("https:") for url in cfg.urls):
+        return None
+    try:
+        return ssl.create_default_context(cafile=cfg.ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise WebhookSetupError(f"cannot load webhook.ca_file {cfg.ca_file!r}: {exc}") from exc
+
+
+def webhook_sink(cfg: WebhookConfig, context: SinkContext, queue: SinkQueue) -> WebhookSink:
+    """The table's factory; WebhookSetupError when [webhook] cannot work."""
+    tls = _tls_context(cfg)
+    targets = [Target(url, cfg.timeout_s, tls) for url in cfg.urls]
+    retry_s = (cfg.retry_min_s, cfg.retry_max_s)
+    return WebhookSink(targets, queue, read_secret(cfg), retry_s)

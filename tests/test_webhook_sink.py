@@ -1,0 +1,260 @@
+"""The webhook sink against a real local HTTP receiver (tests/webhook_receiver.py) over a
+real SQLite outbox: signed delivery verified the way the README tells a receiver to,
+failure then recovery in order with the retries counted, Retry-After honoured, a hung
+receiver timed out and close() bounded, refusals dropped and counted, and two URLs each
+getting every event once. The daemon-level story (a restart, a scrape) is in
+tests/test_webhook_daemon.py."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from webhook_receiver import Answer, Received, WebhookReceiver
+
+from daemon.outputs.outbox import Outbox
+from daemon.outputs.outbox_queue import SinkQueue
+from daemon.outputs.sinks.webhook import ABORT_GRACE_S, DROP_REJECTED, WebhookSink
+from daemon.outputs.sinks.webhook_http import Target
+
+pytestmark = pytest.mark.timeout(60)
+
+SECRET = b"s3cret-shared-with-the-receiver"
+DEADLINE_S = 20.0
+FAST_RETRY_S = (0.05, 0.2)
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Iterator[SinkQueue]:
+    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        yield outbox.queue("webhook", 1000)
+
+
+def make_sink(
+    queue: SinkQueue,
+    urls: list[str],
+    secret: bytes | None = None,
+    timeout_s: float = 5.0,
+    retry_s: tuple[float, float] = FAST_RETRY_S,
+) -> WebhookSink:
+    sink = WebhookSink([Target(u, timeout_s, None) for u in urls], queue, secret, retry_s)
+    sink.start()
+    return sink
+
+
+def store(queue: SinkQueue, sink: WebhookSink, count: int, first: int = 0) -> list[str]:
+    keys = []
+    for i in range(first, first + count):
+        record = {"id": f"e{i:03d}", "phase": "start", "camera": "door", "action": "waving"}
+        item = queue.store(f"e{i:03d}:start", record)
+        assert item is not None
+        sink.deliver(item)
+        keys.append(item.key)
+    return keys
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def verify(request: Received, secret: bytes, max_age_s: float = 300.0) -> bool:
+    """What the README tells a receiver to do, written independently of the daemon's code."""
+    timestamp = request.headers["X-Actiond-Timestamp"]
+    if abs(time.time() - int(timestamp)) > max_age_s:
+        return False
+    signed = timestamp.encode() + b"." + request.body
+    expected = "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, request.headers["X-Actiond-Signature"])
+
+
+def test_events_arrive_signed_in_order_with_their_idempotency_key(
+    receiver: WebhookReceiver, queue: SinkQueue
+) -> None:
+    sink = make_sink(queue, [receiver.url], SECRET)
+    keys = store(queue, sink, 5)
+    receiver.wait_for(lambda: len(receiver.accepted()) == 5, DEADLINE_S, "five deliveries")
+    wait_until(lambda: queue.depth() == 0, "the outbox to empty")
+    sink.close(2.0)
+    got = receiver.requests()
+    assert [r.key for r in got] == keys
+    assert all(r.headers["Idempotency-Key"] == r.key for r in got)
+    assert all(verify(r, SECRET) for r in got), "a signature does not verify"
+    assert not verify(got[0], b"another secret")
+    tampered = Received(got[0].path, got[0].headers, got[0].body + b" ", got[0].answer, 0.0)
+    assert not verify(tampered, SECRET), "a changed body still verified"
+    assert got[0].record == {"id": "e000", "phase": "start", "camera": "door", "action": "waving"}
+    assert got[0].headers["Content-Type"] == "application/json"
+    assert got[0].path == "/hook"
+    view = sink.view()
+    assert (view.up, view.delivered_total, view.pending, view.other_drops) == (True, 5, 0, ())
+
+
+def test_without_a_secret_no_signature_is_sent(receiver: WebhookReceiver, queue: SinkQueue) -> None:
+    sink = make_sink(queue, [receiver.url])
+    store(queue, sink, 1)
+    receiver.wait_for(lambda: len(receiver.accepted()) == 1, DEADLINE_S, "a delivery")
+    sink.close(2.0)
+    assert "X-Actiond-Signature" not in receiver.requests()[0].headers
+
+
+def test_failures_then_recovery_deliver_everything_in_order(
+    receiver: WebhookReceiver, queue: SinkQueue
+) -> None:
+    failures = 6
+    statuses = [500, 502, 503, 429, 408, 504]
+    lock = threading.Lock()
+    count = [0]
+
+    def flaky(_: Received) -> Answer:
+        with lock:
+            count[0] += 1
+            n = count[0]
+        return Answer(statuses[n - 1]) if n <= failures else Answer(200)
+
+    receiver.answer = flaky
+    sink = make_sink(queue, [receiver.url])
+    keys = store(queue, sink, 10)
+    receiver.wait_for(lambda: len(receiver.accepted()) == 10, DEADLINE_S, "all ten events")
+    sink.close(2.0)
+    assert receiver.accepted_keys() == keys, "an event was lost, doubled or reordered"
+    # Every failed try was for the head event (e000): nothing overtook it.
+    assert [r.key for r in receiver.requests()[:failures]] == [keys[0]] * failures
+    assert sink.failures_total == failures
+    assert queue.depth() == 0 and queue.delivered_total == 10
+    assert sink.view().up
+
+
+def test_a_retry_after_is_honoured(receiver: WebhookReceiver, queue: SinkQueue) -> None:
+    answers = iter([Answer(503, retry_after="1")])
+    receiver.answer = lambda _: next(answers, Answer(200))
+    sink = make_sink(queue, [receiver.url], retry_s=(0.05, 2.0))
+    store(queue, sink, 1)
+    receiver.wait_for(lambda: len(receiver.accepted()) == 1, DEADLINE_S, "the retry")
+    sink.close(2.0)
+    first, second = receiver.requests()
+    # The backoff alone would have waited 0.05 s at most.
+    assert second.at - first.at >= 0.95, f"retried after {second.at - first.at:.2f} s"
+
+
+def test_while_failing_the_sink_is_down_and_waits_in_the_outbox(
+    receiver: WebhookReceiver, queue: SinkQueue
+) -> None:
+    receiver.answer = lambda _: Answer(503)
+    sink = make_sink(queue, [receiver.url])
+    store(queue, sink, 3)
+    receiver.wait_for(lambda: len(receiver.requests()) >= 3, DEADLINE_S, "three tries")
+    view = sink.view()
+    assert (view.up, view.pending, view.delivered_total) == (False, 3, 0)
+    assert queue.pending(1)[0].attempts >= 2, "failed tries are counted on the event"
+    sink.close(1.0)
+
+
+def test_a_hung_receiver_times_out_and_close_is_bounded(
+    receiver: WebhookReceiver, queue: SinkQueue
+) -> None:
+    receiver.answer = lambda _: Answer(hang=True)
+    timeout_s = 0.5
+    sink = make_sink(queue, [receiver.url], timeout_s=timeout_s, retry_s=(0.05, 0.1))
+    t0 = time.monotonic()
+    store(queue, sink, 2)
+    assert time.monotonic() - t0 < 0.2, "deliver() waited for the network"
+    receiver.wait_for(lambda: len(receiver.requests()) >= 3, DEADLINE_S, "timed-out retries")
+    first, second = receiver.requests()[:2]
+    assert first.key == second.key == "e000:start"
+    assert second.at - first.at >= timeout_s * 0.9, "retried before the timeout"
+    assert not sink.view().up
+    sink.close(1.0)
+    assert queue.depth() == 2, "undelivered events stay in the outbox"
+
+
+def test_close_aborts_a_hanging_request_within_its_bound(
+    receiver: WebhookReceiver, queue: SinkQueue
+) -> None:
+    receiver.answer = lambda _: Answer(hang=True)
+    sink = make_sink(queue, [receiver.url], timeout_s=30.0)
+    store(queue, sink, 1)
+    receiver.wait_for(lambda: len(receiver.requests()) == 1, DEADLINE_S, "a hanging request")
+    close_s = 0.2
+    t0 = time.monotonic()
+    sink.close(close_s)
+    took = time.monotonic() - t0
+    assert took < close_s + ABORT_GRACE_S, f"close took {took:.2f} s"
+    assert sink._thread is not None and not sink._thread.is_alive(), "the request still runs"
+    assert queue.depth() == 1, "the undelivered event stays in the outbox"
+    assert len(receiver.requests()) == 1
+
+
+def test_a_refused_event_is_dropped_counted_and_not_retried(
+    receiver: WebhookReceiver, queue: SinkQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.answer = lambda r: Answer(400) if r.key == "e001:start" else Answer(200)
+    sink = make_sink(queue, [receiver.url], SECRET)
+    keys = store(queue, sink, 3)
+    with caplog.at_level(logging.WARNING, logger="daemon.outputs.sinks.webhook"):
+        receiver.wait_for(lambda: len(receiver.accepted()) == 2, DEADLINE_S, "the other two")
+        wait_until(lambda: queue.depth() == 0, "the outbox to empty")
+    sink.close(2.0)
+    assert [r.key for r in receiver.requests()] == keys, "the refused event was retried"
+    view = sink.view()
+    assert view.other_drops == ((DROP_REJECTED, 1),)
+    assert view.delivered_total == 2
+    refusals = [r.message for r in caplog.records if "refused" in r.message]
+    assert len(refusals) == 1 and "HTTP 400" in refusals[0] and "e001:start" in refusals[0]
+    assert "test receiver says so" in refusals[0], "the receiver's reason is not logged"
+    assert SECRET.decode() not in caplog.text
+
+
+def test_two_urls_each_get_every_event_once_while_one_is_down(
+    receiver: WebhookReceiver, queue: SinkQueue
+) -> None:
+    other = WebhookReceiver().start()
+    try:
+        other.answer = lambda _: Answer(503)
+        sink = make_sink(queue, [receiver.url, other.url])
+        keys = store(queue, sink, 4)
+        other.wait_for(lambda: len(other.requests()) >= 3, DEADLINE_S, "retries to the down one")
+        assert receiver.accepted_keys() == keys[:1], "events overtook the held-back head"
+        assert queue.depth() == 4
+        other.answer = lambda _: Answer(200)
+        other.wait_for(lambda: len(other.accepted()) == 4, DEADLINE_S, "the recovered URL")
+        wait_until(lambda: queue.depth() == 0, "the outbox to empty")
+        sink.close(2.0)
+        assert receiver.accepted_keys() == keys, "the up URL got an event twice"
+        assert other.accepted_keys() == keys
+    finally:
+        other.stop()
+
+
+def test_a_restarted_sink_sends_what_the_outbox_kept_first(
+    receiver: WebhookReceiver, queue: SinkQueue
+) -> None:
+    receiver.stop()  # down: connection refused
+    sink = make_sink(queue, [receiver.url])
+    keys = store(queue, sink, 3)
+    wait_until(lambda: not sink.view().up, "the sink to see the receiver down")
+    sink.close(1.0)
+    assert queue.depth() == 3
+    receiver.start()
+    again = make_sink(queue, [receiver.url])
+    keys += store(queue, again, 2, first=3)
+    receiver.wait_for(lambda: len(receiver.accepted()) == 5, DEADLINE_S, "every event")
+    again.close(2.0)
+    assert receiver.accepted_keys() == keys
+    assert json.loads(receiver.requests()[0].body)["id"] == "e000"
