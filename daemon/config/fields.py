@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from daemon.config.clips_rules import clips_field_rules
 from daemon.config.loader import (
     Check,
     ConfigError,
@@ -41,6 +42,7 @@ from daemon.config.schema import (
     RING_POLICIES,
     TIMEOUT_RANGE_S,
     CameraConfig,
+    ClipsConfig,
     Config,
     ConsoleConfig,
     DaemonConfig,
@@ -144,6 +146,7 @@ def _field_rules() -> dict[type, dict[str, Check]]:
             "jpeg_quality": between(*JPEG_QUALITY_RANGE),
             "mjpeg_max_clients": at_least(1),
         },
+        ClipsConfig: clips_field_rules(),
         MqttConfig: {
             "port": between(1, 65535),
             "keepalive_s": between(1, 65535),

@@ -176,6 +176,22 @@ class DisplayConfig:
 
 
 @dataclass(frozen=True)
+class ClipsConfig:
+    """[clips]: a WebM (VP8) clip of each event, from an in-memory pre-roll to a post-roll
+    after its end, under <state_dir>/clips/<camera>/<event id>.webm."""
+
+    enabled: bool = True
+    pre_roll_s: float = 3.0  # kept before the event's start
+    post_roll_s: float = 3.0  # recorded after its end
+    max_clip_s: float = 60.0  # a clip is closed at this length, the event going on
+    fps: float = 10.0  # frames kept and written per second (at most the camera's)
+    max_width: int = 640  # frames are scaled down to this width before buffering
+    max_age_days: float = 7.0  # older clips are deleted
+    max_total_mb: float = 2048.0  # the oldest clips are deleted beyond this total
+    min_free_mb: float = 500.0  # no clip is started with less free on the state dir's disk
+
+
+@dataclass(frozen=True)
 class ActionThreshold:
     """One [[events.actions]] entry: a per-action score threshold."""
 
@@ -333,6 +349,7 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
+    clips: ClipsConfig = field(default_factory=ClipsConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     people: PeopleConfig = field(default_factory=PeopleConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,6 +49,14 @@ EVENT_LOSSES = (
 # timeout, and beat before each send (EventEmitter's `beat`), so backpressure never gets the
 # overlay killed, however many events one step sends.
 SEND_TIMEOUT_HEARTBEAT_SHARE = 0.4
+# An event record's clip fields from (event id, phase, capture time of its start or end,
+# s): the overlay's event clips (daemon.stages.event_clips); without them a record says
+# it has none.
+ClipFields = Callable[[str, str, float], dict[str, Any]]
+
+
+def no_clip(event_id: str, phase: str, t_s: float) -> dict[str, Any]:
+    return {"clip": None, "clip_missing": "disabled"}
 
 
 def event_send_timeout_s(heartbeat_timeout_s: float) -> float:
@@ -95,6 +104,12 @@ def event_settings(cfg: EventsConfig, labels: Sequence[str]) -> EventSettings:
     return settings
 
 
+def _event_time(event: ActionEvent) -> float:
+    """Capture time (s) of the event's start, or of its end for an end record."""
+    ended = event.ended_at if event.phase == PHASE_END else None
+    return event.started_at if ended is None else ended
+
+
 class EventEmitter:
     """Tracks one camera's actions and sends each event with a JPEG of its best frame."""
 
@@ -109,8 +124,10 @@ class EventEmitter:
         send_timeout_s: float = SEND_TIMEOUT_S,
         live: bool = True,
         beat: Callable[[], None] | None = None,
+        clips: ClipFields = no_clip,
     ) -> None:
         self._tracker = EventTracker(camera, labels, settings)
+        self._clips = clips
         self._clock = EventClock(live)  # live: capture times are the monotonic clock
         self._last_t_s: float | None = None  # capture time of the latest window
         self._sender = EventSender(socket_path, send_timeout_s)
@@ -161,6 +178,7 @@ class EventEmitter:
             **event.to_json_dict(self._clock),
             "capture_ts_ns": self._clock.latency_stamp(capture_ts_ns),
             "has_snapshot": snapshot is not None,
+            **self._clips(event.id, event.phase, _event_time(event)),
         }
         if self._beat is not None:
             self._beat()

@@ -42,7 +42,7 @@ from daemon.stages.eventing import (
     event_settings,
 )
 from daemon.stages.kinds import FRAME, RESULT, Export, InPort, Loss, StageKind, WorkerContext
-from daemon.stages.overlay_taps import TAP_LOSSES, FrameTaps
+from daemon.stages.overlay_taps import TAP_FIELDS, TAP_LOSSES, FrameTaps
 from daemon.stages.people_eventing import PeopleEmitter
 from daemon.stages.presence import PEOPLE_PORT, Presence
 from daemon.stages.upstream import SourceState, Upstream
@@ -118,10 +118,10 @@ class OverlayStage:
         self._upstream = Upstream(list(spec.args.upstream_stats))
         self._source = SourceState(spec.args.source_stats)
         self._finite = SOURCES.kind_of(self._cam.source).ends and not self._cam.loop
-        self._held: tuple[int, np.ndarray, np.ndarray] | None = None  # id, frame, flow
+        self._held: tuple[int, int, np.ndarray, np.ndarray] | None = None  # id, ns, frame, flow
         self._finish_deadline: float | None = None
         self._end_reason = END_STOPPED
-        self._taps: FrameTaps | None = None  # the live slot's feed
+        self._taps: FrameTaps | None = None  # the live slot's feed and the event clips
 
     def open(self) -> None:
         self._frames_in = attach_consumer(self._spec.rings["view"], KIND.name)
@@ -140,7 +140,9 @@ class OverlayStage:
             )
         except (DisplayUnavailable, ValueError) as exc:
             raise StageFatal(f"camera {self._cam.name}: display: {exc}") from exc
-        self._taps = FrameTaps(self._spec.args.live_slot, self._cam, self._spec.config, self._stats)
+        taps = self._taps = FrameTaps(
+            self._spec.args.live_slot, self._cam, self._spec.config, self._stats
+        )
         socket_path = self._spec.args.events_socket
         if socket_path and records.feeds_people(self._result):
             self._people = PeopleEmitter(
@@ -152,6 +154,7 @@ class OverlayStage:
                 event_send_timeout_s(self._spec.config.daemon.heartbeat_timeout_s),
                 live=SOURCES.kind_of(self._cam.source).live,
                 beat=self._heartbeat.beat,
+                clips=taps.clip_fields,
             )
         elif socket_path and self._labels:
             settings = event_settings(self._spec.config.events, self._labels)
@@ -165,6 +168,7 @@ class OverlayStage:
                 event_send_timeout_s(self._spec.config.daemon.heartbeat_timeout_s),
                 live=SOURCES.kind_of(self._cam.source).live,  # else media time: no latency
                 beat=self._heartbeat.beat,  # a step may send many events, each may block
+                clips=taps.clip_fields,
             )
         log_path = self._spec.args.frame_log
         if log_path:
@@ -179,21 +183,21 @@ class OverlayStage:
         self._stats.add("frames_in_total")
         held = None
         with lease:
-            frame_id = lease.meta.frame_id
+            frame_id, capture_ns = lease.meta.frame_id, lease.meta.timestamp_ns
             fields = self._view.views(lease.array)
             if self._finite:
                 held, self._held = (
                     self._held,
-                    (frame_id, fields["frame"].copy(), fields["flow"].copy()),
+                    (frame_id, capture_ns, fields["frame"].copy(), fields["flow"].copy()),
                 )
             else:
-                self._show(frame_id, fields["frame"], fields["flow"])
+                self._show(frame_id, capture_ns, fields["frame"], fields["flow"])
         if held is not None:
             self._show(*held)
         timed(self._stats, started)
         return True
 
-    def _show(self, frame_id: int, frame: np.ndarray, flow: np.ndarray) -> None:
+    def _show(self, frame_id: int, capture_ns: int, frame: np.ndarray, flow: np.ndarray) -> None:
         result_id, result, _ = self._result_for(frame_id)
         label, score = records.top_label(self._result, result)
         image = draw_overlay(frame, flow, "", 0.0, self._fps())
@@ -205,7 +209,7 @@ class OverlayStage:
             self._people.send_pending(image)
         self._check_order(frame_id)
         opened(self._outputs, "the display outputs").show(image)
-        opened(self._taps, "the frame taps").show(image, frame_id)
+        opened(self._taps, "the frame taps").show(image, frame_id, capture_ns)
         self._count_viewers()
         self._log_frame(frame_id, result_id, label, score, records.people_seen(result))
 
@@ -382,7 +386,7 @@ KIND = StageKind(
     # for the last clips' results itself.
     inputs=(InPort("view"), InPort("results", follows=False), PEOPLE_PORT),
     args=_args,
-    stats_fields=OVERLAY_FIELDS,
+    stats_fields=(*OVERLAY_FIELDS, *TAP_FIELDS),
     losses=(*OVERLAY_LOSSES, *EVENT_LOSSES, *TAP_LOSSES),
     exports=(
         Export("actiond_mjpeg_viewers", "mjpeg_viewers"),
@@ -390,5 +394,5 @@ KIND = StageKind(
     ),
     # The MJPEG view, window and recorder, the event tracker and the people engine are
     # made at start.
-    reload_sections=frozenset({"display", "events", "people"}),
+    reload_sections=frozenset({"display", "clips", "events", "people"}),
 )

@@ -26,6 +26,7 @@ from daemon.events import END_STOPPED, END_STREAM_LOST, EventClock
 from daemon.ipc.events_channel import SEND_TIMEOUT_S, EventSender
 from daemon.ipc.stats import StatsBlock
 from daemon.people import PHASE_END, PeopleEngine, Person, PersonEvent, Track
+from daemon.stages.eventing import ClipFields, no_clip
 from daemon.stages.kinds import EVENT, SNAPSHOT, Loss
 from daemon.stages.records import Result, detection_count
 
@@ -70,7 +71,9 @@ class PeopleEmitter:
         send_timeout_s: float = SEND_TIMEOUT_S,
         live: bool = True,
         beat: Callable[[], None] | None = None,
+        clips: ClipFields = no_clip,
     ) -> None:
+        self._clips = clips
         self.engine = PeopleEngine(camera, people, (camera.width, camera.height))
         self._camera, self._size = camera.name, (camera.width, camera.height)
         self._clock = EventClock(live)
@@ -131,6 +134,7 @@ class PeopleEmitter:
             "capture_ts_ns": capture_ns,
             "has_snapshot": snapshot is not None,
         }
+        record.update(self._clips(record["id"], event.phase, event.t_s))
         if self._beat is not None:
             self._beat()
         if self._sender.send(record, snapshot):

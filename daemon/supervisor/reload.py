@@ -76,6 +76,7 @@ SECTION_EFFECTS: Mapping[str, SectionEffect] = MappingProxyType(
         "inference": _e(Effect.GRAPH),  # the model shapes the clip and result rings
         "perception": _e(Effect.GRAPH),  # the detect replicas and the person models
         "display": _e(Effect.STAGES),
+        "clips": _e(Effect.STAGES),  # the overlays record the event clips
         # The overlays track events; Home Assistant is offered the actions that make events.
         "events": _e(Effect.STAGES, Effect.SINKS),
         # The people engine runs beside the events; discovery offers its actions.

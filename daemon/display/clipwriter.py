@@ -1,0 +1,238 @@
+"""The event clips' encoder: one thread per overlay worker writes WebM (VP8) files with
+OpenCV's VideoWriter, so encoding never stalls the frame loop.
+
+The wheel's FFmpeg writes VP8 ("VP80") into .webm, which every current browser plays; it
+has no H.264 encoder, and MPEG-4 part 2 ("mp4v") is not played by browsers.
+
+Commands go through one queue: open a clip (with its pre-roll frames), a frame for some
+open clips, close a clip (keep it: move it from the `.part` directory into place; or delete it). Frames
+count against `max_frames`: a frame that finds the queue full is refused (the caller
+counts it) while opens and closes always get in, so no clip is left open. Outcomes come
+back through `take_outcomes()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from daemon.display.clipstore import part_path
+
+FOURCC = "VP80"
+CLOSE_WAIT_S = 10.0  # a stopping worker waits this long for the queued frames
+
+# Outcomes of a clip
+DONE, WRITE_FAILED, EMPTY, DISCARDED = "done", "write_failed", "empty", "discarded"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    clip_id: str
+    result: str  # DONE, WRITE_FAILED, EMPTY or DISCARDED
+    path: Path
+    frames: int
+    size_bytes: int
+
+
+@dataclass
+class _Open:
+    path: Path  # the final name; written as part_path(path)
+    writer: cv2.VideoWriter | None
+    frames: int = 0
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class _OpenCmd:
+    clip_id: str
+    path: Path
+    frames: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class _FrameCmd:
+    clip_ids: tuple[str, ...]
+    frame: np.ndarray
+    copies: int
+
+
+@dataclass(frozen=True)
+class _CloseCmd:
+    clip_id: str
+    keep: bool
+
+
+_Command = _OpenCmd | _FrameCmd | _CloseCmd | None  # None: stop
+
+
+@dataclass
+class _Queue:
+    items: deque[_Command] = field(default_factory=deque)
+    frames: int = 0
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+
+class ClipEncoder:
+    """The encoder thread and its queue; close() finishes what was queued."""
+
+    def __init__(
+        self, fps: float, max_frames: int, after_clip: Callable[[Outcome], None] | None = None
+    ) -> None:
+        self._fps, self._max_frames = fps, max_frames
+        self._after_clip = after_clip  # run on the encoder thread (retention)
+        self._queue = _Queue()
+        self._open: dict[str, _Open] = {}
+        self._outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="clip-encoder", daemon=True)
+        self._thread.start()
+
+    # -- the frame loop's side -------------------------------------------------------
+
+    def open(self, clip_id: str, path: Path, pre_roll: Sequence[np.ndarray]) -> None:
+        self._put(_OpenCmd(clip_id, path, list(pre_roll)), frames=0)
+
+    def frame(self, clip_ids: tuple[str, ...], frame: np.ndarray, copies: int = 1) -> bool:
+        """Queue `frame` (`copies` times: slots of the clips' frame rate it stands for)
+        for these clips; False when the queue is full (the frame is not in them)."""
+        return self._put(_FrameCmd(clip_ids, frame, copies), frames=copies)
+
+    def close_clip(self, clip_id: str, keep: bool) -> None:
+        self._put(_CloseCmd(clip_id, keep), frames=0)
+
+    def take_outcomes(self) -> list[Outcome]:
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+        return outcomes
+
+    @property
+    def queued_frames(self) -> int:
+        return self._queue.frames
+
+    def close(self) -> bool:
+        """Stop after the queued commands; False if the thread did not finish within
+        CLOSE_WAIT_S (what it was writing is removed at the next start)."""
+        self._put(None, frames=0)
+        self._thread.join(CLOSE_WAIT_S)
+        return not self._thread.is_alive()
+
+    def _put(self, command: _Command, frames: int) -> bool:
+        q = self._queue
+        with q.cond:
+            if frames and q.frames + frames > self._max_frames:
+                return False
+            q.items.append(command)
+            q.frames += frames
+            q.cond.notify()
+        return True
+
+    # -- the encoder thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            with q.cond:
+                while not q.items:
+                    q.cond.wait()
+                command = q.items.popleft()
+            if command is None:
+                for clip_id in list(self._open):
+                    self._close(clip_id, keep=True)
+                return
+            try:
+                self._do(command)
+            finally:
+                if isinstance(command, _FrameCmd):
+                    with q.cond:
+                        q.frames -= command.copies
+
+    def _do(self, command: _OpenCmd | _FrameCmd | _CloseCmd) -> None:
+        ids = command.clip_ids if isinstance(command, _FrameCmd) else (command.clip_id,)
+        try:
+            if isinstance(command, _OpenCmd):
+                self._start(command.clip_id, command.path, command.frames)
+            elif isinstance(command, _FrameCmd):
+                for clip_id in command.clip_ids:
+                    self._write(clip_id, command.frame, command.copies)
+            else:
+                self._close(command.clip_id, command.keep)
+        except (cv2.error, OSError) as exc:  # that clip fails; the thread goes on
+            log.warning("clips %s: %s", ", ".join(ids), exc)
+            for clip_id in ids:
+                if clip_id in self._open:
+                    self._open[clip_id].failed = True
+
+    def _start(self, clip_id: str, path: Path, frames: list[np.ndarray]) -> None:
+        part = part_path(path)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        writer: cv2.VideoWriter | None = None
+        if frames:
+            height, width = frames[0].shape[:2]
+            fourcc = cv2.VideoWriter.fourcc(*FOURCC)
+            writer = cv2.VideoWriter(str(part), fourcc, self._fps, (width, height))
+            if not writer.isOpened():
+                log.warning("clip %s: OpenCV could not open a VP8 writer on %s", clip_id, part)
+                writer = None
+        clip = _Open(path, writer, failed=writer is None and bool(frames))
+        self._open[clip_id] = clip
+        for frame in frames:
+            self._write(clip_id, frame, 1)
+
+    def _write(self, clip_id: str, frame: np.ndarray, copies: int) -> None:
+        clip = self._open.get(clip_id)
+        if clip is None or clip.failed:
+            return
+        if clip.writer is None:  # opened with no pre-roll: the first frame sizes it
+            self._start(clip_id, clip.path, [frame])
+            clip = self._open[clip_id]
+            copies -= 1
+        for _ in range(copies):
+            if clip.writer is not None:
+                clip.writer.write(frame)
+                clip.frames += 1
+
+    def _close(self, clip_id: str, keep: bool) -> None:
+        clip = self._open.pop(clip_id, None)
+        if clip is None:
+            return
+        if clip.writer is not None:
+            clip.writer.release()
+        part = part_path(clip.path)
+        size = _size(part)
+        if clip.failed or (clip.frames and size == 0):
+            result = WRITE_FAILED
+        elif not clip.frames:
+            result = EMPTY
+        else:
+            result = DONE if keep else DISCARDED
+        try:
+            if result == DONE:
+                os.replace(part, clip.path)
+            else:
+                part.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("clip %s: could not finish %s: %s", clip_id, part, exc)
+            part.unlink(missing_ok=True)
+            result = WRITE_FAILED
+        outcome = Outcome(clip_id, result, clip.path, clip.frames, size)
+        with self._lock:
+            self._outcomes.append(outcome)
+        if self._after_clip is not None:
+            self._after_clip(outcome)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,137 @@
+"""Event clips' files: retention by age and by total size over real files, leftovers of a
+dead writer, the encoder thread (real VP8 files), and each record's clip fields."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon.config import CameraConfig, ClipsConfig
+from daemon.display import clipstore
+from daemon.display.clipwriter import DONE, EMPTY, ClipEncoder, Outcome
+from daemon.ipc.stats import StatsBlock
+from daemon.stages import event_clips
+from daemon.stages.event_clips import EventClips
+
+pytestmark = pytest.mark.timeout(60)
+DAY_S = 86400.0
+MB = 1024 * 1024
+
+
+def _clip(root: Path, camera: str, name: str, size: int, age_s: float, now: float) -> Path:
+    path = root / camera / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * size)
+    os.utime(path, (now - age_s, now - age_s))
+    return path
+
+
+def test_retention_deletes_by_age_over_every_camera(tmp_path: Path) -> None:
+    now = time.time()
+    old_a = _clip(tmp_path, "a", "1.webm", 10, 8 * DAY_S, now)
+    old_b = _clip(tmp_path, "b", "2.webm", 10, 7.5 * DAY_S, now)
+    new = _clip(tmp_path, "a", "3.webm", 10, 1 * DAY_S, now)
+    other = _clip(tmp_path, "a", "notes.txt", 10, 30 * DAY_S, now)
+    deleted = clipstore.enforce_retention(tmp_path, 7 * DAY_S, 1e12, now)
+    assert sorted(deleted) == sorted([(old_a, "age"), (old_b, "age")])
+    assert new.exists() and other.exists() and not old_a.exists() and not old_b.exists()
+
+
+def test_retention_deletes_the_oldest_beyond_the_total_size(tmp_path: Path) -> None:
+    now = time.time()
+    clips = [_clip(tmp_path, "cam", f"{i}.webm", MB, 100.0 - i, now) for i in range(5)]
+    # Being written: counts towards the total, never deleted.
+    part = _clip(tmp_path, "cam", f"{clipstore.PART_DIR}/9.webm", MB, 1000.0, now)
+    deleted = clipstore.enforce_retention(tmp_path, 7 * DAY_S, 3.5 * MB, now)
+    assert deleted == [(clips[0], "size"), (clips[1], "size"), (clips[2], "size")]
+    assert [c.exists() for c in clips] == [False, False, False, True, True] and part.exists()
+
+
+def test_leftovers_of_a_dead_writer_are_removed_only_for_that_camera(tmp_path: Path) -> None:
+    now = time.time()
+    mine = _clip(tmp_path, "a", f"{clipstore.PART_DIR}/1.webm", 10, 0, now)
+    theirs = _clip(tmp_path, "b", f"{clipstore.PART_DIR}/2.webm", 10, 0, now)
+    done = _clip(tmp_path, "a", "3.webm", 10, 0, now)
+    assert clipstore.remove_partials(tmp_path / "a") == 1
+    assert not mine.exists() and theirs.exists() and done.exists()
+
+
+def _frame(value: int) -> np.ndarray:
+    return np.full((120, 160, 3), value, np.uint8)
+
+
+def test_encoder_writes_playable_webm_and_discards(tmp_path: Path) -> None:
+    seen: list[Outcome] = []
+    encoder = ClipEncoder(10.0, 20, after_clip=seen.append)
+    kept, dropped = tmp_path / "cam" / "kept.webm", tmp_path / "cam" / "gone.webm"
+    encoder.open("kept", kept, [_frame(10), _frame(20)])
+    encoder.open("gone", dropped, [])
+    encoder.open("empty", tmp_path / "cam" / "empty.webm", [])
+    assert encoder.frame(("kept", "gone"), _frame(30), copies=3)
+    encoder.close_clip("kept", keep=True)
+    encoder.close_clip("gone", keep=False)
+    encoder.close_clip("empty", keep=True)
+    assert encoder.close()
+    results = {o.clip_id: o.result for o in encoder.take_outcomes()}
+    assert results == {"kept": DONE, "gone": "discarded", "empty": EMPTY}
+    assert [o.clip_id for o in seen] == ["kept", "gone", "empty"]
+    capture = cv2.VideoCapture(str(kept))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 5
+    assert not dropped.exists() and not list(kept.parent.glob(f"{clipstore.PART_DIR}/*"))
+
+
+def test_a_full_queue_refuses_frames_but_never_opens_or_closes() -> None:
+    encoder = ClipEncoder(10.0, 2)
+    encoder._queue.cond.acquire()  # the encoder thread cannot take anything meanwhile
+    try:
+        assert encoder.frame(("x",), _frame(0), copies=2)
+        assert not encoder.frame(("x",), _frame(0))
+        encoder.close_clip("x", keep=True)  # still queued
+        assert encoder.queued_frames == 2
+    finally:
+        encoder._queue.cond.release()
+    assert encoder.close()
+
+
+def _clips(tmp_path: Path, **cfg: object) -> tuple[EventClips, StatsBlock]:
+    fields = [*event_clips.CLIP_FIELDS, *(loss.field for loss in event_clips.CLIP_LOSSES)]
+    stats = StatsBlock.create("t.stats", fields, None, str(tmp_path))
+    cam = CameraConfig(name="cam", source="test:still", width=320, height=240)
+    return EventClips(cam, ClipsConfig(**cfg), str(tmp_path / "state"), stats), stats  # type: ignore[arg-type]
+
+
+def test_record_fields_and_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clips, stats = _clips(tmp_path, pre_roll_s=1.0, post_roll_s=1.0, fps=10.0)
+    for i in range(20):  # 2 s of frames at 10 fps
+        clips.show(_frame(i).repeat(2, 0).repeat(2, 1), int(i * 1e8))
+    assert clips.fields("ev1", "start", 1.5) == {"clip": "cam/ev1.webm"}
+    assert clips.fields("old", "end", 1.5) == {"clip": None, "clip_missing": "not_recorded"}
+    monkeypatch.setattr(event_clips, "MAX_OPEN_CLIPS", 1)
+    assert clips.fields("ev2", "start", 1.5) == {"clip": None, "clip_missing": "too_many_open"}
+    monkeypatch.setattr(event_clips, "MAX_OPEN_CLIPS", 8)
+    monkeypatch.setattr(clipstore, "free_mb", lambda path: 0.0)
+    assert clips.fields("ev3", "start", 1.5) == {"clip": None, "clip_missing": "disk_low"}
+    monkeypatch.undo()
+    assert clips.fields("ev1", "end", 1.9) == {"clip": "cam/ev1.webm"}
+    for i in range(20, 40):
+        clips.show(_frame(i).repeat(2, 0).repeat(2, 1), int(i * 1e8))
+    clips.close()
+    assert clips.fields("ev1", "end", 1.9) == {"clip": "cam/ev1.webm"}  # remembered
+    snap = stats.snapshot()
+    assert snap["clips_total"] == 1
+    assert snap[event_clips.LOST_TOO_MANY.field] == 1 and snap[event_clips.LOST_DISK_LOW.field] == 1
+    capture = cv2.VideoCapture(str(tmp_path / "state" / "clips" / "cam" / "ev1.webm"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    # from 1.5 - 1.0 s to 1.9 + 1.0 s at 10 fps: slots 0.5 .. 2.9
+    assert frames == 25
+    stats.close(unlink=True)

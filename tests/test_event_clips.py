@@ -1,0 +1,127 @@
+"""Event clips through the real daemon: an event's records name its clip, the WebM file
+appears and covers pre-roll + event + post-roll; with too little disk no clip is made
+and the loss is in the scrape."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from daemon_proc import Daemon, free_port, wait_for
+from media import ACTION_SIZE, action_frames
+from metrics_helpers import label_set, parse_samples, scrape_text
+
+from daemon.exitcodes import ExitCode
+
+FPS = 15.0
+STILL_BEFORE, STILL_AFTER = 60, 120  # frames held still around the walk (4 s and 8 s)
+RUN_S = 150.0
+CLIP_FPS = 10.0
+TOLERANCE_S = 1.5  # start and end records both lag the action by the hysteresis
+
+
+def _walk_clip(path: Path) -> Path:
+    """Still room, someone walking right, still room (the last frame held)."""
+    walk = action_frames("walk_right", 1, 64, ACTION_SIZE)
+    frames = [walk[0]] * STILL_BEFORE + list(walk) + [walk[-1]] * STILL_AFTER
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), FPS, ACTION_SIZE)
+    try:
+        for frame in frames:
+            writer.write(np.ascontiguousarray(frame))
+    finally:
+        writer.release()
+    return path
+
+
+def _run(tmp: Path, daemons: list[Daemon], clips: dict[str, object], metrics: str = "") -> Daemon:
+    camera = {
+        "name": "cam",
+        "source": str(_walk_clip(tmp / "walk.mp4")),
+        "width": ACTION_SIZE[0],
+        "height": ACTION_SIZE[1],
+        # Paced like a camera: unpaced, frames come faster than VP8 is written, and the
+        # frames the encoder has no room for are dropped (and counted).
+        "realtime": True,
+        "ring_policy": "block",
+    }
+    sections: dict[str, dict[str, object]] = {
+        "events": {"actions": [{"name": "walk_right", "threshold": 0.5}]},
+        "jsonl": {"enabled": True, "path": str(tmp / "events.jsonl")},
+        "clips": {"fps": CLIP_FPS, **clips},
+    }
+    if metrics:
+        sections["metrics"] = {"listen": metrics}
+    d = Daemon(tmp, [camera], sections)
+    daemons.append(d.start())
+    return d
+
+
+def _records(tmp: Path) -> list[dict[str, object]]:
+    path = tmp / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def _frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+@pytest.mark.timeout(240)
+def test_an_events_clip_covers_pre_roll_event_and_post_roll(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    d = _run(tmp_path, daemons, {"pre_roll_s": 3.0, "post_roll_s": 3.0})
+    assert d.wait(RUN_S) == ExitCode.OK, d.log()
+    records = [r for r in _records(tmp_path) if r["action"] == "walk_right"]
+    start = next(r for r in records if r["phase"] == "start")
+    end = next(r for r in records if r["phase"] == "end" and r["id"] == start["id"])
+    assert end["end_reason"] == "scores_low", end  # ended before the file: full post-roll
+    name = f"cam/{start['id']}.webm"
+    assert start["clip"] == name and end["clip"] == name, (start, end)
+    clip = tmp_path / "state" / "clips" / str(name)
+    assert clip.is_file() and clip.stat().st_size > 0
+    assert not list(clip.parent.glob(".part/*")), "a half-written clip was left"
+    frames = _frames(clip)
+    # On a loaded box the encoder can fall behind: the frames it had no room for are
+    # dropped, counted, and logged with the clip.
+    said = re.search(
+        rf"clip of event {start['id']} closed: [\d.]+ s, (\d+) frames dropped", d.log()
+    )
+    assert said, d.log()
+    dropped = int(said[1])
+    assert frames > 0 and dropped < frames, (frames, dropped)
+    duration_s = (frames + dropped) / CLIP_FPS
+    expected_s = 3.0 + float(str(end["duration_s"])) + 3.0
+    assert abs(duration_s - expected_s) <= TOLERANCE_S, (duration_s, expected_s, end)
+    assert d.leftovers() == []
+
+
+@pytest.mark.timeout(240)
+def test_too_little_disk_makes_no_clip_and_counts_it(tmp_path: Path, daemons: list[Daemon]) -> None:
+    port = free_port()
+    d = _run(tmp_path, daemons, {"min_free_mb": 1e12}, metrics=f"127.0.0.1:{port}")
+    start = wait_for(
+        lambda: next((r for r in _records(tmp_path) if r["phase"] == "start"), None),
+        RUN_S,
+        "an event's start record",
+    )
+    assert isinstance(start, dict)
+    assert start["clip"] is None and start["clip_missing"] == "disk_low", start
+    samples = parse_samples(scrape_text(f"http://127.0.0.1:{port}/metrics"))
+    lost = label_set(camera="cam", stage="overlay", item="clip", reason="disk_low")
+    assert samples["actiond_lost_total"][lost] >= 1
+    assert d.wait(RUN_S) == ExitCode.OK, d.log()
+    clips = tmp_path / "state" / "clips" / "cam"
+    assert not list(clips.rglob("*.webm"))
+    end = next(r for r in _records(tmp_path) if r["phase"] == "end")
+    assert end["clip"] is None and end["clip_missing"] == "not_recorded"
