@@ -154,3 +154,24 @@ def hang_then_stop(d: Daemon, receiver: WebhookReceiver, port: int) -> None:
     assert took < STOP_S, f"SIGTERM took {took:.1f} s with a request hanging"
     assert "Traceback" not in d.log(), d.log()
     assert "still runs" not in d.log(), "close() left a hanging request running"
+
+
+@pytest.mark.timeout(120)
+def test_an_unset_secret_variable_stops_the_daemon_with_one_line(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    unset = "ACTIOND_TEST_WEBHOOK_SECRET_THAT_IS_NOT_SET"
+    sections = {
+        "webhook": {"enabled": True, "urls": ["http://127.0.0.1:9/hook"], "secret_env": unset}
+    }
+    d = Daemon(
+        tmp_path, [{"name": "cam", "source": "test:bars", "width": 160, "height": 120}], sections
+    )
+    daemons.append(d.start())
+    assert d.wait(START_S) == ExitCode.CONFIG, d.log()
+    log = d.log()
+    assert "Traceback" not in log, log
+    errors = [line for line in log.splitlines() if "event sink" in line]
+    assert len(errors) == 1, log
+    assert "[webhook]" in errors[0] and unset in errors[0] and "fix it in the config" in errors[0]
+    assert d.leftovers() == [], "the rings made before the failure are removed"

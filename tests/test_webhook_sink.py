@@ -7,21 +7,26 @@ tests/test_webhook_daemon.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mosquitto_fixture import OPENSSL, make_server_cert, make_test_ca
 from webhook_receiver import Answer, Received, WebhookReceiver
 
+from daemon.config import WebhookConfig
 from daemon.outputs.outbox import Outbox
 from daemon.outputs.outbox_queue import SinkQueue
-from daemon.outputs.sinks.webhook import ABORT_GRACE_S, DROP_REJECTED, WebhookSink
+from daemon.outputs.sinks.protocol import SinkContext
+from daemon.outputs.sinks.webhook import ABORT_GRACE_S, DROP_REJECTED, WebhookSink, webhook_sink
 from daemon.outputs.sinks.webhook_http import Target
 
 pytestmark = pytest.mark.timeout(60)
@@ -258,3 +263,32 @@ def test_a_restarted_sink_sends_what_the_outbox_kept_first(
     again.close(2.0)
     assert receiver.accepted_keys() == keys
     assert json.loads(receiver.requests()[0].body)["id"] == "e000"
+
+
+@pytest.mark.skipif(not Path(OPENSSL).exists(), reason="needs openssl: apt-get install openssl")
+def test_https_to_a_receiver_with_its_own_ca(
+    tmp_path: Path, queue: SinkQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = make_test_ca(tmp_path, "hook-ca")
+    cert, key = make_server_cert(tmp_path, ca, "127.0.0.1")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    receiver = WebhookReceiver(tls=tls).start()
+    context = SinkContext("box", ("door",), ("waving",), tmp_path)
+    section = WebhookConfig(enabled=True, urls=(receiver.url,), retry_min_s=0.05, retry_max_s=0.2)
+    try:
+        untrusting = webhook_sink(section, context, queue)  # the system's CAs only
+        untrusting.start()
+        with caplog.at_level(logging.WARNING, logger="daemon.outputs.sinks.webhook"):
+            keys = store(queue, untrusting, 2)
+            wait_until(lambda: not untrusting.view().up, "the untrusted certificate to fail")
+        untrusting.close(1.0)
+        assert "TLS certificate not trusted" in caplog.text and "webhook.ca_file" in caplog.text
+        assert receiver.requests() == [] and queue.depth() == 2
+        sink = webhook_sink(dataclasses.replace(section, ca_file=str(ca[0])), context, queue)
+        sink.start()
+        receiver.wait_for(lambda: len(receiver.accepted()) == 2, DEADLINE_S, "https deliveries")
+        sink.close(2.0)
+        assert receiver.accepted_keys() == keys
+    finally:
+        receiver.stop()

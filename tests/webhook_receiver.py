@@ -1,4 +1,4 @@
-"""A real local webhook receiver for the tests: an HTTP server on a free port, in a thread,
+"""A real local webhook receiver for the tests: an HTTP(S) server on a free port, in a thread,
 that can be told to accept (2xx), fail (5xx, with Retry-After), refuse (4xx), hang
 (read the request and never answer) or be down (its socket closed), and that records
 every request it read, with the headers, the body and its answer."""
@@ -6,6 +6,7 @@ every request it read, with the headers, the body and its answer."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -51,8 +52,9 @@ class WebhookReceiver:
     """`answer` decides each request's answer (default: 200); `start`/`stop` take the
     server up and down on the same port."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.answer: Decide = lambda _: Answer()
+        self._tls = tls  # serve https with this server context
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._release = threading.Event()
@@ -62,12 +64,15 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/hook"
 
     def start(self) -> WebhookReceiver:
         self._release.clear()
         server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
         server.daemon_threads = True
+        if self._tls is not None:  # a failed handshake is dropped in accept (an OSError)
+            server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, args=(POLL_S,), daemon=True)
