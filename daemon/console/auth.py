@@ -12,6 +12,7 @@ Retry-After until the oldest failure leaves the window.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import secrets
 import threading
@@ -19,6 +20,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 MAX_FAILURES = 5
 WINDOW_S = 60.0
@@ -84,7 +87,16 @@ class FailureLimiter:
             self.failed_total += 1
             if client not in self._failures and len(self._failures) >= MAX_TRACKED_CLIENTS:
                 self._failures.pop(next(iter(self._failures)))
-            self._recent(client, now).append(now)
+            times = self._recent(client, now)
+            times.append(now)
+            count = len(times)
+        if count == self.max_failures:  # once per address and window, not per attempt
+            log.warning(
+                "console: %d failed logins from %s within %.0f s; refusing it for a while",
+                count,
+                client,
+                self.window_s,
+            )
 
     def _recent(self, client: str, now: float) -> deque[float]:
         times = self._failures.setdefault(client, deque())

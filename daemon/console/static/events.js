@@ -78,10 +78,15 @@ async function refresh() {
   }
 }
 
-async function loadOptions() {
+async function loadCameras() {
   try {
     const cams = await actiond.json("/api/cameras");
     addOptions(document.getElementById("camera"), cams.cameras.map((c) => c.name));
+  } catch (err) { /* refresh() reports it */ }
+}
+
+async function loadOptions() {
+  try {
     const all = await actiond.json("/api/events?limit=500");
     addOptions(document.getElementById("action"), [...new Set(all.events.map((e) => e.action))].sort());
   } catch (err) { /* refresh() reports it */ }
@@ -93,6 +98,7 @@ document.getElementById("filters").addEventListener("change", () => {
   refresh();
 });
 actiond.device();
+loadCameras();
 loadOptions();
 refresh();
 setInterval(() => { refresh(); loadOptions(); }, EVENTS_REFRESH_MS);
