@@ -16,7 +16,7 @@ MAX_FUNCTION_LINES = 50
 # Who may import whom, by first component under daemon/ (a module at the top is its own
 # unit). Dependencies flow one way: leaves first, the command line last. Imports inside
 # functions count too: a deferred import is still a dependency.
-LEAVES = frozenset({"exitcodes", "logs", "systemd", "ipc", "capture", "__init__"})
+LEAVES = frozenset({"exitcodes", "logs", "progress", "systemd", "ipc", "capture", "__init__"})
 ALLOWED: dict[str, frozenset[str]] = {
     **{leaf: frozenset() for leaf in LEAVES},
     "config": frozenset({"capture"}),
@@ -60,11 +60,21 @@ ALLOWED: dict[str, frozenset[str]] = {
         }
     ),
     "bench": frozenset(
-        {"capture", "config", "exitcodes", "ipc", "stages", "supervisor", "logs", "__init__"}
+        {
+            "capture",
+            "config",
+            "exitcodes",
+            "ipc",
+            "stages",
+            "supervisor",
+            "logs",
+            "progress",
+            "__init__",
+        }
     ),
     # `actiond eval`: runs labelled clips through a real daemon (a subprocess) and scores
     # its events; it needs the people engine's zone action names, nothing of the daemon.
-    "evaluate": frozenset({"exitcodes", "people", "__init__"}),
+    "evaluate": frozenset({"exitcodes", "people", "progress", "__init__"}),
     "cli": frozenset(
         {
             "bench",

@@ -48,6 +48,7 @@ from daemon.bench.procstats import (
     free_port,
 )
 from daemon.exitcodes import ExitCode
+from daemon.progress import Progress
 
 HOLD_RATIO = 0.95
 DEFAULT_SECONDS = 20.0
@@ -104,26 +105,27 @@ class LoadPlan:
     analyse_fps: float = 5.0  # person pipeline: frames analysed per second per camera
 
 
-def measure(count: int, plan: LoadPlan) -> LoadReport:
-    """One run of `count` cameras through one daemon (and a stream server if asked)."""
+def measure(count: int, plan: LoadPlan, shown: Progress) -> LoadReport:
+    """One run of `count` cameras through one daemon (and a stream server if asked);
+    `shown` says which phase it is in (its step is started by the caller)."""
     if not plan.stream:
-        return _measure(count, plan, "")
+        return _measure(count, plan, "", shown)
     with StreamServer(plan.clips[0]) as server:
-        return _measure(count, plan, server.url)
+        return _measure(count, plan, server.url, shown)
 
 
-def _measure(count: int, plan: LoadPlan, url: str) -> LoadReport:
+def _measure(count: int, plan: LoadPlan, url: str, shown: Progress) -> LoadReport:
     clips, seconds, warmup_s = plan.clips, plan.seconds, plan.warmup_s
     cameras = camera_configs(count, plan, url)
     sections = bench_sections(plan.model, plan.replicas)
     metrics = f"127.0.0.1:{free_port()}"
     sections["metrics"] = {"listen": metrics}  # capture -> event latency
     with BenchDaemon(sections, cameras) as daemon:
-        progress(f"{count} camera(s): starting the daemon")
+        shown.status(f"starting the daemon, then {warmup_s:g} s of warm-up")
         daemon.start()
         daemon.wait_flowing()
         daemon.hold(warmup_s)
-        progress(f"{count} camera(s): measuring for {seconds:g} s")
+        shown.status(f"measuring for {seconds:g} s")
         first, lat0 = daemon.snapshot(), latency_buckets(f"http://{metrics}/metrics")
         daemon.hold(seconds)
         last, lat1 = daemon.snapshot(), latency_buckets(f"http://{metrics}/metrics")
@@ -164,28 +166,38 @@ def _measure(count: int, plan: LoadPlan, url: str) -> LoadReport:
     )
 
 
-def sweep(plan: LoadPlan, min_cameras: int, max_cameras: int) -> tuple[int, list[LoadReport], str]:
+def sweep(
+    plan: LoadPlan, min_cameras: int, max_cameras: int, shown: Progress
+) -> tuple[int, list[LoadReport], str]:
     """N = min, min + 1, ... until a run does not hold (or fails, or leaves something
     behind): the largest N that held (0: none did), every run, and the error that ended
-    the sweep ("" if none)."""
+    the sweep ("" if none). `shown`: one step per N."""
     runs: list[LoadReport] = []
     held = 0
     for count in range(min_cameras, max_cameras + 1):
+        shown.step(count - min_cameras + 1, f"{count} camera(s)")
         try:
-            report = measure(count, plan)
+            report = measure(count, plan, shown)
         except BenchError as exc:
             # Keep what the smaller runs measured; the error says why this one failed.
+            shown.close()
             return held, runs, f"{count} camera(s): {exc}"
         runs.append(report)
-        progress(one_line(report))
+        shown.finish(one_line(report))
         if not report.holds or report.leftovers:
             break
         held = count
     return held, runs, ""
 
 
-def progress(message: str) -> None:
-    print(f"bench load: {message}", file=sys.stderr, flush=True)
+def progress_for(args: argparse.Namespace) -> Progress:
+    """Progress on a terminal, none with --json: a sweep's steps are its camera counts."""
+    limit = args.max_cameras or DEFAULT_MAX_CAMERAS
+    swept = args.sweep or args.max_cameras
+    label, total = ("sweep", limit - args.min_cameras + 1) if swept else ("bench load", 1)
+    shown = Progress.on_terminal(label, max(total, 0), quiet=args.json)
+    shown.expected_step_s = args.warmup + args.seconds  # the daemon's start comes on top
+    return shown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -271,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return ExitCode.CONFIG
     model = str(Path(args.model).resolve()) if args.model else ""
+    shown = progress_for(args)
     try:
         plan = LoadPlan(
             _clips(args),
@@ -283,13 +296,17 @@ def run(args: argparse.Namespace) -> int:
             args.analyse_fps,
         )
         if args.sweep or args.max_cameras:
-            runs, result, text, error = sweep_output(plan, args.min_cameras, args.max_cameras)
+            runs, result, text, error = sweep_output(
+                plan, args.min_cameras, args.max_cameras, shown
+            )
         else:
-            runs, error = [measure(args.cameras, plan)], ""
-            progress(one_line(runs[0]))
+            shown.step(1, f"{args.cameras} camera(s)")
+            runs, error = [measure(args.cameras, plan, shown)], ""
+            shown.finish(one_line(runs[0]))
             result = asdict(runs[0])
             text = render(runs[0])
     except BenchError as exc:
+        shown.close()
         print(f"actiond bench load: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
     print(json.dumps(result, indent=2) if args.json else text)
@@ -302,17 +319,19 @@ def run(args: argparse.Namespace) -> int:
 def _clips(args: argparse.Namespace) -> list[Clip]:
     if not args.stream:
         return find_clips(args.clip or default_clip_paths())
-    progress(f"stream {args.stream}: made from the bundled clip (once; cached)")
+    Progress.on_terminal("bench load", 0, quiet=args.json).note(
+        f"stream {args.stream}: making it from the bundled clip (once; cached)"
+    )
     return [made_stream(args.stream)]
 
 
 def sweep_output(
-    plan: LoadPlan, min_cameras: int, max_cameras: int
+    plan: LoadPlan, min_cameras: int, max_cameras: int, shown: Progress
 ) -> tuple[list[LoadReport], dict[str, object], str, str]:
     """A sweep up to `max_cameras` (0: DEFAULT_MAX_CAMERAS): its runs, its JSON document,
     its text and the error that ended it ("" if none)."""
     limit = max_cameras or DEFAULT_MAX_CAMERAS
-    held, runs, error = sweep(plan, min_cameras, limit)
+    held, runs, error = sweep(plan, min_cameras, limit, shown)
     result: dict[str, object] = {
         "sweep": True,
         "max_cameras_held": held,

@@ -36,6 +36,7 @@ from daemon.bench.report import print_report
 from daemon.config import ASSETS_DIR
 from daemon.exitcodes import ExitCode
 from daemon.ipc.stats import PID
+from daemon.progress import Progress
 
 DEFAULT_INTERVAL_S = 10.0
 MIN_INTERVAL_S = 1.0
@@ -239,11 +240,16 @@ def summarise(
     )
 
 
-def soak(clip: Clip, seconds: float, interval_s: float, warmup_s: float, model: str) -> SoakReport:
+def soak(
+    clip: Clip, seconds: float, interval_s: float, warmup_s: float, model: str, shown: Progress
+) -> SoakReport:
+    """Loop `clip` through one daemon for `seconds`, sampled every `interval_s`; `shown`
+    redraws one line per sample with the time left."""
     port = free_port()
     log = SoakLog()
     with BenchDaemon(soak_sections(model, port), [demo_camera(clip)]) as daemon:
-        progress(f"starting the daemon ({clip.path.name}, {seconds / 60:g} min)")
+        shown.step(1, f"{clip.path.name}, {seconds / 60:g} min")
+        shown.status("starting the daemon", left_s=seconds)
         daemon.start()
         daemon.wait_flowing()
         started = daemon.snapshot().at_s
@@ -253,10 +259,12 @@ def soak(clip: Clip, seconds: float, interval_s: float, warmup_s: float, model: 
             elapsed = log.samples[-1].at_s - started
             if elapsed >= seconds:
                 break
-            progress(sample_line(log.samples[-1], elapsed))
+            shown.status(sample_line(log.samples[-1], elapsed), left_s=seconds - elapsed)
             daemon.hold(min(interval_s, seconds - elapsed))
+        shown.status("stopping the daemon", left_s=0.0)
         exit_code, leftovers = daemon.stop()
         restarts = count_restarts(daemon.log_text())
+    shown.finish(f"{len(log.samples)} samples")
     return summarise(log, warmup_s, interval_s, restarts, exit_code, leftovers)
 
 
@@ -264,13 +272,9 @@ def sample_line(sample: Snapshot, elapsed_s: float) -> str:
     rss = sum(p.rss_bytes for p in sample.procs.values()) / MIB
     fds = sum(p.fds for p in sample.procs.values())
     return (
-        f"{elapsed_s:6.0f} s: rss {rss:.1f} MiB in {len(sample.procs)} processes, "
+        f"{elapsed_s:.0f} s: rss {rss:.1f} MiB in {len(sample.procs)} processes, "
         f"fds {fds}, shm entries {sample.shm_entries}"
     )
-
-
-def progress(message: str) -> None:
-    print(f"bench soak: {message}", file=sys.stderr, flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -307,10 +311,12 @@ def run(args: argparse.Namespace) -> int:
     # A short soak still needs a few samples after its warm-up to say anything.
     interval_s = min(args.interval, max(MIN_INTERVAL_S, (seconds - warmup_s) / 4))
     model = str(Path(args.model).resolve()) if args.model else ""
+    shown = Progress.on_terminal("bench soak", 0, quiet=args.json)
     try:
         clip = find_clips([args.clip or ASSETS_DIR])[0]
-        result = soak(clip, seconds, interval_s, warmup_s, model)
+        result = soak(clip, seconds, interval_s, warmup_s, model, shown)
     except BenchError as exc:
+        shown.close()
         print(f"actiond bench soak: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
     fields = asdict(result)

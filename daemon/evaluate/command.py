@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -38,6 +37,7 @@ from daemon.evaluate.scoring import (
 )
 from daemon.exitcodes import ExitCode
 from daemon.people.engine import ZONE_ACTIONS
+from daemon.progress import Progress
 
 DEFAULT_CONFIG = Path("config.toml")
 PIPELINES = ("person", "clip")
@@ -74,7 +74,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    progress = _progress_printer(quiet=args.json)
     try:
         labels = load_labels(args.labels)
         clips = [_clip_path(args.clips, lab) for lab in labels]
@@ -83,35 +82,34 @@ def run(args: argparse.Namespace) -> int:
     except (LabelError, ReplayError) as exc:
         print(f"actiond eval: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
+    runs = [
+        (lab, clip, *s)
+        for lab, clip in zip(labels, clips, strict=True)
+        for s in scenarios(lab, args.pipeline)
+    ]
+    shown = Progress.on_terminal("eval", len(runs), quiet=args.json)
     scores = []
-    for index, (label, clip) in enumerate(zip(labels, clips, strict=True), 1):
-        for scenario, scored in scenarios(label, args.pipeline):
-            started = time.monotonic()
-            try:
-                replayed = replay(plan, clip, scenario, label.duration_s)
-            except ReplayError as exc:
-                print(f"actiond eval: {clip.name} ({scenario.name}): {exc}", file=sys.stderr)
-                return ExitCode.FAILURE
-            score = score_clip(label, _named(replayed.events, args.pipeline), scored)
-            score.run = scenario.name
-            if scenario.name == "plain" and args.pipeline == "person":  # frames: any run
-                score.presence = presence(label, replayed.detections)
-            scores.append(score)
-            progress(_clip_line(index, len(labels), scenario, score, time.monotonic() - started))
+    for index, (label, clip, scenario, scored) in enumerate(runs, 1):
+        shown.step(index, f"{label.clip} ({scenario.name})")
+        shown.status("replaying through the daemon")
+        try:
+            replayed = replay(plan, clip, scenario, label.duration_s)
+        except ReplayError as exc:
+            shown.close()
+            print(f"actiond eval: {clip.name} ({scenario.name}): {exc}", file=sys.stderr)
+            return ExitCode.FAILURE
+        score = score_clip(label, _named(replayed.events, args.pipeline), scored)
+        score.run = scenario.name
+        if scenario.name == "plain" and args.pipeline == "person":  # frames: any run
+            score.presence = presence(label, replayed.detections)
+        scores.append(score)
+        shown.finish(_clip_line(score))
     summary = summarise(scores)
     if args.json:
         print(json.dumps(report_json(args, scores, summary), indent=1))
     else:
         print(report_text(summary))
     return ExitCode.OK
-
-
-def _progress_printer(quiet: bool) -> Callable[[str], None]:
-    def progress(line: str) -> None:
-        if not quiet and sys.stderr.isatty():
-            print(line, file=sys.stderr, flush=True)
-
-    return progress
 
 
 def _clip_path(directory: Path, label: ClipLabels) -> Path:
@@ -148,11 +146,10 @@ def _named(events: Sequence[DetectedEvent], pipeline: str) -> list[DetectedEvent
     ]
 
 
-def _clip_line(index: int, total: int, scenario: Scenario, score: ClipScore, took_s: float) -> str:
+def _clip_line(score: ClipScore) -> str:
     return (
-        f"[{index}/{total}] {score.clip} ({scenario.name}): {len(score.matches)} hit, "
-        f"{len(score.false_alarms)} false alarm, {len(score.missed)} missed, "
-        f"{len(score.dont_care)} don't care ({took_s:.1f} s)"
+        f"{len(score.matches)} hit, {len(score.false_alarms)} false alarm, "
+        f"{len(score.missed)} missed, {len(score.dont_care)} don't care"
     )
 
 
