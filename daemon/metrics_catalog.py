@@ -195,7 +195,16 @@ CATALOG: tuple[MetricSpec, ...] = (
         GAUGE,
         ("sink",),
         "1 while an event sink can deliver (MQTT: connected to the broker; jsonl: "
-        "its last write succeeded), else 0.",
+        "its last write succeeded; webhook: its last try was answered, 2xx or a "
+        "refusal), else 0.",
+    ),
+    MetricSpec(
+        "actiond_sink_retries_total",
+        COUNTER,
+        ("sink",),
+        "Failed tries to deliver an event that the sink retries later (webhook: no "
+        "answer, timeout, 5xx, 408, 429; jsonl: a failed write). MQTT re-sends after a "
+        "reconnect and exports no such series.",
     ),
     MetricSpec(
         "actiond_sink_delivered_total",

@@ -143,7 +143,14 @@ def pipeline(shm: ShmArea) -> Iterator[MetricsSnapshot]:
                     dropped_total=1,
                     snapshots_dropped_total=2,
                 ),
-                SinkView("jsonl", up=False, delivered_total=15, pending=0, dropped_total=0),
+                SinkView(
+                    "jsonl",
+                    up=False,
+                    delivered_total=15,
+                    pending=0,
+                    dropped_total=0,
+                    retries_total=4,
+                ),
             ],
         )
     finally:
@@ -236,6 +243,7 @@ def test_scrape_reports_rings_workers_cameras_and_mqtt(served: Served) -> None:
         label_set(sink="mqtt", reason="outbox_full"): 1,
         label_set(sink="jsonl", reason="outbox_full"): 0,
     }
+    assert samples["actiond_sink_retries_total"] == {label_set(sink="jsonl"): 4}
     assert samples["actiond_sink_snapshots_dropped_total"] == {
         label_set(sink="mqtt"): 2,
         label_set(sink="jsonl"): 0,

@@ -74,7 +74,12 @@ def outbox_keys(state: Path) -> list[str]:
 
 def sink_samples(port: int) -> dict[str, float]:
     samples = parse_samples(scrape_text(f"http://127.0.0.1:{port}/metrics"))
-    names = ("actiond_sink_up", "actiond_sink_pending_events", "actiond_sink_delivered_total")
+    names = (
+        "actiond_sink_up",
+        "actiond_sink_pending_events",
+        "actiond_sink_delivered_total",
+        "actiond_sink_retries_total",
+    )
     return {name: samples.get(name, {}).get(SINK, -1.0) for name in names}
 
 
@@ -94,6 +99,7 @@ def run_while_down(daemons: list[Daemon], tmp: Path, clip: Path, url: str) -> li
     assert metrics["actiond_sink_up"] == 0.0, metrics
     assert metrics["actiond_sink_pending_events"] >= 4, metrics
     assert metrics["actiond_sink_delivered_total"] == 0.0, metrics
+    assert metrics["actiond_sink_retries_total"] >= 1, metrics
     d.signal(signal.SIGKILL)
     d.wait(STOP_S)
     stored = outbox_keys(tmp / "state")

@@ -9,8 +9,12 @@ import hmac
 from pathlib import Path
 
 import pytest
+from metrics_helpers import label_set, parse_samples
+from prometheus_client import generate_latest
 
 from daemon.config import ConfigError, WebhookConfig, load_config
+from daemon.outputs.metrics import MetricsSnapshot, make_registry
+from daemon.outputs.sinks.protocol import SinkView
 from daemon.outputs.sinks.webhook import WebhookSetupError, read_secret
 from daemon.outputs.sinks.webhook_http import (
     Outcome,
@@ -163,3 +167,17 @@ def test_a_good_webhook_section_resolves_its_files(tmp_path: Path) -> None:
     )
     assert config.webhook.urls == ("https://hooks.example.com/a?b=1", "http://10.0.0.2:8080/")
     assert config.webhook.secret_file == str(tmp_path / "hook.secret")
+
+
+def test_refusals_and_retries_are_exported_per_sink() -> None:
+    webhook = SinkView("webhook", False, 7, 3, 1, 0, (("rejected", 2),), retries_total=5)
+    mqtt = SinkView("mqtt", True, 9, 0, 0)
+    registry, _ = make_registry(lambda: MetricsSnapshot(sinks=[webhook, mqtt]))
+    samples = parse_samples(generate_latest(registry).decode())
+    assert samples["actiond_sink_dropped_total"] == {
+        label_set(sink="webhook", reason="outbox_full"): 1,
+        label_set(sink="webhook", reason="rejected"): 2,
+        label_set(sink="mqtt", reason="outbox_full"): 0,
+    }
+    # A sink that does not count retries has no series (not a misleading 0).
+    assert samples["actiond_sink_retries_total"] == {label_set(sink="webhook"): 5}

@@ -291,6 +291,8 @@ def _add_sink(samples: _Samples, sink: SinkView) -> None:
     samples.add("actiond_sink_snapshots_dropped_total", (sink.name,), sink.snapshots_dropped_total)
     for reason, count in sink.other_drops:
         samples.add("actiond_sink_dropped_total", (sink.name, reason), count)
+    if sink.retries_total is not None:
+        samples.add("actiond_sink_retries_total", (sink.name,), sink.retries_total)
 
 
 def _snapshot_samples(

@@ -32,6 +32,7 @@ class SinkState:
     dropped_total: int = 0
     snapshots_dropped_total: int = 0
     burst_drops: int = 0
+    retries_total: int = 0  # failed tries, each retried later (retry_later)
     drops: dict[str, int] = field(default_factory=dict, compare=False)  # by reason, not
     # outbox_full: events the sink gave up on (webhook: every receiver refused it)
     # Held by a sink's thread over one batch (pending -> write -> ack): a replaced sink's
@@ -117,6 +118,12 @@ class SinkQueue:
         """Delivering `seq` failed: count the attempt; pending() holds it (and every later
         event, to keep the order) back for `delay_s`."""
         self._outbox.retry_later(self.sink, seq, time.time() + delay_s)
+        self._outbox.sink_state(self.sink).retries_total += 1
+
+    @property
+    def retries_total(self) -> int:
+        """Failed tries this sink will retry (retry_later calls) since the outbox opened."""
+        return self._outbox.sink_state(self.sink).retries_total
 
     @property
     def batch_lock(self) -> threading.Lock:

@@ -83,6 +83,7 @@ class JsonlSink:
             q.depth(),
             q.dropped_total,
             q.snapshots_dropped_total,
+            retries_total=q.retries_total,
         )
 
     def close(self, timeout_s: float) -> None:

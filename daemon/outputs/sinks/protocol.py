@@ -58,6 +58,7 @@ class SinkView:
     dropped_total: int  # oldest events dropped from its full queue
     snapshots_dropped_total: int = 0
     other_drops: tuple[tuple[str, int], ...] = ()  # (reason, count): given up for good
+    retries_total: int | None = None  # failed tries retried later; None: not counted
 
 
 class SinkConfig(Protocol):

@@ -90,7 +90,6 @@ class WebhookSink:
         self._thread: threading.Thread | None = None
         self._up = True
         self._last_error = ""
-        self.failures_total = 0  # tries that will be retried (also each event's attempts)
         # The answers the head event got so far, by URL index (a retry skips those URLs).
         self._head: tuple[int, dict[int, Verdict]] = (0, {})
 
@@ -123,6 +122,7 @@ class WebhookSink:
             q.dropped_total,
             q.snapshots_dropped_total,
             q.other_drops,
+            q.retries_total,
         )
 
     def close(self, timeout_s: float) -> None:
@@ -204,8 +204,7 @@ class WebhookSink:
             for item in items:
                 outcome = self._send_item(item)
                 if outcome.verdict == "retry":
-                    self.failures_total += 1
-                    self._queue.retry_later(item.seq, 0.0)  # counts the attempt on the event
+                    self._queue.retry_later(item.seq, 0.0)  # counts the try (event, metric)
                     return outcome
                 (delivered if outcome.verdict == "delivered" else rejected).append(item.seq)
             return None
@@ -246,7 +245,7 @@ class WebhookSink:
         if not self._up:
             log.info(
                 "webhook: delivering again (%d failed tries since start); %d events pending",
-                self.failures_total,
+                self._queue.retries_total,
                 self._queue.depth(),
             )
         self._up, self._last_error = True, ""
