@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 from daemon_proc import Daemon, free_port, wait_for
-from metrics_helpers import parse_samples
+from metrics_helpers import parse_samples, scrape_text
 from models import brightness_model
 from mosquitto_fixture import MosquittoBroker, MqttCollector
 from prometheus_client import generate_latest
@@ -70,6 +71,39 @@ def test_camera_up_follows_the_camera_view() -> None:
     registry, _ = make_registry(lambda: MetricsSnapshot(cameras=cameras))
     samples = parse_samples(generate_latest(registry).decode())["actiond_camera_up"]
     assert samples == {frozenset({("camera", "door")}): 1.0, frozenset({("camera", "yard")}): 0.0}
+
+
+@pytest.mark.timeout(180)
+def test_a_reload_that_renames_the_box_renames_its_series(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    port = free_port()
+    camera = {"name": CAMERA, "source": "test:moving-box", "fps": 4, "width": 64, "height": 48}
+    d = Daemon(
+        tmp_path,
+        [camera],
+        {
+            "daemon": {"device_id": "old-box"},
+            "motion": {"width": 32, "height": 32},
+            "inference": {"model": str(brightness_model(tmp_path / "b.onnx")), "stride": 4},
+            "metrics": {"listen": f"127.0.0.1:{port}"},
+        },
+    )
+    daemons.append(d.start())
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def devices() -> set[str]:
+        try:
+            samples = parse_samples(scrape_text(url), keep_device=True)
+        except OSError:  # not listening yet
+            return set()
+        return {dict(k).get("device", "") for series in samples.values() for k in series}
+
+    wait_for(lambda: devices() == {"old-box"}, START_S, "series of device old-box")
+    d.config.write_text(d.config.read_text().replace('"old-box"', '"new-box"'))
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: devices() == {"new-box"}, START_S, "every series renamed to new-box")
+    assert d.stop() == ExitCode.OK
 
 
 # --- three real daemons ----------------------------------------------------------------
