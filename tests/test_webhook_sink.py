@@ -26,7 +26,13 @@ from daemon.config import WebhookConfig
 from daemon.outputs.outbox import Outbox
 from daemon.outputs.outbox_queue import SinkQueue
 from daemon.outputs.sinks.protocol import SinkContext
-from daemon.outputs.sinks.webhook import ABORT_GRACE_S, DROP_REJECTED, WebhookSink, webhook_sink
+from daemon.outputs.sinks.webhook import (
+    ABORT_GRACE_S,
+    CLOSE_SEND_MAX_S,
+    DROP_REJECTED,
+    WebhookSink,
+    webhook_sink,
+)
 from daemon.outputs.sinks.webhook_http import Target
 
 pytestmark = pytest.mark.timeout(60)
@@ -189,18 +195,19 @@ def test_a_hung_receiver_times_out_and_close_is_bounded(
     assert queue.depth() == 2, "undelivered events stay in the outbox"
 
 
+@pytest.mark.parametrize("close_s", [0.2, 10.0])
 def test_close_aborts_a_hanging_request_within_its_bound(
-    receiver: WebhookReceiver, queue: SinkQueue
+    receiver: WebhookReceiver, queue: SinkQueue, close_s: float
 ) -> None:
     receiver.answer = lambda _: Answer(hang=True)
     sink = make_sink(queue, [receiver.url], timeout_s=30.0)
     store(queue, sink, 1)
     receiver.wait_for(lambda: len(receiver.requests()) == 1, DEADLINE_S, "a hanging request")
-    close_s = 0.2
     t0 = time.monotonic()
     sink.close(close_s)
     took = time.monotonic() - t0
-    assert took < close_s + ABORT_GRACE_S, f"close took {took:.2f} s"
+    # A long deadline is not spent on one hung receiver: the other sinks share it.
+    assert took < min(close_s, CLOSE_SEND_MAX_S) + ABORT_GRACE_S, f"close took {took:.2f} s"
     assert sink._thread is not None and not sink._thread.is_alive(), "the request still runs"
     assert queue.depth() == 1, "the undelivered event stays in the outbox"
     assert len(receiver.requests()) == 1

@@ -19,8 +19,9 @@ drops repeats. After a restart the sink sends `queue.pending()` first, in order.
 
 Nothing here blocks the supervisor: `deliver` (the writer thread) only wakes the thread.
 Each request is bounded by timeout_s (connect, and each wait for the server's bytes);
-`close(timeout_s)` lets the thread send what it can until then, then aborts the request
-in progress (shutdown of its socket) and returns; the events stay in the outbox. Each
+`close(timeout_s)` lets the thread send what it can until then (1 s at most: the other
+sinks' closing shares the deadline), then aborts the request in progress (shutdown of
+its socket) and returns; the events not sent stay in the outbox. Each
 batch holds the queue's batch_lock, so a replacement sink (a reload) never sends the
 rows a closed sink's thread is still finishing.
 """
@@ -56,6 +57,9 @@ SINK_NAME = "webhook"
 DROP_REJECTED = "rejected"  # actiond_sink_dropped_total{reason}: every URL refused it
 BATCH_EVENTS = 100
 ABORT_GRACE_S = 0.5  # close(): after aborting the request in progress
+# close() sends what is pending for at most this long: the rest stays in the outbox and
+# goes after the restart, and the sinks closed after this one share the same deadline.
+CLOSE_SEND_MAX_S = 1.0
 OUTBOX_RETRY_S = 1.0  # the outbox could not be read or written
 
 
@@ -126,12 +130,13 @@ class WebhookSink:
         )
 
     def close(self, timeout_s: float) -> None:
-        """Send what is pending until timeout_s, then abort the request in progress."""
+        """Send what is pending until timeout_s (at most CLOSE_SEND_MAX_S), then abort
+        the request in progress."""
         self._stopping.set()
         self._wake.set()
         thread = self._thread
         if thread is not None:
-            thread.join(timeout_s)
+            thread.join(min(timeout_s, CLOSE_SEND_MAX_S))
             if thread.is_alive():
                 self._abandoned = True
                 for target in self.targets:
@@ -141,7 +146,7 @@ class WebhookSink:
                 log.warning(
                     "webhook: a request still runs %.1f s after close; %d events stay in "
                     "the outbox",
-                    timeout_s + ABORT_GRACE_S,
+                    min(timeout_s, CLOSE_SEND_MAX_S) + ABORT_GRACE_S,
                     self._queue.depth(),
                 )
                 return  # the thread closes its connections when its request ends
