@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
+import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -314,3 +316,31 @@ def test_close_is_bounded_with_a_viewer_streaming(open_console: Running) -> None
         conn.close()
     finally:
         writer.close()
+
+
+def test_a_taken_port_is_retried_until_free(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    history = History(tmp_path / "h.sqlite3")
+    console = Console(history, CameraBoard([]), Auth(None), LiveImages({}), tmp_path, "box-1")
+    server = ConsoleServer(console, f"127.0.0.1:{port}")
+    with caplog.at_level(logging.ERROR, logger="daemon.console.server"):
+        server.start()
+        try:
+            deadline = time.monotonic() + 10
+            while "cannot listen on" not in caplog.text:
+                assert time.monotonic() < deadline, "no error line for the taken port"
+                time.sleep(0.05)
+            assert not server.bound.is_set()
+            holder.close()
+            assert server.bound.wait(15), "the console did not take the port once free"
+            assert Client(port).get("/api/status").status == 200
+        finally:
+            holder.close()
+            server.close(2.0)
+            history.close()
+    assert caplog.text.count("cannot listen on") == 1  # one line, not one per retry

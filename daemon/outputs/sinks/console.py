@@ -94,7 +94,7 @@ class ConsoleSink:
         q = self._queue
         return SinkView(
             self.name,
-            self._up,
+            self._up and self.server.bound.is_set(),  # history written and port bound
             q.delivered_total,
             q.depth(),
             q.dropped_total,
