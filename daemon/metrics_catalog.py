@@ -164,6 +164,20 @@ CATALOG: tuple[MetricSpec, ...] = (
         "MJPEG stream requests refused because display.mjpeg_max_clients were watching.",
     ),
     MetricSpec(
+        "actiond_clips_total",
+        COUNTER,
+        ("camera",),
+        "Event clips written (WebM, under <state_dir>/clips/<camera>/); clips not recorded "
+        'are in actiond_lost_total{stage="overlay",item="clip"}.',
+    ),
+    MetricSpec(
+        "actiond_clips_deleted_total",
+        COUNTER,
+        ("camera",),
+        "Event clips deleted by retention (clips.max_age_days, clips.max_total_mb), by the "
+        "camera whose overlay ran it (retention covers every camera's clips).",
+    ),
+    MetricSpec(
         "actiond_inference_seconds",
         HISTOGRAM,
         ("camera",),
@@ -184,7 +198,10 @@ CATALOG: tuple[MetricSpec, ...] = (
         "(frame, clip, result, event, snapshot) and why. source: frame fps_limit "
         "(live frames skipped to honour the camera's fps); infer: result no_ring "
         '(camera="all"); overlay: frame gap (frame ids that never reached it), '
-        "frame viewer_behind (frames an MJPEG viewer missed), result evicted, "
+        "frame viewer_behind (frames an MJPEG viewer missed), frame live_too_large (a "
+        "live-view JPEG over its slot), clip disk_low / too_many_open / write_failed / "
+        "cut_disk_low (event clips not recorded or cut short), frame clip_queue_full (a "
+        "frame an event clip missed), result evicted, "
         "result not_arrived (a file's last results), event send_timeout / "
         "supervisor_gone / send_failed, snapshot too_large; intake: event "
         'not_stored, event malformed (camera="all"). Ring drops are in '

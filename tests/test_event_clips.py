@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 from daemon_proc import Daemon, free_port, wait_for
 from media import ACTION_SIZE, action_frames
 from metrics_helpers import label_set, parse_samples, scrape_text
+from mosquitto_fixture import MosquittoBroker
 
 from daemon.exitcodes import ExitCode
 
@@ -22,6 +25,7 @@ STILL_BEFORE, STILL_AFTER = 60, 120  # frames held still around the walk (4 s an
 RUN_S = 150.0
 CLIP_FPS = 10.0
 TOLERANCE_S = 1.5  # start and end records both lag the action by the hysteresis
+DEVICE = "clipbox"
 
 
 def _walk_clip(path: Path) -> Path:
@@ -37,7 +41,13 @@ def _walk_clip(path: Path) -> Path:
     return path
 
 
-def _run(tmp: Path, daemons: list[Daemon], clips: dict[str, object], metrics: str = "") -> Daemon:
+def _run(
+    tmp: Path,
+    daemons: list[Daemon],
+    clips: dict[str, object],
+    metrics: str = "",
+    mqtt_port: int = 0,
+) -> Daemon:
     camera = {
         "name": "cam",
         "source": str(_walk_clip(tmp / "walk.mp4")),
@@ -55,6 +65,14 @@ def _run(tmp: Path, daemons: list[Daemon], clips: dict[str, object], metrics: st
     }
     if metrics:
         sections["metrics"] = {"listen": metrics}
+    if mqtt_port:
+        sections["daemon"] = {"device_id": DEVICE}
+        sections["mqtt"] = {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": mqtt_port,
+            "discovery": False,
+        }
     d = Daemon(tmp, [camera], sections)
     daemons.append(d.start())
     return d
@@ -78,9 +96,10 @@ def _frames(path: Path) -> int:
 
 @pytest.mark.timeout(240)
 def test_an_events_clip_covers_pre_roll_event_and_post_roll(
-    tmp_path: Path, daemons: list[Daemon]
+    tmp_path: Path, daemons: list[Daemon], mosquitto: MosquittoBroker, mqtt_collector: Any
 ) -> None:
-    d = _run(tmp_path, daemons, {"pre_roll_s": 3.0, "post_roll_s": 3.0})
+    collector = mqtt_collector(mosquitto.port, [f"actiond/{DEVICE}/cam/event"])
+    d = _run(tmp_path, daemons, {"pre_roll_s": 3.0, "post_roll_s": 3.0}, mqtt_port=mosquitto.port)
     assert d.wait(RUN_S) == ExitCode.OK, d.log()
     records = [r for r in _records(tmp_path) if r["action"] == "walk_right"]
     start = next(r for r in records if r["phase"] == "start")
@@ -104,6 +123,28 @@ def test_an_events_clip_covers_pre_roll_event_and_post_roll(
     expected_s = 3.0 + float(str(end["duration_s"])) + 3.0
     assert abs(duration_s - expected_s) <= TOLERANCE_S, (duration_s, expected_s, end)
     assert d.leftovers() == []
+    # MQTT payloads carry the record's clip field as they carry the rest.
+    collector.wait_for(lambda ms: len(ms) >= 2, "the start and end on MQTT")
+    sent = [json.loads(m.payload) for m in collector.messages(f"actiond/{DEVICE}/cam/event")]
+    assert [(e["phase"], e["clip"]) for e in sent[:2]] == [("start", name), ("end", name)]
+
+
+@pytest.mark.timeout(240)
+def test_a_stopped_daemon_finishes_the_open_clip(tmp_path: Path, daemons: list[Daemon]) -> None:
+    d = _run(tmp_path, daemons, {"pre_roll_s": 2.0, "post_roll_s": 3.0})
+    start = wait_for(
+        lambda: next((r for r in _records(tmp_path) if r["phase"] == "start"), None),
+        RUN_S,
+        "an event's start record",
+    )
+    assert isinstance(start, dict) and start["clip"] == f"cam/{start['id']}.webm"
+    d.signal(signal.SIGTERM)  # the event is open, its clip is being written
+    assert d.wait(RUN_S) == ExitCode.OK, d.log()
+    end = next(r for r in _records(tmp_path) if r["phase"] == "end")
+    assert end["end_reason"] == "stopped" and end["clip"] == start["clip"], end
+    clip = tmp_path / "state" / "clips" / str(start["clip"])
+    assert _frames(clip) >= 2.0 * CLIP_FPS * 0.5  # at least most of its pre-roll
+    assert not list(clip.parent.glob(".part/*")), "a half-written clip was left"
 
 
 @pytest.mark.timeout(240)

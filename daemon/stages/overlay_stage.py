@@ -42,7 +42,7 @@ from daemon.stages.eventing import (
     event_settings,
 )
 from daemon.stages.kinds import FRAME, RESULT, Export, InPort, Loss, StageKind, WorkerContext
-from daemon.stages.overlay_taps import TAP_FIELDS, TAP_LOSSES, FrameTaps
+from daemon.stages.overlay_taps import TAP_EXPORTS, TAP_FIELDS, TAP_LOSSES, FrameTaps
 from daemon.stages.people_eventing import PeopleEmitter
 from daemon.stages.presence import PEOPLE_PORT, Presence
 from daemon.stages.upstream import SourceState, Upstream
@@ -391,6 +391,7 @@ KIND = StageKind(
     exports=(
         Export("actiond_mjpeg_viewers", "mjpeg_viewers"),
         Export("actiond_mjpeg_viewers_refused_total", "mjpeg_viewers_refused_total"),
+        *TAP_EXPORTS,
     ),
     # The MJPEG view, window and recorder, the event tracker and the people engine are
     # made at start.

@@ -12,12 +12,16 @@ from daemon.config import CameraConfig, Config
 from daemon.display.live import LivePublisher
 from daemon.ipc.stats import StatsBlock
 from daemon.stages.event_clips import CLIP_FIELDS, CLIP_LOSSES, MISSING_DISABLED, EventClips
-from daemon.stages.kinds import FRAME, Loss
+from daemon.stages.kinds import FRAME, Export, Loss
 
 # Live-view JPEGs larger than the camera's slot (one byte per pixel): not shown there.
 LOST_LIVE_TOO_LARGE = Loss(FRAME, "live_too_large")
 TAP_LOSSES = (LOST_LIVE_TOO_LARGE, *CLIP_LOSSES)
 TAP_FIELDS = CLIP_FIELDS
+TAP_EXPORTS = (
+    Export("actiond_clips_total", "clips_total"),
+    Export("actiond_clips_deleted_total", "clips_deleted_total"),
+)
 
 
 class FrameTaps:

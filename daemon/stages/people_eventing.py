@@ -4,7 +4,8 @@ through the supervisor's event socket, like the clip model's (daemon.stages.even
 
 A record is the clip path's (id, camera, action, phase, scores, times, media times,
 end_reason, capture_ts_ns, has_snapshot) plus the person's `track_id`, `box` (x1, y1,
-x2, y2 in frame pixels) and `zone` ("" when the camera has no include zone). An
+x2, y2 in frame pixels), `zone` ("" when the camera has no include zone) and `clip`
+(or `clip: null` and `clip_missing`: the overlay's event clips). An
 occurrence's start and end records share one id. Events wait in `pending` until the
 overlay has drawn the frame (boxes, skeletons, track ids, zones): that drawing is the
 snapshot sent beside the record.
