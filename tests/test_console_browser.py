@@ -178,6 +178,9 @@ def _themes_and_phone_width(driver: Any) -> None:
     driver.set_window_size(PHONE_WIDTH_PX, 800)
     width = _js(driver, "return document.documentElement.scrollWidth")
     assert width <= PHONE_WIDTH_PX, f"the page is {width} px wide at a phone's width"
+    driver.find_element("id", "theme").click()
+    _screenshot(driver, "console-phone-other-theme.png")
+    driver.find_element("id", "theme").click()
     driver.set_window_size(1280, 900)
 
 
