@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.config import CameraConfig, ClipsConfig
+from daemon.config import CameraConfig, ClipsConfig, ConfigError, load_config
 from daemon.display import clipstore
 from daemon.display.clipwriter import DONE, EMPTY, ClipEncoder, Outcome
 from daemon.ipc.stats import StatsBlock
@@ -135,3 +135,41 @@ def test_record_fields_and_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # from 1.5 - 1.0 s to 1.9 + 1.0 s at 10 fps: slots 0.5 .. 2.9
     assert frames == 25
     stats.close(unlink=True)
+
+
+def test_a_clip_that_cannot_be_written_is_counted_and_its_end_says_so(tmp_path: Path) -> None:
+    clips, stats = _clips(tmp_path, pre_roll_s=1.0, post_roll_s=0.0, fps=10.0)
+    (tmp_path / "state" / "clips" / "cam" / clipstore.PART_DIR).write_text("not a directory")
+    for i in range(10):
+        clips.show(_frame(i).repeat(2, 0).repeat(2, 1), int(i * 1e8))
+    assert clips.fields("ev", "start", 0.5) == {"clip": "cam/ev.webm"}  # being recorded
+    clips.fields("ev", "end", 0.6)
+    for i in range(10, 20):
+        clips.show(_frame(i).repeat(2, 0).repeat(2, 1), int(i * 1e8))
+    clips.close()
+    assert clips.fields("ev", "end", 0.6) == {"clip": None, "clip_missing": "write_failed"}
+    snap = stats.snapshot()
+    assert snap[event_clips.LOST_WRITE_FAILED.field] == 1 and snap["clips_total"] == 0
+    assert not list((tmp_path / "state" / "clips").rglob("*.webm"))
+    stats.close(unlink=True)
+
+
+@pytest.mark.parametrize(
+    "text,key,reason",
+    [
+        ("[clips]\nmax_clip_s = 5.0\n", "clips.max_clip_s", "must be longer than"),
+        ("[clips]\nfps = 0.0\n", "clips.fps", "must be between 1 and 240"),
+        ("[clips]\nmax_width = 32\n", "clips.max_width", "must be between 64 and 3840 px"),
+        ("[clips]\npre_roll_s = 31.0\n", "clips.pre_roll_s", "must be between 0 and 30 s"),
+        ("[clips]\nmax_total_mb = 0\n", "clips.max_total_mb", "must be > 0"),
+        ("[clips]\nmin_free_mb = -1.0\n", "clips.min_free_mb", "must be >= 0"),
+    ],
+)
+def test_bad_clips_config_names_key_and_reason(
+    tmp_path: Path, text: str, key: str, reason: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[[cameras]]\nname = "cam"\nsource = "test:bars"\n\n' + text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key and reason in info.value.reason, info.value

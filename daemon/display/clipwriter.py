@@ -173,18 +173,28 @@ class ClipEncoder:
                     self._open[clip_id].failed = True
 
     def _start(self, clip_id: str, path: Path, frames: list[np.ndarray]) -> None:
+        """Open the clip's writer (sized by its first frame; with no frame yet, by the
+        first that comes) and write its pre-roll. A clip that cannot be opened stays
+        listed as failed, so its close reports WRITE_FAILED."""
+        self._open[clip_id] = clip = _Open(path, None)
+        if not frames:
+            return
         part = part_path(path)
-        part.parent.mkdir(parents=True, exist_ok=True)
-        writer: cv2.VideoWriter | None = None
-        if frames:
-            height, width = frames[0].shape[:2]
-            fourcc = cv2.VideoWriter.fourcc(*FOURCC)
-            writer = cv2.VideoWriter(str(part), fourcc, self._fps, (width, height))
-            if not writer.isOpened():
-                log.warning("clip %s: OpenCV could not open a VP8 writer on %s", clip_id, part)
-                writer = None
-        clip = _Open(path, writer, failed=writer is None and bool(frames))
-        self._open[clip_id] = clip
+        height, width = frames[0].shape[:2]
+        try:
+            part.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("clip %s: cannot make %s: %s", clip_id, part.parent, exc)
+            clip.failed = True
+            return
+        writer = cv2.VideoWriter(
+            str(part), cv2.VideoWriter.fourcc(*FOURCC), self._fps, (width, height)
+        )
+        if not writer.isOpened():
+            log.warning("clip %s: OpenCV could not open a VP8 writer on %s", clip_id, part)
+            clip.failed = True
+            return
+        clip.writer = writer
         for frame in frames:
             self._write(clip_id, frame, 1)
 
@@ -215,15 +225,14 @@ class ClipEncoder:
             result = EMPTY
         else:
             result = DONE if keep else DISCARDED
-        try:
-            if result == DONE:
+        if result == DONE:
+            try:
                 os.replace(part, clip.path)
-            else:
-                part.unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("clip %s: could not finish %s: %s", clip_id, part, exc)
-            part.unlink(missing_ok=True)
-            result = WRITE_FAILED
+            except OSError as exc:
+                log.warning("clip %s: could not move %s into place: %s", clip_id, part, exc)
+                result = WRITE_FAILED
+        if result != DONE:
+            _discard(part)
         outcome = Outcome(clip_id, result, clip.path, clip.frames, size)
         with self._lock:
             self._outcomes.append(outcome)
@@ -231,8 +240,17 @@ class ClipEncoder:
             self._after_clip(outcome)
 
 
+def _discard(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return  # never written
+    except OSError as exc:  # e.g. its directory could not be made
+        log.warning("clip: could not remove %s: %s", path, exc)
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
-    except FileNotFoundError:
+    except OSError:  # not there (never opened), or its directory could not be made
         return 0
