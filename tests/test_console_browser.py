@@ -190,6 +190,28 @@ def _events_page(driver: Any, base: str) -> str:
     event_id = wait_for(lambda: _js(driver, first), EVENT_DEADLINE_S, "an event on the page")
     snapshot = "const i = document.querySelector('article.event img'); return i && i.naturalWidth"
     wait_for(lambda: _js(driver, snapshot), 30, "the event's snapshot")
+    # Filter by the newest event's action: only events of that action stay listed.
+    action = _js(driver, "return document.querySelector('article.event h2').textContent")
+    option = (
+        f"return [...document.getElementById('action').options].some(o => o.value == '{action}')"
+    )
+    wait_for(lambda: _js(driver, option), 30, "the action in the filter")
+    _js(
+        driver,
+        f"const s = document.getElementById('action'); s.value = '{action}';"
+        "s.dispatchEvent(new Event('change'));",
+    )
+    listed = "return [...document.querySelectorAll('article.event h2')].map(h => h.textContent)"
+    wait_for(
+        lambda: (names := _js(driver, listed)) and set(names) == {action},
+        30,
+        f"only {action} events listed",
+    )
+    _js(
+        driver,
+        "const s = document.getElementById('action'); s.value = '';"
+        "s.dispatchEvent(new Event('change'));",
+    )
     return str(event_id)
 
 
