@@ -183,11 +183,16 @@ def sweep(
             shown.close()
             return held, runs, f"{count} camera(s): {exc}"
         runs.append(report)
-        shown.finish(one_line(report))
+        shown.finish(verdict(report))
         if not report.holds or report.leftovers:
             break
         held = count
     return held, runs, ""
+
+
+def verdict(report: LoadReport) -> str:
+    """A run's one line without its camera count, which its progress step names."""
+    return one_line(report).removeprefix(f"{report.cameras} camera(s): ")
 
 
 def progress_for(args: argparse.Namespace) -> Progress:
@@ -302,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             shown.step(1, f"{args.cameras} camera(s)")
             runs, error = [measure(args.cameras, plan, shown)], ""
-            shown.finish(one_line(runs[0]))
+            shown.finish(verdict(runs[0]))
             result = asdict(runs[0])
             text = render(runs[0])
     except BenchError as exc:
