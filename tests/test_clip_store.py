@@ -173,3 +173,21 @@ def test_bad_clips_config_names_key_and_reason(
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.key == key and reason in info.value.reason, info.value
+
+
+def test_frames_after_a_gap_past_the_post_roll_stay_out_of_the_clip(tmp_path: Path) -> None:
+    # A live stream lost while the event's post-roll runs: the event ends (stream_lost),
+    # and the first frame after the reconnect, long after, must not fill the gap.
+    clips, stats = _clips(tmp_path, pre_roll_s=0.0, post_roll_s=1.0, fps=10.0)
+    for i in range(10):
+        clips.show(_frame(i).repeat(2, 0).repeat(2, 1), int(i * 1e8))
+    clips.fields("ev", "start", 0.9)
+    clips.fields("ev", "end", 0.9)
+    clips.show(_frame(99).repeat(2, 0).repeat(2, 1), int(60 * 1e9))  # a minute later
+    clips.close()
+    capture = cv2.VideoCapture(str(tmp_path / "state" / "clips" / "cam" / "ev.webm"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 1, frames  # the frame at 0.9 s only
+    stats.close(unlink=True)

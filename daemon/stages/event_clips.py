@@ -154,6 +154,8 @@ class EventClips:
     def _feed(self, t_s: float, small: np.ndarray) -> None:
         by_copies: dict[int, list[str]] = {}
         for event_id, clip in self._open.items():
+            if clip.end_s is not None and t_s > clip.end_s + self._cfg.post_roll_s + self._period_s:
+                continue  # after a gap (a lost stream): past its post-roll, closed below
             slot = int((t_s - clip.t0_s) / self._period_s + 0.5)
             copies = min(slot - clip.slot, MAX_REPEATS)
             if copies > 0:
