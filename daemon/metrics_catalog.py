@@ -224,6 +224,14 @@ CATALOG: tuple[MetricSpec, ...] = (
         "reconnect and exports no such series.",
     ),
     MetricSpec(
+        "actiond_console_logins_failed_total",
+        COUNTER,
+        (),
+        "Failed logins to the web console (a wrong token, posted to /login or sent as "
+        "Authorization: Bearer); after 5 from one address within a minute that address "
+        "is refused (429) until the minute has passed.",
+    ),
+    MetricSpec(
         "actiond_sink_delivered_total",
         COUNTER,
         ("sink",),

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from daemon_proc import Daemon, free_port, wait_for
+from metrics_helpers import label_set, parse_samples, scrape_text
 
 import daemon.config
 
@@ -66,8 +67,9 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
-def _sections(port: int) -> dict[str, dict[str, object]]:
+def _sections(port: int, metrics_port: int) -> dict[str, dict[str, object]]:
     sections: dict[str, dict[str, object]] = {
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
         "console": {"enabled": True, "listen": f"0.0.0.0:{port}", "auth_token_env": TOKEN_ENV},
         "mqtt": {
             "enabled": True,
@@ -231,8 +233,9 @@ def _no_secrets(base: str) -> None:
 
 
 def test_the_console_in_a_real_browser(tmp_path: Path, browser: Any) -> None:
-    port = free_port()
-    daemon = Daemon(tmp_path, [_camera()], _sections(port), env={TOKEN_ENV: TOKEN}).start()
+    port, metrics_port = free_port(), free_port()
+    sections = _sections(port, metrics_port)
+    daemon = Daemon(tmp_path, [_camera()], sections, env={TOKEN_ENV: TOKEN}).start()
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: "console on http://" in daemon.log(), 60, "the console to listen")
@@ -243,6 +246,9 @@ def test_the_console_in_a_real_browser(tmp_path: Path, browser: Any) -> None:
         _events_page(browser, base)
         _screenshot(browser, "console-events.png")
         _no_secrets(base)
+        # One wrong token on the login page, one as a bearer token: both counted.
+        samples = parse_samples(scrape_text(f"http://127.0.0.1:{metrics_port}/metrics"))
+        assert samples["actiond_console_logins_failed_total"] == {label_set(): 2}
         if HAS_CLIPS:
             duration = (
                 "const v = document.querySelector('article.event video');"

@@ -151,6 +151,14 @@ def pipeline(shm: ShmArea) -> Iterator[MetricsSnapshot]:
                     dropped_total=0,
                     retries_total=4,
                 ),
+                SinkView(
+                    "console",
+                    up=True,
+                    delivered_total=7,
+                    pending=0,
+                    dropped_total=0,
+                    logins_failed_total=5,
+                ),
             ],
         )
     finally:
@@ -230,24 +238,33 @@ def test_scrape_reports_rings_workers_cameras_and_mqtt(served: Served) -> None:
         label_set(provider="CPUExecutionProvider"): 1
     }
     assert samples["actiond_build_info"] == {label_set(version=daemon.__version__): 1}
-    assert samples["actiond_sink_up"] == {label_set(sink="mqtt"): 1, label_set(sink="jsonl"): 0}
+    assert samples["actiond_sink_up"] == {
+        label_set(sink="mqtt"): 1,
+        label_set(sink="jsonl"): 0,
+        label_set(sink="console"): 1,
+    }
     assert samples["actiond_sink_delivered_total"] == {
         label_set(sink="mqtt"): 12,
         label_set(sink="jsonl"): 15,
+        label_set(sink="console"): 7,
     }
     assert samples["actiond_sink_pending_events"] == {
         label_set(sink="mqtt"): 3,
         label_set(sink="jsonl"): 0,
+        label_set(sink="console"): 0,
     }
     assert samples["actiond_sink_dropped_total"] == {
         label_set(sink="mqtt", reason="outbox_full"): 1,
         label_set(sink="jsonl", reason="outbox_full"): 0,
+        label_set(sink="console", reason="outbox_full"): 0,
     }
     assert samples["actiond_sink_retries_total"] == {label_set(sink="jsonl"): 4}
     assert samples["actiond_sink_snapshots_dropped_total"] == {
         label_set(sink="mqtt"): 2,
         label_set(sink="jsonl"): 0,
+        label_set(sink="console"): 0,
     }
+    assert samples["actiond_console_logins_failed_total"] == {label_set(): 5}
 
 
 def test_live_values_are_read_at_scrape_time(shm: ShmArea) -> None:

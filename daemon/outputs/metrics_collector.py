@@ -293,6 +293,8 @@ def _add_sink(samples: _Samples, sink: SinkView) -> None:
         samples.add("actiond_sink_dropped_total", (sink.name, reason), count)
     if sink.retries_total is not None:
         samples.add("actiond_sink_retries_total", (sink.name,), sink.retries_total)
+    if sink.logins_failed_total is not None:
+        samples.add("actiond_console_logins_failed_total", (), sink.logins_failed_total)
 
 
 def _snapshot_samples(

@@ -99,6 +99,7 @@ class ConsoleSink:
             q.depth(),
             q.dropped_total,
             q.snapshots_dropped_total,
+            logins_failed_total=self.console.auth.limiter.failed_total,
         )
 
     def close(self, timeout_s: float) -> None:

@@ -59,6 +59,7 @@ class SinkView:
     snapshots_dropped_total: int = 0
     other_drops: tuple[tuple[str, int], ...] = ()  # (reason, count): given up for good
     retries_total: int | None = None  # failed tries retried later; None: not counted
+    logins_failed_total: int | None = None  # the console's wrong tokens; None: no login
 
 
 class SinkConfig(Protocol):
