@@ -191,3 +191,26 @@ def test_frames_after_a_gap_past_the_post_roll_stay_out_of_the_clip(tmp_path: Pa
         frames += 1
     assert frames == 1, frames  # the frame at 0.9 s only
     stats.close(unlink=True)
+
+
+def test_idle_finishes_an_ended_events_clip_once_its_post_roll_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream is lost: no frame comes to run the post-roll out; idle() finishes it.
+    clips, stats = _clips(tmp_path, pre_roll_s=1.0, post_roll_s=1.0, fps=10.0)
+    for i in range(10):
+        clips.show(_frame(i).repeat(2, 0).repeat(2, 1), int(i * 1e8))
+    clips.fields("ev", "start", 0.5)
+    clips.idle()  # not ended: stays open
+    clips.fields("ev", "end", 0.9)
+    clips.idle()  # its post-roll is not over yet
+    assert stats.snapshot()["clips_total"] == 0 and "ev" in clips._open
+    later = time.monotonic() + 1.0 + event_clips.IDLE_GRACE_S + 0.1
+    monkeypatch.setattr(event_clips.time, "monotonic", lambda: later)
+    clips.idle()
+    assert "ev" not in clips._open
+    monkeypatch.undo()
+    clips.close()
+    assert stats.snapshot()["clips_total"] == 1
+    assert (tmp_path / "state" / "clips" / "cam" / "ev.webm").is_file()
+    stats.close(unlink=True)

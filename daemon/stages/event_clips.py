@@ -51,6 +51,7 @@ PRE_ROLL_SLACK_S = 2.0  # how late an event's start may be reported with a full 
 DISK_CHECK_S = 1.0  # free space is checked at most this often while clips are open
 MAX_REPEATS = 50  # a frame repeated for a gap in the stream fills at most this many slots
 OUTCOMES_KEPT = 256  # clips remembered for their events' end records
+IDLE_GRACE_S = 1.0  # with no frames, an ended event's clip waits post_roll_s + this
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class _Clip:
     t0_s: float  # capture time of the clip's first slot
     slot: int  # the last slot written
     end_s: float | None = None  # capture time of the event's end
+    ended_mono_s: float = 0.0  # time.monotonic() when the end record came
     dropped: int = 0  # frames (slots) the encoder's queue had no room for
 
 
@@ -114,7 +116,7 @@ class EventClips:
     def _end(self, event_id: str, name: str, t_s: float) -> dict[str, Any]:
         clip = self._open.get(event_id)
         if clip is not None:
-            clip.end_s = t_s
+            clip.end_s, clip.ended_mono_s = t_s, time.monotonic()
             return {"clip": name}
         if event_id not in self._done:
             return {"clip": None, "clip_missing": MISSING_NOT_RECORDED}
@@ -180,6 +182,15 @@ class EventClips:
             elif low:  # kept as far as it got
                 log.warning("camera %s: clip of %s cut short: disk low", self._camera, event_id)
                 self._stats.add(LOST_CUT_DISK_LOW.field)
+                self._finish(event_id, keep=True)
+
+    def idle(self) -> None:
+        """No frame came within a step (a lost stream): finish the clips of ended events
+        whose post-roll would be over by now, rather than wait for frames to resume."""
+        self._collect()
+        due_s = time.monotonic() - self._cfg.post_roll_s - IDLE_GRACE_S
+        for event_id, clip in list(self._open.items()):
+            if clip.end_s is not None and clip.ended_mono_s < due_s:
                 self._finish(event_id, keep=True)
 
     def _finish(self, event_id: str, keep: bool) -> None:

@@ -236,6 +236,7 @@ class OverlayStage:
         upstream ends the stage once the last clips' results are in. False: finished."""
         if self._source.stream_lost():
             self._end_events_stream_lost()
+        opened(self._taps, "the frame taps").idle()
         if not self._upstream.finished() or not self._last_results_in():
             return True
         if self._held is not None:

@@ -56,6 +56,11 @@ class FrameTaps:
             self._stats.add(LOST_LIVE_TOO_LARGE.field, self._live.too_large - self._live_too_large)
             self._live_too_large = self._live.too_large
 
+    def idle(self) -> None:
+        """No frame within a step (see EventClips.idle)."""
+        if self._clips is not None:
+            self._clips.idle()
+
     def close(self) -> None:
         if self._clips is not None:
             self._clips.close()
