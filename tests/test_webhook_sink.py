@@ -213,6 +213,24 @@ def test_close_aborts_a_hanging_request_within_its_bound(
     assert len(receiver.requests()) == 1
 
 
+def test_a_receiver_answering_a_byte_at_a_time_is_cut_at_timeout_s(
+    receiver: WebhookReceiver, queue: SinkQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each byte comes well within the socket's timeout: only the whole-request bound ends it.
+    answers = iter([Answer(trickle=True)])
+    receiver.answer = lambda _: next(answers, Answer(200))
+    timeout_s = 1.0
+    sink = make_sink(queue, [receiver.url], timeout_s=timeout_s)
+    with caplog.at_level(logging.WARNING, logger="daemon.outputs.sinks.webhook"):
+        store(queue, sink, 1)
+        receiver.wait_for(lambda: len(receiver.accepted()) == 1, DEADLINE_S, "the retry")
+    sink.close(2.0)
+    first, second = receiver.requests()
+    took = second.at - first.at
+    assert timeout_s * 0.9 <= took < timeout_s + 1.0, f"the slow answer was cut after {took:.2f} s"
+    assert f"timed out after {timeout_s:g} s" in caplog.text
+
+
 def test_a_refused_event_is_dropped_counted_and_not_retried(
     receiver: WebhookReceiver, queue: SinkQueue, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 HANG_MAX_S = 120.0  # a hung request is released at the latest then (or at close)
+TRICKLE_BYTE_S = 0.1  # a slow receiver: one byte of its answer at a time
 POLL_S = 0.02
 
 
@@ -25,6 +26,7 @@ class Answer:
     status: int = 200
     retry_after: str | None = None
     hang: bool = False
+    trickle: bool = False  # answer a byte every TRICKLE_BYTE_S, without end
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,11 @@ class WebhookReceiver:
             return list(self._received)
 
     def accepted(self) -> list[Received]:
-        return [r for r in self.requests() if 200 <= r.answer.status < 300 and not r.answer.hang]
+        return [
+            r
+            for r in self.requests()
+            if 200 <= r.answer.status < 300 and not (r.answer.hang or r.answer.trickle)
+        ]
 
     def accepted_keys(self) -> list[str]:
         return [r.key for r in self.accepted()]
@@ -133,6 +139,9 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                 receiver._hold()
                 self.close_connection = True
                 return
+            if answer.trickle:
+                self._trickle()
+                return
             self.send_response(answer.status)
             if answer.retry_after is not None:
                 self.send_header("Retry-After", answer.retry_after)
@@ -141,6 +150,19 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
             self.wfile.write(reply)
+
+        def _trickle(self) -> None:
+            """Headers that never end, a byte at a time, until the client goes."""
+            self.close_connection = True
+            line = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"." * 100_000
+            for byte in line:
+                if receiver._release.wait(TRICKLE_BYTE_S):
+                    return  # the receiver stops
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return  # the client cut the request
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the test reads `requests()`."""

@@ -330,7 +330,7 @@ class WebhookConfig:
 
     enabled: bool = False
     urls: tuple[str, ...] = ()  # http:// or https://; each must take every event
-    timeout_s: float = 10.0  # per request: the connect, and each wait for the answer
+    timeout_s: float = 10.0  # one request as a whole: connect, send, the answer
     retry_min_s: float = 1.0  # backoff after a failed try, doubled per failure
     retry_max_s: float = 300.0  # ... up to this (a longer Retry-After is capped too)
     secret_file: str = ""  # the HMAC secret, from a file or an environment variable

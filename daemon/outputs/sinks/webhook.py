@@ -18,7 +18,8 @@ ack, or a retry after an answer that never arrived, sends the event again with t
 drops repeats. After a restart the sink sends `queue.pending()` first, in order.
 
 Nothing here blocks the supervisor: `deliver` (the writer thread) only wakes the thread.
-Each request is bounded by timeout_s (connect, and each wait for the server's bytes);
+Each request is bounded as a whole by timeout_s (webhook_http.Target: the socket's
+timeout, and a timer that cuts a receiver answering a byte at a time);
 `close(timeout_s)` lets the thread send what it can until then (1 s at most: the other
 sinks' closing shares the deadline), then aborts the request in progress (shutdown of
 its socket) and returns; the events not sent stay in the outbox. Each
@@ -163,6 +164,8 @@ class WebhookSink:
                 try:
                     failure = self._send_pending()
                 except OutboxError as exc:
+                    if self._abandoned:  # the outbox may be closed after close() returned
+                        return
                     log.error("webhook: %s", exc)
                     failure = Outcome("retry", str(exc), OUTBOX_RETRY_S)
                 if failure is None:

@@ -140,6 +140,7 @@ class Target:
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()  # guards _conn between post and abort
         self._aborted = False  # set by abort(): no request is started again
+        self._cut_off = False  # the current try ran past timeout_s and was cut
 
     def __repr__(self) -> str:
         return f"Target({self.url!r})"
@@ -158,31 +159,54 @@ class Target:
     def _post_once(
         self, body: bytes, headers: Mapping[str, str], now: Callable[[], float]
     ) -> Outcome:
+        """One try, bounded as a whole by timeout_s: a timer cuts a receiver that
+        answers, but too slowly (a byte at a time never trips the socket's timeout)."""
         conn = self._connection()
+        self._cut_off = False
+        cut = threading.Timer(self._timeout_s, self._cut, args=(conn,))
+        cut.daemon = True
+        cut.start()
         try:
-            if conn.sock is None:
-                conn.connect()
-            if self._aborted:  # abort() came while connecting: it saw no socket
-                self.close()
-                return Outcome("retry", "aborted (the sink is closing)")
-            conn.request("POST", self._path, body=body, headers=dict(headers))
-            response = conn.getresponse()
-            answer = response.read(MAX_RESPONSE_BYTES)
-            outcome = classify(response.status, response.getheader("Retry-After"), now())
-            if outcome.verdict == "rejected":
-                outcome = Outcome("rejected", _rejection(response, answer))
-            if response.will_close or not response.isclosed():
-                self.close()  # an unread rest or "Connection: close": start afresh
-            return outcome
-        except TimeoutError:
-            self.close()
-            return Outcome("retry", f"timed out after {self._timeout_s:g} s")
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-            self.close()
-            return Outcome("retry", f"closed by the server ({type(exc).__name__})")
+            return self._exchange(conn, body, headers, now)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            return Outcome("retry", _describe(exc))
+            return Outcome("retry", self._failure(exc))
+        finally:
+            cut.cancel()
+
+    def _exchange(
+        self,
+        conn: http.client.HTTPConnection,
+        body: bytes,
+        headers: Mapping[str, str],
+        now: Callable[[], float],
+    ) -> Outcome:
+        if conn.sock is None:
+            conn.connect()
+        if self._aborted:  # abort() came while connecting: it saw no socket
+            self.close()
+            return Outcome("retry", "aborted (the sink is closing)")
+        conn.request("POST", self._path, body=body, headers=dict(headers))
+        response = conn.getresponse()
+        answer = response.read(MAX_RESPONSE_BYTES)
+        outcome = classify(response.status, response.getheader("Retry-After"), now())
+        if outcome.verdict == "rejected":
+            outcome = Outcome("rejected", _rejection(response, answer))
+        if response.will_close or not response.isclosed():
+            self.close()  # an unread rest or "Connection: close": start afresh
+        return outcome
+
+    def _failure(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError) or self._cut_off:
+            return f"timed out after {self._timeout_s:g} s"
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            return f"closed by the server ({type(exc).__name__})"  # RemoteDisconnected too
+        return _describe(exc)
+
+    def _cut(self, conn: http.client.HTTPConnection) -> None:
+        """timeout_s passed and the try still runs: end it (the timer's thread)."""
+        self._cut_off = True
+        _shutdown(conn.sock)
 
     def _connection(self) -> http.client.HTTPConnection:
         with self._lock:
@@ -203,18 +227,23 @@ class Target:
         with self._lock:
             self._aborted = True
             sock = self._conn.sock if self._conn is not None else None
-        if sock is None:
-            return
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            return  # already closed: nothing in progress
+        _shutdown(sock)
 
     def close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    """Make a recv or send on `sock` in another thread return at once."""
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return  # already closed: nothing in progress
 
 
 def _rejection(response: http.client.HTTPResponse, answer: bytes) -> str:
