@@ -137,10 +137,28 @@ def test_webhook_events_survive_a_kill_while_the_receiver_is_down(
             "the scrape to count them delivered",
         )
         assert sink_samples(port)["actiond_sink_up"] == 1.0
+        refuse_one(receiver, port)
         hang_then_stop(d, receiver, port)
     finally:
         receiver.stop()
     assert SECRET not in d.log(), "the secret is in the log"
+
+
+def refuse_one(receiver: WebhookReceiver, port: int) -> None:
+    """The receiver refuses (400) the next event: dropped, counted in a real scrape."""
+    seen = len(receiver.requests())
+    receiver.answer = lambda _: Answer(400)
+    receiver.wait_for(lambda: len(receiver.requests()) > seen, EVENTS_S, "an event refused")
+    receiver.answer = lambda _: Answer(200)
+    rejected = label_set(sink="webhook", reason="rejected")
+
+    def dropped() -> float:
+        samples = parse_samples(scrape_text(f"http://127.0.0.1:{port}/metrics"))
+        return samples.get("actiond_sink_dropped_total", {}).get(rejected, 0.0)
+
+    wait_for(lambda: dropped() >= 1, EVENTS_S, 'dropped_total{reason="rejected"} in the scrape')
+    refused = [r.key for r in receiver.requests()[seen:] if r.answer.status == 400]
+    assert len(refused) == len(set(refused)), "a refused event was sent again"
 
 
 def hang_then_stop(d: Daemon, receiver: WebhookReceiver, port: int) -> None:
