@@ -183,9 +183,13 @@ def test_a_hung_receiver_times_out_and_close_is_bounded(
     receiver.answer = lambda _: Answer(hang=True)
     timeout_s = 0.5
     sink = make_sink(queue, [receiver.url], timeout_s=timeout_s, retry_s=(0.05, 0.1))
+    store(queue, sink, 1)
+    receiver.wait_for(lambda: len(receiver.requests()) == 1, DEADLINE_S, "a hanging request")
+    item = queue.store("e001:start", {"id": "e001", "phase": "start"})
+    assert item is not None
     t0 = time.monotonic()
-    store(queue, sink, 2)
-    assert time.monotonic() - t0 < 0.2, "deliver() waited for the network"
+    sink.deliver(item)  # the writer thread's call, while the sender thread hangs
+    assert time.monotonic() - t0 < 0.05, "deliver() waited for the network"
     receiver.wait_for(lambda: len(receiver.requests()) >= 3, DEADLINE_S, "timed-out retries")
     first, second = receiver.requests()[:2]
     assert first.key == second.key == "e000:start"
