@@ -231,7 +231,7 @@ def test_a_receiver_answering_a_byte_at_a_time_is_cut_at_timeout_s(
     sink.close(2.0)
     first, second = receiver.requests()
     took = second.at - first.at
-    assert timeout_s * 0.9 <= took < timeout_s + 1.0, f"the slow answer was cut after {took:.2f} s"
+    assert timeout_s * 0.9 <= took < timeout_s + 3.0, f"the slow answer was cut after {took:.2f} s"
     assert f"timed out after {timeout_s:g} s" in caplog.text
 
 
