@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import pytest
-from people_tracks import FRAME_SIZE, L_WRIST, R_WRIST, TORSO, Pose, frames, person
+from people_tracks import FRAME_SIZE, L_WRIST, R_WRIST, TORSO, Pose, frames, person, seen_from_above
 
 from daemon.config import CameraConfig, PeopleConfig, ZoneConfig
 from daemon.people import (
@@ -22,6 +22,7 @@ from daemon.people import (
     Person,
     PersonEvent,
 )
+from daemon.people.hysteresis import Hysteresis
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -119,14 +120,89 @@ def test_walking_right_and_left() -> None:
     assert starts(run(walker(0.3), 4.0)) == []  # swaying, not walking
 
 
-def test_walking_towards_and_away_but_not_when_cut_by_the_frame_edge() -> None:
-    def growing(rate: float, feet_y: float) -> Callable[[float], list[Pose]]:
-        return lambda t: [Pose(y=feet_y, height=120 * math.exp(rate * t))]
+def test_walking_towards_and_away_seen_from_above() -> None:
+    # 1.2 m/s between 3 and 6 m from a camera 2.5 m up: the whole body in view.
+    away = run(lambda t: [seen_from_above(3.0 + 1.2 * t)], 2.5)
+    assert starts(away) == [("walking_away", 1)]
+    assert starts(run(lambda t: [seen_from_above(6.0 - 1.2 * t)], 2.5)) == [("walking_towards", 1)]
 
-    assert starts(run(growing(0.3, 250), 2.5)) == [("walking_towards", 1)]
-    assert starts(run(growing(-0.3, 250), 2.5)) == [("walking_away", 1)]
-    # Entering from below: the box touches the bottom edge, its size is no distance.
-    assert starts(run(growing(0.3, 360), 2.5)) == []
+
+def test_walking_away_into_the_room_from_the_bottom_edge() -> None:
+    # Entering under the camera at 1 m/s: the feet are below the frame's bottom edge (the
+    # box is cut there) until 0.5 s; the body shrinks and rises in the frame.
+    def entering(t: float) -> list[Pose]:
+        return [seen_from_above(1.3 + 1.0 * t)]
+
+    for t in (0.0, 0.4):
+        cut = person(entering(t)[0])
+        assert cut.box[3] == FRAME_SIZE[1] and cut.keypoints[15:, 2].max() == 0.0
+    events = run(entering, 1.5)
+    assert starts(events) == [("walking_away", 1)]
+    # Judged while the box was cut: a window clear of the edge only begins at 0.5 s.
+    assert next(e.t_s for e in events if e.phase == PHASE_START) < 0.5
+    # Leaving the same way: towards the camera and out through the bottom edge.
+    assert starts(run(lambda t: [seen_from_above(2.8 - 1.0 * t)], 1.5)) == [("walking_towards", 1)]
+
+
+def test_a_shoulder_coming_into_view_is_not_a_step_sideways() -> None:
+    # Close to the camera, back to it, drifting right at half walk_speed: the pose model
+    # finds the right shoulder and the hips only from 0.5 s. One shoulder alone is no
+    # middle of the body (it lies half a shoulder width off): no walking_right.
+    def appearing(t: float) -> list[Pose]:
+        unseen = frozenset({6, 11, 12} if t < 0.5 else ())
+        return [close_up(x=200.0 + 0.5 * 150.0 * t, facing=False, unseen=unseen)]
+
+    assert starts(run(appearing, 2.0)) == []
+
+
+def test_a_hold_of_exactly_start_s_counts_on_float_media_times() -> None:
+    # Frames 119..121 at 5 fps: 24.2 - 23.8 is 0.3999999999999986 s, short of start_s.
+    hysteresis = Hysteresis({}, 0.4, 1.0, 5.0)
+    on = {("walking_away", ""): 0.9}
+    box = (0.0, 0.0, 10.0, 10.0)
+    events = [e for i in (119, 120, 121) for e in hysteresis.step(1, on, box, i / 5)]
+    assert [(e.phase, e.t_s) for e in events] == [(PHASE_START, 23.8)]
+    ends = [e for i in (122, 123, 124, 125, 126, 127) for e in hysteresis.step(1, {}, box, i / 5)]
+    assert [(e.phase, e.t_s) for e in ends] == [(PHASE_END, 24.4)]  # off for end_s
+
+
+def close_up(**changes: object) -> Pose:
+    """A person near a camera at chest height: head, shoulders (y 150) and hips (y 300)
+    in view, the knees and feet below the frame's bottom edge."""
+    return dataclasses.replace(Pose(y=550.0, height=500.0), **changes)  # type: ignore[arg-type]
+
+
+def test_a_head_tilting_or_a_body_leaning_or_turning_in_place_is_not_walking() -> None:
+    def tilting(t: float) -> list[Pose]:  # nods and turns the head, +-0.04 heights
+        nod = 0.04 * math.sin(2 * math.pi * t)
+        return [close_up(moved={i: (nod, abs(nod)) for i in range(5)})]
+
+    def leaning(t: float) -> list[Pose]:  # bends towards the camera over 1.5 s
+        drop = 0.12 * min(t, 1.5) / 1.5  # heights the head and shoulders drop
+        spread = drop / 3  # the shoulders come nearer: wider
+        upper = {i: (0.0, drop) for i in range(5)} | {5: (spread, drop), 6: (-spread, drop)}
+        return [close_up(moved=upper)]
+
+    def turning(t: float) -> list[Pose]:  # turns sideways at 3 m: the shoulders narrow
+        return [dataclasses.replace(seen_from_above(3.0), width=1.0 - 0.6 * min(t, 1.0))]
+
+    for still in (tilting, leaning, turning):
+        assert starts(run(still, 4.0)) == [], still.__name__
+
+
+def test_standing_up_or_sitting_down_close_up_is_not_walking() -> None:
+    # The body rises a quarter of its height in 1 s at one size, later sits again.
+    def standing_up(t: float) -> list[Pose]:
+        return [close_up(y=550.0 - 125.0 * min(t, 1.0) + 125.0 * min(max(t - 2.0, 0.0), 1.0))]
+
+    assert person(standing_up(0.0)[0]).box[3] == FRAME_SIZE[1]
+    assert starts(run(standing_up, 3.5)) == []
+
+
+def test_walking_across_at_the_bottom_edge_is_left_or_right_only() -> None:
+    # Feet below the frame, crossing at 2 body units per second at one distance.
+    events = run(lambda t: [close_up(x=60.0 + 2.0 * 150.0 * t)], 1.5)
+    assert starts(events) == [("walking_right", 1)]
 
 
 def test_hand_raised_needs_to_hold_start_s() -> None:

@@ -246,6 +246,7 @@ def _people_rules() -> dict[str, Check]:
         "walk_window_s": positive_s,
         "walk_speed": greater_than(0),
         "walk_growth": greater_than(0),
+        "walk_rise": greater_than(0),
         "raised_margin": fraction,
         "wave_window_s": positive_s,
         "wave_swings": at_least(1),

@@ -244,10 +244,13 @@ class PeopleConfig:
     cooldown_s: float = 5.0
     # Walking, over walk_window_s, upright: left/right when the body (hips, else
     # shoulders, else the box centre) crosses the frame at walk_speed body units/s;
-    # towards/away when the body's size grows/shrinks by walk_growth of itself per second.
+    # towards/away when the body's size grows/shrinks by walk_growth of itself per second
+    # and its lowest part in view moves down/up the frame by walk_rise body units/s
+    # (daemon/people/approach.py).
     walk_window_s: float = 0.6
     walk_speed: float = 1.0
     walk_growth: float = 0.15
+    walk_rise: float = 0.5
     # Hands: a wrist this far above its shoulder (body units) is raised; waving is a
     # raised wrist swinging sideways at least wave_swings times (each at least
     # wave_amplitude body units) within wave_window_s; gesturing is a wrist in front of

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from daemon.people.person import END_ACTION_OVER, PHASE_END, PHASE_START, Box, PersonEvent
 
 Key = tuple[str, str]  # (action, zone)
+# Media times are floats (frame index / rate): a hold of exactly start_s or end_s must
+# count as held (24.2 - 23.8 is 0.3999999999999986 s), so durations get this slack.
+TIME_SLACK_S = 1e-6
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Hysteresis:
         if st.run_since_s is None:
             st.run_since_s, st.score = t_s, score
         st.score = max(st.score, score)
-        if t_s - st.run_since_s < self._hold_s.get(key[0], self._default_hold_s):
+        if t_s - st.run_since_s + TIME_SLACK_S < self._hold_s.get(key[0], self._default_hold_s):
             return None
         st.open, started_s, st.run_since_s = True, st.run_since_s, None
         return (PHASE_START, started_s, "")
@@ -98,7 +101,7 @@ class Hysteresis:
             return None
         if st.off_since_s is None:
             st.off_since_s = t_s
-        if t_s - st.off_since_s < self._end_s:
+        if t_s - st.off_since_s + TIME_SLACK_S < self._end_s:
             return None
         ended_s = st.off_since_s
         st.open, st.off_since_s = False, None

@@ -13,16 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from daemon.config import PeopleConfig
-from daemon.people.body import (
-    body_unit,
-    box_height,
-    hips,
-    is_horizontal,
-    midpoint,
-    point,
-    shoulders,
-    torso_angle_deg,
-)
+from daemon.people.approach import approach, slope
+from daemon.people.body import body_unit, hips, is_horizontal, point, shoulders, torso_angle_deg
 from daemon.people.person import (
     L_HIP,
     L_SHOULDER,
@@ -38,9 +30,6 @@ ARMS = ((L_WRIST, L_SHOULDER), (R_WRIST, R_SHOULDER))
 MIN_WINDOW_SAMPLES = 3
 # A window's samples must span this share of it before a rule over it may say yes.
 MIN_WINDOW_COVER = 0.6
-# A box within this share of the frame's height of its top or bottom edge is cut by
-# it: its size says how much of the person is in view, not how near they are.
-EDGE_MARGIN = 0.02
 # Wrist paths are measured on this grid of media time (the nearest sample to each
 # point), so their length does not grow with the analysis rate's keypoint jitter.
 PATH_GRID_S = 0.2
@@ -59,17 +48,10 @@ def window(history: Sequence[Sample], span_s: float) -> list[Sample]:
     return recent if len(recent) >= MIN_WINDOW_SAMPLES and covered else []
 
 
-def slope(t: np.ndarray, y: np.ndarray) -> float:
-    """Least-squares slope of y over t (units of y per second)."""
-    tc = t - t.mean()
-    denom = float((tc * tc).sum())
-    return float((tc * (y - y.mean())).sum() / denom) if denom > 0 else 0.0
-
-
 def walking(history: Sequence[Sample], cfg: PeopleConfig, frame_height: int) -> set[str]:
     """walking_left/right from the body's speed across the frame, walking_towards/away
-    from the growth of its size (only while the box is clear of the frame's top and
-    bottom edges), both over walk_window_s."""
+    when its size and its height in the frame agree (daemon.people.approach), both over
+    walk_window_s."""
     samples = window(history, cfg.walk_window_s)
     if not samples:
         return set()
@@ -86,36 +68,22 @@ def walking(history: Sequence[Sample], cfg: PeopleConfig, frame_height: int) -> 
     speed = slope(t, x) / float(np.median(units))
     if abs(speed) >= cfg.walk_speed:
         actions.add("walking_right" if speed > 0 else "walking_left")
-    margin = EDGE_MARGIN * frame_height
-    if any(s.box[1] <= margin or s.box[3] >= frame_height - margin for s in samples):
-        return actions
-    growth = slope(t, np.log(_sizes(samples, k)))
-    if abs(growth) >= cfg.walk_growth:
-        actions.add("walking_towards" if growth > 0 else "walking_away")
+    direction = approach(samples, cfg, frame_height)
+    if direction:
+        actions.add("walking_towards" if direction > 0 else "walking_away")
     return actions
 
 
 def _positions_x(samples: Sequence[Sample], min_score: float) -> np.ndarray:
-    """Where the body is across the frame: the hips where every sample shows them (the
-    body's centre; arms and a turning head move the box), else the shoulders, else the
-    box centre."""
+    """Where the body is across the frame: the middle of the hips where every sample
+    shows both (the body's centre; arms and a turning head move the box), else of the
+    shoulders, else the box centre. One side alone is no middle: it lies half a body's
+    width off, and would read as a step when the other side comes into view."""
     for left, right in ((L_HIP, R_HIP), (L_SHOULDER, R_SHOULDER)):
-        parts = [midpoint(s, left, right, min_score) for s in samples]
-        if all(p is not None for p in parts):
-            return np.array([float(p[0]) for p in parts if p is not None])
+        kp = np.array([s.keypoints[[left, right]] for s in samples])
+        if (kp[:, :, 2] >= min_score).all():
+            return np.asarray(kp[:, :, 0].mean(axis=1), dtype=np.float64)
     return np.array([box_centre(s.box)[0] for s in samples])
-
-
-def _sizes(samples: Sequence[Sample], min_score: float) -> np.ndarray:
-    """One size measure for the whole window: the torso length where every sample has
-    it, else the box height (mixing the two would read as a size change)."""
-    torsos = []
-    for s in samples:
-        top, bottom = shoulders(s, min_score), hips(s, min_score)
-        if top is None or bottom is None:
-            return np.array([box_height(s.box) for s in samples])
-        torsos.append(max(float(np.hypot(*(bottom - top))), 1.0))
-    return np.array(torsos)
 
 
 def _raised(sample: Sample, wrist: int, shoulder: int, cfg: PeopleConfig) -> bool:
