@@ -166,3 +166,38 @@ def test_too_little_disk_makes_no_clip_and_counts_it(tmp_path: Path, daemons: li
     assert not list(clips.rglob("*.webm"))
     end = next(r for r in _records(tmp_path) if r["phase"] == "end")
     assert end["clip"] is None and end["clip_missing"] == "not_recorded"
+
+
+@pytest.mark.timeout(240)
+def test_person_events_carry_their_clip(tmp_path: Path, daemons: list[Daemon]) -> None:
+    # The person pipeline on the bundled clip (people walk into a room one by one), one
+    # include zone over the whole room: in_zone's start and end records name one clip.
+    room = {"name": "room", "kind": "include", "points": [[0, 0], [1, 0], [1, 1], [0, 1]]}
+    camera = {
+        "name": "room",
+        "source": "sample:one-by-one-person-detection.mp4",
+        "pipeline": "person",
+        "width": 640,
+        "height": 360,
+        "analyse_fps": 5.0,
+        "zones": [room],
+    }
+    sections = {
+        "jsonl": {"enabled": True, "path": str(tmp_path / "events.jsonl")},
+        "clips": {"pre_roll_s": 1.0, "post_roll_s": 1.0},
+    }
+    d = Daemon(tmp_path, [camera], sections)
+    daemons.append(d.start())
+    start = wait_for(
+        lambda: next((r for r in _records(tmp_path) if r["action"] == "in_zone"), None),
+        RUN_S,
+        "in_zone",
+    )
+    assert isinstance(start, dict) and start["clip"] == f"room/{start['id']}.webm", start
+    assert d.stop() == ExitCode.OK, d.log()
+    ends = [r for r in _records(tmp_path) if r["id"] == start["id"] and r["phase"] == "end"]
+    assert len(ends) == 1 and ends[0]["clip"] == start["clip"], ends
+    clip = tmp_path / "state" / "clips" / str(start["clip"])
+    assert _frames(clip) > 0
+    starts = [r for r in _records(tmp_path) if r["phase"] == "start"]
+    assert all("clip" in r and (r["clip"] or r["clip_missing"]) for r in starts), starts
