@@ -114,3 +114,9 @@ def test_inference_bench_compares_stage_and_bare_loop_for_each_model() -> None:
     assert person["ratio"] == pytest.approx(person["stage_fps"] / person["bare_fps"], abs=2e-3)
     assert person["frames"] >= 40 and person["results_dropped"] == 0
     assert person["people_per_frame"] >= 1 and person["stage_people_per_frame"] >= 1
+    # The feeder keeps the ring full: the detect replica takes several frames at once
+    # and runs their people through shared pose calls.
+    assert person["frames_per_batch"] > 1 and person["people_per_pose_call"] > 1
+    costs = person["pose_ms_per_person"]
+    assert set(costs) == {"batch_1", "batch_2", "batch_4", "batch_8", "original"}
+    assert all(ms > 0 for ms in costs.values())

@@ -35,6 +35,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import batch_pose_model
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -379,6 +380,8 @@ def main() -> None:
             onnx_path = convert(spec, archive, args.out, work)
             if spec.ship:
                 rows.append(attribution_row(spec, archive, work, onnx_path))
+            if spec.ship and onnx_path.name == batch_pose_model.SOURCE.name:  # + batched
+                rows.append(batch_pose_model.write(onnx_path, args.out / batch_pose_model.OUT.name))
     if rows and args.out.resolve() == (REPO / "daemon" / "assets" / "models").resolve():
         (args.out / "ATTRIBUTION.md").write_text(ATTRIBUTION_HEAD + "\n" + "\n".join(rows))
         print(f"wrote {args.out / 'ATTRIBUTION.md'}")

@@ -1,5 +1,6 @@
 """The person pipeline's case of `actiond bench inference`: the shared `detect` stage
-(NanoDet + MoveNet per person) against a bare onnxruntime loop doing the same work.
+(NanoDet per frame, MoveNet on the people of several frames per call) against a bare
+onnxruntime loop doing the same work.
 
 Frames: real frames of the bundled clip of a room people walk through
 (daemon/assets/one-by-one-person-detection.mp4), the ones where the shipped detector
@@ -9,10 +10,14 @@ into the shared analysis ring as the cameras' gates do (one producer slot per ca
 the real detect worker (worker_main, spawn context, rings made by the real Topology)
 runs them, and this process reads each frame's detections out of its camera's results
 ring; the clock starts after a warm-up.
-bare_fps: detector.run once per frame, then pose.run once per person found, on inputs
-prepared beforehand (the letterboxed frame and the person crops), same sessions options
-and threads; measured before and after each stage run and averaged. ratio =
-stage_fps / bare_fps, the run with the median ratio reported.
+bare_fps: detector.run once per frame, then the pose model (and its decoding) on the
+people of perception.batch_frames frames per call, as the stage does when frames wait in
+its ring, on inputs prepared beforehand (the letterboxed frame and the person crops),
+same sessions options and threads; measured before and after each stage run and
+averaged. ratio = stage_fps / bare_fps, the run with the median ratio reported.
+frames_per_batch and people_per_pose_call: what the stage's batches held.
+pose_ms_per_person: the pose model alone at 1, 2, 4 and 8 crops per call, and the
+original model (batch fixed at 1, decoding in the graph) for comparison.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ DISTINCT_FRAMES = 12  # frames with someone in them, cycled
 PUT_TIMEOUT_S = 60.0  # the first put waits for the worker's models to load
 DETECT_WORKER = "detect.0"
 BARE_WARMUP_FRAMES = 3
+POSE_BATCHES = (1, 2, 4, 8)  # pose_costs: crops per pose call
+POSE_PEOPLE_PER_RUN = 32  # pose_costs: crops timed per batch size and round
+ORIGINAL_POSE = DEFAULT_POSE.parent / "movenet-lightning.onnx"  # batch 1, decoding inside
 
 
 @dataclass(frozen=True)
@@ -98,23 +106,56 @@ def prepare(models: PersonModels, min_score: float, max_people: int) -> Prepared
     return Prepared(frames, det_inputs, pose_inputs, prep_ms)
 
 
-def bare_run(models: PersonModels, prep: Prepared, frames: int) -> tuple[float, float]:
-    """The two sessions in a tight loop on the prepared inputs: (frames/s, people/frame)."""
+def bare_run(
+    models: PersonModels, prep: Prepared, frames: int, p: PerceptionConfig
+) -> tuple[float, float]:
+    """The two sessions in a tight loop on the prepared inputs, batched as the stage
+    batches a full ring (p.batch_frames frames, their people in calls of p.pose_batch):
+    (frames/s, people/frame)."""
     det_name = models.detector.get_inputs()[0].name
-    pose_name = models.pose.get_inputs()[0].name
+    group = max(1, p.batch_frames)
 
-    def one(k: int) -> int:
-        i = k % len(prep.frames)
-        models.detector.run(None, {det_name: prep.det_inputs[i]})
-        for x in prep.pose_inputs[i]:
-            models.pose.run(None, {pose_name: x})
-        return len(prep.pose_inputs[i])
+    def batch(k: int) -> int:
+        held = [(k + j) % len(prep.frames) for j in range(group)]
+        for i in held:
+            models.detector.run(None, {det_name: prep.det_inputs[i]})
+        crops = [x for i in held for x in prep.pose_inputs[i]]
+        if crops:
+            models.pose_raw(np.concatenate(crops), p.pose_batch)
+        return len(crops)
 
     for k in range(BARE_WARMUP_FRAMES):
-        one(k)
+        batch(k * group)
+    batches = max(1, frames // group)
     started = time.perf_counter()
-    people = sum(one(k) for k in range(frames))
-    return frames / (time.perf_counter() - started), people / frames
+    people = sum(batch(k * group) for k in range(batches))
+    return batches * group / (time.perf_counter() - started), people / (batches * group)
+
+
+def pose_costs(
+    models: PersonModels, single: PersonModels, prep: Prepared, repeats: int
+) -> dict[str, Any]:
+    """Milliseconds per person of the pose model alone (with its decoding) at batch sizes
+    POSE_BATCHES, and of the original model (one call per person); the sizes take turns
+    in each of `repeats` rounds (a busy machine slows all alike), medians reported."""
+    crops = np.concatenate([x for found in prep.pose_inputs for x in found])
+    runs: dict[str, list[float]] = {f"batch_{n}": [] for n in POSE_BATCHES}
+    runs["original"] = []
+    for _ in range(repeats):
+        for n in POSE_BATCHES:
+            x = np.concatenate([crops[i % len(crops) : i % len(crops) + 1] for i in range(n)])
+            runs[f"batch_{n}"].append(_per_person_ms(models, x, n))
+        runs["original"].append(_per_person_ms(single, crops[: POSE_BATCHES[-1]], 1))
+    return {k: round(float(np.median(v)), 2) for k, v in runs.items()}
+
+
+def _per_person_ms(models: PersonModels, x: np.ndarray, batch: int) -> float:
+    models.pose_raw(x, batch)  # warm: a new shape may be planned on its first call
+    calls = max(1, POSE_PEOPLE_PER_RUN // len(x))
+    started = time.perf_counter()
+    for _ in range(calls):
+        models.pose_raw(x, batch)
+    return 1000 * (time.perf_counter() - started) / (calls * len(x))
 
 
 def detect_config(cameras: int, threads: int, shm_dir: str) -> Config:
@@ -189,6 +230,8 @@ def stage_run(config: Config, rounds: int) -> dict[str, float]:
             "results": len(run.arrivals),
             "dropped": run.dropped,
             "people_per_frame": stats.get("people_total") / frames,
+            "frames_per_batch": stats.get("frames_in_total") / max(1.0, stats.get("batches_total")),
+            "people_per_call": stats.get("people_total") / max(1.0, stats.get("pose_calls_total")),
         }
     finally:
         topo.close()
@@ -203,16 +246,18 @@ def bench_detect(
     prep = prepare(models, p.min_score, p.max_people)
     config = detect_config(cameras, threads, shm_dir)
     rounds = max(2, frames // cameras)
-    bare = [bare_run(models, prep, rounds * cameras)]
+    p = replace(p, batch_frames=min(p.batch_frames, cameras))  # one frame per camera
+    bare = [bare_run(models, prep, rounds * cameras, p)]
     stages = []
     for _ in range(repeats):
         stages.append(stage_run(config, rounds))
-        bare.append(bare_run(models, prep, rounds * cameras))
+        bare.append(bare_run(models, prep, rounds * cameras, p))
+    single = PersonModels(DEFAULT_DETECTOR, ORIGINAL_POSE, threads, p.providers)
     bare_fps = [(bare[i][0] + bare[i + 1][0]) / 2 for i in range(repeats)]
     ratios = [s["fps"] / b for s, b in zip(stages, bare_fps)]
     k = sorted(range(repeats), key=ratios.__getitem__)[repeats // 2]
     return {
-        "model": "detect (NanoDet-g + MoveNet Lightning per person)",
+        "model": "detect (NanoDet-g per frame + MoveNet Lightning, people batched)",
         "clip": ROOM_CLIP.name,
         "frame_size": list(FRAME_SIZE),
         "distinct_frames": len(prep.frames),
@@ -228,4 +273,8 @@ def bench_detect(
         "results_dropped": stages[k]["dropped"],
         "bare_fps_runs": [round(fps, 2) for fps, _ in bare],
         "prep_ms_per_frame": round(prep.prep_ms, 3),
+        "frames_per_batch": round(stages[k]["frames_per_batch"], 2),
+        "people_per_pose_call": round(stages[k]["people_per_call"], 2),
+        "batch_frames": p.batch_frames,
+        "pose_ms_per_person": pose_costs(models, single, prep, max(3, repeats)),
     }

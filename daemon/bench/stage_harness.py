@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from daemon.exitcodes import ExitCode
+from daemon.ipc import Lease
 from daemon.ipc.wakeup import drain
 from daemon.stages.worker import worker_main
 from daemon.supervisor.topology import Topology
@@ -25,6 +26,8 @@ RESULT_TIMEOUT_S = 60.0
 WARMUP_FRACTION = 0.15  # results not timed at the start of a stage run
 BATCH_GAP_S = 0.0005  # results of one batch come out closer together than this
 POLL_MS = 100  # results reader: how often to look whether the worker died
+# Called with each result's lease before it is released (e.g. to read the record).
+OnResult = Callable[[Lease], None]
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,12 @@ def run_stage(
     feed: Callable[[Any], None],
     job: object,
     expected: int,
+    on_result: OnResult | None = None,
 ) -> StageRun:
     """Runs `stage` as worker `worker_name` of the built `topo` while `feed(job)` fills its
-    input ring in another process; returns once `expected` results came out. Raises
-    RuntimeError if they did not, or if the worker did not exit cleanly."""
+    input ring in another process; returns once `expected` results came out (each handed
+    to `on_result` first, if given). Raises RuntimeError if they did not, or if the worker
+    did not exit cleanly."""
     procs: list[BaseProcess] = []
     try:
         worker = CTX.Process(
@@ -55,7 +60,7 @@ def run_stage(
         procs = [worker, producer]
         for proc in procs:
             proc.start()
-        arrivals = read_results(topo, expected, worker)
+        arrivals = read_results(topo, expected, worker, on_result)
         producer.join(RESULT_TIMEOUT_S)
         worker.join(RESULT_TIMEOUT_S)
         if worker.exitcode != ExitCode.OK:
@@ -69,7 +74,9 @@ def run_stage(
                 proc.join()
 
 
-def read_results(topo: Topology, expected: int, worker: BaseProcess) -> list[float]:
+def read_results(
+    topo: Topology, expected: int, worker: BaseProcess, on_result: OnResult | None = None
+) -> list[float]:
     """Arrival times (perf_counter) of every result, read as the overlay would."""
     consumers = [topo.rings[f"{c.name}.results"].consumer("overlay") for c in topo.config.cameras]
     poller = select.poll()
@@ -84,6 +91,8 @@ def read_results(topo: Topology, expected: int, worker: BaseProcess) -> list[flo
             for consumer in consumers:
                 drain(consumer.fileno())  # wake-ups: every ring is looked at anyway
                 while (lease := consumer.try_get()) is not None:
+                    if on_result is not None:
+                        on_result(lease)
                     lease.release()
                     arrivals.append(time.perf_counter())
                     deadline = time.monotonic() + RESULT_TIMEOUT_S

@@ -37,6 +37,9 @@ INTERVAL_RANGE_S = (0.1, 86400.0)  # status, stable-after, crash window
 COOLDOWN_RANGE_S = (0.0, 86400.0)
 JPEG_QUALITY_RANGE = (1, 100)  # display.jpeg_quality (OpenCV's scale)
 MAX_PEOPLE = 32  # perception.max_people: a detections record has room for this many
+MAX_BATCH_FRAMES = 64  # perception.batch_frames (cameras per batch)
+MAX_BATCH_WAIT_MS = 100.0  # perception.batch_wait_ms: longer only adds latency
+MAX_POSE_BATCH = 256  # perception.pose_batch (crops of 192 x 192 px: 110 KiB each)
 ZONE_KINDS = ("include", "exclude")  # cameras[].zones[].kind
 MIN_ZONE_POINTS = 3
 # What daemon.people can report ([people] actions): each rule's action name.
@@ -155,7 +158,14 @@ class PerceptionConfig:
     threads: int = 1  # onnxruntime intra-op threads per replica
     replicas: int = 1  # detect worker processes shared by every person camera
     min_score: float = 0.4  # person score a detection needs (eval/perception.md)
-    max_people: int = 16  # people per frame kept (the best), each one pose call
+    max_people: int = 16  # people per frame kept (the best)
+    # Batching in a detect replica: it takes the analysed frames of up to batch_frames
+    # cameras at once, one per camera (those ready, then waiting at most batch_wait_ms for
+    # more) and runs the pose model on all their people in calls of up to pose_batch
+    # crops. 1, 0, 1: frame by frame, person by person.
+    batch_frames: int = 8
+    batch_wait_ms: float = 5.0
+    pose_batch: int = 32
     # The gate: a frame moves when at least this share of a small grey image's pixels
     # changed since the last frame; a still scene is analysed at keepalive_fps.
     motion_min_share: float = 0.002

@@ -1,14 +1,18 @@
 """Detect stage (pipeline "person"): one replica of the person models, shared by every
 person camera.
 
-Replicas take turns on the shared analysis ring the gates fill. For each frame: NanoDet
-finds the people (tiled for a camera with `tiled_detection`), MoveNet gives each one 17
-keypoints (daemon.stages.perception), and one "detections" record goes to the frame's
-camera's results ring under the frame's id and capture time. A frame with nobody in it
-still gets its (empty) record: the overlay counts results to know a file is done.
+Replicas take turns on the shared analysis ring the gates fill. A replica takes the
+frames of several cameras that are ready there (one per camera, up to
+perception.batch_frames, waiting at most perception.batch_wait_ms for more), then
+NanoDet finds the people in each (tiled for a camera with `tiled_detection`), MoveNet
+gives all of them 17 keypoints in one batched call (daemon.stages.perception), and one
+"detections" record per frame goes to its camera's results ring under the frame's id and
+capture time. A frame with nobody in it still gets its (empty) record: the overlay
+counts results to know a file is done.
 
-Both models take one image per call (their batch dimension is fixed at 1), so there is
-no batching across cameras; replicas are how the stage scales.
+The detector's batch is fixed at 1 (one call per frame); replicas are how it scales.
+Batch sizes: frames_in_total / batches_total frames per batch, people_total /
+pose_calls_total crops per pose call.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemon.config import Config
-from daemon.ipc import Consumer, Policy, Producer, attach_consumer, attach_producer
+from daemon.ipc import Consumer, Lease, Policy, Producer, attach_consumer, attach_producer
 from daemon.ipc.layout import FrameMeta
 from daemon.ipc.packed import PackedSpec
 from daemon.ipc.stats import StatsBlock, histogram_fields
@@ -40,7 +44,7 @@ from daemon.stages.kinds import (
 )
 from daemon.stages.perception import DEFAULT_DETECTOR, DEFAULT_POSE, People, PersonModels
 from daemon.stages.upstream import Upstream
-from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, loan_slot, timed
+from daemon.stages.worker import STEP_WAIT_S, Heartbeat, StageFatal, WorkerSpec, loan_slot
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 # / people_total; the detector's share = detector_seconds_total.
 DETECT_FIELDS = (
     "people_total",
+    "batches_total",  # steps, each on the frames a replica took at once
+    "pose_calls_total",  # pose model calls (each on up to perception.pose_batch crops)
     "detector_seconds_total",
     "pose_seconds_total",
     *histogram_fields("detect_seconds"),
@@ -56,6 +62,19 @@ DETECT_FIELDS = (
 # its frame was in the ring).
 LOST_NO_RING = Loss(RESULT, "no_ring")
 RESULTS_CAPACITY = 8
+
+
+@dataclass(frozen=True)
+class Held:
+    """A frame taken from the analysis ring (a copy: its slot is released at once)."""
+
+    frame: np.ndarray
+    tiled: bool
+    meta: FrameMeta
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.frame.shape[1], self.frame.shape[0]
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,9 @@ class DetectStage:
         self._analysis: PackedSpec | None = None
         self._upstream = Upstream(list(spec.args.upstream_stats))
         self._warned: set[str] = set()
+        # A frame taken while gathering a batch that already held its camera's: it
+        # starts the next batch (a camera's frames stay in order, one per batch).
+        self._next: Held | None = None
 
     def open(self) -> None:
         p = self._p
@@ -98,39 +120,80 @@ class DetectStage:
         if self._in is None or self._models is None or self._analysis is None:
             raise RuntimeError("DetectStage.step() called before open()")
         finished = self._upstream.finished()  # before waiting: no frame slips past
-        lease = self._in.get(STEP_WAIT_S)
-        if lease is None:
-            return not finished
-        with lease:
-            started = time.perf_counter()
-            self._stats.add("frames_in_total")
-            meta = lease.meta
-            fields = self._analysis.views(lease.array)
-            w, h, tiled = (int(v) for v in fields["info"])
-            # A copy: the slot is reused once released.
-            frame = fields["frame"][: h * w * 3].reshape(h, w, 3).copy()
-        people = self._people(frame, bool(tiled))
-        self._publish(people, (w, h), meta, stop)
-        self._stats.observe("detect_seconds", time.perf_counter() - started)
-        timed(self._stats, started)
+        first, self._next = self._next, None
+        if first is None:
+            lease = self._in.get(STEP_WAIT_S)
+            if lease is None:
+                return not finished
+            first = self._hold(lease)
+        started = time.perf_counter()
+        held = self._take_ready(first, started)
+        self._stats.add("batches_total")
+        for one, people in zip(held, self._people(held)):
+            self._publish(people, one.size, one.meta, stop)
+        seconds, n = time.perf_counter() - started, len(held)
+        # Every frame of a batch took the whole batch's time to come out (as in infer).
+        self._stats.observe("detect_seconds", seconds, count=n)
+        self._stats.observe("processing_seconds", seconds, count=n)
+        self._stats.add("busy_seconds_total", seconds)
+        self._stats.add("frames_out_total", n)
         return True
 
-    def _people(self, frame: np.ndarray, tiled: bool) -> People:
+    def _hold(self, lease: Lease) -> Held:
+        assert self._analysis is not None
+        with lease:
+            self._stats.add("frames_in_total")
+            fields = self._analysis.views(lease.array)
+            w, h, tiled = (int(v) for v in fields["info"])
+            frame = fields["frame"][: h * w * 3].reshape(h, w, 3).copy()
+            return Held(frame, bool(tiled), lease.meta)
+
+    def _take_ready(self, first: Held, started: float) -> list[Held]:
+        """`first` and the frames of other cameras ready in the ring, up to batch_frames
+        frames, one per camera; waits for more until batch_wait_ms after `started`. A
+        second frame of a camera held ends the batch and starts the next: batching one
+        camera's frames would only make its earlier ones wait for its later ones."""
+        assert self._in is not None
+        held = [first]
+        deadline = started + self._p.batch_wait_ms / 1000
+        while len(held) < self._p.batch_frames:
+            lease = self._in.try_get()
+            if lease is None:
+                left_s = deadline - time.perf_counter()
+                lease = self._in.get(left_s) if left_s > 0 else None
+            if lease is None:
+                break
+            one = self._hold(lease)
+            if any(h.meta.camera == one.meta.camera for h in held):
+                self._next = one
+                break
+            held.append(one)
+        return held
+
+    def _people(self, held: list[Held]) -> list[People]:
+        """Each held frame's people: a detector call per frame, one pose batch for all."""
         models, p = self._models, self._p
         assert models is not None
         t0 = time.perf_counter()
-        detect = models.detect_tiled if tiled else models.detect
-        boxes, scores = detect(frame, p.min_score)
-        boxes, scores = boxes[: p.max_people], scores[: p.max_people]
+        found = []
+        for one in held:
+            detect = models.detect_tiled if one.tiled else models.detect
+            boxes, scores = detect(one.frame, p.min_score)
+            found.append((boxes[: p.max_people], scores[: p.max_people]))
         t1 = time.perf_counter()
-        keypoints = np.stack([models.keypoints(frame, b) for b in boxes]) if len(boxes) else None
+        crops = [(one.frame, box) for one, (boxes, _) in zip(held, found) for box in boxes]
+        keypoints = models.keypoints_many(crops, p.pose_batch)
+        calls = -(-len(crops) // p.pose_batch) if models.pose_batched else len(crops)
         t2 = time.perf_counter()
         self._stats.add("detector_seconds_total", t1 - t0)
         self._stats.add("pose_seconds_total", t2 - t1)
-        self._stats.add("people_total", len(scores))
-        if keypoints is None:
-            keypoints = np.zeros((0, records.COCO_KEYPOINTS, 3), np.float32)
-        return People(boxes, scores, keypoints)
+        self._stats.add("people_total", len(crops))
+        self._stats.add("pose_calls_total", calls)
+        out, at = [], 0
+        for boxes, scores in found:
+            out.append(People(boxes, scores, keypoints[at : at + len(boxes)]))
+            at += len(boxes)
+        return out
 
     def _publish(
         self, people: People, size: tuple[int, int], meta: FrameMeta, stop: threading.Event

@@ -6,9 +6,12 @@ perception_ref.py is the reference they were measured with; tests/test_perceptio
 checks this module against the outputs recorded from the original models). Frames are BGR
 uint8; boxes are (x1, y1, x2, y2) and keypoints (x, y, score), in frame pixels.
 
-Both models' batch dimension is fixed at 1 (the TFJS conversions), so people are not
-batched into one call: one detector call per frame (five when tiled), one pose call per
-person.
+The detector's batch dimension is fixed at 1 (the TFJS conversion): one call per frame
+(five when tiled). The shipped pose model is MoveNet with a free batch dimension
+(movenet-lightning-batch.onnx, tools/batch_pose_model.py; its decoding in
+daemon.stages.pose_decode): every person crop of the frames a detect replica holds goes
+into one call (at most perception.pose_batch). A pose model with one output (the
+original movenet-lightning.onnx, or a compatible file) runs once per person.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from daemon.stages import pose_decode
 from daemon.stages.contract import ModelError
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 DEFAULT_DETECTOR = MODELS_DIR / "nanodet-g.onnx"
-DEFAULT_POSE = MODELS_DIR / "movenet-lightning.onnx"
+DEFAULT_POSE = MODELS_DIR / "movenet-lightning-batch.onnx"
 
 KEYPOINTS = 17  # COCO order: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles
 NANODET_INPUT_PX = 416
@@ -234,6 +238,7 @@ class PersonModels:
         self.pose = open_session(pose, threads, providers)
         self._det_input = self.detector.get_inputs()[0].name
         self._pose_input = self.pose.get_inputs()[0].name
+        self.pose_batched = {o.name for o in self.pose.get_outputs()} == set(pose_decode.OUTPUTS)
         self.providers = tuple(self.detector.get_providers())
 
     def detect(self, frame: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
@@ -256,9 +261,35 @@ class PersonModels:
 
     def keypoints(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
         """(17, 3) keypoints of the person in `box` (one pose call)."""
-        crop = pose_crop(box)
-        out = self.pose.run(None, {self._pose_input: movenet_input(frame, crop)})[0]
-        return movenet_decode(out, crop)
+        out: np.ndarray = self.keypoints_many([(frame, box)], 1)[0]
+        return out
+
+    def keypoints_many(
+        self, people: list[tuple[np.ndarray, np.ndarray]], max_batch: int
+    ) -> np.ndarray:
+        """(N, 17, 3) keypoints of N people given as (frame, box): with a batched pose
+        model, up to max_batch crops per call; else one call per person."""
+        crops = [pose_crop(box) for _, box in people]
+        inputs = [movenet_input(frame, crop) for (frame, _), crop in zip(people, crops)]
+        out = np.zeros((len(people), KEYPOINTS, 3), np.float32)
+        if inputs:
+            raw = self.pose_raw(np.concatenate(inputs), max_batch)
+            for i, row in enumerate(raw):
+                out[i] = movenet_decode(row, crops[i])
+        return out
+
+    def pose_raw(self, x: np.ndarray, max_batch: int) -> np.ndarray:
+        """The pose model's (N, 1, 17, 3) output for N prepared crops (movenet_input):
+        calls of up to max_batch crops with a batched model, else one call per crop."""
+        step = max(1, max_batch) if self.pose_batched else 1
+        parts = []
+        for i in range(0, len(x), step):
+            feed = {self._pose_input: x[i : i + step]}
+            if self.pose_batched:
+                parts.append(pose_decode.decode(*self.pose.run(list(pose_decode.OUTPUTS), feed)))
+            else:
+                parts.append(self.pose.run(None, feed)[0])
+        return np.concatenate(parts)
 
     def people(
         self, frame: np.ndarray, min_score: float, max_people: int, tiled: bool = False
@@ -266,7 +297,5 @@ class PersonModels:
         """Everyone in the frame (the best `max_people`), with their keypoints."""
         boxes, scores = (self.detect_tiled if tiled else self.detect)(frame, min_score)
         boxes, scores = boxes[:max_people], scores[:max_people]
-        kps = np.zeros((len(scores), KEYPOINTS, 3), np.float32)
-        for i, box in enumerate(boxes):
-            kps[i] = self.keypoints(frame, box)
+        kps = self.keypoints_many([(frame, box) for box in boxes], len(boxes))
         return People(boxes.astype(np.float32), scores.astype(np.float32), kps)
