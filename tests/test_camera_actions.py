@@ -18,6 +18,7 @@ from daemon.config import PEOPLE_ACTIONS
 from daemon.events import event_actions
 from daemon.exitcodes import ExitCode
 from daemon.outputs.discovery import TopicLayout, discovery_messages
+from daemon.outputs.ha_ids import KIND_ACTION, KIND_EVENT, HaEntity
 from daemon.supervisor.boot import load_boot
 from daemon.supervisor.outputs import boot_sink_context
 
@@ -93,17 +94,22 @@ def test_discovery_offers_each_camera_its_own_actions(tmp_path: Path) -> None:
     topics = TopicLayout("actiond", "box", "homeassistant")
     messages = dict(discovery_messages(topics, context.cameras, context.by_camera, False, "t"))
     for camera, actions in context.by_camera.items():
-        event = json.loads(messages[f"homeassistant/event/box/{camera}_action/config"])
+        event_id = HaEntity("box", camera, KIND_EVENT).object_id
+        event = json.loads(messages[f"homeassistant/event/box/{event_id}/config"])
         assert tuple(event["event_types"]) == actions
         sensors = {
-            t.removeprefix(f"homeassistant/binary_sensor/box/{camera}_").removesuffix("/config")
-            for t in messages
+            json.loads(payload)["name"]
+            for t, payload in messages.items()
             if t.startswith(f"homeassistant/binary_sensor/box/{camera}_")
         }
-        assert sensors == {*actions, "camera_stream"}
+        assert len(sensors) == len(actions) + 1  # an action sensor each, the stream's
+        for action in actions:
+            object_id = HaEntity("box", camera, KIND_ACTION, action).object_id
+            assert f"homeassistant/binary_sensor/box/{object_id}/config" in messages
     # One list for every camera still works (tools and tests that have no per-camera view).
     shared = dict(discovery_messages(topics, ["cam0"], ["walk"], False, "t"))
-    assert json.loads(shared["homeassistant/event/box/cam0_action/config"])["event_types"] == [
+    event_id = HaEntity("box", "cam0", KIND_EVENT).object_id
+    assert json.loads(shared[f"homeassistant/event/box/{event_id}/config"])["event_types"] == [
         "walk"
     ]
 

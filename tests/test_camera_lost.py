@@ -20,6 +20,7 @@ from mosquitto_fixture import MosquittoBroker, MqttCollector, Received
 from rtsp_fixture import APT_PACKAGES, MISSING_RTSP_REQUIREMENTS, RtspServer
 
 from daemon.exitcodes import ExitCode
+from daemon.outputs.ha_ids import KIND_EVENT, HaEntity
 
 DEVICE = "lostbox"
 CAMERA = "door"
@@ -162,11 +163,12 @@ def test_lost_stream_ends_the_open_event_and_takes_the_camera_offline(
     configs = {
         m.topic: json.loads(m.payload)
         for m in collector.messages()
-        if m.topic.startswith("homeassistant/") and m.topic.endswith("/config")
+        if m.topic.startswith("homeassistant/") and m.topic.endswith("/config") and m.payload
     }
-    event_config = configs[f"homeassistant/event/{DEVICE}/{CAMERA}_action/config"]
+    event_id = HaEntity(DEVICE, CAMERA, KIND_EVENT).object_id
+    event_config = configs[f"homeassistant/event/{DEVICE}/{event_id}/config"]
     assert event_config["event_types"] == ["bright"]
     assert {"topic": f"{BASE}/availability"} in event_config["availability"]
-    assert not any(t.endswith(f"{CAMERA}_dark/config") for t in configs)
+    assert not any(f"/{CAMERA}_dark_" in t for t in configs)
     assert d.stop() == ExitCode.OK
     assert "Traceback" not in d.log()

@@ -13,6 +13,7 @@ from mosquitto_fixture import MosquittoBroker, MqttCollector, Received, wait_unt
 from test_mqtt import ACTIONS, BASE, CAMERAS, DEVICE, PublisherFactory, _event, publisher_factory
 
 from daemon.outputs.discovery import EVENT_START_ONLY_TEMPLATE
+from daemon.outputs.ha_ids import KIND_STREAM, HaEntity
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,7 +27,12 @@ def make_publisher(tmp_path: Path) -> Iterator[PublisherFactory]:
 
 
 def _configs(messages: list[Received]) -> list[Received]:
-    return [m for m in messages if m.topic.endswith("/config")]
+    """Discovery configs (an empty payload clears one instead)."""
+    return [m for m in messages if m.topic.endswith("/config") and m.payload]
+
+
+def _clears(messages: list[Received]) -> list[Received]:
+    return [m for m in messages if m.topic.endswith("/config") and not m.payload]
 
 
 def test_home_assistant_discovery_and_resend(
@@ -36,11 +42,17 @@ def test_home_assistant_discovery_and_resend(
     make_publisher(mosquitto.port, discovery=True, snapshots=True)
     # per camera: the event, a binary_sensor per action, the stream sensor, the camera
     wanted = (1 + len(ACTIONS) + 1 + 1) * len(CAMERAS)
-    first = _configs(collector.wait_for(lambda ms: len(_configs(ms)) >= wanted, "discovery"))
+    first_all = collector.wait_for(lambda ms: len(_configs(ms)) >= wanted, "discovery")
+    first = _configs(first_all)
     payloads = {m.topic: json.loads(m.payload) for m in first}
     assert len(payloads) == wanted
     assert len({p["unique_id"] for p in payloads.values()}) == wanted
+    streams = {
+        f"homeassistant/binary_sensor/{DEVICE}/{HaEntity(DEVICE, c, KIND_STREAM).object_id}/config"
+        for c in CAMERAS
+    }
     for topic, config in payloads.items():
+        assert config["unique_id"] == f"{DEVICE}_{topic.split('/')[3]}"
         assert config["device"]["identifiers"] == [DEVICE]
         assert config["device"]["name"] == f"actiond {DEVICE}"
         assert {"sw_version", "model"} <= set(config["device"])
@@ -50,7 +62,7 @@ def test_home_assistant_discovery_and_resend(
         camera = next(c for c in CAMERAS if c in topic)
         device_only = [{"topic": f"{BASE}/status"}]
         component = topic.split("/")[1]
-        if topic.endswith("_camera_stream/config"):
+        if topic in streams:
             assert config["availability"] == device_only
             assert config["state_topic"] == f"{BASE}/{camera}/availability"
             assert config["device_class"] == "connectivity"
@@ -80,6 +92,60 @@ def test_home_assistant_discovery_and_resend(
         )
     )
     assert {m.topic for m in again[wanted:]} == set(payloads)
+    assert len(_clears(collector.messages())) == len(_clears(first_all)), "cleared once"
+
+
+def _retained_now(mosquitto: MosquittoBroker, mqtt_collector: CollectorFactory) -> set[str]:
+    """The discovery topics the broker holds retained: what a Home Assistant starting now
+    receives (a marker published after subscribing arrives after every retained one)."""
+    late = mqtt_collector(mosquitto.port, ["homeassistant/#"])
+    late.wait_subscribed()
+    late.publish("homeassistant/marker", "end")
+    found = late.wait_for(lambda ms: any(m.topic == "homeassistant/marker" for m in ms), "marker")
+    return {m.topic for m in found if m.retain}
+
+
+def test_an_upgrade_clears_the_previous_release_discovery_topics(
+    mosquitto: MosquittoBroker, mqtt_collector: CollectorFactory, make_publisher: PublisherFactory
+) -> None:
+    # What the previous release left retained: its object ids had no digest. The snapshot
+    # camera is cleared too (that release may have run with snapshots on).
+    old = {f"homeassistant/event/{DEVICE}/{c}_action/config" for c in CAMERAS}
+    old |= {
+        f"homeassistant/binary_sensor/{DEVICE}/{c}_{a}/config" for c in CAMERAS for a in ACTIONS
+    }
+    old |= {f"homeassistant/binary_sensor/{DEVICE}/{c}_camera_stream/config" for c in CAMERAS}
+    old |= {f"homeassistant/camera/{DEVICE}/{c}_snapshot/config" for c in CAMERAS}
+    other_box = "homeassistant/event/other-box/cam1_action/config"
+    seeder = mqtt_collector(mosquitto.port, ["seeder/none"])
+    seeder.wait_subscribed()  # connected
+    for topic in sorted(old | {other_box}):
+        seeder.publish(topic, json.dumps({"unique_id": topic}), retain=True)
+    assert _retained_now(mosquitto, mqtt_collector) == old | {other_box}
+
+    home_assistant = mqtt_collector(mosquitto.port, ["homeassistant/#"])
+    home_assistant.wait_subscribed()
+    make_publisher(mosquitto.port, discovery=True, snapshots=False)
+    wanted = (1 + len(ACTIONS) + 1) * len(CAMERAS)
+    seen = home_assistant.wait_for(
+        lambda ms: len(_configs([m for m in ms if not m.retain])) >= wanted,
+        "the new discovery configs",
+    )
+    live = [m for m in seen if not m.retain]  # what the publisher sent (not the seeds)
+    assert {m.topic for m in _clears(live)} == old
+    assert len(_clears(live)) == len(old), "each old topic cleared once"
+    first_config = next(i for i, m in enumerate(live) if m.payload)
+    assert first_config == len(old), "the old topics are cleared before the new configs"
+    new = {m.topic for m in _configs(live)}
+    assert len(new) == wanted and not new & old
+    # A Home Assistant starting now sees the new entities only, and the other box's.
+    assert _retained_now(mosquitto, mqtt_collector) == new | {other_box}
+    # Home Assistant's birth: the configs again, nothing more cleared.
+    home_assistant.publish("homeassistant/status", "online")
+    home_assistant.wait_for(
+        lambda ms: len(_configs([m for m in ms if not m.retain])) >= 2 * wanted, "configs again"
+    )
+    assert len(_clears(home_assistant.messages())) == len(old)
 
 
 def test_event_entity_template_fires_on_starts_only() -> None:

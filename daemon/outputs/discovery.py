@@ -20,18 +20,31 @@ not actions. Home Assistant's event entity fires on `start` records only (its va
 template renders an `end` record empty, which Home Assistant ignores), so an automation
 runs once per detection; the MQTT records keep both phases. Entities are available only
 while both the daemon and their camera are (`availability_mode: all`).
+
+Object and unique ids (daemon.outputs.ha_ids) end in a digest of the exact (device,
+camera, kind, action), so they never collide within a box or across a fleet. On each
+connection the config topics of the previous release's ids (no digest) are cleared
+first (legacy_clears: an empty retained payload), so Home Assistant drops those entities
+instead of showing each twice.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.config.fields import name_problem, topic_prefix_problem
 from daemon.events import PHASE_END, PHASE_START
+from daemon.outputs.ha_ids import (
+    KIND_ACTION,
+    KIND_EVENT,
+    KIND_STREAM,
+    HaEntity,
+    camera_entities,
+    ha_id,
+)
 
 STATE_IDLE = "idle"
 PAYLOAD_ONLINE = "online"
@@ -48,7 +61,7 @@ EVENT_START_ONLY_TEMPLATE = (
     "{{ value if value_json.phase == " + json.dumps(PHASE_START) + " else '' }}"
 )
 REQUIRED_EVENT_KEYS = ("id", "camera", "action", "phase", "started_at", "ended_at")
-_UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+CLEAR_PAYLOAD = b""  # retained and empty: the broker drops the topic, HA the entity
 
 
 def check_topic_level(kind: str, value: str) -> None:
@@ -64,11 +77,6 @@ def check_topic_prefix(kind: str, value: str) -> None:
     reason = topic_prefix_problem(value)
     if reason:
         raise ValueError(f"{kind} {value!r} cannot be used as an MQTT topic prefix: it {reason}")
-
-
-def ha_id(value: str) -> str:
-    """`value` reduced to the characters Home Assistant allows in node/object ids."""
-    return _UNSAFE_ID_CHARS.sub("_", value)
 
 
 def readable(name: str) -> str:
@@ -228,15 +236,16 @@ def _device_block(device_id: str, sw_version: str) -> dict[str, object]:
 
 
 def _common(
-    topics: TopicLayout, camera: str | None, unique_id: str, name: str, sw_version: str
+    topics: TopicLayout, entity: HaEntity, name: str, sw_version: str, camera_bound: bool = True
 ) -> dict[str, object]:
-    """Fields every entity has; available while the daemon (and `camera`, if given) is."""
+    """Fields every entity has; available while the daemon (and, when `camera_bound`,
+    its camera) is."""
     availability = [{"topic": topics.status}]
-    if camera is not None:
-        availability.append({"topic": topics.availability(camera)})
+    if camera_bound:
+        availability.append({"topic": topics.availability(entity.camera)})
     return {
         "name": name,
-        "unique_id": ha_id(unique_id),
+        "unique_id": entity.unique_id,
         "availability": availability,
         "availability_mode": "all",
         "payload_available": PAYLOAD_ONLINE,
@@ -247,56 +256,56 @@ def _common(
     }
 
 
-def _camera_entities(
-    topics: TopicLayout, camera: str, actions: Sequence[str], snapshots: bool, sw_version: str
-) -> list[tuple[str, dict[str, object]]]:
-    base_id, words = f"{topics.device_id}_{camera}", readable(camera)
-    event = _common(topics, camera, f"{base_id}_action", f"{words} action", sw_version)
-    event.update(
-        {
+def _entity_config(
+    topics: TopicLayout, entity: HaEntity, actions: Sequence[str], sw_version: str
+) -> dict[str, object]:
+    """The discovery config of one entity of a camera offering `actions`. The stream's
+    own sensor depends on the daemon only: it says "off" (not "unavailable") while the
+    camera is lost, so automations can act on it."""
+    name, fields = _kind_fields(topics, entity, actions)
+    config = _common(topics, entity, name, sw_version, entity.kind != KIND_STREAM)
+    config.update(fields)
+    return config
+
+
+def _kind_fields(
+    topics: TopicLayout, entity: HaEntity, actions: Sequence[str]
+) -> tuple[str, dict[str, object]]:
+    """An entity's name and the fields of its kind."""
+    camera, words = entity.camera, readable(entity.camera)
+    if entity.kind == KIND_EVENT:
+        return f"{words} action", {
             "state_topic": topics.event(camera),
             "event_types": list(actions),
             "value_template": EVENT_START_ONLY_TEMPLATE,
             "device_class": EVENT_DEVICE_CLASS,
         }
-    )
-    entities = [(topics.discovery("event", f"{camera}_action"), event)]
-    for action in actions:
-        sensor = _common(
-            topics, camera, f"{base_id}_{action}", f"{words} {readable(action).lower()}", sw_version
-        )
+    if entity.kind == KIND_ACTION:
         # json.dumps gives a double-quoted literal, which Jinja accepts, so any action
         # name (quotes included) compares safely.
-        sensor.update(
-            {
-                "state_topic": topics.state(camera),
-                "value_template": "{{ 'ON' if value == " + json.dumps(action) + " else 'OFF' }}",
-                "payload_on": "ON",
-                "payload_off": "OFF",
-                "device_class": ACTION_DEVICE_CLASS,
-            }
-        )
-        entities.append((topics.discovery("binary_sensor", f"{camera}_{action}"), sensor))
-    # The stream's own sensor depends on the daemon only: it says "off" (not
-    # "unavailable") while the camera is lost, so automations can act on it.
-    stream = _common(topics, None, f"{base_id}_camera_stream", f"{words} stream", sw_version)
-    stream.update(
-        {
+        template = "{{ 'ON' if value == " + json.dumps(entity.action) + " else 'OFF' }}"
+        return f"{words} {readable(entity.action).lower()}", {
+            "state_topic": topics.state(camera),
+            "value_template": template,
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "device_class": ACTION_DEVICE_CLASS,
+        }
+    if entity.kind == KIND_STREAM:
+        return f"{words} stream", {
             "state_topic": topics.availability(camera),
             "payload_on": PAYLOAD_ONLINE,
             "payload_off": PAYLOAD_OFFLINE,
             "device_class": STREAM_DEVICE_CLASS,
             "entity_category": "diagnostic",
         }
-    )
-    entities.append((topics.discovery("binary_sensor", f"{camera}_camera_stream"), stream))
-    if snapshots:
-        camera_entity = _common(
-            topics, camera, f"{base_id}_snapshot", f"{words} snapshot", sw_version
-        )
-        camera_entity["topic"] = topics.snapshot(camera)
-        entities.append((topics.discovery("camera", f"{camera}_snapshot"), camera_entity))
-    return entities
+    return f"{words} snapshot", {"topic": topics.snapshot(camera)}
+
+
+def _own_actions(
+    actions: Sequence[str] | Mapping[str, Sequence[str]], camera: str
+) -> Sequence[str]:
+    return actions.get(camera, ()) if isinstance(actions, Mapping) else actions
 
 
 def discovery_messages(
@@ -307,10 +316,55 @@ def discovery_messages(
     sw_version: str,
 ) -> list[tuple[str, bytes]]:
     """(topic, JSON payload) of every discovery config, to publish retained. `actions`:
-    each camera's own (a mapping by camera name), or one list for every camera."""
+    each camera's own (a mapping by camera name), or one list for every camera. Ids:
+    daemon.outputs.ha_ids."""
     messages: list[tuple[str, bytes]] = []
     for camera in cameras:
-        own = actions.get(camera, ()) if isinstance(actions, Mapping) else actions
-        for topic, config in _camera_entities(topics, camera, own, snapshots, sw_version):
+        own = _own_actions(actions, camera)
+        for entity in camera_entities(topics.device_id, camera, own, snapshots):
+            config = _entity_config(topics, entity, own, sw_version)
+            topic = topics.discovery(entity.component, entity.object_id)
             messages.append((topic, json.dumps(config, sort_keys=True).encode()))
     return messages
+
+
+def legacy_clears(
+    topics: TopicLayout,
+    cameras: Sequence[str],
+    actions: Sequence[str] | Mapping[str, Sequence[str]],
+    current: Sequence[str],
+) -> list[tuple[str, bytes]]:
+    """(topic, empty payload) for the config topics the previous release used for these
+    entities (object id = the readable part alone, snapshot camera included), to publish
+    retained so the broker forgets them and Home Assistant removes their entities;
+    topics in `current` (the configs being published now) are left alone."""
+    keep, clears = set(current), dict[str, bytes]()
+    for camera in cameras:
+        for entity in camera_entities(
+            topics.device_id, camera, _own_actions(actions, camera), True
+        ):
+            topic = topics.discovery(entity.component, entity.readable)
+            if topic not in keep:
+                clears[topic] = CLEAR_PAYLOAD
+    return list(clears.items())
+
+
+class HaDiscovery:
+    """One publisher's discovery messages, made once from its config."""
+
+    def __init__(
+        self,
+        topics: TopicLayout,
+        cameras: Sequence[str],
+        actions: Sequence[str] | Mapping[str, Sequence[str]],
+        snapshots: bool,
+        sw_version: str,
+    ) -> None:
+        self.configs = discovery_messages(topics, cameras, actions, snapshots, sw_version)
+        self.clears = legacy_clears(topics, cameras, actions, [t for t, _ in self.configs])
+
+    def messages(self, birth: bool) -> list[tuple[str, bytes]]:
+        """What to publish retained: on a connection's birth the previous release's
+        topics cleared first, then the configs; the configs alone when Home Assistant
+        asks again (its own birth)."""
+        return [*self.clears, *self.configs] if birth else list(self.configs)

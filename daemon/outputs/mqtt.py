@@ -42,9 +42,9 @@ from daemon.outputs.discovery import (
     PAYLOAD_OFFLINE,
     PAYLOAD_ONLINE,
     CameraStates,
+    HaDiscovery,
     TopicLayout,
     check_topic_level,
-    discovery_messages,
     event_key,
     event_payload,
 )
@@ -88,7 +88,7 @@ class MqttPublisher(MqttConnection):
             raise MqttSetupError(str(exc)) from exc
         super().__init__(cfg, self._topics, reconnect_min_s, reconnect_max_s)
         self._cameras = tuple(cameras)
-        self._actions = dict(actions) if isinstance(actions, Mapping) else tuple(actions)
+        self._discovery = HaDiscovery(self._topics, cameras, actions, cfg.snapshots, __version__)
         self._queue = queue
         self._states = CameraStates(self._topics, self._cameras)
         self._count_lock = threading.Lock()  # acks come from two threads (see _send)
@@ -290,7 +290,7 @@ class MqttPublisher(MqttConnection):
         with self._state_lock:
             discovery, self._discovery_due = self._discovery_due, False
         if discovery:
-            self._send_discovery_locked(session)
+            self._send_discovery_locked(session, birth=False)
         self._flush_locked(session)
         with self._state_lock:
             retained, self._retained_due = list(self._retained_due.items()), {}
@@ -354,7 +354,7 @@ class MqttPublisher(MqttConnection):
         self._send(session, self._topics.status, PAYLOAD_ONLINE, 1, retain=True)
         if self._cfg.discovery:
             session.client.subscribe(self._topics.ha_status, qos=1)
-            self._send_discovery_locked(session)
+            self._send_discovery_locked(session, birth=True)
 
     def _session_up(self, session: Session) -> None:
         self._wake.set()  # the sender sends the birth messages, then the outbox
@@ -364,10 +364,8 @@ class MqttPublisher(MqttConnection):
             self._discovery_due = True
         self._wake.set()
 
-    def _send_discovery_locked(self, session: Session) -> None:
-        for topic, payload in discovery_messages(
-            self._topics, self._cameras, self._actions, self._cfg.snapshots, __version__
-        ):
+    def _send_discovery_locked(self, session: Session, birth: bool) -> None:
+        for topic, payload in self._discovery.messages(birth):
             self._send(session, topic, payload, 1, retain=True)
 
     def _acked(self, session: Session, key: str | None) -> None:
