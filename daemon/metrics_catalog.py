@@ -168,7 +168,7 @@ CATALOG: tuple[MetricSpec, ...] = (
         COUNTER,
         ("camera",),
         "Event clips written (WebM, under <state_dir>/clips/<camera>/); clips not recorded "
-        'are in actiond_lost_total{stage="overlay",item="clip"}.',
+        'are in actiond_lost_total{stage="overlay",item="recording"}.',
     ),
     MetricSpec(
         "actiond_clips_deleted_total",

@@ -159,7 +159,7 @@ def test_too_little_disk_makes_no_clip_and_counts_it(tmp_path: Path, daemons: li
     assert isinstance(start, dict)
     assert start["clip"] is None and start["clip_missing"] == "disk_low", start
     samples = parse_samples(scrape_text(f"http://127.0.0.1:{port}/metrics"))
-    lost = label_set(camera="cam", stage="overlay", item="clip", reason="disk_low")
+    lost = label_set(camera="cam", stage="overlay", item="recording", reason="disk_low")
     assert samples["actiond_lost_total"][lost] >= 1
     assert d.wait(RUN_S) == ExitCode.OK, d.log()
     clips = tmp_path / "state" / "clips" / "cam"

@@ -33,15 +33,15 @@ from daemon.config import CameraConfig, ClipsConfig
 from daemon.display import clipstore
 from daemon.display.clipwriter import DONE, WRITE_FAILED, ClipEncoder, Outcome
 from daemon.ipc.stats import StatsBlock
-from daemon.stages.kinds import CLIP, FRAME, Loss
+from daemon.stages.kinds import FRAME, RECORDING, Loss
 
 # Why a record has no clip (its clip_missing); those marked as losses are counted.
 MISSING_DISABLED = "disabled"  # clips.enabled = false
 MISSING_NOT_RECORDED = "not_recorded"  # its start came before this worker ran
-LOST_DISK_LOW = Loss(CLIP, "disk_low")  # less than clips.min_free_mb free: not started
-LOST_TOO_MANY = Loss(CLIP, "too_many_open")  # MAX_OPEN_CLIPS were being recorded
-LOST_WRITE_FAILED = Loss(CLIP, "write_failed")  # the encoder could not write it
-LOST_CUT_DISK_LOW = Loss(CLIP, "cut_disk_low")  # closed early: the disk ran low
+LOST_DISK_LOW = Loss(RECORDING, "disk_low")  # less than clips.min_free_mb free: not started
+LOST_TOO_MANY = Loss(RECORDING, "too_many_open")  # MAX_OPEN_CLIPS were being recorded
+LOST_WRITE_FAILED = Loss(RECORDING, "write_failed")  # the encoder could not write it
+LOST_CUT_DISK_LOW = Loss(RECORDING, "cut_disk_low")  # closed early: the disk ran low
 LOST_QUEUE_FULL = Loss(FRAME, "clip_queue_full")  # a frame the encoder had no room for
 CLIP_LOSSES = (LOST_DISK_LOW, LOST_TOO_MANY, LOST_WRITE_FAILED, LOST_CUT_DISK_LOW, LOST_QUEUE_FULL)
 CLIP_FIELDS = ("clips_total", "clips_deleted_total")

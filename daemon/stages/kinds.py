@@ -31,7 +31,9 @@ SHARED = "shared"  # one set of replicas serving every camera
 SCOPES = (PER_CAMERA, SHARED)
 # What travels on an edge, and what a loss loses (the `item` label of actiond_lost_total).
 FRAME, CLIP, RESULT, EVENT, SNAPSHOT = "frame", "clip", "result", "event", "snapshot"
-ITEMS = (FRAME, CLIP, RESULT, EVENT, SNAPSHOT)
+# An event's video file ([clips]); not CLIP, which is the clip model's input window.
+RECORDING = "recording"
+ITEMS = (FRAME, CLIP, RESULT, EVENT, SNAPSHOT, RECORDING)
 
 
 @dataclass(frozen=True)
