@@ -152,7 +152,7 @@ BAD_CONFIGS = [
         "unknown-second-camera-key",
         BASE_CAMERA + '[[cameras]]\nname = "b"\nsource = "test:bars"\ncolour = 1\n',
         "cameras[1].colour",
-        "valid keys here: analyse_fps, crop, enabled, fps",
+        "valid keys here: analyse_fps, crop, decode, enabled, fps",
     ),
     (
         "unknown-motion-key",
@@ -185,6 +185,12 @@ BAD_CONFIGS = [
         BASE_CAMERA + 'ring_policy = "drop"\n',
         "cameras[0].ring_policy",
         "must be one of block, drop_oldest, drop_newest (got 'drop')",
+    ),
+    (
+        "decode-preset",
+        BASE_CAMERA + 'decode = "fast"\n',
+        "cameras[0].decode",
+        "must be one of all, reference (got 'fast')",
     ),
     (
         "motion-method",

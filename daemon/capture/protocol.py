@@ -31,12 +31,14 @@ class OpenOptions:
 
     open_timeout_s / read_timeout_s bound a network open and read (they only take
     effect when passed at open time); fps is the camera's configured rate (0 = the
-    source's own), which generated sources use as theirs.
+    source's own), which generated sources use as theirs. ffmpeg_options: decoder options
+    of the camera's decode preset for FFmpeg-based backends (daemon.capture.table).
     """
 
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
     fps: float = 0.0
+    ffmpeg_options: str = ""
 
 
 class CaptureBackend(Protocol):

@@ -11,12 +11,11 @@ import os
 
 import cv2
 
-from daemon.capture.opencv import OpenCVCapture
+from daemon.capture.opencv import FFMPEG_OPTIONS_ENV, OpenCVCapture
 
 log = logging.getLogger(__name__)
 
 RTSP_SCHEMES = ("rtsp://", "rtsps://")
-FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 RTSP_TCP_OPTION = "rtsp_transport;tcp"
 
 

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the protocol module imports numpy: types only here
@@ -204,6 +205,35 @@ SOURCES = SourceTable(
             "file", lambda s: True, resolve_file, "daemon.capture.file:FileCapture", ends=True
         ),
     ]
+)
+
+
+@dataclass(frozen=True)
+class DecodePreset:
+    """cameras[].decode: FFmpeg decoder options for a camera's OpenCV/FFmpeg capture (files
+    and URLs), as OPENCV_FFMPEG_CAPTURE_OPTIONS entries ("key;value|key;value"). An
+    entry whose key the environment's own OPENCV_FFMPEG_CAPTURE_OPTIONS sets is left out.
+    """
+
+    name: str
+    ffmpeg_options: str
+    cost: str  # what it gives up, for the config's and the README's text
+
+
+DECODE_PRESETS = MappingProxyType(
+    {
+        "all": DecodePreset("all", "", "every frame of the stream is decoded and shown"),
+        # OpenCV's FFmpeg reader sets the decoder's skip_frame from "avdiscard": frames
+        # no other frame refers to are dropped before decoding. Measured on the made
+        # 1080p15 H.264 stream of `actiond bench load` (x264, B-frames): 15 -> 8.2 fps
+        # decoded, 14.6 -> 9.2 % of a core (README "Performance").
+        "reference": DecodePreset(
+            "reference",
+            "avdiscard;nonref",
+            "frames no other frame refers to (most B-frames) are skipped: fewer, unevenly "
+            "spaced frames, each whole; no saving on a stream without B-frames",
+        ),
+    }
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from daemon.capture.table import DECODE_PRESETS
 from daemon.config.clips_rules import clips_field_rules
 from daemon.config.loader import (
     Check,
@@ -207,6 +208,7 @@ def _camera_rules() -> dict[str, Check]:
         "ring_policy": one_of(*RING_POLICIES),
         "open_timeout_s": timeout,
         "read_timeout_s": timeout,
+        "decode": one_of(*DECODE_PRESETS),
         "reconnect_backoff_min_s": backoff,
         "reconnect_backoff_max_s": backoff,
     }

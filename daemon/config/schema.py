@@ -107,6 +107,9 @@ class CameraConfig:
     tiled_detection: bool = False
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
+    # FFmpeg decoder preset for files and URLs (daemon.capture.table.DECODE_PRESETS):
+    # "all" decodes every frame, "reference" skips frames nothing refers to (B-frames)
+    decode: str = "all"
     reconnect_backoff_min_s: float = 0.5
     reconnect_backoff_max_s: float = 30.0
     pipeline: str = "clip"  # the graph it runs (daemon.stages.registry.GRAPHS)

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from daemon.capture.protocol import CaptureBackend, OpenOptions, PresentationClock, SourceError
-from daemon.capture.table import SOURCES, SourceTable
+from daemon.capture.table import DECODE_PRESETS, SOURCES, SourceTable
 from daemon.config import CameraConfig
 from daemon.stages.media_clock import MediaClock
 
@@ -132,7 +132,10 @@ class FrameSource:
         kind = table.kind_of(source)
         self.kind, self._live = kind.name, kind.live
         options = OpenOptions(
-            open_timeout_s=cam.open_timeout_s, read_timeout_s=cam.read_timeout_s, fps=cam.fps
+            open_timeout_s=cam.open_timeout_s,
+            read_timeout_s=cam.read_timeout_s,
+            fps=cam.fps,
+            ffmpeg_options=DECODE_PRESETS[cam.decode].ffmpeg_options,
         )
         try:
             self._backend: CaptureBackend = table.backend(source, options)
