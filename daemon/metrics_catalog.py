@@ -195,11 +195,11 @@ CATALOG: tuple[MetricSpec, ...] = (
         COUNTER,
         ("camera", "stage", "item", "reason"),
         "Items lost inside the pipeline, by the stage that lost them, what they were "
-        "(frame, clip, result, event, snapshot) and why. source: frame fps_limit "
+        "(frame, clip, result, event, snapshot, recording) and why. source: frame fps_limit "
         "(live frames skipped to honour the camera's fps); infer: result no_ring "
         '(camera="all"); overlay: frame gap (frame ids that never reached it), '
         "frame viewer_behind (frames an MJPEG viewer missed), frame live_too_large (a "
-        "live-view JPEG over its slot), clip disk_low / too_many_open / write_failed / "
+        "live-view JPEG over its slot), recording disk_low / too_many_open / write_failed / "
         "cut_disk_low (event clips not recorded or cut short), frame clip_queue_full (a "
         "frame an event clip missed), result evicted, "
         "result not_arrived (a file's last results), event send_timeout / "

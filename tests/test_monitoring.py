@@ -451,3 +451,23 @@ def test_grafana_provisioning_files() -> None:
     (source,) = datasources["datasources"]
     assert source["type"] == "prometheus" and source["url"].startswith("http")
     assert source["jsonData"]["timeInterval"] == load_yaml(PROM_CONFIG)["global"]["scrape_interval"]
+
+
+def test_every_loss_the_dashboard_and_rules_name_is_one_a_stage_counts() -> None:
+    """A query on actiond_lost_total{stage="s", item="x"} that no stage kind declares is
+    an empty panel or an alert that never fires (the event clips' item was renamed once
+    and the dashboard's panel kept the old one)."""
+    from daemon.stages.kinds import ITEMS
+    from daemon.stages.registry import KINDS
+
+    declared = {(kind.name, loss.item) for kind in KINDS.values() for loss in kind.losses}
+    texts = DASHBOARD.read_text().replace('\\"', '"') + RULES.read_text()
+    selectors = re.findall(r"actiond_lost_total\{([^}]*)\}", texts)
+    assert selectors, "no actiond_lost_total selector found: the pattern no longer matches"
+    for selector in selectors:
+        labels = dict(re.findall(r'(\w+)=~?"([^"]*)"', selector))
+        items = labels["item"].split("|") if "item" in labels else []
+        assert set(items) <= set(ITEMS), f"{selector}: items no stage counts"
+        if "stage" in labels and "$" not in labels["stage"]:
+            for item in items:
+                assert (labels["stage"], item) in declared, f"{selector}: no such loss"
