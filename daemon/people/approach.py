@@ -4,8 +4,8 @@ or bottom edge says how much of them is in view, and someone turning in place na
 or widens without moving.
 
 - Size: the box's height (the torso where every sample shows it) while the box is clear
-  of the frame's top and bottom edges, and the shoulder width; it must grow (towards) or
-  shrink (away) by walk_growth of itself per second, and no size cue may say otherwise.
+  of the frame's top and bottom edges, and the shoulder width; one must grow (towards)
+  or shrink (away) by walk_growth of itself per second, and none the other way as fast.
   On a camera looking down the shoulder width is the steadier of the two: the torso's
   and the box's apparent length also change with the angle they are seen at.
 - Height in the frame: the lowest left/right pair in view (ankles, else hips, else
@@ -16,7 +16,10 @@ or widens without moving.
 
 A head turning or tilting moves neither cue; bending, sitting down or standing up moves
 the body up or down at one size; turning changes the size in place. A keypoint counts
-only when seen (keypoint_score) and clear of the frame's top and bottom edges.
+only when seen (keypoint_score) and clear of the frame's top and bottom edges; a cue
+counts when the samples showing its parts still fill the window. On a camera level with
+the body's parts in view there is no rise, so no towards/away; and with only head and
+shoulders in view a deep bend towards the camera looks like a step towards it.
 """
 
 from __future__ import annotations
