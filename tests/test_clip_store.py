@@ -92,7 +92,8 @@ def test_a_full_queue_refuses_frames_but_never_opens_or_closes() -> None:
     encoder = ClipEncoder(10.0, 2)
     encoder._queue.cond.acquire()  # the encoder thread cannot take anything meanwhile
     try:
-        assert encoder.frame(("x",), _frame(0), copies=2)
+        assert encoder.frame(("x",), _frame(0), copies=5)  # one frame held, 5 slots
+        assert encoder.frame(("x",), _frame(0))
         assert not encoder.frame(("x",), _frame(0))
         encoder.close_clip("x", keep=True)  # still queued
         assert encoder.queued_frames == 2
@@ -213,4 +214,28 @@ def test_idle_finishes_an_ended_events_clip_once_its_post_roll_is_over(
     clips.close()
     assert stats.snapshot()["clips_total"] == 1
     assert (tmp_path / "state" / "clips" / "cam" / "ev.webm").is_file()
+    stats.close(unlink=True)
+
+
+def test_a_gap_in_the_stream_inside_an_event_is_not_counted_as_the_encoder_behind(
+    tmp_path: Path,
+) -> None:
+    # 3 s without frames in an event (a stalled camera): the next frame stands for 31 slots,
+    # more than the queue's 2 s of frames; it is one frame held, so it is queued, not lost,
+    # and the clip still covers the event in real time.
+    clips, stats = _clips(tmp_path, pre_roll_s=1.0, post_roll_s=0.5, fps=10.0)
+    for i in range(10):
+        clips.show(_frame(i).repeat(2, 0).repeat(2, 1), int(i * 1e8))
+    clips.fields("ev", "start", 0.5)
+    for i in range(40, 51):  # 4.0 .. 5.0 s; the event ends at 4.5 s, its post-roll at 5.0
+        clips.show(_frame(i).repeat(2, 0).repeat(2, 1), int(i * 1e8))
+        if i == 45:
+            clips.fields("ev", "end", 4.5)
+    clips.close()
+    assert stats.snapshot()[event_clips.LOST_QUEUE_FULL.field] == 0
+    capture = cv2.VideoCapture(str(tmp_path / "state" / "clips" / "cam" / "ev.webm"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 51, frames  # slots 0.0 .. 5.0 s at 10 fps
     stats.close(unlink=True)

@@ -5,9 +5,10 @@ The wheel's FFmpeg writes VP8 ("VP80") into .webm, which every current browser p
 has no H.264 encoder, and MPEG-4 part 2 ("mp4v") is not played by browsers.
 
 Commands go through one queue: open a clip (with its pre-roll frames), a frame for some
-open clips, close a clip (keep it: move it from the `.part` directory into place; or delete it). Frames
-count against `max_frames`: a frame that finds the queue full is refused (the caller
-counts it) while opens and closes always get in, so no clip is left open. Outcomes come
+open clips, close a clip (keep it: move it from the `.part` directory into place; or delete it). Each
+frame held counts 1 against `max_frames` (the memory the queue holds), however many slots
+it fills (its copies, bounded by the caller): a frame that finds the queue full is refused
+(the caller counts it) while opens and closes always get in, so no clip is left open. Outcomes come
 back through `take_outcomes()`.
 """
 
@@ -105,7 +106,7 @@ class ClipEncoder:
     def frame(self, clip_ids: tuple[str, ...], frame: np.ndarray, copies: int = 1) -> bool:
         """Queue `frame` (`copies` times: slots of the clips' frame rate it stands for)
         for these clips; False when the queue is full (the frame is not in them)."""
-        return self._put(_FrameCmd(clip_ids, frame, copies), frames=copies)
+        return self._put(_FrameCmd(clip_ids, frame, copies), frames=1)
 
     def close_clip(self, clip_id: str, keep: bool) -> None:
         self._put(_CloseCmd(clip_id, keep), frames=0)
@@ -154,7 +155,7 @@ class ClipEncoder:
             finally:
                 if isinstance(command, _FrameCmd):
                     with q.cond:
-                        q.frames -= command.copies
+                        q.frames -= 1
 
     def _do(self, command: _OpenCmd | _FrameCmd | _CloseCmd) -> None:
         ids = command.clip_ids if isinstance(command, _FrameCmd) else (command.clip_id,)

@@ -62,7 +62,7 @@ class _Clip:
     slot: int  # the last slot written
     end_s: float | None = None  # capture time of the event's end
     ended_mono_s: float = 0.0  # time.monotonic() when the end record came
-    dropped: int = 0  # frames (slots) the encoder's queue had no room for
+    dropped: int = 0  # frames the encoder's queue had no room for
 
 
 class EventClips:
@@ -154,20 +154,27 @@ class EventClips:
             self._feed(t_s, small)
 
     def _feed(self, t_s: float, small: np.ndarray) -> None:
-        by_copies: dict[int, list[str]] = {}
+        """Queue the frame for the open clips, repeated over the slots since each clip's
+        last one (a gap in the stream). A frame the encoder has no room for is one frame
+        lost per clip; the clip's slot stays, so its next frame fills the gap and the clip
+        still plays in real time."""
+        by_copies: dict[int, list[tuple[str, int]]] = {}
         for event_id, clip in self._open.items():
             if clip.end_s is not None and t_s > clip.end_s + self._cfg.post_roll_s + self._period_s:
                 continue  # after a gap (a lost stream): past its post-roll, closed below
             slot = int((t_s - clip.t0_s) / self._period_s + 0.5)
             copies = min(slot - clip.slot, MAX_REPEATS)
             if copies > 0:
-                by_copies.setdefault(copies, []).append(event_id)
-                clip.slot = slot
-        for copies, ids in by_copies.items():
-            if not self._encoder.frame(tuple(ids), small, copies):
-                self._stats.add(LOST_QUEUE_FULL.field)
-                for event_id in ids:
-                    self._open[event_id].dropped += copies
+                by_copies.setdefault(copies, []).append((event_id, slot))
+        for copies, clips in by_copies.items():
+            queued = self._encoder.frame(tuple(event_id for event_id, _ in clips), small, copies)
+            if not queued:
+                self._stats.add(LOST_QUEUE_FULL.field, len(clips))
+            for event_id, slot in clips:
+                if queued:
+                    self._open[event_id].slot = slot
+                else:
+                    self._open[event_id].dropped += 1
         self._close_due(t_s)
 
     def _close_due(self, t_s: float) -> None:
