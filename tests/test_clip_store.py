@@ -4,6 +4,8 @@ dead writer, the encoder thread (real VP8 files), and each record's clip fields.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,11 +14,15 @@ import numpy as np
 import pytest
 
 from daemon.config import CameraConfig, ClipsConfig, ConfigError, load_config
+from daemon.config.clips_rules import clip_memory_bytes
 from daemon.display import clipstore
 from daemon.display.clipwriter import DONE, EMPTY, ClipEncoder, Outcome
+from daemon.exitcodes import ExitCode
 from daemon.ipc.stats import StatsBlock
 from daemon.stages import event_clips
 from daemon.stages.event_clips import EventClips
+
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(60)
 DAY_S = 86400.0
@@ -239,3 +245,29 @@ def test_a_gap_in_the_stream_inside_an_event_is_not_counted_as_the_encoder_behin
         frames += 1
     assert frames == 51, frames  # slots 0.0 .. 5.0 s at 10 fps
     stats.close(unlink=True)
+
+
+def test_check_config_refuses_a_pre_roll_too_large_for_memory(tmp_path: Path) -> None:
+    # 4K at 25 fps with a 10 s pre-roll: about 8.7 GB of frames for one camera.
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[[cameras]]\nname = "yard"\nsource = "test:bars"\nwidth = 3840\nheight = 2160\n'
+        "fps = 25.0\n\n[clips]\npre_roll_s = 10.0\nfps = 25.0\nmax_width = 3840\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "check-config", "-c", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == ExitCode.CONFIG, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "clips.pre_roll_s" in lines[0] and "camera yard (cameras[0])" in lines[0]
+    assert "about 8306 MB" in lines[0] and "clips.fps or clips.max_width" in lines[0], lines[0]
+    # The defaults, and the same camera scaled down to clips.max_width, pass.
+    path.write_text(path.read_text().replace("max_width = 3840", "max_width = 640"))
+    config = load_config(path)
+    assert clip_memory_bytes(config.clips, config.cameras[0]) == 14 * 25 * 640 * 360 * 3

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config.clips_rules import check_clips
+from daemon.config.clips_rules import check_clip_memory, check_clips
 from daemon.config.console_rules import check_console
 from daemon.config.loader import ConfigError, parse_listen
 from daemon.config.schema import (
@@ -70,6 +70,7 @@ def check_relations(config: Config, file: str) -> None:
     _check_mqtt(config.mqtt, file)
     check_webhook(config.webhook, file)
     check_clips(config.clips, file)
+    check_clip_memory(config.clips, config.cameras, file)
     _check_mjpeg_ports(config, file)
     check_console(config, file)
     _check_people(config.people, file)

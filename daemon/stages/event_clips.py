@@ -8,7 +8,8 @@ events run on: a record comes once its result is in, after the frame it belongs 
 shown, so the pre-roll keeps PRE_ROLL_SLACK_S more than pre_roll_s to still hold the
 frames before a start reported late. Frames are kept at clips.fps, scaled down to
 clips.max_width first, so memory is bounded by (pre_roll_s + PRE_ROLL_SLACK_S + the
-encoder's QUEUE_S) x fps x one small frame. A clip's frames are placed on its own frame-rate
+encoder's QUEUE_S) x fps x one small frame, which check-config bounds
+(config.clips_rules.check_clip_memory). A clip's frames are placed on its own frame-rate
 grid: a camera slower than clips.fps repeats a frame rather than shortening the clip.
 
 Each event record gets `clip` (`<camera>/<event id>.webm`) while a clip is recorded for
@@ -30,6 +31,7 @@ import cv2
 import numpy as np
 
 from daemon.config import CameraConfig, ClipsConfig
+from daemon.config.clips_rules import PRE_ROLL_SLACK_S, QUEUE_S, clip_frame_size
 from daemon.display import clipstore
 from daemon.display.clipwriter import DONE, WRITE_FAILED, ClipEncoder, Outcome
 from daemon.ipc.stats import StatsBlock
@@ -46,8 +48,6 @@ LOST_QUEUE_FULL = Loss(FRAME, "clip_queue_full")  # a frame the encoder had no r
 CLIP_LOSSES = (LOST_DISK_LOW, LOST_TOO_MANY, LOST_WRITE_FAILED, LOST_CUT_DISK_LOW, LOST_QUEUE_FULL)
 CLIP_FIELDS = ("clips_total", "clips_deleted_total")
 MAX_OPEN_CLIPS = 8  # per camera: overlapping events each get a clip, up to this many
-QUEUE_S = 2.0  # the encoder's queue holds this much of the clips' frames
-PRE_ROLL_SLACK_S = 2.0  # how late an event's start may be reported with a full pre-roll
 DISK_CHECK_S = 1.0  # free space is checked at most this often while clips are open
 MAX_REPEATS = 50  # a frame repeated for a gap in the stream fills at most this many slots
 OUTCOMES_KEPT = 256  # clips remembered for their events' end records
@@ -73,8 +73,7 @@ class EventClips:
     ) -> None:
         self._camera, self._cfg, self._stats = cam.name, cfg, stats
         self._period_s = 1.0 / cfg.fps
-        scale = min(1.0, cfg.max_width / cam.width)
-        self._size = (_even(cam.width * scale), _even(cam.height * scale))
+        self._size = clip_frame_size(cam.width, cam.height, cfg.max_width)
         self._root = clipstore.clips_root(state_dir)
         self._dir = self._root / cam.name
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +268,3 @@ class EventClips:
         if not self._encoder.close():
             log.warning("camera %s: the clip encoder did not finish in time", self._camera)
         self._collect()
-
-
-def _even(value: float) -> int:
-    return max(2, int(value) // 2 * 2)
