@@ -4,7 +4,6 @@ from, the history's merge and retention, camera states, the token, and check-con
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -154,20 +153,31 @@ def test_camera_states() -> None:
     assert {s["name"]: s["state"] for s in board.states()}["a"] == "reconnecting"
 
 
-def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path) -> None:
-    (tmp_path / "token").write_text("  from-a-file\n")
-    assert read_token(str(tmp_path / "token"), "") == "from-a-file"
-    os.environ["ACTIOND_TEST_CONSOLE_TOKEN"] = "from-env"
-    try:
-        assert read_token("", "ACTIOND_TEST_CONSOLE_TOKEN") == "from-env"
-    finally:
-        del os.environ["ACTIOND_TEST_CONSOLE_TOKEN"]
+def test_the_token_comes_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "token").write_text("  from-a-file-0123456789\n")
+    assert read_token(str(tmp_path / "token"), "") == "from-a-file-0123456789"
+    monkeypatch.setenv("ACTIOND_TEST_CONSOLE_TOKEN", "from-env-0123456789")
+    assert read_token("", "ACTIOND_TEST_CONSOLE_TOKEN") == "from-env-0123456789"
+    monkeypatch.delenv("ACTIOND_TEST_CONSOLE_TOKEN")
     with pytest.raises(TokenError, match="ACTIOND_TEST_CONSOLE_TOKEN, which is not set"):
         read_token("", "ACTIOND_TEST_CONSOLE_TOKEN")
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(TokenError, match="the token is empty"):
         read_token(str(tmp_path / "empty"), "")
     assert read_token("", "") is None
+
+
+def test_a_short_token_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "token").write_text("a\n")
+    with pytest.raises(TokenError, match="console.auth_token_file: the token has 1 characters"):
+        read_token(str(tmp_path / "token"), "")
+    monkeypatch.setenv("ACTIOND_TEST_CONSOLE_TOKEN", "x" * 15)
+    with pytest.raises(TokenError, match="at least 16"):
+        read_token("", "ACTIOND_TEST_CONSOLE_TOKEN")
+    monkeypatch.setenv("ACTIOND_TEST_CONSOLE_TOKEN", "x" * 16)
+    assert read_token("", "ACTIOND_TEST_CONSOLE_TOKEN") == "x" * 16
 
 
 @pytest.mark.parametrize(
@@ -213,9 +223,19 @@ def _check_config(tmp_path: Path, console: str) -> subprocess.CompletedProcess[s
             'listen = "0.0.0.0:8090"\nauth_token_file = "t"\nauth_token_env = "T"\n',
             "set only one of auth_token_file and auth_token_env",
         ),
+        ('listen = "0.0.0.0:8090"\nauth_token_file = "short"\n', "console.auth_token_file: "),
+        ('listen = "0.0.0.0:8090"\nauth_token_file = "empty"\n', "the token has 0 characters"),
+        (
+            'trusted_proxies = ["127.0.0.1"]\n',
+            "console.trusted_proxies: is set, so the console is behind a proxy",
+        ),
+        ('trusted_proxies = ["proxy"]\n', "must be IP addresses or networks"),
+        ('public_url = "box:8443"\n', "console.public_url: must be an http:// or https:// URL"),
     ],
 )
 def test_check_config_refuses_an_unsafe_console(tmp_path: Path, console: str, message: str) -> None:
+    (tmp_path / "short").write_text("abc\n")
+    (tmp_path / "empty").write_text("\n")
     done = _check_config(tmp_path, console)
     assert done.returncode == ExitCode.CONFIG, done.stderr
     lines = done.stderr.strip().splitlines()

@@ -1,20 +1,24 @@
 """The rules between [console] and the other keys, checked at load (check-config too).
 
 - an enabled console needs a listen address;
-- off loopback it needs a login token from exactly one of auth_token_file /
-  auth_token_env (never the command line): check-config refuses it otherwise;
+- off loopback, or behind a proxy (trusted_proxies), it needs a login token from exactly
+  one of auth_token_file / auth_token_env (never the command line): check-config refuses
+  it otherwise, and a token file whose token is under MIN_TOKEN_CHARS characters;
 - its port must not be metrics.listen's nor any camera's derived MJPEG port.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from daemon.config.loader import ConfigError, parse_listen
 from daemon.config.schema import Config
 
 _ANY_HOST = ("", "0.0.0.0", "::")
 _LOCALHOST = "localhost"
+MIN_TOKEN_CHARS = 16  # the console's login token, at the least
 
 
 def is_loopback(host: str) -> bool:
@@ -25,6 +29,56 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # another host name: it may resolve to any interface
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` is too weak to guard the console, or None."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return (
+            f"the token has {len(token)} characters; use at least {MIN_TOKEN_CHARS} random "
+            "ones, e.g. the output of `openssl rand -hex 24`"
+        )
+    return None
+
+
+def check_token_file(path: str, file: str) -> None:
+    """ConfigError when console.auth_token_file (resolved) cannot be read or is weak."""
+    if not path:
+        return
+    key = "console.auth_token_file"
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(file, key, f"cannot read {path}: {exc}") from exc
+    problem = token_problem(token)
+    if problem:
+        raise ConfigError(file, key, f"{path}: {problem}")
+
+
+def public_url_problem(value: str) -> str | None:
+    """Why `value` cannot be console.public_url, or None ("" is fine: derived)."""
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f'must be an http:// or https:// URL with a host, e.g. "https://box.example:8443" (got {value!r})'
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        return f"must be a plain base URL, without a user, ?query or #fragment (got {value!r})"
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return f"has a bad port (got {value!r})"
+    return None
+
+
+def trusted_proxies_problem(value: tuple[str, ...]) -> str | None:
+    """Why `value` cannot be console.trusted_proxies, or None."""
+    for text in value:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return f'must be IP addresses or networks, e.g. ["127.0.0.1"] (got {text!r})'
+    return None
 
 
 def check_console(config: Config, file: str) -> None:
@@ -45,7 +99,15 @@ def check_console(config: Config, file: str) -> None:
             "set only one of auth_token_file and auth_token_env (both are set)",
         )
     host, port = parse_listen(console.listen)
-    if not is_loopback(host) and not (console.auth_token_file or console.auth_token_env):
+    has_token = bool(console.auth_token_file or console.auth_token_env)
+    if console.trusted_proxies and not has_token:
+        raise ConfigError(
+            file,
+            "console.trusted_proxies",
+            "is set, so the console is behind a proxy and reachable from other machines: "
+            "set console.auth_token_file or console.auth_token_env",
+        )
+    if not is_loopback(host) and not has_token:
         raise ConfigError(
             file,
             "console.listen",

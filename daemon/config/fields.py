@@ -11,6 +11,7 @@ import dataclasses
 
 from daemon.capture.table import DECODE_PRESETS
 from daemon.config.clips_rules import clips_field_rules
+from daemon.config.console_rules import public_url_problem, trusted_proxies_problem
 from daemon.config.loader import (
     Check,
     ConfigError,
@@ -162,6 +163,8 @@ def _field_rules() -> dict[type, dict[str, Check]]:
         WebhookConfig: webhook_field_rules(),
         ConsoleConfig: {
             "listen": listen_address,
+            "public_url": public_url_problem,
+            "trusted_proxies": trusted_proxies_problem,
             "history_max_age_days": greater_than(0),
             "history_max_events": at_least(1),
             "history_max_mb": greater_than(0),

@@ -32,6 +32,7 @@ from daemon.capture.table import TEST_PATTERNS as TEST_PATTERNS
 from daemon.capture.table import TEST_PREFIX as TEST_PREFIX
 from daemon.capture.table import resolve_source as resolve_source
 from daemon.capture.table import source_kind as source_kind
+from daemon.config.console_rules import check_token_file
 from daemon.config.loader import ConfigError, absolute_path, existing_file
 from daemon.config.schema import (
     MAX_SHM_DIR_BYTES,
@@ -87,6 +88,7 @@ def resolve_paths(config: Config, config_dir: Path, file: str) -> Config:
         token_file = existing_file(
             console.auth_token_file, config_dir, "console.auth_token_file", file
         )
+        check_token_file(token_file, file)
         console = dataclasses.replace(console, auth_token_file=token_file)
     webhook = webhook_paths(config.webhook, config_dir, file)
     record = _output_path(config.display.record, config_dir, "display.record", file)

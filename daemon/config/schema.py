@@ -326,6 +326,13 @@ class ConsoleConfig:
     # A non-loopback listen needs one of these (check-config refuses it without).
     auth_token_file: str = ""
     auth_token_env: str = ""
+    # How others reach it (e.g. "https://box.example:8443" behind a proxy): the base of
+    # the clip/snapshot links in MQTT and webhook events; "" derives it from a concrete
+    # listen address (none for a wildcard one).
+    public_url: str = ""
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the console believes
+    # (addresses or networks, e.g. "127.0.0.1"); a console behind one needs a token.
+    trusted_proxies: tuple[str, ...] = ()
     history_max_age_days: float = 30.0
     history_max_events: int = 10000
     history_max_mb: float = 1024.0  # records and snapshots together

@@ -21,6 +21,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.config.console_rules import token_problem
+
 log = logging.getLogger(__name__)
 
 MAX_FAILURES = 5
@@ -57,6 +59,9 @@ def read_token(token_file: str, token_env: str) -> str | None:
         return None
     if not token:
         raise TokenError(f"{key}: the token is empty; put a long random string there")
+    problem = token_problem(token)
+    if problem:
+        raise TokenError(f"{key}: {problem}")
     return token
 
 

@@ -6,7 +6,8 @@ outbox, pending for this sink; it leaves the sink's queue only in on_publish, i.
 the broker's PUBACK for it (and for its snapshot) arrives. Consumers drop duplicates by
 the `id` + `phase` in the payload. An event's snapshot, kept with it in the outbox, is
 published at QoS 1 right after it on the snapshot topic, so it survives outages exactly
-like its event; the event says `has_snapshot` accordingly.
+like its event; the event says `has_snapshot` accordingly, and with the console on,
+`clip_url` / `snapshot_url` (the console's copies; sinks/protocol.py event_links).
 
 Camera availability (`set_camera_available`, from the supervisor) is retained per camera
 and sent again on every (re)connect; until told otherwise a camera is offline.
@@ -52,7 +53,7 @@ from daemon.outputs.mqtt_connection import RECONNECT_MAX_S, RECONNECT_MIN_S, Mqt
 from daemon.outputs.mqtt_session import MqttSetupError, Session
 from daemon.outputs.outbox import OutboxError, OutboxItem
 from daemon.outputs.outbox_queue import SinkQueue
-from daemon.outputs.sinks.protocol import SinkContext, SinkView
+from daemon.outputs.sinks.protocol import SinkContext, SinkView, event_links
 
 log = logging.getLogger(__name__)
 paho_log = log.getChild("paho")
@@ -69,6 +70,7 @@ class MqttPublisher(MqttConnection):
     """The MQTT sink: events (its outbox queue), availability, state, snapshots, stats."""
 
     name = SINK_NAME
+    console_url = ""  # the base of the clip/snapshot links in events (event_links)
 
     def __init__(
         self,
@@ -139,14 +141,8 @@ class MqttPublisher(MqttConnection):
 
     def view(self) -> SinkView:
         q = self._queue
-        return SinkView(
-            self.name,
-            self.connected,
-            q.delivered_total,
-            q.depth(),
-            q.dropped_total,
-            q.snapshots_dropped_total,
-        )
+        counts = (q.delivered_total, q.depth(), q.dropped_total, q.snapshots_dropped_total)
+        return SinkView(self.name, self.connected, *counts)
 
     def start(self) -> None:
         """Start the connection thread; returns at once (the broker may be down)."""
@@ -331,7 +327,8 @@ class MqttPublisher(MqttConnection):
         """The event at QoS 1, then its snapshot: acked in the outbox once both are."""
         camera = item.record["camera"]
         snapshot = item.snapshot if self._cfg.snapshots else None
-        payload = dict(item.record, has_snapshot=snapshot is not None)
+        links = event_links(item.record, self.console_url)  # the console's copy
+        payload = dict(item.record, has_snapshot=snapshot is not None, **links)
         session.parts[item.seq] = 1 if snapshot is None else 2
         key = str(item.seq)
         self._send(
@@ -395,4 +392,6 @@ class MqttPublisher(MqttConnection):
 
 def mqtt_sink(cfg: MqttConfig, context: SinkContext, queue: SinkQueue) -> MqttPublisher:
     """The sink table's factory; MqttSetupError when [mqtt] cannot work."""
-    return MqttPublisher(cfg, context.device_id, context.cameras, context.by_camera, queue)
+    sink = MqttPublisher(cfg, context.device_id, context.cameras, context.by_camera, queue)
+    sink.console_url = context.console_url
+    return sink

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from daemon.outputs.outbox import OutboxItem
 
@@ -36,6 +37,9 @@ class SinkContext:
     # Each camera's live JPEG slot (daemon/ipc/liveslot.py, filled by its overlay while
     # a reader asks): the console's live images. Empty where no run is known (tests).
     live_slots: Mapping[str, Path] = field(default_factory=dict)
+    # The console's base URL as others reach it (runner.console_url; "" when the console
+    # is off or its address unknown): the base of event_links in events.
+    console_url: str = ""
 
     def camera_actions(self, camera: str) -> tuple[str, ...]:
         """What this camera's events can be called (Home Assistant offers them)."""
@@ -45,6 +49,25 @@ class SinkContext:
     def by_camera(self) -> dict[str, tuple[str, ...]]:
         """Every camera's actions, by name."""
         return {camera: self.camera_actions(camera) for camera in self.cameras}
+
+
+def event_links(record: Mapping[str, Any], console_url: str) -> dict[str, str]:
+    """Where a consumer of the event (MQTT, webhook) fetches its clip and snapshot from
+    the web console: `clip_url` (`<console_url>/api/events/<id>/clip`) when the record
+    names a clip, `snapshot_url` (`.../snapshot.jpg`) when its `has_snapshot` is true;
+    {} when `console_url` is "" (the console is off or its address unknown) or the record
+    has no `id`. The clip URL answers 404 until the clip is complete (the event's end
+    plus the post-roll)."""
+    event_id = record.get("id")
+    if not console_url or not isinstance(event_id, str) or not event_id:
+        return {}
+    base = f"{console_url}/api/events/{quote(event_id, safe='')}"
+    links: dict[str, str] = {}
+    if record.get("clip"):
+        links["clip_url"] = f"{base}/clip"
+    if record.get("has_snapshot"):
+        links["snapshot_url"] = f"{base}/snapshot.jpg"
+    return links
 
 
 @dataclass(frozen=True)

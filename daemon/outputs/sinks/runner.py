@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon.config import Config
+from daemon.config import Config, ConsoleConfig, parse_listen
 from daemon.outputs.discovery import event_key, event_payload
 from daemon.outputs.outbox import OUTBOX_FILENAME, Outbox, OutboxError
 from daemon.outputs.outbox_legacy import import_legacy_outbox
@@ -204,4 +204,23 @@ def sink_context(
         Path(config.daemon.state_dir),
         {name: tuple(names) for name, names in (per_camera or {}).items()},
         dict(live_slots or {}),
+        console_url(config.console),
     )
+
+
+def console_url(cfg: ConsoleConfig) -> str:
+    """The console's base URL as others reach it, without a trailing slash: `public_url`
+    when set (e.g. "https://box.example:8443" behind a proxy), else "http://<host>:<port>"
+    from a concrete `listen` address; "" when the console is off or `listen` is a
+    wildcard (":8090", "0.0.0.0:8090" say nothing about how others reach the box)."""
+    if not cfg.enabled:
+        return ""
+    if cfg.public_url:
+        return cfg.public_url.rstrip("/")
+    try:
+        host, port = parse_listen(cfg.listen)
+    except ValueError:
+        return ""
+    if host in ("", "0.0.0.0", "::") or port == 0:
+        return ""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
