@@ -33,6 +33,8 @@ EVENTS_S = 60.0
 STOP_S = 20.0  # SIGTERM to exit, with a request hanging (timeout_s is far longer)
 SECRET = "daemon-test-secret"
 SECRET_ENV = "ACTIOND_TEST_WEBHOOK_SECRET"
+# A Slack-style URL whose path is the secret: never in the log.
+PATH_SECRET = "services/T0/B0/path-secret-7d1e"
 SINK = label_set(sink="webhook")
 
 
@@ -115,12 +117,13 @@ def test_webhook_events_survive_a_kill_while_the_receiver_is_down(
     brightness_model(tmp_path / "brightness.onnx")
     receiver = WebhookReceiver().start()
     receiver.stop()  # down: nothing listens on its port
+    url = f"{receiver.url}/{PATH_SECRET}"
     try:
-        stored = run_while_down(daemons, tmp_path, clip, receiver.url)
+        stored = run_while_down(daemons, tmp_path, clip, url)
         assert receiver.requests() == []
         receiver.start()  # the same port
         port = free_port()
-        d = webhook_daemon(tmp_path, clip, receiver.url, port)
+        d = webhook_daemon(tmp_path, clip, url, port)
         daemons.append(d.start())
         receiver.wait_for(
             lambda: len(receiver.accepted()) >= len(stored) + 1,
@@ -129,6 +132,7 @@ def test_webhook_events_survive_a_kill_while_the_receiver_is_down(
         )
         got = receiver.accepted()
         assert [r.key for r in got[: len(stored)]] == stored, "lost, doubled or reordered"
+        assert got[0].path == f"/hook/{PATH_SECRET}", "not POSTed to the whole URL"
         assert all(signed_by_secret(r) for r in got)
         assert all(r.record["device_id"] == "hookbox" for r in got)
         wait_for(
@@ -142,6 +146,10 @@ def test_webhook_events_survive_a_kill_while_the_receiver_is_down(
     finally:
         receiver.stop()
     assert SECRET not in d.log(), "the secret is in the log"
+    logs = daemons[0].log() + d.log()
+    assert "connection refused" in daemons[0].log(), "the down receiver is not logged"
+    assert PATH_SECRET.split("/")[-1] not in logs, "the URL's secret path is in the log"
+    assert f"http://127.0.0.1:{receiver.port}/..." in logs, "the URL is not shown at all"
 
 
 def refuse_one(receiver: WebhookReceiver, port: int) -> None:

@@ -13,6 +13,7 @@ from metrics_helpers import label_set, parse_samples
 from prometheus_client import generate_latest
 
 from daemon.config import ConfigError, WebhookConfig, load_config
+from daemon.config.webhook_rules import shown_url
 from daemon.outputs.metrics import MetricsSnapshot, make_registry
 from daemon.outputs.sinks.protocol import SinkView
 from daemon.outputs.sinks.webhook import WebhookSetupError, read_secret
@@ -128,6 +129,7 @@ def write_config(tmp_path: Path, webhook: str) -> Path:
         ('urls = ["ftp://example.com/x"]\n', "webhook.urls", "http:// or https://"),
         ('urls = ["https://user:pw@example.com/"]\n', "webhook.urls", "user name or password"),
         ('urls = ["http://a/x", "http://a/x"]\n', "webhook.urls", "distinct"),
+        ('urls = ["http://a/T0/s3", "http://a/T0/s3"]\n', "webhook.urls", "http://a/...']"),
         ('urls = ["http://a:99999/x"]\n', "webhook.urls", "bad port"),
         ("timeout_s = 0\n", "webhook.timeout_s", "between"),
         (
@@ -154,6 +156,7 @@ def test_bad_webhook_settings_name_the_key_and_the_fix(
         load_config(write_config(tmp_path, webhook))
     assert info.value.key == key
     assert says in info.value.reason
+    assert "s3" not in info.value.reason, "a URL's (secret) path is in the message"
 
 
 def test_a_good_webhook_section_resolves_its_files(tmp_path: Path) -> None:
@@ -181,3 +184,18 @@ def test_refusals_and_retries_are_exported_per_sink() -> None:
     }
     # A sink that does not count retries has no series (not a misleading 0).
     assert samples["actiond_sink_retries_total"] == {label_set(sink="webhook"): 5}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hooks.slack.com/services/T0/B0/XYZsecret", "https://hooks.slack.com/..."),
+        ("https://discord.com/api/webhooks/1/tok?wait=true", "https://discord.com/..."),
+        ("http://10.0.0.2:8080/", "http://10.0.0.2:8080/"),
+        ("http://[::1]:9/a", "http://[::1]:9/..."),
+        ("https://example.com?token=x", "https://example.com/..."),
+        ("http://example.com", "http://example.com/"),
+    ],
+)
+def test_logs_show_a_url_without_its_path_or_query(url: str, shown: str) -> None:
+    assert shown_url(url) == shown

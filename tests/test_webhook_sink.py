@@ -12,11 +12,13 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mosquitto_fixture import OPENSSL, make_server_cert, make_test_ca
@@ -25,11 +27,13 @@ from webhook_receiver import Answer, Received, WebhookReceiver
 from daemon.config import WebhookConfig
 from daemon.outputs.outbox import Outbox
 from daemon.outputs.outbox_queue import SinkQueue
+from daemon.outputs.sinks import webhook_http
 from daemon.outputs.sinks.protocol import SinkContext
 from daemon.outputs.sinks.webhook import (
     ABORT_GRACE_S,
     CLOSE_SEND_MAX_S,
     DROP_REJECTED,
+    DROP_REJECTED_BY_ONE,
     WebhookSink,
     webhook_sink,
 )
@@ -253,6 +257,76 @@ def test_a_refused_event_is_dropped_counted_and_not_retried(
     assert len(refusals) == 1 and "HTTP 400" in refusals[0] and "e001:start" in refusals[0]
     assert "test receiver says so" in refusals[0], "the receiver's reason is not logged"
     assert SECRET.decode() not in caplog.text
+
+
+def test_a_refusal_by_one_url_is_counted_and_its_secret_path_never_logged(
+    receiver: WebhookReceiver, queue: SinkQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Slack-style URL: the path is the secret. It refuses; the other URL takes them.
+    refusing = WebhookReceiver().start()
+    refusing.answer = lambda _: Answer(403)
+    secret_url = f"{refusing.url}/services/T0/B0/path-secret-91ab"
+    try:
+        sink = make_sink(queue, [receiver.url, secret_url])
+        with caplog.at_level(logging.DEBUG, logger="daemon.outputs.sinks"):
+            keys = store(queue, sink, 2)
+            wait_until(lambda: queue.depth() == 0, "both events answered by both URLs")
+            text = f"{sink!r} {sink.targets!r} {caplog.text}"
+        sink.close(2.0)
+        assert receiver.accepted_keys() == keys and len(refusing.requests()) == 2
+        assert refusing.requests()[0].path == "/hook/services/T0/B0/path-secret-91ab"
+        view = sink.view()
+        assert view.delivered_total == 2
+        assert view.other_drops == ((DROP_REJECTED_BY_ONE, 2),), view.other_drops
+        assert "path-secret-91ab" not in text, text
+        assert f"http://127.0.0.1:{refusing.port}/... (webhook.urls[1]) refused" in text
+    finally:
+        refusing.stop()
+
+
+def test_a_host_name_lookup_that_hangs_is_bounded_by_timeout_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # getaddrinfo has no timeout: a resolver that never answers held the sink's thread
+    # for as long as the lookup took (here 5 s; the resolver's retries can take minutes).
+    release = threading.Event()
+
+    def hung_lookup(*args: Any, **kwargs: Any) -> Any:
+        release.wait(5.0)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(webhook_http.socket, "getaddrinfo", hung_lookup)
+    target = Target("http://hooks.example.invalid/x", 0.5, None)
+    started = time.monotonic()
+    try:
+        outcome = target.post(b"{}", {}, time.time)
+    finally:
+        took = time.monotonic() - started
+        release.set()
+    assert outcome.verdict == "retry"
+    assert "not resolved within 0.5 s" in outcome.detail, outcome.detail
+    assert took < 2.0, f"the lookup held the request for {took:.2f} s"
+
+
+def test_requests_start_no_thread_each(
+    receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The whole-request bound was a threading.Timer per POST (a thread each, ~750/s).
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    target = Target(receiver.url, 5.0, None)
+    for i in range(50):
+        outcome = target.post(b"{}", {"X-Actiond-Event-Id": f"e{i}:start"}, time.time)
+        assert outcome.verdict == "delivered", outcome
+    target.close()
+    mine = [name for name in started if "process_request" not in name]  # not the receiver's
+    assert mine == ["webhook-watchdog"], mine
 
 
 def test_two_urls_each_get_every_event_once_while_one_is_down(

@@ -1,6 +1,7 @@
 """The [webhook] section's checks: each URL on its own (fields.py applies them), the rules
 between its keys (rules.py), and its files made absolute (paths.py). The secret itself is
-read when the sink opens (daemon/outputs/sinks/webhook.py), never here nor logged."""
+read when the sink opens (daemon/outputs/sinks/webhook.py), never here nor logged; nor
+is a URL's path, which is the secret of Slack, Discord or Teams webhooks (shown_url)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,25 @@ from daemon.config.loader import Check, ConfigError, at_least, existing_file, wi
 from daemon.config.schema import BACKOFF_RANGE_S, TIMEOUT_RANGE_S, WebhookConfig
 
 
+def shown_url(url: str) -> str:
+    """`url` as logs and errors show it: scheme://host:port and "/..." for any path or
+    query, which may be the secret (https://hooks.slack.com/services/T0/B0/<secret>)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    where = f"{parts.scheme}://{host or '?'}" + (f":{port}" if port else "")
+    hidden = (parts.path not in ("", "/")) or parts.query
+    return where + ("/..." if hidden else "/")
+
+
 def check_url(url: str) -> str | None:
     """Why `url` cannot be a webhook target, or None."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"must be http:// or https:// URLs with a host (got {url!r})"
+        return f"must be http:// or https:// URLs with a host (got {shown_url(url)})"
     if parts.username is not None or parts.password is not None:
         return (
             f"must not carry a user name or password (got one in {parts.hostname}'s URL: "
@@ -25,9 +40,9 @@ def check_url(url: str) -> str | None:
     try:
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
-        return f"has a bad port (got {url!r})"
+        return f"has a bad port (got {parts.netloc})"
     if parts.fragment:
-        return f"must not have a #fragment (got {url!r})"
+        return f"must not have a #fragment (got one in {shown_url(url)})"
     return None
 
 
@@ -37,7 +52,8 @@ def _urls(value: tuple[str, ...]) -> str | None:
         if problem:
             return problem
     if len(set(value)) != len(value):
-        return f"must be distinct (got {list(value)}): each URL gets every event once"
+        shown = [shown_url(url) for url in value]
+        return f"must be distinct (got {shown}): each URL gets every event once"
     return None
 
 

@@ -109,6 +109,12 @@ class SinkQueue:
         drops[reason] = drops.get(reason, 0) + gone
         return gone
 
+    def count_drop(self, reason: str, count: int = 1) -> None:
+        """Count `count` drops under `reason` for an event that stays in the queue or was
+        delivered anyway (webhook: one URL refused an event another one took)."""
+        drops = self._outbox.sink_state(self.sink).drops
+        drops[reason] = drops.get(reason, 0) + count
+
     @property
     def other_drops(self) -> tuple[tuple[str, int], ...]:
         """(reason, count) of the events dropped by `drop`, by reason."""

@@ -10,7 +10,10 @@ thread waits (exponential backoff with jitter, retry_min_s .. retry_max_s, or th
 server's Retry-After when longer, capped alike) and tries again, sending only to the
 URLs that have not yet answered. So one down receiver delays the others, and order is
 kept for all. An event every URL refused is dropped and counted (reason "rejected");
-one that some URL accepted counts as delivered (the refusal is logged).
+one that some URL accepted counts as delivered, and each URL's refusal of it is counted
+as a drop with reason "rejected_by_one_url" (and logged with the URL's index).
+Logs show each URL as scheme://host:port/... only (webhook_http.shown_url): the path of
+a Slack, Discord or Teams webhook is its secret.
 
 Delivery is at least once: a daemon stopped between a receiver's 2xx and the outbox's
 ack, or a retry after an answer that never arrived, sends the event again with the same
@@ -18,8 +21,9 @@ ack, or a retry after an answer that never arrived, sends the event again with t
 drops repeats. After a restart the sink sends `queue.pending()` first, in order.
 
 Nothing here blocks the supervisor: `deliver` (the writer thread) only wakes the thread.
-Each request is bounded as a whole by timeout_s (webhook_http.Target: the socket's
-timeout, and a timer that cuts a receiver answering a byte at a time);
+Each request is bounded as a whole by timeout_s (webhook_http.Target: the host name's
+lookup on a thread it waits for at most that long, the socket's timeout, and a watchdog
+that cuts a receiver answering a byte at a time);
 `close(timeout_s)` lets the thread send what it can until then (1 s at most: the other
 sinks' closing shares the deadline), then aborts the request in progress (shutdown of
 its socket) and returns; the events not sent stay in the outbox. Each
@@ -56,6 +60,8 @@ log = logging.getLogger(__name__)
 
 SINK_NAME = "webhook"
 DROP_REJECTED = "rejected"  # actiond_sink_dropped_total{reason}: every URL refused it
+# ... one URL refused it while another took it (counted once per refusing URL)
+DROP_REJECTED_BY_ONE = "rejected_by_one_url"
 BATCH_EVENTS = 100
 ABORT_GRACE_S = 0.5  # close(): after aborting the request in progress
 # close() sends what is pending for at most this long: the rest stays in the outbox and
@@ -99,7 +105,7 @@ class WebhookSink:
         self._head: tuple[int, dict[int, Verdict]] = (0, {})
 
     def __repr__(self) -> str:
-        urls = ", ".join(t.url for t in self.targets)
+        urls = ", ".join(t.shown for t in self.targets)
         return f"WebhookSink([{urls}], pending={self._queue.depth()})"
 
     def start(self) -> None:
@@ -236,17 +242,20 @@ class WebhookSink:
             headers = request_headers(item.key, body, self._secret, int(time.time()))
             outcome = target.post(body, headers, time.time)
             if outcome.verdict == "retry":
-                return Outcome("retry", f"{target.url}: {outcome.detail}", outcome.retry_after_s)
+                return Outcome("retry", f"{target.shown}: {outcome.detail}", outcome.retry_after_s)
             if outcome.verdict == "rejected":
                 log.warning(
-                    "webhook: %s refused event %s: %s; not sent there again",
-                    target.url,
+                    "webhook: %s (webhook.urls[%d]) refused event %s: %s; not sent there again",
+                    target.shown,
+                    index,
                     item.key,
                     outcome.detail,
                 )
             answers[index] = outcome.verdict
         self._recovered()
         verdict: Verdict = "delivered" if "delivered" in answers.values() else "rejected"
+        if verdict == "delivered" and (refusals := list(answers.values()).count("rejected")):
+            self._queue.count_drop(DROP_REJECTED_BY_ONE, refusals)
         return Outcome(verdict, item.key)
 
     def _recovered(self) -> None:

@@ -12,6 +12,9 @@ Signature (when a secret is configured): `X-Actiond-Signature: sha256=<hex>` is 
 HMAC-SHA256, keyed with the secret, of `<X-Actiond-Timestamp>.<body bytes>`; the
 timestamp (Unix seconds at sending) is in the signed string, so a receiver that checks
 it is recent refuses a replayed request.
+
+URLs are never logged whole: Slack, Discord and Teams webhooks carry their secret in the
+path, so logs and errors show `shown_url` (scheme://host:port/...).
 """
 
 from __future__ import annotations
@@ -20,16 +23,19 @@ import email.utils
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from daemon import __version__
+from daemon.config.webhook_rules import shown_url
 
 EVENT_ID_HEADER = "X-Actiond-Event-Id"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -40,6 +46,7 @@ RETRYABLE_4XX = (408, 429)  # request timeout, too many requests: try again late
 MAX_RESPONSE_BYTES = 64 * 1024  # read (and dropped) so the connection can be reused
 REASON_PREVIEW_CHARS = 200  # of a rejecting server's answer, in the log
 MAX_BACKOFF_DOUBLINGS = 60
+WATCHDOG_IDLE_S = 30.0  # a Target's watchdog thread ends after this long with no request
 
 Verdict = Literal["delivered", "retry", "rejected"]
 
@@ -131,6 +138,7 @@ class Target:
     def __init__(self, url: str, timeout_s: float, tls: ssl.SSLContext | None) -> None:
         parts = urlsplit(url)
         self.url = url
+        self.shown = shown_url(url)  # what logs say (the path may be a secret)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port
@@ -141,9 +149,11 @@ class Target:
         self._lock = threading.Lock()  # guards _conn between post and abort
         self._aborted = False  # set by abort(): no request is started again
         self._cut_off = False  # the current try ran past timeout_s and was cut
+        self._deadline_s = 0.0  # time.monotonic() by which the current try ends
+        self._watchdog = _Watchdog(self._cut)
 
     def __repr__(self) -> str:
-        return f"Target({self.url!r})"
+        return f"Target({self.shown!r})"
 
     def post(self, body: bytes, headers: Mapping[str, str], now: Callable[[], float]) -> Outcome:
         """POST `body`; a kept connection the server closed meanwhile is opened again once."""
@@ -159,20 +169,20 @@ class Target:
     def _post_once(
         self, body: bytes, headers: Mapping[str, str], now: Callable[[], float]
     ) -> Outcome:
-        """One try, bounded as a whole by timeout_s: a timer cuts a receiver that
-        answers, but too slowly (a byte at a time never trips the socket's timeout)."""
+        """One try, bounded as a whole by timeout_s: the host name's lookup waits at
+        most that long, and the Target's watchdog cuts a receiver that answers, but too
+        slowly (a byte at a time never trips the socket's timeout)."""
         conn = self._connection()
         self._cut_off = False
-        cut = threading.Timer(self._timeout_s, self._cut, args=(conn,))
-        cut.daemon = True
-        cut.start()
+        self._deadline_s = time.monotonic() + self._timeout_s
+        self._watchdog.arm(conn, self._deadline_s)
         try:
             return self._exchange(conn, body, headers, now)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             return Outcome("retry", self._failure(exc))
         finally:
-            cut.cancel()
+            self._watchdog.disarm()
 
     def _exchange(
         self,
@@ -197,6 +207,8 @@ class Target:
         return outcome
 
     def _failure(self, exc: BaseException) -> str:
+        if isinstance(exc, NotResolvedError):
+            return f"{exc} within {self._timeout_s:g} s"
         if isinstance(exc, TimeoutError) or self._cut_off:
             return f"timed out after {self._timeout_s:g} s"
         if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
@@ -219,7 +231,26 @@ class Target:
                     self._conn = http.client.HTTPConnection(
                         self._host, self._port, timeout=self._timeout_s
                     )
+                # http.client's hook for making the socket (its connect(), TLS's too):
+                # a lookup bounded by the try's deadline, then the connect
+                self._conn._create_connection = self._open_socket  # type: ignore[attr-defined]
             return self._conn
+
+    def _open_socket(
+        self, address: tuple[str, int], timeout: float | None = None, source: object = None
+    ) -> socket.socket:
+        """socket.create_connection with the host name's lookup bounded by the try's
+        deadline (getaddrinfo itself has no timeout), then each address in turn."""
+        host, port = address
+        addresses = resolve(host, port, max(0.0, self._deadline_s - time.monotonic()))
+        error: OSError = OSError(f"no address for {host}")
+        for ip in addresses:
+            left_s = max(0.001, self._deadline_s - time.monotonic())
+            try:
+                return socket.create_connection((ip, port), min(self._timeout_s, left_s))
+            except OSError as exc:
+                error = exc
+        raise error
 
     def abort(self) -> None:
         """End a request in progress (its recv returns at once) and start none again;
@@ -234,6 +265,80 @@ class Target:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+class NotResolvedError(OSError):
+    """The host name's lookup did not answer within the try's timeout."""
+
+
+def resolve(host: str, port: int, timeout_s: float) -> list[str]:
+    """The addresses of `host`, looked up on a thread of its own (getaddrinfo has no
+    timeout; a lookup still running after timeout_s is left to end by itself):
+    NotResolvedError when it takes longer, socket.gaierror when the name is unknown."""
+    try:
+        return [str(ipaddress.ip_address(host))]  # an address: nothing to look up
+    except ValueError:
+        pass
+    found: list[list[str]] = []
+    failed: list[OSError] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            found.append([str(info[4][0]) for info in infos])
+        except OSError as exc:
+            failed.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="webhook-lookup", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise NotResolvedError(f"host name {host} not resolved")
+    if failed:
+        raise failed[0]
+    return found[0]
+
+
+class _Watchdog:
+    """One thread per Target (not one per request): cuts the connection of a try still
+    running at its deadline; it ends after WATCHDOG_IDLE_S without a request and starts
+    again with the next."""
+
+    def __init__(self, cut: Callable[[http.client.HTTPConnection], None]) -> None:
+        self._cut = cut
+        self._cond = threading.Condition()
+        self._armed: tuple[float, http.client.HTTPConnection] | None = None
+        self._running = False
+
+    def arm(self, conn: http.client.HTTPConnection, deadline_s: float) -> None:
+        with self._cond:
+            self._armed = (deadline_s, conn)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="webhook-watchdog", daemon=True).start()
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        """The try ended; once this returns, its connection is not cut."""
+        with self._cond:
+            self._armed = None
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if self._armed is None:
+                    if not self._cond.wait(WATCHDOG_IDLE_S) and self._armed is None:
+                        self._running = False
+                        return
+                    continue
+                deadline_s, conn = self._armed
+                left_s = deadline_s - time.monotonic()
+                if left_s > 0:
+                    self._cond.wait(left_s)
+                    continue
+                self._armed = None
+                self._cut(conn)  # a shutdown(): does not block
 
 
 def _shutdown(sock: socket.socket | None) -> None:
