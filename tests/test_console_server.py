@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon.console import Auth, CameraBoard, Console, ConsoleServer, History, LiveImages
+from daemon.console import (
+    Auth,
+    CameraBoard,
+    Console,
+    ConsoleServer,
+    History,
+    LiveImages,
+    proxy_networks,
+)
 from daemon.ipc.liveslot import LiveSlotWriter
 
 TOKEN = "console-token-0123456789abcdef"
@@ -60,10 +68,12 @@ class Client:
         return self.request("GET", path, headers=headers)
 
     def login(self, token: str) -> Reply:
+        return self.login_with(token, {})
+
+    def login_with(self, token: str, headers: dict[str, str]) -> Reply:
         form = urllib.parse.urlencode({"token": token})
-        return self.request(
-            "POST", "/login", form, {"Content-Type": "application/x-www-form-urlencoded"}
-        )
+        kind = {"Content-Type": "application/x-www-form-urlencoded"}
+        return self.request("POST", "/login", form, {**kind, **headers})
 
 
 @dataclass
@@ -102,7 +112,7 @@ def _events(now: float) -> list[tuple[dict[str, object], bytes | None]]:
     ]
 
 
-def _start(tmp_path: Path, token: str | None) -> Running:
+def _start(tmp_path: Path, token: str | None, proxies: tuple[str, ...] = ()) -> Running:
     state = tmp_path / "state"
     clips = state / "clips"
     (clips / "front").mkdir(parents=True)
@@ -121,6 +131,8 @@ def _start(tmp_path: Path, token: str | None) -> Running:
         live=LiveImages({"front": slot, "back": tmp_path / "back.live"}),
         clips_root=clips,
         device_id="box-1",
+        listen_host="127.0.0.1",
+        proxies=proxy_networks(proxies),
     )
     server = ConsoleServer(console, "127.0.0.1:0")
     server.start()

@@ -6,6 +6,7 @@ from daemon.console.app import Console, event_view, make_app
 from daemon.console.auth import Auth, FailureLimiter, TokenError, read_token
 from daemon.console.cameras import CameraBoard
 from daemon.console.clips import CLIPS_DIRNAME, clip_path
+from daemon.console.guard import proxy_networks
 from daemon.console.history import HISTORY_FILENAME, History, HistoryError, Query, Retention
 from daemon.console.live import LiveImages
 from daemon.console.server import ConsoleServer
@@ -27,5 +28,6 @@ __all__ = [
     "clip_path",
     "event_view",
     "make_app",
+    "proxy_networks",
     "read_token",
 ]

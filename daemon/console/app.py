@@ -11,7 +11,6 @@ console's own token never leave the process.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,28 +19,26 @@ from typing import Any
 
 from aiohttp import web
 
-from daemon.console.auth import Auth
+from daemon.console.auth import SESSION_TTL_S, Auth, client_key
 from daemon.console.cameras import CameraBoard
 from daemon.console.clips import clip_path, media_type
+from daemon.console.guard import (
+    SECURITY_HEADERS,
+    SESSION_COOKIE,
+    Network,
+    client_address,
+    is_https,
+    make_guard,
+    too_many,
+)
 from daemon.console.history import History, HistoryError, Query
 from daemon.console.live import MAX_STREAM_FPS, STREAM_POLL_S, LiveImages
 from daemon.console.pages import STATIC_DIR, add_page_routes
 
-SESSION_COOKIE = "actiond_session"
 MAX_STREAMS = 32  # live MJPEG viewers at once, all cameras together
 DEFAULT_LIMIT = 100
 MJPEG_BOUNDARY = "actiondframe"
-OPEN_PATHS = ("/login", "/static/")  # reachable before logging in
-SECURITY_HEADERS = (
-    (
-        "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; media-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'",
-    ),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("X-Frame-Options", "DENY"),
-)
+STREAM_RESEND_S = 2.0  # a stream without new frames sends the last again this often
 
 
 @dataclass
@@ -56,16 +53,21 @@ class Console:
     device_id: str
     stopping: threading.Event = field(default_factory=threading.Event)
     streams: int = 0
+    listen_host: str = ""  # an open console answers requests for this Host too
+    proxies: tuple[Network, ...] = ()  # [console] trusted_proxies
 
 
 CONSOLE = web.AppKey("console", Console)
 
 
 def make_app(console: Console) -> web.Application:
-    app = web.Application(middlewares=[_guard])
+    guard = make_guard(console.auth, console.listen_host, console.proxies)
+    app = web.Application(middlewares=[guard])
     app[CONSOLE] = console
     add_page_routes(app, _login)
+    app.router.add_post("/logout", _logout)
     app.router.add_get("/api/status", _status)
+    app.router.add_get("/api/actions", _actions)
     app.router.add_get("/api/cameras", _cameras)
     app.router.add_get("/api/cameras/{name}/snapshot.jpg", _camera_snapshot)
     app.router.add_get("/api/cameras/{name}/live.mjpg", _camera_live)
@@ -76,59 +78,13 @@ def make_app(console: Console) -> web.Application:
     return app
 
 
-def _client(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
-def too_many(retry_after_s: float) -> web.Response:
-    return web.json_response(
-        {"error": "too many failed logins from this address; try again later"},
-        status=429,
-        headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))},
-    )
-
-
-@web.middleware
-async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    """The login check (unless the console is open), then security headers."""
-    console = request.app[CONSOLE]
-    path = request.path
-    if not any(path == p or (p.endswith("/") and path.startswith(p)) for p in OPEN_PATHS):
-        verdict = console.auth.check(
-            _client(request), request.cookies.get(SESSION_COOKIE, ""), _bearer(request)
-        )
-        if verdict.retry_after_s > 0:
-            return too_many(verdict.retry_after_s)
-        if not verdict.allowed:
-            if path.startswith("/api/"):
-                return web.json_response(
-                    {
-                        "error": "log in first: POST the token to /login, or send "
-                        "Authorization: Bearer <token>"
-                    },
-                    status=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            raise web.HTTPSeeOther("/login")
-    response: web.StreamResponse = await handler(request)
-    if not response.prepared:
-        for name, value in SECURITY_HEADERS:
-            response.headers.setdefault(name, value)
-    return response
-
-
 async def _login(request: web.Request) -> web.StreamResponse:
     """POST /login with form field `token`: a session cookie and a redirect to /."""
     console = request.app[CONSOLE]
     form = await request.post()
     given = form.get("token")
-    session, wait_s = console.auth.login(_client(request), given if isinstance(given, str) else "")
+    client = client_key(client_address(request, console.proxies))
+    session, wait_s = console.auth.login(client, given if isinstance(given, str) else "")
     if wait_s > 0:
         return too_many(wait_s)
     if session is None:
@@ -137,8 +93,24 @@ async def _login(request: web.Request) -> web.StreamResponse:
         return web.Response(text=page, status=401, content_type="text/html")
     response = web.HTTPSeeOther("/")
     response.set_cookie(
-        SESSION_COOKIE, session, httponly=True, samesite="Strict", path="/", max_age=12 * 3600
+        SESSION_COOKIE,
+        session,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        max_age=int(SESSION_TTL_S),
+        secure=is_https(request, console.proxies),
     )
+    raise response
+
+
+async def _logout(request: web.Request) -> web.StreamResponse:
+    """POST /logout: the session ends here and in the browser; back to /login (or /
+    for an open console)."""
+    console = request.app[CONSOLE]
+    console.auth.logout(request.cookies.get(SESSION_COOKIE, ""))
+    response = web.HTTPSeeOther("/login" if console.auth.required else "/")
+    response.del_cookie(SESSION_COOKIE, path="/")
     raise response
 
 
@@ -159,7 +131,7 @@ async def _cameras(request: web.Request) -> web.Response:
     console = request.app[CONSOLE]
     cameras = console.board.states()
     for cam in cameras:
-        frame = console.live.latest(cam["name"])
+        frame = await asyncio.to_thread(console.live.latest, cam["name"])
         cam["has_image"] = frame is not None
         cam["live_url"] = f"/api/cameras/{cam['name']}/live.mjpg"
         cam["snapshot_url"] = f"/api/cameras/{cam['name']}/snapshot.jpg"
@@ -175,7 +147,7 @@ def _known_camera(request: web.Request) -> str:
 
 async def _camera_snapshot(request: web.Request) -> web.Response:
     name = _known_camera(request)
-    frame = request.app[CONSOLE].live.latest(name)
+    frame = await asyncio.to_thread(request.app[CONSOLE].live.latest, name)
     if frame is None:
         raise web.HTTPNotFound(text=f"camera {name} has no image yet (connecting)")
     return web.Response(
@@ -199,7 +171,7 @@ async def _camera_live(request: web.Request) -> web.StreamResponse:
     console.streams += 1
     try:
         await response.prepare(request)
-        await _stream(console, name, response)
+        await _stream(console, name, request, response)
     except (ConnectionError, asyncio.CancelledError):
         pass  # the viewer went away, or the console is stopping
     finally:
@@ -207,11 +179,20 @@ async def _camera_live(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _stream(console: Console, name: str, response: web.StreamResponse) -> None:
-    last = -1
+async def _stream(
+    console: Console, name: str, request: web.Request, response: web.StreamResponse
+) -> None:
+    """Each new frame, the last again every STREAM_RESEND_S; ends when the viewer has
+    gone (aiohttp does not cancel a handler when its client leaves) or on close."""
+    last, sent_at = -1, 0.0
+    loop = asyncio.get_running_loop()
     while not console.stopping.is_set():
-        frame = console.live.latest(name)
-        if frame is None or frame[0] == last:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        frame = await asyncio.to_thread(console.live.latest, name)
+        due = frame is not None and (frame[0] != last or loop.time() - sent_at >= STREAM_RESEND_S)
+        if frame is None or not due:
             await asyncio.sleep(STREAM_POLL_S)
             continue
         last, jpeg = frame
@@ -219,6 +200,7 @@ async def _stream(console: Console, name: str, response: web.StreamResponse) -> 
             f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
         )
         await response.write(head.encode() + jpeg + b"\r\n")
+        sent_at = loop.time()
         await asyncio.sleep(1.0 / MAX_STREAM_FPS)
 
 
@@ -265,10 +247,22 @@ def event_view(console: Console, record: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def _views(console: Console, query: Query) -> list[dict[str, Any]]:
+    return [event_view(console, r) for r in console.history.events(query)]
+
+
 async def _events(request: web.Request) -> web.Response:
+    """The events matching the query, as event_view gives them (built off the loop:
+    each looks for its clip file)."""
     console = request.app[CONSOLE]
-    records = await _read(console.history.events, _query(request))
-    return web.json_response({"events": [event_view(console, r) for r in records]})
+    return web.json_response({"events": await _read(_views, console, _query(request))})
+
+
+async def _actions(request: web.Request) -> web.Response:
+    """The distinct actions in the history (the events page's filter) and the cameras."""
+    console = request.app[CONSOLE]
+    actions = await _read(console.history.actions)
+    return web.json_response({"actions": actions, "cameras": console.board.names()})
 
 
 async def _event_record(request: web.Request) -> dict[str, Any]:
@@ -280,7 +274,9 @@ async def _event_record(request: web.Request) -> dict[str, Any]:
 
 
 async def _event(request: web.Request) -> web.Response:
-    return web.json_response(event_view(request.app[CONSOLE], await _event_record(request)))
+    console = request.app[CONSOLE]
+    record = await _event_record(request)
+    return web.json_response(await asyncio.to_thread(event_view, console, record))
 
 
 async def _event_snapshot(request: web.Request) -> web.Response:
@@ -295,7 +291,7 @@ async def _event_clip(request: web.Request) -> web.StreamResponse:
     """The event's clip (Range requests work: the browser's <video> seeks)."""
     console = request.app[CONSOLE]
     record = await _event_record(request)
-    path = clip_path(console.clips_root, record.get("clip"))
+    path = await asyncio.to_thread(clip_path, console.clips_root, record.get("clip"))
     if path is None:
         raise web.HTTPNotFound(text=f"event {record['id']} has no clip (yet)")
     return web.FileResponse(path, headers={"Content-Type": media_type(path)})

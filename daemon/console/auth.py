@@ -6,12 +6,15 @@ every page and API call needs either a session cookie (from posting the token to
 environment variable, never the command line, and compared in constant time
 (hmac.compare_digest). Failed logins (a wrong form post or a wrong bearer token) are
 limited per client address: after MAX_FAILURES within WINDOW_S, answers are 429 with
-Retry-After until the oldest failure leaves the window.
+Retry-After until the oldest failure leaves the window; past MAX_FAILURES_GLOBAL
+failures from all addresses together, every address is (sessions stay valid). A session
+ends at /logout, after SESSION_TTL_S, or when unused for SESSION_IDLE_S.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -30,6 +33,9 @@ WINDOW_S = 60.0
 SESSION_TTL_S = 12 * 3600.0
 MAX_SESSIONS = 1000  # the oldest session is forgotten beyond this
 MAX_TRACKED_CLIENTS = 10000  # addresses whose failures are remembered
+MAX_FAILURES_GLOBAL = 100  # failed logins within WINDOW_S from all addresses together
+IPV6_CLIENT_PREFIX = 64  # an IPv6 client is its /64 for the limiter
+SESSION_IDLE_S = 2 * 3600.0  # a session unused this long ends
 SESSION_TOKEN_BYTES = 32
 
 
@@ -66,33 +72,62 @@ def read_token(token_file: str, token_env: str) -> str | None:
 
 
 class FailureLimiter:
-    """Failed logins per client address within a sliding window (thread-safe)."""
+    """Failed logins per client key within a sliding window, and all of them together
+    (thread-safe). Memory is bounded: a key is remembered only while it has failures in
+    the window, at most MAX_TRACKED_CLIENTS keys (the oldest forgotten first), and the
+    global count at most `max_global` times. Past `max_global` failures within the window
+    every key is refused: addresses are cheap to change (IPv6), guesses must stay few."""
 
-    def __init__(self, max_failures: int = MAX_FAILURES, window_s: float = WINDOW_S) -> None:
+    def __init__(
+        self,
+        max_failures: int = MAX_FAILURES,
+        window_s: float = WINDOW_S,
+        max_global: int = MAX_FAILURES_GLOBAL,
+    ) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
+        self.max_global = max_global
         self._failures: dict[str, deque[float]] = {}
+        self._all: deque[float] = deque()  # every failure in the window, any key
         self._lock = threading.Lock()
         self.failed_total = 0
         self.refused_total = 0
+
+    @property
+    def tracked(self) -> int:
+        """How many keys are remembered now."""
+        with self._lock:
+            return len(self._failures)
 
     def retry_after_s(self, client: str, now: float | None = None) -> float:
         """0 when `client` may try; else the seconds until it may (counted as refused)."""
         now = time.monotonic() if now is None else now
         with self._lock:
+            _expire(self._all, now - self.window_s)
             times = self._recent(client, now)
-            if len(times) < self.max_failures:
-                return 0.0
-            self.refused_total += 1
-            return max(0.0, times[0] + self.window_s - now)
+            waits = [0.0]
+            if len(times) >= self.max_failures:
+                waits.append(times[0] + self.window_s - now)
+            if len(self._all) >= self.max_global:
+                waits.append(self._all[0] + self.window_s - now)
+            wait_s = max(waits)
+            if wait_s > 0:
+                self.refused_total += 1
+            return wait_s
 
     def failed(self, client: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
             self.failed_total += 1
-            if client not in self._failures and len(self._failures) >= MAX_TRACKED_CLIENTS:
-                self._failures.pop(next(iter(self._failures)))
+            self._all.append(now)
+            _expire(self._all, now - self.window_s)
+            while len(self._all) > self.max_global:
+                self._all.popleft()
             times = self._recent(client, now)
+            if not times:
+                while len(self._failures) >= MAX_TRACKED_CLIENTS:
+                    self._failures.pop(next(iter(self._failures)))
+                self._failures[client] = times
             times.append(now)
             count = len(times)
         if count == self.max_failures:  # once per address and window, not per attempt
@@ -104,10 +139,34 @@ class FailureLimiter:
             )
 
     def _recent(self, client: str, now: float) -> deque[float]:
-        times = self._failures.setdefault(client, deque())
-        while times and times[0] <= now - self.window_s:
-            times.popleft()
+        """`client`'s failures within the window (a new empty deque, not stored, when it
+        has none: a key with no failures is forgotten)."""
+        times = self._failures.get(client)
+        if times is None:
+            return deque()
+        _expire(times, now - self.window_s)
+        if not times:
+            del self._failures[client]
         return times
+
+
+def _expire(times: deque[float], before: float) -> None:
+    while times and times[0] <= before:
+        times.popleft()
+
+
+def client_key(address: str) -> str:
+    """The limiter's key for a client address: an IPv6 address counts as its /64 (one
+    host holds a whole /64), anything else as itself."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -124,7 +183,8 @@ class Auth:
     def __init__(self, token: str | None, limiter: FailureLimiter | None = None) -> None:
         self._token = token
         self.limiter = limiter or FailureLimiter()
-        self._sessions: dict[str, float] = {}  # session id -> expiry (monotonic)
+        # session id -> (expiry, last use), monotonic seconds
+        self._sessions: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -147,20 +207,27 @@ class Auth:
         session = secrets.token_urlsafe(SESSION_TOKEN_BYTES)
         now = time.monotonic()
         with self._lock:
-            self._sessions = {s: t for s, t in self._sessions.items() if t > now}
+            self._sessions = {s: t for s, t in self._sessions.items() if _live(t, now)}
             while len(self._sessions) >= MAX_SESSIONS:
                 self._sessions.pop(next(iter(self._sessions)))
-            self._sessions[session] = now + SESSION_TTL_S
+            self._sessions[session] = (now + SESSION_TTL_S, now)
         return session, 0.0
 
     def logout(self, session: str) -> None:
         with self._lock:
             self._sessions.pop(session, None)
 
-    def session_valid(self, session: str) -> bool:
+    def session_valid(self, session: str, now: float | None = None) -> bool:
+        """Whether `session` is known, younger than SESSION_TTL_S and used within
+        SESSION_IDLE_S (this use counts: it is marked used now)."""
+        now = time.monotonic() if now is None else now
         with self._lock:
-            expiry = self._sessions.get(session)
-        return expiry is not None and expiry > time.monotonic()
+            times = self._sessions.get(session)
+            if times is None or not _live(times, now):
+                self._sessions.pop(session, None)
+                return False
+            self._sessions[session] = (times[0], now)
+            return True
 
     def check(self, client: str, session: str, bearer: str | None) -> Verdict:
         """A request's verdict: open console, valid session, or a right bearer token (a
@@ -176,3 +243,8 @@ class Auth:
             return Verdict(True)
         self.limiter.failed(client)
         return Verdict(False)
+
+
+def _live(times: tuple[float, float], now: float) -> bool:
+    expiry, used = times
+    return now < expiry and now - used < SESSION_IDLE_S

@@ -38,6 +38,7 @@ CREATE INDEX IF NOT EXISTS events_started ON events (started);
 -- Covering for retention's size sum: `bytes` sits after the snapshot in the row, which a
 -- scan of the table would read through (overflow pages) to reach it.
 CREATE INDEX IF NOT EXISTS events_started_bytes ON events (started, bytes);
+CREATE INDEX IF NOT EXISTS events_action ON events (action);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -185,6 +186,12 @@ class History:
         with self._read_lock, _errors("read", self.path):
             rows = self._read.execute(sql, args).fetchall()
         return [json.loads(row[0]) for row in rows]
+
+    def actions(self) -> list[str]:
+        """The distinct actions of the events kept, sorted."""
+        with self._read_lock, _errors("read", self.path):
+            rows = self._read.execute("SELECT DISTINCT action FROM events ORDER BY action")
+            return [str(row[0]) for row in rows.fetchall()]
 
     def event(self, event_id: str) -> dict[str, Any] | None:
         with self._read_lock, _errors("read", self.path):

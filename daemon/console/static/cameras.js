@@ -2,6 +2,11 @@
 "use strict";
 const REFRESH_MS = 2000;
 const cards = new Map();
+const FACT_LABELS = {
+  fps: ["decoded fps", "Frames per second the camera's stream delivered (decoded), between two status updates; the person pipeline analyses fewer (analyse_fps)"],
+  drops: ["drops", "Frames dropped in this camera's rings (a stage behind)"],
+  restarts: ["restarts", "Restarts of this camera's workers"],
+};
 
 function card(camera) {
   const img = actiond.el("img", { alt: "Live image of " + camera.name, hidden: true });
@@ -9,7 +14,10 @@ function card(camera) {
   const state = actiond.el("span", { class: "state" });
   const facts = { fps: actiond.el("dd"), drops: actiond.el("dd"), restarts: actiond.el("dd") };
   const list = actiond.el("dl", { class: "facts" });
-  for (const [name, dd] of Object.entries(facts)) list.append(actiond.el("div", {}, actiond.el("dt", { text: name }), dd));
+  for (const [name, dd] of Object.entries(facts)) {
+    const term = actiond.el("dt", { text: FACT_LABELS[name][0], title: FACT_LABELS[name][1] });
+    list.append(actiond.el("div", {}, term, dd));
+  }
   const node = actiond.el("article", { class: "card", "data-camera": camera.name },
     actiond.el("div", { class: "head" }, actiond.el("h2", { text: camera.name }), state),
     actiond.el("div", { class: "view" }, img, placeholder), list);
@@ -53,3 +61,4 @@ async function refresh() {
 
 refresh();
 setInterval(refresh, REFRESH_MS);
+actiond.device();

@@ -34,6 +34,8 @@ const actiond = {
     try {
       const status = await actiond.json("/api/status");
       document.getElementById("device").textContent = status.device_id;
+      const logout = document.getElementById("logout");
+      if (logout) logout.hidden = !status.auth_required;
     } catch (err) { /* the page's own fetch reports problems */ }
   },
 };

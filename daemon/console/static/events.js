@@ -87,8 +87,8 @@ async function loadCameras() {
 
 async function loadOptions() {
   try {
-    const all = await actiond.json("/api/events?limit=500");
-    addOptions(document.getElementById("action"), [...new Set(all.events.map((e) => e.action))].sort());
+    const known = await actiond.json("/api/actions");
+    addOptions(document.getElementById("action"), known.actions);
   } catch (err) { /* refresh() reports it */ }
 }
 

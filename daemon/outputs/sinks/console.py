@@ -21,7 +21,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from daemon.config import ConsoleConfig
+from daemon.config import ConsoleConfig, parse_listen
 from daemon.console import (
     CLIPS_DIRNAME,
     HISTORY_FILENAME,
@@ -33,6 +33,7 @@ from daemon.console import (
     HistoryError,
     LiveImages,
     Retention,
+    proxy_networks,
     read_token,
 )
 from daemon.outputs.outbox import OutboxError, OutboxItem
@@ -201,6 +202,8 @@ def console_sink(cfg: ConsoleConfig, context: SinkContext, queue: SinkQueue) -> 
         live=LiveImages(context.live_slots),
         clips_root=context.state_dir / CLIPS_DIRNAME,
         device_id=context.device_id,
+        listen_host=parse_listen(cfg.listen)[0],
+        proxies=proxy_networks(cfg.trusted_proxies),
     )
     keep = Retention(
         max_age_s=cfg.history_max_age_days * SECONDS_PER_DAY,
