@@ -329,6 +329,31 @@ def test_requests_start_no_thread_each(
     assert mine == ["webhook-watchdog"], mine
 
 
+def test_the_body_links_the_consoles_clip_and_snapshot(
+    receiver: WebhookReceiver, queue: SinkQueue, tmp_path: Path
+) -> None:
+    console = "http://box.example:8090"
+    context = SinkContext("box", ("door",), ("waving",), tmp_path, console_url=console)
+    section = WebhookConfig(enabled=True, urls=(receiver.url,), retry_min_s=0.05, retry_max_s=0.2)
+    sink = webhook_sink(section, context, queue)
+    sink.start()
+    base = {"camera": "door", "action": "waving", "phase": "start"}
+    with_clip = dict(base, id="e 1", clip="door/e 1.webm", has_snapshot=True)
+    without = dict(base, id="e2", clip=None, clip_missing="disk_low", has_snapshot=False)
+    for record in (with_clip, without):
+        item = queue.store(f"{record['id']}:start", record)
+        assert item is not None
+        sink.deliver(item)
+    receiver.wait_for(lambda: len(receiver.accepted()) == 2, DEADLINE_S, "both events")
+    sink.close(2.0)
+    first, second = (json.loads(r.body) for r in receiver.accepted())
+    assert first["clip_url"] == f"{console}/api/events/e%201/clip"
+    assert first["snapshot_url"] == f"{console}/api/events/e%201/snapshot.jpg"
+    assert first["has_snapshot"] is True and first["clip"] == "door/e 1.webm"
+    assert second["has_snapshot"] is False and second["clip_missing"] == "disk_low"
+    assert "clip_url" not in second and "snapshot_url" not in second
+
+
 def test_two_urls_each_get_every_event_once_while_one_is_down(
     receiver: WebhookReceiver, queue: SinkQueue
 ) -> None:

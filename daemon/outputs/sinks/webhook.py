@@ -46,7 +46,7 @@ from typing import Any
 from daemon.config import WebhookConfig
 from daemon.outputs.outbox import OutboxError, OutboxItem
 from daemon.outputs.outbox_queue import SinkQueue
-from daemon.outputs.sinks.protocol import SinkContext, SinkView
+from daemon.outputs.sinks.protocol import SinkContext, SinkView, event_links
 from daemon.outputs.sinks.webhook_http import (
     Outcome,
     Target,
@@ -87,6 +87,7 @@ class WebhookSink:
         secret: bytes | None = None,
         retry_s: tuple[float, float] = (1.0, 300.0),
         rand: Callable[[], float] = random.random,
+        console_url: str = "",
     ) -> None:
         if not targets:
             raise WebhookSetupError("webhook.urls is empty: name at least one URL")
@@ -95,6 +96,7 @@ class WebhookSink:
         self._secret = secret
         self._retry_min_s, self._retry_max_s = retry_s
         self._rand = rand
+        self._console_url = console_url  # the base of the events' clip/snapshot links
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._abandoned = False  # close() gave up waiting: send nothing more
@@ -233,7 +235,7 @@ class WebhookSink:
         if self._head[0] != item.seq:
             self._head = (item.seq, {})
         answers = self._head[1]
-        body = request_body(item.record)
+        body = request_body(self._body_record(item))
         for index, target in enumerate(self.targets):
             if index in answers:
                 continue
@@ -257,6 +259,11 @@ class WebhookSink:
         if verdict == "delivered" and (refusals := list(answers.values()).count("rejected")):
             self._queue.count_drop(DROP_REJECTED_BY_ONE, refusals)
         return Outcome(verdict, item.key)
+
+    def _body_record(self, item: OutboxItem) -> dict[str, Any]:
+        """The record, and with the console on, the links to its copy of the event's clip
+        and snapshot (protocol.event_links), as the MQTT payload has them."""
+        return {**item.record, **event_links(item.record, self._console_url)}
 
     def _recovered(self) -> None:
         if not self._up:
@@ -326,4 +333,5 @@ def webhook_sink(cfg: WebhookConfig, context: SinkContext, queue: SinkQueue) -> 
     tls = _tls_context(cfg)
     targets = [Target(url, cfg.timeout_s, tls) for url in cfg.urls]
     retry_s = (cfg.retry_min_s, cfg.retry_max_s)
-    return WebhookSink(targets, queue, read_secret(cfg), retry_s)
+    secret = read_secret(cfg)
+    return WebhookSink(targets, queue, secret, retry_s, console_url=context.console_url)
