@@ -19,8 +19,12 @@ import pytest
 from media import make_clip
 from models import brightness_model
 
+from daemon.bench.load import LoadPlan, bench_sections, camera_configs, shown_ratio
+from daemon.bench.load_report import CameraReport
 from daemon.bench.load_stream import latency_report
 from daemon.bench.proc import child_pids, read_proc
+from daemon.bench.procstats import toml_document
+from daemon.config import load_config
 from daemon.exitcodes import ExitCode
 
 REPO = Path(__file__).resolve().parent.parent
@@ -197,3 +201,22 @@ def test_bench_load_person_pipeline_on_the_made_1080p_stream() -> None:
     assert set(report["latency"]) == {"events", "p50_s", "p99_s"}
     assert report["machine"]["loadavg_1m"] >= 0
     assert report["restarts"] == 0 and report["exit_code"] == 0 and report["leftovers"] == []
+
+
+def test_person_cameras_watch_a_whole_frame_zone_and_take_the_decode_preset(tmp_path: Path) -> None:
+    plan = LoadPlan([], 4.0, 1.0, "", 1, "person", "1080p15", 5.0, "reference")
+    (cam,) = camera_configs(1, plan, "tcp://127.0.0.1:1")
+    path = tmp_path / "config.toml"
+    path.write_text(toml_document(bench_sections("", 1), [cam]))
+    loaded = load_config(path).cameras[0]  # what the bench's daemon is given
+    assert loaded.decode == "reference" and loaded.pipeline == "person"
+    assert [z.name for z in loaded.zones] == ["all"] and len(loaded.zones[0].points) == 4
+    clip_cam = camera_configs(1, LoadPlan([], 4.0, 1.0, "", 1), "tcp://127.0.0.1:1")[0]
+    assert "zones" not in clip_cam and "decode" not in clip_cam
+
+
+def test_a_decode_preset_that_skips_frames_holds_on_the_frames_it_decodes() -> None:
+    # 8.1 of the 8.2 fps decoded shown holds with "reference"; with "all" it is 0.54 of 15.
+    cam = CameraReport("room.mp4", 15.0, 8.2, 8.1, 0.54, {}, 0)
+    assert shown_ratio(cam, LoadPlan([], 4.0, 1.0, "", 1, decode="reference")) > 0.98
+    assert shown_ratio(cam, LoadPlan([], 4.0, 1.0, "", 1)) == 0.54

@@ -58,6 +58,7 @@ class LoadReport:
     latency: dict[str, float | None] = field(default_factory=dict)  # capture -> event
     pipeline: str = "clip"
     stream: str = ""
+    decode: str = "all"
 
     @property
     def drops_total(self) -> int:

@@ -24,7 +24,9 @@ from types import MappingProxyType
 from daemon.bench.procstats import BenchError, Clip, free_port, probe_clip
 
 ROOM_CLIP = Path(__file__).resolve().parent.parent / "assets" / "one-by-one-person-detection.mp4"
-STREAMS = MappingProxyType({"1080p15": (1920, 1080, 15)})  # name -> width, height, fps
+# name -> width, height, fps, times the clip plays in the file. "1080p15x3" lasts 418 s:
+# long runs (--seconds 400) see every person walk in three times, for >= 20 events.
+STREAMS = MappingProxyType({"1080p15": (1920, 1080, 15, 1), "1080p15x3": (1920, 1080, 15, 3)})
 GST_LAUNCH = "gst-launch-1.0"
 MAKE_TIMEOUT_S = 900.0
 SERVE_START_TIMEOUT_S = 20.0
@@ -43,29 +45,31 @@ def cache_dir() -> Path:
 
 def made_stream(name: str) -> Clip:
     """The bundled clip as stream `name` (made once, then taken from the cache)."""
-    width, height, fps = STREAMS[name]
+    width, height, fps, plays = STREAMS[name]
     path = cache_dir() / f"{ROOM_CLIP.stem}-{name}-h264.mp4"
     if not path.is_file():
-        _make(path, width, height, fps)
+        _make(path, width, height, fps, plays)
     clip = probe_clip(path)
     if (clip.width, clip.height) != (width, height):
         raise BenchError(f"{path}: made {clip.width}x{clip.height}, wanted {width}x{height}")
     return clip
 
 
-def _make(path: Path, width: int, height: int, fps: int) -> None:
+def _make(path: Path, width: int, height: int, fps: int, plays: int) -> None:
     if shutil.which(GST_LAUNCH) is None:
         raise BenchError(
             f"{GST_LAUNCH} not found: install gstreamer1.0-tools and gstreamer1.0-plugins-ugly"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_suffix(".part.mp4")
+    # The clip `plays` times one after the other (GStreamer's concat keeps the times going).
+    clip = ["filesrc", f"location={ROOM_CLIP}", "!", "decodebin", "!", "c."]
     command = [
-        GST_LAUNCH, "-q", "filesrc", f"location={ROOM_CLIP}", "!", "decodebin", "!",
+        GST_LAUNCH, "-q", "concat", "name=c", "!",
         "videoconvert", "!", "videoscale", "!", f"video/x-raw,width={width},height={height}",
         "!", "videorate", "!", f"video/x-raw,framerate={fps}/1", "!", "x264enc",
         "speed-preset=veryfast", f"key-int-max={KEYFRAME_INTERVAL_FRAMES}", "!",
-        "h264parse", "!", "mp4mux", "!", "filesink", f"location={part}",
+        "h264parse", "!", "mp4mux", "!", "filesink", f"location={part}", *clip * plays,
     ]  # fmt: skip
     try:
         done = subprocess.run(command, capture_output=True, timeout=MAKE_TIMEOUT_S, check=False)
