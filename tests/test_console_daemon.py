@@ -17,8 +17,10 @@ import pytest
 from daemon_proc import Daemon, free_port, wait_for
 
 from daemon.bench.procstats import toml_document
+from daemon.exitcodes import ExitCode
 
 CAMERA = "hall"
+UNSET_TOKEN_ENV = "ACTIOND_TEST_CONSOLE_TOKEN_NEVER_SET"
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -80,3 +82,25 @@ def test_console_state_events_reload_and_restart(tmp_path: Path) -> None:
     finally:
         again.cleanup()
     assert "Traceback" not in daemon.log()
+
+
+def test_an_unset_token_variable_stops_the_daemon_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(UNSET_TOKEN_ENV, raising=False)
+    camera = {"name": CAMERA, "source": "test:moving-box", "fps": 10.0}
+    console = {
+        "enabled": True,
+        "listen": f"0.0.0.0:{free_port()}",
+        "auth_token_env": UNSET_TOKEN_ENV,
+    }
+    daemon = Daemon(tmp_path, [camera], {"console": console}).start()
+    try:
+        assert daemon.wait(60) == ExitCode.CONFIG
+    finally:
+        daemon.cleanup()
+    log = daemon.log()
+    lines = [line for line in log.splitlines() if UNSET_TOKEN_ENV in line]
+    assert len(lines) == 1, log
+    assert "console.auth_token_env" in lines[0] and "not set in the environment" in lines[0]
+    assert "Traceback" not in log
