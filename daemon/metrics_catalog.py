@@ -174,8 +174,8 @@ CATALOG: tuple[MetricSpec, ...] = (
         "actiond_clips_deleted_total",
         COUNTER,
         ("camera",),
-        "Event clips deleted by retention (clips.max_age_days, clips.max_total_mb), by the "
-        "camera whose overlay ran it (retention covers every camera's clips).",
+        "Event clips of the camera deleted by retention (clips.max_age_days, "
+        "clips.max_total_mb; it covers every camera's clips, whichever overlay runs it).",
     ),
     MetricSpec(
         "actiond_inference_seconds",

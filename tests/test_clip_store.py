@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -271,3 +272,41 @@ def test_check_config_refuses_a_pre_roll_too_large_for_memory(tmp_path: Path) ->
     path.write_text(path.read_text().replace("max_width = 3840", "max_width = 640"))
     config = load_config(path)
     assert clip_memory_bytes(config.clips, config.cameras[0]) == 14 * 25 * 640 * 360 * 3
+
+
+def test_clips_deleted_by_retention_count_for_their_own_camera(tmp_path: Path) -> None:
+    # Camera b's overlay starts and its retention deletes camera a's old clip: a counts it.
+    state = tmp_path / "state"
+    stats: dict[str, StatsBlock] = {}
+    made: dict[str, EventClips] = {}
+    fields = [*event_clips.CLIP_FIELDS, *(loss.field for loss in event_clips.CLIP_LOSSES)]
+    for name in ("a", "b"):
+        stats[name] = StatsBlock.create(f"{name}.stats", fields, None, str(tmp_path))
+        if name == "b":
+            _clip(state / "clips", "a", "old.webm", 10, 8 * DAY_S, time.time())
+        cam = CameraConfig(name=name, source="test:still", width=320, height=240)
+        made[name] = EventClips(cam, ClipsConfig(), str(state), stats[name])
+    assert not (state / "clips" / "a" / "old.webm").exists()
+    for name in ("a", "b"):
+        made[name].close()
+    assert stats["a"].snapshot()["clips_deleted_total"] == 1
+    assert stats["b"].snapshot()["clips_deleted_total"] == 0
+    assert clipstore.deleted_count(state / "clips" / "a") == 1
+    for block in stats.values():
+        block.close(unlink=True)
+
+
+def test_retention_runs_one_at_a_time(tmp_path: Path) -> None:
+    # While one run holds the lock, another waits; it then sees the first one's deletions.
+    now = time.time()
+    clips = [_clip(tmp_path, "cam", f"{i}.webm", MB, 100.0 - i, now) for i in range(4)]
+    results: list[list[tuple[Path, str]]] = []
+    with clipstore._retention_lock(tmp_path):
+        waiting = threading.Thread(
+            target=lambda: results.append(clipstore.enforce_retention(tmp_path, DAY_S, 2.5 * MB))
+        )
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and all(c.exists() for c in clips), "it did not wait"
+    waiting.join(10.0)
+    assert results == [[(clips[0], "size"), (clips[1], "size")]]

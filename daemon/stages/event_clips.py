@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ DISK_CHECK_S = 1.0  # free space is checked at most this often while clips are o
 MAX_REPEATS = 50  # a frame repeated for a gap in the stream fills at most this many slots
 OUTCOMES_KEPT = 256  # clips remembered for their events' end records
 IDLE_GRACE_S = 1.0  # with no frames, an ended event's clip waits post_roll_s + this
+TALLY_READ_S = 5.0  # how often the camera's count of clips deleted by retention is read
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,10 @@ class EventClips:
         self._dir.mkdir(parents=True, exist_ok=True)
         if removed := clipstore.remove_partials(self._dir):
             log.info("camera %s: removed %d half-written clip(s)", cam.name, removed)
-        self._deleted = 0  # by retention on the encoder thread; moved to stats in show()
-        self._deleted_lock = threading.Lock()
+        # This camera's clips deleted by retention, whichever overlay ran it: its tally
+        # as last read (clips_deleted_total counts from here) and when.
+        self._deleted_seen = clipstore.deleted_count(self._dir)
+        self._tally_read_s = 0.0
         self._retain()
         self._pre: deque[tuple[float, np.ndarray]] = deque()
         self._open: dict[str, _Clip] = {}
@@ -235,10 +237,18 @@ class EventClips:
             elif outcome.result == WRITE_FAILED:
                 self._stats.add(LOST_WRITE_FAILED.field)
                 self._remember(outcome.clip_id, LOST_WRITE_FAILED.reason)
-        with self._deleted_lock:
-            deleted, self._deleted = self._deleted, 0
-        if deleted:
-            self._stats.add("clips_deleted_total", deleted)
+        self._read_tally(force=False)
+
+    def _read_tally(self, force: bool) -> None:
+        """Count this camera's clips deleted by retention since the last read."""
+        now_s = time.monotonic()
+        if not force and now_s - self._tally_read_s < TALLY_READ_S:
+            return
+        self._tally_read_s = now_s
+        count = clipstore.deleted_count(self._dir)
+        if count > self._deleted_seen:
+            self._stats.add("clips_deleted_total", count - self._deleted_seen)
+        self._deleted_seen = count
 
     def _remember(self, event_id: str, failed: str) -> None:
         self._done[event_id] = failed
@@ -251,15 +261,16 @@ class EventClips:
             self._retain()
 
     def _retain(self) -> None:
-        days = clipstore.SECONDS_PER_DAY
-        deleted = clipstore.enforce_retention(
-            self._root,
-            self._cfg.max_age_days * days,
-            self._cfg.max_total_mb * clipstore.BYTES_PER_MB,
-            time.time(),
-        )
-        with self._deleted_lock:
-            self._deleted += len(deleted)
+        """Retention over every camera's clips; each camera's overlay counts its own."""
+        try:
+            clipstore.enforce_retention(
+                self._root,
+                self._cfg.max_age_days * clipstore.SECONDS_PER_DAY,
+                self._cfg.max_total_mb * clipstore.BYTES_PER_MB,
+                time.time(),
+            )
+        except OSError as exc:  # e.g. the lock file cannot be made
+            log.warning("camera %s: clip retention failed: %s", self._camera, exc)
 
     def close(self) -> None:
         """Finish every open clip (the stream ended or the worker stops) and the encoder."""
@@ -268,3 +279,4 @@ class EventClips:
         if not self._encoder.close():
             log.warning("camera %s: the clip encoder did not finish in time", self._camera)
         self._collect()
+        self._read_tally(force=True)
