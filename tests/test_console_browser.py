@@ -27,8 +27,6 @@ import pytest
 from daemon_proc import Daemon, free_port, wait_for
 from metrics_helpers import label_set, parse_samples, scrape_text
 
-import daemon.config
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 TOKEN = "browser-test-token-5f2c9a7e41"
@@ -49,7 +47,10 @@ pytestmark = [
     ),
 ]
 webdriver = pytest.importorskip("selenium.webdriver")
-HAS_CLIPS = hasattr(daemon.config, "ClipsConfig")
+# What people do in the bundled clip, labelled by hand (eval/): the events to expect.
+LABELS = (
+    Path(__file__).resolve().parent.parent / "eval/labels/people/one-by-one-person-detection.json"
+)
 
 
 @pytest.fixture
@@ -79,8 +80,7 @@ def _sections(port: int, metrics_port: int) -> dict[str, dict[str, object]]:
             "password": MQTT_PASSWORD,
         },
     }
-    if HAS_CLIPS:
-        sections["clips"] = {"pre_roll_s": 1.0, "post_roll_s": 1.0, "max_clip_s": 4.0}
+    sections["clips"] = {"pre_roll_s": 1.0, "post_roll_s": 1.0, "max_clip_s": 4.0}
     return sections
 
 
@@ -186,10 +186,29 @@ def _themes_and_phone_width(driver: Any) -> None:
     driver.set_window_size(1280, 900)
 
 
+def _known_actions() -> list[str]:
+    """The actions the labels say happen in the bundled clip."""
+    return sorted({event["action"] for event in json.loads(LABELS.read_text())["events"]})
+
+
 def _events_page(driver: Any, base: str) -> str:
+    """The id of an event of a known action (one the clip's labels name), shown with its
+    snapshot; its record (from the API) is of this camera and, for in_zone, this zone."""
     driver.get(base + "/events")
-    first = "const e = document.querySelector('article.event'); return e && e.dataset.id;"
-    event_id = wait_for(lambda: _js(driver, first), EVENT_DEADLINE_S, "an event on the page")
+    actions = _known_actions()
+    known = json.dumps(actions)
+    first = (
+        f"const e = [...document.querySelectorAll('article.event')]"
+        f".find(a => {known}.includes(a.querySelector('h2').textContent));"
+        "return e && e.dataset.id;"
+    )
+    event_id = wait_for(
+        lambda: _js(driver, first), EVENT_DEADLINE_S, f"an event of a known action ({known})"
+    )
+    status, body = _get(f"{base}/api/events/{event_id}", TOKEN)
+    record = json.loads(body)
+    assert status == 200 and record["camera"] == CAMERA and record["action"] in actions, record
+    assert record["action"] != "in_zone" or record["zone"] == "room", record
     snapshot = "const i = document.querySelector('article.event img'); return i && i.naturalWidth"
     wait_for(lambda: _js(driver, snapshot), 30, "the event's snapshot")
     # Filter by the newest event's action: only events of that action stay listed.
@@ -249,21 +268,18 @@ def test_the_console_in_a_real_browser(tmp_path: Path, browser: Any) -> None:
         # One wrong token on the login page, one as a bearer token: both counted.
         samples = parse_samples(scrape_text(f"http://127.0.0.1:{metrics_port}/metrics"))
         assert samples["actiond_console_logins_failed_total"] == {label_set(): 2}
-        if HAS_CLIPS:
-            duration = (
-                "const v = document.querySelector('article.event video');"
-                "return v && v.readyState >= 1 ? v.duration : 0;"
-            )
-            wait_for(lambda: _js(browser, duration) > 0, CLIP_DEADLINE_S, "a clip that plays")
-            _screenshot(browser, "console-events-clip.png")
+        duration = (
+            "const v = document.querySelector('article.event video');"
+            "return v && v.readyState >= 1 ? v.duration : 0;"
+        )
+        wait_for(lambda: _js(browser, duration) > 0, CLIP_DEADLINE_S, "a clip that plays")
+        _screenshot(browser, "console-events-clip.png")
         assert daemon.stop() == 0
     finally:
         daemon.cleanup()
     log = daemon.log()
     assert "Traceback" not in log
     assert TOKEN not in log and MQTT_PASSWORD not in log
-    if not HAS_CLIPS:
-        pytest.skip("event clips ([clips], the overlay's clip writer) are not in this tree yet")
 
 
 def test_the_chromium_here_plays_webm(tmp_path: Path, browser: Any) -> None:
