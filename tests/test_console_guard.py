@@ -195,6 +195,27 @@ def test_raised_errors_carry_the_security_headers(proxied_console: Running) -> N
     assert redirect.status == 303 and redirect.headers["X-Frame-Options"] == "DENY"
 
 
+def test_refusals_carry_the_same_security_headers_as_answers(proxied_console: Running) -> None:
+    """401 (API, wrong token on the form) and 429 carry every header a 200 carries."""
+    client = proxied_console.client
+    names = (
+        "Content-Security-Policy",
+        "X-Content-Type-Options",
+        "Referrer-Policy",
+        "X-Frame-Options",
+    )
+    ok = client.get("/api/events", Authorization=f"Bearer {TOKEN}")
+    assert ok.status == 200
+    expected = {name: ok.headers[name] for name in names}
+    assert expected["X-Content-Type-Options"] == "nosniff" and "default-src" in str(expected)
+    replies = [client.get("/api/events"), client.get("/api/events", Authorization="Bearer x")]
+    replies += [client.login("wrong") for _ in range(4)]
+    replies.append(client.login(TOKEN))  # the sixth try: refused
+    assert [r.status for r in replies] == [401] * 6 + [429]
+    for reply in replies:
+        assert {name: reply.headers[name] for name in expected} == expected, reply.status
+
+
 def _open_stream(port: int, camera: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.sendall(

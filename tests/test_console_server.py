@@ -259,6 +259,17 @@ def test_an_open_console_needs_no_login(open_console: Running) -> None:
     assert client.get("/api/status").json()["auth_required"] is False
 
 
+def test_a_limit_out_of_range_is_refused_naming_the_range(open_console: Running) -> None:
+    client = open_console.client
+    for limit in ("0", "-5", "501"):
+        reply = client.get(f"/api/events?limit={limit}")
+        assert reply.status == 400, limit
+        assert reply.json()["error"] == f"limit must be 1 to 500 (events per answer), not {limit}"
+    assert client.get("/api/events?limit=abc").status == 400
+    assert len(client.get("/api/events?limit=1").json()["events"]) == 1
+    assert len(client.get("/api/events?limit=500").json()["events"]) == 6
+
+
 def test_login_cookie_bearer_and_rate_limit(locked_console: Running) -> None:
     client = locked_console.client
     assert client.get("/api/events").status == 401

@@ -31,7 +31,7 @@ from daemon.console.guard import (
     make_guard,
     too_many,
 )
-from daemon.console.history import History, HistoryError, Query
+from daemon.console.history import MAX_LIMIT, History, HistoryError, Query
 from daemon.console.live import MAX_STREAM_FPS, STREAM_POLL_S, LiveImages
 from daemon.console.pages import STATIC_DIR, add_page_routes
 
@@ -210,6 +210,8 @@ def _query(request: web.Request) -> Query:
         limit = int(q.get("limit", DEFAULT_LIMIT))
     except ValueError:
         raise _bad("limit must be a whole number, e.g. limit=50") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise _bad(f"limit must be 1 to {MAX_LIMIT} (events per answer), not {limit}")
     return Query(q.get("camera", ""), q.get("action", ""), _since(q.get("since", "")), limit)
 
 
