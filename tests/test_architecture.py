@@ -73,8 +73,9 @@ ALLOWED: dict[str, frozenset[str]] = {
         }
     ),
     # `actiond eval`: runs labelled clips through a real daemon (a subprocess) and scores
-    # its events; it needs the people engine's zone action names, nothing of the daemon.
-    "evaluate": frozenset({"exitcodes", "people", "progress", "__init__"}),
+    # its events; it needs the people engine's zone action names and the config schema
+    # (which sections are event sinks, to turn the user's off), nothing of the daemon.
+    "evaluate": frozenset({"config", "exitcodes", "people", "progress", "__init__"}),
     "cli": frozenset(
         {
             "bench",

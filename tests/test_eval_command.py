@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from media import make_action_clip, make_clip
+from webhook_receiver import WebhookReceiver
 
+from daemon.evaluate.replay import EVENT_SINK_SECTIONS
 from daemon.exitcodes import ExitCode
+from daemon.outputs.sinks.table import SINK_KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 FPS = 15.0
@@ -90,6 +94,51 @@ def test_eval_scores_a_walk_and_an_empty_scene(tmp_path: Path) -> None:
     assert 0.0 <= hit["start_s"] <= hit["end_s"] <= 64 / FPS + 0.5  # media time of the clip
 
 
+def test_eval_knows_every_event_sink_of_the_sink_table() -> None:
+    # A new sink kind is off in eval's daemons without eval being told (it reads them
+    # from the config schema, by the table's contract).
+    assert set(SINK_KINDS) == EVENT_SINK_SECTIONS
+
+
+@pytest.mark.timeout(400)
+def test_eval_delivers_to_none_of_the_base_configs_sinks_or_ports(tmp_path: Path) -> None:
+    """A base config with a webhook (a relative secret file) and a console: the replay's
+    events reach the receiver not once, and the console's port, held by this test the
+    whole run, is not wanted (a daemon binding it would exit 2 and fail the eval)."""
+    clips, labels = tmp_path / "clips", tmp_path / "labels"
+    clips.mkdir()
+    walk = make_action_clip(clips / "walk.mp4", "walk_right", 1, frames=64, fps=FPS)
+    label_file(
+        labels,
+        walk,
+        64,
+        [{"action": "walking_right", "person": 1, "start_s": 0.0, "end_s": 64 / FPS}],
+    )
+    receiver = WebhookReceiver().start()
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        (tmp_path / "webhook.secret").write_text("a-secret-of-the-users\n")
+        (tmp_path / "base.toml").write_text(
+            EVENTS_TOML
+            + f'[webhook]\nenabled = true\nurls = ["{receiver.url}"]\n'
+            + 'secret_file = "webhook.secret"\nretry_min_s = 0.1\n'
+            + f'[console]\nenabled = true\nlisten = "127.0.0.1:{held.getsockname()[1]}"\n'
+        )
+        done = actiond_eval(
+            tmp_path,
+            *("--clips", str(clips), "--labels", str(labels), "--pipeline", "clip"),
+            *("--config", str(tmp_path / "base.toml"), "--json"),
+        )
+        assert done.returncode == ExitCode.OK, done.stderr
+        assert json.loads(done.stdout)["actions"]["walking_right"]["events"] >= 1
+        assert receiver.requests() == []
+    finally:
+        held.close()
+        receiver.stop()
+
+
 @pytest.mark.timeout(300)
 def test_eval_runs_the_person_pipeline_and_prints_a_table(tmp_path: Path) -> None:
     clips, labels = tmp_path / "clips", tmp_path / "labels"
@@ -117,3 +166,9 @@ def test_eval_bad_input_is_one_line_and_a_named_exit_code(tmp_path: Path) -> Non
     assert done.stderr.count("\n") == 1 and "gone.mp4" in done.stderr
     done = actiond_eval(tmp_path, "--clips", str(clips), "--labels", str(tmp_path / "none"))
     assert done.returncode == ExitCode.CONFIG and "not a directory" in done.stderr
+    done = actiond_eval(tmp_path, "--clips", str(tmp_path / "nope"), "--labels", str(labels))
+    assert done.returncode == ExitCode.CONFIG, done.stderr
+    assert (
+        done.stderr
+        == f"actiond eval: --clips {tmp_path / 'nope'}: not a directory (the clips to evaluate)\n"
+    )

@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _clip_path(directory: Path, label: ClipLabels) -> Path:
+    if not directory.is_dir():
+        raise LabelError(f"--clips {directory}: not a directory (the clips to evaluate)")
     path = directory / label.clip
     if not path.is_file():
         raise LabelError(f"{path}: the clip of {label.clip!r}'s labels is not there")

@@ -4,6 +4,11 @@ is lost and it runs as fast as the pipeline goes, loop = false so the daemon end
 the file, a [jsonl] sink collecting every event record), then its events joined from the
 start and end records.
 
+The replay delivers to no sink of the user's: every event sink section (mqtt, webhook,
+console, any later one) is replaced by `enabled = false` but its own [jsonl] collector, so
+no event reaches the user's receivers and no port of the user's is bound ([metrics] and
+[display] serve nothing either); [clips] is off (nobody watches a replay's clips).
+
 The rest of the config comes from a base config file (the user's config.toml: [people],
 [events], [inference], the first camera's analysis settings), so the evaluation measures
 what the user runs. A zone scenario adds the label file's zones and [people] keys.
@@ -11,6 +16,7 @@ what the user runs. A zone scenario adds the label file's zones and [people] key
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,12 +34,32 @@ from typing import Any
 import cv2
 
 import daemon
+from daemon.config import Config
 from daemon.evaluate.scoring import NO_TRACK, DetectedEvent
 
 PACKAGE_ROOT = Path(daemon.__file__).resolve().parent.parent
 SHM_ROOT = "/dev/shm"
+
+
+def event_sink_sections() -> frozenset[str]:
+    """The config sections that are event sinks: by the sink table's contract
+    (daemon/outputs/sinks/table.py), a field of Config whose section has `enabled` and
+    `outbox_max_events` (the table itself is the supervisor's, out of eval's reach)."""
+    config = Config()
+    return frozenset(
+        f.name
+        for f in dataclasses.fields(config)
+        if hasattr(getattr(config, f.name), "enabled")
+        and hasattr(getattr(config, f.name), "outbox_max_events")
+    )
+
+
+EVENT_SINK_SECTIONS = event_sink_sections()
+COLLECTOR = "jsonl"  # the one sink a replay keeps: its own events file
 # Sections the evaluation sets itself (every other one comes from the base config).
-OWN_SECTIONS = frozenset({"daemon", "display", "metrics", "mqtt", "jsonl", "cameras"})
+OWN_SECTIONS = frozenset({"daemon", "display", "metrics", "clips", "cameras"}) | (
+    EVENT_SINK_SECTIONS
+)
 # Camera keys the evaluation sets itself (the clip, its size, lossless replay).
 OWN_CAMERA_KEYS = frozenset(
     {"name", "source", "realtime", "loop", "ring_policy", "zones", "crop", "enabled"}
@@ -144,8 +170,9 @@ def config_text(plan: ReplayPlan, clip: Path, scenario: Scenario, work: Path, sh
         sections["people"] = {**sections.get("people", {}), **scenario.people}
     sections["daemon"] = {"shm_dir": str(shm), "state_dir": str(work / "state")}
     sections["metrics"] = {"listen": ""}
-    sections["mqtt"] = {"enabled": False}
-    sections["jsonl"] = {"enabled": True, "path": str(work / "events.jsonl")}
+    sections.update({name: {"enabled": False} for name in EVENT_SINK_SECTIONS})
+    sections[COLLECTOR] = {"enabled": True, "path": str(work / "events.jsonl")}
+    sections["clips"] = {"enabled": False}
     sections["display"] = {"frame_log": str(work / "frames.jsonl")}
     width, height = clip_size(clip)
     camera = {
