@@ -15,6 +15,7 @@ import uvloop
 from daemon import __version__
 from daemon.bench.extras import MissingExtra
 from daemon.config import ConfigError
+from daemon.config.environment import environment_warnings
 from daemon.exitcodes import ExitCode
 from daemon.ipc import ShmSpaceError
 from daemon.logs import setup_logging
@@ -140,6 +141,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cams = [c for c in boot.config.cameras if c.enabled]
     each = "; ".join(boot.camera_line(c) for c in cams)
     print(f"{args.config}: OK ({len(cams)} camera(s): {each})")
+    for line in environment_warnings(boot.config):  # this shell is not the service's
+        print(f"actiond: {line}", file=sys.stderr)
     return ExitCode.OK
 
 
