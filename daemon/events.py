@@ -48,6 +48,13 @@ END_STREAM_LOST = "stream_lost"
 END_END_OF_STREAM = "end_of_stream"
 END_STOPPED = "stopped"
 NS_PER_S = 1_000_000_000
+RECORD_DECIMALS_S = 3  # durations and media times in a record: whole milliseconds
+
+
+def record_s(seconds: float) -> float:
+    """A duration or media time as a record says it: to the millisecond, so that float
+    noise (1.2000000000000455) never reaches a consumer."""
+    return round(seconds, RECORD_DECIMALS_S)
 
 
 class EventClock:
@@ -75,8 +82,8 @@ class EventClock:
         return t_s + self._offset(t_s)
 
     def media_s(self, t_s: float) -> float | None:
-        """Seconds into the replayed stream (None for a live source)."""
-        return None if self.live else t_s
+        """Seconds into the replayed stream, to the millisecond (None for a live source)."""
+        return None if self.live else record_s(t_s)
 
     def latency_stamp(self, capture_ns: int) -> int:
         """The capture time to measure capture -> event latency from, 0 for none: only a
@@ -152,7 +159,9 @@ class ActionEvent:
         """
         started = self.started_at if clock is None else clock.epoch_s(self.started_at)
         ended = self.ended_at
-        media_start = media_end = None
+        media_start = media_end = duration = None
+        if self.ended_at is not None:
+            duration = record_s(self.ended_at - self.started_at)
         if clock is not None:
             media_start = clock.media_s(self.started_at)
             if ended is not None:
@@ -168,7 +177,7 @@ class ActionEvent:
             "started_at_epoch": started,
             "ended_at": None if ended is None else _iso_utc(ended),
             "ended_at_epoch": ended,
-            "duration_s": None if self.ended_at is None else self.ended_at - self.started_at,
+            "duration_s": duration,
             "media_start_s": media_start,
             "media_end_s": media_end,
             "frame_id": self.frame_id,

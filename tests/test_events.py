@@ -256,6 +256,14 @@ def test_to_json_dict_is_json_without_snapshot() -> None:
     assert "snapshot" not in doc
 
 
+def test_record_durations_are_whole_milliseconds() -> None:
+    tracker = make(start_windows=1, end_windows=1)
+    run_script(tracker, walk_stream([0.9]), t0=1_700_000_000.1)
+    (end,) = run_script(tracker, walk_stream([0.1]), t0=1_700_000_001.3)
+    assert end[1].ended_at - end[1].started_at != 1.2  # float noise: 1.2000000476837158
+    assert end[1].to_json_dict()["duration_s"] == 1.2
+
+
 def test_start_record_json_has_null_end() -> None:
     tracker = make(start_windows=1)
     ((_, start),) = run_script(tracker, walk_stream([0.9]))

@@ -77,6 +77,25 @@ def test_zone_events_carry_track_box_and_zone(sock_path: Path) -> None:
     receiver.close()
 
 
+def test_record_times_are_whole_milliseconds(sock_path: Path) -> None:
+    """Media times and durations come to the millisecond (1.714), not with float noise
+    (1.7142857...)."""
+    receiver = EventReceiver(sock_path)
+    zone = ZoneConfig("room", ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)))
+    cam = CameraConfig("cam", "test:still", zones=(zone,))
+    emitter = PeopleEmitter(cam, PeopleConfig(actions=("in_zone",)), str(sock_path), 80, live=False)
+    image = np.zeros((H, W, 3), np.uint8)
+    for i in range(15):  # 7 frames a second, from 1.000000007 s of media time
+        emitter.update(detections([(100, 50, 200, 300)]), i, 1_000_000_007 + i * (NS // 7))
+        emitter.send_pending(image)
+    assert emitter.end_all("stream_lost") == 1
+    start, end = [r for r, _ in receiver.receive()]
+    assert (start["media_start_s"], end["media_end_s"], end["duration_s"]) == (1.286, 3.0, 1.714)
+    assert start["duration_s"] is None
+    emitter.close()
+    receiver.close()
+
+
 def test_the_person_result_spec_fits_the_config() -> None:
     from daemon.config import Config, PerceptionConfig
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from daemon.config import CameraConfig, PeopleConfig
-from daemon.events import END_STOPPED, END_STREAM_LOST, EventClock
+from daemon.events import END_STOPPED, END_STREAM_LOST, EventClock, record_s
 from daemon.ipc.events_channel import SEND_TIMEOUT_S, EventSender
 from daemon.ipc.stats import StatsBlock
 from daemon.people import PHASE_END, PeopleEngine, Person, PersonEvent, Track
@@ -165,7 +165,7 @@ class PeopleEmitter:
             "started_at_epoch": clock.epoch_s(occ.started_s),
             "ended_at": None if ended is None else _iso_utc(clock.epoch_s(ended)),
             "ended_at_epoch": None if ended is None else clock.epoch_s(ended),
-            "duration_s": None if ended is None else ended - occ.started_s,
+            "duration_s": None if ended is None else record_s(ended - occ.started_s),
             "media_start_s": clock.media_s(occ.started_s),
             "media_end_s": None if ended is None else clock.media_s(ended),
             "frame_id": frame_id,
