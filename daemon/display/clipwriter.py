@@ -2,7 +2,8 @@
 OpenCV's VideoWriter, so encoding never stalls the frame loop.
 
 The wheel's FFmpeg writes VP8 ("VP80") into .webm, which every current browser plays; it
-has no H.264 encoder, and MPEG-4 part 2 ("mp4v") is not played by browsers.
+has no H.264 encoder, and MPEG-4 part 2 ("mp4v") is not played by browsers. The writer
+is opened by webm_writer.py, which keeps OpenCV's notice about the tag off stderr.
 
 Commands go through one queue: open a clip (with its pre-roll frames), a frame for some
 open clips, close a clip (keep it: move it from the `.part` directory into place; or delete it). Each
@@ -26,8 +27,8 @@ import cv2
 import numpy as np
 
 from daemon.display.clipstore import part_path
+from daemon.display.webm_writer import open_vp8_writer
 
-FOURCC = "VP80"
 CLOSE_WAIT_S = 10.0  # a stopping worker waits this long for the queued frames
 
 # Outcomes of a clip
@@ -188,9 +189,7 @@ class ClipEncoder:
             log.warning("clip %s: cannot make %s: %s", clip_id, part.parent, exc)
             clip.failed = True
             return
-        writer = cv2.VideoWriter(
-            str(part), cv2.VideoWriter.fourcc(*FOURCC), self._fps, (width, height)
-        )
+        writer = open_vp8_writer(part, self._fps, (width, height))
         if not writer.isOpened():
             log.warning("clip %s: OpenCV could not open a VP8 writer on %s", clip_id, part)
             clip.failed = True
