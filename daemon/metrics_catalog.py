@@ -86,7 +86,8 @@ CATALOG: tuple[MetricSpec, ...] = (
         "actiond_event_latency_seconds",
         HISTOGRAM,
         ("camera",),
-        "Time from the capture of a window's last frame to its action event.",
+        "Time from the capture of a window's last frame to its action event (live sources "
+        "only: a file's frames carry media time).",
     ),
     MetricSpec(
         "actiond_ring_occupancy_slots",
