@@ -5,7 +5,8 @@ Shown on stderr only while stderr is a terminal and the command was not asked fo
 ("sweep 3/8: 4 cameras") is one line, redrawn in place with a carriage return while it
 runs ("... measuring, 37 s left") and finished with its result and a newline, so the
 scroll-back keeps one line per step. The time left is the caller's when it knows it (a
-soak runs for a fixed time), else the finished steps' mean duration times the steps left.
+soak runs for a fixed time), else the finished steps' mean duration times the steps left
+(before one has finished: the caller's expected step, e.g. a timed start-up plus the rest).
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ class Progress:
         if left_s is not None:
             parts.append(format_left(left_s))
         self._draw(f"{self._head()}: {', '.join(parts)}", end="")
+
+    def expect_rest(self, rest_s: float) -> None:
+        """The running step has `rest_s` to go after what it has run so far (e.g. its
+        start-up, just timed): until a step has finished, a step takes that long."""
+        if not self._durations:
+            self.expected_step_s = self._clock() - self._started + rest_s
 
     def finish(self, result: str) -> None:
         """The running step is done: its line ends with `result` and how long it took."""

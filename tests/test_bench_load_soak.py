@@ -20,7 +20,7 @@ from media import make_clip
 from models import brightness_model
 
 from daemon.bench.load import LoadPlan, bench_sections, camera_configs, shown_ratio
-from daemon.bench.load_report import CameraReport
+from daemon.bench.load_report import CameraReport, LoadReport, ProcessReport, render
 from daemon.bench.load_stream import latency_report
 from daemon.bench.proc import child_pids, read_proc
 from daemon.bench.procstats import toml_document
@@ -148,11 +148,29 @@ def test_bench_rejects_bad_arguments(name: str, args: list[str]) -> None:
     assert f"actiond bench {name}: need" in done.stderr and done.stdout == ""
 
 
-@pytest.mark.timeout(30)
-def test_bench_names_a_missing_clip(tmp_path: Path) -> None:
-    done = bench("load", ["--clip", str(tmp_path / "nope.mp4")], timeout_s=25)
-    assert done.returncode == ExitCode.FAILURE
-    assert "nope.mp4: no such clip" in done.stderr
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("name", "args", "says"),
+    [
+        ("load", ["--clip", "{tmp}/nope.mp4"], "{tmp}/nope.mp4: no such clip or directory"),
+        ("load", ["--clip", "{tmp}/text.mp4"], "{tmp}/text.mp4: not a video file"),
+        ("load", ["--model", "{tmp}/none.onnx"], "--model {tmp}/none.onnx: no such file"),
+        ("load", ["--min-cameras", "3", "--max-cameras", "2"], "--min-cameras 3 is above"),
+        ("load", ["--stream", "1080p15", "--clip", "{tmp}"], "--stream 1080p15 replaces --clip"),
+        ("soak", ["--clip", "{tmp}/nope.mp4"], "{tmp}/nope.mp4: no such clip or directory"),
+        ("soak", ["--model", "{tmp}/none.onnx"], "--model {tmp}/none.onnx: no such file"),
+    ],
+    ids=["missing-clip", "not-a-video", "missing-model", "min-above-max", "stream-and-clip"]
+    + ["soak-missing-clip", "soak-missing-model"],
+)
+def test_bench_bad_clip_or_model_is_one_line_and_exit_2(
+    tmp_path: Path, name: str, args: list[str], says: str
+) -> None:
+    (tmp_path / "text.mp4").write_text("not a video\n")
+    done = bench(name, [a.format(tmp=tmp_path) for a in args], timeout_s=50)
+    assert done.returncode == ExitCode.CONFIG, done.stderr
+    assert done.stderr.startswith(f"actiond bench {name}: {says.format(tmp=tmp_path)}")
+    assert done.stderr.count("\n") == 1 and done.stdout == "", done.stderr
 
 
 @pytest.mark.timeout(30)
@@ -220,3 +238,23 @@ def test_a_decode_preset_that_skips_frames_holds_on_the_frames_it_decodes() -> N
     cam = CameraReport("room.mp4", 15.0, 8.2, 8.1, 0.54, {}, 0)
     assert shown_ratio(cam, LoadPlan([], 4.0, 1.0, "", 1, decode="reference")) > 0.98
     assert shown_ratio(cam, LoadPlan([], 4.0, 1.0, "", 1)) == 0.54
+
+
+def test_the_text_report_reads_as_text_not_python_dicts() -> None:
+    drops = {"frames": {"drop_oldest": 2}, "view": {}, "results": {"drop_newest": 1}}
+    report = LoadReport(
+        *(1, 1, False, 0.95, 5.0, 1.0),
+        {"cam0": CameraReport("box.mp4", 10.0, 10.0, 9.0, 0.9, drops, 3)},
+        {"clips": {}},
+        {"cam0.source": ProcessReport(7, 12.5, 80.0, 40.0)},
+        {"cpu_pct": 12.5, "rss_mb": 80.0, "pss_mb": 40.0, "processes": 1, "overlay_fps": 9.0},
+        {"cores": 2, "loadavg_1m": 1.5, "system_cpu_pct": 60.0, "other_cpu_pct": 47.5},
+        *(0, 0, []),
+        {"source": 12.5},
+    )
+    text = render(report)
+    assert "{" not in text and "}" not in text, text
+    assert "drops 3 (frames: drop_oldest 2; results: drop_newest 1)" in text
+    assert "cpu % by stage: source 12.5" in text
+    assert "machine: 2 cores, cpu 60.0 % (47.5 % not the daemon's), load average 1.5" in text
+    assert "shared drops 0;" in text

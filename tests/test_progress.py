@@ -81,6 +81,30 @@ def test_an_expected_step_time_or_the_callers_time_left_is_used() -> None:
     assert out.getvalue().endswith(f"\rsweep 1/2: 1 camera(s), 22 s left{CLEAR_TO_END}")
 
 
+def test_a_timed_start_up_counts_in_the_first_steps_estimate() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    sweep = Progress("sweep", 2, out, enabled=True, clock=clock)
+    sweep.step(1, "1 camera(s)")
+    sweep.status("starting the daemon")  # its start-up not timed yet: no estimate
+    clock.now_s += 15  # a 15 s start-up, then 5 s of warm-up and 20 s measured to go
+    sweep.expect_rest(25.0)
+    sweep.status("warming up")
+    clock.now_s += 5
+    sweep.status("measuring")  # 20 s of this step and a whole 40 s step after it
+    lines = out.getvalue().split("\r")[1:]
+    assert lines[1:] == [
+        f"sweep 1/2: 1 camera(s), starting the daemon{CLEAR_TO_END}",
+        f"sweep 1/2: 1 camera(s), warming up, 1 min 5 s left{CLEAR_TO_END}",
+        f"sweep 1/2: 1 camera(s), measuring, 1 min left{CLEAR_TO_END}",
+    ]
+    clock.now_s += 20
+    sweep.finish("held")  # 40 s, as expected
+    sweep.step(2, "2 camera(s)")
+    sweep.expect_rest(1.0)  # a finished step's time wins over any expectation
+    sweep.status("")
+    assert out.getvalue().endswith(f"\rsweep 2/2: 2 camera(s), 40 s left{CLEAR_TO_END}")
+
+
 def test_disabled_progress_writes_nothing() -> None:
     out = io.StringIO()
     shown = Progress("eval", 2, out, enabled=False)
@@ -164,7 +188,11 @@ def test_bench_load_sweep_shows_its_steps_on_a_terminal(media: list[str]) -> Non
     code, stdout, terminal = on_a_terminal([*LOAD_ARGS, *media])
     assert code == ExitCode.OK, terminal
     assert "sweep 1/1: 1 camera(s), starting the daemon" in terminal
-    assert "sweep 1/1: 1 camera(s), measuring for 2 s" in terminal
+    # The time left counts the timed start-up: the 2 s measured are still to come (it
+    # said "0 s left" when the start-up was not counted).
+    assert re.search(r"sweep 1/1: 1 camera\(s\), measuring for 2 s, [12] s left", terminal), (
+        terminal
+    )
     assert re.search(r"\rsweep 1/1: 1 camera\(s\): (HOLDS|does not hold) \(overlay fps", terminal)
     assert "largest camera count held" in stdout and "sweep" not in stdout
 

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from daemon.bench.load_args import DEFAULT_MAX_CAMERAS, argument_problem
+from daemon.bench.load_args import add_arguments as add_arguments  # `bench load`'s options
 from daemon.bench.load_report import (
     CameraReport,
     LoadReport,
@@ -32,13 +34,7 @@ from daemon.bench.load_report import (
     stage_cpu,
     totals_report,
 )
-from daemon.bench.load_stream import (
-    STREAMS,
-    StreamServer,
-    latency_buckets,
-    latency_report,
-    made_stream,
-)
+from daemon.bench.load_stream import StreamServer, latency_buckets, latency_report, made_stream
 from daemon.bench.procstats import (
     BenchDaemon,
     BenchError,
@@ -48,15 +44,10 @@ from daemon.bench.procstats import (
     find_clips,
     free_port,
 )
-from daemon.capture.table import DECODE_PRESETS
 from daemon.exitcodes import ExitCode
 from daemon.progress import Progress
 
 HOLD_RATIO = 0.95
-DEFAULT_SECONDS = 20.0
-DEFAULT_WARMUP_S = 5.0
-DEFAULT_MAX_CAMERAS = 16
-MIN_SECONDS = 2.0
 # Person cameras: an include zone over the whole frame, as an operator watching a room
 # sets one, so everyone who comes into view starts an in_zone event (more events to time
 # capture -> event latency on: the room clip gives 18 with it, 12 without).
@@ -127,14 +118,14 @@ def measure(count: int, plan: LoadPlan, shown: Progress) -> LoadReport:
 
 def _measure(count: int, plan: LoadPlan, url: str, shown: Progress) -> LoadReport:
     clips, seconds, warmup_s = plan.clips, plan.seconds, plan.warmup_s
-    cameras = camera_configs(count, plan, url)
     sections = bench_sections(plan.model, plan.replicas)
     metrics = f"127.0.0.1:{free_port()}"
     sections["metrics"] = {"listen": metrics}  # capture -> event latency
-    with BenchDaemon(sections, cameras) as daemon:
+    with BenchDaemon(sections, camera_configs(count, plan, url)) as daemon:
         shown.status(f"starting the daemon, then {warmup_s:g} s of warm-up")
         daemon.start()
         daemon.wait_flowing()
+        shown.expect_rest(warmup_s + seconds)  # the start-up, now timed, comes on top
         daemon.hold(warmup_s)
         shown.status(f"measuring for {seconds:g} s")
         first, lat0 = daemon.snapshot(), latency_buckets(f"http://{metrics}/metrics")
@@ -219,98 +210,14 @@ def progress_for(args: argparse.Namespace) -> Progress:
     limit = args.max_cameras or DEFAULT_MAX_CAMERAS
     swept = args.sweep or args.max_cameras
     label, total = ("sweep", limit - args.min_cameras + 1) if swept else ("bench load", 1)
-    shown = Progress.on_terminal(label, max(total, 0), quiet=args.json)
-    shown.expected_step_s = args.warmup + args.seconds  # the daemon's start comes on top
-    return shown
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cameras", type=int, default=1, help="cameras in one daemon")
-    parser.add_argument(
-        "--seconds",
-        type=float,
-        default=DEFAULT_SECONDS,
-        help="measurement window after the warm-up",
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=DEFAULT_WARMUP_S, help="seconds of running before measuring"
-    )
-    parser.add_argument(
-        "--sweep",
-        action="store_true",
-        help="find the most cameras this machine holds (N = 1, 2, ...)",
-    )
-    parser.add_argument(
-        "--max-cameras",
-        type=int,
-        default=0,
-        help=f"sweep up to M cameras (implies --sweep; default {DEFAULT_MAX_CAMERAS})",
-    )
-    parser.add_argument(
-        "--min-cameras",
-        type=int,
-        default=1,
-        help="start the sweep at this many cameras (skip counts known to hold)",
-    )
-    parser.add_argument(
-        "--clip",
-        type=Path,
-        action="append",
-        default=[],
-        help="clip file or directory of clips, repeatable (default: "
-        "$ACTIOND_BENCH_MEDIA, the sample media, or the bundled clip)",
-    )
-    parser.add_argument("--model", default="", help="ONNX model (default: the bundled one)")
-    parser.add_argument(
-        "--replicas", type=int, default=1, help="inference (clip) or detect (person) replicas"
-    )
-    _add_person_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON only")
-
-
-def _add_person_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--pipeline",
-        choices=("clip", "person"),
-        default="clip",
-        help="the cameras' pipeline (person: gate -> detect -> overlay with the people engine)",
-    )
-    parser.add_argument(
-        "--stream",
-        choices=("", *STREAMS),
-        default="",
-        help="instead of --clip: the bundled room clip made into a 1080p H.264 15 fps file "
-        "(once, by GStreamer's x264enc through gst-launch-1.0; OpenCV's FFmpeg writer here "
-        "has no H.264 encoder; cached in $TMPDIR/actiond-bench-cache) and served live as "
-        "MPEG-TS over TCP by gst-launch-1.0, one client per camera",
-    )
-    parser.add_argument(
-        "--analyse-fps", type=float, default=5.0, help="person pipeline: analysed frames/s"
-    )
-    parser.add_argument(
-        "--decode",
-        choices=tuple(DECODE_PRESETS),
-        default="all",
-        help="the cameras' decode preset (cameras[].decode): reference skips B-frames",
-    )
+    # No time left before the first start-up is timed (measure: expect_rest).
+    return Progress.on_terminal(label, max(total, 0), quiet=args.json)
 
 
 def run(args: argparse.Namespace) -> int:
-    if (
-        args.cameras < 1
-        or args.seconds < MIN_SECONDS
-        or args.warmup < 0
-        or args.max_cameras < 0
-        or args.min_cameras < 1
-        or args.replicas < 1
-        or args.analyse_fps <= 0
-    ):
-        print(
-            f"actiond bench load: need --cameras >= 1, --seconds >= {MIN_SECONDS:g}, "
-            "--warmup >= 0, --max-cameras >= 0, --min-cameras >= 1, --replicas >= 1 and "
-            "--analyse-fps > 0",
-            file=sys.stderr,
-        )
+    problem = argument_problem(args)
+    if problem:
+        print(f"actiond bench load: {problem}", file=sys.stderr)
         return ExitCode.CONFIG
     model = str(Path(args.model).resolve()) if args.model else ""
     shown = progress_for(args)

@@ -5,6 +5,7 @@ memory, the machine's other load; and the report as text."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from daemon.bench.procstats import Clip, Snapshot
@@ -178,6 +179,27 @@ def _latency_text(latency: dict[str, float | None]) -> str:
     )
 
 
+def drops_text(drops: dict[str, dict[str, int]]) -> str:
+    """Drops by ring and reason as a person reads them: "0", or "3 (frames: drop_oldest
+    2; results: drop_newest 1)" (rings without drops left out)."""
+    total = sum(sum(d.values()) for d in drops.values())
+    rings = [f"{ring}: {pairs_text(d)}" for ring, d in drops.items() if sum(d.values())]
+    return f"{total} ({'; '.join(rings)})" if rings else str(total)
+
+
+def pairs_text(values: Mapping[str, object]) -> str:
+    """{"source": 12.5, "infer": 40.1} as "source 12.5, infer 40.1"."""
+    return ", ".join(f"{key} {value}" for key, value in values.items()) or "none"
+
+
+def machine_text(machine: Mapping[str, float]) -> str:
+    return (
+        f"{machine['cores']:g} cores, cpu {machine['system_cpu_pct']} % "
+        f"({machine['other_cpu_pct']} % not the daemon's), load average "
+        f"{machine['loadavg_1m']}"
+    )
+
+
 def render(report: LoadReport) -> str:
     """The human-readable report of one run."""
     lines = [one_line(report)]
@@ -185,15 +207,16 @@ def render(report: LoadReport) -> str:
         lines.append(
             f"  {name} ({cam.clip}): source {cam.source_fps} fps, overlay "
             f"{cam.overlay_fps} fps of {cam.native_fps} native, drops "
-            f"{cam.drops_total} {cam.drops}"
+            f"{drops_text(cam.drops)}"
         )
-    lines.append(f"  cpu % by stage: {report.stage_cpu_pct}")
+    lines.append(f"  cpu % by stage: {pairs_text(report.stage_cpu_pct)}")
     lines += [
         f"  {label}: cpu {p.cpu_pct} %, rss {p.rss_mb} MiB, pss {p.pss_mb} MiB"
         for label, p in report.processes.items()
     ]
     lines.append(
-        f"  machine: {report.machine}; shared drops {report.shared_drops}; "
+        f"  machine: {machine_text(report.machine)}; shared drops "
+        f"{drops_text(report.shared_drops)}; "
         f"restarts {report.restarts}; exit status {report.exit_code}; "
         f"shm leftovers {report.leftovers or 'none'}"
     )

@@ -45,6 +45,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding `dae
 MEDIA_DIR_ENV = "ACTIOND_BENCH_MEDIA"
 DEV_MEDIA_DIR = Path(__file__).resolve().parents[3] / "shared" / "media"
 CLIP_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
+FFMPEG_LOG_LEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
+FFMPEG_QUIET = "-8"  # AV_LOG_QUIET
 START_TIMEOUT_S = 120.0
 # The supervisor's staged shutdown takes at most ~18 s (daemon.supervisor.app).
 STOP_TIMEOUT_S = 40.0
@@ -69,7 +71,14 @@ class Clip:
 
 
 def probe_clip(path: Path) -> Clip:
+    # FFmpeg's own line for a file it cannot read ("moov atom not found") would come
+    # before ours and say less: quiet in this process (OpenCV reads the variable at its
+    # first open); restored, so the daemons it starts keep FFmpeg's errors in their logs.
+    saved = os.environ.get(FFMPEG_LOG_LEVEL_ENV)
+    os.environ.setdefault(FFMPEG_LOG_LEVEL_ENV, FFMPEG_QUIET)
     cap = cv2.VideoCapture(str(path))
+    if saved is None:
+        del os.environ[FFMPEG_LOG_LEVEL_ENV]
     try:
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))

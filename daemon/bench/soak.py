@@ -311,9 +311,15 @@ def run(args: argparse.Namespace) -> int:
     # A short soak still needs a few samples after its warm-up to say anything.
     interval_s = min(args.interval, max(MIN_INTERVAL_S, (seconds - warmup_s) / 4))
     model = str(Path(args.model).resolve()) if args.model else ""
+    try:  # a bad --clip or --model: the command line's fault
+        if args.model and not Path(args.model).is_file():
+            raise BenchError(f"--model {args.model}: no such file; pass an ONNX model file")
+        clip = find_clips([args.clip or ASSETS_DIR])[0]
+    except BenchError as exc:
+        print(f"actiond bench soak: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
     shown = Progress.on_terminal("bench soak", 0, quiet=args.json)
     try:
-        clip = find_clips([args.clip or ASSETS_DIR])[0]
         result = soak(clip, seconds, interval_s, warmup_s, model, shown)
     except BenchError as exc:
         shown.close()
