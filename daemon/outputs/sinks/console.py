@@ -17,8 +17,8 @@ runs on its own loop and thread (daemon/console/server.py).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from daemon.config import ConsoleConfig, parse_listen
@@ -36,54 +36,45 @@ from daemon.console import (
     proxy_networks,
     read_token,
 )
-from daemon.outputs.outbox import OutboxError, OutboxItem
+from daemon.outputs.outbox import OutboxError
 from daemon.outputs.outbox_queue import SinkQueue
 from daemon.outputs.sinks.protocol import SinkContext, SinkView
+from daemon.outputs.sinks.threaded import THREAD_JOIN_GRACE_S, StopSending, ThreadedSink
 
 log = logging.getLogger(__name__)
 
 SINK_NAME = "console"
 BATCH_EVENTS = 200
 PRUNE_EVERY_S = 60.0
-RETRY_MIN_S = 0.5
-RETRY_MAX_S = 30.0
-THREAD_JOIN_GRACE_S = 0.5
 SECONDS_PER_DAY = 86400.0
 BYTES_PER_MB = 1024 * 1024
 
 
-class ConsoleSink:
+class ConsoleSink(ThreadedSink):
     """The history writer and the web console's server (module docstring)."""
 
     name = SINK_NAME
     wants_snapshots = True
+    retry_errors = (HistoryError, OutboxError)
+    _log = log
+    _abandoned_text = (
+        "console: the history writer did not stop within %.1f s; %d events stay in the outbox"
+    )
 
     def __init__(
         self, console: Console, server: ConsoleServer, keep: Retention, queue: SinkQueue
     ) -> None:
+        super().__init__(queue)
         self.console = console
         self.server = server
         self.keep = keep
-        self._queue = queue
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._abandoned = False
-        self._thread: threading.Thread | None = None
-        self._up = True
-        self._last_error = ""
 
     def __repr__(self) -> str:
         return f"ConsoleSink({self.server!r}, {self.console.history!r})"
 
     def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("ConsoleSink.start() called twice")
-        self._thread = threading.Thread(target=self._run, name="sink-console", daemon=True)
-        self._thread.start()
+        super().start()
         self.server.start()
-
-    def deliver(self, item: OutboxItem) -> None:
-        self._wake.set()
 
     def set_camera_available(self, camera: str, available: bool) -> None:
         self.console.board.set_available(camera, available)
@@ -92,63 +83,29 @@ class ConsoleSink:
         self.console.board.update(stats)
 
     def view(self) -> SinkView:
-        q = self._queue
-        return SinkView(
-            self.name,
-            self._up and self.server.bound.is_set(),  # history written and port bound
-            q.delivered_total,
-            q.depth(),
-            q.dropped_total,
-            q.snapshots_dropped_total,
-            logins_failed_total=self.console.auth.limiter.failed_total,
-        )
+        # up: the history is written and the port bound
+        return replace(super().view(), up=self._up and self.server.bound.is_set())
 
-    def close(self, timeout_s: float) -> None:
+    def _view_extra(self) -> dict[str, Any]:
+        return {"logins_failed_total": self.console.auth.limiter.failed_total}
+
+    def _closing(self, timeout_s: float) -> None:
         """Store what is pending and stop the server, both within timeout_s."""
-        self._stopping.set()
-        self._wake.set()
         self.server.close(timeout_s / 2)
-        if self._thread is not None:
-            self._thread.join(timeout_s / 2 + THREAD_JOIN_GRACE_S)
-            if self._thread.is_alive():
-                self._abandoned = True
-                log.warning(
-                    "console: the history writer did not stop within %.1f s; %d events "
-                    "stay in the outbox",
-                    timeout_s,
-                    self._queue.depth(),
-                )
-                return
+
+    def _join_s(self, timeout_s: float) -> float:
+        return timeout_s / 2 + THREAD_JOIN_GRACE_S
+
+    def _closed(self) -> None:
         self.console.live.close()
         self.console.history.close()
 
     # ---- the writer thread ----
 
-    def _run(self) -> None:
-        delay_s = RETRY_MIN_S
-        while True:
-            try:
-                stored = self._store_pending()
-            except _Abandoned:
-                return
-            except (HistoryError, OutboxError) as exc:
-                self._failed(exc, delay_s)
-                if self._stopping.wait(delay_s):
-                    return
-                delay_s = min(delay_s * 2.0, RETRY_MAX_S)
-                continue
-            delay_s = RETRY_MIN_S
-            if not stored:
-                if self._stopping.is_set():
-                    return
-                self._wake.wait(PRUNE_EVERY_S)
-                self._wake.clear()
-                self._prune()
-
-    def _store_pending(self) -> int:
+    def _send_pending(self) -> int:
         with self._queue.batch_lock:
             if self._abandoned:
-                raise _Abandoned
+                raise StopSending
             items = self._queue.pending(BATCH_EVENTS)
             if not items:
                 return 0
@@ -160,6 +117,11 @@ class ConsoleSink:
         self._prune()
         return len(items)
 
+    def _idle(self) -> None:
+        """Nothing pending: wait for a wake, pruning every PRUNE_EVERY_S meanwhile."""
+        self._wake.wait(PRUNE_EVERY_S)
+        self._prune()
+
     def _prune(self) -> None:
         try:
             removed = self.console.history.prune(self.keep)
@@ -170,21 +132,14 @@ class ConsoleSink:
             log.info("console: retention removed %d old events from the history", removed)
 
     def _failed(self, exc: Exception, delay_s: float) -> None:
-        self._up = False
         reason = str(exc)
-        level = logging.DEBUG if reason == self._last_error else logging.WARNING
-        self._last_error = reason
         log.log(
-            level,
+            self._failure_level(reason),
             "console: %s [retrying in %.1f s; %d events kept in the outbox]",
             reason,
             delay_s,
             self._queue.depth(),
         )
-
-
-class _Abandoned(Exception):
-    """close() returned: this thread stores nothing more."""
 
 
 def console_sink(cfg: ConsoleConfig, context: SinkContext, queue: SinkQueue) -> ConsoleSink:

@@ -37,16 +37,16 @@ import logging
 import os
 import random
 import ssl
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from daemon.config import WebhookConfig
 from daemon.outputs.outbox import OutboxError, OutboxItem
 from daemon.outputs.outbox_queue import SinkQueue
-from daemon.outputs.sinks.protocol import SinkContext, SinkView, event_links
+from daemon.outputs.sinks.protocol import SinkContext, event_links
+from daemon.outputs.sinks.threaded import StopSending, ThreadedSink
 from daemon.outputs.sinks.webhook_http import (
     Outcome,
     Target,
@@ -70,15 +70,24 @@ CLOSE_SEND_MAX_S = 1.0
 OUTBOX_RETRY_S = 1.0  # the outbox could not be read or written
 
 
+class _DeliveryFailed(Exception):
+    """A try failed: the head event waits (outcome: why, and the server's Retry-After)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.detail)
+        self.outcome = outcome
+
+
 class WebhookSetupError(ValueError):
     """[webhook] cannot work (its secret cannot be read, no URL): a config error."""
 
 
-class WebhookSink:
+class WebhookSink(ThreadedSink):
     """POSTs each event record to every URL (see the module docstring)."""
 
     name = SINK_NAME
-    wants_snapshots = False
+    retry_errors = (_DeliveryFailed,)
+    _log = log
 
     def __init__(
         self,
@@ -91,18 +100,12 @@ class WebhookSink:
     ) -> None:
         if not targets:
             raise WebhookSetupError("webhook.urls is empty: name at least one URL")
+        super().__init__(queue)
         self.targets = tuple(targets)
-        self._queue = queue
         self._secret = secret
         self._retry_min_s, self._retry_max_s = retry_s
         self._rand = rand
         self._console_url = console_url  # the base of the events' clip/snapshot links
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._abandoned = False  # close() gave up waiting: send nothing more
-        self._thread: threading.Thread | None = None
-        self._up = True
-        self._last_error = ""
         # The answers the head event got so far, by URL index (a retry skips those URLs).
         self._head: tuple[int, dict[int, Verdict]] = (0, {})
 
@@ -110,48 +113,19 @@ class WebhookSink:
         urls = ", ".join(t.shown for t in self.targets)
         return f"WebhookSink([{urls}], pending={self._queue.depth()})"
 
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("WebhookSink.start() called twice")
-        self._thread = threading.Thread(target=self._run, name="sink-webhook", daemon=True)
-        self._thread.start()
-
-    def deliver(self, item: OutboxItem) -> None:
-        self._wake.set()
-
-    def set_camera_available(self, camera: str, available: bool) -> None:
-        """Webhooks carry events only; camera state is not sent."""
-
-    def publish_stats(self, stats: Mapping[str, Any]) -> None:
-        """Webhooks carry events only; the status is not sent."""
-
-    def view(self) -> SinkView:
-        q = self._queue
-        return SinkView(
-            self.name,
-            self._up,
-            q.delivered_total,
-            q.depth(),
-            q.dropped_total,
-            q.snapshots_dropped_total,
-            q.other_drops,
-            q.retries_total,
-        )
+    def _view_extra(self) -> dict[str, Any]:
+        return {"other_drops": self._queue.other_drops, "retries_total": self._queue.retries_total}
 
     def close(self, timeout_s: float) -> None:
         """Send what is pending until timeout_s (at most CLOSE_SEND_MAX_S), then abort
         the request in progress."""
         self._stopping.set()
         self._wake.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(min(timeout_s, CLOSE_SEND_MAX_S))
-            if thread.is_alive():
-                self._abandoned = True
-                for target in self.targets:
-                    target.abort()
-                thread.join(ABORT_GRACE_S)
-            if thread.is_alive():
+        if not self._join(min(timeout_s, CLOSE_SEND_MAX_S)):
+            self._abandoned = True
+            for target in self.targets:
+                target.abort()
+            if not self._join(ABORT_GRACE_S):
                 log.warning(
                     "webhook: a request still runs %.1f s after close; %d events stay in "
                     "the outbox",
@@ -165,53 +139,47 @@ class WebhookSink:
     # ---- the sender thread ----
 
     def _run(self) -> None:
-        failures = 0
         try:
-            while True:
-                self._wake.clear()
-                try:
-                    failure = self._send_pending()
-                except OutboxError as exc:
-                    if self._abandoned:  # the outbox may be closed after close() returned
-                        return
-                    log.error("webhook: %s", exc)
-                    failure = Outcome("retry", str(exc), OUTBOX_RETRY_S)
-                if failure is None:
-                    failures = 0
-                    if self._stopping.is_set():
-                        return
-                    self._wake.wait()
-                    continue
-                if self._stopping.is_set():
-                    log.debug("webhook: stopped while delivering: %s", failure.detail)
-                    return
-                failures += 1
-                delay_s = self._retry_delay_s(failure, failures)
-                self._failed(failure, delay_s)
-                if self._stopping.wait(delay_s):
-                    return
-        except _Abandoned:
-            return
+            super()._run()
         finally:
             if self._abandoned:
                 for target in self.targets:
                     target.close()
 
-    def _retry_delay_s(self, failure: Outcome, failures: int) -> float:
-        return retry_delay_s(failure, failures, self._retry_min_s, self._retry_max_s, self._rand)
+    def _retry_delay_s(self, exc: Exception, failures: int) -> float:
+        outcome = _outcome(exc)
+        return retry_delay_s(outcome, failures, self._retry_min_s, self._retry_max_s, self._rand)
 
-    def _send_pending(self) -> Outcome | None:
-        """Send batches until none is pending (None) or a try fails (its Outcome)."""
+    def _send_pending(self) -> int:
+        """Send batches until none is pending (how many went); _DeliveryFailed when a try
+        fails, StopSending when it fails while closing."""
+        try:
+            sent, failure = self._send_batches()
+        except OutboxError as exc:
+            if self._abandoned:  # the outbox may be closed after close() returned
+                raise StopSending from exc
+            log.error("webhook: %s", exc)
+            sent, failure = 0, Outcome("retry", str(exc), OUTBOX_RETRY_S)
+        if failure is None:
+            return sent
+        if self._stopping.is_set():
+            log.debug("webhook: stopped while delivering: %s", failure.detail)
+            raise StopSending
+        raise _DeliveryFailed(failure)
+
+    def _send_batches(self) -> tuple[int, Outcome | None]:
+        sent = 0
         while True:
             with self._queue.batch_lock:
                 if self._abandoned:
-                    raise _Abandoned
+                    raise StopSending
                 items = self._queue.pending(BATCH_EVENTS)
                 if not items:
-                    return None
+                    return sent, None
                 failure = self._send_batch(items)
             if failure is not None:
-                return failure
+                return sent, failure
+            sent += len(items)
 
     def _send_batch(self, items: Sequence[OutboxItem]) -> Outcome | None:
         delivered: list[int] = []
@@ -240,7 +208,7 @@ class WebhookSink:
             if index in answers:
                 continue
             if self._abandoned:
-                raise _Abandoned
+                raise StopSending
             headers = request_headers(item.key, body, self._secret, int(time.time()))
             outcome = target.post(body, headers, time.time)
             if outcome.verdict == "retry":
@@ -274,21 +242,21 @@ class WebhookSink:
             )
         self._up, self._last_error = True, ""
 
-    def _failed(self, failure: Outcome, delay_s: float) -> None:
-        self._up = False
-        level = logging.DEBUG if failure.detail == self._last_error else logging.WARNING
-        self._last_error = failure.detail
+    def _failed(self, exc: Exception, delay_s: float) -> None:
+        detail = _outcome(exc).detail
         log.log(
-            level,
+            self._failure_level(detail),
             "webhook: cannot deliver: %s [retrying in %.1f s; %d events kept in the outbox]",
-            failure.detail,
+            detail,
             delay_s,
             self._queue.depth(),
         )
 
 
-class _Abandoned(Exception):
-    """close() returned: this thread sends nothing more."""
+def _outcome(exc: Exception) -> Outcome:
+    if not isinstance(exc, _DeliveryFailed):
+        raise TypeError(f"not a webhook delivery failure: {exc!r}") from exc
+    return exc.outcome
 
 
 def read_secret(cfg: WebhookConfig) -> bytes | None:
