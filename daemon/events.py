@@ -127,7 +127,7 @@ class EventSettings:
         return self.thresholds.get(action, self.default_threshold)
 
 
-def _iso_utc(epoch_s: float) -> str:
+def iso_utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds")
 
 
@@ -173,9 +173,9 @@ class ActionEvent:
             "phase": self.phase,
             "score_max": self.score_max,
             "score_mean": self.score_mean,
-            "started_at": _iso_utc(started),
+            "started_at": iso_utc(started),
             "started_at_epoch": started,
-            "ended_at": None if ended is None else _iso_utc(ended),
+            "ended_at": None if ended is None else iso_utc(ended),
             "ended_at_epoch": ended,
             "duration_s": duration,
             "media_start_s": media_start,

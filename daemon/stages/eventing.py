@@ -59,6 +59,50 @@ def no_clip(event_id: str, phase: str, t_s: float) -> dict[str, Any]:
     return {"clip": None, "clip_missing": "disabled"}
 
 
+class EventPost:
+    """How one camera's overlay sends event records (each with its JPEG snapshot) to the
+    supervisor, for the clip model's events and the people engine's alike: a fresh
+    heartbeat before each send, and what the sender lost moved into the stats block."""
+
+    def __init__(
+        self,
+        socket_path: str,
+        send_timeout_s: float,
+        jpeg_quality: int,
+        stats: StatsBlock | None,
+        beat: Callable[[], None] | None,
+    ) -> None:
+        self._sender = EventSender(socket_path, send_timeout_s)
+        self._quality = jpeg_quality
+        self._stats = stats  # EVENT_LOSSES' fields, if the caller's block has them
+        self._beat = beat  # the worker's Heartbeat.beat: each send starts with a fresh beat
+        self.sent_total = 0
+
+    def jpeg(self, image: np.ndarray) -> bytes:
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
+        return data.tobytes() if ok else b""
+
+    def send(self, record: dict[str, Any], snapshot: bytes | None) -> None:
+        if self._beat is not None:
+            self._beat()
+        if self._sender.send(record, snapshot):
+            self.sent_total += 1
+        self._count_losses()
+
+    def close(self) -> None:
+        self._sender.close()
+
+    def _count_losses(self) -> None:
+        """Move the sender's new losses into the stats block (it outlives restarts, so
+        add, never set)."""
+        if self._stats is None:
+            return
+        for counts, item in ((self._sender.lost, EVENT), (self._sender.snapshots_lost, SNAPSHOT)):
+            for reason, n in counts.items():
+                self._stats.add(Loss(item, reason).field, n)
+            counts.clear()
+
+
 def event_send_timeout_s(heartbeat_timeout_s: float) -> float:
     """How long an overlay waits for the supervisor to take one event."""
     return min(SEND_TIMEOUT_S, SEND_TIMEOUT_HEARTBEAT_SHARE * heartbeat_timeout_s)
@@ -130,12 +174,8 @@ class EventEmitter:
         self._clips = clips
         self._clock = EventClock(live)  # live: capture times are the monotonic clock
         self._last_t_s: float | None = None  # capture time of the latest window
-        self._sender = EventSender(socket_path, send_timeout_s)
-        self._beat = beat  # the worker's Heartbeat.beat: each send starts with a fresh beat
-        self._stats = stats  # EVENT_LOSSES' fields, if the caller's block has them
-        self._quality = jpeg_quality
+        self._post = EventPost(socket_path, send_timeout_s, jpeg_quality, stats, beat)
         self._best: dict[str, bytes] = {}
-        self.sent_total = 0
 
     def update(
         self, scores: np.ndarray, frame_id: int, capture_ts_ns: int, image: np.ndarray
@@ -145,9 +185,9 @@ class EventEmitter:
         events = self._tracker.update(scores, frame_id, self._last_t_s)
         for action in self._tracker.active:
             if self._tracker.best_frame_id(action) == frame_id:
-                self._best[action] = self._jpeg(image)
+                self._best[action] = self._post.jpeg(image)
         for event in events:
-            snapshot = self._best.get(event.action) or self._jpeg(image)
+            snapshot = self._best.get(event.action) or self._post.jpeg(image)
             self._send(event, capture_ts_ns, snapshot)
             if event.phase == PHASE_END:
                 self._best.pop(event.action, None)
@@ -170,7 +210,12 @@ class EventEmitter:
         """End open events (the camera is stopping, or its file ended) and close the
         socket."""
         self.end_all(reason)
-        self._sender.close()
+        self._post.close()
+
+    @property
+    def sent_total(self) -> int:
+        """Records the supervisor took."""
+        return self._post.sent_total
 
     def _send(self, event: ActionEvent, capture_ts_ns: int, snapshot: bytes | None) -> None:
         # The JPEG travels beside the record, not in the event: say whether there is one.
@@ -180,22 +225,4 @@ class EventEmitter:
             "has_snapshot": snapshot is not None,
             **self._clips(event.id, event.phase, _event_time(event)),
         }
-        if self._beat is not None:
-            self._beat()
-        if self._sender.send(record, snapshot):
-            self.sent_total += 1
-        self._count_losses()
-
-    def _count_losses(self) -> None:
-        """Move the sender's new losses into the stats block (it outlives restarts, so
-        add, never set)."""
-        if self._stats is None:
-            return
-        for counts, item in ((self._sender.lost, EVENT), (self._sender.snapshots_lost, SNAPSHOT)):
-            for reason, n in counts.items():
-                self._stats.add(Loss(item, reason).field, n)
-            counts.clear()
-
-    def _jpeg(self, image: np.ndarray) -> bytes:
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
-        return data.tobytes() if ok else b""
+        self._post.send(record, snapshot)

@@ -16,19 +16,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import cv2
 import numpy as np
 
 from daemon.config import CameraConfig, PeopleConfig
-from daemon.events import END_STOPPED, END_STREAM_LOST, EventClock, record_s
-from daemon.ipc.events_channel import SEND_TIMEOUT_S, EventSender
+from daemon.events import END_STOPPED, END_STREAM_LOST, EventClock, iso_utc, record_s
+from daemon.ipc.events_channel import SEND_TIMEOUT_S
 from daemon.ipc.stats import StatsBlock
 from daemon.people import PHASE_END, PeopleEngine, Person, PersonEvent, Track
-from daemon.stages.eventing import ClipFields, no_clip
-from daemon.stages.kinds import EVENT, SNAPSHOT, Loss
+from daemon.stages.eventing import ClipFields, EventPost, no_clip
 from daemon.stages.records import Result, detection_count
 
 Key = tuple[int, str, str]  # (track id, action, zone): one open occurrence
@@ -78,13 +75,11 @@ class PeopleEmitter:
         self.engine = PeopleEngine(camera, people, (camera.width, camera.height))
         self._camera, self._size = camera.name, (camera.width, camera.height)
         self._clock = EventClock(live)
-        self._sender = EventSender(socket_path, send_timeout_s)
-        self._stats, self._quality, self._beat = stats, jpeg_quality, beat
+        self._post = EventPost(socket_path, send_timeout_s, jpeg_quality, stats, beat)
         self._open: dict[Key, _Open] = {}
         self.pending: list[tuple[PersonEvent, int, int]] = []  # event, frame id, capture ns
         self.tracks: list[Track] = []  # the confirmed tracks after the latest frame
         self._last_t_s: float | None = None
-        self.sent_total = 0
 
     def update(self, result: Result, frame_id: int, capture_ns: int) -> int:
         """Feed one analysed frame (in frame order); its events wait in `pending`."""
@@ -99,7 +94,7 @@ class PeopleEmitter:
         """Send the pending events, with `image` (the drawn frame) as their snapshot."""
         if not self.pending:
             return
-        snapshot = self._jpeg(image)
+        snapshot = self._post.jpeg(image)
         pending, self.pending = self.pending, []
         for event, frame_id, capture_ns in pending:
             self._send(event, frame_id, self._clock.latency_stamp(capture_ns), snapshot)
@@ -120,7 +115,12 @@ class PeopleEmitter:
 
     def close(self, reason: str = END_STOPPED) -> None:
         self.end_all(reason)
-        self._sender.close()
+        self._post.close()
+
+    @property
+    def sent_total(self) -> int:
+        """Records the supervisor took."""
+        return self._post.sent_total
 
     def _send(
         self,
@@ -136,11 +136,7 @@ class PeopleEmitter:
             "has_snapshot": snapshot is not None,
         }
         record.update(self._clips(record["id"], event.phase, event.t_s))
-        if self._beat is not None:
-            self._beat()
-        if self._sender.send(record, snapshot):
-            self.sent_total += 1
-        self._count_losses()
+        self._post.send(record, snapshot)
 
     def _record(self, event: PersonEvent, frame_id: int, reason: str) -> dict[str, Any]:
         key = (event.track_id, event.action, event.zone)
@@ -161,9 +157,9 @@ class PeopleEmitter:
             "phase": event.phase,
             "score_max": occ.score_max,
             "score_mean": occ.score_sum / occ.samples,
-            "started_at": _iso_utc(clock.epoch_s(occ.started_s)),
+            "started_at": iso_utc(clock.epoch_s(occ.started_s)),
             "started_at_epoch": clock.epoch_s(occ.started_s),
-            "ended_at": None if ended is None else _iso_utc(clock.epoch_s(ended)),
+            "ended_at": None if ended is None else iso_utc(clock.epoch_s(ended)),
             "ended_at_epoch": None if ended is None else clock.epoch_s(ended),
             "duration_s": None if ended is None else record_s(ended - occ.started_s),
             "media_start_s": clock.media_s(occ.started_s),
@@ -174,19 +170,3 @@ class PeopleEmitter:
             "box": [round(float(v), 1) for v in event.box],
             "zone": event.zone,
         }
-
-    def _count_losses(self) -> None:
-        if self._stats is None:
-            return
-        for counts, item in ((self._sender.lost, EVENT), (self._sender.snapshots_lost, SNAPSHOT)):
-            for reason, n in counts.items():
-                self._stats.add(Loss(item, reason).field, n)
-            counts.clear()
-
-    def _jpeg(self, image: np.ndarray) -> bytes:
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
-        return data.tobytes() if ok else b""
-
-
-def _iso_utc(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds")
