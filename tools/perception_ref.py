@@ -21,26 +21,6 @@ import onnxruntime as ort
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "daemon" / "assets" / "models"
 
-# COCO keypoint order, shared by MoveNet (single- and multi-pose).
-MOVENET_KEYPOINTS = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
 NANODET_INPUT_PX = 416
 NANODET_STRIDES_PX = (8, 16, 32)
 NANODET_REG_BINS = 11  # GFL distribution: reg_max 10 -> 11 bins per box side
