@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import batch_pose_model
+import free_size_detector
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -378,8 +379,12 @@ def main() -> None:
             archive = fetch(spec.source, args.sources)
             work = Path(tmp) / spec.out
             onnx_path = convert(spec, archive, args.out, work)
+            note = ""
+            if spec.ship and onnx_path.name == free_size_detector.SOURCE.name:  # free H, W
+                note = free_size_detector.write(onnx_path, onnx_path)
             if spec.ship:
-                rows.append(attribution_row(spec, archive, work, onnx_path))
+                row = attribution_row(spec, archive, work, onnx_path)
+                rows.append(row.replace("- ONNX:", note + "- ONNX:"))
             if spec.ship and onnx_path.name == batch_pose_model.SOURCE.name:  # + batched
                 rows.append(batch_pose_model.write(onnx_path, args.out / batch_pose_model.OUT.name))
     if rows and args.out.resolve() == (REPO / "daemon" / "assets" / "models").resolve():

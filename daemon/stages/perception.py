@@ -7,7 +7,12 @@ checks this module against the outputs recorded from the original models). Frame
 uint8; boxes are (x1, y1, x2, y2) and keypoints (x, y, score), in frame pixels.
 
 The detector's batch dimension is fixed at 1 (the TFJS conversion): one call per frame
-(five when tiled). The shipped pose model is MoveNet with a free batch dimension
+(five when tiled). The shipped detector takes any input height and width that are
+multiples of 32 (tools/free_size_detector.py): a frame goes in fitted in
+NANODET_INPUT_PX on its long side, its short side padded only up to the next multiple of
+32 (640 x 360 -> 416 x 234 -> 416 x 256: 38 % fewer pixels than the 416 x 416 square). A
+detector file whose input height and width are fixed numbers (the original conversion,
+or a compatible file of one's own) gets the frame letterboxed into that size. The shipped pose model is MoveNet with a free batch dimension
 (movenet-lightning-batch.onnx, tools/batch_pose_model.py; its decoding in
 daemon.stages.pose_decode): every person crop of the frames a detect replica holds goes
 into one call (at most perception.pose_batch). A pose model with one output (the
@@ -34,7 +39,8 @@ DEFAULT_DETECTOR = MODELS_DIR / "nanodet-g.onnx"
 DEFAULT_POSE = MODELS_DIR / "movenet-lightning-batch.onnx"
 
 KEYPOINTS = 17  # COCO order: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles
-NANODET_INPUT_PX = 416
+NANODET_INPUT_PX = 416  # the long side of the detector's input (a free-size detector)
+NANODET_GRID_PX = 32  # a free-size detector's input sides: multiples of its coarsest stride
 NANODET_STRIDES_PX = (8, 16, 32)
 NANODET_CLASSES = 80
 NANODET_REG_BINS = 11  # GFL distribution: reg_max 10 -> 11 bins per box side
@@ -53,11 +59,13 @@ TILE_OVERLAP_SHARE = 0.25  # tiles overlap by a quarter of a tile
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How a frame was fitted into a square model input: input = frame * scale + pad."""
+    """How a frame was fitted into a model input of size_hw (height, width) pixels:
+    input = frame * scale + pad."""
 
     scale: float
     pad_x: float
     pad_y: float
+    size_hw: tuple[int, int] = (NANODET_INPUT_PX, NANODET_INPUT_PX)
 
     def to_frame(self, xy: np.ndarray) -> np.ndarray:
         """Maps (..., 2) input-pixel (x, y) back to frame pixels."""
@@ -79,16 +87,29 @@ class People:
         return len(self.scores)
 
 
-def letterbox(frame: np.ndarray, size_px: int) -> tuple[np.ndarray, Letterbox]:
-    """Resizes keeping the aspect ratio, centred on a black square of size_px."""
+def letterbox(frame: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """Resizes keeping the aspect ratio to fit size_hw (height, width), centred on black."""
     h, w = frame.shape[:2]
-    scale = size_px / max(h, w)
-    nw, nh = round(w * scale), round(h * scale)
+    out_h, out_w = size_hw
+    scale = min(out_h / h, out_w / w)
+    nw, nh = min(round(w * scale), out_w), min(round(h * scale), out_h)
     resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    pad_x, pad_y = (size_px - nw) // 2, (size_px - nh) // 2
-    out = np.zeros((size_px, size_px, 3), np.uint8)
+    pad_x, pad_y = (out_w - nw) // 2, (out_h - nh) // 2
+    out = np.zeros((out_h, out_w, 3), np.uint8)
     out[pad_y : pad_y + nh, pad_x : pad_x + nw] = resized
-    return out, Letterbox(scale, float(pad_x), float(pad_y))
+    return out, Letterbox(scale, float(pad_x), float(pad_y), (out_h, out_w))
+
+
+def detector_size(frame_hw: tuple[int, int], fixed_hw: tuple[int, int] | None) -> tuple[int, int]:
+    """The detector's input (height, width) for a frame of frame_hw: a fixed-size
+    detector's own; for a free-size one, the frame fitted in NANODET_INPUT_PX on its long
+    side, each side rounded up to a multiple of NANODET_GRID_PX."""
+    if fixed_hw is not None:
+        return fixed_hw
+    scale = NANODET_INPUT_PX / max(frame_hw)
+    grid = NANODET_GRID_PX
+    h, w = (max(grid, -(-round(side * scale) // grid) * grid) for side in frame_hw)
+    return h, w
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_max: float = NMS_IOU) -> list[int]:
@@ -109,23 +130,29 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_max: float = NMS_IOU) -> list
     return keep
 
 
-def nanodet_input(frame: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-    """BGR frame -> (1, 3, 416, 416) float32, BGR, (x - mean) / std, NCHW."""
-    img, lb = letterbox(frame, NANODET_INPUT_PX)
+def nanodet_input(
+    frame: np.ndarray, fixed_hw: tuple[int, int] | None = None
+) -> tuple[np.ndarray, Letterbox]:
+    """BGR frame -> (1, 3, H, W) float32, BGR, (x - mean) / std, NCHW; H, W by
+    detector_size (fixed_hw: a fixed-size detector's input height and width)."""
+    img, lb = letterbox(frame, detector_size(frame.shape[:2], fixed_hw))
     x = (img.astype(np.float32) - NANODET_MEAN_BGR) / NANODET_STD_BGR
     return x.transpose(2, 0, 1)[None], lb
 
 
-def nanodet_by_stride(outs: list[np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Pairs the six outputs as {stride: (scores (N, 80), box distributions (N, 44))},
-    by their shapes (the output names carry no meaning)."""
+def nanodet_by_stride(
+    outs: list[np.ndarray], size_hw: tuple[int, int] = (NANODET_INPUT_PX, NANODET_INPUT_PX)
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Pairs the six outputs of an input of size_hw as {stride: (scores (N, 80), box
+    distributions (N, 44))}, by their shapes (the output names carry no meaning): a
+    stride's N is (H / stride) x (W / stride) cells, row by row."""
     by_cells: dict[int, dict[str, np.ndarray]] = {}
     for out in outs:
         kind = "scores" if out.shape[-1] == NANODET_CLASSES else "reg"
         by_cells.setdefault(out.shape[1], {})[kind] = out[0]
     result = {}
     for stride in NANODET_STRIDES_PX:
-        cells = by_cells[(NANODET_INPUT_PX // stride) ** 2]
+        cells = by_cells[(size_hw[0] // stride) * (size_hw[1] // stride)]
         result[stride] = (cells["scores"], cells["reg"])
     return result
 
@@ -134,11 +161,12 @@ def nanodet_decode(
     outs: dict[int, tuple[np.ndarray, np.ndarray]], lb: Letterbox, min_score: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """GFL decoding of the person class: each side's distance is the expectation of a
-    softmax over 11 bins times the stride, from the cell centre; NMS; frame pixels."""
+    softmax over 11 bins times the stride, from the cell centre (a level's grid has
+    lb.size_hw's width / stride columns); NMS; frame pixels."""
     boxes, scores = [], []
     bins = np.arange(NANODET_REG_BINS, dtype=np.float32)
     for stride, (cls_scores, reg) in outs.items():
-        side = NANODET_INPUT_PX // stride
+        cols = lb.size_hw[1] // stride
         s = cls_scores[:, COCO_PERSON_CLASS]
         idx = np.nonzero(s >= min_score)[0]
         if idx.size == 0:
@@ -146,8 +174,8 @@ def nanodet_decode(
         logits = reg[idx].reshape(-1, 4, NANODET_REG_BINS)
         e = np.exp(logits - logits.max(axis=2, keepdims=True))
         dist = (e / e.sum(axis=2, keepdims=True) * bins).sum(axis=2) * stride
-        cx = (idx % side + 0.5) * stride
-        cy = (idx // side + 0.5) * stride
+        cx = (idx % cols + 0.5) * stride
+        cy = (idx // cols + 0.5) * stride
         boxes.append(
             np.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], 1)
         )
@@ -224,6 +252,23 @@ def open_session(
     return sess
 
 
+def fixed_input_hw(sess: ort.InferenceSession, path: Path) -> tuple[int, int] | None:
+    """A detector's input (height, width) when both are fixed numbers, None when both are
+    free; ModelError (one line) for an input that is not (1, 3, H, W) or fixes one side."""
+    shape = sess.get_inputs()[0].shape
+    if len(shape) != 4:
+        raise ModelError(f"person detector {path}: input shape {shape}, expected (1, 3, H, W)")
+    h, w = shape[2:]
+    if isinstance(h, int) and isinstance(w, int):
+        return h, w
+    if isinstance(h, int) or isinstance(w, int):
+        raise ModelError(
+            f"person detector {path}: input shape {shape} fixes one of height and width; "
+            "fix both (the frame is letterboxed into them) or neither"
+        )
+    return None
+
+
 class PersonModels:
     """The detector and the pose model, loaded once per detect worker."""
 
@@ -237,15 +282,16 @@ class PersonModels:
         self.detector = open_session(detector, threads, providers)
         self.pose = open_session(pose, threads, providers)
         self._det_input = self.detector.get_inputs()[0].name
+        self.detector_fixed_hw = fixed_input_hw(self.detector, Path(detector))
         self._pose_input = self.pose.get_inputs()[0].name
         self.pose_batched = {o.name for o in self.pose.get_outputs()} == set(pose_decode.OUTPUTS)
         self.providers = tuple(self.detector.get_providers())
 
     def detect(self, frame: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
         """Person boxes and scores of one frame (one detector call)."""
-        x, lb = nanodet_input(frame)
+        x, lb = nanodet_input(frame, self.detector_fixed_hw)
         outs = self.detector.run(None, {self._det_input: x})
-        return nanodet_decode(nanodet_by_stride(outs), lb, min_score)
+        return nanodet_decode(nanodet_by_stride(outs, lb.size_hw), lb, min_score)
 
     def detect_tiled(self, frame: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
         """The full frame plus 2 x 2 overlapping tiles (small people), one NMS over all."""
