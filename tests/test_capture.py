@@ -20,7 +20,7 @@ import pytest
 from media import make_clip, make_corrupt_file, read_marker
 from rtsp_fixture import RtspServer, require_rtsp
 
-from daemon.capture.rtsp import FFMPEG_OPTIONS_ENV, ffmpeg_capture_options
+from daemon.capture.rtsp import FFMPEG_OPTIONS_ENV, ffmpeg_capture_options, stream_options
 from daemon.config import CameraConfig
 from daemon.stages.capture import Backoff, FrameSource, SourceError, crop_and_resize
 
@@ -93,8 +93,7 @@ def wall_span_s(arrived_ns: list[int]) -> float:
 
 @pytest.fixture(autouse=True)
 def ffmpeg_options_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start each test without OPENCV_FFMPEG_CAPTURE_OPTIONS; opening an rtsp:// source
-    sets it, and monkeypatch removes it again afterwards."""
+    """Start each test without the operator's OPENCV_FFMPEG_CAPTURE_OPTIONS."""
     monkeypatch.delenv(FFMPEG_OPTIONS_ENV, raising=False)
 
 
@@ -311,6 +310,21 @@ def test_ffmpeg_options_keep_rtsp_over_tcp() -> None:
     assert ffmpeg_capture_options("rtsp_transport;udp") == "rtsp_transport;udp"
 
 
+def test_stream_options_are_the_operators_plus_rtsp_over_tcp() -> None:
+    assert stream_options("rtsp://cam/live", None) == {"rtsp_transport": "tcp"}
+    assert stream_options("rtsps://cam/live", "buffer_size;1024000") == {
+        "buffer_size": "1024000",
+        "rtsp_transport": "tcp",
+    }
+    assert stream_options("rtsp://cam/live", "rtsp_transport;udp") == {"rtsp_transport": "udp"}
+    # Other URLs get the operator's options only; an entry without a value sets "".
+    assert stream_options("http://cam/mjpeg", "fflags;nobuffer|listen") == {
+        "fflags": "nobuffer",
+        "listen": "",
+    }
+    assert stream_options("http://cam/mjpeg", None) == {}
+
+
 def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
     backoff = Backoff(0.5, 3.0)
     assert [backoff.next_delay() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
@@ -324,7 +338,7 @@ def test_unreachable_stream_waits_on_stop_and_returns_promptly(refused_url: str)
         refused_url, open_timeout_s=2.0, reconnect_backoff_min_s=30.0, reconnect_backoff_max_s=60.0
     )
     assert not frames.connected  # a live source that is down does not raise
-    assert os.environ[FFMPEG_OPTIONS_ENV] == "rtsp_transport;tcp"
+    assert FFMPEG_OPTIONS_ENV not in os.environ  # options go to FFmpeg, not the environment
     stop = RecordingEvent()
     result: list[object] = []
     thread = threading.Thread(target=lambda: result.append(frames.read(stop)))

@@ -176,7 +176,10 @@ def test_a_lost_live_stream_is_reopened_through_the_protocol() -> None:
     assert frames.reconnects_total == 4 and stream.releases == 2
     assert frames.stalls_total == 0 and frames.connected
     assert frames.native_fps == 0.0  # the implausible 90 kHz "fps" means unknown
-    assert stream.options == OpenOptions(open_timeout_s=3.0, read_timeout_s=2.0, fps=0.0)
+    # The camera's size (no crop): a backend that can scales while decoding.
+    assert stream.options == OpenOptions(
+        open_timeout_s=3.0, read_timeout_s=2.0, fps=0.0, size=(64, 48)
+    )
     frames.close()
     assert stream.releases == 3 and frames.read() is None
 

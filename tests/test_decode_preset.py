@@ -1,10 +1,9 @@
 """cameras[].decode: the "reference" preset makes FFmpeg skip the frames nothing refers
 to (B-frames) before decoding them; the frames it does give are the same frames, whole.
-Real FFmpeg (OpenCV) on a real H.264 file with B-frames made by GStreamer's x264enc."""
+Real FFmpeg (PyAV) on a real H.264 file with B-frames made by GStreamer's x264enc."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,19 +13,12 @@ import pytest
 from daemon_proc import Daemon
 
 from daemon.capture.file import FileCapture
-from daemon.capture.opencv import FFMPEG_OPTIONS_ENV, merged_options
 from daemon.capture.protocol import OpenOptions
 from daemon.capture.table import DECODE_PRESETS
 
 pytestmark = pytest.mark.timeout(120)
 
 FRAMES = 60  # 4 s at 15 fps; x264 with 2 B-frames between references, none referenced
-
-
-@pytest.fixture(autouse=True)
-def ffmpeg_options_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Opening a capture with a preset sets the variable; monkeypatch removes it after."""
-    monkeypatch.delenv(FFMPEG_OPTIONS_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +39,7 @@ def b_frames_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _frames(path: Path, preset: str) -> dict[float, np.ndarray]:
     """Every frame FFmpeg gives with `preset`, by presentation time."""
-    cap = FileCapture(str(path), OpenOptions(ffmpeg_options=DECODE_PRESETS[preset].ffmpeg_options))
+    cap = FileCapture(str(path), OpenOptions(skip_frame=DECODE_PRESETS[preset].skip_frame))
     assert cap.open()
     out: dict[float, np.ndarray] = {}
     while (frame := cap.read()) is not None:
@@ -60,7 +52,6 @@ def _frames(path: Path, preset: str) -> dict[float, np.ndarray]:
 
 def test_reference_preset_skips_b_frames_and_keeps_the_others_whole(b_frames_clip: Path) -> None:
     every = _frames(b_frames_clip, "all")
-    assert FFMPEG_OPTIONS_ENV not in os.environ  # "all" sets nothing
     fewer = _frames(b_frames_clip, "reference")
     assert len(every) == FRAMES
     # I P B B P B B ...: one frame in three is a reference.
@@ -68,16 +59,6 @@ def test_reference_preset_skips_b_frames_and_keeps_the_others_whole(b_frames_cli
     assert set(fewer) < set(every)
     for at, frame in fewer.items():
         np.testing.assert_array_equal(frame, every[at], err_msg=f"frame at {at} s")
-
-
-def test_an_option_the_environment_sets_wins() -> None:
-    assert merged_options(None, "avdiscard;nonref") == "avdiscard;nonref"
-    assert merged_options("", "") == ""
-    assert merged_options("avdiscard;none", "avdiscard;nonref") == "avdiscard;none"
-    assert (
-        merged_options("rtsp_transport;tcp", "avdiscard;nonref")
-        == "rtsp_transport;tcp|avdiscard;nonref"
-    )
 
 
 def test_a_daemon_camera_with_the_reference_preset_shows_only_reference_frames(

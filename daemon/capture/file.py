@@ -1,14 +1,15 @@
-"""Video files, decoded by FFmpeg through OpenCV (also bundled `sample:` clips, which the
-config loader resolves to their file)."""
+"""Video files, decoded by FFmpeg through PyAV (daemon.capture.pyav; also bundled
+`sample:` clips, which the config loader resolves to their file)."""
 
 from __future__ import annotations
 
 import os
 
-import cv2
+import av
+from av.container import InputContainer
 
-from daemon.capture.opencv import OpenCVCapture
 from daemon.capture.protocol import SourceError
+from daemon.capture.pyav import PyAVCapture
 
 
 def check_video_file(path: str) -> None:
@@ -24,28 +25,17 @@ def check_video_file(path: str) -> None:
         raise SourceError(f"video file {path!r} is not readable by this user; fix permissions")
 
 
-class FileCapture(OpenCVCapture):
-    """A video file; open() raises SourceError for a file that can never be decoded."""
+class FileCapture(PyAVCapture):
+    """A video file; open() raises SourceError for a file that can never be decoded.
+    position_s() is the PTS of the frame read last (PresentationClock)."""
 
-    def _new_capture(self) -> cv2.VideoCapture:
+    def _open_container(self) -> InputContainer:
         check_video_file(self.source)
-        try:
-            return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG)
-        except cv2.error as exc:
-            raise SourceError(f"cannot open video file {self.source!r}: {exc}") from exc
+        return av.open(self.source)
 
-    def open(self) -> bool:
-        if not super().open():
-            raise SourceError(
-                f"cannot decode video file {self.source!r}: not a video FFmpeg "
-                "can read (corrupt, truncated or unsupported format); check it "
-                "with ffprobe"
-            )
-        return True
-
-    def position_s(self) -> float | None:
-        """The PTS of the frame read last (FFmpeg's CAP_PROP_POS_MSEC after a read)."""
-        if self._cap is None:
-            return None
-        msec = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
-        return msec / 1000.0 if msec >= 0.0 else None
+    def _unopenable(self, reason: str) -> bool:
+        raise SourceError(
+            f"cannot decode video file {self.source!r}: not a video FFmpeg "
+            f"can read ({reason}: corrupt, truncated or unsupported format); check it "
+            "with ffprobe"
+        )

@@ -1,30 +1,16 @@
 """The part every cv2.VideoCapture-based backend shares: read, release, reported fps.
+(V4L2 devices, v4l2.py; files and URLs are decoded through PyAV, pyav.py.)
 
-A backend on top of it names how to open its capture (`_new_capture`) and, when needed,
-what an unopenable source means (file.py raises; live backends report False).
+A backend on top of it names how to open its capture (`_new_capture`); a capture that
+does not open is False (FrameSource retries a live source with backoff).
 """
 
 from __future__ import annotations
-
-import os
 
 import cv2
 import numpy as np
 
 from daemon.capture.protocol import OpenOptions
-
-FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-
-
-def merged_options(current: str | None, entries: str) -> str:
-    """OPENCV_FFMPEG_CAPTURE_OPTIONS `current` plus the "key;value" `entries` whose key it
-    does not set already (what an operator set in the environment wins)."""
-    items = [item for item in (current or "").split("|") if item.strip()]
-    keys = {item.split(";", 1)[0].strip() for item in items}
-    for entry in entries.split("|"):
-        if entry.strip() and entry.split(";", 1)[0].strip() not in keys:
-            items.append(entry)
-    return "|".join(items)
 
 
 class OpenCVCapture:
@@ -40,11 +26,6 @@ class OpenCVCapture:
 
     def open(self) -> bool:
         self.release()
-        if self.options.ffmpeg_options:
-            # OpenCV reads the variable on every open; each camera's source is a process.
-            os.environ[FFMPEG_OPTIONS_ENV] = merged_options(
-                os.environ.get(FFMPEG_OPTIONS_ENV), self.options.ffmpeg_options
-            )
         cap = self._new_capture()
         if not cap.isOpened():
             cap.release()

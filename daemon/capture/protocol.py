@@ -15,9 +15,12 @@ This module imports nothing of ours, so backends and tests can implement it free
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+# FFmpeg's AVCodecContext.skip_frame, by the names PyAV gives its values.
+SkipFrame = Literal["NONE", "DEFAULT", "NONREF", "BIDIR", "NONINTRA", "NONKEY", "ALL"]
 
 
 class SourceError(RuntimeError):
@@ -31,14 +34,19 @@ class OpenOptions:
 
     open_timeout_s / read_timeout_s bound a network open and read (they only take
     effect when passed at open time); fps is the camera's configured rate (0 = the
-    source's own), which generated sources use as theirs. ffmpeg_options: decoder options
-    of the camera's decode preset for FFmpeg-based backends (daemon.capture.table).
+    source's own), which generated sources use as theirs. skip_frame: the FFmpeg
+    decoder's skip_frame ("DEFAULT", "NONREF", ...) of the camera's decode preset
+    (daemon.capture.table.DECODE_PRESETS), for FFmpeg backends. size: (width, height) a
+    backend may scale its frames to while decoding (the camera's size when it has no
+    crop); None, or a backend that does not scale, gives raw frames (FrameSource then
+    resizes them).
     """
 
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
     fps: float = 0.0
-    ffmpeg_options: str = ""
+    skip_frame: SkipFrame = "DEFAULT"
+    size: tuple[int, int] | None = None
 
 
 class CaptureBackend(Protocol):

@@ -1,7 +1,12 @@
-"""Network streams: rtsp://, rtsps:// and any other URL FFmpeg opens (http://, udp://...).
+"""Network streams: rtsp://, rtsps:// and any other URL FFmpeg opens (http://, udp://...),
+decoded through PyAV (daemon.capture.pyav).
 
-The timeouts only take effect when passed at open time: `cap.set` afterwards does
-nothing, and FFmpeg's default read timeout is 30 s.
+The camera's open_timeout_s bounds the open, read_timeout_s each read (PyAV's
+interrupt callback; FFmpeg's own default would wait 30 s or for ever).
+
+FFmpeg options for the stream's input (protocol and demuxer options, such as
+rtsp_transport, buffer_size or fflags) come from OPENCV_FFMPEG_CAPTURE_OPTIONS, as
+"key;value|key;value" (the variable's name and format as when OpenCV read it).
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ from __future__ import annotations
 import logging
 import os
 
-import cv2
+import av
+from av.container import InputContainer
 
-from daemon.capture.opencv import FFMPEG_OPTIONS_ENV, OpenCVCapture
+from daemon.capture.pyav import PyAVCapture
 
 log = logging.getLogger(__name__)
 
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 RTSP_SCHEMES = ("rtsp://", "rtsps://")
 RTSP_TCP_OPTION = "rtsp_transport;tcp"
 
@@ -39,19 +46,30 @@ def ffmpeg_capture_options(current: str | None) -> str:
     return f"{current}|{RTSP_TCP_OPTION}"
 
 
-class StreamCapture(OpenCVCapture):
-    """A URL opened by FFmpeg with the camera's open and read timeouts."""
+def options_dict(entries: str) -> dict[str, str]:
+    """FFmpeg options from `entries`, "key;value|key;value" (a key alone sets "")."""
+    pairs = (item.split(";", 1) for item in entries.split("|") if item.strip())
+    return {pair[0].strip(): pair[1].strip() if len(pair) > 1 else "" for pair in pairs}
 
-    def _new_capture(self) -> cv2.VideoCapture:
-        if self.source.startswith(RTSP_SCHEMES):
-            # OpenCV reads this variable on every open, so setting it here is enough.
-            os.environ[FFMPEG_OPTIONS_ENV] = ffmpeg_capture_options(
-                os.environ.get(FFMPEG_OPTIONS_ENV)
-            )
-        params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-            int(self.options.open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            int(self.options.read_timeout_s * 1000),
-        ]
-        return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, params)
+
+def stream_options(source: str, current: str | None) -> dict[str, str]:
+    """The input options for `source`: the operator's, plus RTSP over TCP for rtsp(s)://."""
+    if source.startswith(RTSP_SCHEMES):
+        return options_dict(ffmpeg_capture_options(current))
+    return options_dict(current or "")
+
+
+class StreamCapture(PyAVCapture):
+    """A URL opened by FFmpeg with the camera's open and read timeouts; a stream that
+    cannot be reached now is False (FrameSource retries with backoff)."""
+
+    def _open_container(self) -> InputContainer:
+        return av.open(
+            self.source,
+            container_options=stream_options(self.source, os.environ.get(FFMPEG_OPTIONS_ENV)),
+            timeout=(self.options.open_timeout_s, self.options.read_timeout_s),
+        )
+
+    def _unopenable(self, reason: str) -> bool:
+        log.info("cannot open %s: %s", self.source, reason)
+        return False

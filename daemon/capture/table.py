@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the protocol module imports numpy: types only here
-    from daemon.capture.protocol import CaptureBackend, OpenOptions
+    from daemon.capture.protocol import CaptureBackend, OpenOptions, SkipFrame
 
     BackendFactory = Callable[[str, OpenOptions], CaptureBackend]
 
@@ -210,26 +210,26 @@ SOURCES = SourceTable(
 
 @dataclass(frozen=True)
 class DecodePreset:
-    """cameras[].decode: FFmpeg decoder options for a camera's OpenCV/FFmpeg capture (files
-    and URLs), as OPENCV_FFMPEG_CAPTURE_OPTIONS entries ("key;value|key;value"). An
-    entry whose key the environment's own OPENCV_FFMPEG_CAPTURE_OPTIONS sets is left out.
+    """cameras[].decode: how the FFmpeg backends (files and URLs, daemon.capture.pyav)
+    decode a camera's stream. skip_frame is the decoder's AVCodecContext.skip_frame, by
+    the name PyAV gives it ("DEFAULT": every frame; "NONREF": frames no other frame
+    refers to are dropped before decoding). V4L2 devices (OpenCV) have no such choice.
     """
 
     name: str
-    ffmpeg_options: str
+    skip_frame: SkipFrame
     cost: str  # what it gives up, for the config's and the README's text
 
 
 DECODE_PRESETS = MappingProxyType(
     {
-        "all": DecodePreset("all", "", "every frame of the stream is decoded and shown"),
-        # OpenCV's FFmpeg reader sets the decoder's skip_frame from "avdiscard": frames
-        # no other frame refers to are dropped before decoding. Measured on the made
-        # 1080p15 H.264 stream of `actiond bench load` (x264, B-frames): 15 -> 8.2 fps
-        # decoded, 14.6 -> 9.2 % of a core (README "Performance").
+        "all": DecodePreset("all", "DEFAULT", "every frame of the stream is decoded and shown"),
+        # The frames OpenCV's reader gave with its "avdiscard;nonref" option, whole. On
+        # the made 1080p15 H.264 stream of `actiond bench load` (x264, B-frames): 15 ->
+        # 8.2 fps decoded (README "Performance").
         "reference": DecodePreset(
             "reference",
-            "avdiscard;nonref",
+            "NONREF",
             "frames no other frame refers to (most B-frames) are skipped: fewer, unevenly "
             "spaced frames, each whole; no saving on a stream without B-frames",
         ),

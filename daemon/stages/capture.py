@@ -135,7 +135,9 @@ class FrameSource:
             open_timeout_s=cam.open_timeout_s,
             read_timeout_s=cam.read_timeout_s,
             fps=cam.fps,
-            ffmpeg_options=DECODE_PRESETS[cam.decode].ffmpeg_options,
+            skip_frame=DECODE_PRESETS[cam.decode].skip_frame,
+            # Scaled while decoding where the backend can: crop_and_resize then only copies.
+            size=(cam.width, cam.height) if cam.crop is None else None,
         )
         try:
             self._backend: CaptureBackend = table.backend(source, options)
