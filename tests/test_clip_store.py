@@ -1,5 +1,6 @@
 """Event clips' files: retention by age and by total size over real files, leftovers of a
-dead writer, the encoder thread (real VP8 files), and each record's clip fields."""
+dead writer, the encoder thread (real VP8 files; a clip's length is read in slots of its
+frame rate: a repeated frame is encoded once), and each record's clip fields."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from webm_clip import clip_slots, decoded_frames
 
 from daemon.config import CameraConfig, ClipsConfig, ConfigError, load_config
 from daemon.config.clips_rules import clip_memory_bytes
@@ -87,11 +88,9 @@ def test_encoder_writes_playable_webm_and_discards(tmp_path: Path) -> None:
     results = {o.clip_id: o.result for o in encoder.take_outcomes()}
     assert results == {"kept": DONE, "gone": "discarded", "empty": EMPTY}
     assert [o.clip_id for o in seen] == ["kept", "gone", "empty"]
-    capture = cv2.VideoCapture(str(kept))
-    frames = 0
-    while capture.read()[0]:
-        frames += 1
-    assert frames == 5
+    assert clip_slots(kept, 10.0) == 5
+    # The frame standing for 3 slots is encoded once, and again at its last slot.
+    assert len(decoded_frames(kept)) == 4
     assert not dropped.exists() and not list(kept.parent.glob(f"{clipstore.PART_DIR}/*"))
 
 
@@ -136,10 +135,7 @@ def test_record_fields_and_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     snap = stats.snapshot()
     assert snap["clips_total"] == 1
     assert snap[event_clips.LOST_TOO_MANY.field] == 1 and snap[event_clips.LOST_DISK_LOW.field] == 1
-    capture = cv2.VideoCapture(str(tmp_path / "state" / "clips" / "cam" / "ev1.webm"))
-    frames = 0
-    while capture.read()[0]:
-        frames += 1
+    frames = clip_slots(tmp_path / "state" / "clips" / "cam" / "ev1.webm", 10.0)
     # from 1.5 - 1.0 s to 1.9 + 1.0 s at 10 fps: slots 0.5 .. 2.9
     assert frames == 25
     stats.close(unlink=True)
@@ -193,10 +189,7 @@ def test_frames_after_a_gap_past_the_post_roll_stay_out_of_the_clip(tmp_path: Pa
     clips.fields("ev", "end", 0.9)
     clips.show(_frame(99).repeat(2, 0).repeat(2, 1), int(60 * 1e9))  # a minute later
     clips.close()
-    capture = cv2.VideoCapture(str(tmp_path / "state" / "clips" / "cam" / "ev.webm"))
-    frames = 0
-    while capture.read()[0]:
-        frames += 1
+    frames = clip_slots(tmp_path / "state" / "clips" / "cam" / "ev.webm", 10.0)
     assert frames == 1, frames  # the frame at 0.9 s only
     stats.close(unlink=True)
 
@@ -240,10 +233,7 @@ def test_a_gap_in_the_stream_inside_an_event_is_not_counted_as_the_encoder_behin
             clips.fields("ev", "end", 4.5)
     clips.close()
     assert stats.snapshot()[event_clips.LOST_QUEUE_FULL.field] == 0
-    capture = cv2.VideoCapture(str(tmp_path / "state" / "clips" / "cam" / "ev.webm"))
-    frames = 0
-    while capture.read()[0]:
-        frames += 1
+    frames = clip_slots(tmp_path / "state" / "clips" / "cam" / "ev.webm", 10.0)
     assert frames == 51, frames  # slots 0.0 .. 5.0 s at 10 fps
     stats.close(unlink=True)
 

@@ -1,9 +1,5 @@
-"""The event clips' encoder: one thread per overlay worker writes WebM (VP8) files with
-OpenCV's VideoWriter, so encoding never stalls the frame loop.
-
-The wheel's FFmpeg writes VP8 ("VP80") into .webm, which every current browser plays; it
-has no H.264 encoder, and MPEG-4 part 2 ("mp4v") is not played by browsers. The writer
-is opened by webm_writer.py, which keeps OpenCV's notice about the tag off stderr.
+"""The event clips' encoder: one thread per overlay worker writes WebM (VP8) files, so
+encoding never stalls the frame loop (each file: webm_writer.py, PyAV and libvpx).
 
 Commands go through one queue: open a clip (with its pre-roll frames), a frame for some
 open clips, close a clip (keep it: move it from the `.part` directory into place; or delete it). Each
@@ -21,13 +17,13 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from daemon.display.clipstore import part_path
-from daemon.display.webm_writer import open_vp8_writer
+from daemon.display.webm_writer import WRITE_ERRORS, WebmWriter
 
 CLOSE_WAIT_S = 10.0  # a stopping worker waits this long for the queued frames
 
@@ -42,16 +38,19 @@ class Outcome:
     clip_id: str
     result: str  # DONE, WRITE_FAILED, EMPTY or DISCARDED
     path: Path
-    frames: int
+    frames: int  # its length in frames of its frame rate (a repeated frame counts each time)
     size_bytes: int
 
 
 @dataclass
 class _Open:
     path: Path  # the final name; written as part_path(path)
-    writer: cv2.VideoWriter | None
-    frames: int = 0
+    writer: WebmWriter | None
     failed: bool = False
+
+    @property
+    def frames(self) -> int:
+        return self.writer.slots if self.writer is not None else 0
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,7 @@ class ClipEncoder:
                     self._write(clip_id, command.frame, command.copies)
             else:
                 self._close(command.clip_id, command.keep)
-        except (cv2.error, OSError) as exc:  # that clip fails; the thread goes on
+        except WRITE_ERRORS as exc:  # that clip fails; the thread goes on
             log.warning("clips %s: %s", ", ".join(ids), exc)
             for clip_id in ids:
                 if clip_id in self._open:
@@ -176,8 +175,9 @@ class ClipEncoder:
 
     def _start(self, clip_id: str, path: Path, frames: list[np.ndarray]) -> None:
         """Open the clip's writer (sized by its first frame; with no frame yet, by the
-        first that comes) and write its pre-roll. A clip that cannot be opened stays
-        listed as failed, so its close reports WRITE_FAILED."""
+        first that comes) and write its pre-roll (a frame repeated for a gap is encoded
+        once). A clip that cannot be opened stays listed as failed, so its close reports
+        WRITE_FAILED."""
         self._open[clip_id] = clip = _Open(path, None)
         if not frames:
             return
@@ -189,34 +189,35 @@ class ClipEncoder:
             log.warning("clip %s: cannot make %s: %s", clip_id, part.parent, exc)
             clip.failed = True
             return
-        writer = open_vp8_writer(part, self._fps, (width, height))
-        if not writer.isOpened():
-            log.warning("clip %s: OpenCV could not open a VP8 writer on %s", clip_id, part)
+        try:
+            clip.writer = WebmWriter(part, self._fps, (width, height))
+        except WRITE_ERRORS as exc:
+            log.warning("clip %s: cannot open %s: %s", clip_id, part, exc)
             clip.failed = True
             return
-        clip.writer = writer
-        for frame in frames:
-            self._write(clip_id, frame, 1)
+        for _, same in groupby(frames, key=id):
+            run = list(same)
+            self._write(clip_id, run[0], len(run))
 
     def _write(self, clip_id: str, frame: np.ndarray, copies: int) -> None:
         clip = self._open.get(clip_id)
         if clip is None or clip.failed:
             return
         if clip.writer is None:  # opened with no pre-roll: the first frame sizes it
-            self._start(clip_id, clip.path, [frame])
-            clip = self._open[clip_id]
-            copies -= 1
-        for _ in range(copies):
-            if clip.writer is not None:
-                clip.writer.write(frame)
-                clip.frames += 1
+            self._start(clip_id, clip.path, [frame] * copies)
+        elif copies > 0:
+            clip.writer.write(frame, copies)
 
     def _close(self, clip_id: str, keep: bool) -> None:
         clip = self._open.pop(clip_id, None)
         if clip is None:
             return
         if clip.writer is not None:
-            clip.writer.release()
+            try:
+                clip.writer.close()
+            except WRITE_ERRORS as exc:
+                log.warning("clip %s: could not finish %s: %s", clip_id, clip.path.name, exc)
+                clip.failed = True
         part = part_path(clip.path)
         size = _size(part)
         if clip.failed or (clip.frames and size == 0):
