@@ -135,7 +135,7 @@ class PyAVCapture:
             self._decoded.extend(
                 frame for frame in packet.decode() if isinstance(frame, VideoFrame)
             )
-        except av.error.InvalidDataError as exc:
+        except av.FFmpegError as exc:  # mostly InvalidDataError: damaged data
             self._bad_packets += 1
             log.info("%s: skipped a packet that does not decode: %s", self.source, exc.strerror)
             if self._bad_packets >= MAX_BAD_PACKETS:
