@@ -197,7 +197,8 @@ CATALOG: tuple[MetricSpec, ...] = (
         ("camera", "stage", "item", "reason"),
         "Items lost inside the pipeline, by the stage that lost them, what they were "
         "(frame, clip, result, event, snapshot, recording) and why. source: frame fps_limit "
-        "(live frames skipped to honour the camera's fps); infer: result no_ring "
+        "(live frames skipped to honour the camera's fps), frame undecodable (damaged packets "
+        "of a file or stream, skipped); infer: result no_ring "
         '(camera="all"); overlay: frame gap (frame ids that never reached it), '
         "frame viewer_behind (frames an MJPEG viewer missed), frame live_too_large (a "
         "live-view JPEG over its slot), recording disk_low / too_many_open / write_failed / "

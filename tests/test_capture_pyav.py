@@ -11,7 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from daemon_proc import Daemon, free_port, wait_for
 from media import make_clip, read_marker
+from metrics_helpers import label_set, parse_samples, scrape_text
 
 from daemon.capture.file import FileCapture
 from daemon.capture.protocol import OpenOptions, SourceError
@@ -107,13 +109,18 @@ def test_a_cropped_camera_decodes_raw_and_crops(clip: Path) -> None:
     source.close()
 
 
-def test_damaged_packets_are_skipped_and_the_replay_goes_on(clip: Path, tmp_path: Path) -> None:
+def damaged_copy(clip: Path, path: Path) -> Path:
+    """`clip` with 3000 bytes of noise in its middle (some packets no longer decode)."""
     data = bytearray(clip.read_bytes())
     middle = len(data) // 2
     noise = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
     data[middle : middle + len(noise)] = noise
-    damaged = tmp_path / "damaged.mp4"
-    damaged.write_bytes(bytes(data))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_damaged_packets_are_skipped_and_the_replay_goes_on(clip: Path, tmp_path: Path) -> None:
+    damaged = damaged_copy(clip, tmp_path / "damaged.mp4")
     source = FrameSource(camera(damaged), str(damaged))
     source.open()
     markers = []
@@ -122,6 +129,30 @@ def test_damaged_packets_are_skipped_and_the_replay_goes_on(clip: Path, tmp_path
     # Frames up to the damage, then past it to the last one (OpenCV's reader stopped).
     assert markers[:5] == list(range(5)) and markers[-1] == FRAMES - 1, markers
     assert len(markers) < FRAMES + 5, markers
+    assert source.frames_undecodable_total >= 1
+
+
+@pytest.mark.timeout(120)
+def test_a_daemon_counts_the_skipped_packets_as_lost_frames(clip: Path, tmp_path: Path) -> None:
+    damaged = damaged_copy(clip, tmp_path / "damaged.mp4")
+    port = free_port()
+    cam = {"name": "yard", "source": str(damaged), "realtime": False, "loop": True}
+    daemon = Daemon(tmp_path, [cam], {"metrics": {"listen": f"127.0.0.1:{port}"}}).start()
+    lost = label_set(camera="yard", stage="source", item="frame", reason="undecodable")
+
+    def lost_frames() -> float:
+        try:
+            samples = parse_samples(scrape_text(f"http://127.0.0.1:{port}/metrics"))
+        except OSError:  # not listening yet
+            return 0.0
+        return samples.get("actiond_lost_total", {}).get(lost, 0.0)
+
+    try:
+        wait_for(lambda: lost_frames() >= 1, 90, "undecodable frames in actiond_lost_total")
+        assert daemon.stop() == 0, daemon.log()
+    finally:
+        daemon.cleanup()
+    assert "Traceback" not in daemon.log()
 
 
 def test_a_file_without_video_is_a_clear_error(tmp_path: Path) -> None:

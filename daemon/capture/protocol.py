@@ -90,3 +90,17 @@ class PresentationClock(Protocol):
         """Presentation time in seconds of the frame read() returned last; None when
         the container does not say."""
         ...
+
+
+@runtime_checkable
+class DamageCounter(Protocol):
+    """A backend that skips damaged data (a packet that does not decode) and goes on.
+
+    FrameSource reports the count; the source stage exports it as lost frames.
+    """
+
+    @property
+    def undecodable_total(self) -> int:
+        """Packets skipped because they did not decode, since the backend was made
+        (across reopens)."""
+        ...

@@ -70,6 +70,7 @@ class PyAVCapture:
         self._packets: Iterator[Packet[VideoStream]] | None = None
         self._decoded: deque[VideoFrame] = deque()
         self._bad_packets = 0
+        self.undecodable_total = 0  # DamageCounter: packets skipped, across reopens
         self._start_pts = 0
         self._time_base: Fraction | None = None
         self._position_s: float | None = None
@@ -137,6 +138,7 @@ class PyAVCapture:
             )
         except av.FFmpegError as exc:  # mostly InvalidDataError: damaged data
             self._bad_packets += 1
+            self.undecodable_total += 1
             log.info("%s: skipped a packet that does not decode: %s", self.source, exc.strerror)
             if self._bad_packets >= MAX_BAD_PACKETS:
                 log.warning("%s: %d packets in a row do not decode", self.source, MAX_BAD_PACKETS)

@@ -26,7 +26,13 @@ import time
 import cv2
 import numpy as np
 
-from daemon.capture.protocol import CaptureBackend, OpenOptions, PresentationClock, SourceError
+from daemon.capture.protocol import (
+    CaptureBackend,
+    DamageCounter,
+    OpenOptions,
+    PresentationClock,
+    SourceError,
+)
 from daemon.capture.table import DECODE_PRESETS, SOURCES, SourceTable
 from daemon.config import CameraConfig
 from daemon.stages.media_clock import MediaClock
@@ -118,7 +124,8 @@ class FrameSource:
     Counters (plain ints, read by the worker for its stats block): frames_total (frames
     returned), reconnects_total (reopen attempts of a live source), stalls_total (reads
     that ran into read_timeout_s), frames_skipped_total (live frames dropped to honour
-    cam.fps). native_fps is the rate the source reports (0.0 when unknown).
+    cam.fps), frames_undecodable_total (damaged packets the backend skipped).
+    native_fps is the rate the source reports (0.0 when unknown).
 
     The backend comes from `table` (daemon.capture.table.SOURCES unless a test passes
     its own); kind is the name of the source's kind there.
@@ -165,6 +172,13 @@ class FrameSource:
     def is_live(self) -> bool:
         """Network streams and devices: they never end and are reconnected when lost."""
         return self._live
+
+    @property
+    def frames_undecodable_total(self) -> int:
+        """Packets the backend skipped because they did not decode (0 for backends that
+        do not skip damaged data)."""
+        backend = self._backend
+        return backend.undecodable_total if isinstance(backend, DamageCounter) else 0
 
     @property
     def connected(self) -> bool:

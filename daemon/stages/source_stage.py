@@ -41,6 +41,9 @@ SOURCE_FIELDS = (
 # Live frames the capture skipped to honour the camera's fps (not a fault, but frames
 # that never enter the pipeline).
 LOST_FPS_LIMIT = Loss(FRAME, "fps_limit")
+# Damaged packets of a file or stream that did not decode and were skipped (mostly one
+# frame each).
+LOST_UNDECODABLE = Loss(FRAME, "undecodable")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class SourceStage:
         self._frame_id = spec.args.first_frame_id
         # The stats block outlives a restarted source: add what is new since last time.
         self._skipped_counted = 0
+        self._undecodable_counted = 0
 
     def open(self) -> None:
         self._stats.set("stream_up", 0)  # a restarted worker has no stream yet
@@ -119,6 +123,9 @@ class SourceStage:
         skipped = self._source.frames_skipped_total
         self._stats.add(LOST_FPS_LIMIT.field, skipped - self._skipped_counted)
         self._skipped_counted = skipped
+        undecodable = self._source.frames_undecodable_total
+        self._stats.add(LOST_UNDECODABLE.field, undecodable - self._undecodable_counted)
+        self._undecodable_counted = undecodable
         if self._source.is_live and not self._source.connected:
             self._stats.set("stream_up", 0)
 
@@ -164,7 +171,7 @@ KIND = StageKind(
     ),
     args=_args,
     stats_fields=SOURCE_FIELDS,
-    losses=(LOST_FPS_LIMIT,),
+    losses=(LOST_FPS_LIMIT, LOST_UNDECODABLE),
     exports=(
         Export("actiond_source_reconnects_total", "reconnects_total"),
         Export("actiond_source_stalls_total", "stalls_total"),
