@@ -1,5 +1,5 @@
 """Makes nanodet-g.onnx run at any input size that is a multiple of 32, so that a 16:9
-frame goes in as 416 x 256 instead of letterboxed into a 416 x 416 square, 38 % of it
+frame goes in as 416 x 256 instead of letterboxed into a 416 x 416 square, 44 % of it
 padding (development only; tools/convert_models.py runs it on the converted file and
 writes its lines in ATTRIBUTION.md).
 
