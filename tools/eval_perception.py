@@ -5,6 +5,11 @@ score and its boxes, and the time of each call (onnxruntime, one thread), into a
 per clip under --out; `--report` prints the per-clip table from those files and the
 labels (which frames have a person). Run with the converted candidates in --models
 (tools/convert_models.py --candidates writes them all).
+
+--input-sizes compares instead the shipped detector's two inputs through the daemon's own
+code (daemon.stages.perception): free size as shipped (a 16:9 frame as 416 x 256) and
+the same file with its input fixed at 416 x 416 (the square letterbox of the original
+conversion, tools/free_size_detector.py), each also tiled; they take turns on each frame.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import free_size_detector
+import onnx
 import perception_ref as P
 
 # Which frames have at least one person, by clip (frame ranges, end exclusive), checked by
@@ -68,6 +75,25 @@ def candidates(models: Path):
         "multipose": lambda f: P.movenet_multipose(mm, f, LOW_SCORE)[:2],
         "centernet": lambda f: P.centernet_people(cn, f, LOW_SCORE),
         "blazepose_det": lambda f: P.blazepose_detect(pd, f, LOW_SCORE, anchors),
+    }
+
+
+def input_size_candidates(out: Path):
+    """The shipped detector at its free size and at 416 x 416, full frame and tiled."""
+    from daemon.stages import perception as D
+
+    square = out / "nanodet-g-416x416.onnx"
+    side = D.NANODET_INPUT_PX
+    onnx.save(
+        free_size_detector.fixed_size(onnx.load(str(D.DEFAULT_DETECTOR)), (side, side)), str(square)
+    )
+    free = D.PersonModels(D.DEFAULT_DETECTOR, D.DEFAULT_POSE)
+    fixed = D.PersonModels(square, D.DEFAULT_POSE)
+    return {
+        "nanodet_416x416": lambda f: fixed.detect(f, LOW_SCORE),
+        "nanodet_free": lambda f: free.detect(f, LOW_SCORE),
+        "tiled_416x416": lambda f: fixed.detect_tiled(f, LOW_SCORE),
+        "tiled_free": lambda f: free.detect_tiled(f, LOW_SCORE),
     }
 
 
@@ -148,6 +174,9 @@ def main() -> None:
     ap.add_argument("--room-step", type=int, default=5)
     ap.add_argument("--report", action="store_true", help="print the table from --out")
     ap.add_argument(
+        "--input-sizes", action="store_true", help="the shipped detector: free size vs 416x416"
+    )
+    ap.add_argument(
         "--thresholds",
         default="nanodet=0.4,nanodet_tiled=0.4,multipose=0.3,centernet=0.3,blazepose_det=0.5",
     )
@@ -158,7 +187,7 @@ def main() -> None:
         )
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    cands = candidates(args.models)
+    cands = input_size_candidates(args.out) if args.input_sizes else candidates(args.models)
     for path in sorted(args.media.glob("*.m[pk][4v]")):
         step = args.room_step if path.name.startswith("one-by-one") else 1
         run_clip(path, step, cands, args.out)
