@@ -34,6 +34,8 @@ from daemon.stages.kinds import (
 from daemon.stages.upstream import Upstream
 from daemon.stages.worker import STEP_WAIT_S, Heartbeat, WorkerSpec, loan_slot, timed
 
+# Slots of the shared analysis ring per person camera (plus one per detect replica).
+ANALYSIS_SLOTS_PER_CAMERA = 2
 # clips_total: frames sent for analysis (the name the overlay reads from whatever feeds
 # it, to wait at a file's end for a result for each); moving: 1 while the scene moves.
 GATE_FIELDS = ("clips_total", "analysis_skipped_total", "moving")
@@ -143,9 +145,13 @@ def _frames_ring(ctx: RingContext) -> RingShape:
     cams, replicas = ctx.cameras, ctx.config.perception.replicas
     # Files that asked for lossless keep every analysed frame; live cameras drop the oldest.
     lossless = bool(cams) and all(c.ring_policy == "block" for c in cams)
+    # Two frames per camera plus one per replica: while a replica works through a batch
+    # of one frame per camera, every camera's next frame still finds a slot (with one per
+    # camera, cameras in step -- one stream, or the same frame rate -- lost frames to
+    # drop_oldest whenever a batch took longer than a frame period).
     return RingShape(
         records.analysis_record(records.analysis_frame_bytes(cams)).frame_spec(),
-        max(4, len(cams) + replicas),
+        max(4, ANALYSIS_SLOTS_PER_CAMERA * len(cams) + replicas),
         Policy.BLOCK if lossless else Policy.DROP_OLDEST,
     )
 
