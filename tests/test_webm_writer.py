@@ -1,7 +1,8 @@
 """An event clip's file (daemon/display/webm_writer.py, PyAV and libvpx): a WebM that
 decodes to the frames given, at their slots, for as long as they stand for; a frame
-repeated for a gap is encoded once; nothing is printed; and a file that cannot be written
-fails that clip alone. The encoder thread's writing runs in a real subprocess, so the
+repeated for a gap is encoded once; a keyframe starts every KEYFRAME_EVERY_S of clip time
+however slow the camera; nothing is printed; and a file that cannot be written fails that
+clip alone (more in test_clip_encoder_errors.py). The encoder thread's writing runs in a real subprocess, so the
 bytes on its descriptor 2 are what a journal would get."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -118,3 +120,30 @@ def test_a_clip_that_cannot_be_opened_fails_alone(tmp_path: Path) -> None:
     results = {o.clip_id: (o.result, o.frames) for o in encoder.take_outcomes()}
     assert results == {"bad": (WRITE_FAILED, 0), "good": (DONE, 3)}
     assert clip_slots(tmp_path / "cam" / "good.webm", FPS) == 3
+
+
+@pytest.mark.parametrize("slots_each", [1, 3, 5])
+def test_a_keyframe_starts_every_few_seconds_of_clip_time(tmp_path: Path, slots_each: int) -> None:
+    # A camera at 10, 3.3 and 2 fps in a 10 fps clip of 18 s: a keyframe (where a seek
+    # starts decoding) on the first frame at or after each KEYFRAME_EVERY_S, however few
+    # frames were encoded in between.
+    path = tmp_path / "keys.webm"
+    writer = webm_writer.WebmWriter(path, FPS, SIZE)
+    ramp = np.linspace(0, 200, SIZE[0], dtype=np.float32)
+    while writer.slots < 180:
+        shift = writer.slots % SIZE[0]
+        image = np.roll(ramp, shift)[None, :, None].repeat(SIZE[1], 0).repeat(3, 2)
+        writer.write(image.astype(np.uint8), slots=slots_each)
+    writer.close()
+    every = round(webm_writer.KEYFRAME_EVERY_S * FPS)
+    starts = range(0, writer.slots, slots_each)  # each frame's first slot
+    expected = [min(s for s in starts if s >= mark) for mark in range(0, writer.slots, every)]
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base is not None
+        keys = [
+            round(float(packet.pts * stream.time_base) * FPS)
+            for packet in container.demux(stream)
+            if packet.pts is not None and packet.is_keyframe
+        ]
+    assert keys == expected

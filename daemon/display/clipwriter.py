@@ -95,6 +95,8 @@ class ClipEncoder:
         self._open: dict[str, _Open] = {}
         self._outcomes: list[Outcome] = []
         self._lock = threading.Lock()
+        self._stopped = False  # the thread ended on the stop command (not on an error)
+        self._died = False  # it ended on an error instead (logged once)
         self._thread = threading.Thread(target=self._run, name="clip-encoder", daemon=True)
         self._thread.start()
 
@@ -122,12 +124,19 @@ class ClipEncoder:
 
     def close(self) -> bool:
         """Stop after the queued commands; False if the thread did not finish within
-        CLOSE_WAIT_S (what it was writing is removed at the next start)."""
+        CLOSE_WAIT_S (what it was writing is removed at the next start) or had died."""
         self._put(None, frames=0)
         self._thread.join(CLOSE_WAIT_S)
-        return not self._thread.is_alive()
+        if self._thread.is_alive():
+            return False
+        if self._stopped:
+            return True
+        self._instead_of_thread(None)  # it died after that command was queued
+        return False
 
     def _put(self, command: _Command, frames: int) -> bool:
+        if not self._thread.is_alive() and not self._stopped:
+            return self._instead_of_thread(command)
         q = self._queue
         with q.cond:
             if frames and q.frames + frames > self._max_frames:
@@ -135,6 +144,36 @@ class ClipEncoder:
             q.items.append(command)
             q.frames += frames
             q.cond.notify()
+        return True
+
+    def _instead_of_thread(self, command: _Command) -> bool:
+        """The thread died of an error no writer raises (its traceback is on stderr): the
+        caller's thread fails every clip in its place, queued commands first, so that each
+        clip still gets its outcome (WRITE_FAILED) when it is closed. Frames are refused."""
+        if not self._died:
+            self._died = True
+            log.error("clip encoder: its thread ended on an error; every clip now fails")
+        with self._queue.cond:
+            queued, self._queue.frames = list(self._queue.items), 0
+            self._queue.items.clear()
+        for earlier in queued:
+            if earlier is not None:
+                self._fail_instead(earlier)
+        if command is not None:
+            return self._fail_instead(command)
+        for clip_id in list(self._open):  # stopping: the clips still open fail too
+            self._fail_instead(_CloseCmd(clip_id, keep=False))
+        return True
+
+    def _fail_instead(self, command: _OpenCmd | _FrameCmd | _CloseCmd) -> bool:
+        if isinstance(command, _FrameCmd):
+            return False
+        if isinstance(command, _OpenCmd):
+            self._open[command.clip_id] = _Open(command.path, None, failed=True)
+        else:
+            if (clip := self._open.get(command.clip_id)) is not None:
+                clip.failed = True
+            self._close(command.clip_id, command.keep)
         return True
 
     # -- the encoder thread ----------------------------------------------------------
@@ -149,6 +188,7 @@ class ClipEncoder:
             if command is None:
                 for clip_id in list(self._open):
                     self._close(clip_id, keep=True)
+                self._stopped = True
                 return
             try:
                 self._do(command)
@@ -158,20 +198,25 @@ class ClipEncoder:
                         q.frames -= 1
 
     def _do(self, command: _OpenCmd | _FrameCmd | _CloseCmd) -> None:
-        ids = command.clip_ids if isinstance(command, _FrameCmd) else (command.clip_id,)
-        try:
-            if isinstance(command, _OpenCmd):
+        if isinstance(command, _CloseCmd):
+            self._close(command.clip_id, command.keep)
+        elif isinstance(command, _OpenCmd):
+            try:
                 self._start(command.clip_id, command.path, command.frames)
-            elif isinstance(command, _FrameCmd):
-                for clip_id in command.clip_ids:
+            except WRITE_ERRORS as exc:
+                self._fail(command.clip_id, exc)
+        else:
+            for clip_id in command.clip_ids:  # one clip's error fails that clip alone
+                try:
                     self._write(clip_id, command.frame, command.copies)
-            else:
-                self._close(command.clip_id, command.keep)
-        except WRITE_ERRORS as exc:  # that clip fails; the thread goes on
-            log.warning("clips %s: %s", ", ".join(ids), exc)
-            for clip_id in ids:
-                if clip_id in self._open:
-                    self._open[clip_id].failed = True
+                except WRITE_ERRORS as exc:
+                    self._fail(clip_id, exc)
+
+    def _fail(self, clip_id: str, exc: BaseException) -> None:
+        """The clip fails (its close reports WRITE_FAILED); the thread goes on."""
+        log.warning("clip %s: %s", clip_id, exc)
+        if clip_id in self._open:
+            self._open[clip_id].failed = True
 
     def _start(self, clip_id: str, path: Path, frames: list[np.ndarray]) -> None:
         """Open the clip's writer (sized by its first frame; with no frame yet, by the

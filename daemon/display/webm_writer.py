@@ -8,7 +8,8 @@ PSNR 0.3-0.5 dB lower and a quarter fewer bytes (tools/measure_clip_encoding.py)
 Frames are given as BGR arrays, each with the number of slots of the clip's frame rate
 it stands for (a camera slower than the clip, or a gap in the stream): it is encoded
 once and its timestamp says how long it stays on screen, so a repeated frame costs
-nothing. Errors are raised as WRITE_ERRORS for the caller to fail that one clip.
+nothing. A keyframe starts every KEYFRAME_EVERY_S of the clip's time (by its slots, not
+by the frames encoded, which are fewer for a slow camera). Errors are raised as WRITE_ERRORS for the caller to fail that one clip.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import av.error
 import cv2
 import numpy as np
 from av.container import OutputContainer
+from av.video.frame import PictureType
 from av.video.stream import VideoStream
 
 CODEC = "libvpx"  # VP8; "libvpx-vp9" would cost several times more per frame
@@ -32,7 +34,9 @@ VP8_BITRATE_BPS = 600_000  # a target; the bundled room clip takes 380-580 kbit/
 KEYFRAME_EVERY_S = 5.0  # how far a browser decodes from to seek; more keyframes cost bytes
 ENCODER_THREADS = 1  # one per clip thread: more threads cost more CPU on a small box
 FPS_DENOMINATOR_MAX = 1001  # the clip's frame rate as a fraction (29.97 = 30000/1001)
-WRITE_ERRORS = (av.error.FFmpegError, OSError)
+# What writing a clip can raise: FFmpeg's errors, the file's, and a frame OpenCV or PyAV
+# cannot take (a shape or type other than BGR uint8).
+WRITE_ERRORS = (av.error.FFmpegError, OSError, cv2.error, ValueError)
 
 
 class WebmWriter:
@@ -48,7 +52,10 @@ class WebmWriter:
             codec = self._stream.codec_context
             codec.width, codec.height, codec.pix_fmt = size[0], size[1], "yuv420p"
             codec.bit_rate = VP8_BITRATE_BPS
-            codec.gop_size = max(1, round(KEYFRAME_EVERY_S * fps))
+            # libvpx's own keyframes count encoded frames; write() forces one every
+            # KEYFRAME_EVERY_S by slots, always first, so libvpx never needs to.
+            self._keyframe_slots = max(1, round(KEYFRAME_EVERY_S * fps))
+            codec.gop_size = self._keyframe_slots
             codec.thread_count = ENCODER_THREADS
             codec.options = {"deadline": "realtime", "cpu-used": str(VP8_CPU_USED)}
         except WRITE_ERRORS:
@@ -56,6 +63,7 @@ class WebmWriter:
             raise
         self._last: av.VideoFrame | None = None
         self._last_pts = -1
+        self._next_keyframe_slot = 0
         self.slots = 0  # the clip's length so far, in slots of its frame rate
 
     def write(self, image: np.ndarray, slots: int = 1) -> None:
@@ -63,18 +71,27 @@ class WebmWriter:
         if slots < 1:
             return
         frame = _to_frame(image, self._size)
-        frame.pts = self._last_pts = self.slots
-        self._container.mux(self._stream.encode(frame))
+        self._last_pts = self.slots
+        self._encode(frame, self.slots)
         self._last = frame
         self.slots += slots
+
+    def _encode(self, frame: av.VideoFrame, slot: int) -> None:
+        """Encode `frame` at `slot`: a keyframe if it is the first at or after the next
+        multiple of KEYFRAME_EVERY_S."""
+        key = slot >= self._next_keyframe_slot
+        if key:
+            self._next_keyframe_slot = (slot // self._keyframe_slots + 1) * self._keyframe_slots
+        frame.pts = slot
+        frame.pict_type = PictureType.I if key else PictureType.NONE
+        self._container.mux(self._stream.encode(frame))
 
     def close(self) -> None:
         """Flush the encoder and finish the file. A last frame standing for several
         slots is written again at its last one, so the clip lasts them all."""
         try:
             if self._last is not None and self._last_pts < self.slots - 1:
-                self._last.pts = self.slots - 1
-                self._container.mux(self._stream.encode(self._last))
+                self._encode(self._last, self.slots - 1)
             self._container.mux(self._stream.encode(None))
         finally:
             self._last = None
