@@ -8,6 +8,13 @@ as TFJS does), TFLite models in ai-edge-litert. Prints the max abs difference pe
 --write-reference also saves tests/data/perception_ref.npz: for each shipped model, its
 input/output names and shapes and its onnxruntime outputs on one real frame, so the
 project's tests can check the runtime path without TensorFlow.
+
+Inputs are made by tools/perception_ref.py (P here), the reference form of the pipeline,
+not by daemon/stages/perception.py: NanoDet is compared at the original's 416 x 416 input
+(P.letterbox takes a side); the shipped file takes any multiple of 32 and gives the same
+outputs at that size (tests/test_perception_models.py), and the daemon's own code is held
+to the recorded reference by tests/test_perception.py. The half without TensorFlow runs
+in tests/test_verify_models_tool.py.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import convert_models as C
@@ -71,7 +80,7 @@ def model_input(name: str, frame: np.ndarray) -> np.ndarray:
     raise SystemExit(f"no input recipe for {name}")
 
 
-def tfjs_graph_def(model_json: Path):
+def tfjs_graph_def(model_json: Path) -> tuple[Any, list[str], list[str]]:
     """A TF GraphDef from a TFJS graph model: its nodes, plus its weights as Const values."""
     import tensorflow as tf
     from google.protobuf import json_format
@@ -107,7 +116,7 @@ def tfjs_graph_def(model_json: Path):
     return gd, ins, outs
 
 
-def unfuse_depthwise(nd):
+def unfuse_depthwise(nd: Any) -> list[Any]:
     """TFJS's FusedDepthwiseConv2dNative -> DepthwiseConv2dNative [+ BiasAdd] [+ activation]."""
     import tensorflow as tf
 
@@ -158,7 +167,9 @@ def run_tflite(path: Path, x: np.ndarray) -> list[np.ndarray]:
     return [it.get_tensor(d["index"]) for d in it.get_output_details()]
 
 
-def original_outputs(spec: C.ModelSpec, work: Path, sources: Path, x: np.ndarray):
+def original_outputs(
+    spec: C.ModelSpec, work: Path, sources: Path, x: np.ndarray
+) -> list[np.ndarray]:
     archive = C.fetch(spec.source, sources)
     if spec.kind == "tfjs":
         C.extract(archive, C.tfjs_members(archive, spec.member, work), work)
@@ -209,7 +220,7 @@ def main() -> None:
             )
     if args.write_reference:
         REFERENCE_NPZ.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(REFERENCE_NPZ, **reference)
+        np.savez_compressed(REFERENCE_NPZ, **cast(dict[str, Any], reference))
         print(f"wrote {REFERENCE_NPZ} ({REFERENCE_NPZ.stat().st_size} bytes)")
 
 
@@ -218,11 +229,15 @@ def reference_image(name: str, frame: np.ndarray) -> np.ndarray:
     if name == "nanodet-g.onnx":
         return P.letterbox(frame, P.NANODET_INPUT_PX)[0]  # BGR
     x = model_input(name, frame)  # movenet: already the RGB crop, int32 0..255
-    return x[0].astype(np.uint8)
+    return np.asarray(x[0], np.uint8)
 
 
 def add_reference(
-    ref: dict[str, np.ndarray], name: str, sess, frame: np.ndarray, outs: list[np.ndarray]
+    ref: dict[str, np.ndarray],
+    name: str,
+    sess: ort.InferenceSession,
+    frame: np.ndarray,
+    outs: list[np.ndarray],
 ) -> None:
     """Keeps the test data small: the uint8 input image, the I/O names and shapes, and per
     output its values at REFERENCE_CELLS positions (the largest ones and an even spread)."""
