@@ -5,6 +5,7 @@ Real files made by cv2.VideoWriter (tests/media.py), real FFmpeg through PyAV.""
 
 from __future__ import annotations
 
+import logging
 import wave
 from pathlib import Path
 
@@ -164,3 +165,25 @@ def test_a_file_without_video_is_a_clear_error(tmp_path: Path) -> None:
         out.writeframes(bytes(16000))
     with pytest.raises(SourceError, match=r"cannot decode video file .*sound.wav.*no video"):
         FileCapture(str(sound), OpenOptions()).open()
+
+
+def test_damaged_packets_are_logged_once_and_counted_all(
+    clip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = bytearray(clip.read_bytes())
+    noise = np.random.default_rng(2).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    for share in (0.3, 0.5, 0.7):  # damage in three places: several bad packets
+        start = int(len(data) * share)
+        data[start : start + len(noise)] = noise
+    damaged = tmp_path / "damaged3.mp4"
+    damaged.write_bytes(bytes(data))
+    caplog.set_level(logging.INFO, logger="daemon.capture")
+    cap = FileCapture(str(damaged), OpenOptions())
+    assert cap.open()
+    while cap.read() is not None:
+        pass
+    cap.release()
+    lines = [r for r in caplog.records if "does not decode" in r.getMessage()]
+    assert cap.undecodable_total >= 2
+    # Before: one INFO line per damaged packet.
+    assert len(lines) == 1, [r.getMessage() for r in lines]

@@ -9,7 +9,7 @@ import av
 from av.container import InputContainer
 
 from daemon.capture.protocol import SourceError
-from daemon.capture.pyav import PyAVCapture
+from daemon.capture.pyav import NO_DECODER, PyAVCapture
 
 
 def check_video_file(path: str) -> None:
@@ -34,6 +34,8 @@ class FileCapture(PyAVCapture):
         return av.open(self.source)
 
     def _unopenable(self, reason: str) -> bool:
+        if reason == NO_DECODER:
+            raise SourceError(f"cannot decode video file {self.source!r}: {reason}")
         raise SourceError(
             f"cannot decode video file {self.source!r}: not a video FFmpeg "
             f"can read ({reason}: corrupt, truncated or unsupported format); check it "
