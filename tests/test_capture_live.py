@@ -27,12 +27,13 @@ from daemon.capture.rtsp import StreamCapture, stream_options
 
 pytestmark = pytest.mark.timeout(60)
 
-VIDEO_FRAMES = 50  # at 25 fps: two seconds of video, then audio only
+VIDEO_FRAMES = 100  # at 25 fps: four seconds of video, then audio only
 READ_TIMEOUT_S = 1.0
 # A read after the video stopped may take read_timeout_s, plus one more for the blocked
-# packet read PyAV's own timeout ends; the audio goes on for AUDIO_S (the server's life).
+# packet read PyAV's own timeout ends; the audio goes on until the server is stopped.
 MAX_STALL_S = 2 * READ_TIMEOUT_S + 0.5
-AUDIO_S = 20.0
+# Reading that goes on this long after the first frame did not stop with the video.
+GIVE_UP_S = 15.0
 
 
 def gst_launch() -> str:
@@ -83,7 +84,7 @@ def test_a_live_read_ends_when_the_video_stops_though_the_audio_goes_on(
     frames, last_frame_at = 0, started
     while cap.read() is not None:
         frames, last_frame_at = frames + 1, time.monotonic()
-        assert time.monotonic() - started < AUDIO_S / 2, "read() did not stop with the video"
+        assert time.monotonic() - started < GIVE_UP_S, "read() did not stop with the video"
     stalled_s = time.monotonic() - last_frame_at
     cap.release()
     assert frames > 10
