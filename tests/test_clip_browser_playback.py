@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from browser import NEEDS_CHROMIUM, headless_chromium
 
 from daemon.display.webm_writer import WebmWriter
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 FPS = 10.0
 SIZE = (160, 120)
 # Each frame a plain colour (BGR), and the slots it stands for: 13 slots, 1.3 s.
@@ -35,14 +34,7 @@ FRAMES = (
 COLOUR_TOLERANCE = 40  # VP8 at these sizes is within a few levels of a plain colour
 DEADLINE_S = 30.0
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-        reason="needs Debian's chromium and chromium-driver (.ci/apt-packages.txt)",
-    ),
-]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow, NEEDS_CHROMIUM]
 webdriver = pytest.importorskip("selenium.webdriver")
 
 PAGE = """<!doctype html><html><body>
@@ -90,13 +82,7 @@ def served(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium()
     driver.set_script_timeout(DEADLINE_S)
     yield driver
     driver.quit()

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import NEEDS_CHROMIUM, headless_chromium
 from daemon_proc import Daemon, free_port, wait_for
 from metrics_helpers import label_set, parse_samples, scrape_text
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 TOKEN = "browser-test-token-5f2c9a7e41"
 MQTT_PASSWORD = "mqtt-password-7d1e0b"
 TOKEN_ENV = "ACTIOND_TEST_CONSOLE_TOKEN"
@@ -38,14 +37,7 @@ CLIP_DEADLINE_S = 150.0
 PHONE_WIDTH_PX = 375
 MIN_CONTRAST = 4.5  # WCAG AA for body text
 
-pytestmark = [
-    pytest.mark.timeout(420),
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-        reason="needs Debian's chromium and chromium-driver (.ci/apt-packages.txt)",
-    ),
-]
+pytestmark = [pytest.mark.timeout(420), pytest.mark.slow, NEEDS_CHROMIUM]
 webdriver = pytest.importorskip("selenium.webdriver")
 # What people do in the bundled clip, labelled by hand (eval/): the events to expect.
 LABELS = (
@@ -55,15 +47,9 @@ LABELS = (
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.add_argument("--window-size=1280,900")
-    options.add_argument("--autoplay-policy=no-user-gesture-required")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(
+        "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required"
+    )
     yield driver
     driver.quit()
 
