@@ -42,6 +42,21 @@ def label_file(directory: Path, clip: Path, frames: int, events: list[dict[str, 
     (directory / f"{clip.stem}.json").write_text(json.dumps(doc))
 
 
+def labelled_walk(tmp_path: Path) -> tuple[Path, Path]:
+    """clips/ with a 64-frame walk to the right, and labels/ saying one person walks
+    right the whole clip: (clips, labels)."""
+    clips, labels = tmp_path / "clips", tmp_path / "labels"
+    clips.mkdir()
+    walk = make_action_clip(clips / "walk.mp4", "walk_right", 1, frames=64, fps=FPS)
+    label_file(
+        labels,
+        walk,
+        64,
+        [{"action": "walking_right", "person": 1, "start_s": 0.0, "end_s": 64 / FPS}],
+    )
+    return clips, labels
+
+
 def actiond_eval(cwd: Path, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "daemon", "eval", *args],
@@ -56,15 +71,7 @@ def actiond_eval(cwd: Path, *args: str, timeout_s: float = 300) -> subprocess.Co
 
 @pytest.mark.timeout(400)
 def test_eval_scores_a_walk_and_an_empty_scene(tmp_path: Path) -> None:
-    clips, labels = tmp_path / "clips", tmp_path / "labels"
-    clips.mkdir()
-    walk = make_action_clip(clips / "walk.mp4", "walk_right", 1, frames=64, fps=FPS)
-    label_file(
-        labels,
-        walk,
-        64,
-        [{"action": "walking_right", "person": 1, "start_s": 0.0, "end_s": 64 / FPS}],
-    )
+    clips, labels = labelled_walk(tmp_path)
     empty = make_clip(clips / "empty.mp4", frames=45, size=(320, 240), fps=FPS, pattern="still")
     label_file(labels, empty, 45, [])
     (tmp_path / "base.toml").write_text(EVENTS_TOML)
@@ -105,15 +112,7 @@ def test_eval_delivers_to_none_of_the_base_configs_sinks_or_ports(tmp_path: Path
     """A base config with a webhook (a relative secret file) and a console: the replay's
     events reach the receiver not once, and the console's port, held by this test the
     whole run, is not wanted (a daemon binding it would exit 2 and fail the eval)."""
-    clips, labels = tmp_path / "clips", tmp_path / "labels"
-    clips.mkdir()
-    walk = make_action_clip(clips / "walk.mp4", "walk_right", 1, frames=64, fps=FPS)
-    label_file(
-        labels,
-        walk,
-        64,
-        [{"action": "walking_right", "person": 1, "start_s": 0.0, "end_s": 64 / FPS}],
-    )
+    clips, labels = labelled_walk(tmp_path)
     receiver = WebhookReceiver().start()
     held = socket.socket()
     try:
