@@ -26,6 +26,7 @@ from daemon.outputs.sinks.runner import SinkSetupError
 from daemon.stages.contract import ModelError
 from daemon.supervisor.app import Supervisor
 from daemon.supervisor.boot import Boot, load_boot
+from daemon.supervisor.capacity import capacity_warnings, usable_cores
 
 log = logging.getLogger("actiond")
 EVAL_HELP = "score labelled clips run through a real daemon (`actiond eval --help`)"
@@ -143,6 +144,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK ({len(cams)} camera(s): {each})")
     for line in environment_warnings(boot.config):  # this shell is not the service's
         print(f"actiond: {line}", file=sys.stderr)
+    for line in capacity_warnings(boot.config, usable_cores()):
+        print(f"actiond: {line}", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -156,6 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # but can't be used to capture by name") mislead; our log names the real problem.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     log.info("actiond %s starting with %s", __version__, args.config)
+    for line in capacity_warnings(boot.config, usable_cores()):
+        log.warning("%s", line.removeprefix("warning: "))
     supervisor = Supervisor(boot, reloader=load_boot)
     try:
         return int(uvloop.run(supervisor.run()))
