@@ -122,6 +122,11 @@ class ClipEncoder:
     def queued_frames(self) -> int:
         return self._queue.frames
 
+    @property
+    def died(self) -> bool:
+        """The thread ended on an error (already logged), not on the stop command."""
+        return self._died
+
     def close(self) -> bool:
         """Stop after the queued commands; False if the thread did not finish within
         CLOSE_WAIT_S (what it was writing is removed at the next start) or had died."""

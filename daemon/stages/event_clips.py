@@ -276,7 +276,7 @@ class EventClips:
         """Finish every open clip (the stream ended or the worker stops) and the encoder."""
         for event_id in list(self._open):
             self._finish(event_id, keep=True)
-        if not self._encoder.close():
+        if not self._encoder.close() and not self._encoder.died:  # a death is logged
             log.warning("camera %s: the clip encoder did not finish in time", self._camera)
         self._collect()
         self._read_tally(force=True)
