@@ -125,7 +125,7 @@ class PyAVCapture:
             if other.index != stream.index:
                 other.discard = Discard.all  # the demuxer drops its packets itself
         stream.thread_type = LIVE_THREAD_TYPE if self.live else REPLAY_THREAD_TYPE
-        stream.codec_context.skip_frame = self.options.skip_frame
+        codec_context.skip_frame = self.options.skip_frame
         self._container, self._packets = container, container.demux(stream)
         self._start_pts, self._time_base = stream.start_time or 0, stream.time_base
         self._fps = frame_rate(stream.average_rate, stream.guessed_rate)
