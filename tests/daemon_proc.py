@@ -38,6 +38,18 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> ob
         time.sleep(POLL_S)
 
 
+def check_config(config: Path, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """`actiond check-config -c config`, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "check-config", "-c", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,12 +6,10 @@ and Home Assistant discovery offers each camera its own actions (a person camera
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from daemon_proc import REPO
+from daemon_proc import check_config
 from test_people_skeleton import META, tiny_model
 
 from daemon.config import PEOPLE_ACTIONS
@@ -24,7 +22,6 @@ from daemon.supervisor.outputs import boot_sink_context
 
 pytestmark = pytest.mark.timeout(120)
 
-COMMAND_S = 60.0
 SKELETON_LABELS = ("hands_low", "hands_up")
 
 
@@ -37,17 +34,6 @@ def _config(tmp_path: Path, pipelines: list[str], extra: str = "") -> Path:
     return path
 
 
-def _check_config(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", "check-config", "-c", str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_S,
-        check=False,
-    )
-
-
 def _junk_model(tmp_path: Path) -> str:
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not an onnx model")
@@ -56,11 +42,11 @@ def _junk_model(tmp_path: Path) -> str:
 
 def test_boot_loads_the_clip_model_only_when_a_camera_runs_it(tmp_path: Path) -> None:
     junk = _junk_model(tmp_path)
-    people_only = _check_config(_config(tmp_path, ["person"], junk))
+    people_only = check_config(_config(tmp_path, ["person"], junk))
     assert people_only.returncode == ExitCode.OK, people_only.stderr
     assert "junk.onnx" not in people_only.stdout
     assert f"cam0: pipeline person, actions {', '.join(PEOPLE_ACTIONS)})" in people_only.stdout
-    with_clip = _check_config(_config(tmp_path, ["person", "clip"], junk))
+    with_clip = check_config(_config(tmp_path, ["person", "clip"], junk))
     assert with_clip.returncode == ExitCode.CONFIG
     assert "model error" in with_clip.stderr and "junk.onnx" in with_clip.stderr
     boot = load_boot(_config(tmp_path, ["person"], junk))
@@ -69,7 +55,7 @@ def test_boot_loads_the_clip_model_only_when_a_camera_runs_it(tmp_path: Path) ->
 
 def test_check_config_says_each_cameras_pipeline_and_actions(tmp_path: Path) -> None:
     config = _config(tmp_path, ["clip", "person"], '[people]\nactions = ["in_zone", "fall"]\n')
-    done = _check_config(config)
+    done = check_config(config)
     assert done.returncode == ExitCode.OK, done.stderr
     boot = load_boot(config)
     clip = event_actions(boot.labels, boot.config.events.ignore)
@@ -117,6 +103,6 @@ def test_discovery_offers_each_camera_its_own_actions(tmp_path: Path) -> None:
 def test_an_unfit_skeleton_classifier_is_a_config_error(tmp_path: Path) -> None:
     clash = tiny_model(tmp_path / "clash.onnx", {**META, "labels": "fall,hands_up"})
     extra = f'[[people.classifiers]]\nmodel = "{clash}"\n'
-    done = _check_config(_config(tmp_path, ["person"], extra))
+    done = check_config(_config(tmp_path, ["person"], extra))
     assert done.returncode == ExitCode.CONFIG
     assert "people.classifiers" in done.stderr and "fall" in done.stderr

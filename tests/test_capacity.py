@@ -3,10 +3,11 @@ most one per core; check-config and `run` warn when [perception] replicas is bel
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
-from test_camera_actions import _check_config
+from daemon_proc import Daemon, check_config, wait_for
 
 from daemon.exitcodes import ExitCode
 from daemon.supervisor.boot import load_boot
@@ -18,6 +19,8 @@ from daemon.supervisor.capacity import (
 )
 
 pytestmark = pytest.mark.timeout(120)
+
+START_S = 60.0
 
 
 def _config(tmp_path: Path, cameras: list[str], replicas: int) -> Path:
@@ -57,9 +60,26 @@ def test_cameras_that_run_the_detector_are_counted(tmp_path: Path) -> None:
 def test_check_config_warns_and_still_accepts(tmp_path: Path) -> None:
     if usable_cores() < 2:
         pytest.skip("one usable core: one replica is the advice, nothing to warn")
-    done = _check_config(_config(tmp_path, ["person"] * 3, 1))
+    done = check_config(_config(tmp_path, ["person"] * 3, 1))
     assert done.returncode == ExitCode.OK, done.stderr
     assert "actiond: warning: 3 cameras share 1 detect process(es)" in done.stderr
     assert "set replicas = 2" in done.stderr
-    quiet = _check_config(_config(tmp_path, ["person"] * 3, 2))
+    quiet = check_config(_config(tmp_path, ["person"] * 3, 2))
     assert quiet.returncode == ExitCode.OK and "warning" not in quiet.stderr, quiet.stderr
+
+
+def test_run_logs_the_warning_at_start(tmp_path: Path, daemons: list[Daemon]) -> None:
+    if usable_cores() < 2:
+        pytest.skip("one usable core: one replica is the advice, nothing to warn")
+    cameras: list[dict[str, object]] = [
+        {"name": f"cam{i}", "source": "test:still", "pipeline": "person", "fps": 5}
+        for i in range(3)
+    ]
+    d = Daemon(tmp_path, cameras)
+    daemons.append(d.start())
+    line = "WARNING MainProcess actiond: 3 cameras share 1 detect process(es)"
+    wait_for(lambda: line in d.log(), START_S, "the capacity warning in the daemon's log")
+    # A SIGTERM before the supervisor's loop took its signals ends the process by the
+    # signal: nothing was made yet. Either way nothing is left in the shm dir.
+    assert d.stop() in (ExitCode.OK, -signal.SIGTERM), d.log()
+    assert d.leftovers() == []

@@ -17,6 +17,8 @@ from models import brightness_model
 from mosquitto_fixture import MosquittoBroker, MqttCollector
 
 from daemon.exitcodes import ExitCode
+from daemon.outputs.discovery import event_key
+from daemon.outputs.outbox import OUTBOX_FILENAME
 
 START_S = 60.0
 SEGMENT_FRAMES = 24  # dark, bright, dark, bright, dark: two "bright" events
@@ -138,13 +140,18 @@ def logged_ids(d: Daemon) -> set[str]:
     }
 
 
-def outbox_ids(tmp: Path) -> set[str]:
-    """Ids of the events stored in the outbox and not yet delivered everywhere."""
-    path = tmp / "state" / "events-outbox.sqlite3"
+def outbox_keys(tmp: Path) -> set[str]:
+    """Keys ("<id>:<phase>") of the event records stored in the outbox and not yet
+    delivered everywhere."""
+    path = tmp / "state" / OUTBOX_FILENAME
     if not path.exists():
         return set()
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
-        return {json.loads(row[0])["id"] for row in db.execute("SELECT record FROM events")}
+        return {row[0] for row in db.execute("SELECT key FROM events")}
+
+
+def ids_of(keys: set[str]) -> set[str]:
+    return {key.rsplit(":", 1)[0] for key in keys}
 
 
 @pytest.mark.timeout(240)
@@ -165,29 +172,29 @@ def test_outage_and_sigkill_lose_no_event(
     # An event taken but not yet stored when the supervisor is SIGKILLed is lost, as the
     # README says: the kill waits until two events of the outage are in the outbox.
     wait_for(
-        lambda: len((logged_ids(d) - before) & outbox_ids(tmp_path)) >= 2,
+        lambda: len((logged_ids(d) - before) & ids_of(outbox_keys(tmp_path))) >= 2,
         START_S,
         "two events of the outage in the outbox",
     )
     # The daemon dies with those events still in its outbox.
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(10)
-    wanted = outbox_ids(tmp_path)
-    assert len(wanted - before) >= 2, wanted
+    wanted = outbox_keys(tmp_path)  # every record, start and end, by its outbox key
+    assert len(ids_of(wanted) - before) >= 2, wanted
     broker.start()
     again = mqtt_daemon(tmp_path, broker, "test:still", fps=10)  # same state dir
     daemons.append(again.start())
 
     def delivered() -> set[str]:
-        return {json.loads(m.payload)["id"] for m in collector.messages()}
+        return {event_key(json.loads(m.payload)) for m in collector.messages()}
 
     try:
-        wait_for(lambda: wanted <= delivered(), START_S, "every stored event, by id")
+        wait_for(lambda: wanted <= delivered(), START_S, "every stored event record, by key")
     except AssertionError as exc:
         missing = wanted - delivered()
         raise AssertionError(
             f"{exc}: {len(missing)} of {len(wanted)} not delivered, "
-            f"{len(missing & outbox_ids(tmp_path))} of them still in the outbox; "
+            f"{len(missing & outbox_keys(tmp_path))} of them still in the outbox; "
             f"the restarted daemon's log:\n{again.log()[-3000:]}"
         ) from exc
     assert again.stop() == ExitCode.OK

@@ -211,13 +211,13 @@ def kill_all_at_once(rig: Rig) -> float:
         lambda: all(
             d.worker_pid(w) not in (0, old[w]) and beat_after(d, w, killed_at) for w in WORKERS
         ),
-        RECOVERY_BOUND_S * 4,
+        ALL_AT_ONCE_BOUND_S * 2,
         "every worker restarted",
     )
     marks = {c: int(d.stats(f"{c}.source")["last_frame_id"]) for c in (FILE_CAM, RTSP_CAM)}
     wait_for(
         lambda: all(rig.tail.shown_after(c, m) for c, m in marks.items()),
-        RECOVERY_BOUND_S * 4,
+        ALL_AT_ONCE_BOUND_S * 2,
         "frames from both cameras after killing every worker",
     )
     return time.monotonic() - killed_at

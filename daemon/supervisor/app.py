@@ -73,6 +73,14 @@ class Supervisor:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT or until every camera finished or failed."""
         loop = asyncio.get_running_loop()
+        # First: a SIGTERM while the rings are made or the outputs open stops the run
+        # cleanly below instead of killing it with its segments left in shm_dir.
+        for sig, handler in (
+            (signal.SIGTERM, self.handle_term),
+            (signal.SIGINT, self.handle_int),
+            (signal.SIGHUP, self.handle_hup),
+        ):
+            loop.add_signal_handler(sig, handler)
         # Held for the whole run: the kernel drops it when we die, so a start in any PID
         # namespace sharing shm_dir can tell our files from a dead run's.
         run_lock = RunLock.acquire(self.boot.config.daemon.shm_dir, self.run_id)
@@ -87,14 +95,9 @@ class Supervisor:
             self._open = await open_outputs(
                 self.outputs, self.boot, self.events_socket, snapshot, self.run_id
             )
-            for sig, handler in (
-                (signal.SIGTERM, self.handle_term),
-                (signal.SIGINT, self.handle_int),
-                (signal.SIGHUP, self.handle_hup),
-            ):
-                loop.add_signal_handler(sig, handler)
-            self.arbiter.spawn_workers()
-            await self._main_loop()
+            if not self._stop.is_set():  # no worker to start and stop again
+                self.arbiter.spawn_workers()
+                await self._main_loop()
             return await self.shutdown()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
