@@ -3,6 +3,7 @@ chromium-driver (.ci/apt-packages.txt), driven by selenium (the test extra)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 NEEDS_CHROMIUM = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-    reason="needs Debian's chromium and chromium-driver (.ci/apt-packages.txt)",
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists())
+    or importlib.util.find_spec("selenium") is None,
+    reason="needs Debian's chromium and chromium-driver (.ci/apt-packages.txt) and "
+    "selenium (the test extra)",
 )
 
 

@@ -35,7 +35,6 @@ COLOUR_TOLERANCE = 40  # VP8 at these sizes is within a few levels of a plain co
 DEADLINE_S = 30.0
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow, NEEDS_CHROMIUM]
-webdriver = pytest.importorskip("selenium.webdriver")
 
 PAGE = """<!doctype html><html><body>
 <video id="v" muted preload="auto"></video>

@@ -38,7 +38,6 @@ PHONE_WIDTH_PX = 375
 MIN_CONTRAST = 4.5  # WCAG AA for body text
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow, NEEDS_CHROMIUM]
-webdriver = pytest.importorskip("selenium.webdriver")
 # What people do in the bundled clip, labelled by hand (eval/): the events to expect.
 LABELS = (
     Path(__file__).resolve().parent.parent / "eval/labels/people/one-by-one-person-detection.json"
