@@ -2,8 +2,8 @@
 decodes to the frames given, at their slots, for as long as they stand for; a frame
 repeated for a gap is encoded once; a keyframe starts every KEYFRAME_EVERY_S of clip time
 however slow the camera; nothing is printed; and a file that cannot be written fails that
-clip alone (more in test_clip_encoder_errors.py). The encoder thread's writing runs in a real subprocess, so the
-bytes on its descriptor 2 are what a journal would get."""
+clip alone (more in test_clip_encoder_errors.py). The encoder thread's writing runs in a
+real subprocess, so the bytes on its descriptor 2 are what a journal would get."""
 
 from __future__ import annotations
 

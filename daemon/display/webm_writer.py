@@ -9,7 +9,8 @@ Frames are given as BGR arrays, each with the number of slots of the clip's fram
 it stands for (a camera slower than the clip, or a gap in the stream): it is encoded
 once and its timestamp says how long it stays on screen, so a repeated frame costs
 nothing. A keyframe starts every KEYFRAME_EVERY_S of the clip's time (by its slots, not
-by the frames encoded, which are fewer for a slow camera). Errors are raised as WRITE_ERRORS for the caller to fail that one clip.
+by the frames encoded, which are fewer for a slow camera). Errors are raised as
+WRITE_ERRORS for the caller to fail that one clip.
 """
 
 from __future__ import annotations
